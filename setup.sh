@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 machine for capsa and run a first container.
+# Usage (as root): ./setup.sh            -- installs, then runs a busybox container
+#                  ./setup.sh --no-demo  -- installs only (used by .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# The test and demo rootfs is Debian's static busybox (a dynamic one would need a libc in the rootfs).
+if [ ! -x /bin/busybox ] || grep -q 'ld-linux' /bin/busybox; then
+  apt-get update -qq
+  apt-get install -y -qq busybox-static >/dev/null
+fi
+
+# The machine's Python 3.11: Debian's own interpreter starts fastest (no shared libpython).
+PY=""
+for candidate in /usr/bin/python3.11 python3.11 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys, ensurepip; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+    PY=$(command -v "$candidate"); break
+  fi
+done
+if [ -z "$PY" ]; then
+  apt-get update -qq && apt-get install -y -qq python3.11 python3.11-venv >/dev/null
+  PY=/usr/bin/python3.11
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/pip install -q ".[test]"
+ln -sf "$PWD/.venv/bin/capsa" /usr/local/bin/capsa
+
+if [ "${1:-}" != "--no-demo" ]; then
+  bundle=/var/lib/capsa/bundles/busybox
+  rm -rf "$bundle"
+  .venv/bin/python -m capsa.bundle "$bundle" -- sh -c 'echo "hello from capsa: pid $$ on $(hostname), $(id)"' >/dev/null
+  capsa delete --force first-container >/dev/null 2>&1 || true
+  capsa run --bundle "$bundle" first-container
+fi

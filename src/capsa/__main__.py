@@ -1,0 +1,5 @@
+import sys
+
+from capsa.cli import main
+
+sys.exit(main())

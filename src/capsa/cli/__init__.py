@@ -1,0 +1,154 @@
+"""capsa's command line: runc's global flags and subcommands over the capsa library.
+
+Each subcommand lives in its own module, imported only when it is the one asked for, so that
+`capsa state` does not pay for what `capsa create` needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from capsa.cli.flags import BOOL, STRING, Flag, UsageError, parse
+from capsa.errors import CapsaError
+
+GLOBAL_FLAGS = [
+    Flag("root", STRING, None, "root directory for storage of container state"),
+    Flag("log", STRING, None, "set the log file to write capsa logs to (default is stderr)"),
+    Flag("log-format", STRING, "text", "set the log format ('text' (default), or 'json')"),
+    Flag("debug", BOOL, help="enable debug logging"),
+    Flag("systemd-cgroup", BOOL, help="use systemd to manage cgroups (not supported yet)"),
+    Flag("rootless", STRING, "auto", "ignore cgroup permission errors ('true', 'false', or 'auto')"),
+    Flag("criu", STRING, "criu", "path to the criu binary used for checkpoint and restore"),
+    Flag("version,v", BOOL, help="print the version"),
+]
+
+# subcommand -> (module under capsa.cli, one-line summary)
+COMMANDS = {
+    "create": ("create", "create a container"),
+    "start": ("start", "executes the user defined process in a created container"),
+    "run": ("run", "create and run a container"),
+    "state": ("state", "output the state of a container"),
+    "list": ("list", "lists containers started by capsa with the given root"),
+    "kill": ("kill", "kill sends the specified signal (default: SIGTERM) to the container's init process"),
+    "delete": ("delete", "delete any resources held by the container often used with detached container"),
+    "spec": ("spec", "create a new specification file"),
+    "features": ("features", "show the enabled features"),
+}
+# runc subcommands that later issues implement: they fail clearly, even with --help (podman probes
+# `checkpoint --help` and takes exit 0 to mean "supported").
+NOT_YET = ("exec", "pause", "resume", "ps", "events", "update", "checkpoint", "restore")
+
+
+class Globals:
+    """The global flags, as every subcommand sees them."""
+
+    def __init__(self, parsed):
+        self.root = parsed.root or default_root(parsed.rootless)
+        self.debug = parsed.debug
+        self.systemd_cgroup = parsed.systemd_cgroup
+        self.rootless = parsed.rootless
+        self.criu = parsed.criu
+        from capsa.cli.log import Logger
+
+        if parsed.log_format not in ("text", "json"):
+            raise UsageError(f"invalid log format {parsed.log_format!r}: use text or json")
+        self.log = Logger(parsed.log, parsed.log_format, parsed.debug)
+
+
+def default_root(rootless: str) -> str:
+    if os.geteuid() != 0 and rootless != "false" and os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "capsa")
+    return "/run/capsa"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logger = None
+    try:
+        parsed = parse(argv, GLOBAL_FLAGS)
+        if parsed.version:
+            return _print_version()
+        if parsed.help or not parsed.args or parsed.args[0] == "help":
+            return _print_help(parsed.args[1:] if parsed.args else [])
+        g = Globals(parsed)
+        logger = g.log
+        if g.systemd_cgroup:
+            raise CapsaError("--systemd-cgroup: the systemd cgroup driver is not supported by this version of capsa")
+        command, rest = parsed.args[0], parsed.args[1:]
+        if command in NOT_YET:
+            raise CapsaError(f"capsa {command} is not supported by this version of capsa")
+        if command not in COMMANDS:
+            raise UsageError(f"No help topic for '{command}'")
+        module = __import__(f"capsa.cli.{COMMANDS[command][0]}", fromlist=["run"])
+        return module.run(g, rest)
+    except CapsaError as err:
+        return _fail(logger, str(err))
+    except OSError as err:
+        return _fail(logger, _describe_os_error(err))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - a bug must still end in one clear line, not a traceback
+        if "--debug" in argv or "-debug" in argv:
+            import traceback
+
+            traceback.print_exc()
+        return _fail(logger, f"internal error: {type(err).__name__}: {err}")
+
+
+def _describe_os_error(err: OSError) -> str:
+    text = err.strerror or str(err)
+    return f"{err.filename}: {text}" if err.filename else text
+
+
+def _fail(logger, message: str) -> int:
+    if logger is None:
+        from capsa.cli.log import Logger
+
+        logger = Logger()
+    logger.error(message)
+    return 1
+
+
+def _print_version() -> int:
+    from capsa import OCI_VERSION, __version__
+
+    sys.stdout.write(
+        f"capsa version {__version__}\nspec: {OCI_VERSION}\n"
+        f"python: {sys.version.split()[0]}\n"
+    )
+    return 0
+
+
+def _print_help(topic: list[str]) -> int:
+    if topic and topic[0] in COMMANDS:
+        module = __import__(f"capsa.cli.{COMMANDS[topic[0]][0]}", fromlist=["run"])
+        sys.stdout.write(module.usage())
+        return 0
+    lines = ["capsa: a runc-compatible OCI container runtime", "", "Usage: capsa [global options] command [command options] [arguments...]", "", "Commands:"]
+    lines += [f"   {name:<10}{summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Global options:"]
+    lines += [f"   --{f.names[0]:<16}{f.help}" for f in GLOBAL_FLAGS]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def command_usage(name: str, flags: list[Flag], arguments: str = "<container-id>") -> str:
+    from capsa.cli.flags import usage
+
+    return usage(name, COMMANDS[name][1], flags, arguments)
+
+
+def parse_command(name: str, argv: list[str], flags: list[Flag], interspersed: bool = False):
+    """Parse a subcommand's flags; None means help was printed."""
+    parsed = parse(argv, flags, interspersed)
+    if parsed.help:
+        sys.stdout.write(command_usage(name, flags))
+        return None
+    return parsed
+
+
+def require_args(parsed, name: str, count: int, exact: bool = True) -> None:
+    got = len(parsed.args)
+    if got < count or (exact and got > count):
+        raise UsageError(f'"{name}" requires {"exactly" if exact else "at least"} {count} argument(s)')

@@ -1,0 +1,43 @@
+"""capsa create: set a container up and leave its init waiting for `capsa start`."""
+
+from __future__ import annotations
+
+from capsa.cli import command_usage, parse_command, require_args
+from capsa.cli.flags import BOOL, INT, STRING, Flag
+
+FLAGS = [
+    Flag("bundle,b", STRING, "", "path to the root of the bundle directory, defaults to the current directory"),
+    Flag("console-socket", STRING, None, "path to an AF_UNIX socket which will receive the pty master"),
+    Flag("pid-file", STRING, None, "specify the file to write the process id to"),
+    Flag("no-pivot", BOOL, help="do not use pivot root to jail process inside rootfs"),
+    Flag("no-new-keyring", BOOL, help="do not create a new session keyring for the container"),
+    Flag("preserve-fds", INT, 0, "pass N additional file descriptors to the container"),
+]
+
+
+def usage() -> str:
+    return command_usage("create", FLAGS)
+
+
+def run(g, argv: list[str]) -> int:
+    parsed = parse_command("create", argv, FLAGS)
+    if parsed is None:
+        return 0
+    require_args(parsed, "create", 1)
+    create_from_flags(g, parsed)
+    return 0
+
+
+def create_from_flags(g, parsed, console_fd: int | None = None):
+    from capsa.container import Container
+
+    return Container.create(
+        g.root,
+        parsed.args[0],
+        parsed.bundle or ".",
+        console_socket=parsed.console_socket,
+        console_fd=console_fd,
+        pid_file=parsed.pid_file,
+        no_pivot=parsed.no_pivot,
+        preserve_fds=parsed.preserve_fds,
+    )

@@ -1,0 +1,32 @@
+"""capsa delete: remove a container and everything it holds."""
+
+from __future__ import annotations
+
+from capsa.cli import command_usage, parse_command, require_args
+from capsa.cli.flags import BOOL, Flag
+
+FLAGS = [Flag("force,f", BOOL, help="Forcibly deletes the container if it is still running (uses SIGKILL)")]
+
+
+def usage() -> str:
+    return command_usage("delete", FLAGS)
+
+
+def run(g, argv: list[str]) -> int:
+    parsed = parse_command("delete", argv, FLAGS)
+    if parsed is None:
+        return 0
+    require_args(parsed, "delete", 1)
+    from capsa.container import Container, delete_leftovers
+    from capsa.errors import NotFoundError
+
+    try:
+        container = Container.load(g.root, parsed.args[0])
+    except NotFoundError:
+        if not parsed.force:
+            raise
+        # As runc: --force also clears a directory left by an aborted create, and is quiet otherwise.
+        delete_leftovers(g.root, parsed.args[0])
+        return 0
+    container.delete(force=parsed.force, warn=g.log.warning)
+    return 0

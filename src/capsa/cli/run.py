@@ -1,0 +1,96 @@
+"""capsa run: create and start a container, wait for it and exit with its exit code."""
+
+from __future__ import annotations
+
+import os
+
+from capsa.cli import command_usage, parse_command, require_args
+from capsa.cli.create import FLAGS as CREATE_FLAGS
+from capsa.cli.create import create_from_flags
+from capsa.cli.flags import BOOL, Flag
+
+FLAGS = CREATE_FLAGS + [
+    Flag("detach,d", BOOL, help="detach from the container's process"),
+    Flag("keep", BOOL, help="do not delete the container after it exits"),
+    Flag("no-subreaper", BOOL, help="disable the use of the subreaper used to reap reparented processes"),
+]
+
+
+def usage() -> str:
+    return command_usage("run", FLAGS)
+
+
+def run(g, argv: list[str]) -> int:
+    parsed = parse_command("run", argv, FLAGS)
+    if parsed is None:
+        return 0
+    require_args(parsed, "run", 1)
+    if parsed.detach:
+        container = create_from_flags(g, parsed)
+        return _start_or_clean(container, g)
+    from capsa import linux
+
+    # The init is forked by an intermediate child that exits: as a subreaper we inherit the init
+    # and can wait for it.
+    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    proxy = None
+    if not parsed.console_socket and _wants_terminal(parsed.bundle or "."):
+        from capsa.cli.terminal import TerminalProxy
+
+        proxy = TerminalProxy()
+    container = create_from_flags(g, parsed, console_fd=proxy.child_end if proxy else None)
+    if proxy:
+        proxy.receive_master()
+    status = _start_or_clean(container, g)
+    if status:
+        return status
+    code = _wait_forwarding_signals(container.pid, proxy)
+    if not parsed.keep:
+        container.delete(force=True, warn=g.log.warning)
+    return code
+
+
+def _wants_terminal(bundle: str) -> bool:
+    from capsa.spec import load_bundle
+
+    try:
+        return bool(load_bundle(bundle)["process"].get("terminal"))
+    except Exception:  # noqa: BLE001 - create reports the config error properly
+        return False
+
+
+def _start_or_clean(container, g) -> int:
+    try:
+        container.start(warn=g.log.warning)
+    except BaseException:
+        container.delete(force=True)
+        raise
+    return 0
+
+
+def _wait_forwarding_signals(pid: int, proxy) -> int:
+    """Wait for the init, passing on every signal we get; return its exit code the shell's way."""
+    import _signal
+
+    def forward(signum, frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in range(1, _signal.NSIG):
+        if signum in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, _signal.SIGWINCH if proxy else -1):
+            continue
+        try:
+            _signal.signal(signum, forward)
+        except (OSError, ValueError):
+            pass
+    if proxy:
+        proxy.copy_until_exit(pid)
+    while True:
+        waited, status = os.waitpid(-1, 0)
+        if waited == pid:
+            break
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)

@@ -1,0 +1,62 @@
+"""`capsa run` with process.terminal and no --console-socket: capsa itself holds the pty master and
+copies between it and its own stdio, as runc does for an interactive `runc run`."""
+
+from __future__ import annotations
+
+import os
+
+
+class TerminalProxy:
+    def __init__(self):
+        import _socket
+
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        self.our_end = ours.detach()
+        self.child_end = theirs.detach()
+        self.master = -1
+        self.saved_mode = None
+
+    def receive_master(self) -> None:
+        from capsa import console
+
+        os.close(self.child_end)
+        self.master = console.receive_fd(self.our_end)
+        os.close(self.our_end)
+        if os.isatty(0):
+            import termios
+            import tty
+
+            self.saved_mode = termios.tcgetattr(0)
+            tty.setraw(0)
+            size = os.get_terminal_size(0)
+            console.set_size(self.master, {"height": size.lines, "width": size.columns})
+
+    def copy_until_exit(self, pid: int) -> None:
+        import select
+
+        sources = [self.master, 0]
+        try:
+            while True:
+                try:
+                    readable, _, _ = select.select(sources, [], [])
+                except InterruptedError:
+                    continue
+                if self.master in readable:
+                    try:
+                        data = os.read(self.master, 65536)
+                    except OSError:  # EIO: every slave end is closed, the container is gone
+                        data = b""
+                    if not data:
+                        break
+                    os.write(1, data)
+                if 0 in readable:
+                    data = os.read(0, 65536)
+                    if data:
+                        os.write(self.master, data)
+                    else:
+                        sources.remove(0)
+        finally:
+            if self.saved_mode is not None:
+                import termios
+
+                termios.tcsetattr(0, termios.TCSADRAIN, self.saved_mode)

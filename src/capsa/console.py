@@ -1,0 +1,74 @@
+"""Terminals: the container's pty, handed to the caller's --console-socket with SCM_RIGHTS."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import termios
+
+
+_TIOCGPTPEER = 0x5441
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTN = 0x80045430
+
+
+def open_pty(ptmx_fd: int) -> tuple[int, int, str]:
+    """Open a new pty from the container's own devpts; return (master, slave, slave path)."""
+    master = os.open(f"/proc/self/fd/{ptmx_fd}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0\0\0\0"))[0]
+    # TIOCGPTPEER opens the slave through the master itself, with no path lookup to trick.
+    slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    return master, slave, f"/dev/pts/{number}"
+
+
+def set_size(fd: int, size: dict | None) -> None:
+    if size:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
+
+
+def make_controlling(slave: int) -> None:
+    """Make the pty slave the process's stdio and controlling terminal (after setsid)."""
+    for std in (0, 1, 2):
+        os.dup2(slave, std)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def send_fd(sock_fd: int, fd: int, name: str) -> None:
+    import _socket
+
+    sock = _socket.socket(fileno=sock_fd)
+    try:
+        sock.sendmsg([name.encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", fd))])
+    finally:
+        sock.detach()
+
+
+def receive_fd(sock_fd: int) -> int:
+    import _socket
+
+    sock = _socket.socket(fileno=sock_fd)
+    try:
+        _, ancillary, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(4))
+    finally:
+        sock.detach()
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            return struct.unpack("i", data[:4])[0]
+    raise OSError("no file descriptor received on the console socket")
+
+
+def connect(path: str) -> int:
+    """Connect to a --console-socket; return the connected fd (close-on-exec)."""
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock.detach()
+
+

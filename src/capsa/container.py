@@ -1,0 +1,341 @@
+"""The Container: create, start, kill, delete and state, as runc's libcontainer offers them.
+
+This is the library the CLI, and later sandboxes and the manager, stand on. It raises CapsaError
+subclasses with messages meant for users and never prints.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from capsa import OCI_VERSION, procfs
+from capsa import state as st
+from capsa.errors import CapsaError, ConfigError, UnsupportedError
+
+DEFAULT_ROOT = "/run/capsa"
+
+
+class Container:
+    """One container as recorded under the state root."""
+
+    def __init__(self, store: st.StateStore, record: dict[str, Any]):
+        self.store = store
+        self.record = record
+
+    # -- lookup ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, root: str, id_or_prefix: str) -> Container:
+        store = st.StateStore(root)
+        container_id = store.resolve(id_or_prefix)
+        return cls(store, store.read(container_id))
+
+    @classmethod
+    def list(cls, root: str) -> list[Container]:
+        store = st.StateStore(root)
+        return [cls(store, record) for record in store.iter_records()]
+
+    @property
+    def id(self) -> str:
+        return self.record["id"]
+
+    @property
+    def pid(self) -> int:
+        return self.record.get("pid") or 0
+
+    @property
+    def directory(self) -> str:
+        return self.store.path(self.id)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.record["config"]
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self) -> str:
+        """The live status: the recorded one, or stopped once the init is gone."""
+        recorded = self.record["status"]
+        if recorded == st.STOPPED:
+            return st.STOPPED
+        if recorded == st.CREATING:
+            creator = self.record.get("creator") or {}
+            if procfs.is_alive(creator.get("pid", 0), creator.get("startTime")):
+                return st.CREATING
+            return st.STOPPED
+        if procfs.is_alive(self.pid, self.record.get("pidStartTime")):
+            return recorded
+        return st.STOPPED
+
+    def state(self) -> dict[str, Any]:
+        """The OCI state of the container, with runc's extra fields (rootfs, created, owner)."""
+        status = self.status()
+        result: dict[str, Any] = {
+            "ociVersion": self.record.get("ociVersion", OCI_VERSION),
+            "id": self.id,
+            "pid": self.pid if status not in (st.STOPPED, st.CREATING) else 0,
+            "status": status,
+            "bundle": self.record["bundle"],
+            "rootfs": self.record["rootfs"],
+            "created": self.record["created"],
+            "owner": "",
+        }
+        if self.record.get("annotations"):
+            result["annotations"] = self.record["annotations"]
+        return result
+
+    def hook_state(self, status: str) -> dict[str, Any]:
+        """The state hooks receive on stdin (the runtime-spec's fields only)."""
+        result = {"ociVersion": self.record.get("ociVersion", OCI_VERSION), "id": self.id,
+                  "status": status, "pid": self.pid, "bundle": self.record["bundle"]}
+        if self.record.get("annotations"):
+            result["annotations"] = self.record["annotations"]
+        return result
+
+    # -- create ----------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        root: str,
+        container_id: str,
+        bundle: str,
+        *,
+        console_socket: str | None = None,
+        console_fd: int | None = None,
+        pid_file: str | None = None,
+        no_pivot: bool = False,
+        preserve_fds: int = 0,
+        spec: dict[str, Any] | None = None,
+    ) -> Container:
+        """Create a container whose init waits, fully set up, for start()."""
+        from capsa import spec as specmod
+
+        bundle = os.path.abspath(bundle)
+        st.validate_id(container_id)
+        if spec is None:
+            spec = specmod.load_bundle(bundle)
+        refuse_unsupported(spec)
+        rootfs_path = _rootfs_path(bundle, spec)
+        store = st.StateStore(root)
+        store.create(container_id)
+        try:
+            with store.lock(container_id):
+                container = cls(store, _new_record(container_id, bundle, rootfs_path, spec))
+                store.write(container_id, container.record)
+                container._launch(rootfs_path, console_socket, console_fd, no_pivot, preserve_fds)
+        except BaseException:
+            # Nothing of a failed create may remain: the launcher killed the init, drop the record.
+            store.remove(container_id)
+            raise
+        if pid_file:
+            _write_pid_file(pid_file, container.pid)
+        return container
+
+    def _launch(
+        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, no_pivot: bool, preserve_fds: int
+    ) -> None:
+        from capsa import launch
+
+        hook_state = self.hook_state(st.CREATING)
+        options = launch.LaunchOptions(
+            console_socket=console_socket, console_fd=console_fd, no_pivot=no_pivot, preserve_fds=preserve_fds,
+            state_dir=self.directory, container_id=self.id, bundle=self.record["bundle"], state=hook_state,
+        )
+        listen_fd = _start_listener(self.directory)
+        try:
+            pid = launch.spawn_init(self.spec, rootfs_path, options, listen_fd)
+        finally:
+            os.close(listen_fd)
+        self.record.update(status=st.CREATED, pid=pid, pidStartTime=procfs.start_time(pid))
+        self.record.pop("creator", None)
+        self.store.write(self.id, self.record)
+
+    # -- start -----------------------------------------------------------------------------------
+    def start(self, warn: Any = None) -> None:
+        """Release the waiting init to exec the user's program, then run poststart hooks."""
+        with self.store.lock(self.id):
+            self._reload()
+            st.check_transition("start", self.id, self.status())
+            _signal_start(self.directory)
+            self.record["status"] = st.RUNNING
+            self.store.write(self.id, self.record)
+        _unlink_quietly(os.path.join(self.directory, st.START_SOCKET))
+        from capsa import hooks
+
+        hooks.run_hooks_warn(self.spec, "poststart", self.hook_state(st.RUNNING), warn or _ignore)
+
+    # -- kill ------------------------------------------------------------------------------------
+    def kill(self, signal: int, all_processes: bool = False) -> None:
+        st.check_transition("kill", self.id, self.status())
+        if all_processes:
+            for pid in self._processes():
+                _signal_quietly(pid, signal)
+            return
+        try:
+            os.kill(self.pid, signal)
+        except ProcessLookupError:
+            raise st.StateError(f"container {self.id} is not running") from None
+
+    def _processes(self) -> list[int]:
+        """Every process in the container's pid namespace (cgroups will replace this)."""
+        try:
+            own = os.readlink(f"/proc/{self.pid}/ns/pid")
+        except OSError:
+            return []
+        if own == os.readlink("/proc/self/ns/pid"):
+            raise UnsupportedError(
+                "kill --all of a container sharing the host pid namespace needs its cgroup, "
+                "which this version of capsa does not create yet"
+            )
+        found = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    if os.readlink(f"/proc/{name}/ns/pid") == own:
+                        found.append(int(name))
+                except OSError:
+                    continue
+        return found
+
+    # -- delete ----------------------------------------------------------------------------------
+    def delete(self, force: bool = False, warn: Any = None) -> None:
+        """Remove the container; a running one only with force (it is killed first)."""
+        with self.store.lock(self.id):
+            self._reload()
+            status = self.status()
+            if status in (st.RUNNING, st.PAUSED) and not force:
+                st.check_transition("delete", self.id, status)
+            if status != st.STOPPED:
+                self._kill_and_wait()
+            from capsa import hooks
+
+            hooks.run_hooks_warn(self.spec, "poststop", self.hook_state(st.STOPPED), warn or _ignore)
+            self.store.remove(self.id)
+
+    def _kill_and_wait(self, timeout: float = 10.0) -> None:
+        for pid in (self.pid, (self.record.get("creator") or {}).get("pid", 0)):
+            if pid and procfs.is_alive(pid, None if pid != self.pid else self.record.get("pidStartTime")):
+                _signal_quietly(pid, 9)
+        deadline = time.monotonic() + timeout
+        while procfs.is_alive(self.pid, self.record.get("pidStartTime")):
+            if time.monotonic() > deadline:
+                raise CapsaError(f"container {self.id}: init {self.pid} did not die after SIGKILL")
+            time.sleep(0.002)
+
+    def _reload(self) -> None:
+        self.record = self.store.read(self.id)
+
+
+def delete_leftovers(root: str, container_id: str) -> None:
+    """delete --force of a container whose state was never written: remove its directory."""
+    try:
+        st.validate_id(container_id)
+    except CapsaError:
+        return
+    st.StateStore(root).remove(container_id)
+
+
+def refuse_unsupported(spec: dict[str, Any]) -> None:
+    """Features this version cannot honour fail clearly instead of being ignored."""
+    linux_spec = spec.get("linux") or {}
+    process = spec.get("process") or {}
+    if linux_spec.get("seccomp"):
+        raise UnsupportedError("linux.seccomp: seccomp filters are not supported by this version of capsa")
+    if process.get("apparmorProfile"):
+        raise UnsupportedError("process.apparmorProfile: AppArmor profiles are not supported by this version of capsa")
+    if process.get("selinuxLabel") or linux_spec.get("mountLabel"):
+        raise UnsupportedError("process.selinuxLabel: SELinux labels are not supported by this version of capsa")
+    resources = linux_spec.get("resources") or {}
+    for key in resources:
+        if key != "devices" and resources[key]:
+            raise UnsupportedError(
+                f"linux.resources.{key}: cgroup resource limits are not supported by this version of capsa"
+            )
+
+
+def _rootfs_path(bundle: str, spec: dict[str, Any]) -> str:
+    path = spec["root"]["path"]
+    path = os.path.realpath(os.path.join(bundle, path))
+    if not os.path.isdir(path):
+        raise ConfigError("root.path", f"{path} does not exist or is not a directory")
+    return path
+
+
+def _new_record(container_id: str, bundle: str, rootfs_path: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": container_id,
+        "ociVersion": spec.get("ociVersion", OCI_VERSION),
+        "status": st.CREATING,
+        "pid": 0,
+        "bundle": bundle,
+        "rootfs": rootfs_path,
+        "created": st.now_rfc3339(),
+        "annotations": spec.get("annotations") or {},
+        "creator": {"pid": os.getpid(), "startTime": procfs.start_time(os.getpid())},
+        "config": spec,
+    }
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    path = os.path.abspath(path)
+    st.write_atomic(path, str(pid), 0o644)
+
+
+def _start_listener(directory: str) -> int:
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    dirfd = os.open(directory, os.O_PATH | os.O_CLOEXEC)
+    try:
+        # Through /proc/self/fd the path stays short whatever the length of --root (sun_path is 108 bytes).
+        sock.bind(f"/proc/self/fd/{dirfd}/{st.START_SOCKET}")
+        sock.listen(1)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.close(dirfd)
+    return sock.detach()
+
+
+def _signal_start(directory: str) -> None:
+    """Connect to the init's start socket, release it, and wait until it has exec'd (or failed)."""
+    import _socket
+
+    from capsa.errors import ContainerStartError
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    dirfd = os.open(directory, os.O_PATH | os.O_CLOEXEC)
+    try:
+        sock.connect(f"/proc/self/fd/{dirfd}/{st.START_SOCKET}")
+        sock.sendall(b"S")
+        # The connection is close-on-exec in the init: EOF means the exec happened.
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    except OSError as err:
+        raise ContainerStartError(f"cannot reach the container's init to start it: {err.strerror or err}") from None
+    finally:
+        os.close(dirfd)
+        sock.close()
+    if reply:
+        message = reply.decode(errors="replace").strip()
+        raise ContainerStartError(message.removeprefix("error ").strip())
+
+
+def _signal_quietly(pid: int, signal: int) -> None:
+    try:
+        os.kill(pid, signal)
+    except ProcessLookupError:
+        pass
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _ignore(message: str) -> None:
+    pass

@@ -1,0 +1,52 @@
+"""Errors raised by the capsa library.
+
+Every error a user can cause is a CapsaError with a message that names the problem; the CLI prints
+the message and exits non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CapsaError(Exception):
+    """Base class of every error capsa reports to its caller."""
+
+
+class ConfigError(CapsaError):
+    """config.json (or a process.json) is invalid; ``field`` is the JSON path of the bad value."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"invalid config: {field}: {problem}" if field else f"invalid config: {problem}")
+
+
+class NotFoundError(CapsaError):
+    """No container has that id (runc's wording: clients look for 'does not exist')."""
+
+    def __init__(self, container_id: str):
+        super().__init__(f"container {container_id} does not exist")
+
+
+class ExistsError(CapsaError):
+    def __init__(self, container_id: str):
+        super().__init__(f"container with id exists: {container_id}")
+
+
+class InvalidIdError(CapsaError):
+    pass
+
+
+class AmbiguousIdError(CapsaError):
+    pass
+
+
+class StateError(CapsaError):
+    """The operation is not valid in the container's current status."""
+
+
+class UnsupportedError(CapsaError):
+    """A feature is requested that this host or this version of capsa cannot honour."""
+
+
+class ContainerStartError(CapsaError):
+    """The container process could not be set up or started (reported by the init process)."""

@@ -1,0 +1,65 @@
+"""OCI hooks: each gets the container's state JSON on stdin, with its args, env and timeout.
+
+subprocess is imported only when a hook actually runs: most containers have none, and the import
+costs several milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from capsa import jsonfast
+from capsa.errors import CapsaError
+
+CREATE_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer")
+
+
+class HookError(CapsaError):
+    pass
+
+
+def run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
+    """Run every hook of `phase` in order; the first failure raises HookError."""
+    hooks = (spec.get("hooks") or {}).get(phase) or []
+    if not hooks:
+        return
+    import subprocess
+
+    payload = jsonfast.dumps(state).encode()
+    for index, hook in enumerate(hooks):
+        path = hook["path"]
+        args = hook.get("args") or [path]
+        where = f"{phase} hook #{index} ({path})"
+        try:
+            result = subprocess.run(
+                args,
+                executable=path,
+                input=payload,
+                env=_env(hook.get("env")),
+                capture_output=True,
+                timeout=hook.get("timeout"),
+                close_fds=True,
+            )
+        except subprocess.TimeoutExpired:
+            raise HookError(f"{where} timed out after {hook['timeout']} s") from None
+        except OSError as err:
+            raise HookError(f"{where} could not run: {err.strerror or err}") from None
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).decode(errors="replace").strip()
+            raise HookError(f"{where} failed with exit status {result.returncode}" + (f": {detail}" if detail else ""))
+
+
+def run_hooks_warn(spec: dict[str, Any], phase: str, state: dict[str, Any], warn: Any) -> None:
+    """poststart and poststop: a failure is logged as a warning and the operation goes on."""
+    try:
+        run_hooks(spec, phase, state)
+    except HookError as err:
+        warn(str(err))
+
+
+def _env(entries: list[str] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for entry in entries or ():
+        key, _, value = entry.partition("=")
+        env[key] = value
+    return env

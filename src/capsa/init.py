@@ -1,0 +1,332 @@
+"""The container's init process: everything between the fork and the exec of the user's program.
+
+This code runs in the child of `capsa create`, inside the container's new namespaces, as pid 1 of
+the container when it has its own pid namespace. It builds the rootfs, applies the process settings,
+reports "ready" to the parent and then blocks until `capsa start` connects, when it drops its
+privileges and execs the user's program. It stays non-dumpable all along, so nothing in the
+container can open it through /proc (the CVE-2019-5736 class); exec makes the new program
+dumpable again.
+"""
+
+from __future__ import annotations
+
+# Everything the init needs after pivot_root must be imported before it: the host's Python
+# library is not reachable from inside the container's root.
+import _signal
+import _socket
+import os
+import resource
+import stat
+from typing import Any, NoReturn
+
+from capsa import caps, hooks, linux, rootfs
+from capsa.errors import CapsaError, ContainerStartError
+from capsa.syncpipe import Channel
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class InitConfig:
+    """What the parent hands to the init: all plain data and already-open file descriptors."""
+
+    __slots__ = (
+        "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
+        "keep_fds", "no_pivot", "new_namespaces", "in_userns", "state",
+    )
+
+    def __init__(self, **values: Any):
+        for name in self.__slots__:
+            setattr(self, name, values.get(name))
+
+
+def run(config: InitConfig, channel: Channel) -> NoReturn:
+    """Set the container up and exec its process; on any failure report it and exit."""
+    try:
+        _setup_and_exec(config, channel)
+    except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
+        _report(channel, err)
+    os._exit(1)
+
+
+def _report(channel: Channel, err: BaseException) -> None:
+    if isinstance(err, CapsaError):
+        message = str(err)
+    elif isinstance(err, OSError):
+        message = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+    else:
+        message = f"internal error in container init: {type(err).__name__}: {err}"
+    try:
+        channel.send("error", message)
+    except OSError:
+        pass
+
+
+def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
+    spec = config.spec
+    process = spec["process"]
+    linux_spec = spec.get("linux") or {}
+    channel.expect("go")
+    os.setsid()
+    if "network" in config.new_namespaces:
+        _loopback_up()
+
+    dev_null = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
+    _check_dev_null(dev_null)
+    mounts = spec.get("mounts") or []
+    if "mount" in config.new_namespaces:
+        propagation = _propagation(linux_spec.get("rootfsPropagation"))
+        rootfs.prepare_root(config.rootfs, propagation)
+    # Opened only now: the fd must be the rootfs bind mount that prepare_root put on top.
+    root = rootfs.Rootfs(config.rootfs)
+    if "mount" in config.new_namespaces:
+        rootfs.mount_all(root, mounts, config.in_userns)
+        if not rootfs.dev_is_bind_mounted(mounts):
+            rootfs.create_devices(root, linux_spec.get("devices") or [], config.in_userns)
+            rootfs.create_dev_links(root)
+    if process.get("terminal"):
+        _setup_terminal(root, config.console_fd, process.get("consoleSize"))
+
+    if _has_hooks(spec, "prestart", "createRuntime"):
+        channel.send("hooks")
+        channel.expect("ok")
+    hooks.run_hooks(spec, "createContainer", config.state)
+    if _has_hooks(spec, "startContainer"):
+        import subprocess  # noqa: F401 - startContainer hooks run after pivot_root
+
+    cwd = process["cwd"]
+    os.close(root.mkdir_all(cwd))
+    if "mount" in config.new_namespaces:
+        if any(m["destination"].rstrip("/") == "/proc" for m in mounts):
+            rootfs.check_is_procfs(root)
+        rootfs.mask_paths(root, linux_spec.get("maskedPaths") or [], dev_null)
+        rootfs.readonly_paths(root, linux_spec.get("readonlyPaths") or [])
+        if config.no_pivot:
+            rootfs.move_into(config.rootfs)
+        else:
+            rootfs.pivot_into(config.rootfs)
+        if (spec.get("root") or {}).get("readonly"):
+            rootfs.remount_root_readonly()
+        if linux_spec.get("rootfsPropagation"):
+            linux.mount(None, "/", None, _propagation(linux_spec["rootfsPropagation"]))
+    else:
+        os.chroot(config.rootfs)
+    os.close(dev_null)
+    root.close()
+    os.chdir("/")
+
+    _set_names(spec)
+    _apply_sysctl(linux_spec.get("sysctl") or {})
+    _apply_rlimits(process.get("rlimits") or [])
+    if "oomScoreAdj" in process:
+        _write_proc("/proc/self/oom_score_adj", str(process["oomScoreAdj"]))
+    os.chdir(cwd)
+    env = _environment(process)
+    executable = find_executable(process["args"][0], env)
+    _prepare_fds(config.keep_fds)
+
+    channel.send("ready")
+    channel.close()
+    start = _wait_for_start(config.listen_fd)
+    try:
+        config.state["status"] = "created"
+        hooks.run_hooks(spec, "startContainer", config.state)
+        _become_process_user(process)
+        _reset_signals()
+        os.execve(executable, process["args"], env)
+    except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
+        _report(Channel(start), err)
+        os._exit(127)
+
+
+def _loopback_up() -> None:
+    """A new network namespace starts with lo down; containers expect 127.0.0.1 to work."""
+    import _socket
+    import fcntl
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock.fileno(), siocgifflags, request))[1]
+        fcntl.ioctl(sock.fileno(), siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
+    finally:
+        sock.close()
+
+
+def _check_dev_null(fd: int) -> None:
+    # Masked paths get the host's /dev/null bind-mounted over them: make sure it is the real one.
+    info = os.fstat(fd)
+    if not stat.S_ISCHR(info.st_mode) or info.st_rdev != os.makedev(1, 3):
+        raise ContainerStartError("/dev/null on the host is not the null device")
+
+
+def _has_hooks(spec: dict[str, Any], *phases: str) -> bool:
+    all_hooks = spec.get("hooks") or {}
+    return any(all_hooks.get(phase) for phase in phases)
+
+
+def _propagation(name: str | None) -> int:
+    from capsa.spec import ROOTFS_PROPAGATION
+
+    return ROOTFS_PROPAGATION[name] if name else 0
+
+
+def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None) -> None:
+    from capsa import console
+
+    if console_fd is None or console_fd < 0:
+        raise ContainerStartError("process.terminal is true but no console socket was given")
+    ptmx = root.open("/dev/ptmx")
+    try:
+        master, slave, name = console.open_pty(ptmx)
+    finally:
+        os.close(ptmx)
+    console.set_size(master, size)
+    try:
+        rootfs.bind_console(root, slave)
+    except (OSError, CapsaError):
+        pass  # a rootfs without /dev (no mount namespace) still gets the pty as stdio
+    console.send_fd(console_fd, master, name)
+    os.close(master)
+    os.close(console_fd)
+    console.make_controlling(slave)
+    if slave > 2:
+        os.close(slave)
+
+
+def _set_names(spec: dict[str, Any]) -> None:
+    if spec.get("hostname"):
+        linux.sethostname(spec["hostname"])
+    if spec.get("domainname"):
+        linux.setdomainname(spec["domainname"])
+
+
+def _apply_sysctl(sysctl: dict[str, str]) -> None:
+    for key, value in sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            _write_proc(path, value)
+        except OSError as err:
+            raise ContainerStartError(f"linux.sysctl.{key}: cannot set {value!r}: {err.strerror}") from None
+
+
+def _write_proc(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _apply_rlimits(rlimits: list[dict[str, Any]]) -> None:
+    from capsa.spec import RLIMITS
+
+    for index, rlimit in enumerate(rlimits):
+        soft = _rlim(rlimit["soft"], resource.RLIM_INFINITY)
+        hard = _rlim(rlimit["hard"], resource.RLIM_INFINITY)
+        try:
+            resource.setrlimit(RLIMITS[rlimit["type"]], (soft, hard))
+        except (OSError, ValueError) as err:
+            raise ContainerStartError(
+                f"process.rlimits[{index}]: cannot set {rlimit['type']} to {rlimit['soft']}:{rlimit['hard']}: "
+                f"{getattr(err, 'strerror', None) or err}"
+            ) from None
+
+
+def _rlim(value: int, infinity: int) -> int:
+    return infinity if value >= 2**63 - 1 else value
+
+
+def _environment(process: dict[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for entry in process.get("env") or ():
+        key, _, value = entry.partition("=")
+        env[key] = value
+    if "HOME" not in env:
+        env["HOME"] = _home_of((process.get("user") or {}).get("uid", 0))
+    return env
+
+
+def _home_of(uid: int) -> str:
+    """HOME from the container's /etc/passwd, as runc sets it; "/" if the image has none."""
+    try:
+        fd = os.open("/etc/passwd", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return "/"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "/"
+        data = os.read(fd, 1 << 20).decode(errors="replace")
+    finally:
+        os.close(fd)
+    for line in data.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2] == str(uid):
+            return fields[5] or "/"
+    return "/"
+
+
+def find_executable(name: str, env: dict[str, str]) -> str:
+    """Resolve args[0] in the container (PATH from process.env) so that create fails if it is missing."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(d or ".", name) for d in env.get("PATH", DEFAULT_PATH).split(":")]
+    for candidate in candidates:
+        try:
+            info = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            if not os.access(candidate, os.X_OK):
+                raise ContainerStartError(f'exec: "{name}": permission denied')
+            return candidate
+    if "/" in name:
+        raise ContainerStartError(f'exec: "{name}": stat {name}: no such file or directory')
+    raise ContainerStartError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def _prepare_fds(keep: int) -> None:
+    """Only stdio and the preserved fds (3 .. 3+keep-1) may survive the exec (CVE-2024-21626 class)."""
+    linux.close_range_cloexec(3 + keep)
+    for fd in range(3, 3 + keep):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+
+
+def _wait_for_start(listen_fd: int) -> int:
+    """Block until `capsa start` connects to the start socket; return the connection."""
+    listener = _socket.socket(fileno=listen_fd)
+    while True:
+        connection, _ = listener._accept()
+        if os.read(connection, 1) == b"S":
+            break
+        os.close(connection)
+    listener.close()
+    return connection
+
+
+def _become_process_user(process: dict[str, Any]) -> None:
+    capabilities = process.get("capabilities")
+    caps.drop_bounding(capabilities)
+    caps.switch_user(process.get("user") or {})
+    caps.apply_sets(capabilities)
+    if process.get("noNewPrivileges"):
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    umask = (process.get("user") or {}).get("umask")
+    os.umask(0o022 if umask is None else umask)
+
+
+def _reset_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ and handles SIGINT: the user's program must get defaults."""
+    for number in range(1, _signal.NSIG):
+        if number in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            _signal.signal(number, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])

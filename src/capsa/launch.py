@@ -1,0 +1,265 @@
+"""Starting a container's init process: the parent's side of create.
+
+    capsa create (parent)          child                         init (pid 1 of the container)
+    ---------------------          -----                         -----------------------------
+    fork ───────────────────────▶  unshare(user) ─"userns"─▶ write uid/gid maps ─"ok"─▶
+                                   setns(paths), unshare(rest)
+                                   fork ──────────────────────▶  (child exits, init is reparented)
+    ◀──────────────"pid N"───────  (reports the init's host pid)
+    cgroups, "go" ─────────────────────────────────────────────▶ mounts, devices, console
+    ◀────────────"hooks"──────────────────────────────────────── (if prestart/createRuntime hooks)
+    run hooks, "ok" ───────────────────────────────────────────▶ createContainer hooks, pivot_root,
+                                                                 sysctl, rlimits, cwd, lookup of args[0]
+    ◀────────────"ready"─────────────────────────────────────── accept() on start.sock ... exec
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from capsa import hooks, linux
+from capsa.errors import CapsaError, ContainerStartError
+from capsa.init import InitConfig
+from capsa.syncpipe import Channel
+
+NAMESPACE_FLAGS = {
+    "pid": linux.CLONE_NEWPID,
+    "network": linux.CLONE_NEWNET,
+    "mount": linux.CLONE_NEWNS,
+    "ipc": linux.CLONE_NEWIPC,
+    "uts": linux.CLONE_NEWUTS,
+    "user": linux.CLONE_NEWUSER,
+    "cgroup": linux.CLONE_NEWCGROUP,
+    "time": linux.CLONE_NEWTIME,
+}
+# The /proc/PID/ns file of each namespace type.
+NAMESPACE_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
+                   "user": "user", "cgroup": "cgroup", "time": "time"}
+
+
+class LaunchOptions:
+    __slots__ = ("console_socket", "console_fd", "no_pivot", "preserve_fds", "state_dir", "container_id", "bundle", "state")
+
+    def __init__(self, **values: Any):
+        for name in self.__slots__:
+            setattr(self, name, values.get(name))
+
+
+def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, listen_fd: int) -> int:
+    """Fork the container's init and drive it until it waits for `start`; return its host pid.
+
+    On failure the init is killed and a CapsaError says what went wrong.
+    """
+    namespaces = spec.get("linux", {}).get("namespaces") or []
+    new = {ns["type"] for ns in namespaces if not ns.get("path")}
+    keep = _inherited_fd_count(options.preserve_fds)
+    console_fd = _connect_console(spec, options.console_socket, options.console_fd)
+    parent_fd, child_fd = _socketpair()
+    internal = _move_above([child_fd, listen_fd, console_fd], 3 + keep)
+    child_fd, listen_fd, console_fd = internal
+    config = InitConfig(
+        spec=spec, rootfs=rootfs_path, bundle=options.bundle, container_id=options.container_id,
+        sync_fd=child_fd, listen_fd=listen_fd, console_fd=console_fd, keep_fds=keep,
+        no_pivot=options.no_pivot, new_namespaces=new, in_userns="user" in _all_types(namespaces),
+        state=options.state,
+    )
+    child = os.fork()
+    if child == 0:
+        # Drop every fd the child does not need, above all the state directory's flock, which
+        # would otherwise stay held for the whole life of the container.
+        _close_fds_except(set(range(3 + keep)) | {child_fd, listen_fd, console_fd})
+        _child(config, namespaces)
+    os.close(child_fd)
+    if console_fd >= 0:
+        os.close(console_fd)
+    channel = Channel(parent_fd)
+    init_pid = 0
+    try:
+        init_pid = _drive(channel, spec, child, options)
+        return init_pid
+    except BaseException:
+        _kill_quietly(init_pid or child)
+        raise
+    finally:
+        channel.close()
+        _reap(child)
+
+
+def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOptions) -> int:
+    init_pid = 0
+    while True:
+        kind, payload = channel.receive()
+        if kind == "userns":
+            _write_id_mappings(child, spec["linux"])
+            channel.send("ok")
+        elif kind == "pid":
+            init_pid = int(payload)
+            options.state["pid"] = init_pid
+            if "oomScoreAdj" in spec["process"]:
+                _write(f"/proc/{init_pid}/oom_score_adj", str(spec["process"]["oomScoreAdj"]))
+            channel.send("go")
+        elif kind == "hooks":
+            hooks.run_hooks(spec, "prestart", options.state)
+            hooks.run_hooks(spec, "createRuntime", options.state)
+            channel.send("ok")
+        elif kind == "ready":
+            return init_pid
+        elif kind == "error":
+            raise ContainerStartError(payload)
+        else:
+            raise ContainerStartError("container init exited before it was ready")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _kill_quietly(pid: int) -> None:
+    if pid > 0:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _socketpair() -> tuple[int, int]:
+    import _socket
+
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    return a.detach(), b.detach()
+
+
+def _move_above(fds: list[int], lowest: int) -> list[int]:
+    """Keep our own fds out of the range the container inherits (3 .. 3+preserved-1)."""
+    import fcntl
+
+    moved = []
+    for fd in fds:
+        if 0 <= fd < lowest:
+            new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
+            os.close(fd)
+            fd = new
+        moved.append(fd)
+    return moved
+
+
+def _inherited_fd_count(preserve_fds: int | None) -> int:
+    """Socket activation fds (LISTEN_FDS) and --preserve-fds, which follow them."""
+    listen = os.environ.get("LISTEN_FDS", "")
+    return (int(listen) if listen.isdigit() else 0) + (preserve_fds or 0)
+
+
+def _connect_console(spec: dict[str, Any], console_socket: str | None, console_fd: int | None) -> int:
+    if console_fd is not None:
+        return os.dup(console_fd) if spec["process"].get("terminal") else -1
+    if not spec["process"].get("terminal"):
+        if console_socket:
+            raise CapsaError("--console-socket given but process.terminal is false")
+        return -1
+    if not console_socket:
+        raise CapsaError("process.terminal is true: a --console-socket is needed to receive the terminal")
+    from capsa import console
+
+    try:
+        return console.connect(console_socket)
+    except OSError as err:
+        raise CapsaError(f"cannot connect to console socket {console_socket}: {err.strerror or err}") from None
+
+
+def _all_types(namespaces: list[dict[str, Any]]) -> set[str]:
+    return {ns["type"] for ns in namespaces}
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _write_id_mappings(pid: int, linux_spec: dict[str, Any]) -> None:
+    for kind, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
+        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux_spec.get(key) or [])
+        try:
+            _write(f"/proc/{pid}/{kind}", lines)
+        except OSError as err:
+            raise ContainerStartError(f"linux.{key}: cannot write {kind}: {err.strerror}") from None
+
+
+# -- the child's side ---------------------------------------------------------------------------
+def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
+    """Enter the namespaces, fork the init if a pid or time namespace needs it, then run it."""
+    from capsa import init
+
+    channel = Channel(config.sync_fd)
+    try:
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        _enter_namespaces(namespaces, channel)
+        if any(ns["type"] in ("pid", "time") for ns in namespaces):
+            pid = os.fork()
+            if pid:
+                channel.send("pid", str(pid))
+                os._exit(0)
+        else:
+            channel.send("pid", str(os.getpid()))
+    except BaseException as err:  # noqa: BLE001
+        init._report(channel, err)
+        os._exit(1)
+    init.run(config, channel)
+
+
+def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel) -> None:
+    # Open every path first: after setns(mnt) the paths would resolve in the container's mounts.
+    joins = []
+    for ns in namespaces:
+        if ns.get("path"):
+            try:
+                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as err:
+                raise ContainerStartError(f"cannot open {ns['type']} namespace {ns['path']}: {err.strerror}") from None
+            joins.append((ns["type"], fd, ns["path"]))
+    joins.sort(key=lambda j: (j[0] != "user", j[0] == "mount"))
+    new_flags = 0
+    for ns in namespaces:
+        if not ns.get("path"):
+            new_flags |= NAMESPACE_FLAGS[ns["type"]]
+    if joins and joins[0][0] == "user":
+        _setns(*joins.pop(0))
+    elif new_flags & linux.CLONE_NEWUSER:
+        linux.unshare(linux.CLONE_NEWUSER)
+        channel.send("userns")
+        channel.expect("ok")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    for join in joins:
+        _setns(*join)
+    rest = new_flags & ~linux.CLONE_NEWUSER
+    if rest:
+        try:
+            linux.unshare(rest)
+        except OSError as err:
+            raise ContainerStartError(f"cannot create namespaces: {err.strerror}") from None
+
+
+def _setns(kind: str, fd: int, path: str) -> None:
+    try:
+        linux.setns(fd, NAMESPACE_FLAGS[kind])
+    except OSError as err:
+        raise ContainerStartError(f"cannot join {kind} namespace {path}: {err.strerror}") from None
+    finally:
+        os.close(fd)

@@ -1,0 +1,30 @@
+"""Reading /proc: process identity that survives pid reuse."""
+
+from __future__ import annotations
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (field 3 onwards), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    return raw[raw.rindex(b")") + 2 :].decode().split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22), or None if there is no such pid."""
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def is_alive(pid: int, expected_start_time: int | None) -> bool:
+    """True if `pid` still names the process that had `expected_start_time` and it is not a zombie."""
+    if pid <= 0:
+        return False
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return expected_start_time is None or int(fields[19]) == expected_start_time

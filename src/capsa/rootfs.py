@@ -1,0 +1,438 @@
+"""Building the container's root filesystem inside its new mount namespace.
+
+Runs in the container's init process, before the user's program. Every path inside the rootfs is
+resolved with openat2(RESOLVE_IN_ROOT), so a symlink in the image can never send a mount, a device
+node or a masked path outside the rootfs; the kernel object found is then used through
+/proc/self/fd/N, so nothing can swap the path between the check and the mount.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+from capsa import linux
+from capsa.errors import ConfigError, ContainerStartError
+from capsa.mountopts import parse_mount_options
+
+_PATH_FLAGS = os.O_PATH | os.O_CLOEXEC
+_IN_ROOT = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+
+# statvfs f_flag bits that differ from the MS_* flag with the same meaning.
+_ST_RELATIME = 4096
+_LOCKED_ST_FLAGS = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | linux.MS_NOATIME | linux.MS_NODIRATIME
+
+DEFAULT_DEVICES = (
+    # path, major, minor, mode: the devices every container gets (runtime-spec "Default Devices").
+    ("/dev/null", 1, 3, 0o666),
+    ("/dev/zero", 1, 5, 0o666),
+    ("/dev/full", 1, 7, 0o666),
+    ("/dev/random", 1, 8, 0o666),
+    ("/dev/urandom", 1, 9, 0o666),
+    ("/dev/tty", 5, 0, 0o666),
+)
+DEFAULT_DEV_LINKS = (
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+)
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+class Rootfs:
+    """The container's root directory, held open so that every lookup is relative to it."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    # -- safe lookups ------------------------------------------------------------------------
+    def open(self, path: str, flags: int = _PATH_FLAGS) -> int:
+        """Open `path` (absolute inside the container) without leaving the rootfs."""
+        return linux.openat2(self.fd, path, flags, _IN_ROOT)
+
+    def mkdir_all(self, path: str, mode: int = 0o755) -> int:
+        """Create every missing directory of `path` inside the rootfs; return an O_PATH fd of it."""
+        parts = [p for p in path.split("/") if p and p != "."]
+        current = ""
+        parent = os.dup(self.fd)
+        try:
+            for part in parts:
+                current = f"{current}/{part}"
+                try:
+                    fd = self.open(current, _PATH_FLAGS | os.O_DIRECTORY)
+                except FileNotFoundError:
+                    try:
+                        os.mkdir(part, mode, dir_fd=parent)
+                    except FileExistsError:
+                        pass
+                    fd = self.open(current, _PATH_FLAGS | os.O_DIRECTORY)
+                os.close(parent)
+                parent = fd
+            return os.dup(parent)
+        finally:
+            os.close(parent)
+
+    def make_file(self, path: str, mode: int = 0o644) -> int:
+        """Create `path` as an empty file if it is missing; return an O_PATH fd of what is there."""
+        try:
+            return self.open(path)
+        except FileNotFoundError:
+            pass
+        directory, name = os.path.split(path.rstrip("/"))
+        parent = self.mkdir_all(directory or "/")
+        try:
+            fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent)
+            os.close(fd)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(parent)
+        return self.open(path)
+
+    def mount_point(self, path: str, source_is_dir: bool) -> int:
+        """The fd of the mount point for `path`, created as a directory or a file to match the source."""
+        try:
+            return self.open(path)
+        except FileNotFoundError:
+            return self.mkdir_all(path) if source_is_dir else self.make_file(path)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+# -- root preparation and pivot ---------------------------------------------------------------
+def prepare_root(rootfs: str, propagation: int) -> None:
+    """Make the new mount namespace's mounts stop propagating to the host, and rootfs a mount point."""
+    linux.mount(None, "/", None, propagation or (linux.MS_SLAVE | linux.MS_REC))
+    _make_parent_mount_private(rootfs)
+    linux.mount(rootfs, rootfs, "bind", linux.MS_BIND | linux.MS_REC)
+
+
+def _make_parent_mount_private(path: str) -> None:
+    # pivot_root refuses a new root whose parent mount is shared.
+    mount_point = _mount_point_of(path)
+    for line in _mountinfo():
+        fields = line.split(" ")
+        if fields[4] == mount_point and "shared:" in line.split(" - ")[0]:
+            linux.mount(None, mount_point, None, linux.MS_PRIVATE)
+            return
+
+
+def _mountinfo() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return f.read().splitlines()
+
+
+def _mount_point_of(path: str) -> str:
+    points = {line.split(" ")[4] for line in _mountinfo()}
+    while path not in points and path != "/":
+        path = os.path.dirname(path)
+    return path
+
+
+def pivot_into(rootfs: str) -> None:
+    """pivot_root into rootfs and detach the old root (the pivot_root(".", ".") technique)."""
+    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new_root)
+        linux.pivot_root(".", ".")
+        os.fchdir(old_root)
+        # The old root must not propagate the unmount back to the host.
+        linux.mount(None, ".", None, linux.MS_SLAVE | linux.MS_REC)
+        linux.umount2(".", linux.MNT_DETACH)
+    finally:
+        os.close(old_root)
+        os.close(new_root)
+    os.chdir("/")
+
+
+def move_into(rootfs: str) -> None:
+    """--no-pivot: move the rootfs mount over / and chroot (for ramfs hosts where pivot_root fails)."""
+    os.chdir(rootfs)
+    linux.mount(rootfs, "/", None, linux.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def remount_root_readonly() -> None:
+    flags = _mount_flags_of("/")
+    linux.mount(None, "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | flags)
+
+
+def _mount_flags_of(path: str | int) -> int:
+    st_flags = os.statvfs(path).f_flag
+    flags = st_flags & _LOCKED_ST_FLAGS
+    if st_flags & _ST_RELATIME:
+        flags |= linux.MS_RELATIME
+    return flags
+
+
+# -- the mounts of config.json -----------------------------------------------------------------
+def mount_all(root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool) -> None:
+    for index, entry in enumerate(mounts):
+        try:
+            _mount_one(root, entry, in_userns)
+        except OSError as err:
+            raise ContainerStartError(
+                f"mounts[{index}]: cannot mount {entry.get('source', entry.get('type', ''))} on "
+                f"{entry['destination']}: {err.strerror or err}"
+            ) from None
+
+
+def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool) -> None:
+    options = parse_mount_options(entry.get("options") or [])
+    fstype = entry.get("type") or ""
+    source = entry.get("source") or fstype or "none"
+    destination = entry["destination"]
+    is_bind = options.is_bind or fstype == "bind"
+    if fstype == "cgroup" or fstype == "cgroup2":
+        _mount_cgroup(root, destination, options)
+        return
+    if is_bind:
+        source_is_dir = os.path.isdir(source)
+    else:
+        source_is_dir = True
+    target = root.mount_point(destination, source_is_dir)
+    try:
+        if is_bind:
+            _bind(source, target, options, in_userns)
+        else:
+            linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, options.data or None)
+    finally:
+        os.close(target)
+    _apply_after_mount(root, destination, options)
+
+
+def _bind(source: str, target: int, options: Any, in_userns: bool) -> None:
+    source_fd = os.open(source, os.O_PATH | os.O_CLOEXEC)
+    try:
+        bind_flags = linux.MS_BIND | (linux.MS_REC if options.recursive_bind else 0)
+        linux.mount(fd_path(source_fd), fd_path(target), None, bind_flags)
+        locked = _mount_flags_of(fd_path(source_fd)) if in_userns else 0
+    finally:
+        os.close(source_fd)
+    extra = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
+    if extra:
+        # A bind mount takes its flags only from a remount of the new mount.
+        mounted = os.open(fd_path(target), os.O_PATH | os.O_CLOEXEC)
+        try:
+            linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | extra | locked)
+        finally:
+            os.close(mounted)
+
+
+def _apply_after_mount(root: Rootfs, destination: str, options: Any) -> None:
+    if not (options.propagation or options.recursive_set or options.recursive_clear):
+        return
+    mounted = root.open(destination)
+    try:
+        for flag in options.propagation:
+            linux.mount(None, fd_path(mounted), None, flag)
+        if options.recursive_set or options.recursive_clear:
+            linux.mount_setattr(
+                mounted, "", linux.AT_RECURSIVE | 0x1000, options.recursive_set, options.recursive_clear
+            )
+    finally:
+        os.close(mounted)
+
+
+def _mount_cgroup(root: Rootfs, destination: str, options: Any) -> None:
+    """Mount the container's view of the cgroup hierarchies at `destination`.
+
+    A cgroup v2 host gets one cgroup2 mount. On a v1 (or hybrid) host, a tmpfs holds one cgroup
+    mount per hierarchy, as runc lays it out. In a cgroup namespace each hierarchy is rooted at the
+    container's cgroup.
+    """
+    flags = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
+    hierarchies = _host_cgroup_hierarchies()
+    target = root.mkdir_all(destination)
+    try:
+        if list(hierarchies) == [""]:
+            linux.mount("cgroup2", fd_path(target), "cgroup2", flags)
+            return
+        linux.mount("tmpfs", fd_path(target), "tmpfs", flags & ~linux.MS_RDONLY, "mode=755")
+    finally:
+        os.close(target)
+    for name, fstype_options in hierarchies.items():
+        sub = root.mkdir_all(f"{destination}/{name}")
+        try:
+            fstype = "cgroup2" if fstype_options is None else "cgroup"
+            linux.mount("cgroup", fd_path(sub), fstype, flags, fstype_options)
+        finally:
+            os.close(sub)
+    if flags & linux.MS_RDONLY:
+        top = root.open(destination)
+        try:
+            linux.mount(None, fd_path(top), None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+        finally:
+            os.close(top)
+
+
+def _host_cgroup_hierarchies() -> dict[str, str | None]:
+    """Map of directory name under /sys/fs/cgroup to the v1 mount options (None for cgroup2)."""
+    found: dict[str, str | None] = {}
+    for line in _mountinfo():
+        before, _, after = line.partition(" - ")
+        fstype, _, super_options = after.split(" ", 2)
+        point = before.split(" ")[4]
+        if not point.startswith("/sys/fs/cgroup"):
+            continue
+        name = point[len("/sys/fs/cgroup") :].lstrip("/")
+        if fstype == "cgroup2":
+            found[name] = None
+        elif fstype == "cgroup":
+            keep = [o for o in super_options.split(",") if o not in ("rw", "ro")]
+            found[name] = ",".join(keep)
+    return found
+
+
+# -- /dev -----------------------------------------------------------------------------------------
+def dev_is_bind_mounted(mounts: list[dict[str, Any]]) -> bool:
+    for entry in mounts:
+        if entry["destination"].rstrip("/") == "/dev":
+            return entry.get("type") == "bind" or "bind" in (entry.get("options") or []) or "rbind" in (
+                entry.get("options") or []
+            )
+    return False
+
+
+def create_devices(root: Rootfs, devices: list[dict[str, Any]], in_userns: bool) -> None:
+    """The default devices, then linux.devices: mknod, or a bind of the host node in a user namespace."""
+    wanted = {path: {"path": path, "type": "c", "major": major, "minor": minor, "fileMode": mode}
+              for path, major, minor, mode in DEFAULT_DEVICES}
+    for device in devices:
+        wanted[device["path"]] = device
+    for device in wanted.values():
+        try:
+            _create_device(root, device, in_userns)
+        except OSError as err:
+            raise ContainerStartError(f"cannot create device {device['path']}: {err.strerror or err}") from None
+
+
+_DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
+def _create_device(root: Rootfs, device: dict[str, Any], in_userns: bool) -> None:
+    path = device["path"]
+    if in_userns:
+        target = root.make_file(path, 0o000)
+        try:
+            linux.mount(path, fd_path(target), None, linux.MS_BIND)
+        finally:
+            os.close(target)
+        return
+    directory, name = os.path.split(path)
+    parent = root.mkdir_all(directory)
+    try:
+        mode = device.get("fileMode", 0o666) & 0o7777
+        kind = _DEVICE_TYPES[device["type"]]
+        dev = os.makedev(device.get("major", 0), device.get("minor", 0)) if kind != stat.S_IFIFO else 0
+        try:
+            os.mknod(name, mode | kind, dev, dir_fd=parent)
+        except FileExistsError:
+            existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if stat.S_IFMT(existing.st_mode) == kind and existing.st_rdev == dev:
+                return
+            os.unlink(name, dir_fd=parent)
+            os.mknod(name, mode | kind, dev, dir_fd=parent)
+        os.chmod(name, mode, dir_fd=parent, follow_symlinks=False)
+        os.chown(name, device.get("uid", 0), device.get("gid", 0), dir_fd=parent, follow_symlinks=False)
+    finally:
+        os.close(parent)
+
+
+def create_dev_links(root: Rootfs) -> None:
+    dev = root.mkdir_all("/dev")
+    try:
+        for path, target in DEFAULT_DEV_LINKS:
+            try:
+                os.symlink(target, os.path.basename(path), dir_fd=dev)
+            except FileExistsError:
+                pass
+        # /dev/ptmx must be the container's devpts instance, not a host node.
+        try:
+            os.unlink("ptmx", dir_fd=dev)
+        except FileNotFoundError:
+            pass
+        os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
+    finally:
+        os.close(dev)
+
+
+def bind_console(root: Rootfs, pty_slave: int) -> None:
+    """Bind the pty slave over /dev/console (created as a plain file inside the rootfs)."""
+    target = root.make_file("/dev/console", 0o000)
+    try:
+        if not stat.S_ISREG(os.fstat(target).st_mode) and not stat.S_ISCHR(os.fstat(target).st_mode):
+            raise ContainerStartError("/dev/console in the rootfs is neither a file nor a device")
+        linux.mount(fd_path(pty_slave), fd_path(target), None, linux.MS_BIND)
+    finally:
+        os.close(target)
+
+
+# -- masked and read-only paths -------------------------------------------------------------------
+def mask_paths(root: Rootfs, paths: list[str], dev_null: int) -> None:
+    """Hide each path: /dev/null over a file, an empty read-only tmpfs over a directory."""
+    for path in paths:
+        try:
+            target = root.open(path)
+        except FileNotFoundError:
+            continue
+        try:
+            if stat.S_ISDIR(os.fstat(target).st_mode):
+                linux.mount("tmpfs", fd_path(target), "tmpfs", linux.MS_RDONLY, "size=0k,mode=755")
+            else:
+                linux.mount(fd_path(dev_null), fd_path(target), None, linux.MS_BIND)
+        except OSError as err:
+            raise ContainerStartError(f"cannot mask {path}: {err.strerror or err}") from None
+        finally:
+            os.close(target)
+
+
+def readonly_paths(root: Rootfs, paths: list[str]) -> None:
+    for path in paths:
+        try:
+            target = root.open(path)
+        except FileNotFoundError:
+            continue
+        try:
+            linux.mount(fd_path(target), fd_path(target), None, linux.MS_BIND | linux.MS_REC)
+        except OSError as err:
+            os.close(target)
+            raise ContainerStartError(f"cannot make {path} read-only: {err.strerror or err}") from None
+        os.close(target)
+        mounted = root.open(path)
+        try:
+            flags = _mount_flags_of(fd_path(mounted))
+            linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | flags)
+        except OSError as err:
+            raise ContainerStartError(f"cannot make {path} read-only: {err.strerror or err}") from None
+        finally:
+            os.close(mounted)
+
+
+def check_is_procfs(root: Rootfs, path: str = "/proc") -> None:
+    """Refuse a fake procfs: what is mounted at /proc must really be proc (CVE-2025-52881 class)."""
+    fd = root.open(path)
+    try:
+        if linux.fstatfs_type(fd) != linux.PROC_SUPER_MAGIC:
+            raise ContainerStartError(f"{path} in the container is not a procfs")
+    finally:
+        os.close(fd)
+
+
+def require_dir(path: str, field: str) -> None:
+    try:
+        if not stat.S_ISDIR(os.stat(path).st_mode):
+            raise ConfigError(field, f"{path} is not a directory")
+    except FileNotFoundError:
+        raise ConfigError(field, f"{path} does not exist") from None
+
+

@@ -1,0 +1,237 @@
+"""Container state on disk: one directory per container under the state root.
+
+Layout of ``<root>/<id>/``:
+  state.json   the container's record, replaced atomically (temp file, fsync, rename)
+  start.sock   the socket `start` connects to; the waiting init accepts on it (create/start split)
+
+Writers hold an exclusive flock on the container directory itself, so two calls on one id are
+serialised; readers never need the lock because a rename makes each write all-or-nothing. Creating a
+container is ``mkdir``, so of two concurrent creates of one id exactly one wins.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from capsa import jsonfast
+from capsa.errors import AmbiguousIdError, CapsaError, ExistsError, InvalidIdError, NotFoundError, StateError
+
+STATE_FILE = "state.json"
+START_SOCKET = "start.sock"
+MAX_ID_LENGTH = 1024
+
+# Lifecycle statuses, as the OCI runtime-spec names them.
+CREATING = "creating"
+CREATED = "created"
+RUNNING = "running"
+PAUSED = "paused"
+STOPPED = "stopped"
+
+# What each operation requires of the current status (the lifecycle state machine).
+_ALLOWED = {
+    "start": (CREATED,),
+    "kill": (CREATED, RUNNING, PAUSED),
+    "pause": (RUNNING, CREATED),
+    "resume": (PAUSED,),
+    "exec": (CREATED, RUNNING),
+    "delete": (STOPPED,),
+}
+
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def check_transition(operation: str, container_id: str, status: str) -> None:
+    """Raise StateError unless `operation` is allowed for a container in `status`."""
+    if status in _ALLOWED[operation]:
+        return
+    if operation == "start":
+        detail = {
+            RUNNING: "cannot start an already running container",
+            PAUSED: "cannot start a paused container",
+            STOPPED: "cannot start a container that has stopped",
+            CREATING: "cannot start a container that is still being created",
+        }[status]
+        raise StateError(f"container {container_id}: {detail}")
+    if operation == "delete":
+        raise StateError(f"cannot delete container {container_id} that is not stopped: {status}")
+    if operation == "kill":
+        raise StateError(f"container {container_id} is not running (status: {status})")
+    raise StateError(f"cannot {operation} container {container_id}: its status is {status}")
+
+
+def validate_id(container_id: str) -> None:
+    """Ids match ^[\\w+\\-\\.]+$ (ASCII), as runc's; '.' and '..' would escape the state root."""
+    if not container_id:
+        raise InvalidIdError("invalid container id: the id is empty")
+    if len(container_id) > MAX_ID_LENGTH:
+        raise InvalidIdError(f"invalid container id: longer than {MAX_ID_LENGTH} characters")
+    if container_id in (".", "..") or not _ID_CHARS.issuperset(container_id):
+        raise InvalidIdError(
+            f"invalid container id {container_id!r}: use letters, digits and _ + - . only"
+        )
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as Go's RFC3339Nano formats it (runc's `created`)."""
+    ns = time.time_ns()
+    seconds, frac = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    fraction = f"{frac:09d}".rstrip("0")
+    return f"{text}.{fraction}Z" if fraction else f"{text}Z"
+
+
+def write_atomic(path: str, data: str | bytes, mode: int = 0o600) -> None:
+    """Write a file so readers see the old content or the new, never a part: temp, fsync, rename."""
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, raw)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class ContainerLock:
+    """An exclusive flock on a container's state directory, held for one operation."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.fd = -1
+
+    def __enter__(self) -> ContainerLock:
+        try:
+            self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFoundError(os.path.basename(self.directory)) from None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        # The directory may have been deleted while we waited for the lock.
+        if os.fstat(self.fd).st_nlink == 0:
+            os.close(self.fd)
+            raise NotFoundError(os.path.basename(self.directory))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+        self.fd = -1
+
+
+class StateStore:
+    """The state root (runc's --root): finds, creates, reads and removes container records."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+
+    def path(self, container_id: str) -> str:
+        return os.path.join(self.root, container_id)
+
+    def create(self, container_id: str) -> str:
+        """Make the directory of a new container; fail if the id is taken."""
+        validate_id(container_id)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        directory = self.path(container_id)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            raise ExistsError(container_id) from None
+        return directory
+
+    def lock(self, container_id: str) -> ContainerLock:
+        return ContainerLock(self.path(container_id))
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if os.path.isfile(os.path.join(self.root, n, STATE_FILE)))
+
+    def resolve(self, given: str) -> str:
+        """The full id for `given`: the id itself, or the one id it is an unambiguous prefix of."""
+        if not given:
+            raise InvalidIdError("container id cannot be empty")
+        if "/" in given or given in (".", ".."):
+            raise NotFoundError(given)
+        if os.path.isdir(self.path(given)):
+            return given
+        matches = [i for i in self.ids() if i.startswith(given)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise NotFoundError(given)
+        raise AmbiguousIdError(f"container id {given} is ambiguous: it matches {', '.join(matches)}")
+
+    def read(self, container_id: str) -> dict[str, Any]:
+        path = os.path.join(self.path(container_id), STATE_FILE)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raise NotFoundError(container_id) from None
+        try:
+            record = jsonfast.loads(raw)
+        except jsonfast.JSONError as err:
+            raise CapsaError(f"state of container {container_id} is corrupt ({path}): {err}") from None
+        if not isinstance(record, dict) or record.get("id") != container_id:
+            raise CapsaError(f"state of container {container_id} is corrupt ({path})")
+        return record
+
+    def write(self, container_id: str, record: dict[str, Any]) -> None:
+        write_atomic(os.path.join(self.path(container_id), STATE_FILE), jsonfast.dumps(record))
+
+    def remove(self, container_id: str) -> None:
+        """Remove the container's directory and everything in it (state, sockets, temp files)."""
+        directory = self.path(container_id)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            _unlink_quietly(os.path.join(directory, name))
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            pass
+
+    def iter_records(self) -> Iterator[dict[str, Any]]:
+        for container_id in self.ids():
+            try:
+                yield self.read(container_id)
+            except NotFoundError:
+                continue
+
+
+def require(status: str, operation: str, container_id: str) -> None:
+    check_transition(operation, container_id, status)
+
+
+__all__ = [
+    "CREATED",
+    "CREATING",
+    "PAUSED",
+    "RUNNING",
+    "STOPPED",
+    "ContainerLock",
+    "StateError",
+    "StateStore",
+    "check_transition",
+    "now_rfc3339",
+    "validate_id",
+    "write_atomic",
+]

@@ -1,0 +1,95 @@
+"""Fixtures for integration tests: real containers, as root, from a busybox-static rootfs."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from capsa import jsonfast
+
+if os.geteuid() != 0:
+    pytest.skip("integration tests create real containers and need root", allow_module_level=True)
+
+
+def capsa_command() -> list[str]:
+    """The installed launcher next to this interpreter (as managers call it), else python -m capsa."""
+    launcher = os.path.join(os.path.dirname(sys.executable), "capsa")
+    if os.access(launcher, os.X_OK):
+        return [launcher]
+    return [sys.executable, "-m", "capsa"]
+
+
+@pytest.fixture(scope="session")
+def rootfs_template(tmp_path_factory):
+    from capsa.bundle import make_rootfs
+
+    path = str(tmp_path_factory.mktemp("template") / "rootfs")
+    make_rootfs(path)
+    return path
+
+
+class Bundle:
+    """A bundle directory with its own copy of the rootfs and a config.json to adjust per test."""
+
+    def __init__(self, path: str, rootfs_template: str, state_root: str):
+        from capsa.specgen import default_spec
+
+        self.path = path
+        self.root = state_root
+        self.rootfs = os.path.join(path, "rootfs")
+        subprocess.run(["cp", "-a", rootfs_template, self.rootfs], check=True)
+        self.config = default_spec()
+        self.config["process"]["terminal"] = False
+        self.config["process"]["args"] = ["true"]
+        self.write()
+
+    @property
+    def process(self) -> dict:
+        return self.config["process"]
+
+    def write(self) -> None:
+        with open(os.path.join(self.path, "config.json"), "w") as f:
+            f.write(jsonfast.dumps_indent(self.config))
+
+    def set_args(self, *args: str) -> None:
+        self.config["process"]["args"] = list(args)
+        self.write()
+
+    def capsa(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        """Run `capsa --root <root> args...`, capturing output as text."""
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", 60)
+        result = subprocess.run(capsa_command() + ["--root", self.root, *args], **kwargs)
+        if check and result.returncode != 0:
+            raise AssertionError(f"capsa {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def run(self, *args: str, check: bool = True, cid: str = "c1", **kwargs) -> subprocess.CompletedProcess:
+        """`capsa run` this bundle with process.args = args; returns the container's output."""
+        if args:
+            self.set_args(*args)
+        return self.capsa("run", "--bundle", self.path, cid, check=check, **kwargs)
+
+    def sh(self, script: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        return self.run("sh", "-c", script, check=check, **kwargs)
+
+    def copy_config(self) -> dict:
+        return copy.deepcopy(self.config)
+
+
+@pytest.fixture
+def bundle(tmp_path, rootfs_template):
+    state_root = str(tmp_path / "state")
+    b = Bundle(str(tmp_path / "bundle"), rootfs_template, state_root)
+    yield b
+    # Leave nothing behind even when a test fails half-way.
+    if os.path.isdir(state_root):
+        for cid in os.listdir(state_root):
+            subprocess.run(capsa_command() + ["--root", state_root, "delete", "--force", cid], capture_output=True)
+    shutil.rmtree(str(tmp_path / "bundle"), ignore_errors=True)

@@ -1,0 +1,346 @@
+"""What config.json promises, checked from inside a real container."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from capsa import jsonfast
+
+
+def test_pid_one_and_hostname(bundle):
+    bundle.config["hostname"] = "inside"
+    bundle.config["domainname"] = "example.org"
+    out = bundle.sh("echo $$; hostname; cat /proc/sys/kernel/domainname").stdout.split()
+    assert out == ["1", "inside", "example.org"]
+
+
+def test_args_env_and_cwd(bundle):
+    bundle.process["env"] = ["PATH=/bin:/usr/bin", "GREETING=hi there"]
+    bundle.process["cwd"] = "/work/dir"
+    out = bundle.sh('echo "$GREETING"; pwd; echo $HOME').stdout.splitlines()
+    assert out == ["hi there", "/work/dir", "/root"]
+
+
+def test_missing_executable_fails_create_and_cleans_up(bundle):
+    bundle.set_args("/no/such/binary")
+    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False)
+    assert result.returncode == 1
+    assert "no such file or directory" in result.stderr
+    assert os.listdir(bundle.root) == []
+    bundle.set_args("nosuchcommand")
+    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False)
+    assert "executable file not found in $PATH" in result.stderr
+    assert os.listdir(bundle.root) == []
+
+
+def test_user_and_groups(bundle):
+    bundle.process["user"] = {"uid": 1000, "gid": 1001, "additionalGids": [5, 6], "umask": 0o077}
+    out = bundle.sh("id -u; id -g; id -G; umask").stdout.split()
+    assert out[0] == "1000" and out[1] == "1001"
+    assert set(out[2:-1]) == {"1001", "5", "6"}
+    assert out[-1] == "0077"
+
+
+def status_field(text: str, field: str) -> str:
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return line.split()[1]
+    raise AssertionError(f"{field} not in status")
+
+
+def test_capabilities(bundle):
+    caps = ["CAP_KILL", "CAP_CHOWN", "CAP_NET_RAW"]
+    bundle.process["capabilities"] = {
+        "bounding": caps, "effective": caps, "permitted": caps, "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"],
+    }
+    status = bundle.run("cat", "/proc/self/status").stdout
+    expected = (1 << 5) | (1 << 0) | (1 << 13)
+    assert int(status_field(status, "CapBnd"), 16) == expected
+    assert int(status_field(status, "CapEff"), 16) == expected
+    assert int(status_field(status, "CapPrm"), 16) == expected
+    assert int(status_field(status, "CapInh"), 16) == 1 << 5
+    assert int(status_field(status, "CapAmb"), 16) == 1 << 5
+
+
+def test_ambient_caps_reach_non_root_user(bundle):
+    caps = ["CAP_NET_BIND_SERVICE"]
+    bundle.process["user"] = {"uid": 1000, "gid": 1000}
+    bundle.process["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+    status = bundle.run("cat", "/proc/self/status").stdout
+    assert int(status_field(status, "CapEff"), 16) == 1 << 10
+
+
+def test_no_new_privileges(bundle):
+    bundle.process["noNewPrivileges"] = True
+    assert status_field(bundle.run("cat", "/proc/self/status").stdout, "NoNewPrivs") == "1"
+    bundle.process["noNewPrivileges"] = False
+    assert status_field(bundle.run("cat", "/proc/self/status").stdout, "NoNewPrivs") == "0"
+
+
+def test_rlimits(bundle):
+    bundle.process["rlimits"] = [
+        {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024},
+        {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
+    ]
+    out = bundle.sh("ulimit -n; ulimit -H -n; ulimit -c").stdout.split()
+    assert out == ["512", "1024", "0"]
+
+
+def test_rlimit_above_hard_limit_is_a_clear_error(bundle):
+    bundle.process["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 10**7, "hard": 10**7}]
+    result = bundle.run("true", check=False)
+    if result.returncode == 0:
+        pytest.skip("this host lets root raise RLIMIT_NOFILE that far")
+    assert "process.rlimits[0]" in result.stderr and "RLIMIT_NOFILE" in result.stderr
+    assert os.listdir(bundle.root) == []
+
+
+def test_oom_score_adj(bundle):
+    bundle.process["oomScoreAdj"] = 500
+    assert bundle.run("cat", "/proc/self/oom_score_adj").stdout.strip() == "500"
+
+
+def test_sysctl(bundle):
+    bundle.config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmni": "1234"}
+    out = bundle.sh("cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni").stdout.split()
+    assert out == ["1", "1234"]
+
+
+def test_loopback_is_up_in_new_network_namespace(bundle):
+    out = bundle.run("cat", "/sys/class/net/lo/operstate").stdout.strip()
+    flags = int(bundle.run("cat", "/sys/class/net/lo/flags").stdout.strip(), 16)
+    assert flags & 1, f"lo is down (operstate {out})"
+
+
+def test_namespaces_are_new(bundle):
+    inside = bundle.sh("for n in ipc mnt net pid uts cgroup; do readlink /proc/1/ns/$n; done").stdout.split()
+    host = [os.readlink(f"/proc/self/ns/{n}") for n in ("ipc", "mnt", "net", "pid", "uts", "cgroup")]
+    for mine, theirs in zip(inside, host, strict=True):
+        assert mine != theirs
+
+
+def test_join_namespace_by_path(bundle):
+    namespaces = bundle.config["linux"]["namespaces"]
+    bundle.config["linux"]["namespaces"] = [
+        ns if ns["type"] != "network" else {"type": "network", "path": "/proc/1/ns/net"} for ns in namespaces
+    ]
+    assert bundle.run("readlink", "/proc/self/ns/net").stdout.strip() == os.readlink("/proc/1/ns/net")
+
+
+def test_user_namespace_with_mappings(bundle):
+    bundle.config["linux"]["namespaces"].append({"type": "user"})
+    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    subprocess.run(["chown", "-R", "100000:100000", bundle.rootfs], check=True)
+    out = bundle.sh("id -u; cat /proc/self/uid_map").stdout.split()
+    assert out[0] == "0"
+    assert out[1:4] == ["0", "100000", "65536"]
+
+
+def test_time_namespace_offsets(bundle):
+    bundle.config["linux"]["namespaces"].append({"type": "time"})
+    bundle.config["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365, "nanosecs": 0}}
+    uptime = float(bundle.run("cat", "/proc/uptime").stdout.split()[0])
+    assert uptime > 86400 * 364
+
+
+def test_mount_flags_and_tmpfs(bundle):
+    bundle.config["mounts"].append(
+        {"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "noexec", "nodev", "mode=700", "size=1m"]}
+    )
+    line = [m for m in bundle.run("cat", "/proc/self/mounts").stdout.splitlines() if " /data " in m][0]
+    options = line.split()[3].split(",")
+    assert {"nosuid", "noexec", "nodev", "mode=700"} <= set(options)
+
+
+def test_bind_mounts_readonly_and_file(bundle, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello").write_text("from host")
+    single = tmp_path / "single.txt"
+    single.write_text("one file")
+    bundle.config["mounts"] += [
+        {"destination": "/mnt/ro", "type": "bind", "source": str(shared), "options": ["rbind", "ro"]},
+        {"destination": "/mnt/rw", "type": "bind", "source": str(shared), "options": ["bind"]},
+        {"destination": "/etc/single.txt", "type": "bind", "source": str(single), "options": ["bind", "ro"]},
+    ]
+    out = bundle.sh(
+        "cat /mnt/ro/hello; echo; touch /mnt/ro/x 2>/dev/null && echo ro-writable || echo ro-refused;"
+        "echo written > /mnt/rw/new; cat /etc/single.txt"
+    ).stdout.splitlines()
+    assert out == ["from host", "ro-refused", "one file"]
+    assert (shared / "new").read_text() == "written\n"
+
+
+def test_mount_destination_symlink_cannot_escape(bundle, tmp_path):
+    # The image points /evil at the host's /tmp dir: the mount must land inside the rootfs.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside), os.path.join(bundle.rootfs, "evil"))
+    bundle.config["mounts"].append({"destination": "/evil", "type": "tmpfs", "source": "tmpfs", "options": []})
+    bundle.sh("touch /evil/created-by-container")
+    assert os.listdir(outside) == []
+    assert os.path.exists(os.path.join(bundle.rootfs, str(outside).lstrip("/")))
+
+
+def test_readonly_root(bundle):
+    bundle.config["root"]["readonly"] = True
+    out = bundle.sh("touch /x 2>/dev/null && echo writable || echo readonly").stdout.strip()
+    assert out == "readonly"
+
+
+def test_masked_and_readonly_paths(bundle):
+    bundle.config["linux"]["maskedPaths"] = ["/proc/kcore", "/proc/acpi", "/nope"]
+    bundle.config["linux"]["readonlyPaths"] = ["/proc/sys"]
+    out = bundle.sh(
+        "wc -c < /proc/kcore; ls /proc/acpi | wc -l;"
+        "echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable || echo sys-readonly"
+    ).stdout.split()
+    assert out == ["0", "0", "sys-readonly"]
+
+
+def test_default_devices_and_links(bundle):
+    out = bundle.sh(
+        "for d in null zero full random urandom tty; do stat -c '%n %t:%T' /dev/$d; done;"
+        "readlink /dev/ptmx /dev/fd /dev/stdin; ls /dev/pts/ptmx"
+    ).stdout.splitlines()
+    assert out[:6] == ["/dev/null 1:3", "/dev/zero 1:5", "/dev/full 1:7", "/dev/random 1:8", "/dev/urandom 1:9", "/dev/tty 5:0"]
+    assert out[6:9] == ["pts/ptmx", "/proc/self/fd", "/proc/self/fd/0"]
+
+
+def test_linux_devices(bundle):
+    bundle.config["linux"]["devices"] = [
+        {"path": "/dev/fuse-like", "type": "c", "major": 10, "minor": 229, "fileMode": 0o640, "uid": 0, "gid": 5}
+    ]
+    assert bundle.run("stat", "-c", "%t:%T %a %g", "/dev/fuse-like").stdout.split() == ["a:e5", "640", "5"]
+
+
+def test_only_stdio_reaches_the_container(bundle):
+    # A leaked fd (CVE-2024-21626 class): capsa's own fds must not survive exec.
+    leaked = os.open("/etc/hostname", os.O_RDONLY)
+    os.set_inheritable(leaked, True)
+    try:
+        out = bundle.run("ls", "/proc/self/fd", pass_fds=(leaked,)).stdout.split()
+    finally:
+        os.close(leaked)
+    assert sorted(out) == ["0", "1", "2", "3"] or sorted(out) == ["0", "1", "2"]
+    # "3" may appear only as ls's own directory fd; it must not be the leaked one.
+    cwd = bundle.run("readlink", "/proc/self/cwd").stdout.strip()
+    assert cwd == "/"
+
+
+def test_preserve_fds_and_listen_fds(bundle, tmp_path):
+    payload = tmp_path / "payload"
+    payload.write_text("preserved!")
+    fd = os.open(str(payload), os.O_RDONLY)
+    if fd != 3:
+        os.dup2(fd, 3)
+        os.close(fd)
+    try:
+        bundle.set_args("cat", "/proc/self/fd/3")
+        out = bundle.capsa("run", "--preserve-fds", "1", "--bundle", bundle.path, "c1", pass_fds=(3,)).stdout
+    finally:
+        os.close(3)
+    assert out == "preserved!"
+
+
+def test_hooks_order_and_stdin(bundle, tmp_path):
+    log = tmp_path / "hooks.log"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\necho \"$1 $(cat)\" >> {log}\n")
+    hook.chmod(0o755)
+    phases = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
+    bundle.config["hooks"] = {p: [{"path": str(hook), "args": ["hook.sh", p]}] for p in phases}
+    # startContainer runs inside the container: give it the same script at the same path.
+    os.makedirs(os.path.join(bundle.rootfs, str(tmp_path).lstrip("/")), exist_ok=True)
+    inner_log = os.path.join(bundle.rootfs, str(log).lstrip("/"))
+    with open(os.path.join(bundle.rootfs, str(hook).lstrip("/")), "w") as f:
+        f.write(f"#!/bin/sh\necho \"$1 $(cat)\" >> {log}\n")
+    os.chmod(os.path.join(bundle.rootfs, str(hook).lstrip("/")), 0o755)
+    bundle.run("true")
+    lines = log.read_text().splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["prestart", "createRuntime", "createContainer", "poststart", "poststop"]
+    states = {line.split(" ", 1)[0]: jsonfast.loads(line.split(" ", 1)[1]) for line in lines}
+    assert states["prestart"]["status"] == "creating" and states["prestart"]["id"] == "c1"
+    assert states["poststart"]["status"] == "running"
+    assert states["poststop"]["status"] == "stopped"
+    assert states["prestart"]["pid"] > 0 and states["prestart"]["bundle"] == bundle.path
+    inner = open(inner_log).read().split(" ", 1)
+    assert inner[0] == "startContainer" and jsonfast.loads(inner[1])["status"] == "created"
+
+
+def test_failing_create_hook_fails_and_cleans_up(bundle):
+    bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
+    result = bundle.run("true", check=False)
+    assert result.returncode == 1 and "createRuntime hook" in result.stderr
+    assert os.listdir(bundle.root) == []
+
+
+def test_poststop_failure_is_only_a_warning(bundle):
+    bundle.config["hooks"] = {"poststop": [{"path": "/bin/false"}]}
+    result = bundle.run("true")
+    assert "poststop hook" in result.stderr
+
+
+def test_hook_timeout(bundle):
+    bundle.config["hooks"] = {"prestart": [{"path": "/bin/sleep", "args": ["sleep", "10"], "timeout": 1}]}
+    result = bundle.run("true", check=False)
+    assert result.returncode == 1 and "timed out" in result.stderr
+
+
+def test_console_socket_receives_pty(bundle, tmp_path):
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    bundle.process["terminal"] = True
+    bundle.process["consoleSize"] = {"height": 33, "width": 101}
+    bundle.set_args("sh", "-c", "tty; stty size; sleep 1")
+    bundle.capsa("create", "--bundle", bundle.path, "--console-socket", path, "c1")
+    connection, _ = server.accept()
+    _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
+    master = fds[0]
+    bundle.capsa("start", "c1")
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    text = output.decode()
+    assert "/dev/pts/0" in text and "33 101" in text
+
+
+def test_invalid_config_is_clear_and_leaves_nothing(bundle):
+    with open(os.path.join(bundle.path, "config.json"), "w") as f:
+        f.write('{"ociVersion": "1.0.0", "process": ')
+    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False)
+    assert result.returncode == 1 and "config" in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(bundle.root) or os.listdir(bundle.root) == []
+    bundle.config["process"]["args"] = []
+    bundle.write()
+    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False)
+    assert result.returncode == 1 and "process.args" in result.stderr
+    result = bundle.capsa("create", "--bundle", "/no/such/bundle", "c1", check=False)
+    assert result.returncode == 1 and "/no/such/bundle" in result.stderr
+
+
+def test_json_log_format(bundle, tmp_path):
+    log = tmp_path / "log.json"
+    result = bundle.capsa("--log", str(log), "--log-format", "json", "state", "nope", check=False)
+    assert result.returncode == 1
+    entry = jsonfast.loads(log.read_text())
+    assert entry["level"] == "error" and "does not exist" in entry["msg"] and entry["time"]
+
+
+def test_seccomp_is_refused_clearly(bundle):
+    bundle.config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW"}
+    result = bundle.run("true", check=False)
+    assert result.returncode == 1 and "linux.seccomp" in result.stderr

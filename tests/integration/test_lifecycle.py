@@ -1,0 +1,208 @@
+"""create / start / state / list / kill / delete against real containers, checked from the outside."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from capsa import jsonfast
+
+
+def state_of(bundle, cid: str = "c1") -> dict:
+    return jsonfast.loads(bundle.capsa("state", cid).stdout)
+
+
+def wait_for_status(bundle, cid: str, status: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = state_of(bundle, cid)
+        if state["status"] == status or time.monotonic() > deadline:
+            return state
+        time.sleep(0.02)
+
+
+def create(bundle, cid: str = "c1", *extra: str, out=None) -> subprocess.CompletedProcess:
+    # The container keeps create's stdio open: give it a file, not a pipe we would wait on.
+    with open(out or os.devnull, "ab") as sink:
+        return bundle.capsa("create", "--bundle", bundle.path, *extra, cid, stdout=sink, capture_output=False,
+                            stderr=subprocess.PIPE)
+
+
+def test_create_start_state_delete(bundle, tmp_path):
+    bundle.set_args("sleep", "30")
+    pid_file = tmp_path / "pid"
+    create(bundle, "c1", "--pid-file", str(pid_file))
+    state = state_of(bundle)
+    assert state["status"] == "created"
+    assert state["id"] == "c1" and state["bundle"] == bundle.path
+    assert pid_file.read_text() == str(state["pid"])
+    assert os.path.exists(f"/proc/{state['pid']}")
+    bundle.capsa("start", "c1")
+    assert state_of(bundle)["status"] == "running"
+    with open(f"/proc/{state['pid']}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[0] == b"sleep"
+    bundle.capsa("kill", "c1", "KILL")
+    assert wait_for_status(bundle, "c1", "stopped")["pid"] == 0
+    bundle.capsa("delete", "c1")
+    assert bundle.capsa("list", "-q").stdout == ""
+    assert not os.path.exists(os.path.join(bundle.root, "c1"))
+
+
+def test_state_json_fields(bundle):
+    bundle.config["annotations"] = {"org.example.key": "value"}
+    bundle.set_args("sleep", "30")
+    create(bundle)
+    state = state_of(bundle)
+    assert set(state) >= {"ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"}
+    assert state["annotations"] == {"org.example.key": "value"}
+    assert state["rootfs"] == os.path.realpath(bundle.rootfs)
+
+
+def test_list_table_and_json(bundle):
+    bundle.set_args("sleep", "30")
+    create(bundle, "one")
+    create(bundle, "two")
+    table = bundle.capsa("list").stdout.splitlines()
+    assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    assert {line.split()[0] for line in table[1:]} == {"one", "two"}
+    listed = jsonfast.loads(bundle.capsa("list", "--format", "json").stdout)
+    assert {c["id"]: c["status"] for c in listed} == {"one": "created", "two": "created"}
+    assert bundle.capsa("list", "-q").stdout.split() == ["one", "two"]
+
+
+def test_prefix_ids(bundle):
+    bundle.set_args("sleep", "30")
+    create(bundle, "alpha-one")
+    create(bundle, "alpha-two")
+    assert state_of(bundle, "alpha-o")["id"] == "alpha-one"
+    ambiguous = bundle.capsa("state", "alpha", check=False)
+    assert ambiguous.returncode == 1 and "ambiguous" in ambiguous.stderr
+    bundle.capsa("delete", "alpha-t")
+    assert bundle.capsa("list", "-q").stdout.split() == ["alpha-one"]
+
+
+def test_unknown_container(bundle):
+    for command in (["state", "nope"], ["start", "nope"], ["kill", "nope"], ["delete", "nope"]):
+        result = bundle.capsa(*command, check=False)
+        assert result.returncode == 1
+        assert "container nope does not exist" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert bundle.capsa("delete", "--force", "nope").returncode == 0
+
+
+def test_duplicate_id_is_refused(bundle):
+    bundle.set_args("sleep", "30")
+    create(bundle)
+    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False)
+    assert result.returncode == 1 and "container with id exists: c1" in result.stderr
+    assert state_of(bundle)["status"] == "created"
+
+
+def test_concurrent_create_exactly_one_wins(bundle):
+    bundle.set_args("sleep", "30")
+    results = []
+
+    def attempt():
+        with open(os.devnull, "wb") as sink:
+            results.append(bundle.capsa("create", "--bundle", bundle.path, "same", check=False,
+                                        stdout=sink, capture_output=False, stderr=subprocess.PIPE))
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.returncode for r in results) == [0, 1, 1, 1]
+    assert state_of(bundle, "same")["status"] == "created"
+
+
+def test_invalid_transitions(bundle):
+    bundle.set_args("sleep", "30")
+    create(bundle)
+    bundle.capsa("start", "c1")
+    again = bundle.capsa("start", "c1", check=False)
+    assert again.returncode == 1 and "already running" in again.stderr
+    refused = bundle.capsa("delete", "c1", check=False)
+    assert refused.returncode == 1 and "not stopped" in refused.stderr
+    bundle.capsa("delete", "--force", "c1")
+    assert not os.path.exists(os.path.join(bundle.root, "c1"))
+
+
+def test_delete_of_created_container_kills_it(bundle):
+    bundle.set_args("sleep", "30")
+    create(bundle)
+    pid = state_of(bundle)["pid"]
+    bundle.capsa("delete", "c1")
+    time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+
+
+def test_kill_stopped_container_fails(bundle):
+    bundle.set_args("true")
+    create(bundle)
+    bundle.capsa("start", "c1")
+    wait_for_status(bundle, "c1", "stopped")
+    result = bundle.capsa("kill", "c1", "9", check=False)
+    assert result.returncode == 1 and "not running" in result.stderr
+
+
+@pytest.mark.parametrize("signal", ["TERM", "SIGTERM", "15"])
+def test_kill_signal_spellings(bundle, signal):
+    bundle.set_args("sleep", "30")
+    create(bundle)
+    bundle.capsa("start", "c1")
+    bundle.capsa("kill", "c1", signal)
+    assert wait_for_status(bundle, "c1", "stopped")["status"] == "stopped"
+
+
+def test_kill_all(bundle):
+    bundle.set_args("sh", "-c", "sleep 30 & sleep 30 & wait")
+    create(bundle)
+    bundle.capsa("start", "c1")
+    bundle.capsa("kill", "--all", "c1", "KILL")
+    assert wait_for_status(bundle, "c1", "stopped")["status"] == "stopped"
+
+
+def test_run_exit_code(bundle):
+    assert bundle.sh("exit 42", check=False).returncode == 42
+    assert bundle.capsa("list", "-q").stdout == ""
+
+
+def test_run_keep_and_detach(bundle):
+    bundle.set_args("true")
+    bundle.capsa("run", "--keep", "--bundle", bundle.path, "kept")
+    assert state_of(bundle, "kept")["status"] == "stopped"
+    bundle.capsa("delete", "kept")
+    bundle.set_args("sleep", "30")
+    with open(os.devnull, "wb") as sink:
+        bundle.capsa("run", "-d", "--bundle", bundle.path, "detached", stdout=sink, capture_output=False,
+                     stderr=subprocess.PIPE)
+    assert state_of(bundle, "detached")["status"] == "running"
+
+
+def test_run_forwards_signals(bundle):
+    bundle.set_args("sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done")
+    process = subprocess.Popen(
+        bundle_command(bundle, "run", "--bundle", bundle.path, "sig"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    wait_until(lambda: os.path.isdir(os.path.join(bundle.root, "sig")) and state_of(bundle, "sig")["status"] == "running")
+    time.sleep(0.2)
+    process.terminate()
+    assert process.wait(timeout=10) == 7
+
+
+def bundle_command(bundle, *args):
+    from conftest import capsa_command
+
+    return capsa_command() + ["--root", bundle.root, *args]
+
+
+def wait_until(predicate, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
