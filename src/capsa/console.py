@@ -7,7 +7,6 @@ import os
 import struct
 import termios
 
-
 _TIOCGPTPEER = 0x5441
 _TIOCSPTLCK = 0x40045431
 _TIOCGPTN = 0x80045430

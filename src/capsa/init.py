@@ -17,11 +17,14 @@ import _socket
 import os
 import resource
 import stat
-from typing import Any, NoReturn
 
 from capsa import caps, hooks, linux, rootfs
 from capsa.errors import CapsaError, ContainerStartError
 from capsa.syncpipe import Channel
+
+TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -95,6 +98,8 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
 
     cwd = process["cwd"]
     os.close(root.mkdir_all(cwd))
+    # sysctl goes through the container's /proc before readonlyPaths can make /proc/sys read-only.
+    _apply_sysctl(root, linux_spec.get("sysctl") or {})
     if "mount" in config.new_namespaces:
         if any(m["destination"].rstrip("/") == "/proc" for m in mounts):
             rootfs.check_is_procfs(root)
@@ -115,7 +120,6 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     os.chdir("/")
 
     _set_names(spec)
-    _apply_sysctl(linux_spec.get("sysctl") or {})
     _apply_rlimits(process.get("rlimits") or [])
     if "oomScoreAdj" in process:
         _write_proc("/proc/self/oom_score_adj", str(process["oomScoreAdj"]))
@@ -202,11 +206,15 @@ def _set_names(spec: dict[str, Any]) -> None:
         linux.setdomainname(spec["domainname"])
 
 
-def _apply_sysctl(sysctl: dict[str, str]) -> None:
+def _apply_sysctl(root: rootfs.Rootfs, sysctl: dict[str, str]) -> None:
     for key, value in sysctl.items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
-            _write_proc(path, value)
+            fd = root.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
         except OSError as err:
             raise ContainerStartError(f"linux.sysctl.{key}: cannot set {value!r}: {err.strerror}") from None
 

@@ -7,7 +7,10 @@ encoder directly. If ``_json`` is ever missing, it falls back to the ``json`` pa
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
+if TYPE_CHECKING:
+    from typing import Any
+
 
 try:
     import _json

@@ -14,11 +14,14 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from typing import Any
 
 from capsa import jsonfast
 from capsa.errors import AmbiguousIdError, CapsaError, ExistsError, InvalidIdError, NotFoundError, StateError
+
+TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 STATE_FILE = "state.json"
 START_SOCKET = "start.sock"

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -42,6 +43,7 @@ class Bundle:
         self.path = path
         self.root = state_root
         self.rootfs = os.path.join(path, "rootfs")
+        os.makedirs(path, exist_ok=True)
         subprocess.run(["cp", "-a", rootfs_template, self.rootfs], check=True)
         self.config = default_spec()
         self.config["process"]["terminal"] = False
@@ -69,6 +71,23 @@ class Bundle:
         if check and result.returncode != 0:
             raise AssertionError(f"capsa {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
+
+    def detached(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """A capsa call that leaves a container process holding its stdio (create, run -d).
+
+        The container keeps the caller's stdout and stderr: they go to files, not to pipes we
+        would wait on until the container exits.
+        """
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            result = self.capsa(*args, check=False, capture_output=False, text=False, stdout=out, stderr=err)
+            err.seek(0)
+            result.stderr = err.read().decode(errors="replace")
+        if check and result.returncode != 0:
+            raise AssertionError(f"capsa {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def create(self, cid: str = "c1", *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.detached("create", "--bundle", self.path, *extra, cid, check=check)
 
     def run(self, *args: str, check: bool = True, cid: str = "c1", **kwargs) -> subprocess.CompletedProcess:
         """`capsa run` this bundle with process.args = args; returns the container's output."""

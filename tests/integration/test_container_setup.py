@@ -124,11 +124,29 @@ def test_namespaces_are_new(bundle):
 
 
 def test_join_namespace_by_path(bundle):
-    namespaces = bundle.config["linux"]["namespaces"]
-    bundle.config["linux"]["namespaces"] = [
-        ns if ns["type"] != "network" else {"type": "network", "path": "/proc/1/ns/net"} for ns in namespaces
-    ]
-    assert bundle.run("readlink", "/proc/self/ns/net").stdout.strip() == os.readlink("/proc/1/ns/net")
+    holder = subprocess.Popen(["unshare", "--net", "--uts", "sleep", "30"])
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net") != os.readlink("/proc/self/ns/net"))
+        joined = {"network": f"/proc/{holder.pid}/ns/net", "uts": f"/proc/{holder.pid}/ns/uts"}
+        bundle.config["linux"]["namespaces"] = [
+            {"type": ns["type"], "path": joined[ns["type"]]} if ns["type"] in joined else ns
+            for ns in bundle.config["linux"]["namespaces"]
+        ]
+        del bundle.config["hostname"]  # a joined uts namespace keeps its own name
+        out = bundle.sh("readlink /proc/self/ns/net; readlink /proc/self/ns/uts").stdout.split()
+        assert out == [os.readlink(joined["network"]), os.readlink(joined["uts"])]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def wait_for(predicate, timeout: float = 5) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def test_user_namespace_with_mappings(bundle):
@@ -136,6 +154,11 @@ def test_user_namespace_with_mappings(bundle):
     bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
     bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
     subprocess.run(["chown", "-R", "100000:100000", bundle.rootfs], check=True)
+    # The container's root (host uid 100000) must be able to reach its bundle.
+    path = bundle.path
+    while path != "/":
+        os.chmod(path, os.stat(path).st_mode | 0o055)
+        path = os.path.dirname(path)
     out = bundle.sh("id -u; cat /proc/self/uid_map").stdout.split()
     assert out[0] == "0"
     assert out[1:4] == ["0", "100000", "65536"]
@@ -194,10 +217,10 @@ def test_readonly_root(bundle):
 
 
 def test_masked_and_readonly_paths(bundle):
-    bundle.config["linux"]["maskedPaths"] = ["/proc/kcore", "/proc/acpi", "/nope"]
+    bundle.config["linux"]["maskedPaths"] = ["/proc/timer_list", "/proc/acpi", "/nope"]
     bundle.config["linux"]["readonlyPaths"] = ["/proc/sys"]
     out = bundle.sh(
-        "wc -c < /proc/kcore; ls /proc/acpi | wc -l;"
+        "wc -c < /proc/timer_list; ls /proc/acpi | wc -l;"
         "echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable || echo sys-readonly"
     ).stdout.split()
     assert out == ["0", "0", "sys-readonly"]
@@ -206,7 +229,7 @@ def test_masked_and_readonly_paths(bundle):
 def test_default_devices_and_links(bundle):
     out = bundle.sh(
         "for d in null zero full random urandom tty; do stat -c '%n %t:%T' /dev/$d; done;"
-        "readlink /dev/ptmx /dev/fd /dev/stdin; ls /dev/pts/ptmx"
+        "for l in ptmx fd stdin; do readlink /dev/$l; done; ls /dev/pts/ptmx"
     ).stdout.splitlines()
     assert out[:6] == ["/dev/null 1:3", "/dev/zero 1:5", "/dev/full 1:7", "/dev/random 1:8", "/dev/urandom 1:9", "/dev/tty 5:0"]
     assert out[6:9] == ["pts/ptmx", "/proc/self/fd", "/proc/self/fd/0"]
@@ -254,6 +277,7 @@ def test_hooks_order_and_stdin(bundle, tmp_path):
     hook.write_text(f"#!/bin/sh\necho \"$1 $(cat)\" >> {log}\n")
     hook.chmod(0o755)
     phases = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
+    bundle.config["root"]["readonly"] = False  # the startContainer hook writes inside the container
     bundle.config["hooks"] = {p: [{"path": str(hook), "args": ["hook.sh", p]}] for p in phases}
     # startContainer runs inside the container: give it the same script at the same path.
     os.makedirs(os.path.join(bundle.rootfs, str(tmp_path).lstrip("/")), exist_ok=True)
@@ -300,7 +324,7 @@ def test_console_socket_receives_pty(bundle, tmp_path):
     bundle.process["terminal"] = True
     bundle.process["consoleSize"] = {"height": 33, "width": 101}
     bundle.set_args("sh", "-c", "tty; stty size; sleep 1")
-    bundle.capsa("create", "--bundle", bundle.path, "--console-socket", path, "c1")
+    bundle.create("c1", "--console-socket", path)
     connection, _ = server.accept()
     _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
     master = fds[0]

@@ -25,11 +25,8 @@ def wait_for_status(bundle, cid: str, status: str, timeout: float = 10) -> dict:
         time.sleep(0.02)
 
 
-def create(bundle, cid: str = "c1", *extra: str, out=None) -> subprocess.CompletedProcess:
-    # The container keeps create's stdio open: give it a file, not a pipe we would wait on.
-    with open(out or os.devnull, "ab") as sink:
-        return bundle.capsa("create", "--bundle", bundle.path, *extra, cid, stdout=sink, capture_output=False,
-                            stderr=subprocess.PIPE)
+def create(bundle, cid: str = "c1", *extra: str) -> subprocess.CompletedProcess:
+    return bundle.create(cid, *extra)
 
 
 def test_create_start_state_delete(bundle, tmp_path):
@@ -97,7 +94,7 @@ def test_unknown_container(bundle):
 def test_duplicate_id_is_refused(bundle):
     bundle.set_args("sleep", "30")
     create(bundle)
-    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False)
+    result = bundle.create("c1", check=False)
     assert result.returncode == 1 and "container with id exists: c1" in result.stderr
     assert state_of(bundle)["status"] == "created"
 
@@ -107,9 +104,7 @@ def test_concurrent_create_exactly_one_wins(bundle):
     results = []
 
     def attempt():
-        with open(os.devnull, "wb") as sink:
-            results.append(bundle.capsa("create", "--bundle", bundle.path, "same", check=False,
-                                        stdout=sink, capture_output=False, stderr=subprocess.PIPE))
+        results.append(bundle.create("same", check=False))
 
     threads = [threading.Thread(target=attempt) for _ in range(4)]
     for t in threads:
@@ -152,7 +147,8 @@ def test_kill_stopped_container_fails(bundle):
 
 @pytest.mark.parametrize("signal", ["TERM", "SIGTERM", "15"])
 def test_kill_signal_spellings(bundle, signal):
-    bundle.set_args("sleep", "30")
+    # pid 1 of a pid namespace gets only the signals it has a handler for.
+    bundle.set_args("sh", "-c", "trap 'exit 0' TERM; sleep 30 & wait")
     create(bundle)
     bundle.capsa("start", "c1")
     bundle.capsa("kill", "c1", signal)
@@ -178,9 +174,7 @@ def test_run_keep_and_detach(bundle):
     assert state_of(bundle, "kept")["status"] == "stopped"
     bundle.capsa("delete", "kept")
     bundle.set_args("sleep", "30")
-    with open(os.devnull, "wb") as sink:
-        bundle.capsa("run", "-d", "--bundle", bundle.path, "detached", stdout=sink, capture_output=False,
-                     stderr=subprocess.PIPE)
+    bundle.detached("run", "-d", "--bundle", bundle.path, "detached")
     assert state_of(bundle, "detached")["status"] == "running"
 
 

@@ -7,9 +7,11 @@ argparse is not used: it cannot read single-dash long flags and costs ~6 ms to i
 
 from __future__ import annotations
 
-from typing import Any
-
 from capsa.errors import CapsaError
+
+TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
+if TYPE_CHECKING:
+    from typing import Any
 
 BOOL = "bool"
 STRING = "string"

@@ -41,8 +41,8 @@ def run(g, argv: list[str]) -> int:
 
 
 def _owner_name() -> str:
-    import pwd
     import os
+    import pwd
 
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
