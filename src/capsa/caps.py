@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from capsa import linux
+from capsa.errors import CapsaError
 from capsa.spec import CAPABILITIES
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -61,11 +62,17 @@ def apply_sets(capabilities: dict[str, Any] | None) -> None:
     if capabilities is None:
         return
     highest = last_cap()
-    linux.capset(
-        _mask(capabilities.get("effective"), highest),
-        _mask(capabilities.get("permitted"), highest),
-        _mask(capabilities.get("inheritable"), highest),
-    )
+    permitted = _mask(capabilities.get("permitted"), highest)
+    try:
+        linux.capset(_mask(capabilities.get("effective"), highest), permitted, _mask(capabilities.get("inheritable"), highest))
+    except PermissionError:
+        missing = permitted & ~linux.capget_permitted()
+        names = [name for name, number in CAPABILITIES.items() if missing & (1 << number)]
+        if not names:
+            raise
+        raise CapsaError(
+            f"process.capabilities: capsa itself does not hold {', '.join(names)}, so it cannot grant them"
+        ) from None
     linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
     for name in capabilities.get("ambient") or ():
         number = CAPABILITIES[name]

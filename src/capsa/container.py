@@ -139,7 +139,8 @@ class Container:
     ) -> None:
         from capsa import launch
 
-        hook_state = self.hook_state(st.CREATING)
+        # runc and the runtime-tools validation suite give create-time hooks the status "created".
+        hook_state = self.hook_state(st.CREATED)
         options = launch.LaunchOptions(
             console_socket=console_socket, console_fd=console_fd, no_pivot=no_pivot, preserve_fds=preserve_fds,
             state_dir=self.directory, container_id=self.id, bundle=self.record["bundle"], state=hook_state,
@@ -202,11 +203,15 @@ class Container:
 
     # -- delete ----------------------------------------------------------------------------------
     def delete(self, force: bool = False, warn: Any = None) -> None:
-        """Remove the container; a running one only with force (it is killed first)."""
+        """Remove a stopped container; with force, any container (it is killed first).
+
+        As the runtime-spec requires, and unlike runc, deleting a created container without force
+        is an error that leaves the container as it was.
+        """
         with self.store.lock(self.id):
             self._reload()
             status = self.status()
-            if status in (st.RUNNING, st.PAUSED) and not force:
+            if not force:
                 st.check_transition("delete", self.id, status)
             if status != st.STOPPED:
                 self._kill_and_wait()

@@ -77,16 +77,17 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     if console_fd >= 0:
         os.close(console_fd)
     channel = Channel(parent_fd)
-    init_pid = 0
     try:
         init_pid = _drive(channel, spec, child, options)
-        return init_pid
     except BaseException:
-        _kill_quietly(init_pid or child)
+        _kill_quietly(options.state.get("pid") or child)
+        _reap(child)
         raise
     finally:
         channel.close()
-        _reap(child)
+    if init_pid != child:
+        _reap(child)  # the intermediate child, which exited once it had forked the init
+    return init_pid
 
 
 def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOptions) -> int:

@@ -193,6 +193,14 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(_syscall(SYS_CAPSET, ctypes.byref(header), data), "capset")
 
 
+def capget_permitted() -> int:
+    """This process's permitted capability set."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_syscall(SYS_CAPGET, ctypes.byref(header), data), "capget")
+    return data[0].permitted | (data[1].permitted << 32)
+
+
 def fstatfs_type(fd: int) -> int:
     """The f_type (filesystem magic) of the filesystem fd is on."""
     buf = (ctypes.c_long * 15)()  # struct statfs is 120 bytes on x86_64; f_type comes first

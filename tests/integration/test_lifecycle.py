@@ -127,13 +127,17 @@ def test_invalid_transitions(bundle):
     assert not os.path.exists(os.path.join(bundle.root, "c1"))
 
 
-def test_delete_of_created_container_kills_it(bundle):
+def test_delete_of_created_container_needs_force(bundle):
     bundle.set_args("sleep", "30")
     create(bundle)
     pid = state_of(bundle)["pid"]
-    bundle.capsa("delete", "c1")
+    refused = bundle.capsa("delete", "c1", check=False)
+    assert refused.returncode == 1 and "not stopped: created" in refused.stderr
+    assert state_of(bundle)["status"] == "created"
+    bundle.capsa("delete", "--force", "c1")
     time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    assert not os.path.exists(os.path.join(bundle.root, "c1"))
 
 
 def test_kill_stopped_container_fails(bundle):
