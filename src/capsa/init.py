@@ -34,7 +34,7 @@ class InitConfig:
 
     __slots__ = (
         "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
-        "keep_fds", "no_pivot", "new_namespaces", "in_userns", "state",
+        "keep_fds", "no_pivot", "new_namespaces", "in_userns", "state", "cgroups",
     )
 
     def __init__(self, **values: Any):
@@ -82,7 +82,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     # Opened only now: the fd must be the rootfs bind mount that prepare_root put on top.
     root = rootfs.Rootfs(config.rootfs)
     if "mount" in config.new_namespaces:
-        rootfs.mount_all(root, mounts, config.in_userns)
+        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups)
         if not rootfs.dev_is_bind_mounted(mounts):
             rootfs.create_devices(root, linux_spec.get("devices") or [], config.in_userns)
             rootfs.create_dev_links(root)

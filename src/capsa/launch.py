@@ -65,7 +65,7 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
         spec=spec, rootfs=rootfs_path, bundle=options.bundle, container_id=options.container_id,
         sync_fd=child_fd, listen_fd=listen_fd, console_fd=console_fd, keep_fds=keep,
         no_pivot=options.no_pivot, new_namespaces=new, in_userns="user" in _all_types(namespaces),
-        state=options.state,
+        state=options.state, cgroups=_cgroup_sources(spec),
     )
     child = os.fork()
     if child == 0:
@@ -128,6 +128,15 @@ def _kill_quietly(pid: int) -> None:
             os.kill(pid, 9)
         except ProcessLookupError:
             pass
+
+
+def _cgroup_sources(spec: dict[str, Any]) -> dict[str, str]:
+    """Where the container's cgroup mounts come from; read here, before any cgroup namespace."""
+    if not any(m.get("type") in ("cgroup", "cgroup2") for m in spec.get("mounts") or []):
+        return {}
+    from capsa.rootfs import host_cgroup_hierarchies
+
+    return host_cgroup_hierarchies()
 
 
 def _close_fds_except(keep: set[int]) -> None:

@@ -201,10 +201,11 @@ def _mount_flags_of(path: str | int) -> int:
 
 
 # -- the mounts of config.json -----------------------------------------------------------------
-def mount_all(root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool) -> None:
+def mount_all(root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str]) -> None:
+    """The mounts of config.json, in order; `cgroups` is host_cgroup_hierarchies() of the container."""
     for index, entry in enumerate(mounts):
         try:
-            _mount_one(root, entry, in_userns)
+            _mount_one(root, entry, in_userns, cgroups)
         except OSError as err:
             raise ContainerStartError(
                 f"mounts[{index}]: cannot mount {entry.get('source', entry.get('type', ''))} on "
@@ -212,13 +213,13 @@ def mount_all(root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool) -> No
             ) from None
 
 
-def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool) -> None:
+def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str]) -> None:
     options = parse_mount_options(entry.get("options") or [])
     fstype = entry.get("type") or ""
     source = entry.get("source") or fstype or "none"
     destination = entry["destination"]
     if fstype in ("cgroup", "cgroup2"):
-        _mount_cgroup(root, destination, options)
+        _mount_cgroup(root, destination, options, cgroups)
         return
     is_bind = options.is_bind or fstype == "bind"
     target = root.mount_point(destination, os.path.isdir(source) if is_bind else True)
@@ -267,53 +268,72 @@ def _apply_after_mount(root: Rootfs, destination: str, options: Any) -> None:
         os.close(mounted)
 
 
-def _mount_cgroup(root: Rootfs, destination: str, options: Any) -> None:
-    """Mount the container's view of the cgroup hierarchies at `destination`.
+def _mount_cgroup(root: Rootfs, destination: str, options: Any, hierarchies: dict[str, str]) -> None:
+    """Give the container its own cgroups at `destination`, as runc lays them out.
 
-    A cgroup v2 host gets one cgroup2 mount. On a v1 (or hybrid) host, a tmpfs holds one cgroup
-    mount per hierarchy, as runc lays it out. In a cgroup namespace each hierarchy is rooted at the
-    container's cgroup.
+    Each host hierarchy is bind-mounted from the container's own cgroup directory, so the
+    container sees its cgroup as the root and nothing above it. Binds, not fresh cgroup mounts:
+    mounting a v1 hierarchy again costs ~15 ms here, a bind ~0.05 ms. A pure v2 host gets one
+    bind at `destination`; a v1 or hybrid host gets a tmpfs holding one bind per hierarchy.
     """
     flags = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
-    hierarchies = _host_cgroup_hierarchies()
+    if list(hierarchies) == [""]:
+        _bind_cgroup(root, destination, hierarchies[""], flags)
+        return
     target = root.mkdir_all(destination)
     try:
-        if list(hierarchies) == [""]:
-            linux.mount("cgroup2", fd_path(target), "cgroup2", flags)
-            return
         linux.mount("tmpfs", fd_path(target), "tmpfs", flags & ~linux.MS_RDONLY, "mode=755")
     finally:
         os.close(target)
-    for name, fstype_options in hierarchies.items():
-        sub = root.mkdir_all(f"{destination}/{name}")
-        try:
-            fstype = "cgroup2" if fstype_options is None else "cgroup"
-            linux.mount("cgroup", fd_path(sub), fstype, flags, fstype_options)
-        finally:
-            os.close(sub)
+    for name, source in hierarchies.items():
+        _bind_cgroup(root, f"{destination}/{name}", source, flags)
     if flags & linux.MS_RDONLY:
         top = root.open(destination)
         try:
-            linux.mount(None, fd_path(top), None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+            linux.mount(None, fd_path(top), None, linux.MS_REMOUNT | linux.MS_BIND | flags)
         finally:
             os.close(top)
 
 
-def _host_cgroup_hierarchies() -> dict[str, str | None]:
-    """Map of directory name under /sys/fs/cgroup to the v1 mount options (None for cgroup2)."""
-    found: dict[str, str | None] = {}
+def _bind_cgroup(root: Rootfs, destination: str, source: str, flags: int) -> None:
+    target = root.mkdir_all(destination)
+    try:
+        linux.mount(source, fd_path(target), None, linux.MS_BIND | linux.MS_REC)
+    finally:
+        os.close(target)
+    if flags:
+        mounted = root.open(destination)
+        try:
+            linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | flags)
+        finally:
+            os.close(mounted)
+
+
+def host_cgroup_hierarchies(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
+    """Directory name under /sys/fs/cgroup -> the host directory of this process's cgroup in it.
+
+    Read before the init enters a cgroup namespace, where /proc/self/cgroup would say "/".
+    """
+    own: dict[str, str] = {}
+    with open(proc_cgroup) as f:
+        for line in f.read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                own[controller] = path
+    found: dict[str, str] = {}
     for line in _mountinfo():
         before, _, after = line.partition(" - ")
         fstype, _, super_options = after.split(" ", 2)
         point = before.split(" ")[4]
-        if not point.startswith("/sys/fs/cgroup"):
+        if not point.startswith("/sys/fs/cgroup") or fstype not in ("cgroup", "cgroup2"):
             continue
         name = point[len("/sys/fs/cgroup") :].lstrip("/")
         if fstype == "cgroup2":
-            found[name] = None
-        elif fstype == "cgroup":
-            keep = [o for o in super_options.split(",") if o not in ("rw", "ro")]
-            found[name] = ",".join(keep)
+            key = ""
+        else:
+            key = next((o for o in super_options.split(",") if o in own), None)
+        if key is not None and key in own:
+            found[name] = point + own[key].rstrip("/") if own[key] != "/" else point
     return found
 
 
