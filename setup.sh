@@ -28,6 +28,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q ".[test]"
+# The launcher runs isolated and without site (see bin/capsa); pip writes a plain "#!<python>".
+sed -i '1s|^#!\(.*python[0-9.]*\)$|#!\1 -IS|' .venv/bin/capsa
 ln -sf "$PWD/.venv/bin/capsa" /usr/local/bin/capsa
 
 if [ "${1:-}" != "--no-demo" ]; then

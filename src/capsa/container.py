@@ -107,6 +107,7 @@ class Container:
         console_fd: int | None = None,
         pid_file: str | None = None,
         no_pivot: bool = False,
+        no_new_keyring: bool = False,
         preserve_fds: int = 0,
         spec: dict[str, Any] | None = None,
     ) -> Container:
@@ -125,24 +126,30 @@ class Container:
             with store.lock(container_id):
                 container = cls(store, _new_record(container_id, bundle, rootfs_path, spec))
                 store.write(container_id, container.record)
-                container._launch(rootfs_path, console_socket, console_fd, no_pivot, preserve_fds)
+                container._launch(
+                    rootfs_path, console_socket, console_fd, preserve_fds, no_pivot=no_pivot, no_new_keyring=no_new_keyring
+                )
         except BaseException:
             # Nothing of a failed create may remain: the launcher killed the init, drop the record.
             store.remove(container_id)
             raise
         if pid_file:
-            _write_pid_file(pid_file, container.pid)
+            try:
+                _write_pid_file(pid_file, container.pid)
+            except OSError as err:
+                container.delete(force=True)
+                raise CapsaError(f"cannot write pid file {pid_file}: {err.strerror}") from None
         return container
 
     def _launch(
-        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, no_pivot: bool, preserve_fds: int
+        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, preserve_fds: int, **flags: bool
     ) -> None:
         from capsa import launch
 
         # runc and the runtime-tools validation suite give create-time hooks the status "created".
         hook_state = self.hook_state(st.CREATED)
         options = launch.LaunchOptions(
-            console_socket=console_socket, console_fd=console_fd, no_pivot=no_pivot, preserve_fds=preserve_fds,
+            console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds, **flags,
             state_dir=self.directory, container_id=self.id, bundle=self.record["bundle"], state=hook_state,
         )
         listen_fd = _start_listener(self.directory)

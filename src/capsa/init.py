@@ -34,7 +34,7 @@ class InitConfig:
 
     __slots__ = (
         "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
-        "keep_fds", "no_pivot", "new_namespaces", "in_userns", "state", "cgroups",
+        "keep_fds", "no_pivot", "no_new_keyring", "new_namespaces", "in_userns", "state", "cgroups",
     )
 
     def __init__(self, **values: Any):
@@ -70,6 +70,8 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     linux_spec = spec.get("linux") or {}
     channel.expect("go")
     os.setsid()
+    if not config.no_new_keyring:
+        _new_session_keyring(config.container_id)
     if "network" in config.new_namespaces:
         _loopback_up()
 
@@ -140,6 +142,14 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
         _report(Channel(start), err)
         os._exit(127)
+
+
+def _new_session_keyring(container_id: str) -> None:
+    try:
+        linux.join_session_keyring(container_id)
+    except OSError as err:
+        if err.errno != 38:  # ENOSYS: a kernel without keys; nothing to isolate
+            raise ContainerStartError(f"cannot create a session keyring: {err.strerror}") from None
 
 
 def _loopback_up() -> None:
@@ -251,6 +261,11 @@ def _environment(process: dict[str, Any]) -> dict[str, str]:
     for entry in process.get("env") or ():
         key, _, value = entry.partition("=")
         env[key] = value
+    listen_fds = os.environ.get("LISTEN_FDS", "")
+    if listen_fds.isdigit():
+        # Socket activation passes through: the fds are 3.. and the process is the listener.
+        env["LISTEN_FDS"] = listen_fds
+        env["LISTEN_PID"] = str(os.getpid())
     if "HOME" not in env:
         env["HOME"] = _home_of((process.get("user") or {}).get("uid", 0))
     return env

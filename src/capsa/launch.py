@@ -42,7 +42,7 @@ NAMESPACE_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc",
 
 
 class LaunchOptions:
-    __slots__ = ("console_socket", "console_fd", "no_pivot", "preserve_fds", "state_dir", "container_id", "bundle", "state")
+    __slots__ = ("console_socket", "console_fd", "no_pivot", "no_new_keyring", "preserve_fds", "state_dir", "container_id", "bundle", "state")
 
     def __init__(self, **values: Any):
         for name in self.__slots__:
@@ -64,7 +64,7 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     config = InitConfig(
         spec=spec, rootfs=rootfs_path, bundle=options.bundle, container_id=options.container_id,
         sync_fd=child_fd, listen_fd=listen_fd, console_fd=console_fd, keep_fds=keep,
-        no_pivot=options.no_pivot, new_namespaces=new, in_userns="user" in _all_types(namespaces),
+        no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring, new_namespaces=new, in_userns="user" in _all_types(namespaces),
         state=options.state, cgroups=_cgroup_sources(spec),
     )
     child = os.fork()

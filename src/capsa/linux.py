@@ -17,6 +17,7 @@ _syscall.restype = ctypes.c_long
 SYS_CAPGET = 125
 SYS_CAPSET = 126
 SYS_PIVOT_ROOT = 155
+SYS_KEYCTL = 250
 SYS_PIDFD_OPEN = 434
 SYS_CLOSE_RANGE = 436
 SYS_OPENAT2 = 437
@@ -191,6 +192,12 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_syscall(SYS_CAPSET, ctypes.byref(header), data), "capset")
+
+
+def join_session_keyring(name: str) -> None:
+    """Give the process a new session keyring, so containers never share the caller's keys."""
+    keyctl_join_session_keyring = 1
+    _check(_syscall(SYS_KEYCTL, keyctl_join_session_keyring, _b(name)), "keyctl")
 
 
 def capget_permitted() -> int:

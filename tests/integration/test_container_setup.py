@@ -257,18 +257,18 @@ def test_only_stdio_reaches_the_container(bundle):
 
 
 def test_preserve_fds_and_listen_fds(bundle, tmp_path):
-    payload = tmp_path / "payload"
-    payload.write_text("preserved!")
-    fd = os.open(str(payload), os.O_RDONLY)
-    if fd != 3:
-        os.dup2(fd, 3)
-        os.close(fd)
-    try:
-        bundle.set_args("cat", "/proc/self/fd/3")
-        out = bundle.capsa("run", "--preserve-fds", "1", "--bundle", bundle.path, "c1", pass_fds=(3,)).stdout
-    finally:
-        os.close(3)
-    assert out == "preserved!"
+    (tmp_path / "listen").write_text("socket-activation fd")
+    (tmp_path / "extra").write_text("preserved fd")
+    bundle.set_args("sh", "-c", 'cat /proc/self/fd/3; echo; cat /proc/self/fd/4; echo; echo "$LISTEN_FDS $LISTEN_PID"; [ -e /proc/$$/fd/5 ] && echo leaked || echo closed')
+    from conftest import capsa_command
+
+    # fd 3 comes from socket activation (LISTEN_FDS=1), fd 4 from --preserve-fds 1; fd 5 must not pass.
+    command = " ".join(capsa_command()) + f" --root {bundle.root} run --preserve-fds 1 --bundle {bundle.path} c1"
+    script = f"exec 3<{tmp_path}/listen 4<{tmp_path}/extra 5</etc/hostname; LISTEN_FDS=1 LISTEN_PID=$$ exec {command}"
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines == ["socket-activation fd", "preserved fd", "1 1", "closed"]
 
 
 def test_hooks_order_and_stdin(bundle, tmp_path):

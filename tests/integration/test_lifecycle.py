@@ -78,7 +78,7 @@ def test_prefix_ids(bundle):
     assert state_of(bundle, "alpha-o")["id"] == "alpha-one"
     ambiguous = bundle.capsa("state", "alpha", check=False)
     assert ambiguous.returncode == 1 and "ambiguous" in ambiguous.stderr
-    bundle.capsa("delete", "alpha-t")
+    bundle.capsa("delete", "--force", "alpha-t")
     assert bundle.capsa("list", "-q").stdout.split() == ["alpha-one"]
 
 

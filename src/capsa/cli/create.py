@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from capsa.cli import command_usage, parse_command, require_args
-from capsa.cli.flags import BOOL, INT, STRING, Flag
+from capsa.cli.flags import BOOL, INT, STRING, Flag, UsageError
 
 FLAGS = [
     Flag("bundle,b", STRING, "", "path to the root of the bundle directory, defaults to the current directory"),
@@ -24,11 +24,13 @@ def run(g, argv: list[str]) -> int:
     if parsed is None:
         return 0
     require_args(parsed, "create", 1)
+    if parsed.preserve_fds < 0:
+        raise UsageError("--preserve-fds must not be negative")
     create_from_flags(g, parsed)
     return 0
 
 
-def create_from_flags(g, parsed, console_fd: int | None = None):
+def create_from_flags(g, parsed, console_fd: int | None = None, spec: dict | None = None):
     from capsa.container import Container
 
     return Container.create(
@@ -39,5 +41,7 @@ def create_from_flags(g, parsed, console_fd: int | None = None):
         console_fd=console_fd,
         pid_file=parsed.pid_file,
         no_pivot=parsed.no_pivot,
+        no_new_keyring=parsed.no_new_keyring,
         preserve_fds=parsed.preserve_fds,
+        spec=spec,
     )

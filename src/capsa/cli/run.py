@@ -33,12 +33,15 @@ def run(g, argv: list[str]) -> int:
     # The init is forked by an intermediate child that exits: as a subreaper we inherit the init
     # and can wait for it.
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    from capsa.spec import load_bundle
+
+    spec = load_bundle(parsed.bundle or ".")
     proxy = None
-    if not parsed.console_socket and _wants_terminal(parsed.bundle or "."):
+    if not parsed.console_socket and spec["process"].get("terminal"):
         from capsa.cli.terminal import TerminalProxy
 
         proxy = TerminalProxy()
-    container = create_from_flags(g, parsed, console_fd=proxy.child_end if proxy else None)
+    container = create_from_flags(g, parsed, console_fd=proxy.child_end if proxy else None, spec=spec)
     if proxy:
         proxy.receive_master()
     status = _start_or_clean(container, g)
@@ -48,15 +51,6 @@ def run(g, argv: list[str]) -> int:
     if not parsed.keep:
         container.delete(force=True, warn=g.log.warning)
     return code
-
-
-def _wants_terminal(bundle: str) -> bool:
-    from capsa.spec import load_bundle
-
-    try:
-        return bool(load_bundle(bundle)["process"].get("terminal"))
-    except Exception:  # noqa: BLE001 - create reports the config error properly
-        return False
 
 
 def _start_or_clean(container, g) -> int:
