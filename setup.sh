@@ -26,7 +26,6 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q ".[test]"
 # The launcher runs isolated and without site (see bin/capsa); pip writes a plain "#!<python>".
 sed -i '1s|^#!\(.*python[0-9.]*\)$|#!\1 -IS|' .venv/bin/capsa
