@@ -35,8 +35,17 @@ def make_bundle(directory: str) -> str:
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
     from capsa.bundle import make_bundle as build
 
+    from capsa import jsonfast
+
     bundle = os.path.join(directory, "bundle")
     build(bundle, ["/bin/true"])
+    # crun 1.8 refuses ociVersion 1.3.0 ("unknown version specified"): give every runtime 1.0.2.
+    path = os.path.join(bundle, "config.json")
+    with open(path) as f:
+        spec = jsonfast.loads(f.read())
+    spec["ociVersion"] = "1.0.2"
+    with open(path, "w") as f:
+        f.write(jsonfast.dumps_indent(spec))
     return bundle
 
 
@@ -79,10 +88,12 @@ def main() -> int:
         script = f"umount /sys/fs/cgroup/unified && exec {sys.executable} {' '.join(sys.argv)}"
         return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env).returncode
     work = tempfile.mkdtemp(prefix="capsa-bench-")
+    state_base = tempfile.mkdtemp(prefix="capsa-bench-", dir="/run")
     try:
         bundle = make_bundle(work)
         runtimes = {"capsa": capsa, "runc": shutil.which("runc"), "crun": shutil.which("crun")}
-        roots = {name: os.path.join(work, f"root-{name}") for name in runtimes}
+        # State roots on tmpfs, where runtimes keep them in production (/run).
+        roots = {name: os.path.join(state_base, name) for name in runtimes}
         runtimes = {n: p for n, p in runtimes.items() if p and available(p, roots[n], bundle)}
         for name, path in runtimes.items():  # a long-lived container for `state`
             subprocess.run([path, "--root", roots[name], "run", "-d", "--bundle", bundle, "bench-state"],
@@ -98,6 +109,7 @@ def main() -> int:
         print(report(results, runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(state_base, ignore_errors=True)
     return 0
 
 

@@ -260,6 +260,11 @@ def refuse_unsupported(spec: dict[str, Any]) -> None:
         raise UnsupportedError("process.apparmorProfile: AppArmor profiles are not supported by this version of capsa")
     if process.get("selinuxLabel") or linux_spec.get("mountLabel"):
         raise UnsupportedError("process.selinuxLabel: SELinux labels are not supported by this version of capsa")
+    for index, mount in enumerate(spec.get("mounts") or []):
+        unsupported = {"idmap", "ridmap", "tmpcopyup"} & set(mount.get("options") or [])
+        if unsupported or mount.get("uidMappings") or mount.get("gidMappings"):
+            what = ", ".join(sorted(unsupported)) or "uidMappings/gidMappings"
+            raise UnsupportedError(f"mounts[{index}]: {what} (idmapped or copy-up mounts) not supported by this version of capsa")
     resources = linux_spec.get("resources") or {}
     for key in resources:
         if key != "devices" and resources[key]:

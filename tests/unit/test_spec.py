@@ -1,0 +1,146 @@
+"""config.json validation: every rule names the JSON field it rejects."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from capsa import spec
+from capsa.errors import CapsaError, ConfigError
+from capsa.specgen import default_spec
+
+
+def valid() -> dict:
+    return copy.deepcopy(default_spec())
+
+
+def test_default_spec_is_valid():
+    spec.validate(valid())
+    spec.validate(copy.deepcopy(default_spec(rootless=True)))
+
+
+def _set(path: str, value):
+    def mutate(doc):
+        target = doc
+        keys = path.split(".")
+        for key in keys[:-1]:
+            target = target[int(key)] if isinstance(target, list) else target.setdefault(key, {})
+        last = keys[-1]
+        if value is DELETE:
+            del target[last]
+        elif isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+
+    return mutate
+
+
+DELETE = object()
+
+CASES = [
+    ("ociVersion", _set("ociVersion", "2.0.0"), "ociVersion"),
+    ("no ociVersion", _set("ociVersion", DELETE), "ociVersion"),
+    ("no root", _set("root", DELETE), "root"),
+    ("root.path type", _set("root.path", 5), "root.path"),
+    ("no process", _set("process", DELETE), "process"),
+    ("empty args", _set("process.args", []), "process.args"),
+    ("args not strings", _set("process.args", ["sh", 1]), "process.args[1]"),
+    ("relative cwd", _set("process.cwd", "tmp"), "process.cwd"),
+    ("env without =", _set("process.env", ["PATH"]), "process.env[0]"),
+    ("terminal type", _set("process.terminal", "yes"), "process.terminal"),
+    ("uid negative", _set("process.user.uid", -1), "process.user.uid"),
+    ("uid too big", _set("process.user.uid", 2**32), "process.user.uid"),
+    ("umask", _set("process.user.umask", 0o10000), "process.user.umask"),
+    ("gids", _set("process.user.additionalGids", ["5"]), "process.user.additionalGids[0]"),
+    ("unknown cap", _set("process.capabilities.bounding", ["CAP_NOPE"]), "process.capabilities.bounding[0]"),
+    ("rlimit type", _set("process.rlimits", [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}]), "process.rlimits[0].type"),
+    ("rlimit soft>hard", _set("process.rlimits", [{"type": "RLIMIT_CORE", "soft": 2, "hard": 1}]), "process.rlimits[0]"),
+    ("rlimit twice", _set("process.rlimits", [{"type": "RLIMIT_CORE", "soft": 1, "hard": 1}] * 2), "process.rlimits[1].type"),
+    ("oom", _set("process.oomScoreAdj", 1001), "process.oomScoreAdj"),
+    ("nnp", _set("process.noNewPrivileges", 1), "process.noNewPrivileges"),
+    ("mount dest relative", _set("mounts.0.destination", "proc"), "mounts[0].destination"),
+    ("mount no dest", _set("mounts.0.destination", DELETE), "mounts[0].destination"),
+    ("mount options", _set("mounts.1.options", "ro"), "mounts[1].options"),
+    ("hook phase", _set("hooks", {"prestop": []}), "hooks.prestop"),
+    ("hook path", _set("hooks", {"prestart": [{"path": "rel"}]}), "hooks.prestart[0].path"),
+    ("hook timeout", _set("hooks", {"poststop": [{"path": "/x", "timeout": 0}]}), "hooks.poststop[0].timeout"),
+    ("annotation value", _set("annotations", {"k": 1}), "annotations.k"),
+    ("ns type", _set("linux.namespaces", [{"type": "bogus"}]), "linux.namespaces[0].type"),
+    ("ns twice", _set("linux.namespaces", [{"type": "pid"}, {"type": "pid"}]), "linux.namespaces[1].type"),
+    ("ns path relative", _set("linux.namespaces", [{"type": "net" "work", "path": "x"}]), "linux.namespaces[0].path"),
+    ("mappings without userns", _set("linux.uidMappings", [{"containerID": 0, "hostID": 1000, "size": 1}]), "linux.uidMappings"),
+    ("mapping size", _set("linux.uidMappings", [{"containerID": 0, "hostID": 1, "size": 0}]), "linux.uidMappings[0].size"),
+    ("device type", _set("linux.devices", [{"path": "/dev/x", "type": "z", "major": 1, "minor": 1}]), "linux.devices[0].type"),
+    ("device no major", _set("linux.devices", [{"path": "/dev/x", "type": "c", "minor": 1}]), "linux.devices[0].major"),
+    ("device outside dev", _set("linux.devices", [{"path": "/etc/x", "type": "c", "major": 1, "minor": 1}]), "linux.devices[0].path"),
+    ("sysctl host", _set("linux.sysctl", {"kernel.panic": "1"}), "linux.sysctl.kernel.panic"),
+    ("sysctl value", _set("linux.sysctl", {"net.ipv4.ip_forward": 1}), "linux.sysctl.net.ipv4.ip_forward"),
+    ("masked relative", _set("linux.maskedPaths", ["proc/kcore"]), "linux.maskedPaths[0]"),
+    ("propagation", _set("linux.rootfsPropagation", "weird"), "linux.rootfsPropagation"),
+    ("time offsets without ns", _set("linux.timeOffsets", {"boottime": {"secs": 1}}), "linux.timeOffsets"),
+    ("seccomp type", _set("linux.seccomp", []), "linux.seccomp"),
+]
+
+
+@pytest.mark.parametrize("name,mutate,field", CASES, ids=[c[0] for c in CASES])
+def test_rejects_with_field(name, mutate, field):
+    doc = valid()
+    mutate(doc)
+    with pytest.raises(ConfigError) as caught:
+        spec.validate(doc)
+    assert caught.value.field == field, str(caught.value)
+    assert field in str(caught.value)
+
+
+def test_not_an_object():
+    with pytest.raises(ConfigError):
+        spec.validate([])
+
+
+def test_hostname_needs_uts_namespace():
+    doc = valid()
+    doc["linux"]["namespaces"] = [ns for ns in doc["linux"]["namespaces"] if ns["type"] != "uts"]
+    with pytest.raises(ConfigError, match="hostname"):
+        spec.validate(doc)
+
+
+def test_new_user_namespace_needs_mappings():
+    doc = valid()
+    doc["linux"]["namespaces"].append({"type": "user"})
+    with pytest.raises(ConfigError, match="uidMappings"):
+        spec.validate(doc)
+
+
+def test_net_sysctl_with_network_namespace_is_fine():
+    doc = valid()
+    doc["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmax": "100", "fs.mqueue.msg_max": "10"}
+    spec.validate(doc)
+
+
+def test_any_1x_version_is_accepted():
+    for version in ("1.0.0", "1.0.2-dev", "1.1.0", "1.2.1", "1.3.0"):
+        doc = valid()
+        doc["ociVersion"] = version
+        spec.validate(doc)
+
+
+def test_unknown_fields_are_ignored():
+    doc = valid()
+    doc["somethingNew"] = {"x": 1}
+    doc["linux"]["futureThing"] = True
+    spec.validate(doc)
+
+
+def test_load_bundle_errors(tmp_path):
+    with pytest.raises(CapsaError, match="does not exist"):
+        spec.load_bundle(str(tmp_path / "missing"))
+    with pytest.raises(CapsaError, match="config.json"):
+        spec.load_bundle(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"ociVersion": "1.0.0",\n "process": }')
+    with pytest.raises(ConfigError, match="line 2"):
+        spec.load_bundle(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps(valid()))
+    assert spec.load_bundle(str(tmp_path))["process"]["args"] == ["sh"]
