@@ -33,9 +33,8 @@ def find_capsa(given: str | None) -> str:
 
 def make_bundle(directory: str) -> str:
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
-    from capsa.bundle import make_bundle as build
-
     from capsa import jsonfast
+    from capsa.bundle import make_bundle as build
 
     bundle = os.path.join(directory, "bundle")
     build(bundle, ["/bin/true"])
