@@ -1,0 +1,90 @@
+"""The command line as runc users and managers call it."""
+
+from __future__ import annotations
+
+import os
+
+from capsa import jsonfast
+
+
+def test_version_and_help(bundle):
+    version = bundle.capsa("--version").stdout
+    assert version.startswith("capsa version ") and "spec: 1." in version
+    assert "create" in bundle.capsa("help").stdout
+    assert "--bundle" in bundle.capsa("create", "--help").stdout
+
+
+def test_spec_writes_runc_default(bundle, tmp_path):
+    target = tmp_path / "new"
+    target.mkdir()
+    bundle.capsa("spec", "--bundle", str(target))
+    config = jsonfast.loads((target / "config.json").read_text())
+    assert config["process"]["args"] == ["sh"]
+    again = bundle.capsa("spec", "-b", str(target), check=False)
+    assert again.returncode == 1 and "exists" in again.stderr
+    rootless = tmp_path / "rootless"
+    rootless.mkdir()
+    bundle.capsa("spec", "--rootless", "--bundle", str(rootless))
+    assert "uidMappings" in jsonfast.loads((rootless / "config.json").read_text())["linux"]
+
+
+def test_features_document(bundle):
+    features = jsonfast.loads(bundle.capsa("features").stdout)
+    assert features["ociVersionMin"] == "1.0.0" and features["ociVersionMax"].startswith("1.")
+    assert "createContainer" in features["hooks"]
+    assert "rbind" in features["mountOptions"]
+    assert features["linux"]["seccomp"]["enabled"] is False  # not pretending
+    assert "CAP_SYS_ADMIN" in features["linux"]["capabilities"]
+
+
+def test_single_dash_flags(bundle):
+    bundle.set_args("true")
+    bundle.capsa("-root", bundle.root, "run", "-bundle", bundle.path, "dash")
+    assert bundle.capsa("list", "-q").stdout == ""
+
+
+def test_unknown_flag_and_command(bundle):
+    result = bundle.capsa("create", "--bogus", check=False)
+    assert result.returncode == 1 and "flag provided but not defined: -bogus" in result.stderr
+    result = bundle.capsa("frobnicate", check=False)
+    assert result.returncode == 1
+    result = bundle.capsa("checkpoint", "--help", check=False)
+    assert result.returncode == 1 and "not supported" in result.stderr  # podman probes this
+
+
+def test_systemd_cgroup_is_refused_clearly(bundle):
+    result = bundle.capsa("--systemd-cgroup", "list", check=False)
+    assert result.returncode == 1 and "systemd" in result.stderr
+
+
+def test_no_pivot(bundle):
+    bundle.set_args("sh", "-c", "cat /proc/self/mountinfo | head -1; ls /")
+    out = bundle.capsa("run", "--no-pivot", "--bundle", bundle.path, "np").stdout
+    assert "bin" in out.split()
+
+
+def test_rootfs_propagation_and_recursive_readonly(bundle, tmp_path):
+    source = tmp_path / "src"
+    (source / "inner").mkdir(parents=True)
+    # rshared, not rslave: this host's / is private, and a slave of a private mount stays private.
+    bundle.config["linux"]["rootfsPropagation"] = "rshared"
+    bundle.config["mounts"].append(
+        {"destination": "/mnt", "type": "bind", "source": str(source), "options": ["rbind", "rro", "rprivate"]}
+    )
+    out = bundle.sh("touch /mnt/inner/x 2>/dev/null && echo writable || echo readonly; awk '$5 == \"/\"' /proc/self/mountinfo").stdout
+    assert out.splitlines()[0] == "readonly"
+    assert "shared:" in out.splitlines()[1]
+
+
+def test_failed_create_leaves_no_process(bundle):
+    bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
+    bundle.set_args("true")
+    result = bundle.capsa("create", "--bundle", bundle.path, "gone", check=False)
+    assert result.returncode == 1
+    rootfs = os.path.realpath(bundle.rootfs)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            assert os.readlink(f"/proc/{pid}/root") != rootfs, f"process {pid} is left in the rootfs"
+        except OSError:
+            continue
+    assert os.listdir(bundle.root) == []
