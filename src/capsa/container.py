@@ -173,7 +173,7 @@ class Container:
         _unlink_quietly(os.path.join(self.directory, st.START_SOCKET))
         from capsa import hooks
 
-        hooks.run_hooks_warn(self.spec, "poststart", self.hook_state(st.RUNNING), warn or _ignore)
+        hooks.run_hooks(self.spec, "poststart", self.hook_state(st.RUNNING), warn=warn or _ignore)
 
     # -- kill ------------------------------------------------------------------------------------
     def kill(self, signal: int, all_processes: bool = False) -> None:
@@ -224,7 +224,7 @@ class Container:
                 self._kill_and_wait()
             from capsa import hooks
 
-            hooks.run_hooks_warn(self.spec, "poststop", self.hook_state(st.STOPPED), warn or _ignore)
+            hooks.run_hooks(self.spec, "poststop", self.hook_state(st.STOPPED), warn=warn or _ignore)
             self.store.remove(self.id)
 
     def _kill_and_wait(self, timeout: float = 10.0) -> None:

@@ -20,43 +20,46 @@ class HookError(CapsaError):
     pass
 
 
-def run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
-    """Run every hook of `phase` in order; the first failure raises HookError."""
+def run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any], warn: Any = None) -> None:
+    """Run every hook of `phase` in order.
+
+    Without `warn` the first failure raises HookError (the create-time phases). With it, as the
+    spec wants for poststart and poststop, each failure is a warning and the next hook still runs.
+    """
     hooks = (spec.get("hooks") or {}).get(phase) or []
     if not hooks:
         return
-    import subprocess
-
     payload = jsonfast.dumps(state).encode()
     for index, hook in enumerate(hooks):
-        path = hook["path"]
-        args = hook.get("args") or [path]
-        where = f"{phase} hook #{index} ({path})"
         try:
-            result = subprocess.run(
-                args,
-                executable=path,
-                input=payload,
-                env=_env(hook.get("env")),
-                capture_output=True,
-                timeout=hook.get("timeout"),
-                close_fds=True,
-            )
-        except subprocess.TimeoutExpired:
-            raise HookError(f"{where} timed out after {hook['timeout']} s") from None
-        except OSError as err:
-            raise HookError(f"{where} could not run: {err.strerror or err}") from None
-        if result.returncode != 0:
-            detail = (result.stderr or result.stdout).decode(errors="replace").strip()
-            raise HookError(f"{where} failed with exit status {result.returncode}" + (f": {detail}" if detail else ""))
+            _run_one(hook, f"{phase} hook #{index} ({hook['path']})", payload)
+        except HookError as err:
+            if warn is None:
+                raise
+            warn(str(err))
 
 
-def run_hooks_warn(spec: dict[str, Any], phase: str, state: dict[str, Any], warn: Any) -> None:
-    """poststart and poststop: a failure is logged as a warning and the operation goes on."""
+def _run_one(hook: dict[str, Any], where: str, payload: bytes) -> None:
+    import subprocess
+
+    path = hook["path"]
     try:
-        run_hooks(spec, phase, state)
-    except HookError as err:
-        warn(str(err))
+        result = subprocess.run(
+            hook.get("args") or [path],
+            executable=path,
+            input=payload,
+            env=_env(hook.get("env")),
+            capture_output=True,
+            timeout=hook.get("timeout"),
+            close_fds=True,
+        )
+    except subprocess.TimeoutExpired:
+        raise HookError(f"{where} timed out after {hook['timeout']} s") from None
+    except OSError as err:
+        raise HookError(f"{where} could not run: {err.strerror or err}") from None
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).decode(errors="replace").strip()
+        raise HookError(f"{where} failed with exit status {result.returncode}" + (f": {detail}" if detail else ""))
 
 
 def _env(entries: list[str] | None) -> dict[str, str]:

@@ -284,10 +284,11 @@ def _validate_linux(spec: dict[str, Any]) -> None:
         raise ConfigError("linux.uidMappings", "id mappings need a user namespace in linux.namespaces")
     if "user" in new_types and not (linux.get("uidMappings") and linux.get("gidMappings")):
         raise ConfigError("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
-    if spec.get("hostname") and "uts" not in new_types:
-        raise ConfigError("hostname", "setting the hostname needs a new uts namespace")
-    if spec.get("domainname") and "uts" not in new_types:
-        raise ConfigError("domainname", "setting the domainname needs a new uts namespace")
+    # As runc: a name may be set in a uts namespace of the container's own, new or joined, never in the host's.
+    if spec.get("hostname") and "uts" not in types:
+        raise ConfigError("hostname", "setting the hostname needs a uts namespace in linux.namespaces")
+    if spec.get("domainname") and "uts" not in types:
+        raise ConfigError("domainname", "setting the domainname needs a uts namespace in linux.namespaces")
     _validate_time_offsets(linux.get("timeOffsets"), new_types)
     for index, device in enumerate(_optional(linux, "devices", _list, "linux") or []):
         _validate_device(device, f"linux.devices[{index}]")

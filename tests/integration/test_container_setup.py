@@ -306,10 +306,16 @@ def test_failing_create_hook_fails_and_cleans_up(bundle):
     assert os.listdir(bundle.root) == []
 
 
-def test_poststop_failure_is_only_a_warning(bundle):
-    bundle.config["hooks"] = {"poststop": [{"path": "/bin/false"}]}
+def test_poststart_and_poststop_failures_are_warnings(bundle, tmp_path):
+    mark = tmp_path / "ran"
+    after = {"path": "/bin/sh", "args": ["sh", "-c", f"echo $0 >> {mark}"]}
+    bundle.config["hooks"] = {
+        "poststart": [{"path": "/bin/false"}, dict(after, args=after["args"] + ["poststart"])],
+        "poststop": [{"path": "/bin/false"}, dict(after, args=after["args"] + ["poststop"])],
+    }
     result = bundle.run("true")
-    assert "poststop hook" in result.stderr
+    assert "poststart hook #0" in result.stderr and "poststop hook #0" in result.stderr
+    assert mark.read_text().split() == ["poststart", "poststop"]
 
 
 def test_hook_timeout(bundle):
