@@ -7,8 +7,8 @@ cd "$(dirname "$0")"
 
 # The test and demo rootfs is Debian's static busybox (a dynamic one would need a libc in the rootfs).
 if [ ! -x /bin/busybox ] || grep -q 'ld-linux' /bin/busybox; then
-  apt-get update -qq
-  apt-get install -y -qq busybox-static >/dev/null
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq busybox-static >/dev/null
 fi
 
 # The machine's Python 3.11: Debian's own interpreter starts fastest (no shared libpython).
@@ -19,7 +19,7 @@ for candidate in /usr/bin/python3.11 python3.11 python3; do
   fi
 done
 if [ -z "$PY" ]; then
-  apt-get update -qq && apt-get install -y -qq python3.11 python3.11-venv >/dev/null
+  apt-get -o DPkg::Lock::Timeout=300 update -qq && apt-get -o DPkg::Lock::Timeout=300 install -y -qq python3.11 python3.11-venv >/dev/null
   PY=/usr/bin/python3.11
 fi
 
