@@ -55,6 +55,11 @@ class Container:
     def spec(self) -> dict[str, Any]:
         return self.record["config"]
 
+    def cgroup(self):
+        from capsa.cgroups import Cgroup
+
+        return Cgroup.from_record(self.record)
+
     # -- status ----------------------------------------------------------------------------------
     def status(self) -> str:
         """The live status: the recorded one, or stopped once the init is gone."""
@@ -120,17 +125,23 @@ class Container:
             spec = specmod.load_bundle(bundle)
         refuse_unsupported(spec)
         rootfs_path = _rootfs_path(bundle, spec)
+        from capsa.cgroups import Cgroup
+
+        cgroup = Cgroup.for_spec(spec, container_id)
         store = st.StateStore(root)
         store.create(container_id)
         try:
             with store.lock(container_id):
                 container = cls(store, _new_record(container_id, bundle, rootfs_path, spec))
+                container.record["cgroupPaths"] = cgroup.paths
                 store.write(container_id, container.record)
                 container._launch(
                     rootfs_path, console_socket, console_fd, preserve_fds, no_pivot=no_pivot, no_new_keyring=no_new_keyring
                 )
         except BaseException:
-            # Nothing of a failed create may remain: the launcher killed the init, drop the record.
+            # Nothing of a failed create may remain: the launcher killed the init; drop its
+            # cgroup and the record.
+            _destroy_quietly(cgroup)
             store.remove(container_id)
             raise
         if pid_file:
@@ -154,7 +165,7 @@ class Container:
         )
         listen_fd = _start_listener(self.directory)
         try:
-            pid = launch.spawn_init(self.spec, rootfs_path, options, listen_fd)
+            pid = launch.spawn_init(self.spec, rootfs_path, options, listen_fd, self.cgroup())
         finally:
             os.close(listen_fd)
         self.record.update(status=st.CREATED, pid=pid, pidStartTime=procfs.start_time(pid))
@@ -179,34 +190,55 @@ class Container:
     def kill(self, signal: int, all_processes: bool = False) -> None:
         st.check_transition("kill", self.id, self.status())
         if all_processes:
-            for pid in self._processes():
-                _signal_quietly(pid, signal)
+            self._kill_all(signal)
             return
         try:
             os.kill(self.pid, signal)
         except ProcessLookupError:
             raise st.StateError(f"container {self.id} is not running") from None
 
-    def _processes(self) -> list[int]:
-        """Every process in the container's pid namespace (cgroups will replace this)."""
+    def _kill_all(self, signal: int) -> None:
+        """Signal every process in the container's cgroup, frozen so that none can fork away."""
+        cgroup = self.cgroup()
+        if cgroup is None:
+            raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in")
+        frozen = cgroup.path_for("freezer") is not None and not cgroup.is_frozen()
+        if frozen:
+            cgroup.freeze()
         try:
-            own = os.readlink(f"/proc/{self.pid}/ns/pid")
-        except OSError:
-            return []
-        if own == os.readlink("/proc/self/ns/pid"):
-            raise UnsupportedError(
-                "kill --all of a container sharing the host pid namespace needs its cgroup, "
-                "which this version of capsa does not create yet"
-            )
-        found = []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    if os.readlink(f"/proc/{name}/ns/pid") == own:
-                        found.append(int(name))
-                except OSError:
-                    continue
-        return found
+            for pid in cgroup.pids():
+                _signal_quietly(pid, signal)
+        finally:
+            if frozen:
+                cgroup.thaw()
+
+    def processes(self) -> list[int]:
+        """Host pids of every process in the container (from its cgroup)."""
+        cgroup = self.cgroup()
+        return cgroup.pids() if cgroup and self.status() != st.STOPPED else []
+
+    # -- pause / resume --------------------------------------------------------------------------
+    def pause(self) -> None:
+        with self.store.lock(self.id):
+            self._reload()
+            st.check_transition("pause", self.id, self.status())
+            self._require_cgroup("pause").freeze()
+            self.record["status"] = st.PAUSED
+            self.store.write(self.id, self.record)
+
+    def resume(self) -> None:
+        with self.store.lock(self.id):
+            self._reload()
+            st.check_transition("resume", self.id, self.status())
+            self._require_cgroup("resume").thaw()
+            self.record["status"] = st.RUNNING
+            self.store.write(self.id, self.record)
+
+    def _require_cgroup(self, operation: str):
+        cgroup = self.cgroup()
+        if cgroup is None or cgroup.path_for("freezer") is None:
+            raise UnsupportedError(f"cannot {operation} container {self.id}: no freezer cgroup")
+        return cgroup
 
     # -- delete ----------------------------------------------------------------------------------
     def delete(self, force: bool = False, warn: Any = None) -> None:
@@ -222,12 +254,21 @@ class Container:
                 st.check_transition("delete", self.id, status)
             if status != st.STOPPED:
                 self._kill_and_wait()
+            cgroup = self.cgroup()
+            if cgroup is not None:
+                cgroup.destroy()
             from capsa import hooks
 
             hooks.run_hooks(self.spec, "poststop", self.hook_state(st.STOPPED), warn=warn or _ignore)
             self.store.remove(self.id)
 
     def _kill_and_wait(self, timeout: float = 10.0) -> None:
+        cgroup = self.cgroup()
+        if cgroup is not None:
+            if cgroup.is_frozen():
+                cgroup.thaw()  # a frozen task cannot die
+            for pid in cgroup.pids():
+                _signal_quietly(pid, 9)
         for pid in (self.pid, (self.record.get("creator") or {}).get("pid", 0)):
             if pid and procfs.is_alive(pid, None if pid != self.pid else self.record.get("pidStartTime")):
                 _signal_quietly(pid, 9)
@@ -265,12 +306,6 @@ def refuse_unsupported(spec: dict[str, Any]) -> None:
         if unsupported or mount.get("uidMappings") or mount.get("gidMappings"):
             what = ", ".join(sorted(unsupported)) or "uidMappings/gidMappings"
             raise UnsupportedError(f"mounts[{index}]: {what} (idmapped or copy-up mounts) not supported by this version of capsa")
-    resources = linux_spec.get("resources") or {}
-    for key in resources:
-        if key != "devices" and resources[key]:
-            raise UnsupportedError(
-                f"linux.resources.{key}: cgroup resource limits are not supported by this version of capsa"
-            )
 
 
 def _rootfs_path(bundle: str, spec: dict[str, Any]) -> str:
@@ -341,6 +376,13 @@ def _signal_start(directory: str) -> None:
     if reply:
         message = reply.decode(errors="replace").strip()
         raise ContainerStartError(message.removeprefix("error ").strip())
+
+
+def _destroy_quietly(cgroup) -> None:
+    try:
+        cgroup.destroy()
+    except CapsaError:
+        pass
 
 
 def _signal_quietly(pid: int, signal: int) -> None:

@@ -24,9 +24,9 @@ def features() -> dict[str, Any]:
         "linux": {
             "namespaces": NAMESPACES,
             "capabilities": sorted(CAPABILITIES, key=CAPABILITIES.get),
-            # Not yet: cgroups, seccomp and LSMs come with their own issues; config.json asking for
-            # them is refused with an error, so they are reported as disabled.
-            "cgroup": {"v1": False, "v2": False, "systemd": False, "systemdUser": False, "rdma": False},
+            # Not yet: cgroup v2, the systemd driver, seccomp and LSMs come with their own issues;
+            # config.json asking for them is refused with an error, so they are reported as disabled.
+            "cgroup": {"v1": True, "v2": False, "systemd": False, "systemdUser": False, "rdma": True},
             "seccomp": {"enabled": False},
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},

@@ -49,7 +49,7 @@ class LaunchOptions:
             setattr(self, name, values.get(name))
 
 
-def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, listen_fd: int) -> int:
+def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, listen_fd: int, cgroup: Any) -> int:
     """Fork the container's init and drive it until it waits for `start`; return its host pid.
 
     On failure the init is killed and a CapsaError says what went wrong.
@@ -65,8 +65,10 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
         spec=spec, rootfs=rootfs_path, bundle=options.bundle, container_id=options.container_id,
         sync_fd=child_fd, listen_fd=listen_fd, console_fd=console_fd, keep_fds=keep,
         no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring, new_namespaces=new, in_userns="user" in _all_types(namespaces),
-        state=options.state, cgroups=_cgroup_sources(spec),
+        state=options.state, cgroups=_cgroup_sources(spec, cgroup),
     )
+    if cgroup is not None:
+        cgroup.create()
     child = os.fork()
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
@@ -78,7 +80,7 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
         os.close(console_fd)
     channel = Channel(parent_fd)
     try:
-        init_pid = _drive(channel, spec, child, options)
+        init_pid = _drive(channel, spec, child, options, cgroup)
     except BaseException:
         _kill_quietly(options.state.get("pid") or child)
         _reap(child)
@@ -90,7 +92,7 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     return init_pid
 
 
-def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOptions) -> int:
+def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOptions, cgroup: Any) -> int:
     init_pid = 0
     while True:
         kind, payload = channel.receive()
@@ -100,6 +102,11 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
         elif kind == "pid":
             init_pid = int(payload)
             options.state["pid"] = init_pid
+            if cgroup is not None:
+                # Limits first, then the init joins: no user code ever runs outside them.
+                linux_spec = spec.get("linux") or {}
+                cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"))
+                cgroup.add(init_pid)
             if "oomScoreAdj" in spec["process"]:
                 _write(f"/proc/{init_pid}/oom_score_adj", str(spec["process"]["oomScoreAdj"]))
             channel.send("go")
@@ -130,13 +137,18 @@ def _kill_quietly(pid: int) -> None:
             pass
 
 
-def _cgroup_sources(spec: dict[str, Any]) -> dict[str, str]:
-    """Where the container's cgroup mounts come from; read here, before any cgroup namespace."""
-    if not any(m.get("type") in ("cgroup", "cgroup2") for m in spec.get("mounts") or []):
+def _cgroup_sources(spec: dict[str, Any], cgroup: Any) -> dict[str, str]:
+    """Directory name under /sys/fs/cgroup -> the container's cgroup directory in that hierarchy:
+    what a cgroup mount in config.json shows the container."""
+    if cgroup is None or not any(m.get("type") in ("cgroup", "cgroup2") for m in spec.get("mounts") or []):
         return {}
-    from capsa.rootfs import host_cgroup_hierarchies
+    from capsa.cgroups import CGROUP_ROOT, hierarchies
 
-    return host_cgroup_hierarchies()
+    return {
+        point[len(CGROUP_ROOT):].lstrip("/"): cgroup.paths[controllers]
+        for point, controllers in hierarchies().items()
+        if point.startswith(CGROUP_ROOT) and controllers in cgroup.paths
+    }
 
 
 def _close_fds_except(keep: set[int]) -> None:

@@ -202,7 +202,8 @@ def _mount_flags_of(path: str | int) -> int:
 
 # -- the mounts of config.json -----------------------------------------------------------------
 def mount_all(root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str]) -> None:
-    """The mounts of config.json, in order; `cgroups` is host_cgroup_hierarchies() of the container."""
+    """The mounts of config.json, in order; `cgroups` maps each name under /sys/fs/cgroup to the
+    container's cgroup directory in that hierarchy."""
     for index, entry in enumerate(mounts):
         try:
             _mount_one(root, entry, in_userns, cgroups)
@@ -307,34 +308,6 @@ def _bind_cgroup(root: Rootfs, destination: str, source: str, flags: int) -> Non
             linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | flags)
         finally:
             os.close(mounted)
-
-
-def host_cgroup_hierarchies(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
-    """Directory name under /sys/fs/cgroup -> the host directory of this process's cgroup in it.
-
-    Read before the init enters a cgroup namespace, where /proc/self/cgroup would say "/".
-    """
-    own: dict[str, str] = {}
-    with open(proc_cgroup) as f:
-        for line in f.read().splitlines():
-            _, controllers, path = line.split(":", 2)
-            for controller in controllers.split(",") if controllers else [""]:
-                own[controller] = path
-    found: dict[str, str] = {}
-    for line in _mountinfo():
-        before, _, after = line.partition(" - ")
-        fstype, _, super_options = after.split(" ", 2)
-        point = before.split(" ")[4]
-        if not point.startswith("/sys/fs/cgroup") or fstype not in ("cgroup", "cgroup2"):
-            continue
-        name = point[len("/sys/fs/cgroup") :].lstrip("/")
-        if fstype == "cgroup2":
-            key = ""
-        else:
-            key = next((o for o in super_options.split(",") if o in own), None)
-        if key is not None and key in own:
-            found[name] = point + own[key].rstrip("/") if own[key] != "/" else point
-    return found
 
 
 # -- /dev -----------------------------------------------------------------------------------------

@@ -1,0 +1,319 @@
+"""Cgroups for containers: the cgroupfs driver on cgroup v1 (and hybrid) hosts.
+
+The container's init is placed in its cgroup by `create` before any user code runs; resources
+from linux.resources are written to the controller files; the freezer pauses and resumes; every
+process of the container is found through cgroup.procs; `delete` removes the directories.
+
+Not yet: cgroup v2 hosts (unified only) and the systemd driver fail with a clear error.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from capsa.errors import CapsaError, ConfigError, UnsupportedError
+
+TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
+if TYPE_CHECKING:
+    from typing import Any
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP2_SUPER_MAGIC = 0x63677270
+FREEZE_TIMEOUT = 10.0
+
+
+class CgroupError(CapsaError):
+    pass
+
+
+def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
+    """Each cgroup hierarchy's mount point -> the controllers on it (v1 super options; "" for v2)."""
+    found: dict[str, str] = {}
+    with open(mountinfo) as f:
+        for line in f.read().splitlines():
+            before, _, after = line.partition(" - ")
+            fstype, _, rest = after.partition(" ")
+            point = before.split(" ")[4]
+            if fstype == "cgroup":
+                options = rest.split(" ", 1)[1] if " " in rest else ""
+                found[point] = ",".join(o for o in options.split(",") if o not in ("rw", "ro"))
+            elif fstype == "cgroup2" and point.startswith(CGROUP_ROOT):
+                found[point] = ""
+    return found
+
+
+def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
+    """Controller (or name=...) -> this process's cgroup path in that hierarchy ("" key for v2)."""
+    own: dict[str, str] = {}
+    with open(proc_cgroup) as f:
+        for line in f.read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                own[controller] = path
+    return own
+
+
+def cgroups_path(spec: dict[str, Any], container_id: str) -> str:
+    """linux.cgroupsPath as runc reads it for the cgroupfs driver; a default under the root."""
+    path = (spec.get("linux") or {}).get("cgroupsPath") or f"/capsa/{container_id}"
+    if ":" in path and not path.startswith("/"):
+        raise ConfigError("linux.cgroupsPath", f"{path!r} is a systemd path (slice:prefix:name): use --systemd-cgroup")
+    if ".." in path.split("/"):
+        raise ConfigError("linux.cgroupsPath", f"{path!r} must not contain '..'")
+    return path
+
+
+class Cgroup:
+    """One container's cgroup: a directory in every v1 hierarchy (and the hybrid cgroup2 one)."""
+
+    def __init__(self, paths: dict[str, str]):
+        # the hierarchy's controllers ("cpu,cpuacct", "name=systemd", "" for cgroup2) -> the
+        # container's directory in it
+        self.paths = paths
+
+    @classmethod
+    def for_spec(cls, spec: dict[str, Any], container_id: str) -> Cgroup:
+        found = hierarchies()
+        if set(found.values()) == {""}:
+            raise UnsupportedError("this host has cgroup v2 only, which this version of capsa does not drive yet")
+        path = cgroups_path(spec, container_id)
+        own = own_cgroups()
+        paths = {}
+        for point, controllers in found.items():
+            if path.startswith("/"):
+                base = point
+            else:  # relative: under the caller's own cgroup in that hierarchy, as runc does
+                key = next((c for c in controllers.split(",") if c in own), "" if not controllers else None)
+                base = point + (own.get(key, "/") if key is not None else "/").rstrip("/")
+            paths[controllers] = os.path.normpath(f"{base}/{path.strip('/')}")
+        return cls(paths)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Cgroup | None:
+        paths = record.get("cgroupPaths")
+        return cls(paths) if paths else None
+
+    # -- lookups ----------------------------------------------------------------------------------
+    def path_for(self, controller: str) -> str | None:
+        for controllers, directory in self.paths.items():
+            if controller in controllers.split(","):
+                return directory
+        return None
+
+    def _controller_dir(self, controller: str, field: str) -> str:
+        directory = self.path_for(controller)
+        if directory is None:
+            raise UnsupportedError(f"{field}: the {controller} cgroup controller is not mounted on this host")
+        return directory
+
+    # -- life -----------------------------------------------------------------------------------
+    def create(self) -> None:
+        for controllers, directory in self.paths.items():
+            _mkdir_inheriting_cpuset(directory, "cpuset" in controllers.split(","))
+
+    def add(self, pid: int) -> None:
+        for directory in self.paths.values():
+            _write(os.path.join(directory, "cgroup.procs"), str(pid))
+
+    def pids(self) -> list[int]:
+        directory = self.path_for("pids") or self.path_for("freezer") or next(iter(self.paths.values()))
+        try:
+            with open(os.path.join(directory, "cgroup.procs")) as f:
+                return [int(line) for line in f.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def destroy(self) -> None:
+        """Remove the container's directories (deepest first), retrying while the kernel lets go."""
+        for directory in self.paths.values():
+            _rmdir_tree(directory)
+
+    # -- freezer --------------------------------------------------------------------------------
+    def freeze(self) -> None:
+        self._set_freezer("FROZEN")
+
+    def thaw(self) -> None:
+        self._set_freezer("THAWED")
+
+    def is_frozen(self) -> bool:
+        directory = self.path_for("freezer")
+        if directory is None:
+            return False
+        try:
+            with open(os.path.join(directory, "freezer.state")) as f:
+                return f.read().strip() == "FROZEN"
+        except FileNotFoundError:
+            return False
+
+    def _set_freezer(self, state: str) -> None:
+        directory = self._controller_dir("freezer", "pause/resume")
+        path = os.path.join(directory, "freezer.state")
+        deadline = time.monotonic() + FREEZE_TIMEOUT
+        while True:
+            _write(path, state)
+            with open(path) as f:
+                if f.read().strip() == state:  # FREEZING means: not all tasks are frozen yet
+                    return
+            if time.monotonic() > deadline:
+                raise CgroupError(f"the cgroup did not reach {state} within {FREEZE_TIMEOUT:.0f} s")
+            time.sleep(0.001)
+
+    # -- resources ------------------------------------------------------------------------------
+    def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None) -> None:
+        """Write linux.resources to the controller files; a value the host cannot take is an error.
+
+        `devices` (linux.devices) are allowed in the devices controller whatever the rules say.
+        """
+        for field, controller, filename, value in v1_settings(resources or {}, devices or []):
+            directory = self._controller_dir(controller, field)
+            path = os.path.join(directory, filename)
+            if not os.path.exists(path):
+                raise UnsupportedError(f"{field}: this host's kernel has no {controller} file {filename}")
+            try:
+                _write(path, value)
+            except OSError as err:
+                raise ConfigError(field, f"cannot write {value!r} to {path}: {err.strerror}") from None
+
+
+DEFAULT_ALLOWED_DEVICES = [
+    {"type": "c", "major": -1, "minor": -1, "access": "m"},  # mknod of any node; use is what counts
+    {"type": "b", "major": -1, "minor": -1, "access": "m"},
+    {"type": "c", "major": 1, "minor": 3, "access": "rwm"},  # null
+    {"type": "c", "major": 1, "minor": 5, "access": "rwm"},  # zero
+    {"type": "c", "major": 1, "minor": 7, "access": "rwm"},  # full
+    {"type": "c", "major": 1, "minor": 8, "access": "rwm"},  # random
+    {"type": "c", "major": 1, "minor": 9, "access": "rwm"},  # urandom
+    {"type": "c", "major": 5, "minor": 0, "access": "rwm"},  # tty
+    {"type": "c", "major": 5, "minor": 1, "access": "rwm"},  # console
+    {"type": "c", "major": 5, "minor": 2, "access": "rwm"},  # ptmx
+    {"type": "c", "major": 136, "minor": -1, "access": "rwm"},  # pts
+]
+
+
+def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any]] = ()) -> list[tuple[str, str, str, str]]:
+    """(field, controller, file, value) for each resource set, in the order they must be written."""
+    out: list[tuple[str, str, str, str]] = []
+    add = out.append
+    field = "linux.resources"
+    devices = resources.get("devices")
+    if devices:
+        for index, rule in enumerate(devices):
+            where = f"{field}.devices[{index}]"
+            add((where, "devices", "devices.allow" if rule.get("allow") else "devices.deny", _device_rule(rule)))
+        # As runc: the devices every container gets, and those of linux.devices, stay usable
+        # whatever the rules above deny.
+        for rule in DEFAULT_ALLOWED_DEVICES + [dict(d, access="rwm") for d in container_devices]:
+            add((f"{field}.devices", "devices", "devices.allow", _device_rule(rule)))
+    memory = resources.get("memory") or {}
+    for key, filename in (("limit", "memory.limit_in_bytes"), ("reservation", "memory.soft_limit_in_bytes"),
+                          ("swap", "memory.memsw.limit_in_bytes"), ("kernel", "memory.kmem.limit_in_bytes"),
+                          ("kernelTCP", "memory.kmem.tcp.limit_in_bytes"), ("swappiness", "memory.swappiness")):
+        if memory.get(key) is not None:
+            add((f"{field}.memory.{key}", "memory", filename, str(memory[key])))
+    if memory.get("disableOOMKiller") is not None:
+        add((f"{field}.memory.disableOOMKiller", "memory", "memory.oom_control", "1" if memory["disableOOMKiller"] else "0"))
+    if memory.get("useHierarchy") is not None:
+        add((f"{field}.memory.useHierarchy", "memory", "memory.use_hierarchy", "1" if memory["useHierarchy"] else "0"))
+    cpu = resources.get("cpu") or {}
+    # period before quota: the kernel checks quota against the current period.
+    for key, controller, filename in (("shares", "cpu", "cpu.shares"), ("period", "cpu", "cpu.cfs_period_us"),
+                                      ("quota", "cpu", "cpu.cfs_quota_us"), ("burst", "cpu", "cpu.cfs_burst_us"),
+                                      ("realtimePeriod", "cpu", "cpu.rt_period_us"),
+                                      ("realtimeRuntime", "cpu", "cpu.rt_runtime_us"), ("idle", "cpu", "cpu.idle"),
+                                      ("cpus", "cpuset", "cpuset.cpus"), ("mems", "cpuset", "cpuset.mems")):
+        if cpu.get(key) not in (None, ""):
+            add((f"{field}.cpu.{key}", controller, filename, str(cpu[key])))
+    pids = resources.get("pids") or {}
+    if pids.get("limit") is not None:
+        add((f"{field}.pids.limit", "pids", "pids.max", "max" if pids["limit"] <= 0 else str(pids["limit"])))
+    out.extend(_blkio_settings(resources.get("blockIO") or {}, f"{field}.blockIO"))
+    for index, limit in enumerate(resources.get("hugepageLimits") or []):
+        add((f"{field}.hugepageLimits[{index}]", "hugetlb", f"hugetlb.{limit['pageSize']}.limit_in_bytes", str(limit["limit"])))
+    network = resources.get("network") or {}
+    if network.get("classID") is not None:
+        add((f"{field}.network.classID", "net_cls", "net_cls.classid", str(network["classID"])))
+    for index, priority in enumerate(network.get("priorities") or []):
+        add((f"{field}.network.priorities[{index}]", "net_prio", "net_prio.ifpriomap", f"{priority['name']} {priority['priority']}"))
+    for name, limits in (resources.get("rdma") or {}).items():
+        parts = [f"{k}={limits[k]}" for k in ("hcaHandles", "hcaObjects") if limits.get(k) is not None]
+        add((f"{field}.rdma.{name}", "rdma", "rdma.max", f"{name} " + " ".join(p.replace("hcaHandles", "hca_handle").replace("hcaObjects", "hca_object") for p in parts)))
+    if resources.get("unified"):
+        raise UnsupportedError(f"{field}.unified: raw cgroup v2 files need a cgroup v2 host")
+    return out
+
+
+def _blkio_settings(block: dict[str, Any], field: str) -> list[tuple[str, str, str, str]]:
+    out = []
+    if block.get("weight") is not None:
+        out.append((f"{field}.weight", "blkio", "blkio.weight", str(block["weight"])))
+    if block.get("leafWeight") is not None:
+        out.append((f"{field}.leafWeight", "blkio", "blkio.leaf_weight", str(block["leafWeight"])))
+    for index, device in enumerate(block.get("weightDevice") or []):
+        if device.get("weight") is not None:
+            out.append((f"{field}.weightDevice[{index}]", "blkio", "blkio.weight_device",
+                        f"{device['major']}:{device['minor']} {device['weight']}"))
+    for key, filename in (("throttleReadBpsDevice", "blkio.throttle.read_bps_device"),
+                          ("throttleWriteBpsDevice", "blkio.throttle.write_bps_device"),
+                          ("throttleReadIOPSDevice", "blkio.throttle.read_iops_device"),
+                          ("throttleWriteIOPSDevice", "blkio.throttle.write_iops_device")):
+        for index, device in enumerate(block.get(key) or []):
+            out.append((f"{field}.{key}[{index}]", "blkio", filename, f"{device['major']}:{device['minor']} {device['rate']}"))
+    return out
+
+
+def _device_rule(rule: dict[str, Any]) -> str:
+    kind = rule.get("type") or "a"
+    if kind == "a":
+        return "a"
+    if kind == "u":
+        kind = "c"
+    major = "*" if rule.get("major") in (None, -1) else str(rule["major"])
+    minor = "*" if rule.get("minor") in (None, -1) else str(rule["minor"])
+    return f"{kind} {major}:{minor} {rule.get('access') or 'rwm'}"
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
+    """mkdir -p; in the cpuset hierarchy each new level must get cpus and mems before it takes a task."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for current in reversed(missing):
+        try:
+            os.mkdir(current, 0o755)
+        except FileExistsError:
+            continue
+        if is_cpuset:
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                with open(os.path.join(os.path.dirname(current), name)) as f:
+                    _write(os.path.join(current, name), f.read().strip())
+
+
+def _rmdir_tree(directory: str) -> None:
+    if not os.path.isdir(directory):
+        return
+    for entry in os.scandir(directory):
+        if entry.is_dir(follow_symlinks=False):
+            _rmdir_tree(entry.path)
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            os.rmdir(directory)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            # EBUSY while the last task is still being torn down by the kernel.
+            if err.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise CgroupError(f"cannot remove cgroup {directory}: {err.strerror}") from None
+            time.sleep(0.005)
