@@ -69,6 +69,8 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     process = spec["process"]
     linux_spec = spec.get("linux") or {}
     channel.expect("go")
+    if "cgroup" in config.new_namespaces:
+        linux.unshare(linux.CLONE_NEWCGROUP)
     os.setsid()
     if not config.no_new_keyring:
         _new_session_keyring(config.container_id)

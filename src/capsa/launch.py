@@ -273,7 +273,9 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
         os.setresuid(0, 0, 0)
     for join in joins:
         _setns(*join)
-    rest = new_flags & ~linux.CLONE_NEWUSER
+    # The cgroup namespace is created by the init once it is in its cgroup (after "go"), so that
+    # its cgroup, not the caller's, becomes the namespace's root.
+    rest = new_flags & ~(linux.CLONE_NEWUSER | linux.CLONE_NEWCGROUP)
     if rest:
         try:
             linux.unshare(rest)

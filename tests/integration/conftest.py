@@ -63,7 +63,8 @@ class Bundle:
         self.write()
 
     def capsa(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-        """Run `capsa --root <root> args...`, capturing output as text."""
+        """Run `capsa --root <root> args...` (with the config as the test left it), capturing output."""
+        self.write()
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("timeout", 60)

@@ -1,0 +1,142 @@
+"""cgroup v1 (this host): resources reach the right files, freezer, kill --all, ps, cleanup."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from capsa import jsonfast
+from capsa.cgroups import hierarchies
+
+if set(hierarchies().values()) <= {""}:
+    pytest.skip("these tests need a cgroup v1 host", allow_module_level=True)
+
+ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_file(controller: str, cid: str, name: str) -> str:
+    with open(f"{ROOT}/{controller}/capsa-test/{cid}/{name}") as f:
+        return f.read().strip()
+
+
+@pytest.fixture
+def cgbundle(bundle):
+    bundle.config["linux"]["cgroupsPath"] = "/capsa-test/c1"
+    bundle.set_args("sleep", "30")
+    return bundle
+
+
+def test_resources_reach_cgroup_files(cgbundle):
+    cgbundle.config["linux"]["resources"] = {
+        "memory": {"limit": 64 * 1024 * 1024, "reservation": 32 * 1024 * 1024, "swappiness": 10},
+        "cpu": {"shares": 512, "period": 100000, "quota": 50000, "cpus": "0", "mems": "0"},
+        "pids": {"limit": 42},
+        "devices": [{"allow": False, "access": "rwm"}],
+    }
+    cgbundle.create("c1")
+    pid = jsonfast.loads(cgbundle.capsa("state", "c1").stdout)["pid"]
+    assert cgroup_file("memory", "c1", "memory.limit_in_bytes") == str(64 * 1024 * 1024)
+    assert cgroup_file("memory", "c1", "memory.soft_limit_in_bytes") == str(32 * 1024 * 1024)
+    assert cgroup_file("memory", "c1", "memory.swappiness") == "10"
+    assert cgroup_file("cpu", "c1", "cpu.shares") == "512"
+    assert cgroup_file("cpu", "c1", "cpu.cfs_quota_us") == "50000"
+    assert cgroup_file("cpuset", "c1", "cpuset.cpus") == "0"
+    assert cgroup_file("pids", "c1", "pids.max") == "42"
+    devices = cgroup_file("devices", "c1", "devices.list").splitlines()
+    assert "c 1:3 rwm" in devices and "a *:* rwm" not in devices
+    # The init is in the cgroup before the user's program runs.
+    for controller in ("memory", "cpu", "pids", "freezer"):
+        assert str(pid) in cgroup_file(controller, "c1", "cgroup.procs").split()
+
+
+def test_container_sees_its_own_cgroup(cgbundle):
+    cgbundle.config["linux"]["resources"] = {"pids": {"limit": 77}}
+    out = cgbundle.sh("cat /sys/fs/cgroup/pids/pids.max; cat /proc/self/cgroup | grep pids").stdout.split()
+    assert out[0] == "77"
+    assert out[1].endswith(":/")  # cgroup namespace: the container's cgroup is its root
+
+
+def test_pids_limit_is_enforced(cgbundle):
+    cgbundle.config["linux"]["resources"] = {"pids": {"limit": 5}}
+    out = cgbundle.sh("for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>/dev/null; echo started", check=False)
+    assert "can't fork" in out.stderr or "Resource temporarily unavailable" in out.stderr or out.returncode != 0
+
+
+def test_value_the_host_cannot_take_is_a_clear_error(cgbundle):
+    cgbundle.config["linux"]["resources"] = {"memory": {"limit": -5}}
+    result = cgbundle.create("c1", check=False)
+    assert result.returncode == 1 and "linux.resources.memory.limit" in result.stderr
+    assert not os.path.exists(f"{ROOT}/memory/capsa-test/c1")
+    assert os.listdir(cgbundle.root) == []
+
+
+def test_unified_needs_v2_and_systemd_paths_need_the_driver(cgbundle):
+    cgbundle.config["linux"]["resources"] = {"unified": {"memory.max": "1G"}}
+    result = cgbundle.create("c1", check=False)
+    assert result.returncode == 1 and "linux.resources.unified" in result.stderr
+    cgbundle.config["linux"]["resources"] = {}
+    cgbundle.config["linux"]["cgroupsPath"] = "system.slice:capsa:c1"
+    result = cgbundle.create("c1", check=False)
+    assert result.returncode == 1 and "--systemd-cgroup" in result.stderr
+
+
+def test_pause_resume(cgbundle):
+    cgbundle.set_args("sh", "-c", "while true; do sleep 0.05; done")
+    cgbundle.create("c1")
+    cgbundle.capsa("start", "c1")
+    cgbundle.capsa("pause", "c1")
+    assert jsonfast.loads(cgbundle.capsa("state", "c1").stdout)["status"] == "paused"
+    assert cgroup_file("freezer", "c1", "freezer.state") == "FROZEN"
+    listed = jsonfast.loads(cgbundle.capsa("list", "--format", "json").stdout)
+    assert listed[0]["status"] == "paused"
+    again = cgbundle.capsa("pause", "c1", check=False)
+    assert again.returncode == 1
+    cgbundle.capsa("resume", "c1")
+    assert jsonfast.loads(cgbundle.capsa("state", "c1").stdout)["status"] == "running"
+    assert cgroup_file("freezer", "c1", "freezer.state") == "THAWED"
+    assert cgbundle.capsa("resume", "c1", check=False).returncode == 1
+
+
+def test_delete_force_of_paused_container(cgbundle):
+    cgbundle.create("c1")
+    cgbundle.capsa("start", "c1")
+    cgbundle.capsa("pause", "c1")
+    cgbundle.capsa("delete", "--force", "c1")
+    assert not os.path.exists(f"{ROOT}/freezer/capsa-test/c1")
+
+
+def test_ps_and_kill_all_with_host_pid_namespace(cgbundle):
+    cgbundle.config["linux"]["namespaces"] = [ns for ns in cgbundle.config["linux"]["namespaces"] if ns["type"] != "pid"]
+    cgbundle.set_args("sh", "-c", "sleep 30 & sleep 30 & wait")
+    cgbundle.create("c1")
+    cgbundle.capsa("start", "c1")
+    deadline = time.monotonic() + 5
+    while len(jsonfast.loads(cgbundle.capsa("ps", "--format", "json", "c1").stdout)) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    pids = jsonfast.loads(cgbundle.capsa("ps", "--format", "json", "c1").stdout)
+    table = cgbundle.capsa("ps", "c1").stdout.splitlines()
+    assert table[0].split()[:2] == ["UID", "PID"] and len(table) == 4
+    cgbundle.capsa("kill", "--all", "c1", "KILL")
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split(") ")[1][0] != "Z" for p in pids):
+        assert time.monotonic() < deadline, "kill --all left processes"
+        time.sleep(0.02)
+
+
+def test_delete_removes_the_cgroup(cgbundle):
+    cgbundle.create("c1")
+    assert os.path.isdir(f"{ROOT}/memory/capsa-test/c1")
+    cgbundle.capsa("delete", "--force", "c1")
+    for controller in ("memory", "cpu", "pids", "freezer", "devices", "systemd"):
+        assert not os.path.exists(f"{ROOT}/{controller}/capsa-test/c1")
+
+
+def test_default_cgroup_path(bundle):
+    bundle.set_args("sleep", "30")
+    bundle.create("dflt")
+    assert os.path.isdir(f"{ROOT}/memory/capsa/dflt")
+    bundle.capsa("delete", "--force", "dflt")
+    assert not os.path.exists(f"{ROOT}/memory/capsa/dflt")
