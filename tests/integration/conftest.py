@@ -62,9 +62,10 @@ class Bundle:
         self.config["process"]["args"] = list(args)
         self.write()
 
-    def capsa(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    def capsa(self, *args: str, check: bool = True, write: bool = True, **kwargs) -> subprocess.CompletedProcess:
         """Run `capsa --root <root> args...` (with the config as the test left it), capturing output."""
-        self.write()
+        if write:
+            self.write()
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("timeout", 60)

@@ -353,12 +353,12 @@ def test_console_socket_receives_pty(bundle, tmp_path):
 def test_invalid_config_is_clear_and_leaves_nothing(bundle):
     with open(os.path.join(bundle.path, "config.json"), "w") as f:
         f.write('{"ociVersion": "1.0.0", "process": ')
-    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False)
+    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False, write=False)
     assert result.returncode == 1 and "config" in result.stderr and "Traceback" not in result.stderr
     assert not os.path.exists(bundle.root) or os.listdir(bundle.root) == []
     bundle.config["process"]["args"] = []
     bundle.write()
-    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False)
+    result = bundle.capsa("create", "--bundle", bundle.path, "c1", check=False, write=False)
     assert result.returncode == 1 and "process.args" in result.stderr
     result = bundle.capsa("create", "--bundle", "/no/such/bundle", "c1", check=False)
     assert result.returncode == 1 and "/no/such/bundle" in result.stderr
