@@ -175,6 +175,8 @@ class Cgroup:
                 _write(path, value)
             except OSError as err:
                 raise ConfigError(field, f"cannot write {value!r} to {path}: {err.strerror}") from None
+            if filename in IGNORED_BY_NEW_KERNELS and _read(path) != value:
+                raise UnsupportedError(f"{field}: this kernel accepts but ignores {filename} (deprecated since Linux 5.4)")
 
 
 DEFAULT_ALLOWED_DEVICES = [
@@ -204,7 +206,9 @@ def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any
             add((where, "devices", "devices.allow" if rule.get("allow") else "devices.deny", _device_rule(rule)))
         # As runc: the devices every container gets, and those of linux.devices, stay usable
         # whatever the rules above deny.
-        for rule in DEFAULT_ALLOWED_DEVICES + [dict(d, access="rwm") for d in container_devices]:
+        # (FIFOs need no device permission; the controller knows only c and b.)
+        own = [dict(d, access="rwm") for d in container_devices if d.get("type") != "p"]
+        for rule in DEFAULT_ALLOWED_DEVICES + own:
             add((f"{field}.devices", "devices", "devices.allow", _device_rule(rule)))
     memory = resources.get("memory") or {}
     for key, filename in (("limit", "memory.limit_in_bytes"), ("reservation", "memory.soft_limit_in_bytes"),
@@ -272,6 +276,15 @@ def _device_rule(rule: dict[str, Any]) -> str:
     major = "*" if rule.get("major") in (None, -1) else str(rule["major"])
     minor = "*" if rule.get("minor") in (None, -1) else str(rule["minor"])
     return f"{kind} {major}:{minor} {rule.get('access') or 'rwm'}"
+
+
+# Files the kernel still accepts writes to but no longer enforces: read back to tell.
+IGNORED_BY_NEW_KERNELS = ("memory.kmem.limit_in_bytes",)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
 
 
 def _write(path: str, value: str) -> None:

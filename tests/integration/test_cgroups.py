@@ -140,3 +140,17 @@ def test_default_cgroup_path(bundle):
     assert os.path.isdir(f"{ROOT}/memory/capsa/dflt")
     bundle.capsa("delete", "--force", "dflt")
     assert not os.path.exists(f"{ROOT}/memory/capsa/dflt")
+
+
+def test_kernel_memory_limit_is_not_pretended(cgbundle):
+    cgbundle.config["linux"]["resources"] = {"memory": {"kernel": 64 * 1024 * 1024}}
+    result = cgbundle.create("c1", check=False)
+    if result.returncode == 0:
+        assert cgroup_file("memory", "c1", "memory.kmem.limit_in_bytes") == str(64 * 1024 * 1024)
+    else:
+        assert "linux.resources.memory.kernel" in result.stderr and "ignores" in result.stderr
+
+
+def test_fifo_device_with_device_rules(cgbundle):
+    cgbundle.config["linux"]["devices"] = [{"path": "/dev/myfifo", "type": "p", "fileMode": 0o600}]
+    assert cgbundle.run("stat", "-c", "%F", "/dev/myfifo").stdout.strip() == "fifo"
