@@ -14,6 +14,7 @@ import os
 import time
 
 from capsa.errors import CapsaError, ConfigError, UnsupportedError
+from capsa.procfs import write_file
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class Cgroup:
 
     def add(self, pid: int) -> None:
         for directory in self.paths.values():
-            _write(os.path.join(directory, "cgroup.procs"), str(pid))
+            write_file(os.path.join(directory, "cgroup.procs"), str(pid))
 
     def pids(self) -> list[int]:
         directory = self.path_for("pids") or self.path_for("freezer") or next(iter(self.paths.values()))
@@ -152,7 +153,7 @@ class Cgroup:
         path = os.path.join(directory, "freezer.state")
         deadline = time.monotonic() + FREEZE_TIMEOUT
         while True:
-            _write(path, state)
+            write_file(path, state)
             with open(path) as f:
                 if f.read().strip() == state:  # FREEZING means: not all tasks are frozen yet
                     return
@@ -172,7 +173,7 @@ class Cgroup:
             if not os.path.exists(path):
                 raise UnsupportedError(f"{field}: this host's kernel has no {controller} file {filename}")
             try:
-                _write(path, value)
+                write_file(path, value)
             except OSError as err:
                 raise ConfigError(field, f"cannot write {value!r} to {path}: {err.strerror}") from None
             if filename in IGNORED_BY_NEW_KERNELS and _read(path) != value:
@@ -287,14 +288,6 @@ def _read(path: str) -> str:
         return f.read().strip()
 
 
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
-
-
 def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
     """mkdir -p; in the cpuset hierarchy each new level must get cpus and mems before it takes a task."""
     missing = []
@@ -309,7 +302,7 @@ def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
         if is_cpuset:
             for name in ("cpuset.cpus", "cpuset.mems"):
                 with open(os.path.join(os.path.dirname(current), name)) as f:
-                    _write(os.path.join(current, name), f.read().strip())
+                    write_file(os.path.join(current, name), f.read().strip())
 
 
 def _rmdir_tree(directory: str) -> None:

@@ -181,7 +181,7 @@ class Container:
             _signal_start(self.directory)
             self.record["status"] = st.RUNNING
             self.store.write(self.id, self.record)
-        _unlink_quietly(os.path.join(self.directory, st.START_SOCKET))
+        st.unlink_quietly(os.path.join(self.directory, st.START_SOCKET))
         from capsa import hooks
 
         hooks.run_hooks(self.spec, "poststart", self.hook_state(st.RUNNING), warn=warn or _ignore)
@@ -389,13 +389,6 @@ def _signal_quietly(pid: int, signal: int) -> None:
     try:
         os.kill(pid, signal)
     except ProcessLookupError:
-        pass
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
         pass
 
 

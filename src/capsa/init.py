@@ -125,8 +125,6 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
 
     _set_names(spec)
     _apply_rlimits(process.get("rlimits") or [])
-    if "oomScoreAdj" in process:
-        _write_proc("/proc/self/oom_score_adj", str(process["oomScoreAdj"]))
     os.chdir(cwd)
     env = _environment(process)
     executable = find_executable(process["args"][0], env)
@@ -229,14 +227,6 @@ def _apply_sysctl(root: rootfs.Rootfs, sysctl: dict[str, str]) -> None:
                 os.close(fd)
         except OSError as err:
             raise ContainerStartError(f"linux.sysctl.{key}: cannot set {value!r}: {err.strerror}") from None
-
-
-def _write_proc(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
 
 
 def _apply_rlimits(rlimits: list[dict[str, Any]]) -> None:

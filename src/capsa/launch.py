@@ -20,6 +20,7 @@ import os
 from capsa import hooks, linux
 from capsa.errors import CapsaError, ContainerStartError
 from capsa.init import InitConfig
+from capsa.procfs import write_file
 from capsa.syncpipe import Channel
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -108,7 +109,7 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
                 cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"))
                 cgroup.add(init_pid)
             if "oomScoreAdj" in spec["process"]:
-                _write(f"/proc/{init_pid}/oom_score_adj", str(spec["process"]["oomScoreAdj"]))
+                write_file(f"/proc/{init_pid}/oom_score_adj", str(spec["process"]["oomScoreAdj"]))
             channel.send("go")
         elif kind == "hooks":
             hooks.run_hooks(spec, "prestart", options.state)
@@ -209,19 +210,11 @@ def _all_types(namespaces: list[dict[str, Any]]) -> set[str]:
     return {ns["type"] for ns in namespaces}
 
 
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
 def _write_id_mappings(pid: int, linux_spec: dict[str, Any]) -> None:
     for kind, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
         lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux_spec.get(key) or [])
         try:
-            _write(f"/proc/{pid}/{kind}", lines)
+            write_file(f"/proc/{pid}/{kind}", lines)
         except OSError as err:
             raise ContainerStartError(f"linux.{key}: cannot write {kind}: {err.strerror}") from None
 
@@ -289,7 +282,7 @@ def _write_time_offsets(offsets: dict[str, Any]) -> None:
     """Clock offsets of a new time namespace: settable only before a process enters it."""
     lines = "".join(f"{clock} {value.get('secs', 0)} {value.get('nanosecs', 0)}\n" for clock, value in offsets.items())
     try:
-        _write("/proc/self/timens_offsets", lines)
+        write_file("/proc/self/timens_offsets", lines)
     except OSError as err:
         raise ContainerStartError(f"linux.timeOffsets: cannot set the clock offsets: {err.strerror}") from None
 

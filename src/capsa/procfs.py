@@ -1,6 +1,9 @@
-"""Reading /proc: process identity that survives pid reuse."""
+"""Reading and writing the kernel's pseudo-files: process identity from /proc that survives pid
+reuse, and single-value writes to /proc and /sys files."""
 
 from __future__ import annotations
+
+import os
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -28,3 +31,12 @@ def is_alive(pid: int, expected_start_time: int | None) -> bool:
     if fields is None or fields[0] in ("Z", "X"):
         return False
     return expected_start_time is None or int(fields[19]) == expected_start_time
+
+
+def write_file(path: str, value: str) -> None:
+    """One write(2) of `value`: what /proc and cgroup files expect (no buffering, no truncation)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)

@@ -11,6 +11,7 @@ import os
 
 from capsa import jsonfast
 from capsa.errors import CapsaError, ConfigError
+from capsa.mountopts import PROPAGATION
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -36,12 +37,7 @@ RLIMITS: dict[str, int] = {
     )
 }
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
-_MS_REC, _MS_UNBINDABLE, _MS_PRIVATE, _MS_SLAVE, _MS_SHARED = 16384, 1 << 17, 1 << 18, 1 << 19, 1 << 20
-ROOTFS_PROPAGATION: dict[str, int] = {
-    "shared": _MS_SHARED, "slave": _MS_SLAVE, "private": _MS_PRIVATE, "unbindable": _MS_UNBINDABLE,
-    "rshared": _MS_SHARED | _MS_REC, "rslave": _MS_SLAVE | _MS_REC, "rprivate": _MS_PRIVATE | _MS_REC,
-    "runbindable": _MS_UNBINDABLE | _MS_REC,
-}
+ROOTFS_PROPAGATION = PROPAGATION
 HOOK_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 DEVICE_TYPES = ("c", "b", "u", "p")
 _UINT32_MAX = 2**32 - 1

@@ -100,11 +100,11 @@ def write_atomic(path: str, data: str | bytes, mode: int = 0o600) -> None:
     try:
         os.rename(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -206,7 +206,7 @@ class StateStore:
         except FileNotFoundError:
             return
         for name in names:
-            _unlink_quietly(os.path.join(directory, name))
+            unlink_quietly(os.path.join(directory, name))
         try:
             os.rmdir(directory)
         except FileNotFoundError:
