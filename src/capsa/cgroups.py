@@ -96,6 +96,16 @@ class Cgroup:
         paths = record.get("cgroupPaths")
         return cls(paths) if paths else None
 
+    def sub(self, path: str) -> Cgroup:
+        """A sub-cgroup of this one (exec --cgroup); it must already exist."""
+        if path.startswith("/") or ".." in path.split("/"):
+            raise CgroupError(f"--cgroup {path!r}: give a path below the container's cgroup")
+        paths = {c: os.path.join(d, path) for c, d in self.paths.items()}
+        missing = [d for d in paths.values() if not os.path.isdir(d)]
+        if missing:
+            raise CgroupError(f"--cgroup {path!r}: {missing[0]} does not exist")
+        return Cgroup(paths)
+
     # -- lookups ----------------------------------------------------------------------------------
     def path_for(self, controller: str) -> str | None:
         for controllers, directory in self.paths.items():

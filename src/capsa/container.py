@@ -217,6 +217,32 @@ class Container:
         cgroup = self.cgroup()
         return cgroup.pids() if cgroup and self.status() != st.STOPPED else []
 
+    # -- exec ------------------------------------------------------------------------------------
+    def exec(
+        self,
+        process: dict[str, Any],
+        *,
+        console_socket: str | None = None,
+        console_fd: int | None = None,
+        preserve_fds: int = 0,
+        ignore_paused: bool = False,
+        sub_cgroup: str | None = None,
+    ) -> int:
+        """Run `process` (an OCI Process, validated) in the running container; return its host pid."""
+        from capsa import launch
+        from capsa.spec import validate_process
+
+        validate_process(process)
+        _refuse_unsupported_process(process, "process")
+        status = self.status()
+        if not (ignore_paused and status == st.PAUSED):
+            st.check_transition("exec", self.id, status)
+        cgroup = self.cgroup()
+        if cgroup is not None and sub_cgroup:
+            cgroup = cgroup.sub(sub_cgroup)
+        options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds)
+        return launch.spawn_tenant(self.pid, process, options, cgroup)
+
     # -- pause / resume --------------------------------------------------------------------------
     def pause(self) -> None:
         with self.store.lock(self.id):
@@ -294,18 +320,23 @@ def delete_leftovers(root: str, container_id: str) -> None:
 def refuse_unsupported(spec: dict[str, Any]) -> None:
     """Features this version cannot honour fail clearly instead of being ignored."""
     linux_spec = spec.get("linux") or {}
-    process = spec.get("process") or {}
     if linux_spec.get("seccomp"):
         raise UnsupportedError("linux.seccomp: seccomp filters are not supported by this version of capsa")
-    if process.get("apparmorProfile"):
-        raise UnsupportedError("process.apparmorProfile: AppArmor profiles are not supported by this version of capsa")
-    if process.get("selinuxLabel") or linux_spec.get("mountLabel"):
-        raise UnsupportedError("process.selinuxLabel: SELinux labels are not supported by this version of capsa")
+    _refuse_unsupported_process(spec.get("process") or {}, "process")
+    if linux_spec.get("mountLabel"):
+        raise UnsupportedError("linux.mountLabel: SELinux labels are not supported by this version of capsa")
     for index, mount in enumerate(spec.get("mounts") or []):
         unsupported = {"idmap", "ridmap", "tmpcopyup"} & set(mount.get("options") or [])
         if unsupported or mount.get("uidMappings") or mount.get("gidMappings"):
             what = ", ".join(sorted(unsupported)) or "uidMappings/gidMappings"
             raise UnsupportedError(f"mounts[{index}]: {what} (idmapped or copy-up mounts) not supported by this version of capsa")
+
+
+def _refuse_unsupported_process(process: dict[str, Any], field: str) -> None:
+    if process.get("apparmorProfile"):
+        raise UnsupportedError(f"{field}.apparmorProfile: AppArmor profiles are not supported by this version of capsa")
+    if process.get("selinuxLabel"):
+        raise UnsupportedError(f"{field}.selinuxLabel: SELinux labels are not supported by this version of capsa")
 
 
 def _rootfs_path(bundle: str, spec: dict[str, Any]) -> str:

@@ -51,6 +51,26 @@ def run(config: InitConfig, channel: Channel) -> NoReturn:
     os._exit(1)
 
 
+def run_tenant(process: dict[str, Any], channel: Channel, console_fd: int, keep: int) -> NoReturn:
+    """exec: set up and exec `process` in a running container whose namespaces we have joined."""
+    try:
+        channel.expect("go")
+        os.setsid()
+        if process.get("terminal"):
+            _setup_terminal(rootfs.Rootfs("/"), console_fd, process.get("consoleSize"), bind=False)
+        _apply_rlimits(process.get("rlimits") or [])
+        os.chdir(process["cwd"])
+        env = _environment(process)
+        executable = find_executable(process["args"][0], env)
+        _prepare_fds(keep)
+        _become_process_user(process)
+        _reset_signals()
+        os.execve(executable, process["args"], env)
+    except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
+        _report(channel, err)
+    os._exit(127)
+
+
 def _report(channel: Channel, err: BaseException) -> None:
     if isinstance(err, CapsaError):
         message = str(err)
@@ -186,7 +206,7 @@ def _propagation(name: str | None) -> int:
     return ROOTFS_PROPAGATION[name] if name else 0
 
 
-def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None) -> None:
+def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None, bind: bool = True) -> None:
     from capsa import console
 
     if console_fd is None or console_fd < 0:
@@ -197,10 +217,11 @@ def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None) -> 
     finally:
         os.close(ptmx)
     console.set_size(master, size)
-    try:
-        rootfs.bind_console(root, slave)
-    except (OSError, CapsaError):
-        pass  # a rootfs without /dev (no mount namespace) still gets the pty as stdio
+    if bind:
+        try:
+            rootfs.bind_console(root, slave)
+        except (OSError, CapsaError):
+            pass  # a rootfs without /dev (no mount namespace) still gets the pty as stdio
     console.send_fd(console_fd, master, name)
     os.close(master)
     os.close(console_fd)

@@ -58,7 +58,7 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     namespaces = spec.get("linux", {}).get("namespaces") or []
     new = {ns["type"] for ns in namespaces if not ns.get("path")}
     keep = _inherited_fd_count(options.preserve_fds)
-    console_fd = _connect_console(spec, options.console_socket, options.console_fd)
+    console_fd = _connect_console(spec["process"].get("terminal"), options.console_socket, options.console_fd)
     parent_fd, child_fd = _socketpair()
     internal = _move_above([child_fd, listen_fd, console_fd], 3 + keep)
     child_fd, listen_fd, console_fd = internal
@@ -189,10 +189,10 @@ def _inherited_fd_count(preserve_fds: int | None) -> int:
     return (int(listen) if listen.isdigit() else 0) + (preserve_fds or 0)
 
 
-def _connect_console(spec: dict[str, Any], console_socket: str | None, console_fd: int | None) -> int:
+def _connect_console(terminal: bool, console_socket: str | None, console_fd: int | None) -> int:
     if console_fd is not None:
-        return os.dup(console_fd) if spec["process"].get("terminal") else -1
-    if not spec["process"].get("terminal"):
+        return os.dup(console_fd) if terminal else -1
+    if not terminal:
         if console_socket:
             raise CapsaError("--console-socket given but process.terminal is false")
         return -1
@@ -294,3 +294,73 @@ def _setns(kind: str, fd: int, path: str) -> None:
         raise ContainerStartError(f"cannot join {kind} namespace {path}: {err.strerror}") from None
     finally:
         os.close(fd)
+
+
+# -- joining a running container (exec) ------------------------------------------------------------
+def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions, cgroup: Any) -> int:
+    """Start `process` inside the namespaces and cgroup of the container whose init is `init_pid`.
+
+    The same path as the init's: a child joins the namespaces (user first, mount last), forks
+    the process that will exec (a pid namespace applies to children only), and that process
+    reports through the channel until exec closes it. Returns the new process's host pid.
+    """
+    namespaces = namespaces_of(init_pid)
+    keep = _inherited_fd_count(options.preserve_fds)
+    console_fd = _connect_console(process.get("terminal"), options.console_socket, options.console_fd)
+    parent_fd, child_fd = _socketpair()
+    child_fd, console_fd = _move_above([child_fd, console_fd], 3 + keep)
+    child = os.fork()
+    if child == 0:
+        _close_fds_except(set(range(3 + keep)) | {child_fd, console_fd})
+        _tenant_child(child_fd, namespaces, process, console_fd, keep)
+    os.close(child_fd)
+    if console_fd >= 0:
+        os.close(console_fd)
+    channel = Channel(parent_fd)
+    pid = 0
+    try:
+        pid = int(channel.expect("pid"))
+        if cgroup is not None:
+            cgroup.add(pid)  # before the process may run anything of its own
+        channel.send("go")
+        kind, payload = channel.receive()  # EOF: the exec closed the channel
+        if kind == "error":
+            raise ContainerStartError(payload)
+        return pid
+    except BaseException:
+        _kill_quietly(pid or child)
+        raise
+    finally:
+        channel.close()
+        if pid != child:
+            _reap(child)
+
+
+def namespaces_of(pid: int) -> list[dict[str, Any]]:
+    """The namespaces of `pid` that differ from ours, as config.json entries joining them by path."""
+    joined = []
+    for kind, name in NAMESPACE_FILES.items():
+        path = f"/proc/{pid}/ns/{name}"
+        try:
+            if os.readlink(path) != os.readlink(f"/proc/self/ns/{name}"):
+                joined.append({"type": kind, "path": path})
+        except FileNotFoundError:
+            continue  # a namespace type this kernel does not have
+    return joined
+
+
+def _tenant_child(sync_fd: int, namespaces: list[dict[str, Any]], process: dict[str, Any], console_fd: int, keep: int) -> None:
+    from capsa import init
+
+    channel = Channel(sync_fd)
+    try:
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        _enter_namespaces(namespaces, channel, None)
+        pid = os.fork()
+        if pid:
+            channel.send("pid", str(pid))
+            os._exit(0)
+    except BaseException as err:  # noqa: BLE001
+        init._report(channel, err)
+        os._exit(1)
+    init.run_tenant(process, channel, console_fd, keep)

@@ -32,6 +32,7 @@ COMMANDS = {
     "list": ("list", "lists containers started by capsa with the given root"),
     "kill": ("kill", "kill sends the specified signal (default: SIGTERM) to the container's init process"),
     "delete": ("delete", "delete any resources held by the container often used with detached container"),
+    "exec": ("exec", "execute new process inside the container"),
     "pause": ("pause", "pause suspends all processes inside the container"),
     "resume": ("resume", "resumes all processes that have been previously paused"),
     "ps": ("ps", "ps displays the processes running inside a container"),
@@ -40,7 +41,7 @@ COMMANDS = {
 }
 # runc subcommands that later issues implement: they fail clearly, even with --help (podman probes
 # `checkpoint --help` and takes exit 0 to mean "supported").
-NOT_YET = ("exec", "events", "update", "checkpoint", "restore")
+NOT_YET = ("events", "update", "checkpoint", "restore")
 
 
 class Globals:

@@ -47,7 +47,7 @@ def run(g, argv: list[str]) -> int:
     status = _start_or_clean(container, g)
     if status:
         return status
-    code = _wait_forwarding_signals(container.pid, proxy)
+    code = wait_forwarding_signals(container.pid, proxy)
     if not parsed.keep:
         container.delete(force=True, warn=g.log.warning)
     return code
@@ -62,7 +62,7 @@ def _start_or_clean(container, g) -> int:
     return 0
 
 
-def _wait_forwarding_signals(pid: int, proxy) -> int:
+def wait_forwarding_signals(pid: int, proxy) -> int:
     """Wait for the init, passing on every signal we get; return its exit code the shell's way."""
     import _signal
 
