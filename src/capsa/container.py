@@ -241,7 +241,8 @@ class Container:
         if cgroup is not None and sub_cgroup:
             cgroup = cgroup.sub(sub_cgroup)
         options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds)
-        return launch.spawn_tenant(self.pid, process, options, cgroup)
+        # The exec'd process gets the container's seccomp filter, as runc does.
+        return launch.spawn_tenant(self.pid, process, options, cgroup, (self.spec.get("linux") or {}).get("seccomp"))
 
     # -- pause / resume --------------------------------------------------------------------------
     def pause(self) -> None:
@@ -321,7 +322,9 @@ def refuse_unsupported(spec: dict[str, Any]) -> None:
     """Features this version cannot honour fail clearly instead of being ignored."""
     linux_spec = spec.get("linux") or {}
     if linux_spec.get("seccomp"):
-        raise UnsupportedError("linux.seccomp: seccomp filters are not supported by this version of capsa")
+        from capsa.seccomp import validate_profile
+
+        validate_profile(linux_spec["seccomp"])
     _refuse_unsupported_process(spec.get("process") or {}, "process")
     if linux_spec.get("mountLabel"):
         raise UnsupportedError("linux.mountLabel: SELinux labels are not supported by this version of capsa")

@@ -24,14 +24,33 @@ def features() -> dict[str, Any]:
         "linux": {
             "namespaces": NAMESPACES,
             "capabilities": sorted(CAPABILITIES, key=CAPABILITIES.get),
-            # Not yet: cgroup v2, the systemd driver, seccomp and LSMs come with their own issues;
+            # Not yet: cgroup v2, the systemd driver and LSMs come with their own issues;
             # config.json asking for them is refused with an error, so they are reported as disabled.
             "cgroup": {"v1": True, "v2": False, "systemd": False, "systemdUser": False, "rdma": True},
-            "seccomp": {"enabled": False},
+            "seccomp": _seccomp(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
         },
         "annotations": {"org.capsa.version": __version__},
+    }
+
+
+def _seccomp() -> dict[str, Any]:
+    """What capsa does with linux.seccomp here: nothing at all if libseccomp cannot be loaded."""
+    from capsa import seccomp
+    from capsa.errors import UnsupportedError
+
+    try:
+        seccomp._library()
+    except UnsupportedError:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "actions": sorted(seccomp.ACTIONS),
+        "operators": sorted(seccomp.OPERATORS),
+        "archs": list(seccomp.ARCHITECTURES),
+        "supportedFlags": sorted(seccomp.FLAGS),
+        "knownFlags": sorted(seccomp.FLAGS) + ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
     }

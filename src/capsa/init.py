@@ -51,7 +51,7 @@ def run(config: InitConfig, channel: Channel) -> NoReturn:
     os._exit(1)
 
 
-def run_tenant(process: dict[str, Any], channel: Channel, console_fd: int, keep: int) -> NoReturn:
+def run_tenant(process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any) -> NoReturn:
     """exec: set up and exec `process` in a running container whose namespaces we have joined."""
     try:
         channel.expect("go")
@@ -63,7 +63,7 @@ def run_tenant(process: dict[str, Any], channel: Channel, console_fd: int, keep:
         env = _environment(process)
         executable = find_executable(process["args"][0], env)
         _prepare_fds(keep)
-        _become_process_user(process)
+        _become_process_user(process, seccomp_filter)
         _reset_signals()
         os.execve(executable, process["args"], env)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
@@ -117,6 +117,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         channel.send("hooks")
         channel.expect("ok")
     hooks.run_hooks(spec, "createContainer", config.state)
+    seccomp_filter = build_seccomp(linux_spec.get("seccomp"))
     if _has_hooks(spec, "startContainer"):
         import subprocess  # noqa: F401 - startContainer hooks run after pivot_root
 
@@ -156,7 +157,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     try:
         config.state["status"] = "created"
         hooks.run_hooks(spec, "startContainer", config.state)
-        _become_process_user(process)
+        _become_process_user(process, seccomp_filter)
         _reset_signals()
         os.execve(executable, process["args"], env)
     except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
@@ -345,13 +346,27 @@ def _wait_for_start(listen_fd: int) -> int:
     return connection
 
 
-def _become_process_user(process: dict[str, Any]) -> None:
+def build_seccomp(profile: dict[str, Any] | None) -> Any:
+    if not profile:
+        return None
+    from capsa.seccomp import Filter
+
+    return Filter(profile)
+
+
+def _become_process_user(process: dict[str, Any], seccomp_filter: Any = None) -> None:
     capabilities = process.get("capabilities")
+    no_new_privs = process.get("noNewPrivileges")
+    if seccomp_filter is not None and not no_new_privs:
+        # Without no_new_privs only CAP_SYS_ADMIN may load a filter: load it before the drop.
+        seccomp_filter.load()
     caps.drop_bounding(capabilities)
     caps.switch_user(process.get("user") or {})
     caps.apply_sets(capabilities)
-    if process.get("noNewPrivileges"):
+    if no_new_privs:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+        if seccomp_filter is not None:
+            seccomp_filter.load()  # as late as possible: the runtime's own setup stays unfiltered
     umask = (process.get("user") or {}).get("umask")
     os.umask(0o022 if umask is None else umask)
 

@@ -297,7 +297,7 @@ def _setns(kind: str, fd: int, path: str) -> None:
 
 
 # -- joining a running container (exec) ------------------------------------------------------------
-def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions, cgroup: Any) -> int:
+def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions, cgroup: Any, seccomp: Any = None) -> int:
     """Start `process` inside the namespaces and cgroup of the container whose init is `init_pid`.
 
     The same path as the init's: a child joins the namespaces (user first, mount last), forks
@@ -312,7 +312,7 @@ def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions,
     child = os.fork()
     if child == 0:
         _close_fds_except(set(range(3 + keep)) | {child_fd, console_fd})
-        _tenant_child(child_fd, namespaces, process, console_fd, keep)
+        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp)
     os.close(child_fd)
     if console_fd >= 0:
         os.close(console_fd)
@@ -349,12 +349,16 @@ def namespaces_of(pid: int) -> list[dict[str, Any]]:
     return joined
 
 
-def _tenant_child(sync_fd: int, namespaces: list[dict[str, Any]], process: dict[str, Any], console_fd: int, keep: int) -> None:
+def _tenant_child(
+    sync_fd: int, namespaces: list[dict[str, Any]], process: dict[str, Any], console_fd: int, keep: int, seccomp: Any
+) -> None:
     from capsa import init
 
     channel = Channel(sync_fd)
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        # libseccomp is loaded here: after setns(mnt) the host's libraries are out of reach.
+        seccomp_filter = init.build_seccomp(seccomp)
         _enter_namespaces(namespaces, channel, None)
         pid = os.fork()
         if pid:
@@ -363,4 +367,4 @@ def _tenant_child(sync_fd: int, namespaces: list[dict[str, Any]], process: dict[
     except BaseException as err:  # noqa: BLE001
         init._report(channel, err)
         os._exit(1)
-    init.run_tenant(process, channel, console_fd, keep)
+    init.run_tenant(process, channel, console_fd, keep, seccomp_filter)

@@ -370,9 +370,3 @@ def test_json_log_format(bundle, tmp_path):
     assert result.returncode == 1
     entry = jsonfast.loads(log.read_text())
     assert entry["level"] == "error" and "does not exist" in entry["msg"] and entry["time"]
-
-
-def test_seccomp_is_refused_clearly(bundle):
-    bundle.config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW"}
-    result = bundle.run("true", check=False)
-    assert result.returncode == 1 and "linux.seccomp" in result.stderr
