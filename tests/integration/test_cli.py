@@ -33,7 +33,7 @@ def test_features_document(bundle):
     assert features["ociVersionMin"] == "1.0.0" and features["ociVersionMax"].startswith("1.")
     assert "createContainer" in features["hooks"]
     assert "rbind" in features["mountOptions"]
-    assert features["linux"]["seccomp"]["enabled"] is False  # not pretending
+    assert features["linux"]["apparmor"]["enabled"] is False  # not pretending
     assert "CAP_SYS_ADMIN" in features["linux"]["capabilities"]
 
 
