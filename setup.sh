@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# The test and demo rootfs is Debian's static busybox (a dynamic one would need a libc in the rootfs).
-if [ ! -x /bin/busybox ] || grep -q 'ld-linux' /bin/busybox; then
+# busybox-static: the test and demo rootfs (a dynamic busybox would need a libc in the rootfs).
+# libseccomp2: linux.seccomp is compiled with libseccomp (loaded through ctypes).
+if [ ! -x /bin/busybox ] || grep -q 'ld-linux' /bin/busybox || ! ldconfig -p | grep -q 'libseccomp.so.2 '; then
   apt-get -o DPkg::Lock::Timeout=300 update -qq
-  apt-get -o DPkg::Lock::Timeout=300 install -y -qq busybox-static >/dev/null
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq busybox-static libseccomp2 >/dev/null
 fi
 
 # The machine's Python 3.11: Debian's own interpreter starts fastest (no shared libpython).
