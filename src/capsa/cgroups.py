@@ -333,3 +333,80 @@ def _rmdir_tree(directory: str) -> None:
             if err.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise CgroupError(f"cannot remove cgroup {directory}: {err.strerror}") from None
             time.sleep(0.005)
+
+
+# -- statistics (events --stats) --------------------------------------------------------------------
+def _read_int(path: str) -> int:
+    try:
+        value = _read(path)
+    except OSError:
+        return 0
+    return int(value) if value.lstrip("-").isdigit() else 0
+
+
+def _read_keyed(path: str) -> dict[str, int]:
+    try:
+        lines = _read(path).splitlines()
+    except OSError:
+        return {}
+    pairs = (line.split() for line in lines)
+    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
+
+
+def stats(cgroup: Cgroup) -> dict[str, Any]:
+    """The container's resource usage in the shape of runc's `events --stats` data."""
+    data: dict[str, Any] = {}
+    cpuacct = cgroup.path_for("cpuacct")
+    cpu = cgroup.path_for("cpu")
+    if cpuacct:
+        per_cpu = _read(os.path.join(cpuacct, "cpuacct.usage_percpu")).split() if os.path.exists(
+            os.path.join(cpuacct, "cpuacct.usage_percpu")) else []
+        ticks = _read_keyed(os.path.join(cpuacct, "cpuacct.stat"))
+        nanoseconds_per_tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        data["cpu"] = {"usage": {
+            "total": _read_int(os.path.join(cpuacct, "cpuacct.usage")),
+            "percpu": [int(v) for v in per_cpu],
+            "kernel": ticks.get("system", 0) * nanoseconds_per_tick,
+            "user": ticks.get("user", 0) * nanoseconds_per_tick,
+        }}
+    if cpu:
+        throttling = _read_keyed(os.path.join(cpu, "cpu.stat"))
+        data.setdefault("cpu", {"usage": {}})["throttling"] = {
+            "periods": throttling.get("nr_periods", 0),
+            "throttledPeriods": throttling.get("nr_throttled", 0),
+            "throttledTime": throttling.get("throttled_time", 0),
+        }
+    memory = cgroup.path_for("memory")
+    if memory:
+        def entry(prefix: str) -> dict[str, int]:
+            return {name: _read_int(os.path.join(memory, f"{prefix}.{file}"))
+                    for name, file in (("limit", "limit_in_bytes"), ("usage", "usage_in_bytes"),
+                                       ("max", "max_usage_in_bytes"), ("failcnt", "failcnt"))}
+        data["memory"] = {"usage": entry("memory"), "swap": entry("memory.memsw"), "kernel": entry("memory.kmem"),
+                          "kernelTCP": entry("memory.kmem.tcp"),
+                          "raw": _read_keyed(os.path.join(memory, "memory.stat"))}
+    pids = cgroup.path_for("pids")
+    if pids:
+        limit = _read(os.path.join(pids, "pids.max")) if os.path.exists(os.path.join(pids, "pids.max")) else "max"
+        data["pids"] = {"current": _read_int(os.path.join(pids, "pids.current")),
+                        "limit": 0 if limit == "max" else int(limit)}
+    blkio = cgroup.path_for("blkio")
+    if blkio:
+        data["blkio"] = {key: _blkio_entries(os.path.join(blkio, f"blkio.{file}"))
+                         for key, file in (("ioServiceBytesRecursive", "throttle.io_service_bytes_recursive"),
+                                           ("ioServicedRecursive", "throttle.io_serviced_recursive"))}
+    return data
+
+
+def _blkio_entries(path: str) -> list[dict[str, Any]]:
+    entries = []
+    try:
+        lines = _read(path).splitlines()
+    except OSError:
+        return entries
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and ":" in parts[0]:
+            major, minor = parts[0].split(":")
+            entries.append({"major": int(major), "minor": int(minor), "op": parts[1], "value": int(parts[2])})
+    return entries

@@ -244,6 +244,29 @@ class Container:
         # The exec'd process gets the container's seccomp filter, as runc does.
         return launch.spawn_tenant(self.pid, process, options, cgroup, (self.spec.get("linux") or {}).get("seccomp"))
 
+    # -- resources -----------------------------------------------------------------------------
+    def update(self, resources: dict[str, Any]) -> None:
+        """Change the container's cgroup limits (an OCI LinuxResources object) while it runs."""
+        with self.store.lock(self.id):
+            self._reload()
+            status = self.status()
+            if status == st.STOPPED:
+                raise st.StateError(f"container {self.id} is not running: cannot update it")
+            cgroup = self._require_cgroup("update")
+            cgroup.apply({k: v for k, v in resources.items() if k != "devices"})
+            linux_spec = self.record["config"].setdefault("linux", {})
+            merged = linux_spec.setdefault("resources", {})
+            for key, value in resources.items():
+                merged[key] = dict(merged.get(key) or {}, **value) if isinstance(value, dict) else value
+            self.store.write(self.id, self.record)
+
+    def stats(self) -> dict[str, Any]:
+        from capsa.cgroups import stats
+
+        if self.status() == st.STOPPED:
+            raise st.StateError(f"container {self.id} is not running")
+        return stats(self._require_cgroup("read the statistics of"))
+
     # -- pause / resume --------------------------------------------------------------------------
     def pause(self) -> None:
         with self.store.lock(self.id):
@@ -263,8 +286,8 @@ class Container:
 
     def _require_cgroup(self, operation: str):
         cgroup = self.cgroup()
-        if cgroup is None or cgroup.path_for("freezer") is None:
-            raise UnsupportedError(f"cannot {operation} container {self.id}: no freezer cgroup")
+        if cgroup is None or (operation in ("pause", "resume") and cgroup.path_for("freezer") is None):
+            raise UnsupportedError(f"cannot {operation} container {self.id}: no {'freezer ' if operation in ('pause', 'resume') else ''}cgroup")
         return cgroup
 
     # -- delete ----------------------------------------------------------------------------------

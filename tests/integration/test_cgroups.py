@@ -154,3 +154,40 @@ def test_kernel_memory_limit_is_not_pretended(cgbundle):
 def test_fifo_device_with_device_rules(cgbundle):
     cgbundle.config["linux"]["devices"] = [{"path": "/dev/myfifo", "type": "p", "fileMode": 0o600}]
     assert cgbundle.run("stat", "-c", "%F", "/dev/myfifo").stdout.strip() == "fifo"
+
+
+def test_update_flags_and_resources_file(cgbundle, tmp_path):
+    cgbundle.create("c1")
+    cgbundle.capsa("update", "--memory", "100m", "--pids-limit", "50", "--cpu-share", "256", "--cpuset-cpus", "0", "c1")
+    assert cgroup_file("memory", "c1", "memory.limit_in_bytes") == str(100 * 1024 * 1024)
+    assert cgroup_file("pids", "c1", "pids.max") == "50"
+    assert cgroup_file("cpu", "c1", "cpu.shares") == "256"
+    assert cgroup_file("cpuset", "c1", "cpuset.cpus") == "0"
+    resources = tmp_path / "resources.json"
+    resources.write_text('{"pids": {"limit": 9}, "cpu": {"period": 100000, "quota": 20000}}')
+    cgbundle.capsa("update", "--resources", str(resources), "c1")
+    assert cgroup_file("pids", "c1", "pids.max") == "9"
+    assert cgroup_file("cpu", "c1", "cpu.cfs_quota_us") == "20000"
+    bad = cgbundle.capsa("update", "--memory", "lots", "c1", check=False)
+    assert bad.returncode == 1 and "--memory" in bad.stderr
+    refused = cgbundle.capsa("update", "--pids-limit", "-5x", "c1", check=False)
+    assert refused.returncode == 1
+
+
+def test_events_stats(cgbundle):
+    cgbundle.config["linux"]["resources"] = {"pids": {"limit": 33}}
+    cgbundle.create("c1")
+    cgbundle.capsa("start", "c1")
+    event = jsonfast.loads(cgbundle.capsa("events", "--stats", "c1").stdout)
+    assert event["type"] == "stats" and event["id"] == "c1"
+    assert event["data"]["pids"] == {"current": 1, "limit": 33}
+    assert event["data"]["memory"]["usage"]["usage"] > 0
+    assert event["data"]["cpu"]["usage"]["total"] > 0
+
+
+def test_events_interval_stream_ends_with_container(cgbundle):
+    cgbundle.set_args("sleep", "0.5")
+    cgbundle.create("c1")
+    cgbundle.capsa("start", "c1")
+    out = cgbundle.capsa("events", "--interval", "100ms", "c1", timeout=10).stdout.splitlines()
+    assert len(out) >= 2 and all(jsonfast.loads(line)["type"] == "stats" for line in out)

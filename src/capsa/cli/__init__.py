@@ -36,12 +36,14 @@ COMMANDS = {
     "pause": ("pause", "pause suspends all processes inside the container"),
     "resume": ("resume", "resumes all processes that have been previously paused"),
     "ps": ("ps", "ps displays the processes running inside a container"),
+    "update": ("update", "update container resource constraints"),
+    "events": ("events", "display container events such as OOM notifications, cpu, memory, and IO usage statistics"),
     "spec": ("spec", "create a new specification file"),
     "features": ("features", "show the enabled features"),
 }
 # runc subcommands that later issues implement: they fail clearly, even with --help (podman probes
 # `checkpoint --help` and takes exit 0 to mean "supported").
-NOT_YET = ("events", "update", "checkpoint", "restore")
+NOT_YET = ("checkpoint", "restore")
 
 
 class Globals:
