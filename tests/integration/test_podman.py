@@ -1,0 +1,82 @@
+"""podman + conmon driving capsa (--runtime), with their own storage and config under a temp dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import capsa_command
+
+if not shutil.which("podman") or not shutil.which("conmon"):
+    pytest.skip("podman and conmon are not installed", allow_module_level=True)
+
+IMAGE = "localhost/capsa-busybox:test"
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory, rootfs_template):
+    base = tmp_path_factory.mktemp("podman")
+    conf = base / "containers.conf"
+    runtime = capsa_command()[0]
+    # Host settings the tests need live in their own config file, never in the host's /etc.
+    conf.write_text(
+        "[containers]\n"
+        'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+        "[engine]\n"
+        'cgroup_manager = "cgroupfs"\n'
+        'events_logger = "file"\n'
+        'runtime = "capsa"\n'
+        "[engine.runtimes]\n"
+        f'capsa = ["{runtime}"]\n'
+    )
+    env = dict(os.environ, CONTAINERS_CONF=str(conf))
+    command = ["podman", "--root", str(base / "root"), "--runroot", str(base / "run"), "--storage-driver", "vfs",
+               "--tmpdir", str(base / "tmp"), "--runtime", runtime]
+
+    def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        result = subprocess.run(command + list(args), env=env, capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    archive = base / "rootfs.tar"
+    subprocess.run(["tar", "-C", rootfs_template, "-cf", str(archive), "."], check=True)
+    run("import", str(archive), IMAGE)
+    yield run
+    run("rm", "--all", "--force", check=False)
+    subprocess.run(["umount", "-R", str(base / "root")], capture_output=True)
+
+
+def test_run_rm_with_default_seccomp(podman):
+    out = podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "echo hello; grep ^Seccomp: /proc/self/status")
+    assert out.stdout.splitlines() == ["hello", "Seccomp:\t2"]
+
+
+def test_exit_code_and_missing_executable(podman):
+    assert podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3", check=False).returncode == 3
+    missing = podman("run", "--rm", "--network", "none", IMAGE, "nosuchcommand", check=False)
+    assert missing.returncode == 127 and "not found" in missing.stderr
+
+
+def test_detached_exec_logs_pause_stop(podman):
+    podman("run", "-d", "--name", "c1", "--network", "none", IMAGE, "sh", "-c", "echo started; sleep 100")
+    assert podman("exec", "c1", "sh", "-c", "echo from-exec").stdout == "from-exec\n"
+    assert podman("exec", "-u", "1000", "-e", "X=1", "-w", "/tmp", "c1", "sh", "-c", "id -u; echo $X; pwd").stdout.split() == ["1000", "1", "/tmp"]
+    assert "started" in podman("logs", "c1").stdout
+    assert "sleep 100" in podman("top", "c1").stdout
+    podman("pause", "c1")
+    assert podman("inspect", "--format", "{{.State.Status}}", "c1").stdout.strip() == "paused"
+    podman("unpause", "c1")
+    podman("stop", "-t", "1", "c1")  # sh as pid 1 ignores SIGTERM: SIGKILL after the timeout
+    assert podman("inspect", "--format", "{{.State.Status}}", "c1").stdout.strip() == "exited"
+    podman("rm", "c1")
+
+
+def test_resource_flags(podman):
+    out = podman("run", "--rm", "--network", "none", "--memory", "64m", "--pids-limit", "20", IMAGE,
+                 "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max")
+    assert out.stdout.split() == [str(64 * 1024 * 1024), "20"]
