@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import capsa_command
 
 if not shutil.which("podman") or not shutil.which("conmon"):
