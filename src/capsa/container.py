@@ -349,6 +349,12 @@ def refuse_unsupported(spec: dict[str, Any]) -> None:
 
         validate_profile(linux_spec["seccomp"])
     _refuse_unsupported_process(spec.get("process") or {}, "process")
+    for key in ("intelRdt", "memoryPolicy", "netDevices"):
+        if linux_spec.get(key):
+            raise UnsupportedError(f"linux.{key} is not supported by this version of capsa")
+    personality = linux_spec.get("personality")
+    if personality and (personality.get("domain") not in (None, "LINUX") or personality.get("flags")):
+        raise UnsupportedError("linux.personality: only the LINUX domain without flags is supported by this version of capsa")
     if linux_spec.get("mountLabel"):
         raise UnsupportedError("linux.mountLabel: SELinux labels are not supported by this version of capsa")
     for index, mount in enumerate(spec.get("mounts") or []):
@@ -359,6 +365,9 @@ def refuse_unsupported(spec: dict[str, Any]) -> None:
 
 
 def _refuse_unsupported_process(process: dict[str, Any], field: str) -> None:
+    for key in ("ioPriority", "scheduler", "execCPUAffinity"):
+        if process.get(key):
+            raise UnsupportedError(f"{field}.{key} is not supported by this version of capsa")
     if process.get("apparmorProfile"):
         raise UnsupportedError(f"{field}.apparmorProfile: AppArmor profiles are not supported by this version of capsa")
     if process.get("selinuxLabel"):

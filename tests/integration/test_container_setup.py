@@ -370,3 +370,21 @@ def test_json_log_format(bundle, tmp_path):
     assert result.returncode == 1
     entry = jsonfast.loads(log.read_text())
     assert entry["level"] == "error" and "does not exist" in entry["msg"] and entry["time"]
+
+
+@pytest.mark.parametrize(
+    "where,key,value",
+    [
+        ("process", "ioPriority", {"class": "IOPRIO_CLASS_RT", "priority": 1}),
+        ("process", "scheduler", {"policy": "SCHED_FIFO", "priority": 1}),
+        ("linux", "intelRdt", {"closID": "x"}),
+        ("linux", "personality", {"domain": "LINUX32"}),
+        ("process", "apparmorProfile", "some-profile"),
+    ],
+)
+def test_unsupported_fields_are_refused_not_ignored(bundle, where, key, value):
+    target = bundle.process if where == "process" else bundle.config["linux"]
+    target[key] = value
+    result = bundle.run("true", check=False)
+    assert result.returncode == 1 and f"{where}.{key}" in result.stderr and "not supported" in result.stderr
+    assert bundle.capsa("list", "-q").stdout == ""
