@@ -354,7 +354,7 @@ def refuse_unsupported(spec: dict[str, Any]) -> None:
             raise UnsupportedError(f"linux.{key} is not supported by this version of capsa")
     personality = linux_spec.get("personality")
     if personality and (personality.get("domain") not in (None, "LINUX") or personality.get("flags")):
-        raise UnsupportedError("linux.personality: only the LINUX domain without flags is supported by this version of capsa")
+        raise UnsupportedError("linux.personality: domains other than LINUX, and flags, are not supported by this version of capsa")
     if linux_spec.get("mountLabel"):
         raise UnsupportedError("linux.mountLabel: SELinux labels are not supported by this version of capsa")
     for index, mount in enumerate(spec.get("mounts") or []):
