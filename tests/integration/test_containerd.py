@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import capsa_command
 
 if not shutil.which("containerd") or not shutil.which("ctr") or not shutil.which("containerd-shim-runc-v2"):
