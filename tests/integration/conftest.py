@@ -74,6 +74,19 @@ class Bundle:
             raise AssertionError(f"capsa {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
 
+    def use_user_namespace(self, host_id: int = 100000, size: int = 65536) -> None:
+        """A new user namespace mapping root to host_id; the rootfs is chowned to match."""
+        linux = self.config["linux"]
+        linux["namespaces"].append({"type": "user"})
+        linux["uidMappings"] = [{"containerID": 0, "hostID": host_id, "size": size}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": host_id, "size": size}]
+        subprocess.run(["chown", "-R", f"{host_id}:{host_id}", self.rootfs], check=True)
+        # The container's root (host uid host_id) must be able to reach its bundle.
+        path = self.path
+        while path != "/":
+            os.chmod(path, os.stat(path).st_mode | 0o055)
+            path = os.path.dirname(path)
+
     def detached(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """A capsa call that leaves a container process holding its stdio (create, run -d).
 

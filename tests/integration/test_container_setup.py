@@ -150,15 +150,7 @@ def wait_for(predicate, timeout: float = 5) -> None:
 
 
 def test_user_namespace_with_mappings(bundle):
-    bundle.config["linux"]["namespaces"].append({"type": "user"})
-    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-    subprocess.run(["chown", "-R", "100000:100000", bundle.rootfs], check=True)
-    # The container's root (host uid 100000) must be able to reach its bundle.
-    path = bundle.path
-    while path != "/":
-        os.chmod(path, os.stat(path).st_mode | 0o055)
-        path = os.path.dirname(path)
+    bundle.use_user_namespace()
     out = bundle.sh("id -u; cat /proc/self/uid_map").stdout.split()
     assert out[0] == "0"
     assert out[1:4] == ["0", "100000", "65536"]

@@ -107,16 +107,7 @@ def test_exec_refused_when_paused_or_stopped(bundle):
 
 
 def test_exec_into_user_namespace_container(bundle):
-    bundle.config["linux"]["namespaces"].append({"type": "user"})
-    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-    import subprocess
-
-    subprocess.run(["chown", "-R", "100000:100000", bundle.rootfs], check=True)
-    path = bundle.path
-    while path != "/":
-        os.chmod(path, os.stat(path).st_mode | 0o055)
-        path = os.path.dirname(path)
+    bundle.use_user_namespace()
     running(bundle)
     out = bundle.capsa("exec", "c1", "sh", "-c", "id -u; cat /proc/self/uid_map").stdout.split()
     assert out[0] == "0" and out[1:4] == ["0", "100000", "65536"]
