@@ -224,9 +224,11 @@ def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any
     memory = resources.get("memory") or {}
     for key, filename in (("limit", "memory.limit_in_bytes"), ("reservation", "memory.soft_limit_in_bytes"),
                           ("swap", "memory.memsw.limit_in_bytes"), ("kernel", "memory.kmem.limit_in_bytes"),
-                          ("kernelTCP", "memory.kmem.tcp.limit_in_bytes"), ("swappiness", "memory.swappiness")):
-        if memory.get(key) is not None:
+                          ("kernelTCP", "memory.kmem.tcp.limit_in_bytes")):
+        if _given(memory, key):
             add((f"{field}.memory.{key}", "memory", filename, str(memory[key])))
+    if memory.get("swappiness") is not None:
+        add((f"{field}.memory.swappiness", "memory", "memory.swappiness", str(memory["swappiness"])))
     if memory.get("disableOOMKiller") is not None:
         add((f"{field}.memory.disableOOMKiller", "memory", "memory.oom_control", "1" if memory["disableOOMKiller"] else "0"))
     if memory.get("useHierarchy") is not None:
@@ -238,10 +240,10 @@ def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any
                                       ("realtimePeriod", "cpu", "cpu.rt_period_us"),
                                       ("realtimeRuntime", "cpu", "cpu.rt_runtime_us"), ("idle", "cpu", "cpu.idle"),
                                       ("cpus", "cpuset", "cpuset.cpus"), ("mems", "cpuset", "cpuset.mems")):
-        if cpu.get(key) not in (None, ""):
+        if _given(cpu, key) or (key == "idle" and cpu.get(key) is not None):
             add((f"{field}.cpu.{key}", controller, filename, str(cpu[key])))
     pids = resources.get("pids") or {}
-    if pids.get("limit") is not None:
+    if _given(pids, "limit"):
         add((f"{field}.pids.limit", "pids", "pids.max", "max" if pids["limit"] <= 0 else str(pids["limit"])))
     out.extend(_blkio_settings(resources.get("blockIO") or {}, f"{field}.blockIO"))
     for index, limit in enumerate(resources.get("hugepageLimits") or []):
@@ -259,11 +261,16 @@ def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any
     return out
 
 
+def _given(section: dict[str, Any], key: str) -> bool:
+    """Set, as runc reads these fields: 0 means "not set" (docker and others send zeros)."""
+    return section.get(key) not in (None, "", 0)
+
+
 def _blkio_settings(block: dict[str, Any], field: str) -> list[tuple[str, str, str, str]]:
     out = []
-    if block.get("weight") is not None:
+    if block.get("weight"):
         out.append((f"{field}.weight", "blkio", "blkio.weight", str(block["weight"])))
-    if block.get("leafWeight") is not None:
+    if block.get("leafWeight"):
         out.append((f"{field}.leafWeight", "blkio", "blkio.leaf_weight", str(block["leafWeight"])))
     for index, device in enumerate(block.get("weightDevice") or []):
         if device.get("weight") is not None:
