@@ -51,7 +51,9 @@ def run(config: InitConfig, channel: Channel) -> NoReturn:
     os._exit(1)
 
 
-def run_tenant(process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any) -> NoReturn:
+def run_tenant(
+    process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any, exec_trampoline: int | None
+) -> NoReturn:
     """exec: set up and exec `process` in a running container whose namespaces we have joined."""
     try:
         channel.expect("go")
@@ -65,10 +67,28 @@ def run_tenant(process: dict[str, Any], channel: Channel, console_fd: int, keep:
         _prepare_fds(keep)
         _become_process_user(process, seccomp_filter)
         _reset_signals()
-        os.execve(executable, process["args"], env)
+        exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
     os._exit(127)
+
+
+def trampoline_fd() -> int | None:
+    """The sealed exec trampoline (see capsa.trampoline); None where it does not exist (non x86-64)."""
+    from capsa import trampoline
+
+    return trampoline.sealed_fd() if trampoline.supported() else None
+
+
+def exec_program(executable: str, args: list[str], env: dict[str, str], trampoline: int | None) -> NoReturn:
+    """Exec the user's program through the trampoline, so that /proc/self/exe is never our binary."""
+    if trampoline is None:
+        os.execve(executable, args, env)
+    argv = ["capsa-exec", executable, *args]
+    try:
+        os.execve(f"/proc/self/fd/{trampoline}", argv, env)
+    except FileNotFoundError:
+        os.execve(trampoline, argv, env)  # no /proc in the container: execveat(fd, "", AT_EMPTY_PATH)
 
 
 def _report(channel: Channel, err: BaseException) -> None:
@@ -118,6 +138,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         channel.expect("ok")
     hooks.run_hooks(spec, "createContainer", config.state)
     seccomp_filter = build_seccomp(linux_spec.get("seccomp"))
+    exec_trampoline = trampoline_fd()
     if _has_hooks(spec, "startContainer"):
         import subprocess  # noqa: F401 - startContainer hooks run after pivot_root
 
@@ -159,7 +180,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         hooks.run_hooks(spec, "startContainer", config.state)
         _become_process_user(process, seccomp_filter)
         _reset_signals()
-        os.execve(executable, process["args"], env)
+        exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
         _report(Channel(start), err)
         os._exit(127)

@@ -357,8 +357,9 @@ def _tenant_child(
     channel = Channel(sync_fd)
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
-        # libseccomp is loaded here: after setns(mnt) the host's libraries are out of reach.
+        # libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
         seccomp_filter = init.build_seccomp(seccomp)
+        exec_trampoline = init.trampoline_fd()
         _enter_namespaces(namespaces, channel, None)
         pid = os.fork()
         if pid:
@@ -367,4 +368,4 @@ def _tenant_child(
     except BaseException as err:  # noqa: BLE001
         init._report(channel, err)
         os._exit(1)
-    init.run_tenant(process, channel, console_fd, keep, seccomp_filter)
+    init.run_tenant(process, channel, console_fd, keep, seccomp_filter, exec_trampoline)
