@@ -121,6 +121,7 @@ class Container:
 
         bundle = os.path.abspath(bundle)
         st.validate_id(container_id)
+        require_privileges()
         if spec is None:
             spec = specmod.load_bundle(bundle)
         refuse_unsupported(spec)
@@ -330,6 +331,11 @@ class Container:
 
     def _reload(self) -> None:
         self.record = self.store.read(self.id)
+
+
+def require_privileges() -> None:
+    if os.geteuid() != 0:
+        raise UnsupportedError("rootless containers (capsa run by an unprivileged user) are not supported yet")
 
 
 def delete_leftovers(root: str, container_id: str) -> None:

@@ -49,9 +49,13 @@ _IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
 
 def load_bundle(bundle: str) -> dict[str, Any]:
     """Read and validate `<bundle>/config.json`."""
-    if not os.path.exists(bundle):
-        raise CapsaError(f"bundle {bundle} does not exist")
-    if not os.path.isdir(bundle):
+    try:
+        is_dir = os.path.isdir(os.path.realpath(bundle)) if os.stat(bundle) else False
+    except FileNotFoundError:
+        raise CapsaError(f"bundle {bundle} does not exist") from None
+    except OSError as err:
+        raise CapsaError(f"cannot access bundle {bundle}: {err.strerror}") from None
+    if not is_dir:
         raise CapsaError(f"bundle {bundle} is not a directory")
     path = os.path.join(bundle, "config.json")
     try:

@@ -88,3 +88,17 @@ def test_failed_create_leaves_no_process(bundle):
         except OSError:
             continue
     assert os.listdir(bundle.root) == []
+
+
+def test_unprivileged_user_gets_a_clear_error(bundle, tmp_path):
+    import subprocess
+
+    from conftest import capsa_command
+
+    os.chmod(tmp_path, 0o755)
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *capsa_command(),
+         "--root", str(tmp_path / "nobody-state"), "run", "--bundle", bundle.path, "x"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1 and "rootless" in result.stderr and "Traceback" not in result.stderr
