@@ -43,3 +43,39 @@ def test_proc_self_exe_script_through_exec(bundle):
 def test_running_program_exe_is_not_the_runtime(bundle):
     out = bundle.sh("readlink /proc/$$/exe; true").stdout.strip()
     assert out == "/bin/busybox"
+
+
+def test_dev_symlinked_out_of_the_rootfs(bundle, tmp_path):
+    """CVE-2025-52565 class: /dev in the image points at a host directory; nothing may land there."""
+    host_dir = tmp_path / "host-dev"
+    host_dir.mkdir()
+    dev = os.path.join(bundle.rootfs, "dev")
+    os.rmdir(dev)
+    os.symlink(str(host_dir), dev)
+    bundle.sh("ls /dev/null >/dev/null; echo ok")
+    assert os.listdir(host_dir) == []
+
+
+def test_dev_console_symlink_does_not_escape(bundle, tmp_path, rootfs_template):
+    """/dev/console in the image (no /dev tmpfs) is a symlink to a host file: the pty must not be
+    bound over the host file."""
+    import socket
+
+    victim = tmp_path / "victim"
+    victim.write_text("host data")
+    bundle.config["mounts"] = [m for m in bundle.config["mounts"] if not m["destination"].startswith("/dev")]
+    bundle.config["mounts"].append({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                                    "options": ["newinstance", "ptmxmode=0666"]})
+    os.symlink(str(victim), os.path.join(bundle.rootfs, "dev", "console"))
+    os.symlink("pts/ptmx", os.path.join(bundle.rootfs, "dev", "ptmx"))
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    bundle.process["terminal"] = True
+    bundle.set_args("true")
+    bundle.create("c1", "--console-socket", path)
+    server.accept()
+    # The symlink was followed inside the rootfs: the mount point was created there.
+    assert os.path.isfile(os.path.join(bundle.rootfs, str(victim).lstrip("/")))
+    assert victim.read_text() == "host data"
