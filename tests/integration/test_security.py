@@ -57,8 +57,8 @@ def test_dev_symlinked_out_of_the_rootfs(bundle, tmp_path):
 
 
 def test_dev_console_symlink_does_not_escape(bundle, tmp_path, rootfs_template):
-    """/dev/console in the image (no /dev tmpfs) is a symlink to a host file: the pty must not be
-    bound over the host file."""
+    """/dev/console in the image (no /dev tmpfs) is a symlink to a host file: capsa neither follows it
+    out of the rootfs nor creates the console through it (O_NOFOLLOW); the pty stays the stdio."""
     import socket
 
     victim = tmp_path / "victim"
@@ -76,6 +76,6 @@ def test_dev_console_symlink_does_not_escape(bundle, tmp_path, rootfs_template):
     bundle.set_args("true")
     bundle.create("c1", "--console-socket", path)
     server.accept()
-    # The symlink was followed inside the rootfs: the mount point was created there.
-    assert os.path.isfile(os.path.join(bundle.rootfs, str(victim).lstrip("/")))
+    assert not os.path.exists(os.path.join(bundle.rootfs, str(victim).lstrip("/")))
+    assert os.path.islink(os.path.join(bundle.rootfs, "dev", "console"))
     assert victim.read_text() == "host data"
