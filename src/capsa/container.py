@@ -23,9 +23,10 @@ DEFAULT_ROOT = "/run/capsa"
 class Container:
     """One container as recorded under the state root."""
 
-    def __init__(self, store: st.StateStore, record: dict[str, Any]):
+    def __init__(self, store: st.StateStore, record: dict[str, Any], spec: dict[str, Any] | None = None):
         self.store = store
         self.record = record
+        self._spec = spec
 
     # -- lookup ----------------------------------------------------------------------------------
     @classmethod
@@ -53,7 +54,14 @@ class Container:
 
     @property
     def spec(self) -> dict[str, Any]:
-        return self.record["config"]
+        """The container's config.json as it was at create (kept beside the state, read on demand)."""
+        if self._spec is None:
+            self._spec = self.store.read_config(self.id)
+        return self._spec
+
+    def _hook_spec(self) -> dict[str, Any]:
+        # start and delete run hooks from the small copy in the record, not the whole config.
+        return {"hooks": self.record.get("hooks") or {}}
 
     def cgroup(self):
         from capsa.cgroups import Cgroup
@@ -133,8 +141,9 @@ class Container:
         store.create(container_id)
         try:
             with store.lock(container_id):
-                container = cls(store, _new_record(container_id, bundle, rootfs_path, spec))
+                container = cls(store, _new_record(container_id, bundle, rootfs_path, spec), spec)
                 container.record["cgroupPaths"] = cgroup.paths
+                store.write_config(container_id, spec)
                 store.write(container_id, container.record)
                 container._launch(
                     rootfs_path, console_socket, console_fd, preserve_fds, no_pivot=no_pivot, no_new_keyring=no_new_keyring
@@ -185,7 +194,7 @@ class Container:
         st.unlink_quietly(os.path.join(self.directory, st.START_SOCKET))
         from capsa import hooks
 
-        hooks.run_hooks(self.spec, "poststart", self.hook_state(st.RUNNING), warn=warn or _ignore)
+        hooks.run_hooks(self._hook_spec(), "poststart", self.hook_state(st.RUNNING), warn=warn or _ignore)
 
     # -- kill ------------------------------------------------------------------------------------
     def kill(self, signal: int, all_processes: bool = False) -> None:
@@ -255,11 +264,11 @@ class Container:
                 raise st.StateError(f"container {self.id} is not running: cannot update it")
             cgroup = self._require_cgroup("update")
             cgroup.apply({k: v for k, v in resources.items() if k != "devices"})
-            linux_spec = self.record["config"].setdefault("linux", {})
-            merged = linux_spec.setdefault("resources", {})
+            spec = self.spec
+            merged = spec.setdefault("linux", {}).setdefault("resources", {})
             for key, value in resources.items():
                 merged[key] = dict(merged.get(key) or {}, **value) if isinstance(value, dict) else value
-            self.store.write(self.id, self.record)
+            self.store.write_config(self.id, spec)
 
     def stats(self) -> dict[str, Any]:
         from capsa.cgroups import stats
@@ -310,7 +319,7 @@ class Container:
                 cgroup.destroy()
             from capsa import hooks
 
-            hooks.run_hooks(self.spec, "poststop", self.hook_state(st.STOPPED), warn=warn or _ignore)
+            hooks.run_hooks(self._hook_spec(), "poststop", self.hook_state(st.STOPPED), warn=warn or _ignore)
             self.store.remove(self.id)
 
     def _kill_and_wait(self, timeout: float = 10.0) -> None:
@@ -399,7 +408,7 @@ def _new_record(container_id: str, bundle: str, rootfs_path: str, spec: dict[str
         "created": st.now_rfc3339(),
         "annotations": spec.get("annotations") or {},
         "creator": {"pid": os.getpid(), "startTime": procfs.start_time(os.getpid())},
-        "config": spec,
+        "hooks": {k: v for k, v in (spec.get("hooks") or {}).items() if k in ("poststart", "poststop") and v},
     }
 
 

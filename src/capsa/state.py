@@ -2,6 +2,7 @@
 
 Layout of ``<root>/<id>/``:
   state.json   the container's record, replaced atomically (temp file, fsync, rename)
+  config.json  the validated config.json of create (read by exec and update only)
   start.sock   the socket `start` connects to; the waiting init accepts on it (create/start split)
 
 Writers hold an exclusive flock on the container directory itself, so two calls on one id are
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 STATE_FILE = "state.json"
+CONFIG_FILE = "config.json"  # the validated config.json, kept apart: most calls never read it
 START_SOCKET = "start.sock"
 MAX_ID_LENGTH = 1024
 
@@ -197,6 +199,19 @@ class StateStore:
 
     def write(self, container_id: str, record: dict[str, Any]) -> None:
         write_atomic(os.path.join(self.path(container_id), STATE_FILE), jsonfast.dumps(record))
+
+    def write_config(self, container_id: str, spec: dict[str, Any]) -> None:
+        write_atomic(os.path.join(self.path(container_id), CONFIG_FILE), jsonfast.dumps(spec))
+
+    def read_config(self, container_id: str) -> dict[str, Any]:
+        path = os.path.join(self.path(container_id), CONFIG_FILE)
+        try:
+            with open(path, "rb") as f:
+                return jsonfast.loads(f.read())
+        except FileNotFoundError:
+            raise NotFoundError(container_id) from None
+        except jsonfast.JSONError as err:
+            raise CapsaError(f"config of container {container_id} is corrupt ({path}): {err}") from None
 
     def remove(self, container_id: str) -> None:
         """Remove the container's directory and everything in it (state, sockets, temp files)."""
