@@ -12,7 +12,6 @@ container is ``mkdir``, so of two concurrent creates of one id exactly one wins.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 
@@ -125,6 +124,8 @@ class ContainerLock:
             self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFoundError(os.path.basename(self.directory)) from None
+        import fcntl  # only writers lock: `state` and `list` never load it
+
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         # The directory may have been deleted while we waited for the lock.
         if os.fstat(self.fd).st_nlink == 0:

@@ -55,11 +55,19 @@ class Globals:
         self.systemd_cgroup = parsed.systemd_cgroup
         self.rootless = parsed.rootless
         self.criu = parsed.criu
-        from capsa.cli.log import Logger
-
         if parsed.log_format not in ("text", "json"):
             raise UsageError(f"invalid log format {parsed.log_format!r}: use text or json")
-        self.log = Logger(parsed.log, parsed.log_format, parsed.debug)
+        self._log_settings = (parsed.log, parsed.log_format, parsed.debug)
+        self._log = None
+
+    @property
+    def log(self):
+        """The logger, made on first use: a call that logs nothing does not import it."""
+        if self._log is None:
+            from capsa.cli.log import Logger
+
+            self._log = Logger(*self._log_settings)
+        return self._log
 
 
 def default_root(rootless: str) -> str:
@@ -70,7 +78,7 @@ def default_root(rootless: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logger = None
+    context = None  # the parsed globals, once they are; errors before that go to stderr
     try:
         parsed = parse(argv, GLOBAL_FLAGS)
         if parsed.version:
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if parsed.help or not parsed.args or parsed.args[0] == "help":
             return _print_help(parsed.args[1:] if parsed.args else [])
         g = Globals(parsed)
-        logger = g.log
+        context = g
         if g.systemd_cgroup:
             raise CapsaError("--systemd-cgroup: the systemd cgroup driver is not supported by this version of capsa")
         command, rest = parsed.args[0], parsed.args[1:]
@@ -89,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         module = __import__(f"capsa.cli.{COMMANDS[command][0]}", fromlist=["run"])
         return module.run(g, rest)
     except CapsaError as err:
-        return _fail(logger, str(err))
+        return _fail(context, str(err))
     except OSError as err:
-        return _fail(logger, _describe_os_error(err))
+        return _fail(context, _describe_os_error(err))
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # noqa: BLE001 - a bug must still end in one clear line, not a traceback
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        return _fail(logger, f"internal error: {type(err).__name__}: {err}")
+        return _fail(context, f"internal error: {type(err).__name__}: {err}")
 
 
 def _describe_os_error(err: OSError) -> str:
@@ -107,12 +115,13 @@ def _describe_os_error(err: OSError) -> str:
     return f"{err.filename}: {text}" if err.filename else text
 
 
-def _fail(logger, message: str) -> int:
-    if logger is None:
+def _fail(globals_, message: str) -> int:
+    if globals_ is None:
         from capsa.cli.log import Logger
 
-        logger = Logger()
-    logger.error(message)
+        Logger().error(message)
+    else:
+        globals_.log.error(message)
     return 1
 
 
