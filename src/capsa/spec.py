@@ -57,19 +57,27 @@ def load_bundle(bundle: str) -> dict[str, Any]:
         raise CapsaError(f"cannot access bundle {bundle}: {err.strerror}") from None
     if not is_dir:
         raise CapsaError(f"bundle {bundle} is not a directory")
-    path = os.path.join(bundle, "config.json")
+    return validate(load_json_file(os.path.join(bundle, "config.json")))
+
+
+def load_json_file(path: str) -> Any:
+    """A JSON document from a file ("-" for stdin), with errors that name the file."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        if path == "-":
+            import sys
+
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read()
     except FileNotFoundError:
-        raise CapsaError(f"{path} does not exist: the bundle has no config.json") from None
+        raise CapsaError(f"{path} does not exist") from None
     except OSError as err:
         raise CapsaError(f"cannot read {path}: {err.strerror}") from None
     try:
-        spec = jsonfast.loads(raw)
+        return jsonfast.loads(raw)
     except jsonfast.JSONError as err:
         raise ConfigError("", f"{path} is not valid JSON: {err}") from None
-    return validate(spec)
 
 
 # -- small type checks, each naming the field ---------------------------------------------------

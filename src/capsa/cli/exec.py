@@ -70,16 +70,9 @@ def _process(container, parsed) -> dict:
     if parsed.process:
         if len(parsed.args) > 1:
             raise UsageError("give either --process or a command, not both")
-        from capsa import jsonfast
-        from capsa.errors import ConfigError
+        from capsa.spec import load_json_file
 
-        try:
-            with open(parsed.process, "rb") as f:
-                return jsonfast.loads(f.read())
-        except OSError as err:
-            raise UsageError(f"cannot read --process {parsed.process}: {err.strerror}") from None
-        except jsonfast.JSONError as err:
-            raise ConfigError("", f"{parsed.process} is not valid JSON: {err}") from None
+        return load_json_file(parsed.process)
     if len(parsed.args) < 2:
         raise UsageError('"exec" needs a command, or --process FILE')
     import copy

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from capsa.cli import command_usage, parse_command, require_args
 from capsa.cli.flags import STRING, Flag, UsageError
 
@@ -58,17 +56,10 @@ def run(g, argv: list[str]) -> int:
 
 
 def _from_file(path: str) -> dict:
-    from capsa import jsonfast
     from capsa.errors import ConfigError
+    from capsa.spec import load_json_file
 
-    try:
-        raw = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
-    except OSError as err:
-        raise UsageError(f"cannot read --resources {path}: {err.strerror}") from None
-    try:
-        resources = jsonfast.loads(raw)
-    except jsonfast.JSONError as err:
-        raise ConfigError("", f"--resources {path} is not valid JSON: {err}") from None
+    resources = load_json_file(path)
     if not isinstance(resources, dict):
         raise ConfigError("resources", "must be an object (OCI LinuxResources)")
     return resources
