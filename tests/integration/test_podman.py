@@ -33,7 +33,9 @@ def podman(tmp_path_factory, rootfs_template):
     )
     env = dict(os.environ, CONTAINERS_CONF=str(conf))
     command = ["podman", "--root", str(base / "root"), "--runroot", str(base / "run"), "--storage-driver", "vfs",
-               "--tmpdir", str(base / "tmp"), "--runtime", runtime]
+               "--tmpdir", str(base / "tmp"), "--runtime", runtime,
+               # capsa's own state root for these tests, apart from the default /run/capsa.
+               "--runtime-flag", f"root={base / 'capsa-state'}"]
 
     def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         result = subprocess.run(command + list(args), env=env, capture_output=True, text=True, timeout=timeout,
