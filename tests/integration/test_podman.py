@@ -81,3 +81,23 @@ def test_resource_flags(podman):
     out = podman("run", "--rm", "--network", "none", "--memory", "64m", "--pids-limit", "20", IMAGE,
                  "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max")
     assert out.stdout.split() == [str(64 * 1024 * 1024), "20"]
+
+
+def test_pod_shares_namespaces(podman):
+    podman("pod", "create", "--name", "p1", "--network", "none")
+    try:
+        podman("run", "-d", "--pod", "p1", "--name", "pa", IMAGE, "sleep", "100")
+        first = podman("exec", "pa", "sh", "-c", "hostname; readlink /proc/self/ns/net").stdout.split()
+        second = podman("run", "--rm", "--pod", "p1", IMAGE, "sh", "-c", "hostname; readlink /proc/self/ns/net").stdout.split()
+        assert first == second and first[0] == "p1"
+    finally:
+        podman("pod", "rm", "--force", "--time", "0", "p1", check=False)
+
+
+def test_tty_and_host_pid_namespace(podman):
+    tty = podman("run", "--rm", "-t", "--network", "none", IMAGE, "tty").stdout
+    assert tty.strip().startswith("/dev/pts/")
+    # With the host's pid namespace, stopping goes through `kill --all` (the container's cgroup).
+    podman("run", "-d", "--name", "hostpid", "--pid", "host", "--network", "none", IMAGE, "sh", "-c", "sleep 100 & sleep 100")
+    assert int(podman("exec", "hostpid", "sh", "-c", "echo $$").stdout) > 1
+    podman("rm", "--force", "--time", "0", "hostpid")
