@@ -141,6 +141,21 @@ class Cgroup:
         for directory in self.paths.values():
             _rmdir_tree(directory)
 
+    # -- OOM notification (v1: an eventfd registered on memory.oom_control) ---------------------
+    def oom_eventfd(self) -> int:
+        """An eventfd that becomes readable each time the container hits its memory limit."""
+        directory = self._controller_dir("memory", "events")
+        efd = os.eventfd(0, os.EFD_CLOEXEC)
+        control = os.open(os.path.join(directory, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            write_file(os.path.join(directory, "cgroup.event_control"), f"{efd} {control}")
+        except OSError:
+            os.close(efd)
+            raise
+        finally:
+            os.close(control)
+        return efd
+
     # -- freezer --------------------------------------------------------------------------------
     def freeze(self) -> None:
         self._set_freezer("FROZEN")

@@ -191,3 +191,14 @@ def test_events_interval_stream_ends_with_container(cgbundle):
     cgbundle.capsa("start", "c1")
     out = cgbundle.capsa("events", "--interval", "100ms", "c1", timeout=10).stdout.splitlines()
     assert len(out) >= 2 and all(jsonfast.loads(line)["type"] == "stats" for line in out)
+
+
+def test_events_reports_oom(cgbundle):
+    cgbundle.config["linux"]["resources"] = {"memory": {"limit": 16 * 1024 * 1024}}
+    # dd's 32 MiB buffer does not fit under the 16 MiB limit: the kernel kills it.
+    cgbundle.set_args("sh", "-c", "sleep 0.5; dd if=/dev/zero bs=32M count=1 2>/dev/null | cat >/dev/null; sleep 0.5")
+    cgbundle.create("c1")
+    cgbundle.capsa("start", "c1")
+    out = cgbundle.capsa("events", "--interval", "200ms", "c1", timeout=20).stdout.splitlines()
+    events = [jsonfast.loads(line) for line in out]
+    assert {"type": "oom", "id": "c1"} in events

@@ -1,7 +1,9 @@
-"""capsa events: resource statistics of a container as JSON (--stats once, or every --interval)."""
+"""capsa events: resource statistics of a container as JSON (--stats once, or every --interval),
+and OOM events ({"type": "oom"}) as they happen, in runc's shape."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -29,6 +31,7 @@ def run(g, argv: list[str]) -> int:
     from capsa.errors import StateError
 
     container = Container.load(g.root, parsed.args[0])
+    oom = None if parsed.stats else _oom_fd(container)
     while True:
         try:
             data = container.stats()
@@ -36,11 +39,37 @@ def run(g, argv: list[str]) -> int:
             if parsed.stats:
                 raise
             return 0  # the stream ends when the container does
-        sys.stdout.write(jsonfast.dumps({"type": "stats", "id": container.id, "data": data}) + "\n")
-        sys.stdout.flush()
+        _emit(jsonfast, {"type": "stats", "id": container.id, "data": data})
         if parsed.stats:
             return 0
-        time.sleep(interval)
+        if _wait_for_oom(oom, interval):
+            _emit(jsonfast, {"type": "oom", "id": container.id})
+
+
+def _emit(jsonfast, event: dict) -> None:
+    sys.stdout.write(jsonfast.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _oom_fd(container) -> int | None:
+    cgroup = container.cgroup()
+    if cgroup is None or cgroup.path_for("memory") is None:
+        return None
+    return cgroup.oom_eventfd()
+
+
+def _wait_for_oom(fd: int | None, timeout: float) -> bool:
+    """Sleep for the interval, or less if the container hits its memory limit (then True)."""
+    if fd is None:
+        time.sleep(timeout)
+        return False
+    import select
+
+    readable, _, _ = select.select([fd], [], [], timeout)
+    if readable:
+        os.eventfd_read(fd)
+        return True
+    return False
 
 
 def _seconds(text: str) -> float:
