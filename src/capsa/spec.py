@@ -309,12 +309,70 @@ def _validate_linux(spec: dict[str, Any]) -> None:
         raise ConfigError("linux.rootfsPropagation", f"unknown propagation {propagation!r}")
     for key in ("mountLabel", "cgroupsPath"):
         _optional(linux, key, _str, "linux")
-    resources = _optional(linux, "resources", _obj, "linux")
-    for key, value in (resources or {}).items():
-        if value is not None and not isinstance(value, dict | list | str):
-            raise ConfigError(f"linux.resources.{key}", "must be an object or an array")
+    _validate_resources(_optional(linux, "resources", _obj, "linux"))
     for key in ("seccomp", "personality", "intelRdt", "memoryPolicy", "netDevices"):
         _optional(linux, key, _obj, "linux")
+
+
+_RESOURCE_INTS = {
+    "memory": ("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness"),
+    "cpu": ("shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "idle"),
+    "pids": ("limit",),
+    "blockIO": ("weight", "leafWeight"),
+    "network": ("classID",),
+}
+
+
+def _validate_resources(resources: dict[str, Any] | None) -> None:
+    """Types of linux.resources, deep enough that the cgroup driver can trust them."""
+    if not resources:
+        return
+    field = "linux.resources"
+    for section, keys in _RESOURCE_INTS.items():
+        values = _optional(resources, section, _obj, field) or {}
+        for key in keys:
+            _optional(values, key, _int, f"{field}.{section}")
+    memory = resources.get("memory") or {}
+    for key in ("disableOOMKiller", "useHierarchy", "checkBeforeUpdate"):
+        _optional(memory, key, _bool, f"{field}.memory")
+    cpu = resources.get("cpu") or {}
+    for key in ("cpus", "mems"):
+        _optional(cpu, key, _str, f"{field}.cpu")
+    for index, rule in enumerate(_optional(resources, "devices", _list, field) or []):
+        where = f"{field}.devices[{index}]"
+        _obj(rule, where)
+        _bool(rule.get("allow"), f"{where}.allow")
+        if rule.get("type") is not None and rule["type"] not in ("a", "c", "b", "u", "p"):
+            raise ConfigError(f"{where}.type", f"unknown device type {rule['type']!r}")
+        for key in ("major", "minor"):
+            _optional(rule, key, _int, where)
+        access = _optional(rule, "access", _str, where)
+        if access and not set(access) <= set("rwm"):
+            raise ConfigError(f"{where}.access", f"must be made of r, w and m, not {access!r}")
+    block = resources.get("blockIO") or {}
+    for key in ("weightDevice", "throttleReadBpsDevice", "throttleWriteBpsDevice", "throttleReadIOPSDevice",
+                "throttleWriteIOPSDevice"):
+        for index, device in enumerate(_optional(block, key, _list, f"{field}.blockIO") or []):
+            where = f"{field}.blockIO.{key}[{index}]"
+            _obj(device, where)
+            for number in ("major", "minor"):
+                _int(device.get(number), f"{where}.{number}", 0)
+            _optional(device, "rate" if key != "weightDevice" else "weight", _int, where, 0)
+    for index, limit in enumerate(_optional(resources, "hugepageLimits", _list, field) or []):
+        where = f"{field}.hugepageLimits[{index}]"
+        _obj(limit, where)
+        _str(limit.get("pageSize"), f"{where}.pageSize")
+        _int(limit.get("limit"), f"{where}.limit")
+    network = resources.get("network") or {}
+    for index, priority in enumerate(_optional(network, "priorities", _list, f"{field}.network") or []):
+        where = f"{field}.network.priorities[{index}]"
+        _obj(priority, where)
+        _str(priority.get("name"), f"{where}.name")
+        _int(priority.get("priority"), f"{where}.priority")
+    for name, limits in (_optional(resources, "rdma", _obj, field) or {}).items():
+        _obj(limits, f"{field}.rdma.{name}")
+    for key, value in (_optional(resources, "unified", _obj, field) or {}).items():
+        _str(value, f"{field}.unified.{key}")
 
 
 def _validate_namespaces(linux: dict[str, Any]) -> set[str]:
