@@ -79,3 +79,12 @@ def test_dev_console_symlink_does_not_escape(bundle, tmp_path, rootfs_template):
     assert not os.path.exists(os.path.join(bundle.rootfs, str(victim).lstrip("/")))
     assert os.path.islink(os.path.join(bundle.rootfs, "dev", "console"))
     assert victim.read_text() == "host data"
+
+
+def test_fake_procfs_is_refused(bundle):
+    """CVE-2025-52881 class: something other than procfs at /proc (here a tmpfs mounted over it)
+    would let sysctl, masked paths and /proc/self writes land elsewhere: create refuses."""
+    bundle.config["mounts"].append({"destination": "/proc", "type": "tmpfs", "source": "tmpfs", "options": []})
+    result = bundle.run("true", check=False)
+    assert result.returncode == 1 and "not a procfs" in result.stderr
+    assert bundle.capsa("list", "-q").stdout == ""
