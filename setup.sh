@@ -30,7 +30,8 @@ fi
 .venv/bin/pip install -q ".[test]"
 # The launcher runs isolated and without site (see bin/capsa); pip writes a plain "#!<python>".
 sed -i '1s|^#!\(.*python[0-9.]*\)$|#!\1 -IS|' .venv/bin/capsa
-ln -sf "$PWD/.venv/bin/capsa" /usr/local/bin/capsa
+# CAPSA_NO_LINK=1: a second checkout (a git worktree) keeps its own venv and leaves the link alone.
+if [ -z "${CAPSA_NO_LINK:-}" ]; then ln -sf "$PWD/.venv/bin/capsa" /usr/local/bin/capsa; fi
 
 if [ "${1:-}" != "--no-demo" ]; then
   bundle=/var/lib/capsa/bundles/busybox

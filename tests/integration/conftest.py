@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import shutil
 import subprocess
@@ -34,6 +35,9 @@ def rootfs_template(tmp_path_factory):
     return path
 
 
+_bundle_numbers = itertools.count()
+
+
 class Bundle:
     """A bundle directory with its own copy of the rootfs and a config.json to adjust per test."""
 
@@ -48,6 +52,9 @@ class Bundle:
         self.config = default_spec()
         self.config["process"]["terminal"] = False
         self.config["process"]["args"] = ["true"]
+        # A cgroup of its own, so that concurrent test runs on one host never share one.
+        self.cgroup = f"/capsa-test.{os.getpid()}.{next(_bundle_numbers)}"
+        self.config["linux"]["cgroupsPath"] = self.cgroup
         self.write()
 
     @property

@@ -16,14 +16,18 @@ if set(hierarchies().values()) <= {""}:
 ROOT = "/sys/fs/cgroup"
 
 
+# Unique per test process, so that two test runs on one host do not share cgroups.
+TEST_CGROUP = f"/capsa-test.{os.getpid()}"
+
+
 def cgroup_file(controller: str, cid: str, name: str) -> str:
-    with open(f"{ROOT}/{controller}/capsa-test/{cid}/{name}") as f:
+    with open(f"{ROOT}/{controller}{TEST_CGROUP}.{cid}/{name}") as f:
         return f.read().strip()
 
 
 @pytest.fixture
 def cgbundle(bundle):
-    bundle.config["linux"]["cgroupsPath"] = "/capsa-test/c1"
+    bundle.config["linux"]["cgroupsPath"] = f"{TEST_CGROUP}.c1"
     bundle.set_args("sleep", "30")
     return bundle
 
@@ -68,7 +72,7 @@ def test_value_the_host_cannot_take_is_a_clear_error(cgbundle):
     cgbundle.config["linux"]["resources"] = {"memory": {"limit": -5}}
     result = cgbundle.create("c1", check=False)
     assert result.returncode == 1 and "linux.resources.memory.limit" in result.stderr
-    assert not os.path.exists(f"{ROOT}/memory/capsa-test/c1")
+    assert not os.path.exists(f"{ROOT}/memory{TEST_CGROUP}.c1")
     assert os.listdir(cgbundle.root) == []
 
 
@@ -104,7 +108,7 @@ def test_delete_force_of_paused_container(cgbundle):
     cgbundle.capsa("start", "c1")
     cgbundle.capsa("pause", "c1")
     cgbundle.capsa("delete", "--force", "c1")
-    assert not os.path.exists(f"{ROOT}/freezer/capsa-test/c1")
+    assert not os.path.exists(f"{ROOT}/freezer{TEST_CGROUP}.c1")
 
 
 def test_ps_and_kill_all_with_host_pid_namespace(cgbundle):
@@ -128,18 +132,20 @@ def test_ps_and_kill_all_with_host_pid_namespace(cgbundle):
 
 def test_delete_removes_the_cgroup(cgbundle):
     cgbundle.create("c1")
-    assert os.path.isdir(f"{ROOT}/memory/capsa-test/c1")
+    assert os.path.isdir(f"{ROOT}/memory{TEST_CGROUP}.c1")
     cgbundle.capsa("delete", "--force", "c1")
     for controller in ("memory", "cpu", "pids", "freezer", "devices", "systemd"):
-        assert not os.path.exists(f"{ROOT}/{controller}/capsa-test/c1")
+        assert not os.path.exists(f"{ROOT}/{controller}{TEST_CGROUP}.c1")
 
 
 def test_default_cgroup_path(bundle):
+    del bundle.config["linux"]["cgroupsPath"]
     bundle.set_args("sleep", "30")
-    bundle.create("dflt")
-    assert os.path.isdir(f"{ROOT}/memory/capsa/dflt")
-    bundle.capsa("delete", "--force", "dflt")
-    assert not os.path.exists(f"{ROOT}/memory/capsa/dflt")
+    cid = f"dflt{os.getpid()}"
+    bundle.create(cid)
+    assert os.path.isdir(f"{ROOT}/memory/capsa/{cid}")
+    bundle.capsa("delete", "--force", cid)
+    assert not os.path.exists(f"{ROOT}/memory/capsa/{cid}")
 
 
 def test_kernel_memory_limit_is_not_pretended(cgbundle):

@@ -25,7 +25,7 @@ def test_exec_joins_namespaces_and_cgroup(bundle):
     assert lines[1] == bundle.config["hostname"]
     assert lines[2] == os.readlink(f"/proc/{init}/ns/net")
     assert lines[3].startswith("sleep")
-    with open("/sys/fs/cgroup/pids/capsa/c1/cgroup.procs") as f:
+    with open(f"/sys/fs/cgroup/pids{bundle.cgroup}/cgroup.procs") as f:
         assert str(init) in f.read().split()
 
 
