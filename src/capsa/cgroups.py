@@ -128,6 +128,30 @@ class Cgroup:
         for directory in self.paths.values():
             write_file(os.path.join(directory, "cgroup.procs"), str(pid))
 
+    def cgroup2_dir(self) -> str | None:
+        """The container's directory in the cgroup2 hierarchy (hybrid hosts' unified one), if any."""
+        return self.paths.get("")
+
+    def self_join_files(self, with_cgroup2: bool = True) -> list[str]:
+        """Files a single-threaded process writes "0" to, to move itself into this cgroup.
+
+        Why not the parent writing the child's pid to cgroup.procs: moving another process takes
+        the kernel's global cgroup_threadgroup_rwsem for writing, which waits for an RCU grace
+        period (5-20 ms, measured) unless some migration happened just before. A thread moving
+        itself through a v1 `tasks` file skips that lock (kernel >= 5.17,
+        cgroup_procs_write_start): 0.5 ms for all v1 hierarchies, and children forked afterwards
+        inherit the cgroup. cgroup2 has no such file (cgroup.threads refuses to cross domains):
+        there the child is born in its cgroup (linux.fork_into_cgroup), and only where that is
+        not possible does it join through cgroup.procs, paying the wait.
+        """
+        files = []
+        for controllers, directory in self.paths.items():
+            if controllers:
+                files.append(os.path.join(directory, "tasks"))
+            elif with_cgroup2:
+                files.append(os.path.join(directory, "cgroup.procs"))
+        return files
+
     def pids(self) -> list[int]:
         directory = self.path_for("pids") or self.path_for("freezer") or next(iter(self.paths.values()))
         try:

@@ -35,6 +35,7 @@ class InitConfig:
     __slots__ = (
         "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
         "keep_fds", "no_pivot", "no_new_keyring", "new_namespaces", "in_userns", "state", "cgroups",
+        "cgroup_join",
     )
 
     def __init__(self, **values: Any):

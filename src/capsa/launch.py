@@ -2,11 +2,13 @@
 
     capsa create (parent)          child                         init (pid 1 of the container)
     ---------------------          -----                         -----------------------------
-    fork ───────────────────────▶  unshare(user) ─"userns"─▶ write uid/gid maps ─"ok"─▶
+    mkdir cgroups
+    fork ───────────────────────▶  joins the cgroups ("0" > tasks)
+                                   unshare(user) ─"userns"─▶ write uid/gid maps ─"ok"─▶
                                    setns(paths), unshare(rest)
                                    fork ──────────────────────▶  (child exits, init is reparented)
     ◀──────────────"pid N"───────  (reports the init's host pid)
-    cgroups, "go" ─────────────────────────────────────────────▶ mounts, devices, console
+    cgroup limits, "go" ───────────────────────────────────────▶ mounts, devices, console
     ◀────────────"hooks"──────────────────────────────────────── (if prestart/createRuntime hooks)
     run hooks, "ok" ───────────────────────────────────────────▶ createContainer hooks, pivot_root,
                                                                  sysctl, rlimits, cwd, lookup of args[0]
@@ -70,7 +72,7 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     )
     if cgroup is not None:
         cgroup.create()
-    child = os.fork()
+    child, config.cgroup_join = _fork_into(cgroup)
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
@@ -104,10 +106,10 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
             init_pid = int(payload)
             options.state["pid"] = init_pid
             if cgroup is not None:
-                # Limits first, then the init joins: no user code ever runs outside them.
+                # The init is already in its cgroup (the child joined it first thing); the limits
+                # are in place before "go", so no user code ever runs outside them.
                 linux_spec = spec.get("linux") or {}
                 cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"))
-                cgroup.add(init_pid)
             if "oomScoreAdj" in spec["process"]:
                 write_file(f"/proc/{init_pid}/oom_score_adj", str(spec["process"]["oomScoreAdj"]))
             channel.send("go")
@@ -227,6 +229,9 @@ def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
     channel = Channel(config.sync_fd)
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        # Into the container's cgroup while still in the host's namespaces: the init forked
+        # below inherits it.
+        _join_cgroup(config.cgroup_join)
         _enter_namespaces(namespaces, channel, config.spec.get("linux", {}).get("timeOffsets"))
         if any(ns["type"] in ("pid", "time") for ns in namespaces):
             pid = os.fork()
@@ -239,6 +244,32 @@ def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
         init._report(channel, err)
         os._exit(1)
     init.run(config, channel)
+
+
+def _fork_into(cgroup: Any) -> tuple[int, list[str]]:
+    """fork(), the child born in the cgroup's cgroup2 directory where there is one; returns the
+    pid (0 in the child) and the files the child still writes "0" to, to join the rest."""
+    if cgroup is None:
+        return os.fork(), []
+    directory = cgroup.cgroup2_dir()
+    if directory is not None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            child = linux.fork_into_cgroup(fd)
+        finally:
+            os.close(fd)
+        if child is not None:
+            return child, cgroup.self_join_files(with_cgroup2=False)
+    return os.fork(), cgroup.self_join_files()
+
+
+def _join_cgroup(task_files: list[str]) -> None:
+    """Move this (single-threaded) process into a cgroup; see Cgroup.self_join_files."""
+    for path in task_files:
+        try:
+            write_file(path, "0")
+        except OSError as err:
+            raise ContainerStartError(f"cannot join cgroup {os.path.dirname(path)}: {err.strerror}") from None
 
 
 def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_offsets: dict | None) -> None:
@@ -309,19 +340,17 @@ def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions,
     console_fd = _connect_console(process.get("terminal"), options.console_socket, options.console_fd)
     parent_fd, child_fd = _socketpair()
     child_fd, console_fd = _move_above([child_fd, console_fd], 3 + keep)
-    child = os.fork()
+    child, join = _fork_into(cgroup)
     if child == 0:
         _close_fds_except(set(range(3 + keep)) | {child_fd, console_fd})
-        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp)
+        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp, join)
     os.close(child_fd)
     if console_fd >= 0:
         os.close(console_fd)
     channel = Channel(parent_fd)
     pid = 0
     try:
-        pid = int(channel.expect("pid"))
-        if cgroup is not None:
-            cgroup.add(pid)  # before the process may run anything of its own
+        pid = int(channel.expect("pid"))  # already in the cgroup: forked after the child joined it
         channel.send("go")
         kind, payload = channel.receive()  # EOF: the exec closed the channel
         if kind == "error":
@@ -350,7 +379,8 @@ def namespaces_of(pid: int) -> list[dict[str, Any]]:
 
 
 def _tenant_child(
-    sync_fd: int, namespaces: list[dict[str, Any]], process: dict[str, Any], console_fd: int, keep: int, seccomp: Any
+    sync_fd: int, namespaces: list[dict[str, Any]], process: dict[str, Any], console_fd: int, keep: int, seccomp: Any,
+    cgroup_join: list[str],
 ) -> None:
     from capsa import init
 
@@ -360,6 +390,7 @@ def _tenant_child(
         # libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
         seccomp_filter = init.build_seccomp(seccomp)
         exec_trampoline = init.trampoline_fd()
+        _join_cgroup(cgroup_join)
         _enter_namespaces(namespaces, channel, None)
         pid = os.fork()
         if pid:
