@@ -1,12 +1,20 @@
-"""Time capsa side by side with runc and crun: `run` of /bin/true and the manager cycle.
+"""Time capsa side by side with runc and crun, as managers call them.
 
-    sudo .venv/bin/python bench/bench_runtime.py [--runs N] [--capsa PATH]
+    sudo .venv/bin/python bench/bench_runtime.py [--runs N] [--batch-rounds N] [--capsa PATH] [--no-podman]
+
+Measured, medians over rounds, with ratios to runc:
+- `run` of /bin/true (create + start + wait + delete in one call);
+- the manager cycle: create, start, state, delete (four calls, as podman/conmon and containerd's
+  shim make them);
+- `state` of a running container; `exec` of /bin/true into it;
+- `podman run --rm --network none IMG true` with each runtime as podman's --runtime;
+- 100 containers created, started and deleted in sequence, and 20 at once (wall time of the batch);
+- peak RSS of each kind of call (ru_maxrss of the runtime process from wait4).
 
 Every runtime runs the same bundle (busybox-static rootfs, process /bin/true, no terminal), in
-rounds that take each runtime in turn so that drift of the machine hits all of them alike. The
-report gives medians and ratios to runc. crun 1.8 refuses this host's hybrid cgroup layout, so
-the whole benchmark runs in a private mount namespace with /sys/fs/cgroup/unified unmounted
-(the same for every runtime).
+rounds that take each runtime in turn so that drift of the machine hits all of them alike. crun
+1.8 refuses this host's hybrid cgroup layout, so the whole benchmark runs in a private mount
+namespace with /sys/fs/cgroup/unified unmounted (the same for every runtime).
 
 Not a test: nothing fails on a timing.
 """
@@ -20,8 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGE = "localhost/capsa-bench-busybox:latest"
 
 
 def find_capsa(given: str | None) -> str:
@@ -48,81 +58,190 @@ def make_bundle(directory: str) -> str:
     return bundle
 
 
-def timed(argv: list[str], **kwargs) -> float:
+def make_sleeper_bundle(bundle: str) -> str:
+    """A second bundle on the same rootfs whose process sleeps: a running container to query."""
+    from capsa import jsonfast
+
+    with open(os.path.join(bundle, "config.json")) as f:
+        spec = jsonfast.loads(f.read())
+    spec["root"]["path"] = os.path.join(bundle, "rootfs")
+    spec["process"]["args"] = ["sleep", "1000000"]
+    sleeper = bundle + "-sleeper"
+    os.makedirs(sleeper)
+    with open(os.path.join(sleeper, "config.json"), "w") as f:
+        f.write(jsonfast.dumps_indent(spec))
+    return sleeper
+
+
+class Runtime:
+    """One runtime binary with its own state root; every call records time and peak RSS."""
+
+    def __init__(self, name: str, path: str, root: str, bundle: str):
+        self.name, self.path, self.root, self.bundle = name, path, root, bundle
+        self.rss_kb: dict[str, list[int]] = {}
+
+    def call(self, *args: str, check: bool = True) -> float:
+        """Run `runtime --root ROOT args...`; return its wall time in seconds."""
+        start = time.perf_counter()
+        proc = subprocess.Popen([self.path, "--root", self.root, *args],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # wait4 gives the peak RSS of this call's own process (not of the container).
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stderr = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{self.name} {' '.join(args)} exited {proc.returncode}: {stderr}")
+        self.rss_kb.setdefault(args[0], []).append(usage.ru_maxrss)
+        return elapsed
+
+    def run(self, n: int) -> float:
+        return self.call("run", "--bundle", self.bundle, f"bench-run-{n}")
+
+    def cycle(self, n: int) -> float:
+        cid = f"bench-cycle-{n}"
+        return (self.call("create", "--bundle", self.bundle, cid) + self.call("start", cid)
+                + self.call("state", cid) + self.call("delete", "--force", cid))
+
+    def create_start_delete(self, cid: str) -> None:
+        self.call("create", "--bundle", self.bundle, cid)
+        self.call("start", cid)
+        self.call("delete", "--force", cid)
+
+    def available(self) -> bool:
+        try:
+            self.run(0)
+            return True
+        except (RuntimeError, OSError):
+            return False
+
+
+def sequence(runtime: Runtime, count: int, tag: str) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **kwargs)
+    for i in range(count):
+        runtime.create_start_delete(f"bench-seq-{tag}-{i}")
     return time.perf_counter() - start
 
 
-def run_once(runtime: str, root: str, bundle: str, n: int) -> float:
-    return timed([runtime, "--root", root, "run", "--bundle", bundle, f"bench-run-{n}"])
-
-
-def cycle_once(runtime: str, root: str, bundle: str, n: int) -> float:
-    cid = f"bench-cycle-{n}"
-    base = [runtime, "--root", root]
+def parallel(runtime: Runtime, count: int, tag: str) -> float:
     start = time.perf_counter()
-    for args in (["create", "--bundle", bundle, cid], ["start", cid], ["state", cid], ["delete", "--force", cid]):
-        subprocess.run(base + args, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        list(pool.map(runtime.create_start_delete, [f"bench-par-{tag}-{i}" for i in range(count)]))
     return time.perf_counter() - start
 
 
-def state_once(runtime: str, root: str, bundle: str, n: int) -> float:
-    return timed([runtime, "--root", root, "state", "bench-state"])
+class Podman:
+    """podman with its own storage and config (vfs, cgroupfs), a busybox image imported once."""
 
+    def __init__(self, work: str, rootfs: str):
+        self.base = os.path.join(work, "podman")
+        os.makedirs(self.base)
+        conf = os.path.join(self.base, "containers.conf")
+        with open(conf, "w") as f:
+            f.write('[containers]\ndefault_ulimits = ["nofile=20000:20000"]\n'
+                    '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        self.env = dict(os.environ, CONTAINERS_CONF=conf)
+        self.command = ["podman", "--root", f"{self.base}/root", "--runroot", f"{self.base}/run",
+                        "--storage-driver", "vfs", "--tmpdir", f"{self.base}/tmp"]
+        archive = os.path.join(self.base, "rootfs.tar")
+        subprocess.run(["tar", "-C", rootfs, "-cf", archive, "."], check=True)
+        self._podman("import", archive, IMAGE)
 
-def available(runtime: str, root: str, bundle: str) -> bool:
-    try:
-        run_once(runtime, root, bundle, 0)
-        return True
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return False
+    def _podman(self, *args: str) -> None:
+        subprocess.run(self.command + list(args), env=self.env, check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def run(self, runtime: Runtime) -> float:
+        start = time.perf_counter()
+        self._podman("--runtime", runtime.path, "--runtime-flag", f"root={runtime.root}-podman",
+                     "run", "--rm", "--network", "none", IMAGE, "true")
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        subprocess.run(self.command + ["rm", "--all", "--force"], env=self.env, capture_output=True)
+        subprocess.run(["umount", "-R", f"{self.base}/root"], capture_output=True)
 
 
 def main() -> int:
-    runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 30
-    capsa = find_capsa(sys.argv[sys.argv.index("--capsa") + 1] if "--capsa" in sys.argv else None)
+    argv = sys.argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
+    runs = int(argv[argv.index("--runs") + 1]) if "--runs" in argv else 30
+    batch_rounds = int(argv[argv.index("--batch-rounds") + 1]) if "--batch-rounds" in argv else 3
+    capsa = find_capsa(argv[argv.index("--capsa") + 1] if "--capsa" in argv else None)
     if os.environ.get("CAPSA_BENCH_NS") != "1" and os.path.ismount("/sys/fs/cgroup/unified"):
         env = dict(os.environ, CAPSA_BENCH_NS="1")
-        script = f"umount /sys/fs/cgroup/unified && exec {sys.executable} {' '.join(sys.argv)}"
+        script = f"umount /sys/fs/cgroup/unified && exec {sys.executable} {' '.join(argv)}"
         return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env).returncode
     work = tempfile.mkdtemp(prefix="capsa-bench-")
     state_base = tempfile.mkdtemp(prefix="capsa-bench-", dir="/run")
+    podman = None
     try:
         bundle = make_bundle(work)
-        runtimes = {"capsa": capsa, "runc": shutil.which("runc"), "crun": shutil.which("crun")}
         # State roots on tmpfs, where runtimes keep them in production (/run).
-        roots = {name: os.path.join(state_base, name) for name in runtimes}
-        runtimes = {n: p for n, p in runtimes.items() if p and available(p, roots[n], bundle)}
-        for name, path in runtimes.items():  # a long-lived container for `state`
-            subprocess.run([path, "--root", roots[name], "run", "-d", "--bundle", bundle, "bench-state"],
-                           check=False, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        results: dict[str, dict[str, list[float]]] = {n: {"run": [], "cycle": [], "state": []} for n in runtimes}
+        candidates = [Runtime(name, path, os.path.join(state_base, name), bundle)
+                      for name, path in (("capsa", capsa), ("runc", shutil.which("runc")), ("crun", shutil.which("crun")))
+                      if path]
+        runtimes = [r for r in candidates if r.available()]
+        if "--no-podman" not in argv and shutil.which("podman"):
+            podman = Podman(work, os.path.join(bundle, "rootfs"))
+        results: dict[str, dict[str, list[float]]] = {r.name: {} for r in runtimes}
+
+        def record(runtime: Runtime, key: str, seconds: float) -> None:
+            results[runtime.name].setdefault(key, []).append(seconds)
+
+        sleeper = make_sleeper_bundle(bundle)
+        for r in runtimes:  # a long-lived container for `state` and `exec`
+            r.call("run", "-d", "--bundle", sleeper, "bench-long")
         for n in range(1, runs + 1):
-            for name, path in runtimes.items():
-                results[name]["run"].append(run_once(path, roots[name], bundle, n))
-                results[name]["cycle"].append(cycle_once(path, roots[name], bundle, n))
-                results[name]["state"].append(state_once(path, roots[name], bundle, n))
-        for name, path in runtimes.items():
-            subprocess.run([path, "--root", roots[name], "delete", "--force", "bench-state"], check=False)
-        print(report(results, runs))
+            for r in runtimes:
+                record(r, "run", r.run(n))
+                record(r, "cycle", r.cycle(n))
+                record(r, "state", r.call("state", "bench-long"))
+                record(r, "exec", r.call("exec", "bench-long", "/bin/true"))
+                if podman:
+                    record(r, "podman run", podman.run(r))
+        for n in range(1, batch_rounds + 1):
+            for r in runtimes:
+                record(r, "100 in sequence", sequence(r, 100, str(n)))
+                record(r, "20 in parallel", parallel(r, 20, str(n)))
+        print(report(results, runs, batch_rounds))
+        print()
+        print(rss_report(runtimes))
     finally:
+        if podman:
+            podman.close()
+        for r in candidates if "candidates" in locals() else []:
+            subprocess.run([r.path, "--root", r.root, "delete", "--force", "bench-long"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(state_base, ignore_errors=True)
     return 0
 
 
-def report(results: dict[str, dict[str, list[float]]], runs: int) -> str:
+def report(results: dict[str, dict[str, list[float]]], runs: int, batch_rounds: int) -> str:
     medians = {n: {k: statistics.median(v) * 1000 for k, v in r.items()} for n, r in results.items()}
+    keys = list(next(iter(results.values())).keys())
     base = medians.get("runc")
-    lines = [f"median of {runs} runs, milliseconds (ratio to runc)", "",
-             "| runtime | run /bin/true | create+start+state+delete | state |", "|---|---|---|---|"]
+    lines = [f"median of {runs} rounds ({batch_rounds} for the batches), milliseconds (ratio to runc)", "",
+             "| runtime | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, m in medians.items():
         cells = []
-        for key in ("run", "cycle", "state"):
-            ratio = f" ({m[key] / base[key]:.2f}x)" if base else ""
-            cells.append(f"{m[key]:.1f}{ratio}")
+        for key in keys:
+            ratio = f" ({m[key] / base[key]:.2f}x)" if base and key in base else ""
+            cells.append(f"{m[key]:.1f}{ratio}" if key in m else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rss_report(runtimes: list[Runtime]) -> str:
+    calls = ["create", "start", "state", "delete", "run", "exec"]
+    lines = ["peak RSS of the runtime's own process per call, MB (max over all calls)", "",
+             "| runtime | " + " | ".join(calls) + " |", "|---" * (len(calls) + 1) + "|"]
+    for r in runtimes:
+        cells = [f"{max(r.rss_kb[c]) / 1024:.1f}" if c in r.rss_kb else "-" for c in calls]
+        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
