@@ -250,7 +250,8 @@ class Container:
         cgroup = self.cgroup()
         if cgroup is not None and sub_cgroup:
             cgroup = cgroup.sub(sub_cgroup)
-        options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds)
+        options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds,
+                                       state=self.hook_state(st.RUNNING))
         # The exec'd process gets the container's seccomp filter, as runc does.
         return launch.spawn_tenant(self.pid, process, options, cgroup, (self.spec.get("linux") or {}).get("seccomp"))
 

@@ -46,11 +46,13 @@ def _seccomp() -> dict[str, Any]:
         seccomp._library()
     except UnsupportedError:
         return {"enabled": False}
+    actions = sorted(a for a in seccomp.ACTIONS if a != seccomp.NOTIFY or seccomp.kernel_has_notify())
     return {
         "enabled": True,
-        "actions": sorted(seccomp.ACTIONS),
+        "actions": actions,
         "operators": sorted(seccomp.OPERATORS),
         "archs": list(seccomp.ARCHITECTURES),
-        "supportedFlags": sorted(seccomp.FLAGS),
-        "knownFlags": sorted(seccomp.FLAGS) + ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+        # Known: flags capsa understands; supported: those this host's kernel accepts (probed).
+        "knownFlags": sorted(seccomp.FLAGS),
+        "supportedFlags": seccomp.supported_flags(),
     }

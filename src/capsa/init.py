@@ -35,7 +35,7 @@ class InitConfig:
     __slots__ = (
         "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
         "keep_fds", "no_pivot", "no_new_keyring", "new_namespaces", "in_userns", "state", "cgroups",
-        "cgroup_join",
+        "cgroup_join", "seccomp_listener_fd",
     )
 
     def __init__(self, **values: Any):
@@ -53,11 +53,13 @@ def run(config: InitConfig, channel: Channel) -> NoReturn:
 
 
 def run_tenant(
-    process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any, exec_trampoline: int | None
+    process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any, exec_trampoline: int | None,
+    seccomp_fd: int = -1,
 ) -> NoReturn:
     """exec: set up and exec `process` in a running container whose namespaces we have joined."""
     try:
-        channel.expect("go")
+        listener_state = channel.expect("go")
+        _prepare_listener(seccomp_filter, seccomp_fd, listener_state)
         os.setsid()
         if process.get("terminal"):
             _setup_terminal(rootfs.Rootfs("/"), console_fd, process.get("consoleSize"), bind=False)
@@ -109,7 +111,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     spec = config.spec
     process = spec["process"]
     linux_spec = spec.get("linux") or {}
-    channel.expect("go")
+    listener_state = channel.expect("go")
     if "cgroup" in config.new_namespaces:
         linux.unshare(linux.CLONE_NEWCGROUP)
     os.setsid()
@@ -139,6 +141,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         channel.expect("ok")
     hooks.run_hooks(spec, "createContainer", config.state)
     seccomp_filter = build_seccomp(linux_spec.get("seccomp"))
+    _prepare_listener(seccomp_filter, config.seccomp_listener_fd, listener_state)
     exec_trampoline = trampoline_fd()
     if _has_hooks(spec, "startContainer"):
         import subprocess  # noqa: F401 - startContainer hooks run after pivot_root
@@ -374,6 +377,12 @@ def build_seccomp(profile: dict[str, Any] | None) -> Any:
     from capsa.seccomp import Filter
 
     return Filter(profile)
+
+
+def _prepare_listener(seccomp_filter: Any, fd: int | None, state: str) -> None:
+    """A filter with SCMP_ACT_NOTIFY sends its notify fd and `state` to the listener at load."""
+    if seccomp_filter is not None and seccomp_filter.notifies:
+        seccomp_filter.set_listener(fd, state)
 
 
 def _become_process_user(process: dict[str, Any], seccomp_filter: Any = None) -> None:
