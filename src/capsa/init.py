@@ -54,7 +54,7 @@ def run(config: InitConfig, channel: Channel) -> NoReturn:
 
 def run_tenant(
     process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any, exec_trampoline: int | None,
-    seccomp_fd: int = -1,
+    seccomp_fd: int = -1, labels: Any = None,
 ) -> NoReturn:
     """exec: set up and exec `process` in a running container whose namespaces we have joined."""
     try:
@@ -68,12 +68,23 @@ def run_tenant(
         env = _environment(process)
         executable = find_executable(process["args"][0], env)
         _prepare_fds(keep)
+        if labels is not None:
+            labels.apply()
         _become_process_user(process, seccomp_filter)
         _reset_signals()
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
     os._exit(127)
+
+
+def exec_labels(process: dict[str, Any]) -> Any:
+    """The AppArmor/SELinux labels to apply at exec (capsa.lsm), None when the process has none."""
+    if not (process.get("apparmorProfile") or process.get("selinuxLabel")):
+        return None
+    from capsa import lsm
+
+    return lsm.ExecLabels(process)
 
 
 def trampoline_fd() -> int | None:
@@ -122,6 +133,8 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
 
     dev_null = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
     _check_dev_null(dev_null)
+    # The host's procfs, before any mount of the container's exists: where the LSM labels go.
+    labels = exec_labels(process)
     mounts = spec.get("mounts") or []
     if "mount" in config.new_namespaces:
         propagation = _propagation(linux_spec.get("rootfsPropagation"))
@@ -129,7 +142,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     # Opened only now: the fd must be the rootfs bind mount that prepare_root put on top.
     root = rootfs.Rootfs(config.rootfs)
     if "mount" in config.new_namespaces:
-        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups)
+        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups, linux_spec.get("mountLabel"))
         if not rootfs.dev_is_bind_mounted(mounts):
             rootfs.create_devices(root, linux_spec.get("devices") or [], config.in_userns)
             rootfs.create_dev_links(root)
@@ -182,6 +195,8 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     try:
         config.state["status"] = "created"
         hooks.run_hooks(spec, "startContainer", config.state)
+        if labels is not None:
+            labels.apply()
         _become_process_user(process, seccomp_filter)
         _reset_signals()
         exec_program(executable, process["args"], env, exec_trampoline)

@@ -422,6 +422,7 @@ def _tenant_child(
         # libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
         seccomp_filter = init.build_seccomp(seccomp)
         exec_trampoline = init.trampoline_fd()
+        labels = init.exec_labels(process)  # through the host's procfs, opened before setns(mnt)
         _join_cgroup(cgroup_join)
         _enter_namespaces(namespaces, channel, None)
         pid = os.fork()
@@ -431,4 +432,4 @@ def _tenant_child(
     except BaseException as err:  # noqa: BLE001
         init._report(channel, err)
         os._exit(1)
-    init.run_tenant(process, channel, console_fd, keep, seccomp_filter, exec_trampoline, seccomp_fd)
+    init.run_tenant(process, channel, console_fd, keep, seccomp_filter, exec_trampoline, seccomp_fd, labels)

@@ -201,12 +201,14 @@ def _mount_flags_of(path: str | int) -> int:
 
 
 # -- the mounts of config.json -----------------------------------------------------------------
-def mount_all(root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str]) -> None:
+def mount_all(
+    root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str], mount_label: str | None = None
+) -> None:
     """The mounts of config.json, in order; `cgroups` maps each name under /sys/fs/cgroup to the
-    container's cgroup directory in that hierarchy."""
+    container's cgroup directory in that hierarchy; `mount_label` is linux.mountLabel (SELinux)."""
     for index, entry in enumerate(mounts):
         try:
-            _mount_one(root, entry, in_userns, cgroups)
+            _mount_one(root, entry, in_userns, cgroups, mount_label)
         except OSError as err:
             raise ContainerStartError(
                 f"mounts[{index}]: cannot mount {entry.get('source', entry.get('type', ''))} on "
@@ -214,7 +216,7 @@ def mount_all(root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgrou
             ) from None
 
 
-def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str]) -> None:
+def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str], mount_label: str | None) -> None:
     options = parse_mount_options(entry.get("options") or [])
     fstype = entry.get("type") or ""
     source = entry.get("source") or fstype or "none"
@@ -228,7 +230,12 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
         if is_bind:
             locked = _bind(source, target, options, in_userns)
         else:
-            linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, options.data or None)
+            data = options.data
+            if mount_label:
+                from capsa.lsm import mount_data
+
+                data = mount_data(data, fstype, mount_label)
+            linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, data or None)
     finally:
         os.close(target)
     extra = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
