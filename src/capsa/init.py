@@ -64,7 +64,7 @@ def run_tenant(
         if process.get("terminal"):
             _setup_terminal(rootfs.Rootfs("/"), console_fd, process.get("consoleSize"), bind=False)
         _apply_rlimits(process.get("rlimits") or [])
-        os.chdir(process["cwd"])
+        enter_cwd(process["cwd"])
         env = _environment(process)
         executable = find_executable(process["args"][0], env)
         _prepare_fds(keep)
@@ -160,7 +160,10 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         import subprocess  # noqa: F401 - startContainer hooks run after pivot_root
 
     cwd = process["cwd"]
-    os.close(root.mkdir_all(cwd))
+    try:
+        os.close(root.mkdir_all(cwd))
+    except OSError as err:
+        raise ContainerStartError(f"process.cwd {cwd!r}: cannot create it in the container: {os.strerror(err.errno)}") from None
     # sysctl goes through the container's /proc before readonlyPaths can make /proc/sys read-only.
     _apply_sysctl(root, linux_spec.get("sysctl") or {})
     if "mount" in config.new_namespaces:
@@ -184,7 +187,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
 
     _set_names(spec)
     _apply_rlimits(process.get("rlimits") or [])
-    os.chdir(cwd)
+    enter_cwd(cwd)
     env = _environment(process)
     executable = find_executable(process["args"][0], env)
     _prepare_fds(config.keep_fds)
@@ -203,6 +206,34 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
         _report(Channel(start), err)
         os._exit(127)
+
+
+def enter_cwd(cwd: str) -> None:
+    """chdir to process.cwd without ever leaving the container's root (CVE-2024-21626 class).
+
+    The path is resolved inside "/" (the container's root by now) with RESOLVE_IN_ROOT and
+    RESOLVE_NO_MAGICLINKS, so "/proc/self/fd/N" naming a directory fd this process still holds
+    (capsa's own, or one leaked by the caller) cannot take the process out of it; then, as runc
+    does since that CVE, getcwd() must still find the directory under the root.
+    """
+    root = rootfs.Rootfs("/")
+    try:
+        fd = root.open(cwd, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        hint = " (a magic link such as /proc/self/fd/N cannot be the working directory)" if err.errno == 40 else ""
+        raise ContainerStartError(f"process.cwd {cwd!r}: {os.strerror(err.errno)}{hint}") from None
+    finally:
+        root.close()
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise ContainerStartError(
+            f"process.cwd {cwd!r}: the working directory is outside the container's root (possible breakout): refused"
+        ) from None
 
 
 def _new_session_keyring(container_id: str) -> None:

@@ -433,6 +433,10 @@ def _validate_sysctl(sysctl: Any, types: set[str], new_types: set[str]) -> None:
     for key, value in sysctl.items():
         field = f"linux.sysctl.{key}"
         _str(value, field)
+        # The key becomes a path under /proc/sys: "net.x/../../kernel/core_pattern" would pass the
+        # namespace check below and write a host-wide sysctl.
+        if any(part in ("", ".", "..") for part in key.replace("/", ".").split(".")):
+            raise ConfigError(field, "is not a sysctl name (empty, '.' or '..' components)")
         if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
             if "ipc" not in types:
                 raise ConfigError(field, "needs an ipc namespace")
