@@ -358,10 +358,15 @@ def _environment(process: dict[str, Any]) -> dict[str, str]:
 
 def _home_of(uid: int) -> str:
     """HOME from the container's /etc/passwd, as runc sets it; "/" if the image has none."""
+    # Inside the container's root and through no magic link: the image's /etc/passwd may be a
+    # symlink to /proc/self/fd/N, and N may be a host fd this process still holds.
+    root = rootfs.Rootfs("/")
     try:
-        fd = os.open("/etc/passwd", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = root.open("/etc/passwd", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return "/"
+    finally:
+        root.close()
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return "/"

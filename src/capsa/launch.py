@@ -423,6 +423,8 @@ def _tenant_child(
         seccomp_filter = init.build_seccomp(seccomp)
         exec_trampoline = init.trampoline_fd()
         labels = init.exec_labels(process)  # through the host's procfs, opened before setns(mnt)
+        if process.get("terminal"):
+            from capsa import console  # noqa: F401 - imported here: the host's library is out of reach after setns(mnt)
         _join_cgroup(cgroup_join)
         _enter_namespaces(namespaces, channel, None)
         pid = os.fork()
