@@ -107,3 +107,45 @@ def mutated_processes(draw):
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation removed the path
     return doc
+
+
+# -- linux.seccomp profiles ------------------------------------------------------------------------------
+BASE_SECCOMP = {
+    "defaultAction": "SCMP_ACT_ERRNO",
+    "defaultErrnoRet": 1,
+    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+    "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+    "listenerPath": "/run/agent.sock",
+    "listenerMetadata": "m",
+    "syscalls": [
+        {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"},
+        {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 8, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]},
+        {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+    ],
+}
+SECCOMP_PLACES = _paths(BASE_SECCOMP)
+HOSTILE_SECCOMP_VALUES = st.sampled_from([
+    "SCMP_ACT_NOTIFY", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRACE", "SCMP_CMP_MASKED_EQ", "SCMP_ARCH_AARCH64",
+    "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "write", "sendmsg", "no_such_syscall", 6, 7, -1, 2**64, 2**16, ["write"], [None], [{}], {"index": 9}, None,
+])
+
+
+@st.composite
+def mutated_seccomp(draw):
+    doc = copy.deepcopy(BASE_SECCOMP)
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        prefix, key = draw(st.sampled_from(SECCOMP_PLACES))
+        target = doc
+        try:
+            for step in prefix:
+                target = target[step]
+            choice = draw(st.integers(min_value=0, max_value=2))
+            if choice == 0 and isinstance(target, dict):
+                target.pop(key, None)
+            else:
+                target[key] = draw(HOSTILE_SECCOMP_VALUES if choice == 1 else json_values)
+        except (KeyError, IndexError, TypeError):
+            continue
+    return doc

@@ -146,7 +146,9 @@ class Filter:
         validate_profile(seccomp)
         lib = _library()
         self._lib = lib
-        default_errno = seccomp.get("defaultErrnoRet", errno.EPERM)
+        default_errno = seccomp.get("defaultErrnoRet")
+        if default_errno is None:
+            default_errno = errno.EPERM
         self.default = _action(seccomp.get("defaultAction", ""), seccomp.get("defaultErrnoRet"), errno.EPERM,
                                "linux.seccomp.defaultAction")
         self.notifies = uses_notify(seccomp)
@@ -294,33 +296,85 @@ def process_state(seccomp: dict[str, Any], pid: int, state: dict[str, Any]) -> s
 
 
 def uses_notify(seccomp: dict[str, Any]) -> bool:
-    return any(isinstance(r, dict) and r.get("action") == NOTIFY for r in seccomp.get("syscalls") or [])
+    rules = seccomp.get("syscalls") or []
+    return isinstance(rules, list) and any(isinstance(r, dict) and r.get("action") == NOTIFY for r in rules)
 
 
 def validate_profile(seccomp: dict[str, Any]) -> None:
-    """Check the profile without building anything (for create's early error)."""
+    """Check the whole profile, types included, without building anything: create's early error,
+    and what lets the filter builder in the init trust every field."""
+    field = "linux.seccomp"
+    if not isinstance(seccomp, dict):
+        raise ConfigError(field, "must be an object")
     for key in ("listenerPath", "listenerMetadata", "defaultAction"):
-        if not isinstance(seccomp.get(key, ""), str):
-            raise ConfigError(f"linux.seccomp.{key}", "must be a string")
-    for key in ("architectures", "flags", "syscalls"):
-        if not isinstance(seccomp.get(key) or [], list):
-            raise ConfigError(f"linux.seccomp.{key}", "must be a list")
+        _check_type(seccomp.get(key, ""), str, f"{field}.{key}")
     if seccomp.get("defaultAction") == NOTIFY:
-        raise ConfigError("linux.seccomp.defaultAction", "SCMP_ACT_NOTIFY cannot be used as default action")
-    for index, rule in enumerate(seccomp.get("syscalls") or []):
-        if not isinstance(rule, dict) or not isinstance(rule.get("names") or [], list):
-            raise ConfigError(f"linux.seccomp.syscalls[{index}]", "must be an object with a list of names")
-        if rule.get("action") == NOTIFY:
-            refused = [name for name in NOTIFY_REFUSED if name in (rule.get("names") or [])]
-            if refused:
-                raise ConfigError(f"linux.seccomp.syscalls[{index}]",
-                                  f"SCMP_ACT_NOTIFY cannot be used for the {refused[0]} syscall (the container's process "
-                                  "makes it before the listener has the notify fd)")
+        raise ConfigError(f"{field}.defaultAction", "SCMP_ACT_NOTIFY cannot be used as default action")
+    _action_name(seccomp.get("defaultAction", ""), f"{field}.defaultAction")
+    _errno_value(seccomp.get("defaultErrnoRet"), f"{field}.defaultErrnoRet")
+    for index, arch in enumerate(_list(seccomp, "architectures", field)):
+        if arch not in ARCHITECTURES:
+            raise ConfigError(f"{field}.architectures[{index}]", f"unknown architecture {arch!r}")
+    for index, flag in enumerate(_list(seccomp, "flags", field)):
+        _check_type(flag, str, f"{field}.flags[{index}]")
+    for index, rule in enumerate(_list(seccomp, "syscalls", field)):
+        _validate_rule(rule, f"{field}.syscalls[{index}]")
     if uses_notify(seccomp):
         if not seccomp.get("listenerPath"):
-            raise ConfigError("linux.seccomp.listenerPath", "SCMP_ACT_NOTIFY needs a listenerPath to send the notify fd to")
+            raise ConfigError(f"{field}.listenerPath", "SCMP_ACT_NOTIFY needs a listenerPath to send the notify fd to")
         if not kernel_has_notify():
-            raise UnsupportedError("linux.seccomp: SCMP_ACT_NOTIFY is not supported by the kernel of this host")
-    for index, arch in enumerate(seccomp.get("architectures") or []):
-        if arch not in ARCHITECTURES:
-            raise ConfigError(f"linux.seccomp.architectures[{index}]", f"unknown architecture {arch!r}")
+            raise UnsupportedError(f"{field}: SCMP_ACT_NOTIFY is not supported by the kernel of this host")
+
+
+def _validate_rule(rule: Any, field: str) -> None:
+    if not isinstance(rule, dict):
+        raise ConfigError(field, "must be an object")
+    names = _list(rule, "names", field)
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{field}.names[{index}]", "must be a syscall name")
+    action = _action_name(rule.get("action"), f"{field}.action")
+    if action == NOTIFY:
+        refused = [name for name in NOTIFY_REFUSED if name in names]
+        if refused:
+            raise ConfigError(field, f"SCMP_ACT_NOTIFY cannot be used for the {refused[0]} syscall (the container's "
+                                     "process makes it before the listener has the notify fd)")
+    _errno_value(rule.get("errnoRet"), f"{field}.errnoRet")
+    for index, arg in enumerate(_list(rule, "args", field)):
+        where = f"{field}.args[{index}]"
+        if not isinstance(arg, dict):
+            raise ConfigError(where, "must be an object")
+        if not isinstance(arg.get("op"), str) or arg["op"] not in OPERATORS:
+            raise ConfigError(f"{where}.op", f"unknown seccomp operator {arg.get('op')!r}")
+        index_value = arg.get("index", 0)
+        if type(index_value) is not int or not 0 <= index_value <= 5:
+            raise ConfigError(f"{where}.index", "must be 0 to 5")
+        for key in ("value", "valueTwo"):
+            value = arg.get(key, 0)
+            if type(value) is not int or not 0 <= value < 2**64:
+                raise ConfigError(f"{where}.{key}", "must be an integer from 0 to 2^64-1")
+
+
+def _list(parent: dict[str, Any], key: str, field: str) -> list[Any]:
+    value = parent.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{field}.{key}", "must be a list")
+    return value
+
+
+def _check_type(value: Any, kind: type, field: str) -> None:
+    if not isinstance(value, kind):
+        raise ConfigError(field, "must be a string" if kind is str else f"must be a {kind.__name__}")
+
+
+def _action_name(name: Any, field: str) -> str:
+    if not isinstance(name, str) or name not in ACTIONS:
+        raise ConfigError(field, f"unknown seccomp action {name!r}")
+    return name
+
+
+def _errno_value(value: Any, field: str) -> None:
+    if value is not None and (type(value) is not int or not 0 <= value <= 0xFFFF):
+        raise ConfigError(field, "must be an errno number from 0 to 65535")
