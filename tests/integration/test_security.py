@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 EVIL = "#!/proc/self/exe\nimport os, sys\nprint('HOST INTERPRETER RAN')\n"
 
 
@@ -195,27 +197,32 @@ def test_exec_cwd_through_proc_self_fd_is_refused(bundle, tmp_path):
 
 
 # -- masked and read-only paths whose target in the image is a symlink out of the rootfs ------------
-def test_masked_and_readonly_symlinks_stay_inside_the_rootfs(bundle, tmp_path):
+@pytest.mark.parametrize("where", ["/etc", "/sys"])
+def test_masked_and_readonly_symlinks_stay_inside_the_rootfs(bundle, tmp_path, where):
     """CVE-2025-31133 class on the targets: the image replaces a masked file and a read-only
-    directory by absolute symlinks to host paths. The host directory is also bind-mounted into
-    the container (rw) so that we can see from inside that neither the mask nor the read-only
-    remount landed on it; the symlinks resolve inside the rootfs instead."""
+    directory by absolute symlinks to host paths (in /etc, or in /sys when the config mounts no
+    sysfs over the image's). The host directory is also bind-mounted into the container (rw) so
+    that we can see from inside that neither the mask nor the read-only remount landed on it;
+    the symlinks resolve inside the rootfs instead."""
     host = _host_dir(tmp_path)
     (host / "rw-dir").mkdir()
     bundle.config["root"]["readonly"] = False
+    if where == "/sys":
+        bundle.config["mounts"] = [m for m in bundle.config["mounts"] if not m["destination"].startswith("/sys")]
+        os.makedirs(os.path.join(bundle.rootfs, "sys"), exist_ok=True)
     bundle.config["mounts"].append({"destination": "/host", "type": "bind", "source": str(host), "options": ["rbind", "rw"]})
     # Inside the rootfs, the same absolute paths exist too: that is where the symlinks must land.
     inner = os.path.join(bundle.rootfs, str(host).lstrip("/"))
     os.makedirs(os.path.join(inner, "rw-dir"))
     with open(os.path.join(inner, "HOST-ONLY"), "w") as f:
         f.write("rootfs copy")
-    os.symlink(str(host / "HOST-ONLY"), os.path.join(bundle.rootfs, "etc", "masked-link"))
-    os.symlink(str(host / "rw-dir"), os.path.join(bundle.rootfs, "etc", "ro-link"))
-    bundle.config["linux"]["maskedPaths"].append("/etc/masked-link")
-    bundle.config["linux"]["readonlyPaths"].append("/etc/ro-link")
+    os.symlink(str(host / "HOST-ONLY"), os.path.join(bundle.rootfs, where.lstrip("/"), "masked-link"))
+    os.symlink(str(host / "rw-dir"), os.path.join(bundle.rootfs, where.lstrip("/"), "ro-link"))
+    bundle.config["linux"]["maskedPaths"].append(f"{where}/masked-link")
+    bundle.config["linux"]["readonlyPaths"].append(f"{where}/ro-link")
     out = bundle.sh(
-        "cat /host/HOST-ONLY; echo; cat /etc/masked-link; echo '|'; "
-        "touch /host/rw-dir/x && echo host-dir-writable; touch /etc/ro-link/x 2>/dev/null || echo rootfs-dir-readonly"
+        f"cat /host/HOST-ONLY; echo; cat {where}/masked-link; echo '|'; touch /host/rw-dir/x && echo host-dir-writable; "
+        f"touch {where}/ro-link/x 2>/dev/null || echo rootfs-dir-readonly"
     ).stdout.splitlines()
     assert out == ["host data", "|", "host-dir-writable", "rootfs-dir-readonly"]
     assert (host / "HOST-ONLY").read_text() == "host data"
