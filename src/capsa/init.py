@@ -164,13 +164,21 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         os.close(root.mkdir_all(cwd))
     except OSError as err:
         raise ContainerStartError(f"process.cwd {cwd!r}: cannot create it in the container: {os.strerror(err.errno)}") from None
-    # sysctl goes through the container's /proc before readonlyPaths can make /proc/sys read-only.
-    _apply_sysctl(root, linux_spec.get("sysctl") or {})
+    # The container's procfs, checked once (CVE-2025-52881 class: a fake one, or a /proc swapped
+    # after it was mounted); sysctls, masks and read-only paths under /proc go through this fd.
+    proc = None
+    if "mount" in config.new_namespaces and any(m["destination"].rstrip("/") == "/proc" for m in mounts):
+        proc = rootfs.open_procfs_root(root, "mounts")
+    try:
+        # sysctl goes through the container's /proc before readonlyPaths can make /proc/sys read-only.
+        _apply_sysctl(root, proc, linux_spec.get("sysctl") or {})
+        if "mount" in config.new_namespaces:
+            rootfs.mask_paths(root, linux_spec.get("maskedPaths") or [], dev_null, proc)
+            rootfs.readonly_paths(root, linux_spec.get("readonlyPaths") or [], proc)
+    finally:
+        if proc is not None:
+            os.close(proc)
     if "mount" in config.new_namespaces:
-        if any(m["destination"].rstrip("/") == "/proc" for m in mounts):
-            rootfs.check_is_procfs(root)
-        rootfs.mask_paths(root, linux_spec.get("maskedPaths") or [], dev_null)
-        rootfs.readonly_paths(root, linux_spec.get("readonlyPaths") or [])
         if config.no_pivot:
             rootfs.move_into(config.rootfs)
         else:
@@ -309,17 +317,27 @@ def _set_names(spec: dict[str, Any]) -> None:
         linux.setdomainname(spec["domainname"])
 
 
-def _apply_sysctl(root: rootfs.Rootfs, sysctl: dict[str, str]) -> None:
-    for key, value in sysctl.items():
-        path = "/proc/sys/" + key.replace(".", "/")
-        try:
-            fd = root.open(path, os.O_WRONLY | os.O_CLOEXEC)
+def _apply_sysctl(root: rootfs.Rootfs, checked_proc: int | None, sysctl: dict[str, str]) -> None:
+    """Write each sysctl under the root of the container's procfs, found once and checked, and
+    reached from there without a symlink or a mount crossing: a /proc swapped after it was
+    mounted (CVE-2025-52881 class) cannot send a value to another file."""
+    if not sysctl:
+        return
+    proc = os.dup(checked_proc) if checked_proc is not None else rootfs.open_procfs_root(root, "linux.sysctl")
+    resolve = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_XDEV
+    try:
+        for key, value in sysctl.items():
+            path = "sys/" + key.replace(".", "/")
             try:
-                os.write(fd, value.encode())
-            finally:
-                os.close(fd)
-        except OSError as err:
-            raise ContainerStartError(f"linux.sysctl.{key}: cannot set {value!r}: {err.strerror}") from None
+                fd = linux.openat2(proc, path, os.O_WRONLY, resolve)
+                try:
+                    os.write(fd, value.encode())
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                raise ContainerStartError(f"linux.sysctl.{key}: cannot set {value!r}: {os.strerror(err.errno)}") from None
+    finally:
+        os.close(proc)
 
 
 def _apply_rlimits(rlimits: list[dict[str, Any]]) -> None:

@@ -299,3 +299,43 @@ def test_sysctl_through_a_symlinked_proc_stays_in_the_container(bundle, tmp_path
     assert (fake / "sys" / "net" / "ipv4" / "ip_forward").read_text() == "0\n"
     assert (fake / "kcore").read_text() == "host file"
     assert os.path.isdir(os.path.join(bundle.rootfs, str(fake).lstrip("/")))  # where the proc mount went
+
+
+SWAP_PROC = """#!/bin/sh
+# Plays the other side of a race: after capsa mounted the container's /proc, move that mount
+# away and put a symlink maze in its place whose sysctl file leads to another file.
+pid=$(sed 's/.*"pid": *\\([0-9]*\\).*/\\1/')
+exec nsenter -t "$pid" -m sh -e -c '
+  r={rootfs}
+  mkdir -p $r/elsewhere $r/evil/sys/net/core
+  mount --move $r/proc $r/elsewhere
+  ln -s /marker $r/evil/sys/net/core/somaxconn
+  rmdir $r/proc
+  ln -s /{target} $r/proc'
+"""
+
+
+@pytest.mark.parametrize("target", ["evil", "elsewhere"])
+def test_proc_swapped_after_its_mount_cannot_redirect_sysctl(bundle, tmp_path, target):
+    """CVE-2025-52881 class, made deterministic: a createRuntime hook swaps the container's /proc
+    for a symlink after capsa mounted it (as a racing container sharing the rootfs would).
+    To a directory of symlinks ("evil"): refused, the sysctl value never reaches the file the
+    maze points to. To the real procfs, moved ("elsewhere"): the write and the masks go to that
+    procfs, found through one checked fd."""
+    marker = os.path.join(bundle.rootfs, "marker")
+    with open(marker, "w") as f:
+        f.write("untouched")
+    hook = tmp_path / "swap.sh"
+    hook.write_text(SWAP_PROC.format(rootfs=bundle.rootfs, target=target))
+    hook.chmod(0o755)
+    bundle.config["hooks"] = {"createRuntime": [{"path": str(hook)}]}
+    bundle.config["linux"]["sysctl"] = {"net.core.somaxconn": "1234"}
+    result = bundle.sh("cat /proc/sys/net/core/somaxconn; stat -L -c %t:%T /proc/keys", check=False)
+    with open(marker) as f:
+        assert f.read() == "untouched"
+    if target == "evil":
+        assert result.returncode == 1 and "not a procfs" in result.stderr and "Traceback" not in result.stderr
+        assert bundle.capsa("list", "-q").stdout == ""
+    else:
+        # ... and the masks landed on that procfs too (/proc/keys is the null device).
+        assert result.returncode == 0 and result.stdout.split() == ["1234", "1:3"], result.stderr
