@@ -58,6 +58,8 @@ class Listener:
                 return
             message, fds, _, _ = socket.recv_fds(connection, 65536, 1)
             connection.close()
+            if not fds:
+                continue  # the process failed before its filter was loaded
             self.states.append(jsonfast.loads(message.decode()))
             threading.Thread(target=self._answer, args=(fds[0],), daemon=True).start()
 
