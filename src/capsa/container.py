@@ -250,7 +250,8 @@ class Container:
         cgroup = self.cgroup()
         if cgroup is not None and sub_cgroup:
             cgroup = cgroup.sub(sub_cgroup)
-        options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds)
+        options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds,
+                                       state=self.hook_state(st.RUNNING))
         # The exec'd process gets the container's seccomp filter, as runc does.
         return launch.spawn_tenant(self.pid, process, options, cgroup, (self.spec.get("linux") or {}).get("seccomp"))
 
@@ -371,7 +372,9 @@ def refuse_unsupported(spec: dict[str, Any]) -> None:
     if personality and (personality.get("domain") not in (None, "LINUX") or personality.get("flags")):
         raise UnsupportedError("linux.personality: domains other than LINUX, and flags, are not supported by this version of capsa")
     if linux_spec.get("mountLabel"):
-        raise UnsupportedError("linux.mountLabel: SELinux labels are not supported by this version of capsa")
+        from capsa import lsm
+
+        lsm.check_available({}, linux_spec["mountLabel"])
     for index, mount in enumerate(spec.get("mounts") or []):
         unsupported = {"idmap", "ridmap", "tmpcopyup"} & set(mount.get("options") or [])
         if unsupported or mount.get("uidMappings") or mount.get("gidMappings"):
@@ -383,10 +386,10 @@ def _refuse_unsupported_process(process: dict[str, Any], field: str) -> None:
     for key in ("ioPriority", "scheduler", "execCPUAffinity"):
         if process.get(key):
             raise UnsupportedError(f"{field}.{key} is not supported by this version of capsa")
-    if process.get("apparmorProfile"):
-        raise UnsupportedError(f"{field}.apparmorProfile: AppArmor profiles are not supported by this version of capsa")
-    if process.get("selinuxLabel"):
-        raise UnsupportedError(f"{field}.selinuxLabel: SELinux labels are not supported by this version of capsa")
+    if process.get("apparmorProfile") or process.get("selinuxLabel"):
+        from capsa import lsm
+
+        lsm.check_available(process, None, field)
 
 
 def _rootfs_path(bundle: str, spec: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ NAMESPACES = ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"]
 
 
 def features() -> dict[str, Any]:
+    from capsa import lsm
     from capsa.mountopts import known_options
     from capsa.spec import CAPABILITIES
 
@@ -24,12 +25,12 @@ def features() -> dict[str, Any]:
         "linux": {
             "namespaces": NAMESPACES,
             "capabilities": sorted(CAPABILITIES, key=CAPABILITIES.get),
-            # Not yet: cgroup v2, the systemd driver and LSMs come with their own issues;
+            # Not yet: cgroup v2 and the systemd driver come with their own issues;
             # config.json asking for them is refused with an error, so they are reported as disabled.
             "cgroup": {"v1": True, "v2": False, "systemd": False, "systemdUser": False, "rdma": True},
             "seccomp": _seccomp(),
-            "apparmor": {"enabled": False},
-            "selinux": {"enabled": False},
+            "apparmor": {"enabled": lsm.apparmor_enabled()},
+            "selinux": {"enabled": lsm.selinux_enabled()},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
         },
@@ -46,11 +47,13 @@ def _seccomp() -> dict[str, Any]:
         seccomp._library()
     except UnsupportedError:
         return {"enabled": False}
+    actions = sorted(a for a in seccomp.ACTIONS if a != seccomp.NOTIFY or seccomp.kernel_has_notify())
     return {
         "enabled": True,
-        "actions": sorted(seccomp.ACTIONS),
+        "actions": actions,
         "operators": sorted(seccomp.OPERATORS),
         "archs": list(seccomp.ARCHITECTURES),
-        "supportedFlags": sorted(seccomp.FLAGS),
-        "knownFlags": sorted(seccomp.FLAGS) + ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+        # Known: flags capsa understands; supported: those this host's kernel accepts (probed).
+        "knownFlags": sorted(seccomp.FLAGS),
+        "supportedFlags": seccomp.supported_flags(),
     }

@@ -35,7 +35,7 @@ class InitConfig:
     __slots__ = (
         "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
         "keep_fds", "no_pivot", "no_new_keyring", "new_namespaces", "in_userns", "state", "cgroups",
-        "cgroup_join",
+        "cgroup_join", "seccomp_listener_fd",
     )
 
     def __init__(self, **values: Any):
@@ -53,25 +53,38 @@ def run(config: InitConfig, channel: Channel) -> NoReturn:
 
 
 def run_tenant(
-    process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any, exec_trampoline: int | None
+    process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any, exec_trampoline: int | None,
+    seccomp_fd: int = -1, labels: Any = None,
 ) -> NoReturn:
     """exec: set up and exec `process` in a running container whose namespaces we have joined."""
     try:
-        channel.expect("go")
+        listener_state = channel.expect("go")
+        _prepare_listener(seccomp_filter, seccomp_fd, listener_state)
         os.setsid()
         if process.get("terminal"):
             _setup_terminal(rootfs.Rootfs("/"), console_fd, process.get("consoleSize"), bind=False)
         _apply_rlimits(process.get("rlimits") or [])
-        os.chdir(process["cwd"])
+        enter_cwd(process["cwd"])
         env = _environment(process)
         executable = find_executable(process["args"][0], env)
         _prepare_fds(keep)
+        if labels is not None:
+            labels.apply()
         _become_process_user(process, seccomp_filter)
         _reset_signals()
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
     os._exit(127)
+
+
+def exec_labels(process: dict[str, Any]) -> Any:
+    """The AppArmor/SELinux labels to apply at exec (capsa.lsm), None when the process has none."""
+    if not (process.get("apparmorProfile") or process.get("selinuxLabel")):
+        return None
+    from capsa import lsm
+
+    return lsm.ExecLabels(process)
 
 
 def trampoline_fd() -> int | None:
@@ -109,7 +122,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     spec = config.spec
     process = spec["process"]
     linux_spec = spec.get("linux") or {}
-    channel.expect("go")
+    listener_state = channel.expect("go")
     if "cgroup" in config.new_namespaces:
         linux.unshare(linux.CLONE_NEWCGROUP)
     os.setsid()
@@ -120,6 +133,8 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
 
     dev_null = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
     _check_dev_null(dev_null)
+    # The host's procfs, before any mount of the container's exists: where the LSM labels go.
+    labels = exec_labels(process)
     mounts = spec.get("mounts") or []
     if "mount" in config.new_namespaces:
         propagation = _propagation(linux_spec.get("rootfsPropagation"))
@@ -127,7 +142,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     # Opened only now: the fd must be the rootfs bind mount that prepare_root put on top.
     root = rootfs.Rootfs(config.rootfs)
     if "mount" in config.new_namespaces:
-        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups)
+        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups, linux_spec.get("mountLabel"))
         if not rootfs.dev_is_bind_mounted(mounts):
             rootfs.create_devices(root, linux_spec.get("devices") or [], config.in_userns)
             rootfs.create_dev_links(root)
@@ -139,19 +154,31 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         channel.expect("ok")
     hooks.run_hooks(spec, "createContainer", config.state)
     seccomp_filter = build_seccomp(linux_spec.get("seccomp"))
+    _prepare_listener(seccomp_filter, config.seccomp_listener_fd, listener_state)
     exec_trampoline = trampoline_fd()
     if _has_hooks(spec, "startContainer"):
         import subprocess  # noqa: F401 - startContainer hooks run after pivot_root
 
     cwd = process["cwd"]
-    os.close(root.mkdir_all(cwd))
-    # sysctl goes through the container's /proc before readonlyPaths can make /proc/sys read-only.
-    _apply_sysctl(root, linux_spec.get("sysctl") or {})
+    try:
+        os.close(root.mkdir_all(cwd))
+    except OSError as err:
+        raise ContainerStartError(f"process.cwd {cwd!r}: cannot create it in the container: {os.strerror(err.errno)}") from None
+    # The container's procfs, checked once (CVE-2025-52881 class: a fake one, or a /proc swapped
+    # after it was mounted); sysctls, masks and read-only paths under /proc go through this fd.
+    proc = None
+    if "mount" in config.new_namespaces and any(m["destination"].rstrip("/") == "/proc" for m in mounts):
+        proc = rootfs.open_procfs_root(root, "mounts")
+    try:
+        # sysctl goes through the container's /proc before readonlyPaths can make /proc/sys read-only.
+        _apply_sysctl(root, proc, linux_spec.get("sysctl") or {})
+        if "mount" in config.new_namespaces:
+            rootfs.mask_paths(root, linux_spec.get("maskedPaths") or [], dev_null, proc)
+            rootfs.readonly_paths(root, linux_spec.get("readonlyPaths") or [], proc)
+    finally:
+        if proc is not None:
+            os.close(proc)
     if "mount" in config.new_namespaces:
-        if any(m["destination"].rstrip("/") == "/proc" for m in mounts):
-            rootfs.check_is_procfs(root)
-        rootfs.mask_paths(root, linux_spec.get("maskedPaths") or [], dev_null)
-        rootfs.readonly_paths(root, linux_spec.get("readonlyPaths") or [])
         if config.no_pivot:
             rootfs.move_into(config.rootfs)
         else:
@@ -168,7 +195,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
 
     _set_names(spec)
     _apply_rlimits(process.get("rlimits") or [])
-    os.chdir(cwd)
+    enter_cwd(cwd)
     env = _environment(process)
     executable = find_executable(process["args"][0], env)
     _prepare_fds(config.keep_fds)
@@ -179,12 +206,42 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     try:
         config.state["status"] = "created"
         hooks.run_hooks(spec, "startContainer", config.state)
+        if labels is not None:
+            labels.apply()
         _become_process_user(process, seccomp_filter)
         _reset_signals()
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
         _report(Channel(start), err)
         os._exit(127)
+
+
+def enter_cwd(cwd: str) -> None:
+    """chdir to process.cwd without ever leaving the container's root (CVE-2024-21626 class).
+
+    The path is resolved inside "/" (the container's root by now) with RESOLVE_IN_ROOT and
+    RESOLVE_NO_MAGICLINKS, so "/proc/self/fd/N" naming a directory fd this process still holds
+    (capsa's own, or one leaked by the caller) cannot take the process out of it; then, as runc
+    does since that CVE, getcwd() must still find the directory under the root.
+    """
+    root = rootfs.Rootfs("/")
+    try:
+        fd = root.open(cwd, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        hint = " (a magic link such as /proc/self/fd/N cannot be the working directory)" if err.errno == 40 else ""
+        raise ContainerStartError(f"process.cwd {cwd!r}: {os.strerror(err.errno)}{hint}") from None
+    finally:
+        root.close()
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise ContainerStartError(
+            f"process.cwd {cwd!r}: the working directory is outside the container's root (possible breakout): refused"
+        ) from None
 
 
 def _new_session_keyring(container_id: str) -> None:
@@ -260,17 +317,27 @@ def _set_names(spec: dict[str, Any]) -> None:
         linux.setdomainname(spec["domainname"])
 
 
-def _apply_sysctl(root: rootfs.Rootfs, sysctl: dict[str, str]) -> None:
-    for key, value in sysctl.items():
-        path = "/proc/sys/" + key.replace(".", "/")
-        try:
-            fd = root.open(path, os.O_WRONLY | os.O_CLOEXEC)
+def _apply_sysctl(root: rootfs.Rootfs, checked_proc: int | None, sysctl: dict[str, str]) -> None:
+    """Write each sysctl under the root of the container's procfs, found once and checked, and
+    reached from there without a symlink or a mount crossing: a /proc swapped after it was
+    mounted (CVE-2025-52881 class) cannot send a value to another file."""
+    if not sysctl:
+        return
+    proc = os.dup(checked_proc) if checked_proc is not None else rootfs.open_procfs_root(root, "linux.sysctl")
+    resolve = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_XDEV
+    try:
+        for key, value in sysctl.items():
+            path = "sys/" + key.replace(".", "/")
             try:
-                os.write(fd, value.encode())
-            finally:
-                os.close(fd)
-        except OSError as err:
-            raise ContainerStartError(f"linux.sysctl.{key}: cannot set {value!r}: {err.strerror}") from None
+                fd = linux.openat2(proc, path, os.O_WRONLY, resolve)
+                try:
+                    os.write(fd, value.encode())
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                raise ContainerStartError(f"linux.sysctl.{key}: cannot set {value!r}: {os.strerror(err.errno)}") from None
+    finally:
+        os.close(proc)
 
 
 def _apply_rlimits(rlimits: list[dict[str, Any]]) -> None:
@@ -309,10 +376,15 @@ def _environment(process: dict[str, Any]) -> dict[str, str]:
 
 def _home_of(uid: int) -> str:
     """HOME from the container's /etc/passwd, as runc sets it; "/" if the image has none."""
+    # Inside the container's root and through no magic link: the image's /etc/passwd may be a
+    # symlink to /proc/self/fd/N, and N may be a host fd this process still holds.
+    root = rootfs.Rootfs("/")
     try:
-        fd = os.open("/etc/passwd", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = root.open("/etc/passwd", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return "/"
+    finally:
+        root.close()
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return "/"
@@ -374,6 +446,12 @@ def build_seccomp(profile: dict[str, Any] | None) -> Any:
     from capsa.seccomp import Filter
 
     return Filter(profile)
+
+
+def _prepare_listener(seccomp_filter: Any, fd: int | None, state: str) -> None:
+    """A filter with SCMP_ACT_NOTIFY sends its notify fd and `state` to the listener at load."""
+    if seccomp_filter is not None and seccomp_filter.notifies:
+        seccomp_filter.set_listener(fd, state)
 
 
 def _become_process_user(process: dict[str, Any], seccomp_filter: Any = None) -> None:

@@ -61,14 +61,15 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     new = {ns["type"] for ns in namespaces if not ns.get("path")}
     keep = _inherited_fd_count(options.preserve_fds)
     console_fd = _connect_console(spec["process"].get("terminal"), options.console_socket, options.console_fd)
+    seccomp_fd = _connect_seccomp_listener((spec.get("linux") or {}).get("seccomp"), console_fd)
     parent_fd, child_fd = _socketpair()
-    internal = _move_above([child_fd, listen_fd, console_fd], 3 + keep)
-    child_fd, listen_fd, console_fd = internal
+    internal = _move_above([child_fd, listen_fd, console_fd, seccomp_fd], 3 + keep)
+    child_fd, listen_fd, console_fd, seccomp_fd = internal
     config = InitConfig(
         spec=spec, rootfs=rootfs_path, bundle=options.bundle, container_id=options.container_id,
         sync_fd=child_fd, listen_fd=listen_fd, console_fd=console_fd, keep_fds=keep,
         no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring, new_namespaces=new, in_userns="user" in _all_types(namespaces),
-        state=options.state, cgroups=_cgroup_sources(spec, cgroup),
+        state=options.state, cgroups=_cgroup_sources(spec, cgroup), seccomp_listener_fd=seccomp_fd,
     )
     if cgroup is not None:
         cgroup.create()
@@ -76,11 +77,10 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
-        _close_fds_except(set(range(3 + keep)) | {child_fd, listen_fd, console_fd})
+        _close_fds_except(set(range(3 + keep)) | {child_fd, listen_fd, console_fd, seccomp_fd})
         _child(config, namespaces)
     os.close(child_fd)
-    if console_fd >= 0:
-        os.close(console_fd)
+    _close_if_open(console_fd, seccomp_fd)
     channel = Channel(parent_fd)
     try:
         init_pid = _drive(channel, spec, child, options, cgroup)
@@ -112,7 +112,9 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
                 cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"))
             if "oomScoreAdj" in spec["process"]:
                 write_file(f"/proc/{init_pid}/oom_score_adj", str(spec["process"]["oomScoreAdj"]))
-            channel.send("go")
+            # runc gives the seccomp listener the state "creating" and the init's pid.
+            channel.send("go", _listener_state((spec.get("linux") or {}).get("seccomp"), init_pid,
+                                               dict(options.state, pid=init_pid, status="creating")))
         elif kind == "hooks":
             hooks.run_hooks(spec, "prestart", options.state)
             hooks.run_hooks(spec, "createRuntime", options.state)
@@ -123,6 +125,35 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
             raise ContainerStartError(payload)
         else:
             raise ContainerStartError("container init exited before it was ready")
+
+
+def _connect_seccomp_listener(seccomp: dict[str, Any] | None, console_fd: int) -> int:
+    """The socket to seccomp's listenerPath (-1 without SCMP_ACT_NOTIFY), connected here, on the
+    host side: the path resolves as the caller sees it, whatever the container's namespaces."""
+    if not seccomp:
+        return -1
+    from capsa.seccomp import connect_listener
+
+    try:
+        return connect_listener(seccomp)
+    except BaseException:
+        _close_if_open(console_fd)
+        raise
+
+
+def _listener_state(seccomp: dict[str, Any] | None, pid: int, state: dict[str, Any]) -> str:
+    """The payload of "go": the ContainerProcessState for the seccomp listener, or nothing."""
+    if not seccomp:
+        return ""
+    from capsa.seccomp import process_state, uses_notify
+
+    return process_state(seccomp, pid, state) if uses_notify(seccomp) else ""
+
+
+def _close_if_open(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _reap(pid: int) -> None:
@@ -338,20 +369,21 @@ def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions,
     namespaces = namespaces_of(init_pid)
     keep = _inherited_fd_count(options.preserve_fds)
     console_fd = _connect_console(process.get("terminal"), options.console_socket, options.console_fd)
+    seccomp_fd = _connect_seccomp_listener(seccomp, console_fd)
     parent_fd, child_fd = _socketpair()
-    child_fd, console_fd = _move_above([child_fd, console_fd], 3 + keep)
+    child_fd, console_fd, seccomp_fd = _move_above([child_fd, console_fd, seccomp_fd], 3 + keep)
     child, join = _fork_into(cgroup)
     if child == 0:
-        _close_fds_except(set(range(3 + keep)) | {child_fd, console_fd})
-        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp, join)
+        _close_fds_except(set(range(3 + keep)) | {child_fd, console_fd, seccomp_fd})
+        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp, join, seccomp_fd)
     os.close(child_fd)
-    if console_fd >= 0:
-        os.close(console_fd)
+    _close_if_open(console_fd, seccomp_fd)
     channel = Channel(parent_fd)
     pid = 0
     try:
         pid = int(channel.expect("pid"))  # already in the cgroup: forked after the child joined it
-        channel.send("go")
+        # runc gives the seccomp listener of an exec'd process its own pid and the state "running".
+        channel.send("go", _listener_state(seccomp, pid, dict(options.state or {}, status="running")))
         kind, payload = channel.receive()  # EOF: the exec closed the channel
         if kind == "error":
             raise ContainerStartError(payload)
@@ -380,7 +412,7 @@ def namespaces_of(pid: int) -> list[dict[str, Any]]:
 
 def _tenant_child(
     sync_fd: int, namespaces: list[dict[str, Any]], process: dict[str, Any], console_fd: int, keep: int, seccomp: Any,
-    cgroup_join: list[str],
+    cgroup_join: list[str], seccomp_fd: int,
 ) -> None:
     from capsa import init
 
@@ -390,6 +422,9 @@ def _tenant_child(
         # libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
         seccomp_filter = init.build_seccomp(seccomp)
         exec_trampoline = init.trampoline_fd()
+        labels = init.exec_labels(process)  # through the host's procfs, opened before setns(mnt)
+        if process.get("terminal"):
+            from capsa import console  # noqa: F401 - imported here: the host's library is out of reach after setns(mnt)
         _join_cgroup(cgroup_join)
         _enter_namespaces(namespaces, channel, None)
         pid = os.fork()
@@ -399,4 +434,4 @@ def _tenant_child(
     except BaseException as err:  # noqa: BLE001
         init._report(channel, err)
         os._exit(1)
-    init.run_tenant(process, channel, console_fd, keep, seccomp_filter, exec_trampoline)
+    init.run_tenant(process, channel, console_fd, keep, seccomp_filter, exec_trampoline, seccomp_fd, labels)

@@ -201,12 +201,14 @@ def _mount_flags_of(path: str | int) -> int:
 
 
 # -- the mounts of config.json -----------------------------------------------------------------
-def mount_all(root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str]) -> None:
+def mount_all(
+    root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str], mount_label: str | None = None
+) -> None:
     """The mounts of config.json, in order; `cgroups` maps each name under /sys/fs/cgroup to the
-    container's cgroup directory in that hierarchy."""
+    container's cgroup directory in that hierarchy; `mount_label` is linux.mountLabel (SELinux)."""
     for index, entry in enumerate(mounts):
         try:
-            _mount_one(root, entry, in_userns, cgroups)
+            _mount_one(root, entry, in_userns, cgroups, mount_label)
         except OSError as err:
             raise ContainerStartError(
                 f"mounts[{index}]: cannot mount {entry.get('source', entry.get('type', ''))} on "
@@ -214,7 +216,7 @@ def mount_all(root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgrou
             ) from None
 
 
-def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str]) -> None:
+def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str], mount_label: str | None) -> None:
     options = parse_mount_options(entry.get("options") or [])
     fstype = entry.get("type") or ""
     source = entry.get("source") or fstype or "none"
@@ -228,7 +230,12 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
         if is_bind:
             locked = _bind(source, target, options, in_userns)
         else:
-            linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, options.data or None)
+            data = options.data
+            if mount_label:
+                from capsa.lsm import mount_data
+
+                data = mount_data(data, fstype, mount_label)
+            linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, data or None)
     finally:
         os.close(target)
     extra = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
@@ -395,11 +402,11 @@ def bind_console(root: Rootfs, pty_slave: int) -> None:
 
 
 # -- masked and read-only paths -------------------------------------------------------------------
-def mask_paths(root: Rootfs, paths: list[str], dev_null: int) -> None:
+def mask_paths(root: Rootfs, paths: list[str], dev_null: int, proc: int | None = None) -> None:
     """Hide each path: /dev/null over a file, an empty read-only tmpfs over a directory."""
     for path in paths:
         try:
-            target = root.open(path)
+            target = _open_target(root, proc, path)
         except FileNotFoundError:
             continue
         try:
@@ -413,10 +420,10 @@ def mask_paths(root: Rootfs, paths: list[str], dev_null: int) -> None:
             os.close(target)
 
 
-def readonly_paths(root: Rootfs, paths: list[str]) -> None:
+def readonly_paths(root: Rootfs, paths: list[str], proc: int | None = None) -> None:
     for path in paths:
         try:
-            target = root.open(path)
+            target = _open_target(root, proc, path)
         except FileNotFoundError:
             continue
         try:
@@ -425,7 +432,7 @@ def readonly_paths(root: Rootfs, paths: list[str]) -> None:
             os.close(target)
             raise ContainerStartError(f"cannot make {path} read-only: {err.strerror or err}") from None
         os.close(target)
-        mounted = root.open(path)
+        mounted = _open_target(root, proc, path)
         try:
             flags = _mount_flags_of(fd_path(mounted))
             linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | flags)
@@ -435,14 +442,29 @@ def readonly_paths(root: Rootfs, paths: list[str]) -> None:
             os.close(mounted)
 
 
-def check_is_procfs(root: Rootfs, path: str = "/proc") -> None:
-    """Refuse a fake procfs: what is mounted at /proc must really be proc (CVE-2025-52881 class)."""
-    fd = root.open(path)
-    try:
-        if linux.fstatfs_type(fd) != linux.PROC_SUPER_MAGIC:
-            raise ContainerStartError(f"{path} in the container is not a procfs")
-    finally:
+def open_procfs_root(root: Rootfs, field: str, path: str = "/proc") -> int:
+    """An fd of the root directory of the procfs at `path` in the container (not merely a
+    directory on some procfs): its magic, and the inode number of procfs's root (1)."""
+    fd = root.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    if linux.fstatfs_type(fd) != linux.PROC_SUPER_MAGIC:
         os.close(fd)
+        raise ContainerStartError(f"{field}: {path} in the container is not a procfs")
+    if os.fstat(fd).st_ino != _PROC_ROOT_INO:
+        os.close(fd)
+        raise ContainerStartError(f"{field}: {path} in the container is not the root of a procfs")
+    return fd
+
+
+def _open_target(root: Rootfs, proc: int | None, path: str) -> int:
+    """A masked or read-only path: under /proc through the checked procfs root `proc` (no
+    symlink, never above it), elsewhere inside the rootfs."""
+    if proc is not None and (path.rstrip("/") == "/proc" or path.startswith("/proc/")):
+        relative = path[len("/proc"):].strip("/") or "."
+        return linux.openat2(proc, relative, _PATH_FLAGS, linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS)
+    return root.open(path)
+
+
+_PROC_ROOT_INO = 1
 
 
 def require_dir(path: str, field: str) -> None:

@@ -2,17 +2,28 @@
 
 libseccomp is what runc, crun and youki use; it knows every architecture's syscall table and
 compiles argument conditions to BPF. The filter is built in the init before pivot_root (the
-library must be loaded while the host's /usr/lib is reachable) and loaded as late as possible:
-right before exec when no_new_privs is set, otherwise just before the capabilities are dropped
-(loading a filter without no_new_privs needs CAP_SYS_ADMIN), as runc does.
+library must be loaded while the host's /usr/lib is reachable) and exported to BPF there; the
+BPF is loaded as late as possible with one seccomp(2) call: right before exec when no_new_privs
+is set, otherwise just before the capabilities are dropped (loading a filter without
+no_new_privs needs CAP_SYS_ADMIN), as runc does. Loading it ourselves rather than with
+seccomp_load() gives every kernel flag (WAIT_KILLABLE_RECV is newer than Debian's libseccomp)
+and keeps libseccomp out of the window between the load and the hand-over of the notify fd.
+
+SCMP_ACT_NOTIFY (seccomp user notification): the load returns a listener fd, which the
+container's process sends with SCM_RIGHTS over a unix socket that the runtime connected to
+`listenerPath` on the host, together with runc's ContainerProcessState JSON (ociVersion,
+fds ["seccompFd"], pid, metadata, state). Only then can the listener answer notifications, so
+the syscalls that process makes between the load and the send cannot be notified: write (as
+runc refuses it) and sendmsg (the send itself).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import os
 
-from capsa.errors import ConfigError, UnsupportedError
+from capsa.errors import ConfigError, ContainerStartError, UnsupportedError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -27,9 +38,14 @@ ACTIONS = {
     "SCMP_ACT_TRACE": 0x7FF00000,
     "SCMP_ACT_LOG": 0x7FFC0000,
     "SCMP_ACT_ALLOW": 0x7FFF0000,
+    "SCMP_ACT_NOTIFY": 0x7FC00000,
 }
+NOTIFY = "SCMP_ACT_NOTIFY"
 # Actions that carry a value (errnoRet) in their low 16 bits.
 _WITH_VALUE = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
+# Syscalls the container's process makes after the filter is loaded and before the listener has
+# the notify fd: a notification on them would wait for a listener that cannot answer yet.
+NOTIFY_REFUSED = ("write", "sendmsg")
 OPERATORS = {
     "SCMP_CMP_NE": 1,
     "SCMP_CMP_LT": 2,
@@ -39,8 +55,18 @@ OPERATORS = {
     "SCMP_CMP_GT": 6,
     "SCMP_CMP_MASKED_EQ": 7,
 }
-# OCI flag -> libseccomp filter attribute (SCMP_FLTATR_*).
-FLAGS = {"SECCOMP_FILTER_FLAG_LOG": 6, "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 7}
+# OCI flag -> seccomp(2) SECCOMP_FILTER_FLAG_* bit.
+FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": 1,
+    "SECCOMP_FILTER_FLAG_LOG": 2,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 32,
+}
+_FLAG_NEW_LISTENER = 8
+_FLAG_TSYNC_ESRCH = 16
+_SYS_SECCOMP = 317  # x86-64
+_SET_MODE_FILTER = 1
+_GET_ACTION_AVAIL = 2
 _ATTR_CTL_NNP = 3
 ARCHITECTURES = (
     "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
@@ -52,6 +78,10 @@ ARCHITECTURES = (
 
 class _ArgCmp(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 def _library() -> ctypes.CDLL:
@@ -67,14 +97,40 @@ def _library() -> ctypes.CDLL:
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
     lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
-    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
     return lib
 
 
+_syscall = ctypes.CDLL(None, use_errno=True).syscall
+_syscall.restype = ctypes.c_long
+
+
+def _seccomp_syscall(operation: int, flags: int, args: Any) -> tuple[int, int]:
+    """seccomp(2); returns (result, errno)."""
+    result = _syscall(_SYS_SECCOMP, ctypes.c_uint(operation), ctypes.c_uint(flags), args)
+    return result, ctypes.get_errno() if result < 0 else 0
+
+
+def kernel_has_flag(flag: str) -> bool:
+    """Whether this kernel knows an OCI seccomp flag: seccomp(2) checks the flags before it reads
+    the program, so a NULL program fails with EFAULT for known flags and EINVAL for unknown ones."""
+    bits = FLAGS[flag]
+    if flag == "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV":
+        bits |= _FLAG_NEW_LISTENER  # meaningless (EINVAL) without a listener
+    return _seccomp_syscall(_SET_MODE_FILTER, bits, None)[1] == errno.EFAULT
+
+
+def kernel_has_notify() -> bool:
+    action = ctypes.c_uint32(ACTIONS[NOTIFY])
+    return _seccomp_syscall(_GET_ACTION_AVAIL, 0, ctypes.byref(action))[0] == 0
+
+
+def supported_flags() -> list[str]:
+    return sorted(flag for flag in FLAGS if kernel_has_flag(flag))
+
+
 def _action(name: str, errno_ret: int | None, default_errno: int, field: str) -> int:
-    if name == "SCMP_ACT_NOTIFY":
-        raise UnsupportedError(f"{field}: SCMP_ACT_NOTIFY (seccomp user notification) is not supported by this version of capsa")
     if name not in ACTIONS:
         raise ConfigError(field, f"unknown seccomp action {name!r}")
     value = ACTIONS[name]
@@ -84,25 +140,48 @@ def _action(name: str, errno_ret: int | None, default_errno: int, field: str) ->
 
 
 class Filter:
-    """A compiled seccomp filter, ready to load into the calling thread."""
+    """A seccomp filter compiled to BPF, ready to load into the calling thread."""
 
     def __init__(self, seccomp: dict[str, Any]):
-        self._lib = _library()
-        default_errno = seccomp.get("defaultErrnoRet", errno.EPERM)
+        validate_profile(seccomp)
+        lib = _library()
+        self._lib = lib
+        default_errno = seccomp.get("defaultErrnoRet")
+        if default_errno is None:
+            default_errno = errno.EPERM
         self.default = _action(seccomp.get("defaultAction", ""), seccomp.get("defaultErrnoRet"), errno.EPERM,
                                "linux.seccomp.defaultAction")
-        self._ctx = self._lib.seccomp_init(self.default)
+        self.notifies = uses_notify(seccomp)
+        self.flags = self._kernel_flags(seccomp.get("flags") or [])
+        self._listener: Any = None  # see set_listener
+        self._message = b""
+        self._ctx = lib.seccomp_init(self.default)
         if not self._ctx:
             raise ConfigError("linux.seccomp.defaultAction", "libseccomp refused the default action")
-        self._lib.seccomp_attr_set(self._ctx, _ATTR_CTL_NNP, 0)  # no_new_privs follows process.noNewPrivileges
-        for flag in seccomp.get("flags") or []:
+        try:
+            lib.seccomp_attr_set(self._ctx, _ATTR_CTL_NNP, 0)  # no_new_privs follows process.noNewPrivileges
+            for index, arch in enumerate(seccomp.get("architectures") or []):
+                self._add_arch(arch, f"linux.seccomp.architectures[{index}]")
+            for index, rule in enumerate(seccomp.get("syscalls") or []):
+                self._add_rule(rule, default_errno, f"linux.seccomp.syscalls[{index}]")
+            self._program = self._export()
+        finally:
+            lib.seccomp_release(self._ctx)
+            self._ctx = None
+
+    def _kernel_flags(self, flags: list[str]) -> int:
+        bits = _FLAG_NEW_LISTENER if self.notifies else 0
+        for flag in flags:
             if flag not in FLAGS:
                 raise UnsupportedError(f"linux.seccomp.flags: {flag} is not supported by this version of capsa")
-            self._check(self._lib.seccomp_attr_set(self._ctx, FLAGS[flag], 1), "linux.seccomp.flags")
-        for index, arch in enumerate(seccomp.get("architectures") or []):
-            self._add_arch(arch, f"linux.seccomp.architectures[{index}]")
-        for index, rule in enumerate(seccomp.get("syscalls") or []):
-            self._add_rule(rule, default_errno, f"linux.seccomp.syscalls[{index}]")
+            if flag == "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" and not self.notifies:
+                continue  # it only changes how notified syscalls wait; the kernel refuses it alone
+            if not kernel_has_flag(flag):
+                raise UnsupportedError(f"linux.seccomp.flags: {flag} is not supported by the kernel of this host")
+            bits |= FLAGS[flag]
+        if bits & FLAGS["SECCOMP_FILTER_FLAG_TSYNC"] and self.notifies:
+            bits |= _FLAG_TSYNC_ESRCH  # the kernel refuses TSYNC with a listener unless failures are ESRCH
+        return bits
 
     def _check(self, result: int, field: str) -> None:
         if result < 0:
@@ -145,18 +224,157 @@ class Filter:
             raise ConfigError(f"{field}.index", "must be 0 to 5")
         return _ArgCmp(index, op, arg.get("value", 0) & (2**64 - 1), arg.get("valueTwo", 0) & (2**64 - 1))
 
+    def _export(self) -> Any:
+        """The filter as BPF (struct sock_filter[]), through a memfd: libseccomp 2.5 exports only to an fd."""
+        fd = os.memfd_create("capsa-seccomp", os.MFD_CLOEXEC)
+        try:
+            self._check(self._lib.seccomp_export_bpf(self._ctx, fd), "linux.seccomp")
+            program = os.pread(fd, os.fstat(fd).st_size, 0)
+        finally:
+            os.close(fd)
+        buffer = ctypes.create_string_buffer(program, len(program))
+        self._fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+        return buffer
+
+    def set_listener(self, fd: int, message: str) -> None:
+        """The connected listenerPath socket (see connect_listener) and the ContainerProcessState to
+        send on it; everything is made ready here so that load() has only sendmsg left to do."""
+        import _socket
+
+        self._listener = _socket.socket(fileno=fd)  # this constructor makes syscalls: not after the load
+        self._message = message.encode()
+
     def load(self) -> None:
-        result = self._lib.seccomp_load(self._ctx)
+        """Install the filter; with a listener, hand the notify fd over at once (see the module doc)."""
+        result, error = _seccomp_syscall(_SET_MODE_FILTER, self.flags, ctypes.byref(self._fprog))
         if result < 0:
-            raise OSError(-result, f"seccomp_load: {errno.errorcode.get(-result, -result)}")
-        self._lib.seccomp_release(self._ctx)
-        self._ctx = None
+            raise OSError(error, f"seccomp: cannot load the filter: {os.strerror(error)}")
+        if self.flags & _FLAG_NEW_LISTENER:
+            self._hand_over(result)
+
+    def _hand_over(self, notify_fd: int) -> None:
+        import _socket
+
+        if self._listener is None:
+            os.close(notify_fd)
+            raise ContainerStartError("linux.seccomp: no listener connection to send the notify fd to")
+        try:
+            self._listener.sendmsg([self._message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, notify_fd.to_bytes(4, "little"))])
+        except OSError as err:
+            raise ContainerStartError(f"linux.seccomp.listenerPath: cannot send the notify fd: {err.strerror}") from None
+        finally:
+            os.close(notify_fd)
+            self._listener.close()
+
+
+def connect_listener(seccomp: dict[str, Any] | None) -> int:
+    """The connected listenerPath socket (-1 if the profile does not notify), made by the runtime on
+    the host side so that the path resolves as the caller sees it."""
+    if not seccomp or not uses_notify(seccomp):
+        return -1
+    import _socket
+
+    path = seccomp["listenerPath"]
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError as err:
+        sock.close()
+        raise ContainerStartError(f"linux.seccomp.listenerPath: cannot connect to {path}: {err.strerror or err}") from None
+    return sock.detach()
+
+
+def process_state(seccomp: dict[str, Any], pid: int, state: dict[str, Any]) -> str:
+    """runc's ContainerProcessState, sent to the listener with the notify fd."""
+    from capsa import OCI_VERSION, jsonfast
+
+    message: dict[str, Any] = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": pid}
+    if seccomp.get("listenerMetadata"):
+        message["metadata"] = seccomp["listenerMetadata"]
+    message["state"] = state
+    return jsonfast.dumps(message)
+
+
+def uses_notify(seccomp: dict[str, Any]) -> bool:
+    rules = seccomp.get("syscalls") or []
+    return isinstance(rules, list) and any(isinstance(r, dict) and r.get("action") == NOTIFY for r in rules)
 
 
 def validate_profile(seccomp: dict[str, Any]) -> None:
-    """Check the profile's names without building anything (for create's early error)."""
-    if seccomp.get("listenerPath") or any(r.get("action") == "SCMP_ACT_NOTIFY" for r in seccomp.get("syscalls") or []):
-        raise UnsupportedError("linux.seccomp: SCMP_ACT_NOTIFY (seccomp user notification) is not supported by this version of capsa")
-    for index, arch in enumerate(seccomp.get("architectures") or []):
+    """Check the whole profile, types included, without building anything: create's early error,
+    and what lets the filter builder in the init trust every field."""
+    field = "linux.seccomp"
+    if not isinstance(seccomp, dict):
+        raise ConfigError(field, "must be an object")
+    for key in ("listenerPath", "listenerMetadata", "defaultAction"):
+        _check_type(seccomp.get(key, ""), str, f"{field}.{key}")
+    if seccomp.get("defaultAction") == NOTIFY:
+        raise ConfigError(f"{field}.defaultAction", "SCMP_ACT_NOTIFY cannot be used as default action")
+    _action_name(seccomp.get("defaultAction", ""), f"{field}.defaultAction")
+    _errno_value(seccomp.get("defaultErrnoRet"), f"{field}.defaultErrnoRet")
+    for index, arch in enumerate(_list(seccomp, "architectures", field)):
         if arch not in ARCHITECTURES:
-            raise ConfigError(f"linux.seccomp.architectures[{index}]", f"unknown architecture {arch!r}")
+            raise ConfigError(f"{field}.architectures[{index}]", f"unknown architecture {arch!r}")
+    for index, flag in enumerate(_list(seccomp, "flags", field)):
+        _check_type(flag, str, f"{field}.flags[{index}]")
+    for index, rule in enumerate(_list(seccomp, "syscalls", field)):
+        _validate_rule(rule, f"{field}.syscalls[{index}]")
+    if uses_notify(seccomp):
+        if not seccomp.get("listenerPath"):
+            raise ConfigError(f"{field}.listenerPath", "SCMP_ACT_NOTIFY needs a listenerPath to send the notify fd to")
+        if not kernel_has_notify():
+            raise UnsupportedError(f"{field}: SCMP_ACT_NOTIFY is not supported by the kernel of this host")
+
+
+def _validate_rule(rule: Any, field: str) -> None:
+    if not isinstance(rule, dict):
+        raise ConfigError(field, "must be an object")
+    names = _list(rule, "names", field)
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{field}.names[{index}]", "must be a syscall name")
+    action = _action_name(rule.get("action"), f"{field}.action")
+    if action == NOTIFY:
+        refused = [name for name in NOTIFY_REFUSED if name in names]
+        if refused:
+            raise ConfigError(field, f"SCMP_ACT_NOTIFY cannot be used for the {refused[0]} syscall (the container's "
+                                     "process makes it before the listener has the notify fd)")
+    _errno_value(rule.get("errnoRet"), f"{field}.errnoRet")
+    for index, arg in enumerate(_list(rule, "args", field)):
+        where = f"{field}.args[{index}]"
+        if not isinstance(arg, dict):
+            raise ConfigError(where, "must be an object")
+        if not isinstance(arg.get("op"), str) or arg["op"] not in OPERATORS:
+            raise ConfigError(f"{where}.op", f"unknown seccomp operator {arg.get('op')!r}")
+        index_value = arg.get("index", 0)
+        if type(index_value) is not int or not 0 <= index_value <= 5:
+            raise ConfigError(f"{where}.index", "must be 0 to 5")
+        for key in ("value", "valueTwo"):
+            value = arg.get(key, 0)
+            if type(value) is not int or not 0 <= value < 2**64:
+                raise ConfigError(f"{where}.{key}", "must be an integer from 0 to 2^64-1")
+
+
+def _list(parent: dict[str, Any], key: str, field: str) -> list[Any]:
+    value = parent.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{field}.{key}", "must be a list")
+    return value
+
+
+def _check_type(value: Any, kind: type, field: str) -> None:
+    if not isinstance(value, kind):
+        raise ConfigError(field, "must be a string" if kind is str else f"must be a {kind.__name__}")
+
+
+def _action_name(name: Any, field: str) -> str:
+    if not isinstance(name, str) or name not in ACTIONS:
+        raise ConfigError(field, f"unknown seccomp action {name!r}")
+    return name
+
+
+def _errno_value(value: Any, field: str) -> None:
+    if value is not None and (type(value) is not int or not 0 <= value <= 0xFFFF):
+        raise ConfigError(field, "must be an errno number from 0 to 65535")

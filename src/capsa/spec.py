@@ -96,6 +96,9 @@ def _list(value: Any, field: str) -> list[Any]:
 def _str(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(field, "must be a string")
+    if "\0" in value:
+        # Every string ends up in a syscall or an exec, where NUL ends it (or Python refuses it).
+        raise ConfigError(field, "must not contain a NUL byte")
     return value
 
 
@@ -206,7 +209,10 @@ def _validate_user(user: Any, field: str) -> None:
         _int(user["umask"], f"{field}.umask", 0, 0o7777)
     for index, gid in enumerate(_optional(user, "additionalGids", _list, field) or []):
         _int(gid, f"{field}.additionalGids[{index}]", 0, _UINT32_MAX)
-    _optional(user, "username", _str, field)
+    if _optional(user, "username", _str, field) and "uid" not in user:
+        # A Windows-only field: on Linux it would silently run the process as uid 0.
+        raise ConfigError(f"{field}.username", "Linux processes run by numeric uid: give user.uid (capsa does not "
+                                               "look names up in the image's /etc/passwd)")
 
 
 def _validate_capabilities(capabilities: Any, field: str) -> None:
@@ -433,6 +439,10 @@ def _validate_sysctl(sysctl: Any, types: set[str], new_types: set[str]) -> None:
     for key, value in sysctl.items():
         field = f"linux.sysctl.{key}"
         _str(value, field)
+        # The key becomes a path under /proc/sys: "net.x/../../kernel/core_pattern" would pass the
+        # namespace check below and write a host-wide sysctl.
+        if any(part in ("", ".", "..") for part in key.replace("/", ".").split(".")):
+            raise ConfigError(field, "is not a sysctl name (empty, '.' or '..' components)")
         if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
             if "ipc" not in types:
                 raise ConfigError(field, "needs an ipc namespace")

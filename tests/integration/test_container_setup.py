@@ -371,7 +371,6 @@ def test_json_log_format(bundle, tmp_path):
         ("process", "scheduler", {"policy": "SCHED_FIFO", "priority": 1}),
         ("linux", "intelRdt", {"closID": "x"}),
         ("linux", "personality", {"domain": "LINUX32"}),
-        ("process", "apparmorProfile", "some-profile"),
     ],
 )
 def test_unsupported_fields_are_refused_not_ignored(bundle, where, key, value):

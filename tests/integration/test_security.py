@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
+
+import pytest
 
 EVIL = "#!/proc/self/exe\nimport os, sys\nprint('HOST INTERPRETER RAN')\n"
 
@@ -88,3 +91,251 @@ def test_fake_procfs_is_refused(bundle):
     result = bundle.run("true", check=False)
     assert result.returncode == 1 and "not a procfs" in result.stderr
     assert bundle.capsa("list", "-q").stdout == ""
+
+
+# -- leaked host fds and host cwd (CVE-2024-21626 class) -------------------------------------------
+# No pipeline: the shell would hold the pipe's fds while listing its own.
+LIST_FDS_AND_CWD = "ls -1 /proc/$$/fd; echo END; readlink /proc/$$/cwd; ls ..; true"
+
+
+def _fds_and_cwd(stdout: str) -> tuple[list[str], str]:
+    fds, _, rest = stdout.partition("END\n")
+    return sorted(fds.split(), key=int), rest.splitlines()[0]
+
+
+def _host_dir(tmp_path):
+    host = tmp_path / "host-secret"
+    host.mkdir()
+    (host / "HOST-ONLY").write_text("host data")
+    return host
+
+
+def _capsa_with_leaks(bundle, host, *args: str):
+    """capsa run/exec with an extra directory fd and a file fd open (inheritable), from a host cwd."""
+    from conftest import capsa_command
+
+    dir_fd = os.open(host, os.O_RDONLY | os.O_DIRECTORY)
+    file_fd = os.open(host / "HOST-ONLY", os.O_RDONLY)
+    try:
+        return subprocess.run(capsa_command() + ["--root", bundle.root, *args], pass_fds=(dir_fd, file_fd), cwd=host,
+                              capture_output=True, text=True, timeout=60), (dir_fd, file_fd)
+    finally:
+        os.close(dir_fd)
+        os.close(file_fd)
+
+
+def test_leaked_host_fds_and_cwd_do_not_reach_the_container(bundle, tmp_path):
+    host = _host_dir(tmp_path)
+    bundle.set_args("sh", "-c", LIST_FDS_AND_CWD)
+    result, _ = _capsa_with_leaks(bundle, host, "run", "--bundle", bundle.path, "c1")
+    assert result.returncode == 0, result.stderr
+    fds, cwd = _fds_and_cwd(result.stdout)
+    assert fds == ["0", "1", "2"] and cwd == "/"
+    assert "HOST-ONLY" not in result.stdout and "host-secret" not in result.stdout
+
+
+def test_leaked_host_fds_and_cwd_do_not_reach_an_exec(bundle, tmp_path):
+    host = _host_dir(tmp_path)
+    bundle.set_args("sleep", "60")
+    bundle.create("c1")
+    bundle.capsa("start", "c1")
+    result, _ = _capsa_with_leaks(bundle, host, "exec", "c1", "sh", "-c", LIST_FDS_AND_CWD)
+    assert result.returncode == 0, result.stderr
+    fds, cwd = _fds_and_cwd(result.stdout)
+    assert fds == ["0", "1", "2"] and cwd == "/"
+    assert "HOST-ONLY" not in result.stdout
+
+
+def _cwd_attack_process(fd: int) -> dict:
+    return {"args": ["sh", "-c", "readlink /proc/self/cwd; ls; cat ../HOST-ONLY; true"], "cwd": f"/proc/self/fd/{fd}",
+            "env": ["PATH=/bin:/usr/bin"], "user": {"uid": 0, "gid": 0}, "terminal": False}
+
+
+def _assert_cwd_attack_failed(result) -> None:
+    assert "host data" not in result.stdout and "HOST-ONLY" not in result.stdout
+    if result.returncode == 0:
+        assert result.stdout.splitlines()[0].startswith("/")  # a directory inside the container
+    else:
+        assert "process.cwd" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cwd_through_a_preserved_host_directory_fd_is_refused(bundle, tmp_path):
+    """process.cwd = /proc/self/fd/N where fd N is a host directory still open in the runtime's
+    process (here a preserved fd; in runc's CVE an internal one): the process must not start there."""
+    from conftest import capsa_command
+
+    host = _host_dir(tmp_path)
+    for fd in range(3, 12):  # the preserved fd 3 and wherever capsa's own fds land
+        bundle.config["process"] = dict(bundle.process, **_cwd_attack_process(fd))
+        bundle.write()
+        script = f"exec 3<{host}; exec {' '.join(capsa_command())} --root {bundle.root} run --preserve-fds 1 --bundle {bundle.path} c{fd}"
+        result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+        _assert_cwd_attack_failed(result)
+        if fd == 3:
+            assert result.returncode == 1 and "magic link" in result.stderr
+    assert bundle.capsa("list", "-q").stdout == ""
+
+
+def test_exec_cwd_through_proc_self_fd_is_refused(bundle, tmp_path):
+    import json
+
+    host = _host_dir(tmp_path)
+    bundle.set_args("sleep", "60")
+    bundle.create("c1")
+    bundle.capsa("start", "c1")
+    from conftest import capsa_command
+
+    for fd in range(3, 12):
+        process = tmp_path / "process.json"
+        process.write_text(json.dumps(_cwd_attack_process(fd)))
+        script = (f"exec 3<{host}; exec {' '.join(capsa_command())} --root {bundle.root} exec --preserve-fds 1 "
+                  f"--process {process} c1")
+        result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+        _assert_cwd_attack_failed(result)
+        if fd == 3:
+            assert result.returncode == 1 and "magic link" in result.stderr
+
+
+# -- masked and read-only paths whose target in the image is a symlink out of the rootfs ------------
+@pytest.mark.parametrize("where", ["/etc", "/sys"])
+def test_masked_and_readonly_symlinks_stay_inside_the_rootfs(bundle, tmp_path, where):
+    """CVE-2025-31133 class on the targets: the image replaces a masked file and a read-only
+    directory by absolute symlinks to host paths (in /etc, or in /sys when the config mounts no
+    sysfs over the image's). The host directory is also bind-mounted into the container (rw) so
+    that we can see from inside that neither the mask nor the read-only remount landed on it;
+    the symlinks resolve inside the rootfs instead."""
+    host = _host_dir(tmp_path)
+    (host / "rw-dir").mkdir()
+    bundle.config["root"]["readonly"] = False
+    if where == "/sys":
+        bundle.config["mounts"] = [m for m in bundle.config["mounts"] if not m["destination"].startswith("/sys")]
+        os.makedirs(os.path.join(bundle.rootfs, "sys"), exist_ok=True)
+    bundle.config["mounts"].append({"destination": "/host", "type": "bind", "source": str(host), "options": ["rbind", "rw"]})
+    # Inside the rootfs, the same absolute paths exist too: that is where the symlinks must land.
+    inner = os.path.join(bundle.rootfs, str(host).lstrip("/"))
+    os.makedirs(os.path.join(inner, "rw-dir"))
+    with open(os.path.join(inner, "HOST-ONLY"), "w") as f:
+        f.write("rootfs copy")
+    os.symlink(str(host / "HOST-ONLY"), os.path.join(bundle.rootfs, where.lstrip("/"), "masked-link"))
+    os.symlink(str(host / "rw-dir"), os.path.join(bundle.rootfs, where.lstrip("/"), "ro-link"))
+    bundle.config["linux"]["maskedPaths"].append(f"{where}/masked-link")
+    bundle.config["linux"]["readonlyPaths"].append(f"{where}/ro-link")
+    out = bundle.sh(
+        f"cat /host/HOST-ONLY; echo; cat {where}/masked-link; echo '|'; touch /host/rw-dir/x && echo host-dir-writable; "
+        f"touch {where}/ro-link/x 2>/dev/null || echo rootfs-dir-readonly"
+    ).stdout.splitlines()
+    assert out == ["host data", "|", "host-dir-writable", "rootfs-dir-readonly"]
+    assert (host / "HOST-ONLY").read_text() == "host data"
+
+
+# -- read-only /proc/sys, /sys and cgroupfs ------------------------------------------------------------
+ESCAPE_ATTEMPTS = r"""
+try() { if "$@" 2>/dev/null; then echo "SUCCEEDED: $*"; fi; }
+cg=$(ls -d /sys/fs/cgroup/* | head -1)
+try mount -o remount,rw /sys
+try mount -o remount,rw /proc/sys
+try mount -o remount,rw /sys/fs/cgroup
+try mount -o remount,rw "$cg"
+try mount -o remount,rw,bind /proc/sys
+try umount /proc/sys
+try umount -l /sys/fs/cgroup
+try sh -c 'cat /proc/sys/kernel/printk_ratelimit > /proc/sys/kernel/printk_ratelimit'
+try sh -c 'cat /sys/kernel/mm/ksm/run > /sys/kernel/mm/ksm/run'
+try sh -c "echo \$\$ > $cg/cgroup.procs"
+try mkdir "$cg/capsa-escape"
+try mount -t sysfs sysfs /mnt
+try mount -t proc proc /mnt
+try mount -t cgroup -o pids cgroup /mnt
+echo done
+"""
+
+
+def _escape_attempts(bundle) -> list[str]:
+    os.makedirs(os.path.join(bundle.rootfs, "mnt"), exist_ok=True)
+    return bundle.sh(ESCAPE_ATTEMPTS).stdout.splitlines()
+
+
+def test_read_only_proc_sys_sys_and_cgroupfs_stay_read_only(bundle):
+    assert _escape_attempts(bundle) == ["done"]
+
+
+def test_read_only_proc_sys_sys_and_cgroupfs_with_cap_sys_admin_in_a_user_namespace(bundle):
+    """Root of a user namespace with CAP_SYS_ADMIN: it owns its mounts, but none of the host's
+    sysctls, sysfs files or cgroups becomes writable."""
+    bundle.use_user_namespace()
+    caps = ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_CHOWN", "CAP_FOWNER"]
+    bundle.process["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
+    out = _escape_attempts(bundle)
+    writes = [line for line in out if "SUCCEEDED: sh -c" in line or "SUCCEEDED: mkdir" in line]
+    assert writes == [] and out[-1] == "done"
+
+
+# -- sysctl keys as paths ---------------------------------------------------------------------------------
+def test_sysctl_key_cannot_walk_out_of_its_namespace(bundle):
+    """A namespaced prefix followed by '..' would reach a host-wide sysctl (here one whose current
+    value is written back, so the host is unchanged even if the defense failed)."""
+    with open("/proc/sys/kernel/printk_ratelimit") as f:
+        current = f.read().strip()
+    bundle.config["linux"]["sysctl"] = {"net.ipv4/../../kernel/printk_ratelimit": current}
+    result = bundle.run("true", check=False)
+    assert result.returncode == 1 and "linux.sysctl.net.ipv4/../../kernel/printk_ratelimit" in result.stderr
+    assert "not a sysctl name" in result.stderr
+    assert bundle.capsa("list", "-q").stdout == ""
+
+
+def test_sysctl_through_a_symlinked_proc_stays_in_the_container(bundle, tmp_path):
+    """The image's /proc is an absolute symlink to a host path that looks like procfs: the proc
+    mount, the masks and the sysctl write all resolve it inside the rootfs, never on the host."""
+    fake = tmp_path / "fake-host-proc"
+    (fake / "sys" / "net" / "ipv4").mkdir(parents=True)
+    (fake / "sys" / "net" / "ipv4" / "ip_forward").write_text("0\n")
+    (fake / "kcore").write_text("host file")
+    proc = os.path.join(bundle.rootfs, "proc")
+    os.rmdir(proc)
+    os.symlink(str(fake), proc)
+    bundle.config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    out = bundle.sh("cat /proc/sys/net/ipv4/ip_forward; stat -f -c %T /proc/; readlink /proc").stdout.split()
+    assert out == ["1", "proc", str(fake)]
+    assert (fake / "sys" / "net" / "ipv4" / "ip_forward").read_text() == "0\n"
+    assert (fake / "kcore").read_text() == "host file"
+    assert os.path.isdir(os.path.join(bundle.rootfs, str(fake).lstrip("/")))  # where the proc mount went
+
+
+SWAP_PROC = """#!/bin/sh
+# Plays the other side of a race: after capsa mounted the container's /proc, move that mount
+# away and put a symlink maze in its place whose sysctl file leads to another file.
+pid=$(sed 's/.*"pid": *\\([0-9]*\\).*/\\1/')
+exec nsenter -t "$pid" -m sh -e -c '
+  r={rootfs}
+  mkdir -p $r/elsewhere $r/evil/sys/net/core
+  mount --move $r/proc $r/elsewhere
+  ln -s /marker $r/evil/sys/net/core/somaxconn
+  rmdir $r/proc
+  ln -s /{target} $r/proc'
+"""
+
+
+@pytest.mark.parametrize("target", ["evil", "elsewhere"])
+def test_proc_swapped_after_its_mount_cannot_redirect_sysctl(bundle, tmp_path, target):
+    """CVE-2025-52881 class, made deterministic: a createRuntime hook swaps the container's /proc
+    for a symlink after capsa mounted it (as a racing container sharing the rootfs would).
+    To a directory of symlinks ("evil"): refused, the sysctl value never reaches the file the
+    maze points to. To the real procfs, moved ("elsewhere"): the write and the masks go to that
+    procfs, found through one checked fd."""
+    marker = os.path.join(bundle.rootfs, "marker")
+    with open(marker, "w") as f:
+        f.write("untouched")
+    hook = tmp_path / "swap.sh"
+    hook.write_text(SWAP_PROC.format(rootfs=bundle.rootfs, target=target))
+    hook.chmod(0o755)
+    bundle.config["hooks"] = {"createRuntime": [{"path": str(hook)}]}
+    bundle.config["linux"]["sysctl"] = {"net.core.somaxconn": "1234"}
+    result = bundle.sh("cat /proc/sys/net/core/somaxconn; stat -L -c %t:%T /proc/keys", check=False)
+    with open(marker) as f:
+        assert f.read() == "untouched"
+    if target == "evil":
+        assert result.returncode == 1 and "not a procfs" in result.stderr and "Traceback" not in result.stderr
+        assert bundle.capsa("list", "-q").stdout == ""
+    else:
+        # ... and the masks landed on that procfs too (/proc/keys is the null device).
+        assert result.returncode == 0 and result.stdout.split() == ["1234", "1:3"], result.stderr

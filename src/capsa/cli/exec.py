@@ -70,9 +70,10 @@ def _process(container, parsed) -> dict:
     if parsed.process:
         if len(parsed.args) > 1:
             raise UsageError("give either --process or a command, not both")
-        from capsa.spec import load_json_file
+        from capsa.spec import load_json_file, validate_process
 
-        return load_json_file(parsed.process)
+        # Checked here: the flags below read it before Container.exec validates it again.
+        return validate_process(load_json_file(parsed.process))
     if len(parsed.args) < 2:
         raise UsageError('"exec" needs a command, or --process FILE')
     import copy
