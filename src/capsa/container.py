@@ -123,16 +123,26 @@ class Container:
         no_new_keyring: bool = False,
         preserve_fds: int = 0,
         spec: dict[str, Any] | None = None,
+        rootless_cgroups: bool | None = None,
     ) -> Container:
-        """Create a container whose init waits, fully set up, for start()."""
+        """Create a container whose init waits, fully set up, for start().
+
+        rootless_cgroups (runc's --rootless; None: when not root or in a user namespace):
+        a cgroup the caller may not create is skipped unless linux.cgroupsPath names it.
+        """
+        from capsa import rootless
         from capsa import spec as specmod
 
         bundle = os.path.abspath(bundle)
         st.validate_id(container_id)
-        require_privileges()
         if spec is None:
             spec = specmod.load_bundle(bundle)
         refuse_unsupported(spec)
+        if os.geteuid() != 0:
+            rootless.check_spec(spec)
+        rootless.check_mapped(spec)
+        if rootless_cgroups is None:
+            rootless_cgroups = os.geteuid() != 0 or rootless.running_in_userns()
         rootfs_path = _rootfs_path(bundle, spec)
         from capsa.cgroups import Cgroup
 
@@ -140,18 +150,22 @@ class Container:
         store = st.StateStore(root)
         store.create(container_id)
         try:
+            if rootless_cgroups:
+                cgroup = _rootless_cgroup(cgroup, spec)
             with store.lock(container_id):
                 container = cls(store, _new_record(container_id, bundle, rootfs_path, spec), spec)
-                container.record["cgroupPaths"] = cgroup.paths
+                container.record["cgroupPaths"] = cgroup.paths if cgroup is not None else {}
                 store.write_config(container_id, spec)
                 store.write(container_id, container.record)
                 container._launch(
-                    rootfs_path, console_socket, console_fd, preserve_fds, no_pivot=no_pivot, no_new_keyring=no_new_keyring
+                    rootfs_path, console_socket, console_fd, preserve_fds, no_pivot=no_pivot,
+                    no_new_keyring=no_new_keyring, rootless_cgroups=rootless_cgroups,
                 )
         except BaseException:
             # Nothing of a failed create may remain: the launcher killed the init; drop its
             # cgroup and the record.
-            _destroy_quietly(cgroup)
+            if cgroup is not None:
+                _destroy_quietly(cgroup)
             store.remove(container_id)
             raise
         if pid_file:
@@ -244,6 +258,7 @@ class Container:
 
         validate_process(process)
         _refuse_unsupported_process(process, "process")
+        self._check_process_ids(process)
         status = self.status()
         if not (ignore_paused and status == st.PAUSED):
             st.check_transition("exec", self.id, status)
@@ -253,6 +268,15 @@ class Container:
         options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds)
         # The exec'd process gets the container's seccomp filter, as runc does.
         return launch.spawn_tenant(self.pid, process, options, cgroup, (self.spec.get("linux") or {}).get("seccomp"))
+
+    def _check_process_ids(self, process: dict[str, Any]) -> None:
+        from capsa import rootless
+
+        linux_spec = self.spec.get("linux") or {}
+        rootless.check_mapped(self.spec, process)
+        if (process.get("user") or {}).get("additionalGids") and rootless.setgroups_denied(linux_spec):
+            raise ConfigError("process.user.additionalGids", "cannot set additional groups in a rootless container "
+                              "that maps only the caller's own gid (setgroups is denied in its user namespace)")
 
     # -- resources -----------------------------------------------------------------------------
     def update(self, resources: dict[str, Any]) -> None:
@@ -342,9 +366,26 @@ class Container:
         self.record = self.store.read(self.id)
 
 
-def require_privileges() -> None:
-    if os.geteuid() != 0:
-        raise UnsupportedError("rootless containers (capsa run by an unprivileged user) are not supported yet")
+def _rootless_cgroup(cgroup: Any, spec: dict[str, Any]) -> Any:
+    """runc's rootless cgroupfs manager: a hierarchy the caller may not make the container's
+    directory in (or not move a process into) is dropped, and the container stays in the
+    caller's cgroup there; unless linux.cgroupsPath asked for that cgroup, then it is an error.
+    Limits for a dropped hierarchy are an error too: they would silently not apply.
+    Returns the cgroup, or None if nothing is left of it."""
+    from capsa.cgroups import v1_settings
+
+    linux_spec = spec.get("linux") or {}
+    dropped = cgroup.create(ignore_denied=not linux_spec.get("cgroupsPath"))
+    resources = {k: v for k, v in (linux_spec.get("resources") or {}).items() if k != "devices"}
+    for field, controller, _, _ in v1_settings(resources):
+        if cgroup.path_for(controller) is None and any(controller in c.split(",") for c in dropped):
+            raise ConfigError(
+                field,
+                f"cannot set {controller} limit: container could not join or create cgroup "
+                "(capsa is rootless and may not create cgroups there; give it a delegated, writable one "
+                "in linux.cgroupsPath)",
+            )
+    return cgroup if cgroup.paths else None
 
 
 def delete_leftovers(root: str, container_id: str) -> None:

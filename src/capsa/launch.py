@@ -45,7 +45,8 @@ NAMESPACE_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc",
 
 
 class LaunchOptions:
-    __slots__ = ("console_socket", "console_fd", "no_pivot", "no_new_keyring", "preserve_fds", "state_dir", "container_id", "bundle", "state")
+    __slots__ = ("console_socket", "console_fd", "no_pivot", "no_new_keyring", "preserve_fds", "state_dir", "container_id", "bundle", "state",
+                 "rootless_cgroups")
 
     def __init__(self, **values: Any):
         for name in self.__slots__:
@@ -100,7 +101,9 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
     while True:
         kind, payload = channel.receive()
         if kind == "userns":
-            _write_id_mappings(child, spec["linux"])
+            from capsa import idmap
+
+            idmap.write_mappings(child, spec["linux"])
             channel.send("ok")
         elif kind == "pid":
             init_pid = int(payload)
@@ -109,9 +112,9 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
                 # The init is already in its cgroup (the child joined it first thing); the limits
                 # are in place before "go", so no user code ever runs outside them.
                 linux_spec = spec.get("linux") or {}
-                cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"))
+                cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"), rootless=bool(options.rootless_cgroups))
             if "oomScoreAdj" in spec["process"]:
-                write_file(f"/proc/{init_pid}/oom_score_adj", str(spec["process"]["oomScoreAdj"]))
+                _set_oom_score_adj(init_pid, spec["process"]["oomScoreAdj"])
             channel.send("go")
         elif kind == "hooks":
             hooks.run_hooks(spec, "prestart", options.state)
@@ -123,6 +126,16 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
             raise ContainerStartError(payload)
         else:
             raise ContainerStartError("container init exited before it was ready")
+
+
+def _set_oom_score_adj(pid: int, value: int) -> None:
+    try:
+        write_file(f"/proc/{pid}/oom_score_adj", str(value))
+    except PermissionError:
+        raise ContainerStartError(
+            f"process.oomScoreAdj: cannot set {value}: permission denied (lowering it below the "
+            "caller's own needs CAP_SYS_RESOURCE, which a rootless container does not have)"
+        ) from None
 
 
 def _reap(pid: int) -> None:
@@ -212,15 +225,6 @@ def _all_types(namespaces: list[dict[str, Any]]) -> set[str]:
     return {ns["type"] for ns in namespaces}
 
 
-def _write_id_mappings(pid: int, linux_spec: dict[str, Any]) -> None:
-    for kind, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
-        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux_spec.get(key) or [])
-        try:
-            write_file(f"/proc/{pid}/{kind}", lines)
-        except OSError as err:
-            raise ContainerStartError(f"linux.{key}: cannot write {kind}: {err.strerror}") from None
-
-
 # -- the child's side ---------------------------------------------------------------------------
 def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
     """Enter the namespaces, fork the init if a pid or time namespace needs it, then run it."""
@@ -290,9 +294,17 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
     if joins and joins[0][0] == "user":
         _setns(*joins.pop(0))
     elif new_flags & linux.CLONE_NEWUSER:
+        rootless = os.geteuid() != 0
         linux.unshare(linux.CLONE_NEWUSER)
+        if rootless:
+            # An unprivileged parent (and newuidmap, which checks who owns /proc/PID) can write
+            # our maps only while our /proc files are ours, not root's: dumpable until they are
+            # written, as runc's nsexec. Nothing of the container runs yet.
+            linux.prctl(linux.PR_SET_DUMPABLE, 1)
         channel.send("userns")
         channel.expect("ok")
+        if rootless:
+            linux.prctl(linux.PR_SET_DUMPABLE, 0)
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     for join in joins:
