@@ -146,11 +146,18 @@ class Container:
         rootfs_path = _rootfs_path(bundle, spec)
         from capsa.cgroups import Cgroup
 
-        cgroup = Cgroup.for_spec(spec, container_id)
+        try:
+            cgroup = Cgroup.for_spec(spec, container_id)
+        except UnsupportedError:
+            # A cgroup v2-only host: rootless, a container that asks for no cgroup and no limits
+            # runs without one, as it would on a host where it may not create any.
+            if not rootless_cgroups or (spec.get("linux") or {}).get("cgroupsPath") or _has_limits(spec):
+                raise
+            cgroup = None
         store = st.StateStore(root)
         store.create(container_id)
         try:
-            if rootless_cgroups:
+            if rootless_cgroups and cgroup is not None:
                 cgroup = _rootless_cgroup(cgroup, spec)
             with store.lock(container_id):
                 container = cls(store, _new_record(container_id, bundle, rootfs_path, spec), spec)
@@ -364,6 +371,11 @@ class Container:
 
     def _reload(self) -> None:
         self.record = self.store.read(self.id)
+
+
+def _has_limits(spec: dict[str, Any]) -> bool:
+    resources = (spec.get("linux") or {}).get("resources") or {}
+    return any(value for key, value in resources.items() if key != "devices")
 
 
 def _rootless_cgroup(cgroup: Any, spec: dict[str, Any]) -> Any:
