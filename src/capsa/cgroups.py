@@ -129,7 +129,7 @@ class Cgroup:
             try:
                 _mkdir_inheriting_cpuset(directory, "cpuset" in controllers.split(","))
                 if ignore_denied:
-                    join = os.path.join(directory, "tasks" if controllers else "cgroup.procs")
+                    join = _join_file_needing_write(controllers, directory)
                     if not os.access(join, os.W_OK):
                         _rmdir_quietly(directory)
                         raise PermissionError(errno.EACCES, "cannot move processes into it", join)
@@ -382,6 +382,20 @@ def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
             for name in ("cpuset.cpus", "cpuset.mems"):
                 with open(os.path.join(os.path.dirname(current), name)) as f:
                     write_file(os.path.join(current, name), f.read().strip())
+
+
+def _join_file_needing_write(controllers: str, directory: str) -> str:
+    """The file a process moving itself into `directory` needs write access to: `tasks` in v1;
+    in cgroup2 the cgroup.procs of the common ancestor of where it is and where it goes (the
+    kernel's delegation rule), which is root's unless the caller already lives in a delegated
+    subtree."""
+    if controllers:
+        return os.path.join(directory, "tasks")
+    point = next((p for p, c in hierarchies().items() if c == "" and directory.startswith(p + "/")), None)
+    if point is None:
+        return os.path.join(directory, "cgroup.procs")
+    common = os.path.commonpath([own_cgroups().get("", "/"), directory[len(point):]])
+    return os.path.join(point + common.rstrip("/"), "cgroup.procs")
 
 
 def _rmdir_quietly(directory: str) -> None:

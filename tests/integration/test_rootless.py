@@ -351,3 +351,53 @@ def test_cgroups_rootless(user, rbundle):
     rbundle.capsa("run", "--detach", "--bundle", rbundle.path, rbundle.id, check=True)
     failed = user.capsa("pause", rbundle.id)
     assert failed.returncode == 1 and "no freezer cgroup" in failed.stderr
+
+
+@pytest.fixture
+def delegated_cgroup(user):
+    """A cgroup in every hierarchy handed to the test user, as systemd delegates one: the
+    directory and its files are the user's. Returns its path below each mount point."""
+    from capsa.cgroups import hierarchies
+
+    name = f"/capsa-rootless-delegated.{os.getpid()}"
+    made = []
+    try:
+        for point, controllers in hierarchies().items():
+            directory = point + name
+            os.mkdir(directory)
+            made.append(directory)
+            if "cpuset" in controllers.split(","):
+                for file in ("cpuset.cpus", "cpuset.mems"):
+                    with open(os.path.join(point, file)) as f, open(os.path.join(directory, file), "w") as g:
+                        g.write(f.read().strip())
+            for entry in [directory] + [os.path.join(directory, f) for f in os.listdir(directory)]:
+                os.chown(entry, user.uid, user.gid)
+        yield name
+    finally:
+        for directory in reversed(made):
+            for sub in sorted((e.path for e in os.scandir(directory) if e.is_dir()), reverse=True):
+                os.rmdir(sub)
+            os.rmdir(directory)
+
+
+def test_delegated_cgroup(user, rbundle, delegated_cgroup):
+    """With a cgroup it owns, a rootless container gets its own cgroup below it and its limits;
+    device rules, which need CAP_SYS_ADMIN, are skipped as runc skips them."""
+    from capsa.cgroups import hierarchies
+
+    unified = next((p for p, c in hierarchies().items() if c == ""), None)
+    rbundle.config["linux"]["cgroupsPath"] = f"{delegated_cgroup}/{rbundle.id}"
+    rbundle.config["linux"]["resources"] = {"pids": {"limit": 10}, "devices": [{"allow": False, "access": "rwm"}]}
+    rbundle.config["process"]["args"] = ["sh", "-c", "cat /proc/self/cgroup; cat /sys/fs/cgroup/pids/pids.max"]
+    rbundle.write()
+    # As under systemd, the user's own processes live in its delegated subtree: cgroup2 lets a
+    # process move only below the common ancestor it may write to.
+    join = f"echo $$ > {unified}{delegated_cgroup}/cgroup.procs; " if unified else ""
+    command = " ".join([SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--",
+                        *user.command, "run", "--bundle", rbundle.path, rbundle.id])
+    result = subprocess.run(["sh", "-c", join + "exec " + command], capture_output=True, text=True, timeout=60,
+                            env=user.env(), cwd=user.workspace)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    assert lines[-1] == "10"
+    assert f"pids:{delegated_cgroup}/{rbundle.id}" in "\n".join(lines)
