@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_ROOT = "/run/capsa"
+# Why a container may have no cgroup at all.
+_NO_CGROUP_HINT = " (a rootless container gets one only where the caller may create it: see docs/rootless.md)"
 
 
 class Container:
@@ -232,7 +234,7 @@ class Container:
         """Signal every process in the container's cgroup, frozen so that none can fork away."""
         cgroup = self.cgroup()
         if cgroup is None:
-            raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in")
+            raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in{_NO_CGROUP_HINT}")
         frozen = cgroup.path_for("freezer") is not None and not cgroup.is_frozen()
         if frozen:
             cgroup.freeze()
@@ -246,7 +248,11 @@ class Container:
     def processes(self) -> list[int]:
         """Host pids of every process in the container (from its cgroup)."""
         cgroup = self.cgroup()
-        return cgroup.pids() if cgroup and self.status() != st.STOPPED else []
+        if self.status() == st.STOPPED:
+            return []
+        if cgroup is None:
+            raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in{_NO_CGROUP_HINT}")
+        return cgroup.pids()
 
     # -- exec ------------------------------------------------------------------------------------
     def exec(
@@ -328,7 +334,10 @@ class Container:
     def _require_cgroup(self, operation: str):
         cgroup = self.cgroup()
         if cgroup is None or (operation in ("pause", "resume") and cgroup.path_for("freezer") is None):
-            raise UnsupportedError(f"cannot {operation} container {self.id}: no {'freezer ' if operation in ('pause', 'resume') else ''}cgroup")
+            raise UnsupportedError(
+                f"cannot {operation} container {self.id}: no {'freezer ' if operation in ('pause', 'resume') else ''}cgroup"
+                f"{_NO_CGROUP_HINT if cgroup is None else ''}"
+            )
         return cgroup
 
     # -- delete ----------------------------------------------------------------------------------

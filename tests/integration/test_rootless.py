@@ -350,7 +350,9 @@ def test_cgroups_rootless(user, rbundle):
     rbundle.config["process"]["args"] = ["sleep", "600"]
     rbundle.capsa("run", "--detach", "--bundle", rbundle.path, rbundle.id, check=True)
     failed = user.capsa("pause", rbundle.id)
-    assert failed.returncode == 1 and "no freezer cgroup" in failed.stderr
+    assert failed.returncode == 1 and "no freezer cgroup" in failed.stderr and "rootless" in failed.stderr
+    failed = user.capsa("ps", rbundle.id)
+    assert failed.returncode == 1 and "no cgroup to find its processes in" in failed.stderr
 
 
 @pytest.fixture
