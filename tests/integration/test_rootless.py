@@ -7,6 +7,7 @@ end the user is removed and the account files are put back byte for byte.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -376,13 +377,32 @@ def delegated_cgroup(user):
                 os.chown(entry, user.uid, user.gid)
         yield name
     finally:
+        for directory in made:  # a container a failed test left behind
+            for procs in glob.glob(os.path.join(directory, "*", "cgroup.procs")):
+                with open(procs) as f:
+                    for pid in f.read().split():
+                        subprocess.run(["kill", "-KILL", pid], capture_output=True)
         for directory in reversed(made):
             for sub in sorted((e.path for e in os.scandir(directory) if e.is_dir()), reverse=True):
-                os.rmdir(sub)
+                _rmdir_cgroup(sub)
+            _rmdir_cgroup(directory)
+
+
+def _rmdir_cgroup(directory: str) -> None:
+    import time
+
+    for _ in range(200):  # EBUSY while a killed task is still being torn down
+        try:
             os.rmdir(directory)
+            return
+        except OSError as err:
+            if err.errno != 16:
+                raise
+            time.sleep(0.01)
+    os.rmdir(directory)
 
 
-def test_delegated_cgroup(user, rbundle, delegated_cgroup):
+def test_delegated_cgroup(user, delegated_cgroup, rbundle):  # rbundle's teardown (delete) runs first
     """With a cgroup it owns, a rootless container gets its own cgroup below it and its limits;
     device rules, which need CAP_SYS_ADMIN, are skipped as runc skips them."""
     from capsa.cgroups import hierarchies
@@ -395,11 +415,30 @@ def test_delegated_cgroup(user, rbundle, delegated_cgroup):
     # As under systemd, the user's own processes live in its delegated subtree: cgroup2 lets a
     # process move only below the common ancestor it may write to.
     join = f"echo $$ > {unified}{delegated_cgroup}/cgroup.procs; " if unified else ""
-    command = " ".join([SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--",
-                        *user.command, "run", "--bundle", rbundle.path, rbundle.id])
-    result = subprocess.run(["sh", "-c", join + "exec " + command], capture_output=True, text=True, timeout=60,
-                            env=user.env(), cwd=user.workspace)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.split()
+
+    def capsa_in_delegated_cgroup(*args: str) -> subprocess.CompletedProcess:
+        command = " ".join([SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--",
+                            *user.command, *args])
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            result = subprocess.run(["sh", "-c", join + "exec " + command], stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=err, timeout=60, env=user.env(), cwd=user.workspace)
+            out.seek(0)
+            err.seek(0)
+            result.stdout, result.stderr = out.read(), err.read()
+        assert result.returncode == 0, result.stderr
+        return result
+
+    lines = capsa_in_delegated_cgroup("run", "--bundle", rbundle.path, rbundle.id).stdout.split()
     assert lines[-1] == "10"
     assert f"pids:{delegated_cgroup}/{rbundle.id}" in "\n".join(lines)
+
+    # The freezer and cgroup.procs are the container's own: pause, resume and ps work.
+    rbundle.config["process"]["args"] = ["sleep", "600"]
+    rbundle.write()
+    capsa_in_delegated_cgroup("run", "--detach", "--bundle", rbundle.path, rbundle.id)
+    user.capsa("pause", rbundle.id, check=True)
+    assert json.loads(user.capsa("state", rbundle.id, check=True).stdout)["status"] == "paused"
+    user.capsa("resume", rbundle.id, check=True)
+    pid = json.loads(user.capsa("state", rbundle.id, check=True).stdout)["pid"]
+    assert json.loads(user.capsa("ps", "--format", "json", rbundle.id, check=True).stdout) == [pid]
+    user.capsa("delete", "--force", rbundle.id, check=True)
