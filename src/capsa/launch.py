@@ -298,13 +298,12 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
         linux.unshare(linux.CLONE_NEWUSER)
         if rootless:
             # An unprivileged parent (and newuidmap, which checks who owns /proc/PID) can write
-            # our maps only while our /proc files are ours, not root's: dumpable until they are
-            # written, as runc's nsexec. Nothing of the container runs yet.
+            # our maps only while our /proc files are ours, not root's: dumpable until the
+            # namespaces are set up (end of this function), as runc's nsexec. Nothing of the
+            # container runs yet.
             linux.prctl(linux.PR_SET_DUMPABLE, 1)
         channel.send("userns")
         channel.expect("ok")
-        if rootless:
-            linux.prctl(linux.PR_SET_DUMPABLE, 0)
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     for join in joins:
@@ -319,6 +318,9 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
             raise ContainerStartError(f"cannot create namespaces: {err.strerror}") from None
     if rest & linux.CLONE_NEWTIME and time_offsets:
         _write_time_offsets(time_offsets)
+    # Rootless, the child was left dumpable for its maps, and for /proc/self/timens_offsets,
+    # which it could not open while its /proc files belonged to the host's root.
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
 
 
 def _write_time_offsets(offsets: dict[str, Any]) -> None:
@@ -402,6 +404,8 @@ def _tenant_child(
         # libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
         seccomp_filter = init.build_seccomp(seccomp)
         exec_trampoline = init.trampoline_fd()
+        if process.get("terminal"):
+            from capsa import console  # noqa: F401 - the pty is set up after setns(mnt), out of the host's reach
         _join_cgroup(cgroup_join)
         _enter_namespaces(namespaces, channel, None)
         pid = os.fork()

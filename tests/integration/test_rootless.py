@@ -442,3 +442,27 @@ def test_delegated_cgroup(user, delegated_cgroup, rbundle):  # rbundle's teardow
     pid = json.loads(user.capsa("state", rbundle.id, check=True).stdout)["pid"]
     assert json.loads(user.capsa("ps", "--format", "json", rbundle.id, check=True).stdout) == [pid]
     user.capsa("delete", "--force", rbundle.id, check=True)
+
+
+def test_more_namespaces_and_hooks(user, rbundle):
+    """A time namespace with offsets, a network namespace (lo only) and a prestart hook, rootless."""
+    marker = os.path.join(user.workspace, "hook-ran")
+    rbundle.config["linux"]["namespaces"] += [{"type": "time"}, {"type": "network"}]
+    rbundle.config["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365}}
+    rbundle.config["hooks"] = {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", f"id -u > {marker}"]}]}
+    out = rbundle.run("sh", "-c", "cut -d. -f1 /proc/uptime; cat /proc/net/dev | tail -n +3 | cut -d: -f1").stdout.split()
+    assert int(out[0]) >= 86400 * 365
+    assert out[1:] == ["lo"]
+    with open(marker) as f:
+        assert f.read().strip() == str(user.uid)  # hooks run as the caller, on the host
+
+
+@pytest.mark.skipif(not shutil.which("script"), reason="needs script(1) (bsdutils) for a terminal")
+def test_exec_with_a_terminal(user, rbundle):
+    rbundle.config["process"]["args"] = ["sleep", "600"]
+    rbundle.capsa("run", "--detach", "--bundle", rbundle.path, rbundle.id, check=True)
+    command = " ".join([SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--",
+                        *user.command, "exec", "-t", rbundle.id, "sh", "-c", "'tty; id -u'"])
+    result = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60,
+                            env=user.env(), cwd=user.workspace, stdin=subprocess.DEVNULL)
+    assert result.stdout.split()[-2:] == ["/dev/pts/0", "0"], result.stdout + result.stderr
