@@ -295,7 +295,15 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
         _setns(*joins.pop(0))
     elif new_flags & linux.CLONE_NEWUSER:
         rootless = os.geteuid() != 0
-        linux.unshare(linux.CLONE_NEWUSER)
+        try:
+            linux.unshare(linux.CLONE_NEWUSER)
+        except OSError as err:
+            from capsa.rootless import running_in_userns
+
+            hint = (" (this host may forbid unprivileged user namespaces: see the sysctls "
+                    "kernel.unprivileged_userns_clone, kernel.apparmor_restrict_unprivileged_userns "
+                    "and user.max_user_namespaces)") if rootless or running_in_userns() else ""
+            raise ContainerStartError(f"cannot create a user namespace: {err.strerror}{hint}") from None
         if rootless:
             # An unprivileged parent (and newuidmap, which checks who owns /proc/PID) can write
             # our maps only while our /proc files are ours, not root's: dumpable until the

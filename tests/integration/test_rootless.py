@@ -466,3 +466,29 @@ def test_exec_with_a_terminal(user, rbundle):
     result = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60,
                             env=user.env(), cwd=user.workspace, stdin=subprocess.DEVNULL)
     assert result.stdout.split()[-2:] == ["/dev/pts/0", "0"], result.stdout + result.stderr
+
+
+def test_root_inside_a_user_namespace(user, rbundle):
+    """capsa as uid 0 of a user namespace the user made (as rootlesskit and podman run it):
+    rootless cgroups, state under XDG_RUNTIME_DIR (USER is not root), maps written directly."""
+    linux = rbundle.config["linux"]
+    linux["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
+    rbundle.config["process"]["args"] = ["sh", "-c", "id -u; cat /proc/self/uid_map"]
+    rbundle.write()
+    capsa = " ".join([*user.command, "run", "--bundle", rbundle.path, rbundle.id])
+    result = user.run("unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                      f"{capsa} && ls {user.runtime_dir}/capsa && echo done")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "0", "0", "1", "done"]
+
+
+def test_user_namespaces_forbidden(user, rbundle):
+    """Where user namespaces cannot be made the error says so. The limit is set to 0 in a user
+    namespace of the test's own (each has its own user.max_user_namespaces): the host's stays."""
+    capsa = " ".join([*user.command, "run", "--bundle", rbundle.path, rbundle.id])
+    rbundle.write()
+    result = user.run("unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                      f"echo 0 > /proc/sys/user/max_user_namespaces && exec {capsa}")
+    assert result.returncode == 1
+    assert "cannot create a user namespace" in result.stderr and "forbid unprivileged user namespaces" in result.stderr
