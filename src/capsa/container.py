@@ -157,7 +157,15 @@ class Container:
                 raise
             cgroup = None
         store = st.StateStore(root)
-        store.create(container_id)
+        try:
+            store.create(container_id)
+        except PermissionError as err:
+            if os.geteuid() == 0:
+                raise
+            raise CapsaError(
+                f"cannot create the container's state in {root}: {err.strerror}: capsa is not root; set "
+                "XDG_RUNTIME_DIR (the state then goes to $XDG_RUNTIME_DIR/capsa) or give --root"
+            ) from None
         try:
             if rootless_cgroups and cgroup is not None:
                 cgroup = _rootless_cgroup(cgroup, spec)

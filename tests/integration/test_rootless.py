@@ -288,7 +288,7 @@ def test_state_root_default(user, rbundle):
     assert os.path.isdir(os.path.join(user.runtime_dir, "capsa"))
     # runc's rule without XDG_RUNTIME_DIR: /run/capsa, which an unprivileged user cannot write.
     created = rbundle.capsa("create", "--bundle", rbundle.path, rbundle.id, env=user.env(XDG_RUNTIME_DIR=None))
-    assert created.returncode == 1 and "/run/capsa" in created.stderr and "ermission denied" in created.stderr
+    assert created.returncode == 1 and "/run/capsa: Permission denied" in created.stderr and "set XDG_RUNTIME_DIR" in created.stderr
 
 
 # -- what rootless cannot do: clear errors -------------------------------------------------------
