@@ -94,18 +94,26 @@ def _save(paths: list[str]) -> dict[str, tuple[bytes, os.stat_result] | None]:
     return saved
 
 
-def _restore(saved: dict[str, tuple[bytes, os.stat_result] | None]) -> None:
+def _restore(saved: dict[str, tuple[bytes, os.stat_result] | None], name: str) -> None:
+    """Put the account files back as they were. Should something else have changed one of them
+    meanwhile (a package adding a system user), keep that change and drop only our user's lines."""
+    ours = f"{name}:".encode()
     for path, value in saved.items():
         if value is None:
             if os.path.exists(path):
                 os.unlink(path)
             continue
         data, info = value
+        with open(path, "rb") as f:
+            current = f.read()
+        cleaned = b"".join(line for line in current.splitlines(keepends=True) if not line.startswith(ours))
+        exact = path.endswith("-") or cleaned == data
         with open(path, "wb") as f:
-            f.write(data)
+            f.write(data if exact else cleaned)  # else: not byte for byte, the rest is not ours to undo
         os.chown(path, info.st_uid, info.st_gid)
         os.chmod(path, stat.S_IMODE(info.st_mode))
-        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+        if exact:
+            os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
 def _capsa_for(user_name: str, workspace: str) -> tuple[list[str], dict[str, str]]:
@@ -151,7 +159,7 @@ def user(rootfs_template):
     finally:
         subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
         subprocess.run(["userdel", name], capture_output=True)
-        _restore(saved)
+        _restore(saved, name)
         shutil.rmtree(workspace, ignore_errors=True)
 
 
