@@ -155,16 +155,29 @@ def _kill_quietly(pid: int) -> None:
 
 def _cgroup_sources(spec: dict[str, Any], cgroup: Any) -> dict[str, str]:
     """Directory name under /sys/fs/cgroup -> the container's cgroup directory in that hierarchy:
-    what a cgroup mount in config.json shows the container."""
-    if cgroup is None or not any(m.get("type") in ("cgroup", "cgroup2") for m in spec.get("mounts") or []):
-        return {}
-    from capsa.cgroups import CGROUP_ROOT, hierarchies
+    what a cgroup mount in config.json shows the container.
 
-    return {
-        point[len(CGROUP_ROOT):].lstrip("/"): cgroup.paths[controllers]
-        for point, controllers in hierarchies().items()
-        if point.startswith(CGROUP_ROOT) and controllers in cgroup.paths
-    }
+    Where the container has no cgroup of its own (rootless: one it could not create), it lives
+    in the caller's, and that is what it is shown, as runc does.
+    """
+    if not any(m.get("type") in ("cgroup", "cgroup2") for m in spec.get("mounts") or []):
+        return {}
+    from capsa.cgroups import CGROUP_ROOT, hierarchies, own_cgroups
+
+    paths = cgroup.paths if cgroup is not None else {}
+    found = hierarchies()
+    own = own_cgroups() if set(found.values()) - set(paths) else {}
+    sources = {}
+    for point, controllers in found.items():
+        if not point.startswith(CGROUP_ROOT):
+            continue
+        if controllers in paths:
+            sources[point[len(CGROUP_ROOT):].lstrip("/")] = paths[controllers]
+            continue
+        key = next((c for c in controllers.split(",") if c in own), "" if not controllers else None)
+        if key is not None and key in own:
+            sources[point[len(CGROUP_ROOT):].lstrip("/")] = point + own[key].rstrip("/")
+    return sources
 
 
 def _close_fds_except(keep: set[int]) -> None:

@@ -261,12 +261,15 @@ def test_create_start_exec_kill_delete(user, rbundle):
 
 def test_shell_sees_itself_as_root(user, rbundle):
     out = rbundle.run("sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; "
-                      "ls -ln /dev/null; echo hello > /dev/null && echo null-works").stdout.split("\n")
+                      "ls -ln /dev/null; echo hello > /dev/null && echo null-works; "
+                      "grep -x 1 /sys/fs/cgroup/pids/cgroup.procs && echo in-callers-cgroup").stdout.split("\n")
     assert out[0:2] == ["0", "0"]
     assert out[2].split() == ["0", str(user.uid), "1"] and out[3].split() == ["0", str(user.gid), "1"]
     assert out[4] == "deny"  # the kernel's price for an unprivileged gid_map
     assert out[5].split()[4:6] == ["1,", "3"]  # the host's /dev/null, bind-mounted
     assert "null-works" in out
+    if os.path.isdir("/sys/fs/cgroup/pids"):
+        assert "in-callers-cgroup" in out  # no cgroup of its own: it is shown the caller's, as runc does
 
 
 def test_subordinate_ids_through_newuidmap(user, rbundle):
