@@ -314,6 +314,7 @@ def test_device_nodes(user, rbundle):
     rbundle.config["linux"]["devices"] = [{"path": "/dev/null", "type": "c", "major": 1, "minor": 5}]
     failed = rbundle.run("true", check=False)
     assert failed.returncode == 1 and "is 1:3, not 1:5" in failed.stderr
+    assert os.listdir(os.path.join(user.runtime_dir, "capsa")) == []  # a failed create leaves nothing
     rbundle.config["linux"]["devices"] = [{"path": "/dev/zero", "type": "c", "major": 1, "minor": 5}]
     assert rbundle.run("sh", "-c", "head -c 3 /dev/zero | od -An -tx1").stdout.split() == ["00", "00", "00"]
 
