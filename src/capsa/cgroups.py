@@ -120,9 +120,28 @@ class Cgroup:
         return directory
 
     # -- life -----------------------------------------------------------------------------------
-    def create(self) -> None:
-        for controllers, directory in self.paths.items():
-            _mkdir_inheriting_cpuset(directory, "cpuset" in controllers.split(","))
+    def create(self, ignore_denied: bool = False) -> list[str]:
+        """Make the directories; with ignore_denied (rootless), a hierarchy where the caller may
+        not make the directory or move a process into it is dropped from `paths` instead of being
+        an error. Returns the dropped hierarchies."""
+        dropped = []
+        for controllers, directory in list(self.paths.items()):
+            try:
+                _mkdir_inheriting_cpuset(directory, "cpuset" in controllers.split(","))
+                if ignore_denied:
+                    join = _join_file_needing_write(controllers, directory)
+                    if not os.access(join, os.W_OK):
+                        _rmdir_quietly(directory)
+                        raise PermissionError(errno.EACCES, "cannot move processes into it", join)
+            except OSError as err:
+                denied = err.errno in (errno.EPERM, errno.EACCES, errno.EROFS)
+                if ignore_denied and denied:
+                    del self.paths[controllers]
+                    dropped.append(controllers)
+                    continue
+                hint = " (capsa is not root: linux.cgroupsPath must name a cgroup delegated to the caller)" if denied and os.geteuid() != 0 else ""
+                raise CgroupError(f"cannot create cgroup {directory}: {err.strerror}{hint}") from None
+        return dropped
 
     def add(self, pid: int) -> None:
         for directory in self.paths.values():
@@ -211,12 +230,16 @@ class Cgroup:
             time.sleep(0.001)
 
     # -- resources ------------------------------------------------------------------------------
-    def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None) -> None:
+    def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None, rootless: bool = False) -> None:
         """Write linux.resources to the controller files; a value the host cannot take is an error.
 
         `devices` (linux.devices) are allowed in the devices controller whatever the rules say.
+        Rootless, device rules are skipped where they cannot be written, as runc does: they need
+        CAP_SYS_ADMIN, which a delegated cgroup does not give.
         """
         for field, controller, filename, value in v1_settings(resources or {}, devices or []):
+            if rootless and controller == "devices" and (self.path_for("devices") is None or os.geteuid() != 0):
+                continue
             directory = self._controller_dir(controller, field)
             path = os.path.join(directory, filename)
             if not os.path.exists(path):
@@ -359,6 +382,27 @@ def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
             for name in ("cpuset.cpus", "cpuset.mems"):
                 with open(os.path.join(os.path.dirname(current), name)) as f:
                     write_file(os.path.join(current, name), f.read().strip())
+
+
+def _join_file_needing_write(controllers: str, directory: str) -> str:
+    """The file a process moving itself into `directory` needs write access to: `tasks` in v1;
+    in cgroup2 the cgroup.procs of the common ancestor of where it is and where it goes (the
+    kernel's delegation rule), which is root's unless the caller already lives in a delegated
+    subtree."""
+    if controllers:
+        return os.path.join(directory, "tasks")
+    point = next((p for p, c in hierarchies().items() if c == "" and directory.startswith(p + "/")), None)
+    if point is None:
+        return os.path.join(directory, "cgroup.procs")
+    common = os.path.commonpath([own_cgroups().get("", "/"), directory[len(point):]])
+    return os.path.join(point + common.rstrip("/"), "cgroup.procs")
+
+
+def _rmdir_quietly(directory: str) -> None:
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
 
 
 def _rmdir_tree(directory: str) -> None:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_ROOT = "/run/capsa"
+# Why a container may have no cgroup at all.
+_NO_CGROUP_HINT = " (a rootless container gets one only where the caller may create it: see docs/rootless.md)"
 
 
 class Container:
@@ -123,35 +125,64 @@ class Container:
         no_new_keyring: bool = False,
         preserve_fds: int = 0,
         spec: dict[str, Any] | None = None,
+        rootless_cgroups: bool | None = None,
     ) -> Container:
-        """Create a container whose init waits, fully set up, for start()."""
+        """Create a container whose init waits, fully set up, for start().
+
+        rootless_cgroups (runc's --rootless; None: when not root or in a user namespace):
+        a cgroup the caller may not create is skipped unless linux.cgroupsPath names it.
+        """
+        from capsa import rootless
         from capsa import spec as specmod
 
         bundle = os.path.abspath(bundle)
         st.validate_id(container_id)
-        require_privileges()
         if spec is None:
             spec = specmod.load_bundle(bundle)
         refuse_unsupported(spec)
+        if os.geteuid() != 0:
+            rootless.check_spec(spec)
+        rootless.check_mapped(spec)
+        if rootless_cgroups is None:
+            rootless_cgroups = os.geteuid() != 0 or rootless.running_in_userns()
         rootfs_path = _rootfs_path(bundle, spec)
         from capsa.cgroups import Cgroup
 
-        cgroup = Cgroup.for_spec(spec, container_id)
-        store = st.StateStore(root)
-        store.create(container_id)
         try:
+            cgroup = Cgroup.for_spec(spec, container_id)
+        except UnsupportedError:
+            # A cgroup v2-only host: rootless, a container that asks for no cgroup and no limits
+            # runs without one, as it would on a host where it may not create any.
+            if not rootless_cgroups or (spec.get("linux") or {}).get("cgroupsPath") or _has_limits(spec):
+                raise
+            cgroup = None
+        store = st.StateStore(root)
+        try:
+            store.create(container_id)
+        except PermissionError as err:
+            if os.geteuid() == 0:
+                raise
+            raise CapsaError(
+                f"cannot create the container's state in {root}: {err.strerror}: capsa is not root; set "
+                "XDG_RUNTIME_DIR (the state then goes to $XDG_RUNTIME_DIR/capsa) or give --root"
+            ) from None
+        try:
+            if rootless_cgroups and cgroup is not None:
+                cgroup = _rootless_cgroup(cgroup, spec)
             with store.lock(container_id):
                 container = cls(store, _new_record(container_id, bundle, rootfs_path, spec), spec)
-                container.record["cgroupPaths"] = cgroup.paths
+                container.record["cgroupPaths"] = cgroup.paths if cgroup is not None else {}
                 store.write_config(container_id, spec)
                 store.write(container_id, container.record)
                 container._launch(
-                    rootfs_path, console_socket, console_fd, preserve_fds, no_pivot=no_pivot, no_new_keyring=no_new_keyring
+                    rootfs_path, console_socket, console_fd, preserve_fds, no_pivot=no_pivot,
+                    no_new_keyring=no_new_keyring, rootless_cgroups=rootless_cgroups,
                 )
         except BaseException:
             # Nothing of a failed create may remain: the launcher killed the init; drop its
             # cgroup and the record.
-            _destroy_quietly(cgroup)
+            if cgroup is not None:
+                _destroy_quietly(cgroup)
             store.remove(container_id)
             raise
         if pid_file:
@@ -211,7 +242,7 @@ class Container:
         """Signal every process in the container's cgroup, frozen so that none can fork away."""
         cgroup = self.cgroup()
         if cgroup is None:
-            raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in")
+            raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in{_NO_CGROUP_HINT}")
         frozen = cgroup.path_for("freezer") is not None and not cgroup.is_frozen()
         if frozen:
             cgroup.freeze()
@@ -225,7 +256,11 @@ class Container:
     def processes(self) -> list[int]:
         """Host pids of every process in the container (from its cgroup)."""
         cgroup = self.cgroup()
-        return cgroup.pids() if cgroup and self.status() != st.STOPPED else []
+        if self.status() == st.STOPPED:
+            return []
+        if cgroup is None:
+            raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in{_NO_CGROUP_HINT}")
+        return cgroup.pids()
 
     # -- exec ------------------------------------------------------------------------------------
     def exec(
@@ -244,6 +279,7 @@ class Container:
 
         validate_process(process)
         _refuse_unsupported_process(process, "process")
+        self._check_process_ids(process)
         status = self.status()
         if not (ignore_paused and status == st.PAUSED):
             st.check_transition("exec", self.id, status)
@@ -254,6 +290,15 @@ class Container:
                                        state=self.hook_state(st.RUNNING))
         # The exec'd process gets the container's seccomp filter, as runc does.
         return launch.spawn_tenant(self.pid, process, options, cgroup, (self.spec.get("linux") or {}).get("seccomp"))
+
+    def _check_process_ids(self, process: dict[str, Any]) -> None:
+        from capsa import rootless
+
+        linux_spec = self.spec.get("linux") or {}
+        rootless.check_mapped(self.spec, process)
+        if (process.get("user") or {}).get("additionalGids") and rootless.setgroups_denied(linux_spec):
+            raise ConfigError("process.user.additionalGids", "cannot set additional groups in a rootless container "
+                              "that maps only the caller's own gid (setgroups is denied in its user namespace)")
 
     # -- resources -----------------------------------------------------------------------------
     def update(self, resources: dict[str, Any]) -> None:
@@ -298,7 +343,10 @@ class Container:
     def _require_cgroup(self, operation: str):
         cgroup = self.cgroup()
         if cgroup is None or (operation in ("pause", "resume") and cgroup.path_for("freezer") is None):
-            raise UnsupportedError(f"cannot {operation} container {self.id}: no {'freezer ' if operation in ('pause', 'resume') else ''}cgroup")
+            raise UnsupportedError(
+                f"cannot {operation} container {self.id}: no {'freezer ' if operation in ('pause', 'resume') else ''}cgroup"
+                f"{_NO_CGROUP_HINT if cgroup is None else ''}"
+            )
         return cgroup
 
     # -- delete ----------------------------------------------------------------------------------
@@ -343,9 +391,31 @@ class Container:
         self.record = self.store.read(self.id)
 
 
-def require_privileges() -> None:
-    if os.geteuid() != 0:
-        raise UnsupportedError("rootless containers (capsa run by an unprivileged user) are not supported yet")
+def _has_limits(spec: dict[str, Any]) -> bool:
+    resources = (spec.get("linux") or {}).get("resources") or {}
+    return any(value for key, value in resources.items() if key != "devices")
+
+
+def _rootless_cgroup(cgroup: Any, spec: dict[str, Any]) -> Any:
+    """runc's rootless cgroupfs manager: a hierarchy the caller may not make the container's
+    directory in (or not move a process into) is dropped, and the container stays in the
+    caller's cgroup there; unless linux.cgroupsPath asked for that cgroup, then it is an error.
+    Limits for a dropped hierarchy are an error too: they would silently not apply.
+    Returns the cgroup, or None if nothing is left of it."""
+    from capsa.cgroups import v1_settings
+
+    linux_spec = spec.get("linux") or {}
+    dropped = cgroup.create(ignore_denied=not linux_spec.get("cgroupsPath"))
+    resources = {k: v for k, v in (linux_spec.get("resources") or {}).items() if k != "devices"}
+    for field, controller, _, _ in v1_settings(resources):
+        if cgroup.path_for(controller) is None and any(controller in c.split(",") for c in dropped):
+            raise ConfigError(
+                field,
+                f"cannot set {controller} limit: container could not join or create cgroup "
+                "(capsa is rootless and may not create cgroups there; give it a delegated, writable one "
+                "in linux.cgroupsPath)",
+            )
+    return cgroup if cgroup.paths else None
 
 
 def delete_leftovers(root: str, container_id: str) -> None:

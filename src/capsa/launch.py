@@ -45,7 +45,8 @@ NAMESPACE_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc",
 
 
 class LaunchOptions:
-    __slots__ = ("console_socket", "console_fd", "no_pivot", "no_new_keyring", "preserve_fds", "state_dir", "container_id", "bundle", "state")
+    __slots__ = ("console_socket", "console_fd", "no_pivot", "no_new_keyring", "preserve_fds", "state_dir", "container_id", "bundle", "state",
+                 "rootless_cgroups")
 
     def __init__(self, **values: Any):
         for name in self.__slots__:
@@ -100,7 +101,9 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
     while True:
         kind, payload = channel.receive()
         if kind == "userns":
-            _write_id_mappings(child, spec["linux"])
+            from capsa import idmap
+
+            idmap.write_mappings(child, spec["linux"])
             channel.send("ok")
         elif kind == "pid":
             init_pid = int(payload)
@@ -109,9 +112,9 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
                 # The init is already in its cgroup (the child joined it first thing); the limits
                 # are in place before "go", so no user code ever runs outside them.
                 linux_spec = spec.get("linux") or {}
-                cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"))
+                cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"), rootless=bool(options.rootless_cgroups))
             if "oomScoreAdj" in spec["process"]:
-                write_file(f"/proc/{init_pid}/oom_score_adj", str(spec["process"]["oomScoreAdj"]))
+                _set_oom_score_adj(init_pid, spec["process"]["oomScoreAdj"])
             # runc gives the seccomp listener the state "creating" and the init's pid.
             channel.send("go", _listener_state((spec.get("linux") or {}).get("seccomp"), init_pid,
                                                dict(options.state, pid=init_pid, status="creating")))
@@ -156,6 +159,16 @@ def _close_if_open(*fds: int) -> None:
             os.close(fd)
 
 
+def _set_oom_score_adj(pid: int, value: int) -> None:
+    try:
+        write_file(f"/proc/{pid}/oom_score_adj", str(value))
+    except PermissionError:
+        raise ContainerStartError(
+            f"process.oomScoreAdj: cannot set {value}: permission denied (lowering it below the "
+            "caller's own needs CAP_SYS_RESOURCE, which a rootless container does not have)"
+        ) from None
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
@@ -173,16 +186,29 @@ def _kill_quietly(pid: int) -> None:
 
 def _cgroup_sources(spec: dict[str, Any], cgroup: Any) -> dict[str, str]:
     """Directory name under /sys/fs/cgroup -> the container's cgroup directory in that hierarchy:
-    what a cgroup mount in config.json shows the container."""
-    if cgroup is None or not any(m.get("type") in ("cgroup", "cgroup2") for m in spec.get("mounts") or []):
-        return {}
-    from capsa.cgroups import CGROUP_ROOT, hierarchies
+    what a cgroup mount in config.json shows the container.
 
-    return {
-        point[len(CGROUP_ROOT):].lstrip("/"): cgroup.paths[controllers]
-        for point, controllers in hierarchies().items()
-        if point.startswith(CGROUP_ROOT) and controllers in cgroup.paths
-    }
+    Where the container has no cgroup of its own (rootless: one it could not create), it lives
+    in the caller's, and that is what it is shown, as runc does.
+    """
+    if not any(m.get("type") in ("cgroup", "cgroup2") for m in spec.get("mounts") or []):
+        return {}
+    from capsa.cgroups import CGROUP_ROOT, hierarchies, own_cgroups
+
+    paths = cgroup.paths if cgroup is not None else {}
+    found = hierarchies()
+    own = own_cgroups() if set(found.values()) - set(paths) else {}
+    sources = {}
+    for point, controllers in found.items():
+        if not point.startswith(CGROUP_ROOT):
+            continue
+        if controllers in paths:
+            sources[point[len(CGROUP_ROOT):].lstrip("/")] = paths[controllers]
+            continue
+        key = next((c for c in controllers.split(",") if c in own), "" if not controllers else None)
+        if key is not None and key in own:
+            sources[point[len(CGROUP_ROOT):].lstrip("/")] = point + own[key].rstrip("/")
+    return sources
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -241,15 +267,6 @@ def _connect_console(terminal: bool, console_socket: str | None, console_fd: int
 
 def _all_types(namespaces: list[dict[str, Any]]) -> set[str]:
     return {ns["type"] for ns in namespaces}
-
-
-def _write_id_mappings(pid: int, linux_spec: dict[str, Any]) -> None:
-    for kind, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
-        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux_spec.get(key) or [])
-        try:
-            write_file(f"/proc/{pid}/{kind}", lines)
-        except OSError as err:
-            raise ContainerStartError(f"linux.{key}: cannot write {kind}: {err.strerror}") from None
 
 
 # -- the child's side ---------------------------------------------------------------------------
@@ -321,7 +338,22 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
     if joins and joins[0][0] == "user":
         _setns(*joins.pop(0))
     elif new_flags & linux.CLONE_NEWUSER:
-        linux.unshare(linux.CLONE_NEWUSER)
+        rootless = os.geteuid() != 0
+        try:
+            linux.unshare(linux.CLONE_NEWUSER)
+        except OSError as err:
+            from capsa.rootless import running_in_userns
+
+            hint = (" (this host may forbid unprivileged user namespaces: see the sysctls "
+                    "kernel.unprivileged_userns_clone, kernel.apparmor_restrict_unprivileged_userns "
+                    "and user.max_user_namespaces)") if rootless or running_in_userns() else ""
+            raise ContainerStartError(f"cannot create a user namespace: {err.strerror}{hint}") from None
+        if rootless:
+            # An unprivileged parent (and newuidmap, which checks who owns /proc/PID) can write
+            # our maps only while our /proc files are ours, not root's: dumpable until the
+            # namespaces are set up (end of this function), as runc's nsexec. Nothing of the
+            # container runs yet.
+            linux.prctl(linux.PR_SET_DUMPABLE, 1)
         channel.send("userns")
         channel.expect("ok")
         os.setresgid(0, 0, 0)
@@ -338,6 +370,9 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
             raise ContainerStartError(f"cannot create namespaces: {err.strerror}") from None
     if rest & linux.CLONE_NEWTIME and time_offsets:
         _write_time_offsets(time_offsets)
+    # Rootless, the child was left dumpable for its maps, and for /proc/self/timens_offsets,
+    # which it could not open while its /proc files belonged to the host's root.
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
 
 
 def _write_time_offsets(offsets: dict[str, Any]) -> None:

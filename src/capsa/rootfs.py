@@ -346,6 +346,7 @@ _DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": s
 def _create_device(root: Rootfs, device: dict[str, Any], in_userns: bool) -> None:
     path = device["path"]
     if in_userns:
+        _check_host_device(device)
         target = root.make_file(path, 0o000)
         try:
             linux.mount(path, fd_path(target), None, linux.MS_BIND)
@@ -370,6 +371,25 @@ def _create_device(root: Rootfs, device: dict[str, Any], in_userns: bool) -> Non
         os.chown(name, device.get("uid", 0), device.get("gid", 0), dir_fd=parent, follow_symlinks=False)
     finally:
         os.close(parent)
+
+
+def _check_host_device(device: dict[str, Any]) -> None:
+    """In a user namespace mknod is refused (it needs CAP_MKNOD in the initial namespace), so the
+    host's node at the same path is bind-mounted, as runc does: it must exist and be that device."""
+    path = device["path"]
+    why = "in a user namespace (rootless) device nodes cannot be created, so the host's node is bind-mounted"
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        raise ContainerStartError(f"linux.devices {path}: {why}, and the host has none: {err.strerror}") from None
+    kind = _DEVICE_TYPES[device["type"]]
+    if stat.S_IFMT(info.st_mode) != kind:
+        raise ContainerStartError(f"linux.devices {path}: {why}, and the host's {path} is not a device of type {device['type']}")
+    if kind != stat.S_IFIFO and "major" in device and info.st_rdev != os.makedev(device.get("major", 0), device.get("minor", 0)):
+        raise ContainerStartError(
+            f"linux.devices {path}: {why}, and the host's {path} is {os.major(info.st_rdev)}:{os.minor(info.st_rdev)}, "
+            f"not {device.get('major')}:{device.get('minor')}"
+        )
 
 
 def create_dev_links(root: Rootfs) -> None:

@@ -60,11 +60,16 @@ def default_spec(rootless: bool = False) -> dict[str, Any]:
 
 
 def _make_rootless(spec: dict[str, Any]) -> None:
-    """runc's ToRootless: a user namespace mapping the caller to root, no network namespace
-    (an unprivileged user could not set it up), /sys bound from the host, no uid=/gid= mount
-    options and no cgroup resources."""
+    """runc 1.1's `spec --rootless`, field for field: a user namespace mapping the caller to root,
+    no network namespace (an unprivileged user could not give it any interface but lo), /sys bound
+    from the host (sysfs cannot be mounted without owning the network namespace), no uid=/gid=
+    mount options (the ids are not mapped) and no cgroup resources.
+
+    runc 1.1's default has no cgroup namespace, so its rootless spec has none either; ours is
+    dropped too: a rootless container usually has no cgroup of its own to be the root of one.
+    """
     linux = spec["linux"]
-    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("network", "user")]
+    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("network", "user", "cgroup")]
     linux["namespaces"].append({"type": "user"})
     linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
     linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]

@@ -92,15 +92,27 @@ def test_failed_create_leaves_no_process(bundle):
     assert os.listdir(bundle.root) == []
 
 
-def test_unprivileged_user_gets_a_clear_error(bundle, tmp_path):
+def test_unprivileged_user_gets_a_clear_error(bundle):
+    """A config made for root (no user namespace), run by an unprivileged user: a clear error
+    (tests/integration/test_rootless.py covers what works rootless)."""
+    import shutil
     import subprocess
+    import tempfile
 
     from conftest import capsa_command
 
-    os.chmod(tmp_path, 0o755)
-    result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *capsa_command(),
-         "--root", str(tmp_path / "nobody-state"), "run", "--bundle", bundle.path, "x"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 1 and "rootless" in result.stderr and "Traceback" not in result.stderr
+    readable = tempfile.mkdtemp(prefix="capsa-nobody-")
+    try:
+        os.chmod(readable, 0o755)
+        shutil.copy(os.path.join(bundle.path, "config.json"), readable)
+        os.chmod(os.path.join(readable, "config.json"), 0o644)
+        os.mkdir(os.path.join(readable, "rootfs"))
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *capsa_command(),
+             "--root", os.path.join(readable, "nobody-state"), "run", "--bundle", readable, "x"],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        shutil.rmtree(readable)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "rootless container requires user namespaces" in result.stderr

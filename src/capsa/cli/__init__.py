@@ -50,7 +50,9 @@ class Globals:
     """The global flags, as every subcommand sees them."""
 
     def __init__(self, parsed):
-        self.root = parsed.root or default_root(parsed.rootless)
+        if parsed.rootless not in ROOTLESS_VALUES:
+            raise UsageError(f"invalid value {parsed.rootless!r} for --rootless: use true, false or auto")
+        self.root = parsed.root or default_root()
         self.debug = parsed.debug
         self.systemd_cgroup = parsed.systemd_cgroup
         self.rootless = parsed.rootless
@@ -70,10 +72,37 @@ class Globals:
         return self._log
 
 
-def default_root(rootless: str) -> str:
-    if os.geteuid() != 0 and rootless != "false" and os.environ.get("XDG_RUNTIME_DIR"):
-        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "capsa")
-    return "/run/capsa"
+# --rootless: auto, or Go's strconv.ParseBool spellings (as runc reads it).
+ROOTLESS_VALUES = ("", "auto", "1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False")
+
+
+def default_root() -> str:
+    """runc's rule: $XDG_RUNTIME_DIR/capsa for an unprivileged user (or a non-"root" USER that is
+    uid 0 in a user namespace), else /run/capsa. Like runc, the XDG directory is made and given
+    the sticky bit, which keeps the XDG cleanup of old files from removing it."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if not xdg or not _honor_xdg_runtime_dir():
+        return "/run/capsa"
+    root = os.path.join(xdg, "capsa")
+    try:
+        os.makedirs(root, 0o700, exist_ok=True)
+        os.chmod(root, 0o1700)
+    except OSError as err:
+        raise CapsaError(f"cannot make the state root {root} (from $XDG_RUNTIME_DIR): {err.strerror}") from None
+    return root
+
+
+def _honor_xdg_runtime_dir() -> bool:
+    if os.geteuid() != 0:
+        return True
+    try:
+        with open("/proc/self/uid_map") as f:
+            initial_namespace = f.read().split() == ["0", "0", "4294967295"]
+    except FileNotFoundError:
+        initial_namespace = True
+    # The real root keeps /run/capsa (and ignores /run/user/0) as runc does; uid 0 in a user
+    # namespace uses XDG unless USER says it is root.
+    return not initial_namespace and os.environ.get("USER", "") != "root"
 
 
 def main(argv: list[str] | None = None) -> int:

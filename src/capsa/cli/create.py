@@ -32,6 +32,7 @@ def run(g, argv: list[str]) -> int:
 
 def create_from_flags(g, parsed, console_fd: int | None = None, spec: dict | None = None):
     from capsa.container import Container
+    from capsa.rootless import rootless_cgroups
 
     return Container.create(
         g.root,
@@ -44,4 +45,5 @@ def create_from_flags(g, parsed, console_fd: int | None = None, spec: dict | Non
         no_new_keyring=parsed.no_new_keyring,
         preserve_fds=parsed.preserve_fds,
         spec=spec,
+        rootless_cgroups=rootless_cgroups(g.rootless),
     )

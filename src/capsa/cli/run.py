@@ -25,9 +25,6 @@ def run(g, argv: list[str]) -> int:
     if parsed is None:
         return 0
     require_args(parsed, "run", 1)
-    from capsa.container import require_privileges
-
-    require_privileges()
     if parsed.detach:
         container = create_from_flags(g, parsed)
         return _start_or_clean(container, g)
