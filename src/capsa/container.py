@@ -212,15 +212,7 @@ class Container:
         cgroup = self.cgroup()
         if cgroup is None:
             raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in")
-        frozen = cgroup.path_for("freezer") is not None and not cgroup.is_frozen()
-        if frozen:
-            cgroup.freeze()
-        try:
-            for pid in cgroup.pids():
-                _signal_quietly(pid, signal)
-        finally:
-            if frozen:
-                cgroup.thaw()
+        cgroup.kill_all(signal)
 
     def processes(self) -> list[int]:
         """Host pids of every process in the container (from its cgroup)."""
@@ -296,7 +288,7 @@ class Container:
 
     def _require_cgroup(self, operation: str):
         cgroup = self.cgroup()
-        if cgroup is None or (operation in ("pause", "resume") and cgroup.path_for("freezer") is None):
+        if cgroup is None or (operation in ("pause", "resume") and not cgroup.can_freeze()):
             raise UnsupportedError(f"cannot {operation} container {self.id}: no {'freezer ' if operation in ('pause', 'resume') else ''}cgroup")
         return cgroup
 

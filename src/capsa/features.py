@@ -24,9 +24,9 @@ def features() -> dict[str, Any]:
         "linux": {
             "namespaces": NAMESPACES,
             "capabilities": sorted(CAPABILITIES, key=CAPABILITIES.get),
-            # Not yet: cgroup v2, the systemd driver and LSMs come with their own issues;
+            # Not yet: the systemd driver and LSMs come with their own issues;
             # config.json asking for them is refused with an error, so they are reported as disabled.
-            "cgroup": {"v1": True, "v2": False, "systemd": False, "systemdUser": False, "rdma": True},
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": True},
             "seccomp": _seccomp(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
