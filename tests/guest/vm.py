@@ -37,7 +37,8 @@ EXIT_MARKER = "CAPSA-GUEST-EXIT"
 # The socket diagnostics and tun are what `criu check` looks for (the checkpoint tests).
 MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "unix_diag", "inet_diag", "tcp_diag", "udp_diag",
            "raw_diag", "netlink_diag", "af_packet_diag", "tun", "veth",
-           "crc32c_generic", "nf_tables")  # libcrc32c asks the crypto API for crc32c: load it first
+           "crc32c_generic", "nf_tables",  # libcrc32c asks the crypto API for crc32c: load it first
+           "brd")  # /dev/ram0: a block device for io.max and the device filter tests
 KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")  # the firmware clears the screen
 

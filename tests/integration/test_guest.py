@@ -76,20 +76,23 @@ def test_guest_boots_and_reports(guest_session):
 @pytest.mark.parametrize("name", [n for path in GUEST_TESTS for n in _test_names(path)])
 def test_in_guest(guest_session, name):
     result, outcomes = guest_session
-    outcome = outcomes.get(name)
-    if outcome is None:
-        skipped = re.search(rf"SKIPPED.*{re.escape(name.rsplit('::', 1)[1])}|SKIPPED \[\d+\] {re.escape(name.split('::')[0])}", result.output)
-        if skipped or re.search(r"\d+ skipped", result.output) and not outcomes:
-            pytest.skip(f"skipped in the guest: {skipped.group(0) if skipped else 'see the guest output'}")
+    # A parametrized inner test reports as name[param]: all of them count.
+    mine = {inner: outcome for inner, outcome in outcomes.items() if inner == name or inner.startswith(name + "[")}
+    if not mine:
+        short = name.rsplit("::", 1)[1]
+        skipped = re.search(rf"SKIPPED \[\d+\] [^\n]*({re.escape(short)}|{re.escape(name.split('::')[0])})[^\n]*", result.output)
+        if skipped:
+            pytest.skip(f"skipped in the guest: {skipped.group(0)}")
         pytest.fail(f"{name} has no result in the guest's output:\n{result.output[-4000:]}")
-    if outcome in ("FAILED", "ERROR"):
-        pytest.fail(f"{name} {outcome} in the guest:\n{_section(result.output, name)}")
+    failed = [inner for inner, outcome in mine.items() if outcome in ("FAILED", "ERROR")]
+    if failed:
+        pytest.fail("\n\n".join(f"{inner} {mine[inner]} in the guest:\n{_section(result.output, inner)}" for inner in failed))
 
 
 def _section(output: str, name: str) -> str:
     """The inner pytest's failure report for one test (its '____ test_x ____' section)."""
     short = name.rsplit("::", 1)[1]
-    match = re.search(rf"_{{3,}} {re.escape(short)}\b.*?(?=\n_{{3,}} |\n={{3,}} )", output, re.S)
+    match = re.search(rf"_{{3,}} {re.escape(short)} _.*?(?=\n_{{3,}} |\n={{3,}} )", output, re.S)
     return match.group(0) if match else output[-4000:]
 
 
