@@ -73,6 +73,7 @@ def test_resources_reach_v2_files(cgbundle):
     io_max = cgroup_file(cgbundle, "io.max")
     assert f"{device['major']}:{device['minor']} rbps=1048576 wbps=max riops=max wiops=100" in io_max
     assert cgroup_file(cgbundle, "hugetlb.2MB.max") == str(4 * MiB)
+    assert cgroup_file(cgbundle, "hugetlb.2MB.rsvd.max") == str(4 * MiB)
     # The init is in the cgroup before the user's program runs (born there: clone3 CLONE_INTO_CGROUP).
     pid = state(cgbundle)["pid"]
     assert str(pid) in cgroup_file(cgbundle, "cgroup.procs").split()

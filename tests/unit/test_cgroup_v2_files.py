@@ -57,7 +57,7 @@ def test_io_hugetlb_rdma_unified():
                            "rdma": {"mlx5_0": {"hcaHandles": 3, "hcaObjects": 9}},
                            "unified": {"memory.high": "1G"}})
     assert [(name, value) for _, name, value in written] == [
-        ("io.max", "8:0 rbps=100"), ("hugetlb.2MB.max", "4194304"), ("rdma.max", "mlx5_0 hca_handle=3 hca_object=9"),
+        ("io.max", "8:0 rbps=100"), ("hugetlb.2MB.max", "4194304"), ("hugetlb.2MB.rsvd.max", "4194304"), ("rdma.max", "mlx5_0 hca_handle=3 hca_object=9"),
         ("memory.high", "1G")]
 
 

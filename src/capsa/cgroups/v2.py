@@ -128,8 +128,9 @@ class V2Cgroup(Cgroup):
         for field, name, value in v2_settings(resources):
             path = self._file(name)
             if not os.path.exists(path):
-                # As runc: no swap accounting is fine as long as nothing is asked of it.
-                if name == "memory.swap.max" and value in ("max", "0"):
+                # As runc: no swap accounting is fine as long as nothing is asked of it, and an
+                # older kernel without hugetlb reservations still gets the limit itself.
+                if (name == "memory.swap.max" and value in ("max", "0")) or name.endswith(".rsvd.max"):
                     continue
                 raise UnsupportedError(f"{field}: {self._missing(name)}")
             try:
@@ -251,7 +252,10 @@ def v2_settings(resources: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append((f"{field}.pids.limit", "pids.max", "max" if pids["limit"] <= 0 else str(pids["limit"])))
     out += _io_settings(resources.get("blockIO") or {}, f"{field}.blockIO")
     for index, limit in enumerate(resources.get("hugepageLimits") or []):
-        out.append((f"{field}.hugepageLimits[{index}]", f"hugetlb.{limit['pageSize']}.max", str(limit["limit"])))
+        where = f"{field}.hugepageLimits[{index}]"
+        out.append((where, f"hugetlb.{limit['pageSize']}.max", str(limit["limit"])))
+        # Reservations too (Linux 5.7+), as runc, so that a reserved-but-unfaulted page counts.
+        out.append((where, f"hugetlb.{limit['pageSize']}.rsvd.max", str(limit["limit"])))
     network = resources.get("network") or {}
     if network.get("classID") is not None or network.get("priorities"):
         raise UnsupportedError(f"{field}.network: cgroup v2 has no net_cls/net_prio (use an eBPF or nftables policy)")
