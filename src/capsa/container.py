@@ -243,15 +243,7 @@ class Container:
         cgroup = self.cgroup()
         if cgroup is None:
             raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in{_NO_CGROUP_HINT}")
-        frozen = cgroup.path_for("freezer") is not None and not cgroup.is_frozen()
-        if frozen:
-            cgroup.freeze()
-        try:
-            for pid in cgroup.pids():
-                _signal_quietly(pid, signal)
-        finally:
-            if frozen:
-                cgroup.thaw()
+        cgroup.kill_all(signal)
 
     def processes(self) -> list[int]:
         """Host pids of every process in the container (from its cgroup)."""
@@ -342,7 +334,7 @@ class Container:
 
     def _require_cgroup(self, operation: str):
         cgroup = self.cgroup()
-        if cgroup is None or (operation in ("pause", "resume") and cgroup.path_for("freezer") is None):
+        if cgroup is None or (operation in ("pause", "resume") and not cgroup.can_freeze()):
             raise UnsupportedError(
                 f"cannot {operation} container {self.id}: no {'freezer ' if operation in ('pause', 'resume') else ''}cgroup"
                 f"{_NO_CGROUP_HINT if cgroup is None else ''}"
@@ -415,6 +407,12 @@ def _rootless_cgroup(cgroup: Any, spec: dict[str, Any]) -> Any:
                 "(capsa is rootless and may not create cgroups there; give it a delegated, writable one "
                 "in linux.cgroupsPath)",
             )
+    if not cgroup.paths and resources:  # cgroup v2: the one directory was given up
+        raise ConfigError(
+            "linux.resources",
+            "cannot set limits: container could not join or create cgroup (capsa is rootless and may "
+            "not create cgroups there; give it a delegated, writable one in linux.cgroupsPath)",
+        )
     return cgroup if cgroup.paths else None
 
 
