@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 from conftest import capsa_command
@@ -61,6 +62,9 @@ def test_exit_code_and_missing_executable(podman):
     assert podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3", check=False).returncode == 3
     missing = podman("run", "--rm", "--network", "none", IMAGE, "nosuchcommand", check=False)
     assert missing.returncode == 127 and "not found" in missing.stderr
+    # A file without the execute bit: execve fails with EACCES, which podman maps to 126.
+    denied = podman("run", "--rm", "--network", "none", IMAGE, "/etc/passwd", check=False)
+    assert denied.returncode == 126 and "permission denied" in denied.stderr.lower()
 
 
 def test_detached_exec_logs_pause_stop(podman):
@@ -87,9 +91,16 @@ def test_pod_shares_namespaces(podman):
     podman("pod", "create", "--name", "p1", "--network", "none")
     try:
         podman("run", "-d", "--pod", "p1", "--name", "pa", IMAGE, "sleep", "100")
-        first = podman("exec", "pa", "sh", "-c", "hostname; readlink /proc/self/ns/net").stdout.split()
-        second = podman("run", "--rm", "--pod", "p1", IMAGE, "sh", "-c", "hostname; readlink /proc/self/ns/net").stdout.split()
+        probe = "hostname; for ns in net ipc uts; do readlink /proc/self/ns/$ns; done"
+        first = podman("exec", "pa", "sh", "-c", probe).stdout.split()
+        second = podman("run", "--rm", "--pod", "p1", IMAGE, "sh", "-c", probe).stdout.split()
         assert first == second and first[0] == "p1"
+        # The namespaces are the pod's infra container's (podman's catatonit pause), itself run by capsa.
+        infra = podman("pod", "inspect", "--format", "{{.InfraContainerID}}", "p1").stdout.strip()
+        infra_pid = podman("inspect", "--format", "{{.State.Pid}}", infra).stdout.strip()
+        assert os.readlink(f"/proc/{infra_pid}/ns/net") == first[1]
+        assert os.readlink(f"/proc/{infra_pid}/ns/ipc") == first[2]
+        assert podman("inspect", "--format", "{{.OCIRuntime}}", infra).stdout.strip() == capsa_command()[0]
     finally:
         podman("pod", "rm", "--force", "--time", "0", "p1", check=False)
 
@@ -100,4 +111,29 @@ def test_tty_and_host_pid_namespace(podman):
     # With the host's pid namespace, stopping goes through `kill --all` (the container's cgroup).
     podman("run", "-d", "--name", "hostpid", "--pid", "host", "--network", "none", IMAGE, "sh", "-c", "sleep 100 & sleep 100")
     assert int(podman("exec", "hostpid", "sh", "-c", "echo $$").stdout) > 1
+    # The host's pid 1 is the container's pid 1.
+    with open("/proc/1/stat") as f:
+        host_init = f.read().split()[:2]
+    assert podman("exec", "hostpid", "cut", "-d", " ", "-f", "1,2", "/proc/1/stat").stdout.split() == host_init
     podman("rm", "--force", "--time", "0", "hostpid")
+
+
+def test_init_is_pid_one_and_forwards_signals(podman):
+    # --init: podman bind-mounts its init (catatonit, engine.init_path) at /run/podman-init and runs the command
+    # under it. sh then is not pid 1, so SIGTERM reaches its trap instead of being ignored.
+    podman("run", "-d", "--init", "--name", "init1", "--network", "none", IMAGE,
+           "sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done")
+    try:
+        pid1 = podman("exec", "init1", "cat", "/proc/1/cmdline").stdout.split("\0")
+        assert pid1[0] == "/run/podman-init" and pid1[-4:-1] == ["sh", "-c", pid1[-2]], pid1
+        # The command is the init's child: a sh whose parent is pid 1.
+        children = podman("exec", "init1", "sh", "-c", "grep -l '^PPid:\t1$' /proc/[0-9]*/status | "
+                          "while read f; do d=${f%/status}; tr '\\0' ' ' < $d/cmdline; echo; done").stdout
+        assert any(line.startswith("sh -c trap") for line in children.splitlines()), children
+        started = time.monotonic()
+        podman("stop", "-t", "30", "init1")
+        assert time.monotonic() - started < 20  # SIGTERM did the stop, not the SIGKILL after the timeout
+        assert podman("inspect", "--format", "{{.State.ExitCode}}", "init1").stdout.strip() == "7"
+        assert "got-term" in podman("logs", "init1").stdout
+    finally:
+        podman("rm", "--force", "--time", "0", "init1", check=False)
