@@ -24,7 +24,7 @@ def podman(tmp_path_factory, rootfs_template):
     conf = base / "containers.conf"
     runtime = capsa_command()[0]
     # Host settings the tests need live in their own config file, never in the host's /etc.
-    conf.write_text(
+    settings = (
         "[containers]\n"
         'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
         # netavark (the default bridge) keeps its network files and lock in the test's own directory.
@@ -35,9 +35,12 @@ def podman(tmp_path_factory, rootfs_template):
         'cgroup_manager = "cgroupfs"\n'
         'events_logger = "file"\n'
         'runtime = "capsa"\n'
-        "[engine.runtimes]\n"
-        f'capsa = ["{runtime}"]\n'
     )
+    runtimes = f'[engine.runtimes]\ncapsa = ["{runtime}"]\n'
+    # As docs/managers.md: podman passes --log-format=json and reads capsa's errors as JSON. The plain-text
+    # error path (a runtime podman does not know to speak JSON) is tested too, with plain.conf.
+    conf.write_text(settings + 'runtime_supports_json = ["capsa"]\n' + runtimes)
+    (base / "plain.conf").write_text(settings + runtimes)
     # Rootful podman 4.3 makes /run/containers/networks (netavark's IPAM database) whatever its config says:
     # removed afterwards if these tests are what created it.
     ipam_created = not os.path.exists(NETAVARK_RUN_DIR)
@@ -47,10 +50,12 @@ def podman(tmp_path_factory, rootfs_template):
                # capsa's own state root for these tests, apart from the default /run/capsa.
                "--runtime-flag", f"root={base / 'capsa-state'}"]
 
-    def run(*args: str, check: bool = True, timeout: float = 60, netns: str | None = None) -> subprocess.CompletedProcess:
+    def run(*args: str, check: bool = True, timeout: float = 60, netns: str | None = None,
+            plain: bool = False) -> subprocess.CompletedProcess:
         # netns: run podman (and so conmon, netavark) inside that network namespace, as if it were the host's.
         prefix = ["nsenter", f"--net={netns}"] if netns else []
-        result = subprocess.run(prefix + command + list(args), env=env, capture_output=True, text=True,
+        call_env = dict(env, CONTAINERS_CONF=str(base / "plain.conf")) if plain else env
+        result = subprocess.run(prefix + command + list(args), env=call_env, capture_output=True, text=True,
                                 timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} exited {result.returncode}: {result.stderr}")
@@ -71,12 +76,14 @@ def test_run_rm_with_default_seccomp(podman):
     assert out.stdout.splitlines() == ["hello", "Seccomp:\t2"]
 
 
-def test_exit_code_and_missing_executable(podman):
-    assert podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3", check=False).returncode == 3
-    missing = podman("run", "--rm", "--network", "none", IMAGE, "nosuchcommand", check=False)
+@pytest.mark.parametrize("plain", [False, True], ids=["json-errors", "text-errors"])
+def test_exit_code_and_missing_executable(podman, plain):
+    exited = podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3", check=False, plain=plain)
+    assert exited.returncode == 3
+    missing = podman("run", "--rm", "--network", "none", IMAGE, "nosuchcommand", check=False, plain=plain)
     assert missing.returncode == 127 and "not found" in missing.stderr
     # A file without the execute bit: execve fails with EACCES, which podman maps to 126.
-    denied = podman("run", "--rm", "--network", "none", IMAGE, "/etc/passwd", check=False)
+    denied = podman("run", "--rm", "--network", "none", IMAGE, "/etc/passwd", check=False, plain=plain)
     assert denied.returncode == 126 and "permission denied" in denied.stderr.lower()
 
 
