@@ -229,7 +229,11 @@ class Container:
 
     # -- kill ------------------------------------------------------------------------------------
     def kill(self, signal: int, all_processes: bool = False) -> None:
-        st.check_transition("kill", self.id, self.status())
+        status = self.status()
+        if all_processes and status == st.STOPPED:
+            self._kill_leftovers(signal)
+            return
+        st.check_transition("kill", self.id, status)
         if all_processes:
             self._kill_all(signal)
             return
@@ -237,6 +241,17 @@ class Container:
             posix.kill(self.pid, signal)
         except ProcessLookupError:
             raise st.StateError(f"container {self.id} is not running") from None
+
+    def _kill_leftovers(self, signal: int) -> None:
+        """kill --all once the init has exited: signal what is left in its cgroup, and succeed, as runc does.
+
+        Processes of a container without a pid namespace of its own (a Kubernetes pod's shared one, --pid host)
+        outlive its init. containerd's runc.v2 shim calls `kill --all ID 9` right after such an init exits and
+        fails the task (CRI's StopContainer with it) if that call fails.
+        """
+        cgroup = self.cgroup()
+        if cgroup is not None and cgroup.pids():
+            self._kill_all(signal)
 
     def _kill_all(self, signal: int) -> None:
         """Signal every process in the container's cgroup, frozen so that none can fork away."""
