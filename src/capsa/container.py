@@ -38,9 +38,9 @@ class Container:
         return cls(store, store.read(container_id))
 
     @classmethod
-    def list(cls, root: str) -> list[Container]:
+    def list(cls, root: str, warn: Any = None) -> list[Container]:
         store = st.StateStore(root)
-        return [cls(store, record) for record in store.iter_records()]
+        return [cls(store, record) for record in store.iter_records(warn)]
 
     @property
     def id(self) -> str:
@@ -432,7 +432,8 @@ def _rootless_cgroup(cgroup: Any, spec: dict[str, Any]) -> Any:
 
 
 def delete_leftovers(root: str, container_id: str) -> None:
-    """delete --force of a container whose state was never written: remove its directory."""
+    """delete --force of a container whose state was never written (or a crash left corrupt):
+    remove its directory."""
     try:
         st.validate_id(container_id)
     except CapsaError:
