@@ -303,15 +303,17 @@ class Container:
                               "that maps only the caller's own gid (setgroups is denied in its user namespace)")
 
     # -- resources -----------------------------------------------------------------------------
-    def update(self, resources: dict[str, Any]) -> None:
-        """Change the container's cgroup limits (an OCI LinuxResources object) while it runs."""
+    def update(self, resources: dict[str, Any], warn: Any = None) -> None:
+        """Change the container's cgroup limits (an OCI LinuxResources object) while it runs.
+
+        warn: called with the text of each setting the host ignores (memory.kernel)."""
         with self.store.lock(self.id):
             self._reload()
             status = self.status()
             if status == st.STOPPED:
                 raise st.StateError(f"container {self.id} is not running: cannot update it")
             cgroup = self._require_cgroup("update")
-            cgroup.apply({k: v for k, v in resources.items() if k != "devices"})
+            cgroup.apply({k: v for k, v in resources.items() if k != "devices"}, warn=warn)
             spec = self.spec
             merged = spec.setdefault("linux", {}).setdefault("resources", {})
             for key, value in resources.items():

@@ -160,6 +160,10 @@ def test_kernel_memory_limit_is_not_pretended(cgbundle):
         assert "linux.resources.memory.kernel: ignored" in result.stderr
     elif cgroup_file("memory", "c1", "memory.kmem.limit_in_bytes") != str(limit):
         assert "linux.resources.memory.kernel: ignored" in result.stderr and "does not enforce" in result.stderr
+        # `update` takes it the same way, and still applies what comes with it.
+        updated = cgbundle.capsa("update", "--kernel-memory", "32m", "--memory", "100m", "c1")
+        assert "linux.resources.memory.kernel: ignored" in updated.stderr
+        assert cgroup_file("memory", "c1", "memory.limit_in_bytes") == str(100 * 1024 * 1024)
 
 
 def test_fifo_device_with_device_rules(cgbundle):
