@@ -147,7 +147,7 @@ class V2Cgroup(Cgroup):
 
     # -- resources --------------------------------------------------------------------------------
     def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None,
-              rootless: bool = False) -> None:
+              rootless: bool = False, warn: Any = None) -> None:
         """Write linux.resources to the v2 files; a value the host cannot take is an error.
         Rootless, device rules are skipped (attaching an eBPF program needs CAP_SYS_ADMIN in the
         initial user namespace; runc ignores the failure there)."""
