@@ -210,7 +210,7 @@ def accelerator() -> str:
 
 def qemu_command(vmlinuz: str, initrd: str) -> list[str]:
     return [
-        QEMU, "-accel", accelerator(), "-cpu", "max", "-m", "2G", "-smp", "2",
+        QEMU, "-accel", accelerator(), "-cpu", "host" if accelerator() == "kvm" else "max", "-m", "2G", "-smp", "2",
         "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", vmlinuz, "-initrd", initrd, "-append", KERNEL_CMDLINE,
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
