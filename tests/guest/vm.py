@@ -83,7 +83,11 @@ def kernel_dir() -> str:
             raise GuestUnavailable(f"apt-get download {package} failed: {result.stderr.strip()}")
         unpacked = os.path.join(download, "root")
         subprocess.run(["dpkg", "-x", os.path.join(download, debs[0]), unpacked], check=True)
-        os.rename(unpacked, target)  # atomic: a half-unpacked kernel is never taken for a whole one
+        try:
+            os.rename(unpacked, target)  # atomic: a half-unpacked kernel is never taken for a whole one
+        except OSError:
+            if not os.path.isdir(os.path.join(target, "boot")):  # else another run unpacked it first
+                raise
     finally:
         shutil.rmtree(download, ignore_errors=True)
     return target
