@@ -3,7 +3,8 @@
 One guest boots per session (tests/guest/vm.py: Debian 12's kernel, cgroup2 only, the host's
 files read-only under a tmpfs overlay) and runs the GUEST_TESTS files with this checkout's
 interpreter; each of their tests is reported here as a test of its own. CAPSA_SKIP_GUEST=1 skips
-the tier; CAPSA_GUEST_ACCEL=kvm uses KVM where /dev/kvm works (default: tcg, software emulation).
+the tier; CAPSA_GUEST_TESTS names other test files to run in the guest; CAPSA_GUEST_ACCEL=kvm
+uses KVM where /dev/kvm works (default: tcg, software emulation).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ if os.environ.get("CAPSA_SKIP_GUEST"):
 from guest import vm  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GUEST_TESTS = ["tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py"]
+# CAPSA_GUEST_TESTS="tests/integration/a.py tests/integration/b.py" runs other files in the guest.
+GUEST_TESTS = os.environ.get("CAPSA_GUEST_TESTS", "").split() or [
+    "tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py"]
 TIMEOUT = 600.0  # the whole tier must fit in CI's time
 
 
