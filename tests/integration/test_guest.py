@@ -151,7 +151,7 @@ def test_systemd_guest_boots():
                         "test -S /run/systemd/private && echo private-bus", timeout=300, init="systemd")
     except vm.GuestUnavailable as err:
         pytest.skip(f"guest tier unavailable: {err}")
-    print(f"systemd guest: boot {result.boot_seconds} s, whole {result.seconds:.1f} s")
+    print(f"systemd guest: boot {result.boot_seconds or 0:.1f} s, whole {result.seconds:.1f} s")
     assert result.exit_code == 0, result.output[-3000:]
     lines = result.output.splitlines()
     assert "systemd" in lines and "0::/system.slice/capsa-guest.service" in lines and "private-bus" in lines
