@@ -332,7 +332,11 @@ class Container:
 
         if self.status() == st.STOPPED:
             raise st.StateError(f"container {self.id} is not running")
-        return stats(self._require_cgroup("read the statistics of"))
+        data = stats(self._require_cgroup("read the statistics of"))
+        interfaces = procfs.network_interfaces(self.pid)
+        if interfaces:
+            data["network_interfaces"] = interfaces
+        return data
 
     # -- pause / resume --------------------------------------------------------------------------
     def pause(self) -> None:

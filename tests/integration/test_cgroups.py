@@ -217,3 +217,14 @@ def test_events_reports_oom(cgbundle):
     out = cgbundle.capsa("events", "--interval", "200ms", "c1", timeout=20).stdout.splitlines()
     events = [jsonfast.loads(line) for line in out]
     assert {"type": "oom", "id": "c1"} in events
+
+
+def test_events_stats_network_interfaces(cgbundle):
+    # The host's network namespace: its interfaces (loopback left out, as runc does).
+    cgbundle.config["linux"]["namespaces"] = [ns for ns in cgbundle.config["linux"]["namespaces"] if ns["type"] != "network"]
+    cgbundle.create("c1")
+    data = jsonfast.loads(cgbundle.capsa("events", "--stats", "c1").stdout)["data"]
+    with open("/proc/self/net/dev") as f:
+        names = {line.split(":")[0].strip() for line in f.read().splitlines()[2:]} - {"lo"}
+    assert {i["name"] for i in data.get("network_interfaces", [])} == names
+    assert all({"rx_bytes", "tx_packets"} <= set(i) for i in data.get("network_interfaces", []))

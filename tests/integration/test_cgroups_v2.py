@@ -81,6 +81,29 @@ def test_resources_reach_v2_files(cgbundle):
         assert f.read().strip() == f"0::{cgbundle.cgroup}"
 
 
+def test_child_is_born_in_its_cgroup():
+    """clone3(CLONE_INTO_CGROUP), which create and exec use, works on this kernel: no fallback."""
+    from capsa import linux
+
+    name = f"capsa-test-clone3.{os.getpid()}"
+    path = f"{ROOT}/{name}"
+    os.mkdir(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            pid = linux.fork_into_cgroup(fd)
+        finally:
+            os.close(fd)
+        if pid == 0:
+            with open("/proc/self/cgroup") as f:
+                os._exit(0 if f.read().strip() == f"0::/{name}" else 1)
+        assert pid is not None, "clone3 with CLONE_INTO_CGROUP is not available"
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.rmdir(path)
+
+
 def test_cpu_idle(cgbundle):
     cgbundle.config["linux"]["resources"] = {"cpu": {"idle": 1}}
     cgbundle.create("c1")
