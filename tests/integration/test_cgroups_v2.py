@@ -124,10 +124,17 @@ def test_pids_limit_is_enforced(cgbundle):
     assert "can't fork" in out.stderr or "Resource temporarily unavailable" in out.stderr or out.returncode != 0
 
 
+def test_kernel_memory_is_ignored_with_a_warning(cgbundle):
+    cgbundle.config["linux"]["resources"] = {"memory": {"kernel": 64 * MiB, "kernelTCP": MiB, "limit": 64 * MiB}}
+    result = cgbundle.create("c1")
+    assert "linux.resources.memory.kernel: ignored" in result.stderr
+    assert "linux.resources.memory.kernelTCP: ignored" in result.stderr
+    assert cgroup_file(cgbundle, "memory.max") == str(64 * MiB)
+
+
 def test_values_v2_cannot_take_are_clear_errors(cgbundle):
     for resources, field in (({"memory": {"limit": -5}}, "linux.resources.memory.limit"),
                              ({"memory": {"swappiness": 10}}, "linux.resources.memory.swappiness"),
-                             ({"memory": {"kernel": 64 * MiB}}, "linux.resources.memory.kernel"),
                              ({"memory": {"swap": 64 * MiB}}, "linux.resources.memory.swap"),
                              ({"cpu": {"realtimeRuntime": 1000}}, "linux.resources.cpu.realtimeRuntime"),
                              ({"network": {"classID": 7}}, "linux.resources.network"),
