@@ -126,12 +126,15 @@ class Container:
         preserve_fds: int = 0,
         spec: dict[str, Any] | None = None,
         rootless_cgroups: bool | None = None,
+        systemd_cgroup: bool = False,
         warn: Any = None,
     ) -> Container:
         """Create a container whose init waits, fully set up, for start().
 
         rootless_cgroups (runc's --rootless; None: when not root or in a user namespace):
         a cgroup the caller may not create is skipped unless linux.cgroupsPath names it.
+        systemd_cgroup (runc's --systemd-cgroup): the cgroup is a systemd scope unit, made over
+        D-Bus (capsa/cgroups/systemd.py); linux.cgroupsPath is then slice:prefix:name.
         warn: called with the text of each setting the host ignores (memory.kernel).
         """
         from capsa import rootless
@@ -150,8 +153,11 @@ class Container:
         rootfs_path = _rootfs_path(bundle, spec)
         from capsa.cgroups import Cgroup
 
+        if systemd_cgroup and rootless_cgroups:
+            raise UnsupportedError("--systemd-cgroup: capsa drives only the system instance of systemd, as root "
+                                   "(not a user's systemd, not inside a user namespace)")
         try:
-            cgroup = Cgroup.for_spec(spec, container_id)
+            cgroup = Cgroup.for_spec(spec, container_id, systemd=systemd_cgroup)
         except UnsupportedError:
             # A cgroup v2-only host: rootless, a container that asks for no cgroup and no limits
             # runs without one, as it would on a host where it may not create any.
@@ -174,6 +180,8 @@ class Container:
             with store.lock(container_id):
                 container = cls(store, _new_record(container_id, bundle, rootfs_path, spec), spec)
                 container.record["cgroupPaths"] = cgroup.paths if cgroup is not None else {}
+                if getattr(cgroup, "unit", None):
+                    container.record.update(systemdUnit=cgroup.unit, systemdSlice=cgroup.slice)
                 store.write_config(container_id, spec)
                 store.write(container_id, container.record)
                 container._launch(
@@ -320,7 +328,7 @@ class Container:
             if status == st.STOPPED:
                 raise st.StateError(f"container {self.id} is not running: cannot update it")
             cgroup = self._require_cgroup("update")
-            cgroup.apply({k: v for k, v in resources.items() if k != "devices"}, warn=warn)
+            cgroup.update({k: v for k, v in resources.items() if k != "devices"}, warn=warn)
             spec = self.spec
             merged = spec.setdefault("linux", {}).setdefault("resources", {})
             for key, value in resources.items():

@@ -35,7 +35,7 @@ class InitConfig:
     __slots__ = (
         "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
         "keep_fds", "no_pivot", "no_new_keyring", "new_namespaces", "in_userns", "state", "cgroups",
-        "cgroup_join", "seccomp_listener_fd",
+        "cgroup_join", "cgroup_wait", "seccomp_listener_fd",
     )
 
     def __init__(self, **values: Any):

@@ -72,9 +72,12 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
         no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring, new_namespaces=new, in_userns="user" in _all_types(namespaces),
         state=options.state, cgroups=_cgroup_sources(spec, cgroup), seccomp_listener_fd=seccomp_fd,
     )
-    if cgroup is not None:
+    managed = cgroup is not None and cgroup.placed_by_manager
+    if cgroup is not None and not managed:
         cgroup.create()
-    child, config.cgroup_join = _fork_into(cgroup)
+    # Under systemd the cgroup is made with the child in it: the child is forked here and waits.
+    child, config.cgroup_join = (os.fork(), []) if managed else _fork_into(cgroup)
+    config.cgroup_wait = managed
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
@@ -84,6 +87,9 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     _close_if_open(console_fd, seccomp_fd)
     channel = Channel(parent_fd)
     try:
+        if managed:
+            cgroup.start_unit(child, (spec.get("linux") or {}).get("resources"))
+            channel.send("cgroup")
         init_pid = _drive(channel, spec, child, options, cgroup)
     except BaseException:
         _kill_quietly(options.state.get("pid") or child)
@@ -279,6 +285,8 @@ def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
     channel = Channel(config.sync_fd)
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        if config.cgroup_wait:
+            channel.expect("cgroup")  # systemd has moved this process into the container's scope
         # Into the container's cgroup while still in the host's namespaces: the init forked
         # below inherits it.
         _join_cgroup(config.cgroup_join)

@@ -76,11 +76,19 @@ class Cgroup:
     "name=systemd"; "" for cgroup2) to the container's directory in it; it is what the state
     file records. V1Cgroup (v1 and hybrid hosts) and V2Cgroup (unified) do the work."""
 
+    # The driver creates the cgroup itself (False) or a manager puts the first process in it
+    # (True: systemd, see systemd.py; launch then forks the child outside and lets it wait).
+    placed_by_manager = False
+
     def __init__(self, paths: dict[str, str]):
         self.paths = paths
 
     @classmethod
-    def for_spec(cls, spec: dict[str, Any], container_id: str) -> Cgroup:
+    def for_spec(cls, spec: dict[str, Any], container_id: str, systemd: bool = False) -> Cgroup:
+        if systemd:
+            from capsa.cgroups import systemd as systemd_driver
+
+            return systemd_driver.for_spec(spec, container_id)
         found = hierarchies()
         path = cgroups_path(spec, container_id)
         if layout(found) == UNIFIED:
@@ -94,6 +102,10 @@ class Cgroup:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Cgroup | None:
         paths = record.get("cgroupPaths")
+        if record.get("systemdUnit"):
+            from capsa.cgroups import systemd as systemd_driver
+
+            return systemd_driver.from_record(record)
         if not paths:
             return None
         if list(paths) == [""]:
@@ -122,6 +134,10 @@ class Cgroup:
         """Remove the container's directories (deepest first), retrying while the kernel lets go."""
         for directory in self.paths.values():
             rmdir_tree(directory)
+
+    def update(self, resources: dict[str, Any], warn: Any = None) -> None:
+        """New limits for a running container (capsa update)."""
+        self.apply(resources, warn=warn)
 
     def kill_all(self, signal: int) -> None:
         """Signal every process in the cgroup, frozen so that none can fork away meanwhile."""

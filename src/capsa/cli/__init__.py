@@ -18,7 +18,7 @@ GLOBAL_FLAGS = [
     Flag("log", STRING, None, "set the log file to write capsa logs to (default is stderr)"),
     Flag("log-format", STRING, "text", "set the log format ('text' (default), or 'json')"),
     Flag("debug", BOOL, help="enable debug logging"),
-    Flag("systemd-cgroup", BOOL, help="use systemd to manage cgroups (not supported yet)"),
+    Flag("systemd-cgroup", BOOL, help="use systemd to manage cgroups (linux.cgroupsPath is slice:prefix:name)"),
     Flag("rootless", STRING, "auto", "ignore cgroup permission errors ('true', 'false', or 'auto')"),
     Flag("criu", STRING, "criu", "path to the criu binary used for checkpoint and restore"),
     Flag("version,v", BOOL, help="print the version"),
@@ -117,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
             return _print_help(parsed.args[1:] if parsed.args else [])
         g = Globals(parsed)
         context = g
-        if g.systemd_cgroup:
-            raise CapsaError("--systemd-cgroup: the systemd cgroup driver is not supported by this version of capsa")
         command, rest = parsed.args[0], parsed.args[1:]
         if command in NOT_YET:
             raise CapsaError(f"capsa {command} is not supported by this version of capsa")
