@@ -185,7 +185,7 @@ class Container:
                 store.write_config(container_id, spec)
                 store.write(container_id, container.record)
                 container._launch(
-                    rootfs_path, console_socket, console_fd, preserve_fds, no_pivot=no_pivot,
+                    rootfs_path, console_socket, console_fd, preserve_fds, cgroup, no_pivot=no_pivot,
                     no_new_keyring=no_new_keyring, rootless_cgroups=rootless_cgroups, warn=warn,
                 )
         except BaseException:
@@ -204,7 +204,8 @@ class Container:
         return container
 
     def _launch(
-        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, preserve_fds: int, **flags: Any
+        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, preserve_fds: int, cgroup: Any,
+        **flags: Any,
     ) -> None:
         from capsa import launch
 
@@ -216,7 +217,9 @@ class Container:
         )
         listen_fd = _start_listener(self.directory)
         try:
-            pid = launch.spawn_init(self.spec, rootfs_path, options, listen_fd, self.cgroup())
+            # create's own cgroup object: what launch learns (did systemd start the unit?) the
+            # clean-up of a failed create needs.
+            pid = launch.spawn_init(self.spec, rootfs_path, options, listen_fd, cgroup)
         finally:
             posix.close(listen_fd)
         self.record.update(status=st.CREATED, pid=pid, pidStartTime=procfs.start_time(pid))

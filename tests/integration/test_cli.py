@@ -56,11 +56,6 @@ def test_unknown_flag_and_command(bundle):
     assert result.returncode == 1 and "not supported" in result.stderr  # podman probes this
 
 
-def test_systemd_cgroup_is_refused_clearly(bundle):
-    result = bundle.capsa("--systemd-cgroup", "list", check=False)
-    assert result.returncode == 1 and "systemd" in result.stderr
-
-
 def test_no_pivot(bundle):
     bundle.set_args("sh", "-c", "cat /proc/self/mountinfo | head -1; ls /")
     out = bundle.capsa("run", "--no-pivot", "--bundle", bundle.path, "np").stdout

@@ -170,6 +170,9 @@ class SystemdScope:
         super().__init__(paths)
         self.unit = unit
         self.slice = slice_name
+        # False while this object has not (yet) started its unit: a failed create must not stop a
+        # unit of the same name that another container owns. None: loaded from the state.
+        self.started: bool | None = None
 
     def create(self, ignore_denied: bool = False) -> list[str]:
         return []  # the unit makes the cgroup: start_unit
@@ -189,8 +192,10 @@ class SystemdScope:
             ("IOAccounting" if self.unified else "BlockIOAccounting", ("b", True)),
             ("TasksAccounting", ("b", True)),
         ] + unit_properties(resources, self.unified)
+        self.started = False
         with Manager() as manager:
             manager.start_transient_unit(self.unit, properties)
+        self.started = True
         self._join_rest(pid)
 
     def _join_rest(self, pid: int) -> None:
@@ -212,6 +217,8 @@ class SystemdScope:
     def destroy(self) -> None:
         from capsa.cgroups.systemd_bus import Manager
 
+        if self.started is False:
+            return  # the unit and its directory, if they exist, are someone else's
         if self.unit:
             with Manager() as manager:
                 manager.stop_unit(self.unit)
