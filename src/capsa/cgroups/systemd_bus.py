@@ -31,6 +31,7 @@ SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 TIMEOUT = 30.0  # runc waits 30 s for a unit job
+NUDGE_AFTER = 1.0  # see Manager._nudge
 
 
 class DBusError(CgroupError):
@@ -117,8 +118,16 @@ class Manager:
         message = new_method_call(DBusAddress(path, destination, interface), method, signature, body)
         self._sock.sendall(message.serialise(serial=serial))
         deadline = time.monotonic() + self.timeout
+        nudge = time.monotonic() + NUDGE_AFTER
         while True:
-            reply = self._receive(deadline)
+            try:
+                reply = self._receive(min(deadline, nudge) if nudge else deadline)
+            except CgroupError:
+                if not nudge or time.monotonic() >= deadline:
+                    raise
+                self._nudge()
+                nudge = 0.0
+                continue
             if reply.header.message_type == MessageType.signal:
                 self._signals.append(reply)
                 continue
@@ -129,6 +138,16 @@ class Manager:
                 text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else name
                 raise DBusError(name, text)
             return reply.body
+
+    def _nudge(self) -> None:
+        """A Peer.Ping that makes systemd read its socket again. Seen with systemd 252: a call sent
+        right after BEGIN, while pid 1 is busy unloading a scope, can sit unread until more data
+        arrives on the connection; the ping brings the call's reply (and its own)."""
+        from jeepney import DBusAddress, new_method_call
+
+        self._serial += 1
+        ping = new_method_call(DBusAddress("/", SYSTEMD, "org.freedesktop.DBus.Peer"), "Ping")
+        self._sock.sendall(ping.serialise(serial=self._serial))
 
     def _receive(self, deadline: float) -> Any:
         while True:
