@@ -149,7 +149,7 @@ def test_update_sets_unit_properties_and_files(sdbundle):
     sd_create(sdbundle, cid)
     sdbundle.capsa("update", "--memory", str(32 * MiB), "--pids-limit", "21", "--cpu-share", "512", cid)
     shown = systemctl_show(unit, "MemoryMax", "TasksMax", "CPUWeight")
-    assert shown == {"MemoryMax": str(32 * MiB), "TasksMax": "21", "CPUWeight": "39"}, shown
+    assert shown == {"MemoryMax": str(32 * MiB), "TasksMax": "21", "CPUWeight": "59"}, shown
     directory = f"{ROOT}/system.slice/{unit}"
     assert read(f"{directory}/memory.max") == str(32 * MiB) and read(f"{directory}/pids.max") == "21"
     # A daemon-reload re-applies the unit's properties to the files: they must agree.

@@ -172,7 +172,13 @@ class Manager:
     # -- units --------------------------------------------------------------------------------------
     def start_transient_unit(self, name: str, properties: list[tuple[str, tuple[str, Any]]]) -> None:
         """StartTransientUnit(name, "fail", properties) and wait for its job to end."""
-        (job,) = self.manager("StartTransientUnit", "ssa(sv)a(sa(sv))", (name, "fail", properties, []))
+        try:
+            (job,) = self.manager("StartTransientUnit", "ssa(sv)a(sa(sv))", (name, "fail", properties, []))
+        except DBusError as err:
+            if err.name == "org.freedesktop.systemd1.UnitExists":
+                raise CgroupError(f"--systemd-cgroup: unit {name} already exists (another container's, or a "
+                                  f"leftover: `systemctl stop {name}`)") from None
+            raise
         result = self.wait_for_job(job)
         if result != "done":
             raise CgroupError(f"systemd could not start unit {name}: job {result} "
