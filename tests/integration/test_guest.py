@@ -155,3 +155,27 @@ def test_systemd_guest_boots():
     assert result.exit_code == 0, result.output[-3000:]
     lines = result.output.splitlines()
     assert "systemd" in lines and "0::/system.slice/capsa-guest.service" in lines and "private-bus" in lines
+
+
+# The systemd cgroup driver needs systemd as pid 1: its tests run in a second guest, booted with
+# systemd (a session of its own; CAPSA_SKIP_SYSTEMD_GUEST=1 leaves it out).
+SYSTEMD_GUEST_TESTS = ["tests/integration/test_systemd_cgroup.py"]
+
+
+@pytest.fixture(scope="session")
+def systemd_guest_session():
+    if os.environ.get("CAPSA_SKIP_SYSTEMD_GUEST"):
+        pytest.skip("CAPSA_SKIP_SYSTEMD_GUEST is set")
+    tests = " ".join(shlex.quote(t) for t in SYSTEMD_GUEST_TESTS)
+    script = f"cd {shlex.quote(REPO)}\n{shlex.quote(sys.executable)} -m pytest -p no:cacheprovider -q -rA {tests}\n"
+    try:
+        result = vm.run(script, timeout=TIMEOUT, init="systemd")
+    except vm.GuestUnavailable as err:
+        pytest.skip(f"guest tier unavailable: {err}")
+    found = (re.match(r"(PASSED|FAILED|ERROR|XFAIL|XPASS) (\S+::\S+)", line) for line in result.output.splitlines())
+    return result, {m.group(2): m.group(1) for m in found if m}
+
+
+@pytest.mark.parametrize("name", [n for path in SYSTEMD_GUEST_TESTS for n in _test_names(path)])
+def test_in_systemd_guest(systemd_guest_session, name):
+    test_in_guest(systemd_guest_session, name)
