@@ -170,8 +170,9 @@ class SystemdScope:
         super().__init__(paths)
         self.unit = unit
         self.slice = slice_name
-        # False while this object has not (yet) started its unit: a failed create must not stop a
-        # unit of the same name that another container owns. None: loaded from the state.
+        # False while this object has not started its unit (or systemd said the name is taken): a
+        # failed create must not stop a unit of that name that another container owns. None:
+        # loaded from the state.
         self.started: bool | None = None
 
     def create(self, ignore_denied: bool = False) -> list[str]:
@@ -179,7 +180,7 @@ class SystemdScope:
 
     def start_unit(self, pid: int, resources: dict[str, Any] | None) -> None:
         """Create the scope with `pid` in it; the limits systemd knows are unit properties."""
-        from capsa.cgroups.systemd_bus import Manager
+        from capsa.cgroups.systemd_bus import Manager, UnitExistsError
 
         properties = [
             ("Description", ("s", f"capsa container {self.unit}")),
@@ -194,7 +195,13 @@ class SystemdScope:
         ] + unit_properties(resources, self.unified)
         self.started = False
         with Manager() as manager:
-            manager.start_transient_unit(self.unit, properties)
+            try:
+                manager.start_transient_unit(self.unit, properties)
+            except UnitExistsError:
+                raise
+            except BaseException:
+                self.started = True  # a unit of ours may be left (a failed job): destroy stops it
+                raise
         self.started = True
         self._join_rest(pid)
 

@@ -34,6 +34,10 @@ TIMEOUT = 30.0  # runc waits 30 s for a unit job
 NUDGE_AFTER = 1.0  # see Manager._nudge
 
 
+class UnitExistsError(CgroupError):
+    """StartTransientUnit refused the name: the unit is someone else's."""
+
+
 class DBusError(CgroupError):
     def __init__(self, name: str, message: str):
         super().__init__(f"{message} ({name})")
@@ -176,7 +180,7 @@ class Manager:
             (job,) = self.manager("StartTransientUnit", "ssa(sv)a(sa(sv))", (name, "fail", properties, []))
         except DBusError as err:
             if err.name == "org.freedesktop.systemd1.UnitExists":
-                raise CgroupError(f"--systemd-cgroup: unit {name} already exists (another container's, or a "
+                raise UnitExistsError(f"--systemd-cgroup: unit {name} already exists (another container's, or a "
                                   f"leftover: `systemctl stop {name}`)") from None
             raise
         result = self.wait_for_job(job)
