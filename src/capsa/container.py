@@ -349,6 +349,22 @@ class Container:
             )
         return cgroup
 
+    # -- checkpoint / restore (CRIU) -------------------------------------------------------------
+    def checkpoint(self, criu: str, options: Any) -> None:
+        """Dump the container with CRIU (capsa.checkpoint.CriuOptions); see capsa.checkpoint."""
+        from capsa import checkpoint
+
+        checkpoint.checkpoint(self, criu, options)
+
+    @classmethod
+    def restore(cls, root: str, container_id: str, bundle: str, criu: str, options: Any, *,
+                console_socket: str | None = None, pid_file: str | None = None) -> Container:
+        """A new, running container `container_id` restored by CRIU from options.image_path."""
+        from capsa import checkpoint
+
+        return checkpoint.restore(root, container_id, bundle, criu, options, console_socket=console_socket,
+                                  pid_file=pid_file)
+
     # -- delete ----------------------------------------------------------------------------------
     def delete(self, force: bool = False, warn: Any = None) -> None:
         """Remove a stopped container; with force, any container (it is killed first).
