@@ -110,8 +110,12 @@ def _status(bundle, cid: str) -> str:
     return jsonfast.loads(result.stdout)["status"]
 
 
-def _start_counter(bundle, pipes, cid: str, path: str = "/count") -> str:
-    counter = _counting_bundle(bundle, path)
+def _start_counter(bundle, pipes, cid: str, path: str = "/count", host_path: str | None = None) -> str:
+    """Run the counting container `cid`; returns the counter file's host path (`host_path` if
+    `path` is inside a bind mount)."""
+    counter = host_path or _counting_bundle(bundle, path)
+    if host_path:
+        _counting_bundle(bundle, path)
     result = pipes.call(bundle, "run", "-d", "--bundle", bundle.path, cid)
     assert result.returncode == 0, result.output
     _wait_counting(counter, above=3)
@@ -246,8 +250,7 @@ def test_bind_mount_is_external(bundle, pipes, tmp_path):
     data.mkdir()
     bundle.config["mounts"].append({"destination": "/data", "type": "bind", "source": str(data),
                                     "options": ["rbind", "rw"]})
-    _start_counter(bundle, pipes, "bm", path="/data/count")
-    counter = str(data / "count")
+    counter = _start_counter(bundle, pipes, "bm", path="/data/count", host_path=str(data / "count"))
     images = str(tmp_path / "images")
     work = str(tmp_path / "work")
     result = pipes.call(bundle, "checkpoint", "--image-path", images, "--work-path", work, "bm")
