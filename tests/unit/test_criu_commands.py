@@ -1,0 +1,132 @@
+"""The criu command lines capsa builds for checkpoint and restore (runc 1.1's options, CLI spelling).
+
+Pure logic: a container record and config in memory, no CRIU run. The real round trips are in
+tests/integration/test_checkpoint.py (in the guest tier, where `criu check` passes).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from capsa.checkpoint import CriuOptions, dump_command, restore_command, validate_options
+from capsa.cli import checkpoint as cli_checkpoint
+from capsa.cli import restore as cli_restore
+from capsa.cli.flags import parse
+from capsa.errors import CapsaError
+
+
+class FakeContainer:
+    """What dump_command and restore_command read of a Container."""
+
+    def __init__(self, spec, directory="/run/capsa/c1"):
+        self.spec = spec
+        self.pid = os.getpid()  # a live pid: masked paths are looked up under /proc/PID/root
+        self.directory = directory
+        self.record = {"rootfs": "/bundle/rootfs", "bundle": "/bundle", "annotations": {"org.criu.config": ""}}
+
+    def cgroup(self):
+        return None
+
+
+def _spec(**linux):
+    return {
+        "process": {"args": ["sh"]},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind"]},
+            {"destination": "/etc/hosts", "type": "none", "source": "hosts", "options": ["bind", "ro"]},
+        ],
+        "linux": {"maskedPaths": ["/proc/keys", "/proc/does-not-exist", "/proc/acpi"], **linux},
+    }
+
+
+def _pairs(argv, flag):
+    return [argv[i + 1] for i, word in enumerate(argv) if word == flag]
+
+
+def test_dump_command():
+    netns = f"/proc/{os.getpid()}/ns/net"
+    spec = _spec(namespaces=[{"type": "network", "path": netns}, {"type": "mount"}])
+    opts = CriuOptions(image_path="/img", parent_path="../pre", tcp_established=True, manage_cgroups_mode="full")
+    argv, log = dump_command(FakeContainer(spec), spec, "criu", opts)
+    assert argv[:4] == ["criu", "dump", "--tree", str(os.getpid())]
+    assert log == "/img/dump.log"
+    assert _pairs(argv, "--root") == ["/bundle/rootfs"]
+    assert "--tcp-established" in argv and "--manage-cgroups=full" in argv
+    assert _pairs(argv, "--empty-ns") == ["net"]  # always, as runc
+    assert _pairs(argv, "--prev-images-dir") == ["../pre"] and "--track-mem" in argv
+    assert "--leave-running" not in argv and "--config" not in argv  # org.criu.config "" means none
+    external = _pairs(argv, "--external")
+    assert f"net[{os.stat(netns).st_ino}]:extRootNetNS" in external
+    assert "mnt[/data]:/data" in external and "mnt[/etc/hosts]:/etc/hosts" in external
+    #
+    assert "mnt[/proc/keys]:/dev/null" in external
+    assert not any("does-not-exist" in e or "acpi" in e for e in external)
+
+
+def test_pre_dump_has_no_external_mounts():
+    spec = _spec()
+    argv, log = dump_command(FakeContainer(spec), spec, "criu", CriuOptions(image_path="/img", pre_dump=True,
+                                                                           work_path="/work"))
+    assert argv[1] == "pre-dump" and log == "/work/pre-dump.log"
+    assert _pairs(argv, "--work-dir") == ["/work"]
+    assert not any(e.startswith("mnt[") for e in _pairs(argv, "--external"))
+
+
+def test_restore_command():
+    netns = f"/proc/{os.getpid()}/ns/net"
+    spec = _spec(namespaces=[{"type": "network", "path": netns}, {"type": "uts", "path": "/run/uts"}, {"type": "pid"}])
+    fds = []
+    argv, log, pid_path = restore_command(
+        FakeContainer(spec), spec, _NoCgroup(), "criu", CriuOptions(image_path="/img", lsm_profile="apparmor:x"),
+        "/run/capsa/c1/criu-root", ["pipe:[11]", "/dev/null", "pipe:[12]"], fds,
+    )
+    try:
+        assert argv[:2] == ["criu", "restore"] and log == "/img/restore.log"
+        assert pid_path == "/run/capsa/c1/criu-restore.pid" and _pairs(argv, "--pidfile") == [pid_path]
+        assert "--restore-detached" in argv and "--restore-sibling" in argv and "--evasive-devices" in argv
+        assert _pairs(argv, "--root") == ["/run/capsa/c1/criu-root"]
+        assert _pairs(argv, "--lsm-profile") == ["apparmor:x"]
+        inherit = _pairs(argv, "--inherit-fd")
+        assert "fd[0]:pipe:[11]" in inherit and "fd[2]:pipe:[12]" in inherit and len(fds) == 1
+        assert f"fd[{fds[0]}]:extRootNetNS" in inherit
+        assert _pairs(argv, "--join-ns") == ["uts:/run/uts"]
+        external = _pairs(argv, "--external")
+        assert "mnt[/data]:/srv/data" in external and "mnt[/etc/hosts]:/bundle/hosts" in external
+        assert "mnt[/dev/null]:/dev/null" in external
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_restore_refuses_a_cgroup_namespace_by_path():
+    spec = _spec(namespaces=[{"type": "cgroup", "path": "/proc/1/ns/cgroup"}])
+    with pytest.raises(CapsaError, match="cgroup namespace"):
+        restore_command(FakeContainer(spec), spec, _NoCgroup(), "criu", CriuOptions(image_path="/img"), "/r", [], [])
+
+
+class _NoCgroup:
+    paths: dict = {}
+
+
+@pytest.mark.parametrize("values, message", [
+({"manage_cgroups_mode": "bogus"}, "manage-cgroups-mode"),
+({"empty_ns": ["pid"]}, "not supported"),
+({"page_server": "host"}, "ADDRESS:PORT"),
+({"page_server": "host:port"}, "Invalid port"),
+({"parent_path": "/abs"}, "must be relative"),
+])
+def test_invalid_options(values, message):
+    with pytest.raises(CapsaError, match=message):
+        validate_options(CriuOptions(**values))
+
+
+def test_runc_flag_spellings():
+    parsed = parse(["-leave-running", "--image-path=/i", "-empty-ns", "network", "-status-fd", "5", "c1"],
+                   cli_checkpoint.FLAGS)
+    assert parsed.leave_running and parsed.image_path == "/i" and parsed.empty_ns == ["network"]
+    assert parsed.status_fd == 5 and parsed.args == ["c1"]
+    parsed = parse(["-no-subreaper", "-d", "-b", "/b", "--lsm-mount-context", "ctx", "c1"], cli_restore.FLAGS)
+    assert parsed.no_subreaper and parsed.detach and parsed.bundle == "/b" and parsed.lsm_mount_context == "ctx"
