@@ -9,7 +9,8 @@ Measured, medians over rounds, with ratios to runc:
 - `state` of a running container; `exec` of /bin/true into it;
 - `podman run --rm --network none IMG true` with each runtime as podman's --runtime;
 - 100 containers created, started and deleted in sequence, and 20 at once (wall time of the batch);
-- peak RSS of each kind of call (ru_maxrss of the runtime process from wait4).
+- peak RSS of each kind of call (GNU time's %M, in a separate pass: a child of the Python bench
+  would start from the bench's own high-water mark).
 
 Every runtime runs the same bundle (busybox-static rootfs, process /bin/true, no terminal), in
 rounds that take each runtime in turn so that drift of the machine hits all of them alike. crun
@@ -82,19 +83,39 @@ class Runtime:
 
     def call(self, *args: str, check: bool = True) -> float:
         """Run `runtime --root ROOT args...`; return its wall time in seconds."""
-        start = time.perf_counter()
-        proc = subprocess.Popen([self.path, "--root", self.root, *args],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # wait4 gives the peak RSS of this call's own process (not of the container).
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        stderr = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"{self.name} {' '.join(args)} exited {proc.returncode}: {stderr}")
-        self.rss_kb.setdefault(args[0], []).append(usage.ru_maxrss)
+        # stderr goes to a file, not a pipe: the container's init inherits the runtime's stdio
+        # (create, run -d) and would hold a pipe open long after the call returns.
+        with tempfile.TemporaryFile() as stderr:
+            start = time.perf_counter()
+            proc = subprocess.run([self.path, "--root", self.root, *args],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+            elapsed = time.perf_counter() - start
+            if check and proc.returncode != 0:
+                stderr.seek(0)
+                message = stderr.read().decode(errors="replace")
+                raise RuntimeError(f"{self.name} {' '.join(args)} exited {proc.returncode}: {message}")
         return elapsed
+
+    def peak_rss_kb(self, *args: str) -> int:
+        """The peak RSS of one call, measured by GNU time: a small process must fork the runtime,
+        since a child of this Python process starts with its parent's high-water mark."""
+        with tempfile.NamedTemporaryFile("r") as out:
+            subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, self.path, "--root", self.root, *args],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=True)
+            kb = int(out.read().split()[-1])
+        self.rss_kb.setdefault(args[0], []).append(kb)
+        return kb
+
+    def measure_rss(self) -> None:
+        """Every kind of call once, each under GNU time."""
+        cid = "bench-rss"
+        self.peak_rss_kb("run", "--bundle", self.bundle, cid)
+        self.peak_rss_kb("create", "--bundle", self.bundle, cid)
+        self.peak_rss_kb("start", cid)
+        self.peak_rss_kb("state", "bench-long")
+        self.peak_rss_kb("exec", "bench-long", "/bin/true")
+        self.peak_rss_kb("delete", "--force", cid)
 
     def run(self, n: int) -> float:
         return self.call("run", "--bundle", self.bundle, f"bench-run-{n}")
@@ -139,7 +160,7 @@ class Podman:
         os.makedirs(self.base)
         conf = os.path.join(self.base, "containers.conf")
         with open(conf, "w") as f:
-            f.write('[containers]\ndefault_ulimits = ["nofile=20000:20000"]\n'
+            f.write('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
                     '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
         self.env = dict(os.environ, CONTAINERS_CONF=conf)
         self.command = ["podman", "--root", f"{self.base}/root", "--runroot", f"{self.base}/run",
@@ -149,8 +170,12 @@ class Podman:
         self._podman("import", archive, IMAGE)
 
     def _podman(self, *args: str) -> None:
-        subprocess.run(self.command + list(args), env=self.env, check=True, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with tempfile.TemporaryFile() as stderr:  # a file: conmon may keep a pipe open
+            done = subprocess.run(self.command + list(args), env=self.env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
+            if done.returncode != 0:
+                stderr.seek(0)
+                raise RuntimeError(f"podman {' '.join(args)} exited {done.returncode}: {stderr.read().decode()}")
 
     def run(self, runtime: Runtime) -> float:
         start = time.perf_counter()
@@ -208,8 +233,11 @@ def main() -> int:
                 record(r, "100 in sequence", sequence(r, 100, str(n)))
                 record(r, "20 in parallel", parallel(r, 20, str(n)))
         print(report(results, runs, batch_rounds))
-        print()
-        print(rss_report(runtimes))
+        if os.access("/usr/bin/time", os.X_OK):  # GNU time (Debian package "time")
+            for r in runtimes:
+                r.measure_rss()
+            print()
+            print(rss_report(runtimes))
     finally:
         if podman:
             podman.close()
@@ -237,7 +265,7 @@ def report(results: dict[str, dict[str, list[float]]], runs: int, batch_rounds: 
 
 def rss_report(runtimes: list[Runtime]) -> str:
     calls = ["create", "start", "state", "delete", "run", "exec"]
-    lines = ["peak RSS of the runtime's own process per call, MB (max over all calls)", "",
+    lines = ["peak RSS of the runtime's own process per call (GNU time %M), MB", "",
              "| runtime | " + " | ".join(calls) + " |", "|---" * (len(calls) + 1) + "|"]
     for r in runtimes:
         cells = [f"{max(r.rss_kb[c]) / 1024:.1f}" if c in r.rss_kb else "-" for c in calls]

@@ -6,10 +6,10 @@ subclasses with messages meant for users and never prints.
 
 from __future__ import annotations
 
-import os
+import posix
 import time
 
-from capsa import OCI_VERSION, procfs
+from capsa import OCI_VERSION, posixlite, procfs
 from capsa import state as st
 from capsa.errors import CapsaError, ConfigError, UnsupportedError
 
@@ -135,16 +135,16 @@ class Container:
         from capsa import rootless
         from capsa import spec as specmod
 
-        bundle = os.path.abspath(bundle)
+        bundle = posixlite.abspath(bundle)
         st.validate_id(container_id)
         if spec is None:
             spec = specmod.load_bundle(bundle)
         refuse_unsupported(spec)
-        if os.geteuid() != 0:
+        if posix.geteuid() != 0:
             rootless.check_spec(spec)
         rootless.check_mapped(spec)
         if rootless_cgroups is None:
-            rootless_cgroups = os.geteuid() != 0 or rootless.running_in_userns()
+            rootless_cgroups = posix.geteuid() != 0 or rootless.running_in_userns()
         rootfs_path = _rootfs_path(bundle, spec)
         from capsa.cgroups import Cgroup
 
@@ -160,7 +160,7 @@ class Container:
         try:
             store.create(container_id)
         except PermissionError as err:
-            if os.geteuid() == 0:
+            if posix.geteuid() == 0:
                 raise
             raise CapsaError(
                 f"cannot create the container's state in {root}: {err.strerror}: capsa is not root; set "
@@ -208,7 +208,7 @@ class Container:
         try:
             pid = launch.spawn_init(self.spec, rootfs_path, options, listen_fd, self.cgroup())
         finally:
-            os.close(listen_fd)
+            posix.close(listen_fd)
         self.record.update(status=st.CREATED, pid=pid, pidStartTime=procfs.start_time(pid))
         self.record.pop("creator", None)
         self.store.write(self.id, self.record)
@@ -222,36 +222,43 @@ class Container:
             _signal_start(self.directory)
             self.record["status"] = st.RUNNING
             self.store.write(self.id, self.record)
-        st.unlink_quietly(os.path.join(self.directory, st.START_SOCKET))
+        st.unlink_quietly(posixlite.join(self.directory, st.START_SOCKET))
         from capsa import hooks
 
         hooks.run_hooks(self._hook_spec(), "poststart", self.hook_state(st.RUNNING), warn=warn or _ignore)
 
     # -- kill ------------------------------------------------------------------------------------
     def kill(self, signal: int, all_processes: bool = False) -> None:
-        st.check_transition("kill", self.id, self.status())
+        status = self.status()
+        if all_processes and status == st.STOPPED:
+            self._kill_leftovers(signal)
+            return
+        st.check_transition("kill", self.id, status)
         if all_processes:
             self._kill_all(signal)
             return
         try:
-            os.kill(self.pid, signal)
+            posix.kill(self.pid, signal)
         except ProcessLookupError:
             raise st.StateError(f"container {self.id} is not running") from None
+
+    def _kill_leftovers(self, signal: int) -> None:
+        """kill --all once the init has exited: signal what is left in its cgroup, and succeed, as runc does.
+
+        Processes of a container without a pid namespace of its own (a Kubernetes pod's shared one, --pid host)
+        outlive its init. containerd's runc.v2 shim calls `kill --all ID 9` right after such an init exits and
+        fails the task (CRI's StopContainer with it) if that call fails.
+        """
+        cgroup = self.cgroup()
+        if cgroup is not None and cgroup.pids():
+            self._kill_all(signal)
 
     def _kill_all(self, signal: int) -> None:
         """Signal every process in the container's cgroup, frozen so that none can fork away."""
         cgroup = self.cgroup()
         if cgroup is None:
             raise UnsupportedError(f"container {self.id} has no cgroup to find its processes in{_NO_CGROUP_HINT}")
-        frozen = cgroup.path_for("freezer") is not None and not cgroup.is_frozen()
-        if frozen:
-            cgroup.freeze()
-        try:
-            for pid in cgroup.pids():
-                _signal_quietly(pid, signal)
-        finally:
-            if frozen:
-                cgroup.thaw()
+        cgroup.kill_all(signal)
 
     def processes(self) -> list[int]:
         """Host pids of every process in the container (from its cgroup)."""
@@ -342,7 +349,7 @@ class Container:
 
     def _require_cgroup(self, operation: str):
         cgroup = self.cgroup()
-        if cgroup is None or (operation in ("pause", "resume") and cgroup.path_for("freezer") is None):
+        if cgroup is None or (operation in ("pause", "resume") and not cgroup.can_freeze()):
             raise UnsupportedError(
                 f"cannot {operation} container {self.id}: no {'freezer ' if operation in ('pause', 'resume') else ''}cgroup"
                 f"{_NO_CGROUP_HINT if cgroup is None else ''}"
@@ -431,6 +438,12 @@ def _rootless_cgroup(cgroup: Any, spec: dict[str, Any]) -> Any:
                 "(capsa is rootless and may not create cgroups there; give it a delegated, writable one "
                 "in linux.cgroupsPath)",
             )
+    if not cgroup.paths and resources:  # cgroup v2: the one directory was given up
+        raise ConfigError(
+            "linux.resources",
+            "cannot set limits: container could not join or create cgroup (capsa is rootless and may "
+            "not create cgroups there; give it a delegated, writable one in linux.cgroupsPath)",
+        )
     return cgroup if cgroup.paths else None
 
 
@@ -480,8 +493,10 @@ def _refuse_unsupported_process(process: dict[str, Any], field: str) -> None:
 
 def _rootfs_path(bundle: str, spec: dict[str, Any]) -> str:
     path = spec["root"]["path"]
-    path = os.path.realpath(os.path.join(bundle, path))
-    if not os.path.isdir(path):
+    from os.path import realpath  # the create path: os is loaded there anyway
+
+    path = realpath(posixlite.join(bundle, path))
+    if not posixlite.isdir(path):
         raise ConfigError("root.path", f"{path} does not exist or is not a directory")
     return path
 
@@ -496,13 +511,13 @@ def _new_record(container_id: str, bundle: str, rootfs_path: str, spec: dict[str
         "rootfs": rootfs_path,
         "created": st.now_rfc3339(),
         "annotations": spec.get("annotations") or {},
-        "creator": {"pid": os.getpid(), "startTime": procfs.start_time(os.getpid())},
+        "creator": {"pid": posix.getpid(), "startTime": procfs.start_time(posix.getpid())},
         "hooks": {k: v for k, v in (spec.get("hooks") or {}).items() if k in ("poststart", "poststop") and v},
     }
 
 
 def _write_pid_file(path: str, pid: int) -> None:
-    path = os.path.abspath(path)
+    path = posixlite.abspath(path)
     st.write_atomic(path, str(pid), 0o644)
 
 
@@ -510,7 +525,7 @@ def _start_listener(directory: str) -> int:
     import _socket
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    dirfd = os.open(directory, os.O_PATH | os.O_CLOEXEC)
+    dirfd = posix.open(directory, posix.O_PATH | posix.O_CLOEXEC)
     try:
         # Through /proc/self/fd the path stays short whatever the length of --root (sun_path is 108 bytes).
         sock.bind(f"/proc/self/fd/{dirfd}/{st.START_SOCKET}")
@@ -519,7 +534,7 @@ def _start_listener(directory: str) -> int:
         sock.close()
         raise
     finally:
-        os.close(dirfd)
+        posix.close(dirfd)
     return sock.detach()
 
 
@@ -530,7 +545,7 @@ def _signal_start(directory: str) -> None:
     from capsa.errors import ContainerStartError
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    dirfd = os.open(directory, os.O_PATH | os.O_CLOEXEC)
+    dirfd = posix.open(directory, posix.O_PATH | posix.O_CLOEXEC)
     try:
         sock.connect(f"/proc/self/fd/{dirfd}/{st.START_SOCKET}")
         sock.sendall(b"S")
@@ -541,7 +556,7 @@ def _signal_start(directory: str) -> None:
     except OSError as err:
         raise ContainerStartError(f"cannot reach the container's init to start it: {err.strerror or err}") from None
     finally:
-        os.close(dirfd)
+        posix.close(dirfd)
         sock.close()
     if reply:
         message = reply.decode(errors="replace").strip()
@@ -557,7 +572,7 @@ def _destroy_quietly(cgroup) -> None:
 
 def _signal_quietly(pid: int, signal: int) -> None:
     try:
-        os.kill(pid, signal)
+        posix.kill(pid, signal)
     except ProcessLookupError:
         pass
 

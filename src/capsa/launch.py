@@ -165,7 +165,8 @@ def _set_oom_score_adj(pid: int, value: int) -> None:
     except PermissionError:
         raise ContainerStartError(
             f"process.oomScoreAdj: cannot set {value}: permission denied (lowering it below the "
-            "caller's own needs CAP_SYS_RESOURCE, which a rootless container does not have)"
+            "caller's own needs CAP_SYS_RESOURCE, which the caller lacks: a rootless caller, or root on a host "
+            "that withholds it)"
         ) from None
 
 

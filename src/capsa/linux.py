@@ -280,3 +280,20 @@ def fork_into_cgroup(cgroup_fd: int) -> int | None:
             return None
         raise OSError(error, f"clone3 into cgroup: {os.strerror(error)}")
     return pid
+
+
+# -- inotify (cgroup v2 OOM events: memory.events changes) --------------------------------------------
+IN_MODIFY = 0x00000002
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+
+def inotify_watch(path: str, mask: int = IN_MODIFY) -> int:
+    """An inotify fd (non-blocking) watching `path` for `mask`."""
+    fd = _check(_libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1")
+    try:
+        _check(_libc.inotify_add_watch(fd, os.fsencode(path), mask), "inotify_add_watch", path)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

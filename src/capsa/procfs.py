@@ -3,7 +3,7 @@ reuse, and single-value writes to /proc and /sys files."""
 
 from __future__ import annotations
 
-import os
+import posix
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -35,8 +35,8 @@ def is_alive(pid: int, expected_start_time: int | None) -> bool:
 
 def write_file(path: str, value: str) -> None:
     """One write(2) of `value`: what /proc and cgroup files expect (no buffering, no truncation)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
     try:
-        os.write(fd, value.encode())
+        posix.write(fd, value.encode())
     finally:
-        os.close(fd)
+        posix.close(fd)

@@ -12,10 +12,10 @@ container is ``mkdir``, so of two concurrent creates of one id exactly one wins.
 
 from __future__ import annotations
 
-import os
+import posix
 import time
 
-from capsa import jsonfast
+from capsa import jsonfast, posixlite
 from capsa.errors import AmbiguousIdError, CapsaError, ExistsError, InvalidIdError, NotFoundError, StateError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -91,15 +91,15 @@ def now_rfc3339() -> str:
 def write_atomic(path: str, data: str | bytes, mode: int = 0o600) -> None:
     """Write a file so readers see the old content or the new, never a part: temp, fsync, rename."""
     raw = data.encode() if isinstance(data, str) else data
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    tmp = f"{path}.tmp{posix.getpid()}"
+    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, mode)
     try:
-        os.write(fd, raw)
-        os.fsync(fd)
+        posix.write(fd, raw)
+        posix.fsync(fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
     try:
-        os.rename(tmp, path)
+        posix.rename(tmp, path)
     except BaseException:
         unlink_quietly(tmp)
         raise
@@ -107,7 +107,7 @@ def write_atomic(path: str, data: str | bytes, mode: int = 0o600) -> None:
 
 def unlink_quietly(path: str) -> None:
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except FileNotFoundError:
         pass
 
@@ -121,20 +121,20 @@ class ContainerLock:
 
     def __enter__(self) -> ContainerLock:
         try:
-            self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.fd = posix.open(self.directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
         except FileNotFoundError:
-            raise NotFoundError(os.path.basename(self.directory)) from None
+            raise NotFoundError(posixlite.basename(self.directory)) from None
         import fcntl  # only writers lock: `state` and `list` never load it
 
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         # The directory may have been deleted while we waited for the lock.
-        if os.fstat(self.fd).st_nlink == 0:
-            os.close(self.fd)
-            raise NotFoundError(os.path.basename(self.directory))
+        if posix.fstat(self.fd).st_nlink == 0:
+            posix.close(self.fd)
+            raise NotFoundError(posixlite.basename(self.directory))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        posix.close(self.fd)
         self.fd = -1
 
 
@@ -142,18 +142,18 @@ class StateStore:
     """The state root (runc's --root): finds, creates, reads and removes container records."""
 
     def __init__(self, root: str):
-        self.root = os.path.abspath(root)
+        self.root = posixlite.abspath(root)
 
     def path(self, container_id: str) -> str:
-        return os.path.join(self.root, container_id)
+        return posixlite.join(self.root, container_id)
 
     def create(self, container_id: str) -> str:
         """Make the directory of a new container; fail if the id is taken."""
         validate_id(container_id)
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        posixlite.makedirs(self.root, mode=0o700, exist_ok=True)
         directory = self.path(container_id)
         try:
-            os.mkdir(directory, 0o700)
+            posix.mkdir(directory, 0o700)
         except FileExistsError:
             raise ExistsError(container_id) from None
         return directory
@@ -163,10 +163,10 @@ class StateStore:
 
     def ids(self) -> list[str]:
         try:
-            names = os.listdir(self.root)
+            names = posix.listdir(self.root)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if os.path.isfile(os.path.join(self.root, n, STATE_FILE)))
+        return sorted(n for n in names if posixlite.isfile(posixlite.join(self.root, n, STATE_FILE)))
 
     def resolve(self, given: str) -> str:
         """The full id for `given`: the id itself, or the one id it is an unambiguous prefix of."""
@@ -174,7 +174,7 @@ class StateStore:
             raise InvalidIdError("container id cannot be empty")
         if "/" in given or given in (".", ".."):
             raise NotFoundError(given)
-        if os.path.isdir(self.path(given)):
+        if posixlite.isdir(self.path(given)):
             return given
         matches = [i for i in self.ids() if i.startswith(given)]
         if len(matches) == 1:
@@ -184,7 +184,7 @@ class StateStore:
         raise AmbiguousIdError(f"container id {given} is ambiguous: it matches {', '.join(matches)}")
 
     def read(self, container_id: str) -> dict[str, Any]:
-        path = os.path.join(self.path(container_id), STATE_FILE)
+        path = posixlite.join(self.path(container_id), STATE_FILE)
         try:
             with open(path, "rb") as f:
                 raw = f.read()
@@ -199,13 +199,13 @@ class StateStore:
         return record
 
     def write(self, container_id: str, record: dict[str, Any]) -> None:
-        write_atomic(os.path.join(self.path(container_id), STATE_FILE), jsonfast.dumps(record))
+        write_atomic(posixlite.join(self.path(container_id), STATE_FILE), jsonfast.dumps(record))
 
     def write_config(self, container_id: str, spec: dict[str, Any]) -> None:
-        write_atomic(os.path.join(self.path(container_id), CONFIG_FILE), jsonfast.dumps(spec))
+        write_atomic(posixlite.join(self.path(container_id), CONFIG_FILE), jsonfast.dumps(spec))
 
     def read_config(self, container_id: str) -> dict[str, Any]:
-        path = os.path.join(self.path(container_id), CONFIG_FILE)
+        path = posixlite.join(self.path(container_id), CONFIG_FILE)
         try:
             with open(path, "rb") as f:
                 return jsonfast.loads(f.read())
@@ -218,13 +218,13 @@ class StateStore:
         """Remove the container's directory and everything in it (state, sockets, temp files)."""
         directory = self.path(container_id)
         try:
-            names = os.listdir(directory)
+            names = posix.listdir(directory)
         except FileNotFoundError:
             return
         for name in names:
-            unlink_quietly(os.path.join(directory, name))
+            unlink_quietly(posixlite.join(directory, name))
         try:
-            os.rmdir(directory)
+            posix.rmdir(directory)
         except FileNotFoundError:
             pass
 

@@ -167,6 +167,30 @@ def test_kill_all(bundle):
     assert wait_for_status(bundle, "c1", "stopped")["status"] == "stopped"
 
 
+def test_kill_all_after_init_exit_kills_leftovers(bundle):
+    # Without a pid namespace of its own, the init's children outlive it. containerd's shim (a Kubernetes pod
+    # sharing its pid namespace) then calls `kill --all ID 9` on the stopped container: runc signals what is
+    # left in the cgroup and succeeds, and so must capsa.
+    linux = bundle.config["linux"]
+    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] != "pid"]
+    bundle.config["root"]["readonly"] = False
+    bundle.set_args("sh", "-c", "sleep 30 & echo $! > /tmp/leftover")
+    create(bundle)
+    bundle.capsa("start", "c1")
+    wait_for_status(bundle, "c1", "stopped")
+    with open(os.path.join(bundle.rootfs, "tmp", "leftover")) as f:
+        leftover = int(f.read())
+    assert os.path.exists(f"/proc/{leftover}")
+    bundle.capsa("kill", "--all", "c1", "KILL")
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{leftover}") and open(f"/proc/{leftover}/stat").read().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, "kill --all left the init's child alive"
+        time.sleep(0.02)
+    bundle.capsa("kill", "--all", "c1", "KILL")  # nothing left: still no error
+    assert bundle.capsa("kill", "c1", "KILL", check=False).returncode == 1  # without --all: not running
+    bundle.capsa("delete", "c1")
+
+
 def test_run_exit_code(bundle):
     assert bundle.sh("exit 42", check=False).returncode == 42
     assert bundle.capsa("list", "-q").stdout == ""

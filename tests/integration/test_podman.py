@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
 
 import pytest
 from conftest import capsa_command
@@ -13,6 +15,7 @@ if not shutil.which("podman") or not shutil.which("conmon"):
     pytest.skip("podman and conmon are not installed", allow_module_level=True)
 
 IMAGE = "localhost/capsa-busybox:test"
+NETAVARK_RUN_DIR = "/run/containers/networks"
 
 
 @pytest.fixture(scope="module")
@@ -21,25 +24,39 @@ def podman(tmp_path_factory, rootfs_template):
     conf = base / "containers.conf"
     runtime = capsa_command()[0]
     # Host settings the tests need live in their own config file, never in the host's /etc.
-    conf.write_text(
+    settings = (
         "[containers]\n"
         'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+        # netavark (the default bridge) keeps its network files and lock in the test's own directory.
+        "[network]\n"
+        'network_backend = "netavark"\n'
+        f'network_config_dir = "{base / "networks"}"\n'
         "[engine]\n"
         'cgroup_manager = "cgroupfs"\n'
         'events_logger = "file"\n'
         'runtime = "capsa"\n'
-        "[engine.runtimes]\n"
-        f'capsa = ["{runtime}"]\n'
     )
+    runtimes = f'[engine.runtimes]\ncapsa = ["{runtime}"]\n'
+    # As docs/managers.md: podman passes --log-format=json and reads capsa's errors as JSON. The plain-text
+    # error path (a runtime podman does not know to speak JSON) is tested too, with plain.conf.
+    conf.write_text(settings + 'runtime_supports_json = ["capsa"]\n' + runtimes)
+    (base / "plain.conf").write_text(settings + runtimes)
+    # Rootful podman 4.3 makes /run/containers/networks (netavark's IPAM database) whatever its config says:
+    # removed afterwards if these tests are what created it.
+    ipam_created = not os.path.exists(NETAVARK_RUN_DIR)
     env = dict(os.environ, CONTAINERS_CONF=str(conf))
     command = ["podman", "--root", str(base / "root"), "--runroot", str(base / "run"), "--storage-driver", "vfs",
                "--tmpdir", str(base / "tmp"), "--runtime", runtime,
                # capsa's own state root for these tests, apart from the default /run/capsa.
                "--runtime-flag", f"root={base / 'capsa-state'}"]
 
-    def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        result = subprocess.run(command + list(args), env=env, capture_output=True, text=True, timeout=timeout,
-                                stdin=subprocess.DEVNULL)
+    def run(*args: str, check: bool = True, timeout: float = 60, netns: str | None = None,
+            plain: bool = False) -> subprocess.CompletedProcess:
+        # netns: run podman (and so conmon, netavark) inside that network namespace, as if it were the host's.
+        prefix = ["nsenter", f"--net={netns}"] if netns else []
+        call_env = dict(env, CONTAINERS_CONF=str(base / "plain.conf")) if plain else env
+        result = subprocess.run(prefix + command + list(args), env=call_env, capture_output=True, text=True,
+                                timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
@@ -50,6 +67,8 @@ def podman(tmp_path_factory, rootfs_template):
     yield run
     run("rm", "--all", "--force", check=False)
     subprocess.run(["umount", "-R", str(base / "root")], capture_output=True)
+    if ipam_created:
+        shutil.rmtree(NETAVARK_RUN_DIR, ignore_errors=True)
 
 
 def test_run_rm_with_default_seccomp(podman):
@@ -57,10 +76,15 @@ def test_run_rm_with_default_seccomp(podman):
     assert out.stdout.splitlines() == ["hello", "Seccomp:\t2"]
 
 
-def test_exit_code_and_missing_executable(podman):
-    assert podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3", check=False).returncode == 3
-    missing = podman("run", "--rm", "--network", "none", IMAGE, "nosuchcommand", check=False)
+@pytest.mark.parametrize("plain", [False, True], ids=["json-errors", "text-errors"])
+def test_exit_code_and_missing_executable(podman, plain):
+    exited = podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3", check=False, plain=plain)
+    assert exited.returncode == 3
+    missing = podman("run", "--rm", "--network", "none", IMAGE, "nosuchcommand", check=False, plain=plain)
     assert missing.returncode == 127 and "not found" in missing.stderr
+    # A file without the execute bit: execve fails with EACCES, which podman maps to 126.
+    denied = podman("run", "--rm", "--network", "none", IMAGE, "/etc/passwd", check=False, plain=plain)
+    assert denied.returncode == 126 and "permission denied" in denied.stderr.lower()
 
 
 def test_detached_exec_logs_pause_stop(podman):
@@ -87,9 +111,16 @@ def test_pod_shares_namespaces(podman):
     podman("pod", "create", "--name", "p1", "--network", "none")
     try:
         podman("run", "-d", "--pod", "p1", "--name", "pa", IMAGE, "sleep", "100")
-        first = podman("exec", "pa", "sh", "-c", "hostname; readlink /proc/self/ns/net").stdout.split()
-        second = podman("run", "--rm", "--pod", "p1", IMAGE, "sh", "-c", "hostname; readlink /proc/self/ns/net").stdout.split()
+        probe = "hostname; for ns in net ipc uts; do readlink /proc/self/ns/$ns; done"
+        first = podman("exec", "pa", "sh", "-c", probe).stdout.split()
+        second = podman("run", "--rm", "--pod", "p1", IMAGE, "sh", "-c", probe).stdout.split()
         assert first == second and first[0] == "p1"
+        # The namespaces are the pod's infra container's (podman's catatonit pause), itself run by capsa.
+        infra = podman("pod", "inspect", "--format", "{{.InfraContainerID}}", "p1").stdout.strip()
+        infra_pid = podman("inspect", "--format", "{{.State.Pid}}", infra).stdout.strip()
+        assert os.readlink(f"/proc/{infra_pid}/ns/net") == first[1]
+        assert os.readlink(f"/proc/{infra_pid}/ns/ipc") == first[2]
+        assert podman("inspect", "--format", "{{.OCIRuntime}}", infra).stdout.strip() == capsa_command()[0]
     finally:
         podman("pod", "rm", "--force", "--time", "0", "p1", check=False)
 
@@ -100,4 +131,96 @@ def test_tty_and_host_pid_namespace(podman):
     # With the host's pid namespace, stopping goes through `kill --all` (the container's cgroup).
     podman("run", "-d", "--name", "hostpid", "--pid", "host", "--network", "none", IMAGE, "sh", "-c", "sleep 100 & sleep 100")
     assert int(podman("exec", "hostpid", "sh", "-c", "echo $$").stdout) > 1
+    # The host's pid 1 is the container's pid 1.
+    with open("/proc/1/stat") as f:
+        host_init = f.read().split()[:2]
+    assert podman("exec", "hostpid", "cut", "-d", " ", "-f", "1,2", "/proc/1/stat").stdout.split() == host_init
     podman("rm", "--force", "--time", "0", "hostpid")
+
+
+def test_init_is_pid_one_and_forwards_signals(podman):
+    # --init: podman bind-mounts its init (catatonit, engine.init_path) at /run/podman-init and runs the command
+    # under it. sh then is not pid 1, so SIGTERM reaches its trap instead of being ignored.
+    podman("run", "-d", "--init", "--name", "init1", "--network", "none", IMAGE,
+           "sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done")
+    try:
+        pid1 = podman("exec", "init1", "cat", "/proc/1/cmdline").stdout.split("\0")
+        assert pid1[0] == "/run/podman-init" and pid1[-4:-1] == ["sh", "-c", pid1[-2]], pid1
+        # The command is the init's child: a sh whose parent is pid 1.
+        children = podman("exec", "init1", "sh", "-c", "grep -l '^PPid:\t1$' /proc/[0-9]*/status | "
+                          "while read f; do d=${f%/status}; tr '\\0' ' ' < $d/cmdline; echo; done").stdout
+        assert any(line.startswith("sh -c trap") for line in children.splitlines()), children
+        started = time.monotonic()
+        podman("stop", "-t", "30", "init1")
+        assert time.monotonic() - started < 20  # SIGTERM did the stop, not the SIGKILL after the timeout
+        assert podman("inspect", "--format", "{{.State.ExitCode}}", "init1").stdout.strip() == "7"
+        assert "got-term" in podman("logs", "init1").stdout
+    finally:
+        podman("rm", "--force", "--time", "0", "init1", check=False)
+
+
+# The host side of the bridge, run in the test's network namespace: an HTTP GET, and a one-shot TCP listener that
+# says "listening" once it accepts connections and then prints what one connection sent.
+FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end='')"
+LISTEN = (
+    "import socket, sys\n"
+    "server = socket.create_server((sys.argv[1], int(sys.argv[2])))\n"
+    "print('listening', flush=True)\n"
+    "connection = server.accept()[0]\n"
+    "print(connection.makefile().read(), end='')\n"
+)
+
+
+@pytest.fixture
+def bridge_netns():
+    """A network namespace of the test's own that plays the host for podman's default bridge.
+
+    netavark creates the podman0 bridge, veth pairs and iptables chains and turns on ip_forward in the network
+    namespace it runs in: run there, they never touch the host's interfaces, firewall or sysctls, and deleting the
+    namespace removes them all.
+    """
+    if not shutil.which("nsenter") or not shutil.which("ip") or not shutil.which("iptables"):
+        pytest.skip("nsenter, ip (iproute2) and iptables are needed for the bridge test")
+    if not os.path.exists("/usr/lib/podman/netavark"):
+        pytest.skip("netavark (podman's network backend) is not installed")
+    name = f"capsa-podman-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    path = f"/run/netns/{name}"
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        probe = subprocess.run(["nsenter", f"--net={path}", "iptables", "-t", "nat", "-L", "-n"],
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            pytest.skip(f"iptables cannot make NAT rules on this kernel (netavark needs them): {probe.stderr.strip()}")
+        yield path
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_default_bridge_network(podman, bridge_netns):
+    # No --network: podman's default network "podman" (bridge podman0, 10.88.0.0/16) through netavark, with a port
+    # published on the bridge's host address.
+    podman("run", "-d", "--name", "br1", "-p", "10.88.0.1:18080:8080", IMAGE, "sh", "-c",
+           "mkdir /www && echo pong > /www/pong && exec httpd -f -p 8080 -h /www", netns=bridge_netns)
+    listener = None
+    try:
+        inside = podman("exec", "br1", "sh", "-c", "ip -4 -o addr show eth0; ip route", netns=bridge_netns).stdout
+        address = inside.split(" inet ")[1].split("/")[0]
+        assert address.startswith("10.88.") and "default via 10.88.0.1 dev eth0" in inside, inside
+        # The host side of the bridge reaches the container, directly and through the published port (DNAT).
+        for target, port in ((address, "8080"), ("10.88.0.1", "18080")):
+            reply = subprocess.run(["nsenter", f"--net={bridge_netns}", sys.executable, "-c", FETCH,
+                                    f"http://{target}:{port}/pong"],
+                                   capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            assert reply.stdout == "pong\n", (target, port, reply)
+        # The container reaches a listener on the host side, at the gateway.
+        listener = subprocess.Popen(["nsenter", f"--net={bridge_netns}", sys.executable, "-c", LISTEN, "10.88.0.1",
+                                     "19999"], stdout=subprocess.PIPE, text=True)
+        assert listener.stdout.readline() == "listening\n"
+        podman("exec", "br1", "sh", "-c", "echo from-container | nc 10.88.0.1 19999", netns=bridge_netns)
+        assert listener.communicate(timeout=10)[0] == "from-container\n"
+    finally:
+        if listener and listener.poll() is None:
+            listener.kill()
+            listener.wait()
+        podman("rm", "--force", "--time", "0", "br1", check=False, netns=bridge_netns)

@@ -6,9 +6,10 @@ Each subcommand lives in its own module, imported only when it is the one asked 
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
+from capsa import posixlite
 from capsa.cli.flags import BOOL, STRING, Flag, UsageError, parse
 from capsa.errors import CapsaError
 
@@ -79,20 +80,20 @@ def default_root() -> str:
     """runc's rule: $XDG_RUNTIME_DIR/capsa for an unprivileged user (or a non-"root" USER that is
     uid 0 in a user namespace), else /run/capsa. Like runc, the XDG directory is made and given
     the sticky bit, which keeps the XDG cleanup of old files from removing it."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    xdg = posixlite.getenv("XDG_RUNTIME_DIR")
     if not xdg or not _honor_xdg_runtime_dir():
         return "/run/capsa"
-    root = os.path.join(xdg, "capsa")
+    root = posixlite.join(xdg, "capsa")
     try:
-        os.makedirs(root, 0o700, exist_ok=True)
-        os.chmod(root, 0o1700)
+        posixlite.makedirs(root, 0o700, exist_ok=True)
+        posix.chmod(root, 0o1700)
     except OSError as err:
         raise CapsaError(f"cannot make the state root {root} (from $XDG_RUNTIME_DIR): {err.strerror}") from None
     return root
 
 
 def _honor_xdg_runtime_dir() -> bool:
-    if os.geteuid() != 0:
+    if posix.geteuid() != 0:
         return True
     try:
         with open("/proc/self/uid_map") as f:
@@ -101,7 +102,7 @@ def _honor_xdg_runtime_dir() -> bool:
         initial_namespace = True
     # The real root keeps /run/capsa (and ignores /run/user/0) as runc does; uid 0 in a user
     # namespace uses XDG unless USER says it is root.
-    return not initial_namespace and os.environ.get("USER", "") != "root"
+    return not initial_namespace and posixlite.getenv("USER", "") != "root"
 
 
 def main(argv: list[str] | None = None) -> int:

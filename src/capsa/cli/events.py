@@ -3,7 +3,6 @@ and OOM events ({"type": "oom"}) as they happen, in runc's shape."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -31,7 +30,7 @@ def run(g, argv: list[str]) -> int:
     from capsa.errors import StateError
 
     container = Container.load(g.root, parsed.args[0])
-    oom = None if parsed.stats else _oom_fd(container)
+    oom = None if parsed.stats else _oom_watch(container)
     while True:
         try:
             data = container.stats()
@@ -51,24 +50,24 @@ def _emit(jsonfast, event: dict) -> None:
     sys.stdout.flush()
 
 
-def _oom_fd(container) -> int | None:
+def _oom_watch(container):
+    """v1: an eventfd on memory.oom_control; v2: inotify on memory.events; None without memory."""
     cgroup = container.cgroup()
-    if cgroup is None or cgroup.path_for("memory") is None:
-        return None
-    return cgroup.oom_eventfd()
+    return None if cgroup is None else cgroup.oom_watch()
 
 
-def _wait_for_oom(fd: int | None, timeout: float) -> bool:
+def _wait_for_oom(watch, timeout: float) -> bool:
     """Sleep for the interval, or less if the container hits its memory limit (then True)."""
-    if fd is None:
+    if watch is None:
         time.sleep(timeout)
         return False
     import select
 
-    readable, _, _ = select.select([fd], [], [], timeout)
-    if readable:
-        os.eventfd_read(fd)
-        return True
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([watch], [], [], remaining)
+        if readable and watch.fired():
+            return True
     return False
 
 

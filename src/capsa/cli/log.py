@@ -6,7 +6,7 @@ JSON object after a failure, so nothing below warning level is written unless --
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 import time
 
@@ -41,14 +41,14 @@ class Logger:
             sys.stderr.write(line)
             return
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = posix.open(self.path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o644)
         except OSError:
             sys.stderr.write(line)
             return
         try:
-            os.write(fd, line.encode())
+            posix.write(fd, line.encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def _format(self, level: str, message: str) -> str:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

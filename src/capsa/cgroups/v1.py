@@ -1,85 +1,44 @@
-"""Cgroups for containers: the cgroupfs driver on cgroup v1 (and hybrid) hosts.
+"""The cgroupfs driver on cgroup v1 hosts, hybrid ones included (v1 controllers, with an empty
+cgroup2 beside them, in which the container also gets a directory).
 
 The container's init is placed in its cgroup by `create` before any user code runs; resources
 from linux.resources are written to the controller files; the freezer pauses and resumes; every
 process of the container is found through cgroup.procs; `delete` removes the directories.
-
-Not yet: cgroup v2 hosts (unified only) and the systemd driver fail with a clear error.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import time
 
-from capsa.errors import CapsaError, ConfigError, UnsupportedError
+from capsa.cgroups.common import (
+    Cgroup,
+    CgroupError,
+    given,
+    join_file_needing_write,
+    own_cgroups,
+    read,
+    read_int,
+    read_keyed,
+    rmdir_quietly,
+    wait_until,
+)
+from capsa.errors import ConfigError, UnsupportedError
 from capsa.procfs import write_file
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
     from typing import Any
 
-CGROUP_ROOT = "/sys/fs/cgroup"
-CGROUP2_SUPER_MAGIC = 0x63677270
-FREEZE_TIMEOUT = 10.0
+__all__ = ["V1Cgroup", "v1_settings", "device_rules", "DEFAULT_ALLOWED_DEVICES", "CgroupError"]
 
 
-class CgroupError(CapsaError):
-    pass
-
-
-def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
-    """Each cgroup hierarchy's mount point -> the controllers on it (v1 super options; "" for v2)."""
-    found: dict[str, str] = {}
-    with open(mountinfo) as f:
-        for line in f.read().splitlines():
-            before, _, after = line.partition(" - ")
-            fstype, _, rest = after.partition(" ")
-            point = before.split(" ")[4]
-            if fstype == "cgroup":
-                options = rest.split(" ", 1)[1] if " " in rest else ""
-                found[point] = ",".join(o for o in options.split(",") if o not in ("rw", "ro"))
-            elif fstype == "cgroup2" and point.startswith(CGROUP_ROOT):
-                found[point] = ""
-    return found
-
-
-def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
-    """Controller (or name=...) -> this process's cgroup path in that hierarchy ("" key for v2)."""
-    own: dict[str, str] = {}
-    with open(proc_cgroup) as f:
-        for line in f.read().splitlines():
-            _, controllers, path = line.split(":", 2)
-            for controller in controllers.split(",") if controllers else [""]:
-                own[controller] = path
-    return own
-
-
-def cgroups_path(spec: dict[str, Any], container_id: str) -> str:
-    """linux.cgroupsPath as runc reads it for the cgroupfs driver; a default under the root."""
-    path = (spec.get("linux") or {}).get("cgroupsPath") or f"/capsa/{container_id}"
-    if ":" in path and not path.startswith("/"):
-        raise ConfigError("linux.cgroupsPath", f"{path!r} is a systemd path (slice:prefix:name): use --systemd-cgroup")
-    if ".." in path.split("/"):
-        raise ConfigError("linux.cgroupsPath", f"{path!r} must not contain '..'")
-    return path
-
-
-class Cgroup:
+class V1Cgroup(Cgroup):
     """One container's cgroup: a directory in every v1 hierarchy (and the hybrid cgroup2 one)."""
 
-    def __init__(self, paths: dict[str, str]):
-        # the hierarchy's controllers ("cpu,cpuacct", "name=systemd", "" for cgroup2) -> the
-        # container's directory in it
-        self.paths = paths
-
     @classmethod
-    def for_spec(cls, spec: dict[str, Any], container_id: str) -> Cgroup:
-        found = hierarchies()
-        if set(found.values()) == {""}:
-            raise UnsupportedError("this host has cgroup v2 only, which this version of capsa does not drive yet")
-        path = cgroups_path(spec, container_id)
+    def at(cls, path: str, found: dict[str, str]) -> V1Cgroup:
+        """linux.cgroupsPath `path` in each hierarchy of `found` (see common.hierarchies)."""
         own = own_cgroups()
         paths = {}
         for point, controllers in found.items():
@@ -90,21 +49,6 @@ class Cgroup:
                 base = point + (own.get(key, "/") if key is not None else "/").rstrip("/")
             paths[controllers] = os.path.normpath(f"{base}/{path.strip('/')}")
         return cls(paths)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Cgroup | None:
-        paths = record.get("cgroupPaths")
-        return cls(paths) if paths else None
-
-    def sub(self, path: str) -> Cgroup:
-        """A sub-cgroup of this one (exec --cgroup); it must already exist."""
-        if path.startswith("/") or ".." in path.split("/"):
-            raise CgroupError(f"--cgroup {path!r}: give a path below the container's cgroup")
-        paths = {c: os.path.join(d, path) for c, d in self.paths.items()}
-        missing = [d for d in paths.values() if not os.path.isdir(d)]
-        if missing:
-            raise CgroupError(f"--cgroup {path!r}: {missing[0]} does not exist")
-        return Cgroup(paths)
 
     # -- lookups ----------------------------------------------------------------------------------
     def path_for(self, controller: str) -> str | None:
@@ -129,9 +73,9 @@ class Cgroup:
             try:
                 _mkdir_inheriting_cpuset(directory, "cpuset" in controllers.split(","))
                 if ignore_denied:
-                    join = _join_file_needing_write(controllers, directory)
+                    join = join_file_needing_write(controllers, directory)
                     if not os.access(join, os.W_OK):
-                        _rmdir_quietly(directory)
+                        rmdir_quietly(directory)
                         raise PermissionError(errno.EACCES, "cannot move processes into it", join)
             except OSError as err:
                 denied = err.errno in (errno.EPERM, errno.EACCES, errno.EROFS)
@@ -146,10 +90,6 @@ class Cgroup:
     def add(self, pid: int) -> None:
         for directory in self.paths.values():
             write_file(os.path.join(directory, "cgroup.procs"), str(pid))
-
-    def cgroup2_dir(self) -> str | None:
-        """The container's directory in the cgroup2 hierarchy (hybrid hosts' unified one), if any."""
-        return self.paths.get("")
 
     def self_join_files(self, with_cgroup2: bool = True) -> list[str]:
         """Files a single-threaded process writes "0" to, to move itself into this cgroup.
@@ -179,15 +119,12 @@ class Cgroup:
         except FileNotFoundError:
             return []
 
-    def destroy(self) -> None:
-        """Remove the container's directories (deepest first), retrying while the kernel lets go."""
-        for directory in self.paths.values():
-            _rmdir_tree(directory)
-
     # -- OOM notification (v1: an eventfd registered on memory.oom_control) ---------------------
-    def oom_eventfd(self) -> int:
-        """An eventfd that becomes readable each time the container hits its memory limit."""
-        directory = self._controller_dir("memory", "events")
+    def oom_watch(self) -> OomEventfd | None:
+        """Something to select() on that becomes readable when the container hits its memory limit."""
+        directory = self.path_for("memory")
+        if directory is None:
+            return None
         efd = os.eventfd(0, os.EFD_CLOEXEC)
         control = os.open(os.path.join(directory, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -197,7 +134,7 @@ class Cgroup:
             raise
         finally:
             os.close(control)
-        return efd
+        return OomEventfd(efd)
 
     # -- freezer --------------------------------------------------------------------------------
     def freeze(self) -> None:
@@ -205,6 +142,12 @@ class Cgroup:
 
     def thaw(self) -> None:
         self._set_freezer("THAWED")
+
+    def stats(self) -> dict[str, Any]:
+        return stats(self)
+
+    def can_freeze(self) -> bool:
+        return self.path_for("freezer") is not None
 
     def is_frozen(self) -> bool:
         directory = self.path_for("freezer")
@@ -219,15 +162,12 @@ class Cgroup:
     def _set_freezer(self, state: str) -> None:
         directory = self._controller_dir("freezer", "pause/resume")
         path = os.path.join(directory, "freezer.state")
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        while True:
-            write_file(path, state)
-            with open(path) as f:
-                if f.read().strip() == state:  # FREEZING means: not all tasks are frozen yet
-                    return
-            if time.monotonic() > deadline:
-                raise CgroupError(f"the cgroup did not reach {state} within {FREEZE_TIMEOUT:.0f} s")
-            time.sleep(0.001)
+
+        def reached() -> bool:
+            write_file(path, state)  # written again: a task forked meanwhile is frozen too
+            return read(path) == state  # FREEZING means: not all tasks are frozen yet
+
+        wait_until(reached, state)
 
     # -- resources ------------------------------------------------------------------------------
     def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None, rootless: bool = False) -> None:
@@ -248,7 +188,7 @@ class Cgroup:
                 write_file(path, value)
             except OSError as err:
                 raise ConfigError(field, f"cannot write {value!r} to {path}: {err.strerror}") from None
-            if filename in IGNORED_BY_NEW_KERNELS and _read(path) != value:
+            if filename in IGNORED_BY_NEW_KERNELS and read(path) != value:
                 raise UnsupportedError(f"{field}: this kernel accepts but ignores {filename} (deprecated since Linux 5.4)")
 
 
@@ -267,27 +207,32 @@ DEFAULT_ALLOWED_DEVICES = [
 ]
 
 
+def device_rules(resources: dict[str, Any], container_devices: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """linux.resources.devices, then (as runc does) the devices every container gets and those of
+    linux.devices, which stay usable whatever the rules deny; [] when no rules are given."""
+    devices = resources.get("devices")
+    if not devices:
+        return []
+    # FIFOs need no device permission: the controller and the eBPF filter know only c and b.
+    own = [dict(d, allow=True, access="rwm") for d in container_devices if d.get("type") != "p"]
+    return list(devices) + [dict(rule, allow=True) for rule in DEFAULT_ALLOWED_DEVICES] + own
+
+
 def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any]] = ()) -> list[tuple[str, str, str, str]]:
     """(field, controller, file, value) for each resource set, in the order they must be written."""
     out: list[tuple[str, str, str, str]] = []
     add = out.append
     field = "linux.resources"
-    devices = resources.get("devices")
-    if devices:
-        for index, rule in enumerate(devices):
-            where = f"{field}.devices[{index}]"
-            add((where, "devices", "devices.allow" if rule.get("allow") else "devices.deny", _device_rule(rule)))
-        # As runc: the devices every container gets, and those of linux.devices, stay usable
-        # whatever the rules above deny.
-        # (FIFOs need no device permission; the controller knows only c and b.)
-        own = [dict(d, access="rwm") for d in container_devices if d.get("type") != "p"]
-        for rule in DEFAULT_ALLOWED_DEVICES + own:
-            add((f"{field}.devices", "devices", "devices.allow", _device_rule(rule)))
+    rules = device_rules(resources, container_devices)
+    user_rules = len(resources.get("devices") or [])
+    for index, rule in enumerate(rules):
+        where = f"{field}.devices[{index}]" if index < user_rules else f"{field}.devices"
+        add((where, "devices", "devices.allow" if rule.get("allow") else "devices.deny", _device_rule(rule)))
     memory = resources.get("memory") or {}
     for key, filename in (("limit", "memory.limit_in_bytes"), ("reservation", "memory.soft_limit_in_bytes"),
                           ("swap", "memory.memsw.limit_in_bytes"), ("kernel", "memory.kmem.limit_in_bytes"),
                           ("kernelTCP", "memory.kmem.tcp.limit_in_bytes")):
-        if _given(memory, key):
+        if given(memory, key):
             add((f"{field}.memory.{key}", "memory", filename, str(memory[key])))
     if memory.get("swappiness") is not None:
         add((f"{field}.memory.swappiness", "memory", "memory.swappiness", str(memory["swappiness"])))
@@ -302,10 +247,10 @@ def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any
                                       ("realtimePeriod", "cpu", "cpu.rt_period_us"),
                                       ("realtimeRuntime", "cpu", "cpu.rt_runtime_us"), ("idle", "cpu", "cpu.idle"),
                                       ("cpus", "cpuset", "cpuset.cpus"), ("mems", "cpuset", "cpuset.mems")):
-        if _given(cpu, key) or (key == "idle" and cpu.get(key) is not None):
+        if given(cpu, key) or (key == "idle" and cpu.get(key) is not None):
             add((f"{field}.cpu.{key}", controller, filename, str(cpu[key])))
     pids = resources.get("pids") or {}
-    if _given(pids, "limit"):
+    if given(pids, "limit"):
         add((f"{field}.pids.limit", "pids", "pids.max", "max" if pids["limit"] <= 0 else str(pids["limit"])))
     out.extend(_blkio_settings(resources.get("blockIO") or {}, f"{field}.blockIO"))
     for index, limit in enumerate(resources.get("hugepageLimits") or []):
@@ -319,13 +264,8 @@ def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any
         parts = [f"{k}={limits[k]}" for k in ("hcaHandles", "hcaObjects") if limits.get(k) is not None]
         add((f"{field}.rdma.{name}", "rdma", "rdma.max", f"{name} " + " ".join(p.replace("hcaHandles", "hca_handle").replace("hcaObjects", "hca_object") for p in parts)))
     if resources.get("unified"):
-        raise UnsupportedError(f"{field}.unified: raw cgroup v2 files need a cgroup v2 host")
+        raise UnsupportedError(f"{field}.unified: raw cgroup v2 files need a cgroup v2 host (this one has v1 controllers)")
     return out
-
-
-def _given(section: dict[str, Any], key: str) -> bool:
-    """Set, as runc reads these fields: 0 means "not set" (docker and others send zeros)."""
-    return section.get(key) not in (None, "", 0)
 
 
 def _blkio_settings(block: dict[str, Any], field: str) -> list[tuple[str, str, str, str]]:
@@ -362,11 +302,6 @@ def _device_rule(rule: dict[str, Any]) -> str:
 IGNORED_BY_NEW_KERNELS = ("memory.kmem.limit_in_bytes",)
 
 
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
 def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
     """mkdir -p; in the cpuset hierarchy each new level must get cpus and mems before it takes a task."""
     missing = []
@@ -384,83 +319,25 @@ def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
                     write_file(os.path.join(current, name), f.read().strip())
 
 
-def _join_file_needing_write(controllers: str, directory: str) -> str:
-    """The file a process moving itself into `directory` needs write access to: `tasks` in v1;
-    in cgroup2 the cgroup.procs of the common ancestor of where it is and where it goes (the
-    kernel's delegation rule), which is root's unless the caller already lives in a delegated
-    subtree."""
-    if controllers:
-        return os.path.join(directory, "tasks")
-    point = next((p for p, c in hierarchies().items() if c == "" and directory.startswith(p + "/")), None)
-    if point is None:
-        return os.path.join(directory, "cgroup.procs")
-    common = os.path.commonpath([own_cgroups().get("", "/"), directory[len(point):]])
-    return os.path.join(point + common.rstrip("/"), "cgroup.procs")
-
-
-def _rmdir_quietly(directory: str) -> None:
-    try:
-        os.rmdir(directory)
-    except OSError:
-        pass
-
-
-def _rmdir_tree(directory: str) -> None:
-    if not os.path.isdir(directory):
-        return
-    for entry in os.scandir(directory):
-        if entry.is_dir(follow_symlinks=False):
-            _rmdir_tree(entry.path)
-    deadline = time.monotonic() + 2.0
-    while True:
-        try:
-            os.rmdir(directory)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as err:
-            # EBUSY while the last task is still being torn down by the kernel.
-            if err.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise CgroupError(f"cannot remove cgroup {directory}: {err.strerror}") from None
-            time.sleep(0.005)
-
-
 # -- statistics (events --stats) --------------------------------------------------------------------
-def _read_int(path: str) -> int:
-    try:
-        value = _read(path)
-    except OSError:
-        return 0
-    return int(value) if value.lstrip("-").isdigit() else 0
-
-
-def _read_keyed(path: str) -> dict[str, int]:
-    try:
-        lines = _read(path).splitlines()
-    except OSError:
-        return {}
-    pairs = (line.split() for line in lines)
-    return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
-
-
-def stats(cgroup: Cgroup) -> dict[str, Any]:
+def stats(cgroup: V1Cgroup) -> dict[str, Any]:
     """The container's resource usage in the shape of runc's `events --stats` data."""
     data: dict[str, Any] = {}
     cpuacct = cgroup.path_for("cpuacct")
     cpu = cgroup.path_for("cpu")
     if cpuacct:
-        per_cpu = _read(os.path.join(cpuacct, "cpuacct.usage_percpu")).split() if os.path.exists(
+        per_cpu = read(os.path.join(cpuacct, "cpuacct.usage_percpu")).split() if os.path.exists(
             os.path.join(cpuacct, "cpuacct.usage_percpu")) else []
-        ticks = _read_keyed(os.path.join(cpuacct, "cpuacct.stat"))
+        ticks = read_keyed(os.path.join(cpuacct, "cpuacct.stat"))
         nanoseconds_per_tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
         data["cpu"] = {"usage": {
-            "total": _read_int(os.path.join(cpuacct, "cpuacct.usage")),
+            "total": read_int(os.path.join(cpuacct, "cpuacct.usage")),
             "percpu": [int(v) for v in per_cpu],
             "kernel": ticks.get("system", 0) * nanoseconds_per_tick,
             "user": ticks.get("user", 0) * nanoseconds_per_tick,
         }}
     if cpu:
-        throttling = _read_keyed(os.path.join(cpu, "cpu.stat"))
+        throttling = read_keyed(os.path.join(cpu, "cpu.stat"))
         data.setdefault("cpu", {"usage": {}})["throttling"] = {
             "periods": throttling.get("nr_periods", 0),
             "throttledPeriods": throttling.get("nr_throttled", 0),
@@ -469,16 +346,16 @@ def stats(cgroup: Cgroup) -> dict[str, Any]:
     memory = cgroup.path_for("memory")
     if memory:
         def entry(prefix: str) -> dict[str, int]:
-            return {name: _read_int(os.path.join(memory, f"{prefix}.{file}"))
+            return {name: read_int(os.path.join(memory, f"{prefix}.{file}"))
                     for name, file in (("limit", "limit_in_bytes"), ("usage", "usage_in_bytes"),
                                        ("max", "max_usage_in_bytes"), ("failcnt", "failcnt"))}
         data["memory"] = {"usage": entry("memory"), "swap": entry("memory.memsw"), "kernel": entry("memory.kmem"),
                           "kernelTCP": entry("memory.kmem.tcp"),
-                          "raw": _read_keyed(os.path.join(memory, "memory.stat"))}
+                          "raw": read_keyed(os.path.join(memory, "memory.stat"))}
     pids = cgroup.path_for("pids")
     if pids:
-        limit = _read(os.path.join(pids, "pids.max")) if os.path.exists(os.path.join(pids, "pids.max")) else "max"
-        data["pids"] = {"current": _read_int(os.path.join(pids, "pids.current")),
+        limit = read(os.path.join(pids, "pids.max")) if os.path.exists(os.path.join(pids, "pids.max")) else "max"
+        data["pids"] = {"current": read_int(os.path.join(pids, "pids.current")),
                         "limit": 0 if limit == "max" else int(limit)}
     blkio = cgroup.path_for("blkio")
     if blkio:
@@ -491,7 +368,7 @@ def stats(cgroup: Cgroup) -> dict[str, Any]:
 def _blkio_entries(path: str) -> list[dict[str, Any]]:
     entries = []
     try:
-        lines = _read(path).splitlines()
+        lines = read(path).splitlines()
     except OSError:
         return entries
     for line in lines:
@@ -500,3 +377,20 @@ def _blkio_entries(path: str) -> list[dict[str, Any]]:
             major, minor = parts[0].split(":")
             entries.append({"major": int(major), "minor": int(minor), "op": parts[1], "value": int(parts[2])})
     return entries
+
+
+class OomEventfd:
+    """v1 OOM notification: an eventfd the kernel signals through cgroup.event_control."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def fired(self) -> bool:
+        os.eventfd_read(self.fd)
+        return True
+
+    def close(self) -> None:
+        os.close(self.fd)

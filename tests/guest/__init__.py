@@ -1,0 +1,1 @@
+"""The guest test tier (see vm.py and docs/testing.md)."""
