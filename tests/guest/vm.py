@@ -38,6 +38,10 @@ EXIT_MARKER = "CAPSA-GUEST-EXIT"
 MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "unix_diag", "inet_diag", "tcp_diag", "udp_diag",
            "raw_diag", "netlink_diag", "af_packet_diag", "tun", "veth",
            "crc32c_generic", "nf_tables",  # libcrc32c asks the crypto API for crc32c: load it first
+           # criu dumps a network namespace's conntrack entries over nfnetlink; without this module
+           # (nothing autoloads it: the guest has no /lib/modules) the request fails with EINVAL
+           # and so does the dump of any container with a network namespace (test_checkpoint.py).
+           "nf_conntrack_netlink",
            "brd")  # /dev/ram0: a block device for io.max and the device filter tests
 KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")  # the firmware clears the screen

@@ -24,7 +24,8 @@ if os.environ.get("CAPSA_SKIP_GUEST"):
 from guest import vm  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GUEST_TESTS = ["tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py"]
+GUEST_TESTS = ["tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py",
+               "tests/integration/test_checkpoint.py"]
 TIMEOUT = 600.0  # the whole tier must fit in CI's time
 
 
@@ -36,7 +37,7 @@ def _test_names(relative: str) -> list[str]:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
 
 
-# CRIU itself (not capsa's checkpoint, which does not exist yet): dump a counting shell loop,
+# CRIU itself, without capsa (capsa checkpoint is tested by test_checkpoint.py): dump a counting shell loop,
 # see it stop, restore it, see it count again.
 CRIU_ROUND_TRIP = """
   cd /tmp && mkdir criu-images
