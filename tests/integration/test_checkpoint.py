@@ -155,7 +155,10 @@ def test_restore_fails_clearly_and_creates_nothing(bundle, pipes, tmp_path):
     result = bundle.capsa("restore", "-d", "--image-path", str(images), "-bundle", bundle.path, "rs", check=False)
     assert result.returncode == 1 and "criu check" in result.stderr
     assert _status(bundle, "rs") == "absent"
-    assert not os.path.exists(bundle.config["linux"]["cgroupsPath"])
+    from capsa.cgroups import Cgroup
+
+    for directory in Cgroup.for_spec(bundle.config, "rs").paths.values():
+        assert not os.path.exists(directory), f"a failed restore left its cgroup {directory}"
 
 
 # -- checks made before CRIU is asked anything (any host) -----------------------------------------
