@@ -130,3 +130,45 @@ def test_runc_flag_spellings():
     assert parsed.status_fd == 5 and parsed.args == ["c1"]
     parsed = parse(["-no-subreaper", "-d", "-b", "/b", "--lsm-mount-context", "ctx", "c1"], cli_restore.FLAGS)
     assert parsed.no_subreaper and parsed.detach and parsed.bundle == "/b" and parsed.lsm_mount_context == "ctx"
+
+
+class _V1Cgroup:
+    """A container cgroup in every v1 hierarchy of this host (only paths are read)."""
+
+    def __init__(self, found):
+        self.paths = {controllers: f"{point}/capsa-unit" for point, controllers in found.items() if controllers}
+
+    def path_for(self, controller):
+        return next((d for c, d in self.paths.items() if controller in c.split(",")), None)
+
+    def cgroup2_dir(self):
+        return None
+
+
+def test_cgroup_v1_roots_and_binds():
+    from capsa.cgroups import CGROUP_ROOT, hierarchies
+
+    found = {p: c for p, c in hierarchies().items() if p.startswith(CGROUP_ROOT + "/")}
+    if not any(found.values()):
+        pytest.skip("no cgroup v1 hierarchy on this host")
+    spec = _spec()
+    spec["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"})
+    cgroup = _V1Cgroup(found)
+    container = FakeContainer(spec)
+    container.cgroup = lambda: cgroup
+    fds = []
+    argv, _, _ = restore_command(container, spec, cgroup, "criu", CriuOptions(image_path="/img"), "/r", [], fds)
+    # each v1 hierarchy is restored under the new container's cgroup ...
+    roots = _pairs(argv, "--cgroup-root")
+    assert sorted(roots) == sorted(f"{c}:/capsa-unit" for c in cgroup.paths)
+    # ... and each bind capsa made of it in the container is an external mount, mapped to it
+    external = _pairs(argv, "--external")
+    for point, controllers in found.items():
+        if controllers:
+            assert f"mnt[{point}]:{point}/capsa-unit" in external
+    dump, _ = dump_command(container, spec, "criu", CriuOptions(image_path="/img"))
+    if cgroup.path_for("freezer"):
+        assert _pairs(dump, "--freeze-cgroup") == [cgroup.path_for("freezer")]
+    for point, controllers in found.items():
+        if controllers:
+            assert f"mnt[{point}]:{point}" in _pairs(dump, "--external")
