@@ -1,9 +1,9 @@
 """Checkpoint and restore of containers with CRIU, as runc 1.1 does them.
 
-capsa drives the `criu` command line (`criu dump`, `pre-dump`, `restore`), not its RPC
-(`criu swrk` with protobuf messages): the CLI needs no protobuf encoder in capsa, its errors are
-readable as they are, and every option runc sets over RPC has a CLI spelling, except
-`orphan-pts-master` (see CONSOLE_UNSUPPORTED). What runc's libcontainer does around CRIU is done
+capsa drives the `criu` command line (`criu dump`, `pre-dump`, `restore`): its errors are readable
+as they are and it needs nothing more from capsa. Its one gap is runc's RPC option
+`orphan-pts-master`, which a container with a terminal needs: for those, the same command line is
+sent over CRIU's RPC instead (capsa.criu_rpc). What runc's libcontainer does around CRIU is done
 here the same way:
 
 - checkpoint: bind mounts, the container's cgroup binds, masked files (the host's /dev/null) and
@@ -44,10 +44,6 @@ MANAGE_CGROUPS_MODES = ("soft", "full", "strict", "ignore")
 EXTERNAL_NAMESPACES = {"network": ("net", "extRootNetNS"), "pid": ("pid", "extRootPidNS")}
 # criu's names for --join-ns (runc's configs.NsName).
 CRIU_NAMESPACE_NAMES = {"network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user", "time": "time"}
-CONSOLE_UNSUPPORTED = (
-    "capsa drives the criu command line, which has no equivalent of CRIU's RPC option orphan-pts-master "
-    "(runc's way of handing a restored terminal to --console-socket)"
-)
 
 
 class CriuError(CapsaError):
@@ -197,8 +193,6 @@ def checkpoint(container: Any, criu: str, opts: CriuOptions) -> None:
     if status not in (st.RUNNING, st.PAUSED):
         raise StateError(f"container {container.id} cannot be checkpointed in {status} state")
     spec = container.spec
-    if (spec.get("process") or {}).get("terminal"):
-        raise UnsupportedError(f"container {container.id} has a terminal: checkpointing it is not supported: {CONSOLE_UNSUPPORTED}")
     check_criu(criu)
     prepare_image_paths(opts)
     with container.store.lock(container.id):
@@ -210,8 +204,13 @@ def checkpoint(container: Any, criu: str, opts: CriuOptions) -> None:
         if not opts.pre_dump:
             _write_descriptors(container.pid, opts.image_path)
         pass_fds = (opts.status_fd,) if opts.lazy_pages and opts.status_fd >= 0 else ()
-        _run_criu(argv, log, "pre-dump" if opts.pre_dump else "dump", capture_output=True,
-                  stdin=subprocess.DEVNULL, pass_fds=pass_fds)
+        if _has_terminal(spec):
+            from capsa import criu_rpc
+
+            criu_rpc.run(argv, log, pass_fds=pass_fds)
+        else:
+            _run_criu(argv, log, "pre-dump" if opts.pre_dump else "dump", capture_output=True,
+                      stdin=subprocess.DEVNULL, pass_fds=pass_fds)
         if opts.pre_dump or opts.leave_running:
             return
         container.record.update(status=st.STOPPED, checkpoint=opts.image_path)
@@ -328,8 +327,10 @@ def restore(root: str, container_id: str, bundle: str, criu: str, opts: CriuOpti
     st.validate_id(container_id)
     spec = specmod.load_bundle(bundle)
     ct.refuse_unsupported(spec)
-    if console_socket or (spec.get("process") or {}).get("terminal"):
-        raise UnsupportedError(f"restoring a container with a terminal is not supported: {CONSOLE_UNSUPPORTED}")
+    if _has_terminal(spec) and not console_socket:
+        raise CapsaError("process.terminal is true: a --console-socket is needed to receive the terminal")
+    if console_socket and not _has_terminal(spec):
+        raise CapsaError("--console-socket given but process.terminal is false")
     prepare_image_paths(opts, for_restore=True)
     descriptors = _read_descriptors(opts.image_path)
     check_criu(criu)
@@ -346,7 +347,7 @@ def restore(root: str, container_id: str, bundle: str, criu: str, opts: CriuOpti
             container.record["cgroupPaths"] = cgroup.paths
             store.write_config(container_id, spec)
             store.write(container_id, container.record)
-            pid = _restore_into(container, spec, cgroup, criu, opts, descriptors)
+            pid = _restore_into(container, spec, cgroup, criu, opts, descriptors, console_socket)
             container.record.update(status=st.RUNNING, pid=pid, pidStartTime=procfs.start_time(pid),
                                     created=st.now_rfc3339(), restoredFrom=opts.image_path)
             container.record.pop("creator", None)
@@ -389,7 +390,7 @@ def _read_descriptors(image_path: str) -> list[str]:
 
 
 def _restore_into(container: Any, spec: dict[str, Any], cgroup: Any, criu: str, opts: CriuOptions,
-                  descriptors: list[str]) -> int:
+                  descriptors: list[str], console_socket: str | None) -> int:
     """Run `criu restore` for the container (inside its cgroup, limits applied); return the
     restored init's host pid."""
     from capsa import linux
@@ -407,6 +408,12 @@ def _restore_into(container: Any, spec: dict[str, Any], cgroup: Any, criu: str, 
             argv, log, pid_path = restore_command(container, spec, cgroup, criu, opts, criu_root, descriptors,
                                                   namespace_fds)
             join = cgroup.self_join_files()
+            if _has_terminal(spec):
+                from capsa import criu_rpc
+
+                # The RPC answers with the pid; the pid file stays unwritten.
+                return criu_rpc.run(argv, log, pass_fds=tuple(namespace_fds), preexec_fn=lambda: _join(join),
+                                    console_socket=console_socket)
             _run_criu(argv, log, "restore", pass_fds=tuple(namespace_fds), preexec_fn=lambda: _join(join))
         finally:
             linux.umount2(criu_root, linux.MNT_DETACH)
@@ -508,6 +515,10 @@ def _make_mount_points(rootfs: str, bundle: str, spec: dict[str, Any]) -> None:
             os.close(root.mount_point(destination, os.path.isdir(source) if is_bind else True))
     finally:
         root.close()
+
+
+def _has_terminal(spec: dict[str, Any]) -> bool:
+    return bool((spec.get("process") or {}).get("terminal"))
 
 
 def _join(files: list[str]) -> None:

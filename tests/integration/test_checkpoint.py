@@ -11,7 +11,9 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -182,14 +184,17 @@ def test_checkpoint_needs_a_running_container(bundle, tmp_path):
     assert result.returncode == 1 and "cannot be checkpointed in created state" in result.stderr
 
 
-def test_terminal_containers_are_refused_clearly(bundle, tmp_path):
-    """The criu CLI has no orphan-pts-master (runc's RPC option for terminals): a clear error,
-    before anything is touched."""
+def test_restore_checks_the_console_first(bundle, tmp_path):
+    """As create: a terminal needs --console-socket, and --console-socket needs a terminal;
+    both checked before CRIU is asked anything."""
     bundle.process["terminal"] = True
     bundle.set_args("sleep", "60")
+    result = bundle.capsa("restore", "-d", "--image-path", str(tmp_path), "--bundle", bundle.path, "tty", check=False)
+    assert result.returncode == 1 and "--console-socket is needed" in result.stderr
+    bundle.process["terminal"] = False
     result = bundle.capsa("restore", "-d", "--image-path", str(tmp_path), "--console-socket", "/nonexistent",
                           "--bundle", bundle.path, "tty", check=False)
-    assert result.returncode == 1 and "orphan-pts-master" in result.stderr
+    assert result.returncode == 1 and "process.terminal is false" in result.stderr
     assert _status(bundle, "tty") == "absent"
 
 
@@ -286,6 +291,78 @@ def test_restore_in_the_foreground_waits_and_returns_the_exit_code(bundle, pipes
             restore.kill()
             restore.wait()
     assert _status(bundle, "fg") == "absent", "a foreground restore deletes the container when it exits"
+
+
+class Console:
+    """A --console-socket server that keeps reading every terminal it is given."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(4)
+        self.output = b""
+        self.masters = []
+
+    def receive(self, timeout: float = 120) -> None:
+        """Take the next pty master and read it in a thread until it closes."""
+        self.server.settimeout(timeout)
+        connection, _ = self.server.accept()
+        _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
+        connection.close()
+        self.masters.append(fds[0])
+        threading.Thread(target=self._drain, args=(fds[0],), daemon=True).start()
+
+    def _drain(self, master: int) -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def ticks(self) -> list[int]:
+        return [int(word) for word in self.output.decode(errors="replace").replace("tick", " ").split() if word.isdigit()]
+
+    def close(self) -> None:
+        self.server.close()
+        for fd in self.masters:
+            os.close(fd)
+
+
+@needs_criu
+def test_terminal_through_console_socket(bundle, pipes, tmp_path):
+    """A container with a terminal: checkpoint and restore go over CRIU's RPC (orphan-pts-master),
+    and the restored container's new terminal reaches the --console-socket, still counting."""
+    console = Console(str(tmp_path / "console.sock"))
+    try:
+        bundle.process["terminal"] = True
+        bundle.config["root"]["readonly"] = False
+        bundle.set_args("sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /count; echo tick$i; sleep 0.1; done")
+        counter = os.path.join(bundle.rootfs, "count")
+        result = pipes.call(bundle, "run", "-d", "--console-socket", console.path, "--bundle", bundle.path, "tty")
+        assert result.returncode == 0, result.output
+        console.receive()
+        _wait_counting(counter, above=3)
+        images = str(tmp_path / "images")
+        result = pipes.call(bundle, "checkpoint", "--image-path", images, "tty")
+        assert result.returncode == 0, result.output + _log(images, "dump.log")
+        stopped_at = _stays_still(counter)
+        console.output = b""
+        result = pipes.call(bundle, "restore", "-d", "--console-socket", console.path, "--image-path", images,
+                            "--bundle", bundle.path, "tty")
+        assert result.returncode == 0, result.output + _log(images, "restore.log")
+        console.receive()
+        assert _wait_counting(counter, above=stopped_at) > stopped_at
+        deadline = time.monotonic() + 60
+        while not any(t > stopped_at for t in console.ticks()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any(t > stopped_at for t in console.ticks()), f"nothing on the new terminal: {console.output[-200:]!r}"
+        bundle.capsa("delete", "--force", "tty")
+    finally:
+        console.close()
 
 
 def _log(directory: str, name: str) -> str:

@@ -172,3 +172,37 @@ def test_cgroup_v1_roots_and_binds():
     for point, controllers in found.items():
         if controllers:
             assert f"mnt[{point}]:{point}" in _pairs(dump, "--external")
+
+
+def test_rpc_request_from_the_command_line():
+    """A container with a terminal goes over criu swrk: the same command line as RPC options."""
+    from capsa import criu_rpc
+
+    argv = ["criu", "restore", "--images-dir", "/img", "--log-file", "restore.log", "-v4", "--root", "/r",
+            "--restore-detached", "--restore-sibling", "--pidfile", "/p", "--evasive-devices", "--shell-job",
+            "--manage-cgroups=strict", "--empty-ns", "net", "--external", "mnt[/data]:/srv/data",
+            "--inherit-fd", "fd[7]:extRootNetNS", "--cgroup-root", "pids:/c1", "--join-ns", "uts:/run/uts",
+            "--page-server", "--address", "10.0.0.1", "--port", "27"]
+    kind, opts = criu_rpc.request_from_argv(argv, images_fd=5, work_fd=None)
+    assert kind == criu_rpc.RESTORE
+    fields = criu_rpc.parse_message(opts)
+    assert fields[1] == [5] and fields[9] == [4] and fields[10] == [b"restore.log"] and fields[13] == [b"/r"]
+    assert fields[26] == [1] and fields[6] == [1] and fields[7] == [1]  # rst_sibling, evasive, shell_job
+    assert fields[12] == [1] and fields[50] == [1]  # notify_scripts, orphan_pts_master
+    assert fields[24] == [1] and fields[34] == [5] and fields[38] == [0x40000000]
+    assert fields[37] == [b"mnt[/data]:/srv/data"]
+    inherit = criu_rpc.parse_message(fields[27][0])
+    assert inherit == {1: [b"extRootNetNS"], 2: [7]}
+    assert criu_rpc.parse_message(fields[25][0]) == {1: [b"pids"], 2: [b"/c1"]}
+    assert criu_rpc.parse_message(fields[39][0]) == {1: [b"uts"], 2: [b"/run/uts"]}
+    assert criu_rpc.parse_message(fields[11][0]) == {1: [b"10.0.0.1"], 2: [27]}
+    assert 2 not in fields and 14 not in fields  # no pid for a restore, no parent image
+
+
+def test_rpc_varints():
+    from capsa import criu_rpc
+
+    for value in (0, 1, 127, 128, 300, 2**31 - 1):
+        assert criu_rpc.parse_message(criu_rpc.field_varint(3, value)) == {3: [value]}
+    # a negative int32 travels as ten bytes of two's complement
+    assert criu_rpc.parse_message(criu_rpc.field_varint(1, -1)) == {1: [2**64 - 1]}
