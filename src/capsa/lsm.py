@@ -81,7 +81,10 @@ class ExecLabels:
     def apply(self) -> None:
         """Write the labels; must run in the process that will exec (attr files act on their task)."""
         if self.apparmor:
-            write_attr(self.proc_fd, ("apparmor/exec", "exec"), f"exec {self.apparmor}", "process.apparmorProfile")
+            # AppArmor answers ENOENT for a profile that is not loaded ("label not found").
+            not_loaded = f"AppArmor profile {self.apparmor!r} is not loaded (load it with apparmor_parser -r)"
+            write_attr(self.proc_fd, ("apparmor/exec", "exec"), f"exec {self.apparmor}", "process.apparmorProfile",
+                       not_loaded)
         if self.selinux:
             write_attr(self.proc_fd, ("exec",), self.selinux, "process.selinuxLabel")
         if self.proc_fd >= 0:
@@ -99,9 +102,9 @@ def open_host_procfs(path: str = "/proc") -> int:
     return fd
 
 
-def write_attr(proc_fd: int, names: tuple[str, ...], value: str, field: str) -> None:
+def write_attr(proc_fd: int, names: tuple[str, ...], value: str, field: str, enoent: str | None = None) -> None:
     """Write thread-self/attr/<name> (the first that exists) under the procfs `proc_fd`, after
-    checking that what was opened is on procfs."""
+    checking that what was opened is on procfs. `enoent`: what the LSM means by ENOENT on write."""
     from capsa import linux
 
     resolve = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_MAGICLINKS | linux.RESOLVE_NO_XDEV
@@ -122,6 +125,8 @@ def write_attr(proc_fd: int, names: tuple[str, ...], value: str, field: str) -> 
             raise ContainerStartError(f"{field}: attr/{name} is not on a procfs: refusing to write {value!r} to it")
         os.write(fd, value.encode())
     except OSError as err:
+        if enoent and isinstance(err, FileNotFoundError):
+            raise ContainerStartError(f"{field}: {enoent}") from None
         raise ContainerStartError(f"{field}: cannot apply {value!r}: {err.strerror or err}") from None
     finally:
         os.close(fd)

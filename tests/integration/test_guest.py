@@ -24,7 +24,7 @@ if os.environ.get("CAPSA_SKIP_GUEST"):
 from guest import vm  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GUEST_TESTS = ["tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py"]
+GUEST_TESTS = ["tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py", "tests/integration/test_lsm.py"]
 TIMEOUT = 600.0  # the whole tier must fit in CI's time
 
 

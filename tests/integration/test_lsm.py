@@ -65,6 +65,8 @@ def test_features_report_what_is_detected(bundle):
     assert features["selinux"] == {"enabled": selinux}
 
 
+# A container profile as docker's and podman's are (file access, capabilities...), that also
+# denies one file: what the container gets from AppArmor, not from DAC (it runs as root).
 PROFILE = """profile {name} flags=(attach_disconnected,mediate_deleted) {{
   file,
   capability,
@@ -75,34 +77,108 @@ PROFILE = """profile {name} flags=(attach_disconnected,mediate_deleted) {{
   mount,
   umount,
   pivot_root,
+{rules}
 }}
 """
+SECRET = "/capsa-secret"
 
 
 @pytest.fixture
 def apparmor_profile(tmp_path):
+    """load(suffix, rules="", body=None) -> name: a profile loaded with apparmor_parser (removed after)."""
     if not lsm.apparmor_enabled():
         pytest.skip(NO_APPARMOR)
     if not shutil.which("apparmor_parser"):
         pytest.skip("apparmor_parser is not installed (Debian package apparmor)")
-    name = f"capsa-test-{os.getpid()}"
-    path = tmp_path / "profile"
-    path.write_text(PROFILE.format(name=name))
-    subprocess.run(["apparmor_parser", "-r", "-W", str(path)], check=True)
-    yield name
-    subprocess.run(["apparmor_parser", "-R", str(path)], check=False)
+    loaded = []
+
+    def load(suffix: str, rules: str = "", body: str | None = None) -> str:
+        name = f"capsa-test-{os.getpid()}-{suffix}"
+        path = tmp_path / f"{name}.profile"
+        if body is None:
+            text = PROFILE.format(name=name, rules=rules)
+        else:
+            text = f"profile {name} flags=(attach_disconnected,mediate_deleted) {{\n{body}\n}}\n"
+        path.write_text(text)
+        subprocess.run(["apparmor_parser", "-r", "-W", str(path)], check=True, capture_output=True)
+        loaded.append(path)
+        return name
+
+    yield load
+    for path in loaded:
+        subprocess.run(["apparmor_parser", "-R", str(path)], check=False, capture_output=True)
+
+
+READ_AND_WRITE = f"cat /proc/self/attr/current; cat {SECRET}; echo changed >> {SECRET} && echo WRITTEN"
+
+
+def _with_secret(bundle) -> None:
+    bundle.config["root"]["readonly"] = False  # so that only AppArmor stands in the way of a write
+    with open(bundle.rootfs + SECRET, "w") as f:
+        f.write("secret\n")
+
+
+def test_apparmor_profile_confines_the_container(bundle, apparmor_profile):
+    """The container's process runs in the profile, and its deny rule holds for root inside."""
+    profile = apparmor_profile("deny", f"  deny {SECRET} rw,")
+    _with_secret(bundle)
+    unconfined = bundle.sh(READ_AND_WRITE).stdout  # the same container without the profile
+    assert unconfined.splitlines()[:2] == ["unconfined", "secret"] and "WRITTEN" in unconfined
+    with open(bundle.rootfs + SECRET, "w") as f:
+        f.write("secret\n")
+    bundle.process["apparmorProfile"] = profile
+    result = bundle.sh(READ_AND_WRITE, check=False)
+    assert result.stdout.splitlines()[0] == f"{profile} (enforce)", result.stdout + result.stderr
+    assert f"can't open '{SECRET}': Permission denied" in result.stderr  # EACCES on read
+    assert f"can't create {SECRET}: Permission denied" in result.stderr  # and on write
+    assert "secret" not in result.stdout and "WRITTEN" not in result.stdout
+    with open(bundle.rootfs + SECRET) as f:
+        assert f.read() == "secret\n"
+    _nothing_left(bundle)
 
 
 def test_apparmor_profile_is_applied(bundle, apparmor_profile):
-    bundle.process["apparmorProfile"] = apparmor_profile
+    """The init's profile as the host sees it; exec inherits it, or takes --apparmor's (as runc)."""
+    confining = apparmor_profile("deny", f"  deny {SECRET} rw,")
+    other = apparmor_profile("other")
+    _with_secret(bundle)
+    bundle.process["apparmorProfile"] = confining
     bundle.set_args("sleep", "60")
     bundle.create("c1")
     bundle.capsa("start", "c1")
     pid = jsonfast.loads(bundle.capsa("state", "c1").stdout)["pid"]
     with open(f"/proc/{pid}/attr/current") as f:
-        assert f.read().startswith(apparmor_profile)
-    out = bundle.capsa("exec", "--apparmor", apparmor_profile, "c1", "cat", "/proc/self/attr/current").stdout
-    assert out.startswith(apparmor_profile)
+        assert f.read().strip() == f"{confining} (enforce)"
+    inherited = bundle.capsa("exec", "c1", "sh", "-c", f"cat /proc/self/attr/current; cat {SECRET}", check=False)
+    assert inherited.stdout.strip() == f"{confining} (enforce)" and "Permission denied" in inherited.stderr
+    flag = bundle.capsa("exec", "--apparmor", other, "c1", "sh", "-c", f"cat /proc/self/attr/current; cat {SECRET}")
+    assert flag.stdout.splitlines() == [f"{other} (enforce)", "secret"]
+    bundle.capsa("kill", "c1", "KILL")  # the profile lets unconfined capsa signal it (`signal,`)
+    bundle.capsa("delete", "--force", "c1")
+    _nothing_left(bundle)
+
+
+def test_apparmor_profile_must_allow_the_entrypoint_exec(bundle, apparmor_profile):
+    """The profile takes effect at the first exec, which is capsa's sealed trampoline
+    (capsa.trampoline); the trampoline, already confined, then execs the program. So the
+    profile must allow that exec (`file,` or `/** ix,` as container profiles have), where
+    under runc, whose first exec is the program, the exec is checked unconfined."""
+    no_exec = apparmor_profile("noexec", body="  /** r,")
+    bundle.process["apparmorProfile"] = no_exec
+    assert bundle.run("true", check=False).returncode == 127  # the trampoline's execve: EACCES
+    exec_only = apparmor_profile("exec", body="  /** ix,")
+    bundle.process["apparmorProfile"] = exec_only
+    assert bundle.run("true").returncode == 0
+    _nothing_left(bundle)
+
+
+def test_apparmor_profile_not_loaded(bundle, apparmor_profile):
+    name = f"capsa-test-{os.getpid()}-never-loaded"
+    bundle.process["apparmorProfile"] = name
+    result = bundle.run("true", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"process.apparmorProfile: AppArmor profile {name!r} is not loaded" in result.stderr
+    _nothing_left(bundle)
 
 
 def test_selinux_label_is_applied(bundle):
