@@ -172,6 +172,26 @@ def test_apparmor_profile_must_allow_the_entrypoint_exec(bundle, apparmor_profil
     _nothing_left(bundle)
 
 
+def test_apparmor_profile_without_signal_rules(bundle, apparmor_profile):
+    """AppArmor checks a signal on the receiving side too: a profile without
+    `signal (receive) peer=unconfined` refuses capsa's (root's) kill, and says why; delete --force
+    still removes the container through cgroup v2's cgroup.kill, which no LSM checks."""
+    profile = apparmor_profile("nosignal", body="  file,")
+    bundle.process["apparmorProfile"] = profile
+    bundle.set_args("sleep", "60")
+    bundle.create("c1")
+    bundle.capsa("start", "c1")
+    result = bundle.capsa("kill", "c1", "KILL", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"container c1: the kernel refused signal 9: its AppArmor profile {profile!r} must let it receive" in result.stderr
+    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        apparmor_profile("nosignal", body="  file,\n  signal,")  # replaced: running tasks take it, delete works
+        bundle.capsa("delete", "--force", "c1")
+        pytest.skip("cgroup.kill needs cgroup v2: delete --force of such a container is refused on this host")
+    bundle.capsa("delete", "--force", "c1")
+    _nothing_left(bundle)
+
+
 def test_apparmor_profile_not_loaded(bundle, apparmor_profile):
     name = f"capsa-test-{os.getpid()}-never-loaded"
     bundle.process["apparmorProfile"] = name
