@@ -38,9 +38,9 @@ class Container:
         return cls(store, store.read(container_id))
 
     @classmethod
-    def list(cls, root: str) -> list[Container]:
+    def list(cls, root: str, warn: Any = None) -> list[Container]:
         store = st.StateStore(root)
-        return [cls(store, record) for record in store.iter_records()]
+        return [cls(store, record) for record in store.iter_records(warn)]
 
     @property
     def id(self) -> str:
@@ -126,11 +126,13 @@ class Container:
         preserve_fds: int = 0,
         spec: dict[str, Any] | None = None,
         rootless_cgroups: bool | None = None,
+        warn: Any = None,
     ) -> Container:
         """Create a container whose init waits, fully set up, for start().
 
         rootless_cgroups (runc's --rootless; None: when not root or in a user namespace):
         a cgroup the caller may not create is skipped unless linux.cgroupsPath names it.
+        warn: called with the text of each setting the host ignores (memory.kernel).
         """
         from capsa import rootless
         from capsa import spec as specmod
@@ -176,7 +178,7 @@ class Container:
                 store.write(container_id, container.record)
                 container._launch(
                     rootfs_path, console_socket, console_fd, preserve_fds, no_pivot=no_pivot,
-                    no_new_keyring=no_new_keyring, rootless_cgroups=rootless_cgroups,
+                    no_new_keyring=no_new_keyring, rootless_cgroups=rootless_cgroups, warn=warn,
                 )
         except BaseException:
             # Nothing of a failed create may remain: the launcher killed the init; drop its
@@ -194,7 +196,7 @@ class Container:
         return container
 
     def _launch(
-        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, preserve_fds: int, **flags: bool
+        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, preserve_fds: int, **flags: Any
     ) -> None:
         from capsa import launch
 
@@ -317,15 +319,17 @@ class Container:
                               "that maps only the caller's own gid (setgroups is denied in its user namespace)")
 
     # -- resources -----------------------------------------------------------------------------
-    def update(self, resources: dict[str, Any]) -> None:
-        """Change the container's cgroup limits (an OCI LinuxResources object) while it runs."""
+    def update(self, resources: dict[str, Any], warn: Any = None) -> None:
+        """Change the container's cgroup limits (an OCI LinuxResources object) while it runs.
+
+        warn: called with the text of each setting the host ignores (memory.kernel)."""
         with self.store.lock(self.id):
             self._reload()
             status = self.status()
             if status == st.STOPPED:
                 raise st.StateError(f"container {self.id} is not running: cannot update it")
             cgroup = self._require_cgroup("update")
-            cgroup.apply({k: v for k, v in resources.items() if k != "devices"})
+            cgroup.apply({k: v for k, v in resources.items() if k != "devices"}, warn=warn)
             spec = self.spec
             merged = spec.setdefault("linux", {}).setdefault("resources", {})
             for key, value in resources.items():
@@ -337,7 +341,11 @@ class Container:
 
         if self.status() == st.STOPPED:
             raise st.StateError(f"container {self.id} is not running")
-        return stats(self._require_cgroup("read the statistics of"))
+        data = stats(self._require_cgroup("read the statistics of"))
+        interfaces = procfs.network_interfaces(self.pid)
+        if interfaces:
+            data["network_interfaces"] = interfaces
+        return data
 
     # -- pause / resume --------------------------------------------------------------------------
     def pause(self) -> None:
@@ -451,7 +459,8 @@ def _rootless_cgroup(cgroup: Any, spec: dict[str, Any]) -> Any:
 
 
 def delete_leftovers(root: str, container_id: str) -> None:
-    """delete --force of a container whose state was never written: remove its directory."""
+    """delete --force of a container whose state was never written (or a crash left corrupt):
+    remove its directory."""
     try:
         st.validate_id(container_id)
     except CapsaError:

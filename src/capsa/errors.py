@@ -32,6 +32,10 @@ class ExistsError(CapsaError):
         super().__init__(f"container with id exists: {container_id}")
 
 
+class CorruptStateError(CapsaError):
+    """A container's state file cannot be read back (only a crash mid-write can leave one)."""
+
+
 class InvalidIdError(CapsaError):
     pass
 

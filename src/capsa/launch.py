@@ -46,7 +46,7 @@ NAMESPACE_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc",
 
 class LaunchOptions:
     __slots__ = ("console_socket", "console_fd", "no_pivot", "no_new_keyring", "preserve_fds", "state_dir", "container_id", "bundle", "state",
-                 "rootless_cgroups")
+                 "rootless_cgroups", "warn")
 
     def __init__(self, **values: Any):
         for name in self.__slots__:
@@ -112,7 +112,8 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
                 # The init is already in its cgroup (the child joined it first thing); the limits
                 # are in place before "go", so no user code ever runs outside them.
                 linux_spec = spec.get("linux") or {}
-                cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"), rootless=bool(options.rootless_cgroups))
+                cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"), rootless=bool(options.rootless_cgroups),
+                             warn=options.warn)
             if "oomScoreAdj" in spec["process"]:
                 _set_oom_score_adj(init_pid, spec["process"]["oomScoreAdj"])
             # runc gives the seccomp listener the state "creating" and the init's pid.

@@ -40,3 +40,30 @@ def write_file(path: str, value: str) -> None:
         posix.write(fd, value.encode())
     finally:
         posix.close(fd)
+
+
+_NET_DEV_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", None, None, None, None,
+                   "tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
+
+
+def network_interfaces(pid: int) -> list[dict]:
+    """Counters of the interfaces in `pid`'s network namespace (/proc/PID/net/dev), as runc's
+    events --stats reports them (loopback left out, as runc does)."""
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            lines = f.read().splitlines()[2:]
+    except OSError:
+        return []
+    interfaces = []
+    for line in lines:
+        name, _, counters = line.partition(":")
+        name = name.strip()
+        if name == "lo":
+            continue
+        values = counters.split()
+        entry: dict = {"name": name}
+        for key, value in zip(_NET_DEV_FIELDS, values, strict=False):  # 16 counters; the first 12 named
+            if key:
+                entry[key] = int(value)
+        interfaces.append(entry)
+    return interfaces

@@ -135,7 +135,12 @@ def _readlink_at(parent: int, name: str) -> str | None:
 # -- root preparation and pivot ---------------------------------------------------------------
 def prepare_root(rootfs: str, propagation: int) -> None:
     """Make the new mount namespace's mounts stop propagating to the host, and rootfs a mount point."""
-    linux.mount(None, "/", None, propagation or (linux.MS_SLAVE | linux.MS_REC))
+    propagation = propagation or (linux.MS_SLAVE | linux.MS_REC)
+    if propagation & linux.MS_UNBINDABLE:
+        # An unbindable mount cannot be the source of the rootfs bind below (EINVAL, where runc
+        # 1.1 fails): private for now; init makes the container's / unbindable after pivot_root.
+        propagation = (propagation & ~linux.MS_UNBINDABLE) | linux.MS_PRIVATE
+    linux.mount(None, "/", None, propagation)
     _make_parent_mount_private(rootfs)
     linux.mount(rootfs, rootfs, "bind", linux.MS_BIND | linux.MS_REC)
 

@@ -1,7 +1,7 @@
 """Container state on disk: one directory per container under the state root.
 
 Layout of ``<root>/<id>/``:
-  state.json   the container's record, replaced atomically (temp file, fsync, rename)
+  state.json   the container's record, replaced atomically (temp file, rename)
   config.json  the validated config.json of create (read by exec and update only)
   start.sock   the socket `start` connects to; the waiting init accepts on it (create/start split)
 
@@ -16,7 +16,15 @@ import posix
 import time
 
 from capsa import jsonfast, posixlite
-from capsa.errors import AmbiguousIdError, CapsaError, ExistsError, InvalidIdError, NotFoundError, StateError
+from capsa.errors import (
+    AmbiguousIdError,
+    CapsaError,
+    CorruptStateError,
+    ExistsError,
+    InvalidIdError,
+    NotFoundError,
+    StateError,
+)
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -89,13 +97,18 @@ def now_rfc3339() -> str:
 
 
 def write_atomic(path: str, data: str | bytes, mode: int = 0o600) -> None:
-    """Write a file so readers see the old content or the new, never a part: temp, fsync, rename."""
+    """Write a file so readers see the old content or the new, never a part: temp file, rename.
+
+    No fsync: the state describes processes of this boot only (after a crash there is nothing
+    left to describe), the rename alone makes the write atomic for readers, and /run is not
+    always a tmpfs (it is ext4 on this VM, where one fsync costs 1-3 ms per call). runc and crun
+    do not fsync their state either. A state file a crash left empty reads as corrupt, and
+    `delete --force` removes it."""
     raw = data.encode() if isinstance(data, str) else data
     tmp = f"{path}.tmp{posix.getpid()}"
     fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, mode)
     try:
         posix.write(fd, raw)
-        posix.fsync(fd)
     finally:
         posix.close(fd)
     try:
@@ -193,9 +206,9 @@ class StateStore:
         try:
             record = jsonfast.loads(raw)
         except jsonfast.JSONError as err:
-            raise CapsaError(f"state of container {container_id} is corrupt ({path}): {err}") from None
+            raise CorruptStateError(f"state of container {container_id} is corrupt ({path}): {err}") from None
         if not isinstance(record, dict) or record.get("id") != container_id:
-            raise CapsaError(f"state of container {container_id} is corrupt ({path})")
+            raise CorruptStateError(f"state of container {container_id} is corrupt ({path})")
         return record
 
     def write(self, container_id: str, record: dict[str, Any]) -> None:
@@ -228,12 +241,17 @@ class StateStore:
         except FileNotFoundError:
             pass
 
-    def iter_records(self) -> Iterator[dict[str, Any]]:
+    def iter_records(self, warn: Any = None) -> Iterator[dict[str, Any]]:
+        """Every container's record; one whose state is corrupt is skipped (and `warn`ed about),
+        so that it cannot hide the others."""
         for container_id in self.ids():
             try:
                 yield self.read(container_id)
             except NotFoundError:
                 continue
+            except CorruptStateError as err:
+                if warn is not None:
+                    warn(f"{err}; `delete --force {container_id}` removes it")
 
 
 def require(status: str, operation: str, container_id: str) -> None:

@@ -13,7 +13,7 @@ checkout, .venv and Debian packages as the host, and nothing is installed into a
     qemu-system-x86_64 -accel tcg ...      stage 2 (pid 1): proc, sys, dev, cgroup2 only, tmp
     read the serial console                  run /cmd, print "CAPSA-GUEST-EXIT <code>", power off
 
-Command line:  python tests/guest/vm.py [--cwd DIR] [--timeout S] -- COMMAND [ARGS...]
+Command line:  python tests/guest/vm.py [--cwd DIR] [--timeout S] [--systemd] -- COMMAND [ARGS...]
 """
 
 from __future__ import annotations
@@ -85,7 +85,11 @@ def kernel_dir() -> str:
             raise GuestUnavailable(f"apt-get download {package} failed: {result.stderr.strip()}")
         unpacked = os.path.join(download, "root")
         subprocess.run(["dpkg", "-x", os.path.join(download, debs[0]), unpacked], check=True)
-        os.rename(unpacked, target)  # atomic: a half-unpacked kernel is never taken for a whole one
+        try:
+            os.rename(unpacked, target)  # atomic: a half-unpacked kernel is never taken for a whole one
+        except OSError:
+            if not os.path.isdir(os.path.join(target, "boot")):  # else another run unpacked it first
+                raise
     finally:
         shutil.rmtree(download, ignore_errors=True)
     return target
@@ -149,20 +153,28 @@ mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /
 cp /stage2 /cmd /newroot/
 umount /proc
 umount /dev
+if [ -e /capsa-guest.service ]; then
+  cp /capsa-guest.service /newroot/etc/systemd/system/
+  exec switch_root /newroot /lib/systemd/systemd --unit=capsa-guest.service
+fi
 exec switch_root /newroot /bin/busybox sh /stage2
 """
 
 # Stage 2, pid 1 in the host's files (overlaid): the mounts a command expects, cgroup2 only.
+# (Under systemd, stage 2 is a service, and systemd has made the first mounts itself.)
 STAGE2 = r"""bb=/bin/busybox  # util-linux mount fails before /proc is there
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root CAPSA_IN_GUEST=1
-$bb mount -t proc proc /proc
-$bb mount -t sysfs sysfs /sys
-$bb mount -t devtmpfs devtmpfs /dev
-$bb mkdir -p /dev/pts /dev/shm
-$bb mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
-$bb mount -t tmpfs tmpfs /dev/shm
-$bb mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
-for d in /tmp /run /var/tmp; do $bb mount -t tmpfs tmpfs $d; done
+if [ $$ = 1 ]; then
+  $bb mount -t proc proc /proc
+  $bb mount -t sysfs sysfs /sys
+  $bb mount -t devtmpfs devtmpfs /dev
+  $bb mkdir -p /dev/pts /dev/shm
+  $bb mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+  $bb mount -t tmpfs tmpfs /dev/shm
+  $bb mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
+  $bb mount -t tmpfs tmpfs /run
+fi
+for d in /tmp /var/tmp; do $bb mount -t tmpfs tmpfs $d; done
 chmod 1777 /tmp /var/tmp
 $bb hostname capsa-guest
 # securityfs: where AppArmor shows itself (capsa and apparmor_parser look for
@@ -174,6 +186,22 @@ echo "CAPSA-GUEST-START $(cut -d' ' -f1 /proc/uptime)"
 echo "CAPSA-GUEST-EXIT $?"
 sync
 exec /bin/busybox poweroff -f
+"""
+
+
+# With init="systemd": the host's systemd is pid 1 (it mounts cgroup2 alone, as Debian 12's does)
+# and runs stage 2 as this unit, with nothing else started (no default dependencies).
+SYSTEMD_UNIT = """[Unit]
+Description=capsa guest command
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+TimeoutStartSec=infinity
+ExecStart=/bin/busybox sh /stage2
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
 """
 
 
@@ -190,7 +218,7 @@ def _cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
     return out.getvalue()
 
 
-def build_initramfs(modules_dir: str, command: str, target: str) -> None:
+def build_initramfs(modules_dir: str, command: str, target: str, init: str = "sh") -> None:
     with open(shutil.which("busybox") or "/bin/busybox", "rb") as f:
         busybox = f.read()
     entries: list[tuple[str, int, bytes]] = [("bin", 0o40755, b""), ("lib", 0o40755, b""),
@@ -203,6 +231,8 @@ def build_initramfs(modules_dir: str, command: str, target: str) -> None:
         loaded.append("/" + name)
     entries += [("modules", 0o100644, "\n".join(loaded).encode()), ("init", 0o100755, STAGE1.encode()),
                 ("stage2", 0o100644, STAGE2.encode()), ("cmd", 0o100644, command.encode())]
+    if init == "systemd":
+        entries.append(("capsa-guest.service", 0o100644, SYSTEMD_UNIT.encode()))
     with open(target, "wb") as f:
         f.write(gzip.compress(_cpio(entries), compresslevel=1))
 
@@ -215,21 +245,27 @@ def accelerator() -> str:
 
 def qemu_command(vmlinuz: str, initrd: str) -> list[str]:
     return [
-        QEMU, "-accel", accelerator(), "-cpu", "max", "-m", "2G", "-smp", "2",
+        QEMU, "-accel", accelerator(), "-cpu", "host" if accelerator() == "kvm" else "max", "-m", "2G", "-smp", "2",
         "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", vmlinuz, "-initrd", initrd, "-append", KERNEL_CMDLINE,
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
     ]
 
 
-def run(command: str, timeout: float = 900, echo: bool = False) -> GuestResult:
-    """Boot the guest, run the shell `command` in it, return its exit code and output."""
+def run(command: str, timeout: float = 900, echo: bool = False, init: str = "sh") -> GuestResult:
+    """Boot the guest, run the shell `command` in it, return its exit code and output.
+
+    init="systemd" boots the host's systemd as pid 1 and runs the command as a service (for the
+    systemd cgroup driver); the default is a shell as pid 1, which boots faster.
+    """
     if shutil.which(QEMU) is None:
         raise GuestUnavailable(f"{QEMU} is not installed (apt-get install qemu-system-x86)")
+    if init == "systemd" and not os.path.exists("/lib/systemd/systemd"):
+        raise GuestUnavailable("systemd is not installed on this host")
     vmlinuz, modules_dir = _kernel_files(kernel_dir())
     with tempfile.TemporaryDirectory(prefix="capsa-guest.") as work:
         initrd = os.path.join(work, "initrd.gz")
-        build_initramfs(modules_dir, command, initrd)
+        build_initramfs(modules_dir, command, initrd, init)
         started = time.monotonic()
         lines, boot_seconds, exit_code = [], None, None
         proc = subprocess.Popen(qemu_command(vmlinuz, initrd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -286,11 +322,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cwd", default=os.getcwd(), help="directory the command runs in (default: here)")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--systemd", action="store_true", help="boot systemd as pid 1; the command runs as a service")
     parser.add_argument("command", nargs="+")
     args = parser.parse_args(argv)
     script = f"cd {shlex.quote(args.cwd)} && {shlex.join(args.command)}"
     try:
-        result = run(script, timeout=args.timeout, echo=True)
+        result = run(script, timeout=args.timeout, echo=True, init="systemd" if args.systemd else "sh")
     except GuestUnavailable as err:
         print(f"capsa-guest: {err}", file=sys.stderr)
         return 2

@@ -81,6 +81,29 @@ def test_resources_reach_v2_files(cgbundle):
         assert f.read().strip() == f"0::{cgbundle.cgroup}"
 
 
+def test_child_is_born_in_its_cgroup():
+    """clone3(CLONE_INTO_CGROUP), which create and exec use, works on this kernel: no fallback."""
+    from capsa import linux
+
+    name = f"capsa-test-clone3.{os.getpid()}"
+    path = f"{ROOT}/{name}"
+    os.mkdir(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            pid = linux.fork_into_cgroup(fd)
+        finally:
+            os.close(fd)
+        if pid == 0:
+            with open("/proc/self/cgroup") as f:
+                os._exit(0 if f.read().strip() == f"0::/{name}" else 1)
+        assert pid is not None, "clone3 with CLONE_INTO_CGROUP is not available"
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.rmdir(path)
+
+
 def test_cpu_idle(cgbundle):
     cgbundle.config["linux"]["resources"] = {"cpu": {"idle": 1}}
     cgbundle.create("c1")
@@ -101,10 +124,17 @@ def test_pids_limit_is_enforced(cgbundle):
     assert "can't fork" in out.stderr or "Resource temporarily unavailable" in out.stderr or out.returncode != 0
 
 
+def test_kernel_memory_is_ignored_with_a_warning(cgbundle):
+    cgbundle.config["linux"]["resources"] = {"memory": {"kernel": 64 * MiB, "kernelTCP": MiB, "limit": 64 * MiB}}
+    result = cgbundle.create("c1")
+    assert "linux.resources.memory.kernel: ignored" in result.stderr
+    assert "linux.resources.memory.kernelTCP: ignored" in result.stderr
+    assert cgroup_file(cgbundle, "memory.max") == str(64 * MiB)
+
+
 def test_values_v2_cannot_take_are_clear_errors(cgbundle):
     for resources, field in (({"memory": {"limit": -5}}, "linux.resources.memory.limit"),
                              ({"memory": {"swappiness": 10}}, "linux.resources.memory.swappiness"),
-                             ({"memory": {"kernel": 64 * MiB}}, "linux.resources.memory.kernel"),
                              ({"memory": {"swap": 64 * MiB}}, "linux.resources.memory.swap"),
                              ({"cpu": {"realtimeRuntime": 1000}}, "linux.resources.cpu.realtimeRuntime"),
                              ({"network": {"classID": 7}}, "linux.resources.network"),

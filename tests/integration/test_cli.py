@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from capsa import jsonfast
 
 
@@ -76,6 +78,14 @@ def test_rootfs_propagation_and_recursive_readonly(bundle, tmp_path):
     out = bundle.sh("touch /mnt/inner/x 2>/dev/null && echo writable || echo readonly; awk '$5 == \"/\"' /proc/self/mountinfo").stdout
     assert out.splitlines()[0] == "readonly"
     assert "shared:" in out.splitlines()[1]
+
+
+@pytest.mark.parametrize("propagation", ["unbindable", "runbindable"])
+def test_rootfs_propagation_unbindable(bundle, propagation):
+    # runtime-tools' linux_rootfs_propagation: the rootfs bind must not come from an unbindable mount.
+    bundle.config["linux"]["rootfsPropagation"] = propagation
+    out = bundle.sh("awk '$5 == \"/\"' /proc/self/mountinfo").stdout
+    assert "unbindable" in out.split(" - ")[0]
 
 
 def test_failed_create_leaves_no_process(bundle):

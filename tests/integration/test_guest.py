@@ -3,7 +3,8 @@
 One guest boots per session (tests/guest/vm.py: Debian 12's kernel, cgroup2 only, the host's
 files read-only under a tmpfs overlay) and runs the GUEST_TESTS files with this checkout's
 interpreter; each of their tests is reported here as a test of its own. CAPSA_SKIP_GUEST=1 skips
-the tier; CAPSA_GUEST_ACCEL=kvm uses KVM where /dev/kvm works (default: tcg, software emulation).
+the tier; CAPSA_GUEST_TESTS names other test files to run in the guest; CAPSA_GUEST_ACCEL=kvm
+uses KVM where /dev/kvm works (default: tcg, software emulation).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ if os.environ.get("CAPSA_SKIP_GUEST"):
 from guest import vm  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GUEST_TESTS = ["tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py", "tests/integration/test_lsm.py"]
+# CAPSA_GUEST_TESTS="tests/integration/a.py tests/integration/b.py" runs other files in the guest.
+GUEST_TESTS = os.environ.get("CAPSA_GUEST_TESTS", "").split() or [
+    "tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py", "tests/integration/test_lsm.py"]
 TIMEOUT = 600.0  # the whole tier must fit in CI's time
 
 
@@ -152,3 +155,17 @@ def test_criu_dump_restore_in_guest(guest_session):
     assert dumped == "yes" and restored == "yes", result.output[match.end():match.end() + 2000]
     assert a == b, "the process kept running after criu dump"
     assert int(d) > int(c) >= int(b), "the restored process does not run"
+
+
+def test_systemd_guest_boots():
+    """The guest can also boot the host's systemd as pid 1 (its command then runs as a service):
+    the base for testing the systemd cgroup driver, which capsa does not have yet."""
+    try:
+        result = vm.run("cat /proc/1/comm; cat /proc/self/cgroup; systemctl show -p Version --value; "
+                        "test -S /run/systemd/private && echo private-bus", timeout=300, init="systemd")
+    except vm.GuestUnavailable as err:
+        pytest.skip(f"guest tier unavailable: {err}")
+    print(f"systemd guest: boot {result.boot_seconds or 0:.1f} s, whole {result.seconds:.1f} s")
+    assert result.exit_code == 0, result.output[-3000:]
+    lines = result.output.splitlines()
+    assert "systemd" in lines and "0::/system.slice/capsa-guest.service" in lines and "private-bus" in lines

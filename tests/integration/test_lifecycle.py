@@ -228,3 +228,23 @@ def wait_until(predicate, timeout: float = 10) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_corrupt_state_is_named_skipped_by_list_and_removed_by_force_delete(bundle):
+    """Only a crash mid-write can leave a state file that does not parse (writes are renames):
+    it must not hide the other containers, and delete --force must be able to clear it."""
+    bundle.set_args("sleep", "60")
+    bundle.detached("run", "-d", "--bundle", bundle.path, "good")
+    os.makedirs(os.path.join(bundle.root, "broken"))
+    with open(os.path.join(bundle.root, "broken", "state.json"), "w") as f:
+        f.write('{"id": "bro')
+    try:
+        listed = bundle.capsa("list", "-q")
+        assert listed.stdout == "good\n" and "state of container broken is corrupt" in listed.stderr
+        for args in (["state", "broken"], ["delete", "broken"]):
+            result = bundle.capsa(*args, check=False)
+            assert result.returncode == 1 and "state of container broken is corrupt" in result.stderr
+        bundle.capsa("delete", "--force", "broken")
+        assert not os.path.exists(os.path.join(bundle.root, "broken"))
+    finally:
+        bundle.capsa("delete", "--force", "good")

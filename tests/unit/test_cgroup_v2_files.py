@@ -63,7 +63,6 @@ def test_io_hugetlb_rdma_unified():
 
 @pytest.mark.parametrize("resources, field", [
     ({"memory": {"swappiness": 0}}, "memory.swappiness"),
-    ({"memory": {"kernelTCP": 1}}, "memory.kernelTCP"),
     ({"memory": {"disableOOMKiller": True}}, "memory.disableOOMKiller"),
     ({"cpu": {"realtimePeriod": 5}}, "cpu.realtimePeriod"),
     ({"blockIO": {"leafWeight": 10}}, "blockIO.leafWeight"),
@@ -162,3 +161,8 @@ def test_program_blacklist():
     assert run(code, BLOCK, READ, 8, 0) == 1
     assert run(code, BLOCK, READ | WRITE, 8, 0) == 0  # any denied access denies
     assert run(code, CHAR, WRITE, 8, 0) == 1
+
+
+def test_kernel_memory_is_ignored_on_v2():
+    # Deprecated, "may be ignored by runtimes": no v2 file is written (V2Cgroup.apply warns).
+    assert v2_settings({"memory": {"kernel": 1 << 26, "kernelTCP": 1 << 20}}) == []

@@ -28,6 +28,7 @@ from capsa.procfs import write_file
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = ["V1Cgroup", "v1_settings", "device_rules", "DEFAULT_ALLOWED_DEVICES", "CgroupError"]
@@ -170,18 +171,24 @@ class V1Cgroup(Cgroup):
         wait_until(reached, state)
 
     # -- resources ------------------------------------------------------------------------------
-    def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None, rootless: bool = False) -> None:
+    def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None, rootless: bool = False,
+              warn: Callable[[str], None] | None = None) -> None:
         """Write linux.resources to the controller files; a value the host cannot take is an error.
 
         `devices` (linux.devices) are allowed in the devices controller whatever the rules say.
         Rootless, device rules are skipped where they cannot be written, as runc does: they need
         CAP_SYS_ADMIN, which a delegated cgroup does not give.
+        The one exception is memory.kernel: the spec deprecates it ("may be ignored by runtimes")
+        and runc 1.1 ignores it, so a kernel that ignores or lacks it gets a `warn`, not an error.
         """
         for field, controller, filename, value in v1_settings(resources or {}, devices or []):
             if rootless and controller == "devices" and (self.path_for("devices") is None or os.geteuid() != 0):
                 continue
             directory = self._controller_dir(controller, field)
             path = os.path.join(directory, filename)
+            if filename in IGNORED_BY_NEW_KERNELS and not os.path.exists(path):
+                _warn(warn, f"{field}: ignored, this host's kernel has no {filename}")
+                continue
             if not os.path.exists(path):
                 raise UnsupportedError(f"{field}: this host's kernel has no {controller} file {filename}")
             try:
@@ -189,7 +196,7 @@ class V1Cgroup(Cgroup):
             except OSError as err:
                 raise ConfigError(field, f"cannot write {value!r} to {path}: {err.strerror}") from None
             if filename in IGNORED_BY_NEW_KERNELS and read(path) != value:
-                raise UnsupportedError(f"{field}: this kernel accepts but ignores {filename} (deprecated since Linux 5.4)")
+                _warn(warn, f"{field}: ignored, this kernel accepts but does not enforce {filename} (deprecated since Linux 5.4)")
 
 
 DEFAULT_ALLOWED_DEVICES = [
@@ -300,6 +307,11 @@ def _device_rule(rule: dict[str, Any]) -> str:
 
 # Files the kernel still accepts writes to but no longer enforces: read back to tell.
 IGNORED_BY_NEW_KERNELS = ("memory.kmem.limit_in_bytes",)
+
+
+def _warn(warn: Callable[[str], None] | None, message: str) -> None:
+    if warn is not None:
+        warn(message)
 
 
 def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 UNLIMITED = 2**64 - 1  # what runc reports for "max"
+# Deprecated by the runtime-spec ("may be ignored by runtimes"); v2 has no file for them.
+KERNEL_MEMORY_FIELDS = ("kernel", "kernelTCP")
 
 
 class V2Cgroup(Cgroup):
@@ -147,11 +149,15 @@ class V2Cgroup(Cgroup):
 
     # -- resources --------------------------------------------------------------------------------
     def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None,
-              rootless: bool = False) -> None:
+              rootless: bool = False, warn: Any = None) -> None:
         """Write linux.resources to the v2 files; a value the host cannot take is an error.
         Rootless, device rules are skipped (attaching an eBPF program needs CAP_SYS_ADMIN in the
         initial user namespace; runc ignores the failure there)."""
         resources = resources or {}
+        for key in KERNEL_MEMORY_FIELDS:
+            if given(resources.get("memory") or {}, key) and warn is not None:
+                warn(f"linux.resources.memory.{key}: ignored, cgroup v2 has no separate kernel memory limit "
+                     "(memory.max covers kernel memory)")
         for field, name, value in v2_settings(resources):
             path = self._file(name)
             if not os.path.exists(path):
@@ -309,9 +315,7 @@ def _memory_settings(memory: dict[str, Any], field: str) -> list[tuple[str, str,
         out.append((f"{field}.limit", "memory.max", _limit(memory["limit"])))
     if given(memory, "reservation"):
         out.append((f"{field}.reservation", "memory.low", _limit(memory["reservation"])))
-    for key in ("kernel", "kernelTCP"):
-        if given(memory, key):
-            raise UnsupportedError(f"{field}.{key}: cgroup v2 has no separate kernel memory limit (memory.max covers it)")
+    # kernel and kernelTCP: no v2 file; V2Cgroup.apply warns (the spec lets runtimes ignore them).
     if memory.get("swappiness") is not None:
         raise UnsupportedError(f"{field}.swappiness: cgroup v2 has no per-cgroup swappiness")
     if memory.get("disableOOMKiller"):

@@ -46,4 +46,5 @@ def create_from_flags(g, parsed, console_fd: int | None = None, spec: dict | Non
         preserve_fds=parsed.preserve_fds,
         spec=spec,
         rootless_cgroups=rootless_cgroups(g.rootless),
+        warn=g.log.warning,
     )

@@ -18,7 +18,7 @@ def run(g, argv: list[str]) -> int:
         return 0
     require_args(parsed, "delete", 1)
     from capsa.container import Container, delete_leftovers
-    from capsa.errors import NotFoundError
+    from capsa.errors import CorruptStateError, NotFoundError
 
     try:
         container = Container.load(g.root, parsed.args[0])
@@ -26,6 +26,13 @@ def run(g, argv: list[str]) -> int:
         if not parsed.force:
             raise
         # As runc: --force also clears a directory left by an aborted create, and is quiet otherwise.
+        delete_leftovers(g.root, parsed.args[0])
+        return 0
+    except CorruptStateError as err:
+        if not parsed.force:
+            raise
+        # Nothing in it can be trusted (no pid, no cgroup to act on): only the directory goes.
+        g.log.warning(f"{err}: removing it")
         delete_leftovers(g.root, parsed.args[0])
         return 0
     container.delete(force=parsed.force, warn=g.log.warning)

@@ -25,7 +25,7 @@ def run(g, argv: list[str]) -> int:
         raise UsageError(f"invalid format option {parsed.format!r}: use table or json")
     from capsa.container import Container
 
-    states = [c.state() for c in Container.list(g.root)]
+    states = [c.state() for c in Container.list(g.root, warn=g.log.warning)]
     owner = _owner_name()
     for state in states:
         state["owner"] = owner
