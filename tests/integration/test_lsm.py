@@ -199,6 +199,25 @@ def test_apparmor_profile_not_loaded(bundle, apparmor_profile):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"process.apparmorProfile: AppArmor profile {name!r} is not loaded" in result.stderr
     _nothing_left(bundle)
+    bundle.process.pop("apparmorProfile")
+    bundle.set_args("sleep", "60")
+    bundle.create("c1")
+    bundle.capsa("start", "c1")
+    result = bundle.capsa("exec", "--apparmor", name, "c1", "true", check=False)
+    assert result.returncode == 1 and f"AppArmor profile {name!r} is not loaded" in result.stderr
+
+
+def test_apparmor_profile_in_a_user_namespace(bundle, apparmor_profile):
+    """The label is written by the init inside its new user namespace (root there, not on the host)."""
+    profile = apparmor_profile("userns", f"  deny {SECRET} rw,")
+    _with_secret(bundle)
+    bundle.use_user_namespace()
+    bundle.process["apparmorProfile"] = profile
+    result = bundle.sh(f"cat /proc/self/uid_map; {READ_AND_WRITE}", check=False)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["0", "100000", "65536"] and lines[1] == f"{profile} (enforce)", result.stdout + result.stderr
+    assert f"can't open '{SECRET}': Permission denied" in result.stderr and "WRITTEN" not in result.stdout
+    _nothing_left(bundle)
 
 
 def test_selinux_label_is_applied(bundle):
@@ -257,8 +276,8 @@ proc = lsm.open_host_procfs()  # as the init does, before the container's root i
 os.chroot(sys.argv[1])
 os.chdir("/")
 try:
-    lsm.write_attr(proc, ("apparmor/exec", "exec"), "exec capsa-test", "process.apparmorProfile")
-    print("written")
+    lsm.write_attr(proc, ("apparmor/exec", "exec"), "exec " + sys.argv[2], "process.apparmorProfile")
+    print("written:", open("/proc/thread-self/attr/apparmor/exec").read().strip() if len(sys.argv) > 3 else "")
 except lsm.ContainerStartError as err:
     print(err)
 """
@@ -270,6 +289,18 @@ def test_label_write_reaches_the_kernel_from_a_new_pid_namespace_and_root(tmp_pa
     another root: without an LSM to take it the kernel answers EINVAL, which only the real attr
     file does (a missing file would be ENOENT, a wrong one something else)."""
     result = subprocess.run(["unshare", "--pid", "--fork", "--mount", "--propagation", "private", sys.executable, "-c",
-                             AFTER_CHROOT, str(tmp_path)], capture_output=True, text=True, timeout=60)
+                             AFTER_CHROOT, str(tmp_path), "capsa-test"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "process.apparmorProfile: cannot apply 'exec capsa-test': Invalid argument"
+
+
+def test_label_write_reaches_apparmor_from_a_new_pid_namespace_and_root(tmp_path, apparmor_profile):
+    """The same path with AppArmor there: the write is taken, and the task's own attr/apparmor/exec
+    (read back after the chroot, through the host's procfs still mounted) names the profile."""
+    profile = apparmor_profile("chroot")
+    os.makedirs(tmp_path / "proc")
+    result = subprocess.run(["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c",
+                             f'mount --bind /proc {tmp_path}/proc && exec "$@"', "sh", sys.executable, "-c",
+                             AFTER_CHROOT, str(tmp_path), profile, "read back"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"written: {profile} (enforce)", result.stdout
