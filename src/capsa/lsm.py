@@ -6,7 +6,10 @@ as runc checks; SELinux when a selinuxfs is mounted. A profile or label asked fo
 without the LSM is an error naming the field, never silently dropped.
 
 Both are applied "on exec": the process writes "exec <profile>" (AppArmor) or the label
-(SELinux) to its attr/exec file right before execve. The file is reached through a directory fd
+(SELinux) to its attr/exec file right before execve. That execve is capsa's sealed trampoline
+(capsa.trampoline), so the trampoline runs confined and its own execve of the program is checked
+against the profile: the profile must allow it (`file,` or `/** ix,`), where runc's next exec is
+the program itself (docs/security.md; shown with a real AppArmor in the guest tier). The file is reached through a directory fd
 of the *host's* procfs, opened before the container's mounts exist (the init) or before joining
 the container's mount namespace (exec), and checked to be procfs: a /proc that the image or the
 container controls (a fake procfs, a bind mount of another procfs file, CVE-2025-52881 class)
