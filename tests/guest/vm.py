@@ -43,7 +43,9 @@ MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "unix_diag", "inet_dia
            # and so does the dump of any container with a network namespace (test_checkpoint.py).
            "nf_conntrack_netlink",
            "brd")  # /dev/ram0: a block device for io.max and the device filter tests
-KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet"
+# apparmor=1: Debian's 6.1 already starts AppArmor (CONFIG_LSM lists it, DEFAULT_SECURITY_APPARMOR);
+# said explicitly because the LSM tests (test_lsm.py) run here for the AppArmor this host lacks.
+KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet apparmor=1"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")  # the firmware clears the screen
 
 
@@ -179,6 +181,9 @@ fi
 for d in /tmp /var/tmp; do $bb mount -t tmpfs tmpfs $d; done
 chmod 1777 /tmp /var/tmp
 $bb hostname capsa-guest
+# securityfs: where AppArmor shows itself (capsa and apparmor_parser look for
+# /sys/kernel/security/apparmor); systemd mounts it on its own, a shell pid 1 does not.
+grep -q " /sys/kernel/security " /proc/mounts || $bb mount -t securityfs securityfs /sys/kernel/security
 $bb ip link set lo up
 echo "CAPSA-GUEST-START $(cut -d' ' -f1 /proc/uptime)"
 /bin/sh /cmd </dev/null
