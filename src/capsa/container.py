@@ -247,13 +247,22 @@ class Container:
             self._kill_leftovers(signal)
             return
         st.check_transition("kill", self.id, status)
-        if all_processes:
-            self._kill_all(signal)
-            return
         try:
+            if all_processes:
+                self._kill_all(signal)
+                return
             posix.kill(self.pid, signal)
         except ProcessLookupError:
             raise st.StateError(f"container {self.id} is not running") from None
+        except PermissionError:
+            raise self._signal_refused(signal) from None
+
+    def _signal_refused(self, signal: int) -> CapsaError:
+        """Root's signal refused: an LSM's doing (AppArmor mediates signals on the receiving side too)."""
+        profile = (self.spec.get("process") or {}).get("apparmorProfile")
+        hint = (f": its AppArmor profile {profile!r} must let it receive signals from capsa, which is unconfined "
+                "(`signal (receive) peer=unconfined,` as docker's profile has)") if profile else ": refused by a security module"
+        return CapsaError(f"container {self.id}: the kernel refused signal {signal}{hint}")
 
     def _kill_leftovers(self, signal: int) -> None:
         """kill --all once the init has exited: signal what is left in its cgroup, and succeed, as runc does.
@@ -375,6 +384,22 @@ class Container:
             )
         return cgroup
 
+    # -- checkpoint / restore (CRIU) -------------------------------------------------------------
+    def checkpoint(self, criu: str, options: Any) -> None:
+        """Dump the container with CRIU (capsa.checkpoint.CriuOptions); see capsa.checkpoint."""
+        from capsa import checkpoint
+
+        checkpoint.checkpoint(self, criu, options)
+
+    @classmethod
+    def restore(cls, root: str, container_id: str, bundle: str, criu: str, options: Any, *,
+                console_socket: str | None = None, pid_file: str | None = None) -> Container:
+        """A new, running container `container_id` restored by CRIU from options.image_path."""
+        from capsa import checkpoint
+
+        return checkpoint.restore(root, container_id, bundle, criu, options, console_socket=console_socket,
+                                  pid_file=pid_file)
+
     # -- delete ----------------------------------------------------------------------------------
     def delete(self, force: bool = False, warn: Any = None) -> None:
         """Remove a stopped container; with force, any container (it is killed first).
@@ -399,17 +424,27 @@ class Container:
 
     def _kill_and_wait(self, timeout: float = 10.0) -> None:
         cgroup = self.cgroup()
+        refused = False
         if cgroup is not None:
             if cgroup.is_frozen():
                 cgroup.thaw()  # a frozen task cannot die
             for pid in cgroup.pids():
-                _signal_quietly(pid, 9)
+                refused |= not _signal_quietly(pid, 9)
         for pid in (self.pid, (self.record.get("creator") or {}).get("pid", 0)):
             if pid and procfs.is_alive(pid, None if pid != self.pid else self.record.get("pidStartTime")):
-                _signal_quietly(pid, 9)
+                refused |= not _signal_quietly(pid, 9)
+        if refused and cgroup is not None:
+            # A security module refused (an AppArmor profile that does not let the container receive
+            # signals from unconfined): cgroup v2's cgroup.kill is the kernel's own kill, which no LSM checks.
+            try:
+                cgroup.kill_all(9)
+            except PermissionError:
+                pass
         deadline = time.monotonic() + timeout
         while procfs.is_alive(self.pid, self.record.get("pidStartTime")):
             if time.monotonic() > deadline:
+                if refused:
+                    raise self._signal_refused(9)
                 raise CapsaError(f"container {self.id}: init {self.pid} did not die after SIGKILL")
             time.sleep(0.002)
 
@@ -574,11 +609,15 @@ def _destroy_quietly(cgroup) -> None:
         pass
 
 
-def _signal_quietly(pid: int, signal: int) -> None:
+def _signal_quietly(pid: int, signal: int) -> bool:
+    """False when the kernel refused the signal (EPERM/EACCES: a security module, for root)."""
     try:
         posix.kill(pid, signal)
     except ProcessLookupError:
         pass
+    except PermissionError:
+        return False
+    return True
 
 
 def _ignore(message: str) -> None:

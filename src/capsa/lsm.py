@@ -6,7 +6,10 @@ as runc checks; SELinux when a selinuxfs is mounted. A profile or label asked fo
 without the LSM is an error naming the field, never silently dropped.
 
 Both are applied "on exec": the process writes "exec <profile>" (AppArmor) or the label
-(SELinux) to its attr/exec file right before execve. The file is reached through a directory fd
+(SELinux) to its attr/exec file right before execve. That execve is capsa's sealed trampoline
+(capsa.trampoline), so the trampoline runs confined and its own execve of the program is checked
+against the profile: the profile must allow it (`file,` or `/** ix,`), where runc's next exec is
+the program itself (docs/security.md; shown with a real AppArmor in the guest tier). The file is reached through a directory fd
 of the *host's* procfs, opened before the container's mounts exist (the init) or before joining
 the container's mount namespace (exec), and checked to be procfs: a /proc that the image or the
 container controls (a fake procfs, a bind mount of another procfs file, CVE-2025-52881 class)
@@ -81,7 +84,10 @@ class ExecLabels:
     def apply(self) -> None:
         """Write the labels; must run in the process that will exec (attr files act on their task)."""
         if self.apparmor:
-            write_attr(self.proc_fd, ("apparmor/exec", "exec"), f"exec {self.apparmor}", "process.apparmorProfile")
+            # AppArmor answers ENOENT for a profile that is not loaded ("label not found").
+            not_loaded = f"AppArmor profile {self.apparmor!r} is not loaded (load it with apparmor_parser -r)"
+            write_attr(self.proc_fd, ("apparmor/exec", "exec"), f"exec {self.apparmor}", "process.apparmorProfile",
+                       not_loaded)
         if self.selinux:
             write_attr(self.proc_fd, ("exec",), self.selinux, "process.selinuxLabel")
         if self.proc_fd >= 0:
@@ -99,9 +105,9 @@ def open_host_procfs(path: str = "/proc") -> int:
     return fd
 
 
-def write_attr(proc_fd: int, names: tuple[str, ...], value: str, field: str) -> None:
+def write_attr(proc_fd: int, names: tuple[str, ...], value: str, field: str, enoent: str | None = None) -> None:
     """Write thread-self/attr/<name> (the first that exists) under the procfs `proc_fd`, after
-    checking that what was opened is on procfs."""
+    checking that what was opened is on procfs. `enoent`: what the LSM means by ENOENT on write."""
     from capsa import linux
 
     resolve = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_MAGICLINKS | linux.RESOLVE_NO_XDEV
@@ -122,6 +128,8 @@ def write_attr(proc_fd: int, names: tuple[str, ...], value: str, field: str) -> 
             raise ContainerStartError(f"{field}: attr/{name} is not on a procfs: refusing to write {value!r} to it")
         os.write(fd, value.encode())
     except OSError as err:
+        if enoent and isinstance(err, FileNotFoundError):
+            raise ContainerStartError(f"{field}: {enoent}") from None
         raise ContainerStartError(f"{field}: cannot apply {value!r}: {err.strerror or err}") from None
     finally:
         os.close(fd)

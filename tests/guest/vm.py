@@ -38,8 +38,14 @@ EXIT_MARKER = "CAPSA-GUEST-EXIT"
 MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "unix_diag", "inet_diag", "tcp_diag", "udp_diag",
            "raw_diag", "netlink_diag", "af_packet_diag", "tun", "veth",
            "crc32c_generic", "nf_tables",  # libcrc32c asks the crypto API for crc32c: load it first
+           # criu dumps a network namespace's conntrack entries over nfnetlink; without this module
+           # (nothing autoloads it: the guest has no /lib/modules) the request fails with EINVAL
+           # and so does the dump of any container with a network namespace (test_checkpoint.py).
+           "nf_conntrack_netlink",
            "brd")  # /dev/ram0: a block device for io.max and the device filter tests
-KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet"
+# apparmor=1: Debian's 6.1 already starts AppArmor (CONFIG_LSM lists it, DEFAULT_SECURITY_APPARMOR);
+# said explicitly because the LSM tests (test_lsm.py) run here for the AppArmor this host lacks.
+KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet apparmor=1"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")  # the firmware clears the screen
 
 
@@ -175,6 +181,9 @@ fi
 for d in /tmp /var/tmp; do $bb mount -t tmpfs tmpfs $d; done
 chmod 1777 /tmp /var/tmp
 $bb hostname capsa-guest
+# securityfs: where AppArmor shows itself (capsa and apparmor_parser look for
+# /sys/kernel/security/apparmor); systemd mounts it on its own, a shell pid 1 does not.
+grep -q " /sys/kernel/security " /proc/mounts || $bb mount -t securityfs securityfs /sys/kernel/security
 $bb ip link set lo up
 echo "CAPSA-GUEST-START $(cut -d' ' -f1 /proc/uptime)"
 /bin/sh /cmd </dev/null

@@ -264,14 +264,28 @@ def test_events_stats(cgbundle):
 
 
 def test_events_reports_oom(cgbundle):
+    import subprocess
+
+    from conftest import capsa_command
+
     cgbundle.config["linux"]["resources"] = {"memory": {"limit": 16 * MiB, "swap": 16 * MiB}}
     # dd's 32 MiB buffer does not fit under the 16 MiB limit (and no swap): the kernel kills it.
-    cgbundle.set_args("sh", "-c", "sleep 1; dd if=/dev/zero bs=32M count=1 2>/dev/null | cat >/dev/null; sleep 1")
+    # It waits for /go, made once `events` watches (under TCG a start-up can take seconds: an OOM
+    # before the watch exists is part of its baseline, not an event).
+    cgbundle.set_args("sh", "-c", "while [ ! -e /go ]; do sleep 0.1; done; "
+                      "dd if=/dev/zero bs=32M count=1 2>/dev/null | cat >/dev/null; sleep 1")
     cgbundle.create("c1")
     cgbundle.capsa("start", "c1")
-    out = cgbundle.capsa("events", "--interval", "500ms", "c1", timeout=60).stdout.splitlines()
-    events = [jsonfast.loads(line) for line in out]
-    assert {"type": "oom", "id": "c1"} in events
+    events = subprocess.Popen(capsa_command() + ["--root", cgbundle.root, "events", "--interval", "500ms", "c1"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        first = events.stdout.readline()  # the watch is set up before the first stats event
+        assert jsonfast.loads(first)["type"] == "stats"
+        open(os.path.join(cgbundle.rootfs, "go"), "w").close()
+        rest, _ = events.communicate(timeout=60)
+    finally:
+        events.kill()
+    assert {"type": "oom", "id": "c1"} in [jsonfast.loads(line) for line in rest.splitlines()]
     assert int(dict(line.split() for line in cgroup_file(cgbundle, "memory.events").splitlines())["oom_kill"]) >= 1
 
 

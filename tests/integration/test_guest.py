@@ -27,7 +27,8 @@ from guest import vm  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # CAPSA_GUEST_TESTS="tests/integration/a.py tests/integration/b.py" runs other files in the guest.
 GUEST_TESTS = os.environ.get("CAPSA_GUEST_TESTS", "").split() or [
-    "tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py"]
+    "tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py",
+    "tests/integration/test_checkpoint.py", "tests/integration/test_lsm.py"]
 TIMEOUT = 600.0  # the whole tier must fit in CI's time
 
 
@@ -39,7 +40,7 @@ def _test_names(relative: str) -> list[str]:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
 
 
-# CRIU itself (not capsa's checkpoint, which does not exist yet): dump a counting shell loop,
+# CRIU itself, without capsa (capsa checkpoint is tested by test_checkpoint.py): dump a counting shell loop,
 # see it stop, restore it, see it count again.
 CRIU_ROUND_TRIP = """
   cd /tmp && mkdir criu-images
@@ -103,14 +104,28 @@ def test_in_guest(guest_session, name):
     # A parametrized inner test reports as name[param]: all of them count.
     mine = {inner: outcome for inner, outcome in outcomes.items() if inner == name or inner.startswith(name + "[")}
     if not mine:
-        short = name.rsplit("::", 1)[1]
-        skipped = re.search(rf"SKIPPED \[\d+\] [^\n]*({re.escape(short)}|{re.escape(name.split('::')[0])})[^\n]*", result.output)
+        skipped = _skip_reason(result.output, name)
         if skipped:
-            pytest.skip(f"skipped in the guest: {skipped.group(0)}")
+            pytest.skip(f"skipped in the guest: {skipped}")
         pytest.fail(f"{name} has no result in the guest's output:\n{result.output[-4000:]}")
     failed = [inner for inner, outcome in mine.items() if outcome in ("FAILED", "ERROR")]
     if failed:
         pytest.fail("\n\n".join(f"{inner} {mine[inner]} in the guest:\n{_section(result.output, inner)}" for inner in failed))
+
+
+def _skip_reason(output: str, name: str) -> str | None:
+    """The inner skip of this test. pytest's "SKIPPED [1] file:line: reason" names a line, not a
+    test: the skipif decorator, the pytest.skip call or the def; all are within the function's
+    lines (decorators included), so the line says which test it was."""
+    path, short = name.split("::")
+    with open(os.path.join(REPO, path)) as f:
+        tree = ast.parse(f.read())
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == short)
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    for match in re.finditer(rf"SKIPPED \[\d+\] {re.escape(path)}:(\d+): ([^\n]*)", output):
+        if first <= int(match.group(1)) <= node.end_lineno:
+            return match.group(2)
+    return None
 
 
 def _section(output: str, name: str) -> str:

@@ -41,10 +41,9 @@ COMMANDS = {
     "events": ("events", "display container events such as OOM notifications, cpu, memory, and IO usage statistics"),
     "spec": ("spec", "create a new specification file"),
     "features": ("features", "show the enabled features"),
+    "checkpoint": ("checkpoint", "checkpoint a running container"),
+    "restore": ("restore", "restore a container from a previous checkpoint"),
 }
-# runc subcommands that later issues implement: they fail clearly, even with --help (podman probes
-# `checkpoint --help` and takes exit 0 to mean "supported").
-NOT_YET = ("checkpoint", "restore")
 
 
 class Globals:
@@ -118,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         g = Globals(parsed)
         context = g
         command, rest = parsed.args[0], parsed.args[1:]
-        if command in NOT_YET:
-            raise CapsaError(f"capsa {command} is not supported by this version of capsa")
         if command not in COMMANDS:
             raise UsageError(f"No help topic for '{command}'")
         module = __import__(f"capsa.cli.{COMMANDS[command][0]}", fromlist=["run"])
