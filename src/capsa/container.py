@@ -214,6 +214,7 @@ class Container:
         options = launch.LaunchOptions(
             console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds, **flags,
             state_dir=self.directory, container_id=self.id, bundle=self.record["bundle"], state=hook_state,
+            seccomp_cache=posixlite.join(self.store.root, st.SECCOMP_CACHE),
         )
         listen_fd = _start_listener(self.directory)
         try:
@@ -316,7 +317,8 @@ class Container:
         if cgroup is not None and sub_cgroup:
             cgroup = cgroup.sub(sub_cgroup)
         options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds,
-                                       state=self.hook_state(st.RUNNING))
+                                       state=self.hook_state(st.RUNNING),
+                                       seccomp_cache=posixlite.join(self.store.root, st.SECCOMP_CACHE))
         # The exec'd process gets the container's seccomp filter, as runc does.
         return launch.spawn_tenant(self.pid, process, options, cgroup, (self.spec.get("linux") or {}).get("seccomp"))
 

@@ -35,7 +35,7 @@ class InitConfig:
     __slots__ = (
         "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
         "keep_fds", "no_pivot", "no_new_keyring", "new_namespaces", "in_userns", "state", "cgroups",
-        "cgroup_join", "cgroup_wait", "seccomp_listener_fd",
+        "cgroup_join", "cgroup_wait", "seccomp_listener_fd", "seccomp_cache",
     )
 
     def __init__(self, **values: Any):
@@ -153,7 +153,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         channel.send("hooks")
         channel.expect("ok")
     hooks.run_hooks(spec, "createContainer", config.state)
-    seccomp_filter = build_seccomp(linux_spec.get("seccomp"))
+    seccomp_filter = build_seccomp(linux_spec.get("seccomp"), config.seccomp_cache)
     _prepare_listener(seccomp_filter, config.seccomp_listener_fd, listener_state)
     exec_trampoline = trampoline_fd()
     if _has_hooks(spec, "startContainer"):
@@ -440,12 +440,12 @@ def _wait_for_start(listen_fd: int) -> int:
     return connection
 
 
-def build_seccomp(profile: dict[str, Any] | None) -> Any:
+def build_seccomp(profile: dict[str, Any] | None, cache_dir: str | None = None) -> Any:
     if not profile:
         return None
     from capsa.seccomp import Filter
 
-    return Filter(profile)
+    return Filter(profile, cache_dir)
 
 
 def _prepare_listener(seccomp_filter: Any, fd: int | None, state: str) -> None:

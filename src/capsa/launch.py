@@ -46,7 +46,7 @@ NAMESPACE_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc",
 
 class LaunchOptions:
     __slots__ = ("console_socket", "console_fd", "no_pivot", "no_new_keyring", "preserve_fds", "state_dir", "container_id", "bundle", "state",
-                 "rootless_cgroups", "warn")
+                 "rootless_cgroups", "warn", "seccomp_cache")
 
     def __init__(self, **values: Any):
         for name in self.__slots__:
@@ -71,6 +71,7 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
         sync_fd=child_fd, listen_fd=listen_fd, console_fd=console_fd, keep_fds=keep,
         no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring, new_namespaces=new, in_userns="user" in _all_types(namespaces),
         state=options.state, cgroups=_cgroup_sources(spec, cgroup), seccomp_listener_fd=seccomp_fd,
+        seccomp_cache=options.seccomp_cache,
     )
     managed = cgroup is not None and cgroup.placed_by_manager
     if cgroup is not None and not managed:
@@ -420,7 +421,7 @@ def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions,
     child, join = _fork_into(cgroup)
     if child == 0:
         _close_fds_except(set(range(3 + keep)) | {child_fd, console_fd, seccomp_fd})
-        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp, join, seccomp_fd)
+        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp, join, seccomp_fd, options.seccomp_cache)
     os.close(child_fd)
     _close_if_open(console_fd, seccomp_fd)
     channel = Channel(parent_fd)
@@ -457,7 +458,7 @@ def namespaces_of(pid: int) -> list[dict[str, Any]]:
 
 def _tenant_child(
     sync_fd: int, namespaces: list[dict[str, Any]], process: dict[str, Any], console_fd: int, keep: int, seccomp: Any,
-    cgroup_join: list[str], seccomp_fd: int,
+    cgroup_join: list[str], seccomp_fd: int, seccomp_cache: str | None = None,
 ) -> None:
     from capsa import init
 
@@ -465,7 +466,7 @@ def _tenant_child(
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
         # libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
-        seccomp_filter = init.build_seccomp(seccomp)
+        seccomp_filter = init.build_seccomp(seccomp, seccomp_cache)
         exec_trampoline = init.trampoline_fd()
         labels = init.exec_labels(process)  # through the host's procfs, opened before setns(mnt)
         if process.get("terminal"):

@@ -139,13 +139,60 @@ def _action(name: str, errno_ret: int | None, default_errno: int, field: str) ->
     return value
 
 
+# -- the compiled-program cache ---------------------------------------------------------------
+# A compiled program depends only on the profile, libseccomp's version and the machine; the key
+# hashes all three (and this format's number). Files are written atomically, 0600, in a directory
+# under the state root (0700, root's or the rootless user's): whoever could plant a program there
+# could already rewrite the containers' state. A file that is not a whole number of BPF
+# instructions is ignored and rebuilt.
+_CACHE_FORMAT = 1
+_BPF_INSTRUCTION = 8
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+def _cache_path(cache_dir: str, seccomp: dict[str, Any], lib: Any) -> str:
+    import _sha256
+
+    from capsa import jsonfast
+
+    lib.seccomp_version.restype = ctypes.POINTER(_Version)
+    version = lib.seccomp_version().contents
+    key = (f"{_CACHE_FORMAT} libseccomp {version.major}.{version.minor}.{version.micro} {os.uname().machine} "
+           + jsonfast.dumps(seccomp))
+    return os.path.join(cache_dir, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
+
+
+def _read_cached(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            program = f.read()
+    except OSError:
+        return None
+    return program if program and len(program) % _BPF_INSTRUCTION == 0 else None
+
+
+def _write_cached(path: str, program: bytes) -> None:
+    """Best effort: a cache that cannot be written only costs the next container the compile."""
+    from capsa.state import write_atomic
+
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_atomic(path, program)
+    except OSError:
+        pass
+
+
 class Filter:
     """A seccomp filter compiled to BPF, ready to load into the calling thread."""
 
-    def __init__(self, seccomp: dict[str, Any]):
+    def __init__(self, seccomp: dict[str, Any], cache_dir: str | None = None):
+        """`cache_dir`: where compiled programs are kept by the hash of their profile (see
+        _cache_path); managers give every container the same profile, and compiling podman's
+        default one costs ~9 ms of each create and exec."""
         validate_profile(seccomp)
-        lib = _library()
-        self._lib = lib
         default_errno = seccomp.get("defaultErrnoRet")
         if default_errno is None:
             default_errno = errno.EPERM
@@ -155,6 +202,19 @@ class Filter:
         self.flags = self._kernel_flags(seccomp.get("flags") or [])
         self._listener: Any = None  # see set_listener
         self._message = b""
+        self._lib = _library()
+        cache = _cache_path(cache_dir, seccomp, self._lib) if cache_dir else None
+        program = _read_cached(cache) if cache else None
+        if program is None:
+            program = self._compile(seccomp, default_errno)
+            if cache:
+                _write_cached(cache, program)
+        self._program = ctypes.create_string_buffer(program, len(program))
+        self._fprog = _SockFprog(len(program) // 8, ctypes.cast(self._program, ctypes.c_void_p))
+
+    def _compile(self, seccomp: dict[str, Any], default_errno: int) -> bytes:
+        """The profile as BPF (struct sock_filter[]), built by libseccomp."""
+        lib = self._lib
         self._ctx = lib.seccomp_init(self.default)
         if not self._ctx:
             raise ConfigError("linux.seccomp.defaultAction", "libseccomp refused the default action")
@@ -164,7 +224,7 @@ class Filter:
                 self._add_arch(arch, f"linux.seccomp.architectures[{index}]")
             for index, rule in enumerate(seccomp.get("syscalls") or []):
                 self._add_rule(rule, default_errno, f"linux.seccomp.syscalls[{index}]")
-            self._program = self._export()
+            return self._export()
         finally:
             lib.seccomp_release(self._ctx)
             self._ctx = None
@@ -224,17 +284,14 @@ class Filter:
             raise ConfigError(f"{field}.index", "must be 0 to 5")
         return _ArgCmp(index, op, arg.get("value", 0) & (2**64 - 1), arg.get("valueTwo", 0) & (2**64 - 1))
 
-    def _export(self) -> Any:
-        """The filter as BPF (struct sock_filter[]), through a memfd: libseccomp 2.5 exports only to an fd."""
+    def _export(self) -> bytes:
+        """Through a memfd: libseccomp 2.5 exports only to an fd."""
         fd = os.memfd_create("capsa-seccomp", os.MFD_CLOEXEC)
         try:
             self._check(self._lib.seccomp_export_bpf(self._ctx, fd), "linux.seccomp")
-            program = os.pread(fd, os.fstat(fd).st_size, 0)
+            return os.pread(fd, os.fstat(fd).st_size, 0)
         finally:
             os.close(fd)
-        buffer = ctypes.create_string_buffer(program, len(program))
-        self._fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-        return buffer
 
     def set_listener(self, fd: int, message: str) -> None:
         """The connected listenerPath socket (see connect_listener) and the ContainerProcessState to

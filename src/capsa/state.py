@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"  # the validated config.json, kept apart: most calls never read it
 START_SOCKET = "start.sock"
+# Compiled seccomp programs (capsa.seccomp), beside the containers: "@" is never in an id.
+SECCOMP_CACHE = "@seccomp-bpf"
 MAX_ID_LENGTH = 1024
 
 # Lifecycle statuses, as the OCI runtime-spec names them.

@@ -88,3 +88,32 @@ def test_features_report_seccomp(bundle):
     assert features["linux"]["seccomp"]["enabled"] is True
     assert "SCMP_ACT_ERRNO" in features["linux"]["seccomp"]["actions"]
     assert "SCMP_CMP_MASKED_EQ" in features["linux"]["seccomp"]["operators"]
+
+
+def test_compiled_program_cache(bundle):
+    """Compiled programs are kept under the state root by the hash of their profile: the next
+    container with the same profile (every container of a manager) skips libseccomp's compile;
+    a damaged file is rebuilt, never loaded."""
+    import glob
+    import os
+
+    bundle.config["linux"]["seccomp"] = profile({"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13})
+    check = "unshare -n true 2>&1; grep '^Seccomp:' /proc/self/status"
+    out = bundle.sh(check).stdout
+    assert "Permission denied" in out and "Seccomp:\t2" in out
+    cache_dir = os.path.join(bundle.root, "@seccomp-bpf")
+    [cached] = glob.glob(os.path.join(cache_dir, "*.bpf"))
+    assert os.stat(cache_dir).st_mode & 0o777 == 0o700 and os.stat(cached).st_mode & 0o777 == 0o600
+    size = os.path.getsize(cached)
+    assert size > 0 and size % 8 == 0  # whole BPF instructions
+    assert "Permission denied" in bundle.sh(check).stdout  # from the cache
+    with open(cached, "wb") as f:
+        f.write(b"\0\0\0")  # not a program: ignored and rebuilt
+    out = bundle.sh(check).stdout
+    assert "Permission denied" in out and "Seccomp:\t2" in out
+    assert os.path.getsize(cached) == size
+    # Another profile, another entry; `list` does not take the cache for a container.
+    bundle.config["linux"]["seccomp"] = profile({"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1})
+    assert "Operation not permitted" in bundle.sh("unshare -n true 2>&1; true").stdout
+    assert len(glob.glob(os.path.join(cache_dir, "*.bpf"))) == 2
+    assert bundle.capsa("list", "-q").stdout == ""
