@@ -5,7 +5,8 @@
 Measured, medians over rounds, with ratios to runc:
 - `run` of /bin/true (create + start + wait + delete in one call);
 - the manager cycle: create, start, state, delete (four calls, as podman/conmon and containerd's
-  shim make them);
+  shim make them), with runc's default config.json and again with the one podman writes (its
+  seccomp profile included);
 - `state` of a running container; `exec` of /bin/true into it;
 - `podman run --rm --network none IMG true` with each runtime as podman's --runtime;
 - 100 containers created, started and deleted in sequence, and 20 at once (wall time of the batch);
@@ -120,9 +121,9 @@ class Runtime:
     def run(self, n: int) -> float:
         return self.call("run", "--bundle", self.bundle, f"bench-run-{n}")
 
-    def cycle(self, n: int) -> float:
-        cid = f"bench-cycle-{n}"
-        return (self.call("create", "--bundle", self.bundle, cid) + self.call("start", cid)
+    def cycle(self, n: int, bundle: str | None = None, tag: str = "cycle") -> float:
+        cid = f"bench-{tag}-{n}"
+        return (self.call("create", "--bundle", bundle or self.bundle, cid) + self.call("start", cid)
                 + self.call("state", cid) + self.call("delete", "--force", cid))
 
     def create_start_delete(self, cid: str) -> None:
@@ -183,6 +184,30 @@ class Podman:
                      "run", "--rm", "--network", "none", IMAGE, "true")
         return time.perf_counter() - start
 
+    def config_bundle(self, runtime: Runtime, rootfs: str, directory: str) -> str:
+        """A bundle with the config.json podman writes for `podman create IMG true` (its seccomp
+        profile, capabilities, masked paths, mounts, rlimits): the config a manager's cycle runs.
+        The bind mounts of podman's own files and its cgroup path are left out."""
+        from capsa import jsonfast
+
+        self._podman("--runtime", runtime.path, "--runtime-flag", f"root={runtime.root}-podman",
+                     "create", "--name", "bench-config", "--network", "none", IMAGE, "true")
+        self._podman("--runtime", runtime.path, "--runtime-flag", f"root={runtime.root}-podman", "init", "bench-config")
+        found = subprocess.run(self.command + ["inspect", "--format", "{{.Id}}", "bench-config"], env=self.env,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        with open(f"{self.base}/root/vfs-containers/{found}/userdata/config.json") as f:
+            spec = jsonfast.loads(f.read())
+        self._podman("rm", "--force", "bench-config")
+        spec["root"] = {"path": rootfs}
+        spec["mounts"] = [m for m in spec["mounts"] if m.get("type") != "bind"]
+        spec["linux"].pop("cgroupsPath", None)
+        spec["ociVersion"] = "1.0.2"
+        bundle = os.path.join(directory, "bundle-podman-config")
+        os.makedirs(bundle)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            f.write(jsonfast.dumps_indent(spec))
+        return bundle
+
     def close(self) -> None:
         subprocess.run(self.command + ["rm", "--all", "--force"], env=self.env, capture_output=True)
         subprocess.run(["umount", "-R", f"{self.base}/root"], capture_output=True)
@@ -218,12 +243,17 @@ def main() -> int:
             results[runtime.name].setdefault(key, []).append(seconds)
 
         sleeper = make_sleeper_bundle(bundle)
+        # The cycle again with the config podman writes (seccomp profile and all), made by podman
+        # with capsa as its runtime (the config does not depend on the runtime).
+        podman_config = podman.config_bundle(runtimes[0], os.path.join(bundle, "rootfs"), work) if podman else None
         for r in runtimes:  # a long-lived container for `state` and `exec`
             r.call("run", "-d", "--bundle", sleeper, "bench-long")
         for n in range(1, runs + 1):
             for r in runtimes:
                 record(r, "run", r.run(n))
                 record(r, "cycle", r.cycle(n))
+                if podman_config:
+                    record(r, "cycle, podman's config", r.cycle(n, podman_config, "pcycle"))
                 record(r, "state", r.call("state", "bench-long"))
                 record(r, "exec", r.call("exec", "bench-long", "/bin/true"))
                 if podman:
