@@ -470,7 +470,7 @@ def _rootless_cgroup(cgroup: Any, spec: dict[str, Any]) -> Any:
     linux_spec = spec.get("linux") or {}
     dropped = cgroup.create(ignore_denied=not linux_spec.get("cgroupsPath"))
     resources = {k: v for k, v in (linux_spec.get("resources") or {}).items() if k != "devices"}
-    for field, controller, _, _ in v1_settings(resources):
+    for field, controller, _, _ in v1_settings(resources, with_devices=False):
         if cgroup.path_for(controller) is None and any(controller in c.split(",") for c in dropped):
             raise ConfigError(
                 field,

@@ -171,6 +171,32 @@ def test_fifo_device_with_device_rules(cgbundle):
     assert cgbundle.run("stat", "-c", "%F", "/dev/myfifo").stdout.strip() == "fifo"
 
 
+def test_no_device_rules_means_deny_all_not_the_parents_allow_all(cgbundle):
+    """As runc: a config without device rules (or whose rules do not begin with a deny-all) does
+    not inherit its parent's allow-all. Before, such a container could open any device node it
+    made (mknod itself stays allowed, as runc's `c *:* m` and `b *:* m`): the host's disks."""
+    # /dev/kmsg (c 1:11) can be opened for writing by anyone the device controller lets through.
+    script = "mknod /dev/x-kmsg c 1 11 && (: > /dev/x-kmsg) 2>&1 && echo opened; head -c0 /dev/null && echo null-ok"
+    kmsg = {"allow": True, "type": "c", "major": 1, "minor": 11}
+    for kind in ("bounding", "effective", "permitted"):
+        cgbundle.process["capabilities"][kind].append("CAP_MKNOD")  # docker's default set has it
+    for resources, opens in (({}, False), ({"devices": [dict(kmsg, access="r")]}, False),
+                             ({"devices": [dict(kmsg, access="rw")]}, True)):
+        cgbundle.config["linux"]["resources"] = resources
+        result = cgbundle.sh(script)
+        out = result.stdout + result.stderr
+        assert "null-ok" in out  # the default devices stay allowed
+        assert ("opened" in out) == opens, (resources, out)
+        if not opens:
+            assert "can't create /dev/x-kmsg: Operation not permitted" in out  # mknod worked, open did not
+    cgbundle.config["linux"]["resources"] = {}
+    cgbundle.create("c1")
+    rules = cgroup_file("devices", "c1", "devices.list").split("\n")
+    assert "a *:* rwm" not in rules and "c 1:3 rwm" in rules
+    cgbundle.capsa("update", "--pids-limit", "20", "c1")  # update leaves the device rules alone
+    assert cgroup_file("devices", "c1", "devices.list").split("\n") == rules
+
+
 def test_update_flags_and_resources_file(cgbundle, tmp_path):
     cgbundle.create("c1")
     cgbundle.capsa("update", "--memory", "100m", "--pids-limit", "50", "--cpu-share", "256", "--cpuset-cpus", "0", "c1")

@@ -9,7 +9,9 @@ from capsa.errors import ConfigError, UnsupportedError
 
 
 def files(resources, devices=()):
-    return {(controller, name): value for _, controller, name, value in v1_settings(resources, list(devices))}
+    """The files written, the device controller's left out (every container gets its rules)."""
+    return {(controller, name): value for _, controller, name, value in v1_settings(resources, list(devices))
+            if controller != "devices"}
 
 
 def test_memory_cpu_pids():
@@ -25,6 +27,17 @@ def test_memory_cpu_pids():
 def test_zero_means_not_set_as_in_runc():
     assert files({"memory": {"limit": 0, "swap": 0}, "cpu": {"shares": 0, "quota": 0}, "pids": {"limit": 0},
                   "blockIO": {"weight": 0}}) == {}
+
+
+def test_devices_start_from_deny_all_as_in_runc():
+    # No rules, or rules that do not begin with a deny-all: the parent's allow-all is not inherited.
+    for resources in ({}, {"devices": [{"allow": True, "type": "c", "major": 4, "minor": 1, "access": "rw"}]}):
+        written = [(name, value) for _, controller, name, value in v1_settings(resources) if controller == "devices"]
+        assert written[0] == ("devices.deny", "a")
+        assert ("devices.allow", "c 1:3 rwm") in written  # runc's default devices
+    privileged = v1_settings({"devices": [{"allow": True, "access": "rwm"}]})
+    assert [value for _, _, _, value in privileged[:2]] == ["a", "a"]  # deny all, then allow all
+    assert privileged[1][0] == "linux.resources.devices[0]" and privileged[0][0] == "linux.resources.devices"
 
 
 def test_device_rules_keep_default_devices():

@@ -137,7 +137,7 @@ class Cgroup:
 
     def update(self, resources: dict[str, Any], warn: Any = None) -> None:
         """New limits for a running container (capsa update)."""
-        self.apply(resources, warn=warn)
+        self.apply(resources, warn=warn, with_devices=False)  # device rules are set once, at create
 
     def kill_all(self, signal: int) -> None:
         """Signal every process in the cgroup, frozen so that none can fork away meanwhile."""

@@ -172,7 +172,7 @@ class V1Cgroup(Cgroup):
 
     # -- resources ------------------------------------------------------------------------------
     def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None, rootless: bool = False,
-              warn: Callable[[str], None] | None = None) -> None:
+              warn: Callable[[str], None] | None = None, with_devices: bool = True) -> None:
         """Write linux.resources to the controller files; a value the host cannot take is an error.
 
         `devices` (linux.devices) are allowed in the devices controller whatever the rules say.
@@ -180,8 +180,9 @@ class V1Cgroup(Cgroup):
         CAP_SYS_ADMIN, which a delegated cgroup does not give.
         The one exception is memory.kernel: the spec deprecates it ("may be ignored by runtimes")
         and runc 1.1 ignores it, so a kernel that ignores or lacks it gets a `warn`, not an error.
+        with_devices=False (update): the device rules set at create stay as they are.
         """
-        for field, controller, filename, value in v1_settings(resources or {}, devices or []):
+        for field, controller, filename, value in v1_settings(resources or {}, devices or [], with_devices):
             if rootless and controller == "devices" and (self.path_for("devices") is None or os.geteuid() != 0):
                 continue
             directory = self._controller_dir(controller, field)
@@ -214,26 +215,36 @@ DEFAULT_ALLOWED_DEVICES = [
 ]
 
 
+DENY_ALL = {"allow": False, "type": "a", "access": "rwm"}
+
+
 def device_rules(resources: dict[str, Any], container_devices: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
-    """linux.resources.devices, then (as runc does) the devices every container gets and those of
-    linux.devices, which stay usable whatever the rules deny; [] when no rules are given."""
-    devices = resources.get("devices")
-    if not devices:
-        return []
+    """What the device controller (v1) or filter (v2) gets, as runc builds it: deny everything,
+    then linux.resources.devices in order, then the devices every container gets and those of
+    linux.devices, which stay usable whatever the rules deny.
+
+    The deny-all comes first even when the rules are missing or do not begin with one: a
+    container given no rules must not inherit its parent's allow-all (with CAP_MKNOD it could
+    then make and open the host's disks). A rule that allows everything ("a", as docker's
+    --privileged sends) still does."""
     # FIFOs need no device permission: the controller and the eBPF filter know only c and b.
     own = [dict(d, allow=True, access="rwm") for d in container_devices if d.get("type") != "p"]
-    return list(devices) + [dict(rule, allow=True) for rule in DEFAULT_ALLOWED_DEVICES] + own
+    return [DENY_ALL, *(resources.get("devices") or []),
+            *(dict(rule, allow=True) for rule in DEFAULT_ALLOWED_DEVICES), *own]
 
 
-def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any]] = ()) -> list[tuple[str, str, str, str]]:
-    """(field, controller, file, value) for each resource set, in the order they must be written."""
+def v1_settings(resources: dict[str, Any], container_devices: list[dict[str, Any]] = (),
+                with_devices: bool = True) -> list[tuple[str, str, str, str]]:
+    """(field, controller, file, value) for each resource set, in the order they must be written;
+    the device rules (see device_rules) unless with_devices is false."""
     out: list[tuple[str, str, str, str]] = []
     add = out.append
     field = "linux.resources"
-    rules = device_rules(resources, container_devices)
+    rules = device_rules(resources, container_devices) if with_devices else []
     user_rules = len(resources.get("devices") or [])
-    for index, rule in enumerate(rules):
-        where = f"{field}.devices[{index}]" if index < user_rules else f"{field}.devices"
+    for position, rule in enumerate(rules):
+        index = position - 1  # the deny-all that comes first is capsa's, not the config's
+        where = f"{field}.devices[{index}]" if 0 <= index < user_rules else f"{field}.devices"
         add((where, "devices", "devices.allow" if rule.get("allow") else "devices.deny", _device_rule(rule)))
     memory = resources.get("memory") or {}
     for key, filename in (("limit", "memory.limit_in_bytes"), ("reservation", "memory.soft_limit_in_bytes"),

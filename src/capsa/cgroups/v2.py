@@ -149,7 +149,7 @@ class V2Cgroup(Cgroup):
 
     # -- resources --------------------------------------------------------------------------------
     def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None,
-              rootless: bool = False, warn: Any = None) -> None:
+              rootless: bool = False, warn: Any = None, with_devices: bool = True) -> None:
         """Write linux.resources to the v2 files; a value the host cannot take is an error.
         Rootless, device rules are skipped (attaching an eBPF program needs CAP_SYS_ADMIN in the
         initial user namespace; runc ignores the failure there)."""
@@ -172,8 +172,8 @@ class V2Cgroup(Cgroup):
                 raise ConfigError(field, f"cannot write {value!r} to {path}: {err.strerror}") from None
         from capsa.cgroups.v1 import device_rules
 
-        rules = device_rules(resources, devices or [])
-        if rules and not rootless:
+        rules = device_rules(resources, devices or [])  # never empty: deny-all comes first
+        if with_devices and not rootless:
             self._attach_device_filter(rules)
 
     def _missing(self, name: str) -> str:
