@@ -190,14 +190,14 @@ class Podman:
         The bind mounts of podman's own files and its cgroup path are left out."""
         from capsa import jsonfast
 
-        self._podman("--runtime", runtime.path, "--runtime-flag", f"root={runtime.root}-podman",
-                     "create", "--name", "bench-config", "--network", "none", IMAGE, "true")
-        self._podman("--runtime", runtime.path, "--runtime-flag", f"root={runtime.root}-podman", "init", "bench-config")
+        flags = ["--runtime", runtime.path, "--runtime-flag", f"root={runtime.root}-podman"]
+        self._podman(*flags, "create", "--name", "bench-config", "--network", "none", IMAGE, "true")
+        self._podman(*flags, "init", "bench-config")
         found = subprocess.run(self.command + ["inspect", "--format", "{{.Id}}", "bench-config"], env=self.env,
                                capture_output=True, text=True, check=True).stdout.strip()
         with open(f"{self.base}/root/vfs-containers/{found}/userdata/config.json") as f:
             spec = jsonfast.loads(f.read())
-        self._podman("rm", "--force", "bench-config")
+        self._podman(*flags, "rm", "--force", "bench-config")  # the same runtime and root, or its init stays
         spec["root"] = {"path": rootfs}
         spec["mounts"] = [m for m in spec["mounts"] if m.get("type") != "bind"]
         spec["linux"].pop("cgroupsPath", None)
