@@ -33,6 +33,16 @@ def is_alive(pid: int, expected_start_time: int | None) -> bool:
     return expected_start_time is None or int(fields[19]) == expected_start_time
 
 
+def in_user_namespace() -> bool:
+    """True unless this process is in the initial user namespace (whose map is the identity)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        return False  # a kernel without user namespaces
+    return lines[0].split() != ["0", "0", "4294967295"]
+
+
 def write_file(path: str, value: str) -> None:
     """One write(2) of `value`: what /proc and cgroup files expect (no buffering, no truncation)."""
     fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)

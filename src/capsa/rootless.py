@@ -37,12 +37,9 @@ def parse_flag(value: str) -> bool | None:
 
 def running_in_userns() -> bool:
     """True unless this process is in the initial user namespace (whose map is the identity)."""
-    try:
-        with open("/proc/self/uid_map") as f:
-            lines = f.read().split("\n")
-    except FileNotFoundError:
-        return False  # a kernel without user namespaces
-    return not (len(lines) >= 1 and lines[0].split() == ["0", "0", "4294967295"])
+    from capsa.procfs import in_user_namespace
+
+    return in_user_namespace()
 
 
 def rootless_cgroups(flag: str) -> bool:

@@ -249,6 +249,13 @@ def denied(err: OSError) -> bool:
     return err.errno in (errno.EPERM, errno.EACCES, errno.EROFS)
 
 
+def create_error(directory: str, err: OSError) -> CgroupError:
+    """Why a container's cgroup directory could not be made, with a hint for an unprivileged caller."""
+    hint = (" (capsa is not root: linux.cgroupsPath must name a cgroup delegated to the caller)"
+            if denied(err) and os.geteuid() != 0 else "")
+    return CgroupError(f"cannot create cgroup {directory}: {err.strerror}{hint}")
+
+
 def given(section: dict[str, Any], key: str) -> bool:
     """Set, as runc reads these fields: 0 means "not set" (docker and others send zeros)."""
     return section.get(key) not in (None, "", 0)

@@ -14,6 +14,8 @@ import os
 from capsa.cgroups.common import (
     Cgroup,
     CgroupError,
+    create_error,
+    denied,
     given,
     join_file_needing_write,
     own_cgroups,
@@ -79,13 +81,11 @@ class V1Cgroup(Cgroup):
                         rmdir_quietly(directory)
                         raise PermissionError(errno.EACCES, "cannot move processes into it", join)
             except OSError as err:
-                denied = err.errno in (errno.EPERM, errno.EACCES, errno.EROFS)
-                if ignore_denied and denied:
+                if ignore_denied and denied(err):
                     del self.paths[controllers]
                     dropped.append(controllers)
                     continue
-                hint = " (capsa is not root: linux.cgroupsPath must name a cgroup delegated to the caller)" if denied and os.geteuid() != 0 else ""
-                raise CgroupError(f"cannot create cgroup {directory}: {err.strerror}{hint}") from None
+                raise create_error(directory, err) from None
         return dropped
 
     def add(self, pid: int) -> None:

@@ -18,6 +18,7 @@ from capsa.cgroups.common import (
     CGROUP_ROOT,
     Cgroup,
     CgroupError,
+    create_error,
     denied,
     given,
     join_file_needing_write,
@@ -84,9 +85,7 @@ class V2Cgroup(Cgroup):
             if ignore_denied and denied(err):
                 self.paths.clear()
                 return [""]
-            hint = (" (capsa is not root: linux.cgroupsPath must name a cgroup delegated to the caller)"
-                    if denied(err) and os.geteuid() != 0 else "")
-            raise CgroupError(f"cannot create cgroup {self.directory}: {err.strerror}{hint}") from None
+            raise create_error(self.directory, err) from None
         return []
 
     def _mkdirs(self) -> None:

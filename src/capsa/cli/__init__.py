@@ -95,14 +95,11 @@ def default_root() -> str:
 def _honor_xdg_runtime_dir() -> bool:
     if posix.geteuid() != 0:
         return True
-    try:
-        with open("/proc/self/uid_map") as f:
-            initial_namespace = f.read().split() == ["0", "0", "4294967295"]
-    except FileNotFoundError:
-        initial_namespace = True
+    from capsa.procfs import in_user_namespace
+
     # The real root keeps /run/capsa (and ignores /run/user/0) as runc does; uid 0 in a user
     # namespace uses XDG unless USER says it is root.
-    return not initial_namespace and posixlite.getenv("USER", "") != "root"
+    return in_user_namespace() and posixlite.getenv("USER", "") != "root"
 
 
 def main(argv: list[str] | None = None) -> int:
