@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from capsa import linux
-from capsa.errors import CapsaError
-from capsa.spec import CAPABILITIES
+from capsa.spec import CAPABILITIES, CAPABILITY_SETS
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -21,11 +20,39 @@ def last_cap() -> int:
         return max(CAPABILITIES.values())
 
 
+def unavailable(capabilities: dict[str, Any] | None, grantable: int | None = None) -> list[str]:
+    """The names in process.capabilities that cannot be granted: unknown to capsa or to this
+    kernel, or (grantable: a mask; None for all) not held where the process is made.
+
+    runtime-spec 1.1+: such values MUST be logged as a warning and runtimes SHOULD NOT fail, "for
+    example, if the runtime operates in a restricted environment with a limited set of
+    capabilities". runc 1.1 warns "ignoring unknown or unavailable capabilities" for the first
+    kind; capsa also skips, with the same warning, what it does not hold (_mask, apply_sets)."""
+    if not capabilities:
+        return []
+    highest = last_cap()
+    names = (name for kind in CAPABILITY_SETS for name in capabilities.get(kind) or ())
+    return list(dict.fromkeys(name for name in names if not _grantable(name, highest, grantable)))
+
+
+def _grantable(name: str, highest: int, grantable: int | None) -> bool:
+    number = CAPABILITIES.get(name, highest + 1)
+    return number <= highest and (grantable is None or bool(grantable & (1 << number)))
+
+
+def grantable_by(namespaces: list[dict[str, Any]]) -> int | None:
+    """What a process made in `namespaces` can be granted: everything in a user namespace (it gets
+    a full set there), else what this process holds, which it passes on."""
+    if any(ns.get("type") == "user" for ns in namespaces):
+        return None
+    return linux.capget_permitted()
+
+
 def _mask(names: list[str] | None, highest: int) -> int:
     mask = 0
     for name in names or ():
-        number = CAPABILITIES[name]
-        if number <= highest:  # capabilities this kernel does not know are ignored, as runc does
+        number = CAPABILITIES.get(name, highest + 1)
+        if number <= highest:  # see unavailable(): the rest were warned about and are ignored
             mask |= 1 << number
     return mask
 
@@ -58,24 +85,18 @@ def switch_user(user: dict[str, Any]) -> None:
 
 
 def apply_sets(capabilities: dict[str, Any] | None) -> None:
-    """Set effective, permitted and inheritable, then raise the ambient ones."""
+    """Set effective, permitted and inheritable, then raise the ambient ones. What this process
+    does not hold is left out (the parent warned about it: see unavailable())."""
     if capabilities is None:
         return
     highest = last_cap()
-    permitted = _mask(capabilities.get("permitted"), highest)
-    try:
-        linux.capset(_mask(capabilities.get("effective"), highest), permitted, _mask(capabilities.get("inheritable"), highest))
-    except PermissionError:
-        missing = permitted & ~linux.capget_permitted()
-        names = [name for name, number in CAPABILITIES.items() if missing & (1 << number)]
-        if not names:
-            raise
-        raise CapsaError(
-            f"process.capabilities: capsa itself does not hold {', '.join(names)}, so it cannot grant them"
-        ) from None
+    held = linux.capget_permitted()
+    permitted = _mask(capabilities.get("permitted"), highest) & held
+    linux.capset(_mask(capabilities.get("effective"), highest) & held, permitted,
+                 _mask(capabilities.get("inheritable"), highest) & held)
     linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
     for name in capabilities.get("ambient") or ():
-        number = CAPABILITIES[name]
+        number = CAPABILITIES.get(name, highest + 1)
         if number > highest:
             continue
         try:

@@ -135,7 +135,8 @@ class Container:
         a cgroup the caller may not create is skipped unless linux.cgroupsPath names it.
         systemd_cgroup (runc's --systemd-cgroup): the cgroup is a systemd scope unit, made over
         D-Bus (capsa/cgroups/systemd.py); linux.cgroupsPath is then slice:prefix:name.
-        warn: called with the text of each setting the host ignores (memory.kernel).
+        warn: called with the text of each setting the host ignores (memory.kernel, unknown
+        capabilities).
         """
         from capsa import rootless
         from capsa import spec as specmod
@@ -145,6 +146,7 @@ class Container:
         if spec is None:
             spec = specmod.load_bundle(bundle)
         refuse_unsupported(spec)
+        _warn_unavailable_capabilities(spec["process"], spec, warn)
         if posix.geteuid() != 0:
             rootless.check_spec(spec)
         rootless.check_mapped(spec)
@@ -302,13 +304,17 @@ class Container:
         preserve_fds: int = 0,
         ignore_paused: bool = False,
         sub_cgroup: str | None = None,
+        warn: Any = None,
     ) -> int:
-        """Run `process` (an OCI Process, validated) in the running container; return its host pid."""
+        """Run `process` (an OCI Process, validated) in the running container; return its host pid.
+
+        warn: called with the text of each setting that is ignored (unknown capabilities)."""
         from capsa import launch
         from capsa.spec import validate_process
 
         validate_process(process)
         _refuse_unsupported_process(process, "process")
+        _warn_unavailable_capabilities(process, self.spec, warn)
         self._check_process_ids(process)
         status = self.status()
         if not (ignore_paused and status == st.PAUSED):
@@ -602,6 +608,17 @@ def _signal_start(directory: str) -> None:
     if reply:
         message = reply.decode(errors="replace").strip()
         raise ContainerStartError(message.removeprefix("error ").strip())
+
+
+def _warn_unavailable_capabilities(process: dict[str, Any] | None, spec: dict[str, Any], warn: Any) -> None:
+    capabilities = (process or {}).get("capabilities")
+    if not capabilities:
+        return
+    from capsa.caps import grantable_by, unavailable
+
+    ignored = unavailable(capabilities, grantable_by((spec.get("linux") or {}).get("namespaces") or []))
+    if ignored and warn is not None:
+        warn(f"ignoring unknown or unavailable capabilities: [{' '.join(ignored)}]")
 
 
 def _destroy_quietly(cgroup) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 from capsa import jsonfast
 
+from conftest import capsa_command
+
 
 def test_pid_one_and_hostname(bundle):
     bundle.config["hostname"] = "inside"
@@ -64,6 +66,31 @@ def test_capabilities(bundle):
     assert int(status_field(status, "CapPrm"), 16) == expected
     assert int(status_field(status, "CapInh"), 16) == 1 << 5
     assert int(status_field(status, "CapAmb"), 16) == 1 << 5
+
+
+def test_unknown_capability_is_a_warning_and_the_rest_apply(bundle):
+    # runtime-spec 1.1+ (and runc 1.1): log it, do not fail.
+    caps = ["CAP_KILL", "CAP_NOT_A_CAPABILITY"]
+    bundle.process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
+    result = bundle.run("cat", "/proc/self/status")
+    assert "ignoring unknown or unavailable capabilities: [CAP_NOT_A_CAPABILITY]" in result.stderr
+    assert int(status_field(result.stdout, "CapBnd"), 16) == 1 << 5
+    assert int(status_field(result.stdout, "CapEff"), 16) == 1 << 5
+
+
+def test_capability_the_caller_lacks_is_a_warning_not_a_failure(bundle):
+    # runtime-spec 1.1+: "Runtimes SHOULD NOT fail if the container configuration requests
+    # capabilities that cannot be granted" (a restricted caller). setpriv drops CAP_SYS_TIME from
+    # the bounding set before capsa starts, so capsa itself does not hold it.
+    caps = ["CAP_KILL", "CAP_SYS_TIME"]
+    bundle.process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps}
+    bundle.set_args("cat", "/proc/self/status")
+    result = subprocess.run(["setpriv", "--bounding-set", "-sys_time", *capsa_command(), "--root", bundle.root, "run",
+                             "--bundle", bundle.path, "c1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "ignoring unknown or unavailable capabilities: [CAP_SYS_TIME]" in result.stderr
+    for field in ("CapBnd", "CapEff", "CapPrm", "CapInh"):
+        assert int(status_field(result.stdout, field), 16) == 1 << 5, field
 
 
 def test_ambient_caps_reach_non_root_user(bundle):

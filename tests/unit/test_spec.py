@@ -55,7 +55,7 @@ CASES = [
     ("uid too big", _set("process.user.uid", 2**32), "process.user.uid"),
     ("umask", _set("process.user.umask", 0o10000), "process.user.umask"),
     ("gids", _set("process.user.additionalGids", ["5"]), "process.user.additionalGids[0]"),
-    ("unknown cap", _set("process.capabilities.bounding", ["CAP_NOPE"]), "process.capabilities.bounding[0]"),
+    ("cap not a string", _set("process.capabilities.bounding", [5]), "process.capabilities.bounding[0]"),
     ("rlimit type", _set("process.rlimits", [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}]), "process.rlimits[0].type"),
     ("rlimit soft>hard", _set("process.rlimits", [{"type": "RLIMIT_CORE", "soft": 2, "hard": 1}]), "process.rlimits[0]"),
     ("rlimit twice", _set("process.rlimits", [{"type": "RLIMIT_CORE", "soft": 1, "hard": 1}] * 2), "process.rlimits[1].type"),
@@ -144,3 +144,23 @@ def test_load_bundle_errors(tmp_path):
         spec.load_bundle(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(valid()))
     assert spec.load_bundle(str(tmp_path))["process"]["args"] == ["sh"]
+
+
+def test_unknown_capability_is_accepted_for_a_warning():
+    # runtime-spec 1.1+: a capability that cannot be mapped MUST be logged as a warning and
+    # runtimes SHOULD NOT fail (capsa.caps.unavailable names it at create and exec).
+    doc = valid()
+    doc["process"]["capabilities"]["bounding"].append("CAP_NOPE")
+    spec.validate(doc)
+
+
+def test_unavailable_capabilities_are_named_once():
+    from capsa import caps
+
+    capabilities = {"bounding": ["CAP_KILL", "CAP_NOPE"], "effective": ["CAP_NOPE", "CAP_ALSO_NOT"], "ambient": []}
+    assert caps.unavailable(capabilities) == ["CAP_NOPE", "CAP_ALSO_NOT"]
+    assert caps.unavailable({"bounding": ["CAP_KILL"]}) == []
+    assert caps.unavailable(None) == []
+    highest = caps.last_cap()
+    assert caps._mask(["CAP_KILL", "CAP_NOPE"], highest) == 1 << 5
+
