@@ -7,10 +7,9 @@ import socket
 import subprocess
 
 import pytest
+from conftest import capsa_command
 
 from capsa import jsonfast
-
-from conftest import capsa_command
 
 
 def test_pid_one_and_hostname(bundle):
