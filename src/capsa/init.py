@@ -68,10 +68,7 @@ def run_tenant(
         env = _environment(process)
         executable = find_executable(process["args"][0], env)
         _prepare_fds(keep)
-        if labels is not None:
-            labels.apply()
-        _become_process_user(process, seccomp_filter)
-        _reset_signals()
+        _become_process(process, labels, seccomp_filter)
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
@@ -200,16 +197,24 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     executable = find_executable(process["args"][0], env)
     _prepare_fds(config.keep_fds)
 
+    # As runc: the LSM labels, the user, the capabilities and no_new_privs are set before the
+    # init waits for `start`, which then only releases the exec (and startContainer hooks, which
+    # run as the process's user). A seccomp filter without no_new_privs is the exception: only
+    # CAP_SYS_ADMIN may load it, so it would have to be loaded before the wait, and the init's
+    # own accept, read and exec would run under it; everything waits for `start` instead.
+    drop_early = seccomp_filter is None or bool(process.get("noNewPrivileges"))
+    if drop_early:
+        _become_process(process, labels, None)
     channel.send("ready")
     channel.close()
     start = _wait_for_start(config.listen_fd)
     try:
         config.state["status"] = "created"
         hooks.run_hooks(spec, "startContainer", config.state)
-        if labels is not None:
-            labels.apply()
-        _become_process_user(process, seccomp_filter)
-        _reset_signals()
+        if not drop_early:
+            _become_process(process, labels, seccomp_filter)
+        elif seccomp_filter is not None:
+            seccomp_filter.load()  # with no_new_privs: as late as possible, just before exec
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
         _report(Channel(start), err)
@@ -452,6 +457,14 @@ def _prepare_listener(seccomp_filter: Any, fd: int | None, state: str) -> None:
     """A filter with SCMP_ACT_NOTIFY sends its notify fd and `state` to the listener at load."""
     if seccomp_filter is not None and seccomp_filter.notifies:
         seccomp_filter.set_listener(fd, state)
+
+
+def _become_process(process: dict[str, Any], labels: Any, seccomp_filter: Any) -> None:
+    """Everything that makes this process the container's process, but its exec."""
+    if labels is not None:
+        labels.apply()
+    _become_process_user(process, seccomp_filter)
+    _reset_signals()
 
 
 def _become_process_user(process: dict[str, Any], seccomp_filter: Any = None) -> None:
