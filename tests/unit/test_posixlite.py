@@ -52,3 +52,45 @@ def test_getenv(monkeypatch):
     # os.environ writes through to posix.environ, which posixlite reads.
     assert posixlite.getenv("CAPSA_POSIXLITE_TEST") == "v\u00e9"
     assert posixlite.getenv("CAPSA_NO_SUCH_VARIABLE", "d") == "d"
+
+
+def test_dirname_matches_posixpath():
+    for path in ["/".join(p) for p in itertools.product(PARTS, repeat=2)] + PARTS:
+        assert posixlite.dirname(path) == posixpath.dirname(path), path
+
+
+def test_commonpath_matches_posixpath():
+    for paths in itertools.product(PARTS, repeat=2):
+        try:
+            expected = posixpath.commonpath(paths)
+        except ValueError:
+            with pytest.raises(ValueError):
+                posixlite.commonpath(list(paths))
+            continue
+        assert posixlite.commonpath(list(paths)) == expected, paths
+    with pytest.raises(ValueError):
+        posixlite.commonpath([])
+
+
+def test_relpath_matches_posixpath():
+    for path, start in itertools.product(PARTS[1:] + ["/sys/fs/cgroup/a/b", "/sys/fs/cgroup"], repeat=2):
+        assert posixlite.relpath(path, start) == posixpath.relpath(path, start), (path, start)
+    with pytest.raises(ValueError):
+        posixlite.relpath("", "/")
+
+
+def test_exists(tmp_path):
+    (tmp_path / "file").write_text("x")
+    os.symlink("missing", tmp_path / "dangling")
+    assert posixlite.exists(str(tmp_path / "file")) and posixlite.exists(str(tmp_path))
+    assert not posixlite.exists(str(tmp_path / "dangling")) and not posixlite.exists("bad\0path")
+    assert not posixlite.exists(str(tmp_path / "missing"))
+
+
+def test_walk_dirs_matches_os_walk(tmp_path):
+    for sub in ("a/b/c", "a/d", "e"):
+        os.makedirs(tmp_path / sub)
+    (tmp_path / "a" / "file").write_text("x")
+    os.symlink(str(tmp_path / "a"), tmp_path / "link")  # listed by os.walk, never entered
+    assert list(posixlite.walk_dirs(str(tmp_path))) == [top for top, _, _ in os.walk(str(tmp_path))]
+    assert list(posixlite.walk_dirs(str(tmp_path / "missing"))) == []

@@ -5,7 +5,9 @@
     v2.py           unified hosts: subtree_control, v2 files, cgroup.freeze, cgroup.kill
     devices_bpf.py  v2 device rules as an eBPF program (BPF_PROG_TYPE_CGROUP_DEVICE)
 
-The v2 modules are imported only on a v2 host (or for a container recorded there).
+The version modules are imported only when needed: v2 on a v2 host (or for a container
+recorded there), v1 on a v1 or hybrid host or for its names below (module __getattr__). None of
+them imports os: see common.py.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from capsa.cgroups.common import (
     layout,
     own_cgroups,
 )
-from capsa.cgroups.v1 import DEFAULT_ALLOWED_DEVICES, device_rules, v1_settings
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -32,6 +33,18 @@ __all__ = [
     "CGROUP_ROOT", "HYBRID", "LEGACY", "UNIFIED", "Cgroup", "CgroupError", "DEFAULT_ALLOWED_DEVICES",
     "cgroups_path", "device_rules", "hierarchies", "layout", "own_cgroups", "stats", "v1_settings",
 ]
+
+
+_FROM_V1 = ("DEFAULT_ALLOWED_DEVICES", "device_rules", "v1_settings")
+
+
+def __getattr__(name: str) -> Any:
+    """v1's names, loaded on first use: a container on a v2 host never needs that module."""
+    if name in _FROM_V1:
+        from capsa.cgroups import v1
+
+        return getattr(v1, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def stats(cgroup: Cgroup) -> dict[str, Any]:

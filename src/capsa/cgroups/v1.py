@@ -9,8 +9,9 @@ process of the container is found through cgroup.procs; `delete` removes the dir
 from __future__ import annotations
 
 import errno
-import os
+import posix
 
+from capsa import posixlite
 from capsa.cgroups.common import (
     Cgroup,
     CgroupError,
@@ -50,7 +51,7 @@ class V1Cgroup(Cgroup):
             else:  # relative: under the caller's own cgroup in that hierarchy, as runc does
                 key = next((c for c in controllers.split(",") if c in own), "" if not controllers else None)
                 base = point + (own.get(key, "/") if key is not None else "/").rstrip("/")
-            paths[controllers] = os.path.normpath(f"{base}/{path.strip('/')}")
+            paths[controllers] = posixlite.normpath(f"{base}/{path.strip('/')}")
         return cls(paths)
 
     # -- lookups ----------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ class V1Cgroup(Cgroup):
                 _mkdir_inheriting_cpuset(directory, "cpuset" in controllers.split(","))
                 if ignore_denied:
                     join = join_file_needing_write(controllers, directory)
-                    if not os.access(join, os.W_OK):
+                    if not posix.access(join, posix.W_OK):
                         rmdir_quietly(directory)
                         raise PermissionError(errno.EACCES, "cannot move processes into it", join)
             except OSError as err:
@@ -90,7 +91,7 @@ class V1Cgroup(Cgroup):
 
     def add(self, pid: int) -> None:
         for directory in self.paths.values():
-            write_file(os.path.join(directory, "cgroup.procs"), str(pid))
+            write_file(posixlite.join(directory, "cgroup.procs"), str(pid))
 
     def self_join_files(self, with_cgroup2: bool = True) -> list[str]:
         """Files a single-threaded process writes "0" to, to move itself into this cgroup.
@@ -107,15 +108,15 @@ class V1Cgroup(Cgroup):
         files = []
         for controllers, directory in self.paths.items():
             if controllers:
-                files.append(os.path.join(directory, "tasks"))
+                files.append(posixlite.join(directory, "tasks"))
             elif with_cgroup2:
-                files.append(os.path.join(directory, "cgroup.procs"))
+                files.append(posixlite.join(directory, "cgroup.procs"))
         return files
 
     def pids(self) -> list[int]:
         directory = self.path_for("pids") or self.path_for("freezer") or next(iter(self.paths.values()))
         try:
-            with open(os.path.join(directory, "cgroup.procs")) as f:
+            with open(posixlite.join(directory, "cgroup.procs")) as f:
                 return [int(line) for line in f.read().split()]
         except FileNotFoundError:
             return []
@@ -126,15 +127,15 @@ class V1Cgroup(Cgroup):
         directory = self.path_for("memory")
         if directory is None:
             return None
-        efd = os.eventfd(0, os.EFD_CLOEXEC)
-        control = os.open(os.path.join(directory, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+        efd = posix.eventfd(0, posix.EFD_CLOEXEC)
+        control = posix.open(posixlite.join(directory, "memory.oom_control"), posix.O_RDONLY | posix.O_CLOEXEC)
         try:
-            write_file(os.path.join(directory, "cgroup.event_control"), f"{efd} {control}")
+            write_file(posixlite.join(directory, "cgroup.event_control"), f"{efd} {control}")
         except OSError:
-            os.close(efd)
+            posix.close(efd)
             raise
         finally:
-            os.close(control)
+            posix.close(control)
         return OomEventfd(efd)
 
     # -- freezer --------------------------------------------------------------------------------
@@ -155,14 +156,14 @@ class V1Cgroup(Cgroup):
         if directory is None:
             return False
         try:
-            with open(os.path.join(directory, "freezer.state")) as f:
+            with open(posixlite.join(directory, "freezer.state")) as f:
                 return f.read().strip() == "FROZEN"
         except FileNotFoundError:
             return False
 
     def _set_freezer(self, state: str) -> None:
         directory = self._controller_dir("freezer", "pause/resume")
-        path = os.path.join(directory, "freezer.state")
+        path = posixlite.join(directory, "freezer.state")
 
         def reached() -> bool:
             write_file(path, state)  # written again: a task forked meanwhile is frozen too
@@ -183,14 +184,14 @@ class V1Cgroup(Cgroup):
         with_devices=False (update): the device rules set at create stay as they are.
         """
         for field, controller, filename, value in v1_settings(resources or {}, devices or [], with_devices):
-            if rootless and controller == "devices" and (self.path_for("devices") is None or os.geteuid() != 0):
+            if rootless and controller == "devices" and (self.path_for("devices") is None or posix.geteuid() != 0):
                 continue
             directory = self._controller_dir(controller, field)
-            path = os.path.join(directory, filename)
-            if filename in IGNORED_BY_NEW_KERNELS and not os.path.exists(path):
+            path = posixlite.join(directory, filename)
+            if filename in IGNORED_BY_NEW_KERNELS and not posixlite.exists(path):
                 _warn(warn, f"{field}: ignored, this host's kernel has no {filename}")
                 continue
-            if not os.path.exists(path):
+            if not posixlite.exists(path):
                 raise UnsupportedError(f"{field}: this host's kernel has no {controller} file {filename}")
             try:
                 write_file(path, value)
@@ -328,18 +329,18 @@ def _warn(warn: Callable[[str], None] | None, message: str) -> None:
 def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
     """mkdir -p; in the cpuset hierarchy each new level must get cpus and mems before it takes a task."""
     missing = []
-    while not os.path.isdir(directory):
+    while not posixlite.isdir(directory):
         missing.append(directory)
-        directory = os.path.dirname(directory)
+        directory = posixlite.dirname(directory)
     for current in reversed(missing):
         try:
-            os.mkdir(current, 0o755)
+            posix.mkdir(current, 0o755)
         except FileExistsError:
             continue
         if is_cpuset:
             for name in ("cpuset.cpus", "cpuset.mems"):
-                with open(os.path.join(os.path.dirname(current), name)) as f:
-                    write_file(os.path.join(current, name), f.read().strip())
+                with open(posixlite.join(posixlite.dirname(current), name)) as f:
+                    write_file(posixlite.join(current, name), f.read().strip())
 
 
 # -- statistics (events --stats) --------------------------------------------------------------------
@@ -349,18 +350,18 @@ def stats(cgroup: V1Cgroup) -> dict[str, Any]:
     cpuacct = cgroup.path_for("cpuacct")
     cpu = cgroup.path_for("cpu")
     if cpuacct:
-        per_cpu = read(os.path.join(cpuacct, "cpuacct.usage_percpu")).split() if os.path.exists(
-            os.path.join(cpuacct, "cpuacct.usage_percpu")) else []
-        ticks = read_keyed(os.path.join(cpuacct, "cpuacct.stat"))
-        nanoseconds_per_tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        per_cpu = read(posixlite.join(cpuacct, "cpuacct.usage_percpu")).split() if posixlite.exists(
+            posixlite.join(cpuacct, "cpuacct.usage_percpu")) else []
+        ticks = read_keyed(posixlite.join(cpuacct, "cpuacct.stat"))
+        nanoseconds_per_tick = 1_000_000_000 // posix.sysconf("SC_CLK_TCK")
         data["cpu"] = {"usage": {
-            "total": read_int(os.path.join(cpuacct, "cpuacct.usage")),
+            "total": read_int(posixlite.join(cpuacct, "cpuacct.usage")),
             "percpu": [int(v) for v in per_cpu],
             "kernel": ticks.get("system", 0) * nanoseconds_per_tick,
             "user": ticks.get("user", 0) * nanoseconds_per_tick,
         }}
     if cpu:
-        throttling = read_keyed(os.path.join(cpu, "cpu.stat"))
+        throttling = read_keyed(posixlite.join(cpu, "cpu.stat"))
         data.setdefault("cpu", {"usage": {}})["throttling"] = {
             "periods": throttling.get("nr_periods", 0),
             "throttledPeriods": throttling.get("nr_throttled", 0),
@@ -369,20 +370,20 @@ def stats(cgroup: V1Cgroup) -> dict[str, Any]:
     memory = cgroup.path_for("memory")
     if memory:
         def entry(prefix: str) -> dict[str, int]:
-            return {name: read_int(os.path.join(memory, f"{prefix}.{file}"))
+            return {name: read_int(posixlite.join(memory, f"{prefix}.{file}"))
                     for name, file in (("limit", "limit_in_bytes"), ("usage", "usage_in_bytes"),
                                        ("max", "max_usage_in_bytes"), ("failcnt", "failcnt"))}
         data["memory"] = {"usage": entry("memory"), "swap": entry("memory.memsw"), "kernel": entry("memory.kmem"),
                           "kernelTCP": entry("memory.kmem.tcp"),
-                          "raw": read_keyed(os.path.join(memory, "memory.stat"))}
+                          "raw": read_keyed(posixlite.join(memory, "memory.stat"))}
     pids = cgroup.path_for("pids")
     if pids:
-        limit = read(os.path.join(pids, "pids.max")) if os.path.exists(os.path.join(pids, "pids.max")) else "max"
-        data["pids"] = {"current": read_int(os.path.join(pids, "pids.current")),
+        limit = read(posixlite.join(pids, "pids.max")) if posixlite.exists(posixlite.join(pids, "pids.max")) else "max"
+        data["pids"] = {"current": read_int(posixlite.join(pids, "pids.current")),
                         "limit": 0 if limit == "max" else int(limit)}
     blkio = cgroup.path_for("blkio")
     if blkio:
-        data["blkio"] = {key: _blkio_entries(os.path.join(blkio, f"blkio.{file}"))
+        data["blkio"] = {key: _blkio_entries(posixlite.join(blkio, f"blkio.{file}"))
                          for key, file in (("ioServiceBytesRecursive", "throttle.io_service_bytes_recursive"),
                                            ("ioServicedRecursive", "throttle.io_serviced_recursive"))}
     return data
@@ -412,8 +413,8 @@ class OomEventfd:
         return self.fd
 
     def fired(self) -> bool:
-        os.eventfd_read(self.fd)
+        posix.eventfd_read(self.fd)
         return True
 
     def close(self) -> None:
-        os.close(self.fd)
+        posix.close(self.fd)

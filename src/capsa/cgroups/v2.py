@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import errno
 import math
-import os
+import posix
 
+from capsa import posixlite
 from capsa.cgroups.common import (
     CGROUP_ROOT,
     Cgroup,
@@ -46,7 +47,7 @@ class V2Cgroup(Cgroup):
     def at(cls, path: str) -> V2Cgroup:
         """linux.cgroupsPath `path`: absolute from the root, relative under our own cgroup (as runc)."""
         base = CGROUP_ROOT if path.startswith("/") else CGROUP_ROOT + own_cgroups().get("", "/").rstrip("/")
-        directory = os.path.normpath(f"{base}/{path.strip('/')}")
+        directory = posixlite.normpath(f"{base}/{path.strip('/')}")
         if directory == CGROUP_ROOT:
             raise ConfigError("linux.cgroupsPath", "a container cannot use the root cgroup")
         return cls({"": directory})
@@ -56,7 +57,7 @@ class V2Cgroup(Cgroup):
         return self.paths[""]
 
     def _file(self, name: str) -> str:
-        return os.path.join(self.directory, name)
+        return posixlite.join(self.directory, name)
 
     def path_for(self, controller: str) -> str | None:
         """The directory if `controller` is enabled in it (callers written for v1 ask this)."""
@@ -78,7 +79,7 @@ class V2Cgroup(Cgroup):
         does. Otherwise that is an error."""
         try:
             self._mkdirs()
-            if ignore_denied and not os.access(join_file_needing_write("", self.directory), os.W_OK):
+            if ignore_denied and not posix.access(join_file_needing_write("", self.directory), posix.W_OK):
                 rmdir_quietly(self.directory)
                 raise PermissionError(errno.EACCES, "cannot move processes into it")
         except OSError as err:
@@ -90,11 +91,11 @@ class V2Cgroup(Cgroup):
 
     def _mkdirs(self) -> None:
         current = CGROUP_ROOT
-        for part in os.path.relpath(self.directory, CGROUP_ROOT).split("/"):
+        for part in posixlite.relpath(self.directory, CGROUP_ROOT).split("/"):
             _enable_controllers(current)
-            current = os.path.join(current, part)
+            current = posixlite.join(current, part)
             try:
-                os.mkdir(current, 0o755)
+                posix.mkdir(current, 0o755)
             except FileExistsError:
                 pass
 
@@ -108,23 +109,23 @@ class V2Cgroup(Cgroup):
     def pids(self) -> list[int]:
         """Every process of the container, sub-cgroups (exec --cgroup, nested managers) included."""
         found = []
-        for directory, _, _ in os.walk(self.directory):
+        for directory in posixlite.walk_dirs(self.directory):
             try:
-                found += [int(line) for line in read(os.path.join(directory, "cgroup.procs")).split()]
+                found += [int(line) for line in read(posixlite.join(directory, "cgroup.procs")).split()]
             except FileNotFoundError:
                 continue
         return found
 
     def kill_all(self, signal: int) -> None:
         # cgroup.kill (Linux 5.14) kills every process at once, forks racing it included.
-        if signal == 9 and os.path.exists(self._file("cgroup.kill")):
+        if signal == 9 and posixlite.exists(self._file("cgroup.kill")):
             write_file(self._file("cgroup.kill"), "1")
             return
         super().kill_all(signal)
 
     # -- freezer ----------------------------------------------------------------------------------
     def can_freeze(self) -> bool:
-        return os.path.exists(self._file("cgroup.freeze"))
+        return posixlite.exists(self._file("cgroup.freeze"))
 
     def is_frozen(self) -> bool:
         try:
@@ -159,7 +160,7 @@ class V2Cgroup(Cgroup):
                      "(memory.max covers kernel memory)")
         for field, name, value in v2_settings(resources):
             path = self._file(name)
-            if not os.path.exists(path):
+            if not posixlite.exists(path):
                 # As runc: no swap accounting is fine as long as nothing is asked of it, and an
                 # older kernel without hugetlb reservations still gets the limit itself.
                 if (name == "memory.swap.max" and value in ("max", "0")) or name.endswith(".rsvd.max"):
@@ -192,19 +193,19 @@ class V2Cgroup(Cgroup):
         except OSError as err:
             raise UnsupportedError(f"{field}: cannot load the eBPF device filter: {err.strerror}") from None
         try:
-            cgroup_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            cgroup_fd = posix.open(self.directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
             try:
                 bpf.attach_to_cgroup(cgroup_fd, program_fd)
             finally:
-                os.close(cgroup_fd)
+                posix.close(cgroup_fd)
         except OSError as err:
             raise UnsupportedError(f"{field}: cannot attach the eBPF device filter: {err.strerror}") from None
         finally:
-            os.close(program_fd)  # the attachment keeps the program
+            posix.close(program_fd)  # the attachment keeps the program
 
     # -- events -----------------------------------------------------------------------------------
     def oom_watch(self) -> OomInotify | None:
-        if not os.path.exists(self._file("memory.events")):
+        if not posixlite.exists(self._file("memory.events")):
             return None
         return OomInotify(self._file("memory.events"))
 
@@ -217,14 +218,14 @@ def _enable_controllers(directory: str) -> None:
     with processes of its own refuses with EBUSY, and the resource that needs the controller then
     fails with a clear error)."""
     try:
-        available = read(os.path.join(directory, "cgroup.controllers")).split()
-        enabled = read(os.path.join(directory, "cgroup.subtree_control")).split()
+        available = read(posixlite.join(directory, "cgroup.controllers")).split()
+        enabled = read(posixlite.join(directory, "cgroup.subtree_control")).split()
     except FileNotFoundError:
         return
     missing = [c for c in available if c not in enabled]
     if not missing:
         return
-    path = os.path.join(directory, "cgroup.subtree_control")
+    path = posixlite.join(directory, "cgroup.subtree_control")
     try:
         write_file(path, " ".join(f"+{c}" for c in missing))
     except OSError:
@@ -350,7 +351,7 @@ def _cpu_settings(cpu: dict[str, Any], field: str) -> list[tuple[str, str, str]]
 def _io_settings(block: dict[str, Any], field: str) -> list[tuple[str, str, str]]:
     """blockIO -> io.weight (or io.bfq.weight, which takes blkio's own scale) and io.max."""
     out = []
-    bfq = os.path.exists(os.path.join(CGROUP_ROOT, "io.bfq.weight")) or _bfq_anywhere()
+    bfq = posixlite.exists(posixlite.join(CGROUP_ROOT, "io.bfq.weight")) or _bfq_anywhere()
     if block.get("weight"):
         out.append((f"{field}.weight", "io.bfq.weight", str(block["weight"])) if bfq
                    else (f"{field}.weight", "io.weight", str(io_weight(block["weight"]))))
@@ -372,8 +373,8 @@ def _io_settings(block: dict[str, Any], field: str) -> list[tuple[str, str, str]
 def _bfq_anywhere() -> bool:
     """The BFQ scheduler's weight file shows only in non-root cgroups: look for it one level down."""
     try:
-        return any(os.path.exists(os.path.join(entry.path, "io.bfq.weight"))
-                   for entry in os.scandir(CGROUP_ROOT) if entry.is_dir())
+        return any(posixlite.exists(posixlite.join(entry.path, "io.bfq.weight"))
+                   for entry in posix.scandir(CGROUP_ROOT) if entry.is_dir())
     except OSError:
         return False
 
@@ -392,7 +393,7 @@ def stats(cgroup: V2Cgroup) -> dict[str, Any]:
     directory = cgroup.directory
 
     def path(name: str) -> str:
-        return os.path.join(directory, name)
+        return posixlite.join(directory, name)
 
     cpu = read_keyed(path("cpu.stat"))  # there even without the cpu controller
     data: dict[str, Any] = {"cpu": {
@@ -401,7 +402,7 @@ def stats(cgroup: V2Cgroup) -> dict[str, Any]:
         "throttling": {"periods": cpu.get("nr_periods", 0), "throttledPeriods": cpu.get("nr_throttled", 0),
                        "throttledTime": cpu.get("throttled_usec", 0) * 1000},
     }}
-    if os.path.exists(path("memory.current")):
+    if posixlite.exists(path("memory.current")):
         events = read_keyed(path("memory.events"))
         data["memory"] = {
             "usage": {"usage": read_int(path("memory.current")), "limit": _max_value(path("memory.max")),
@@ -409,13 +410,13 @@ def stats(cgroup: V2Cgroup) -> dict[str, Any]:
             "swap": {"usage": read_int(path("memory.swap.current")), "limit": _max_value(path("memory.swap.max"))},
             "raw": read_keyed(path("memory.stat")),
         }
-    if os.path.exists(path("pids.current")):
+    if posixlite.exists(path("pids.current")):
         limit = _max_value(path("pids.max"))
         data["pids"] = {"current": read_int(path("pids.current")), "limit": 0 if limit == UNLIMITED else limit}
-    if os.path.exists(path("io.stat")):
+    if posixlite.exists(path("io.stat")):
         data["blkio"] = _io_stats(path("io.stat"))
     hugetlb = {}
-    for name in os.listdir(directory):
+    for name in posix.listdir(directory):
         if name.startswith("hugetlb.") and name.endswith(".current") and not name.endswith(".rsvd.current"):
             size = name[len("hugetlb."):-len(".current")]
             hugetlb[size] = {"usage": read_int(path(name)), "max": _max_value(path(f"hugetlb.{size}.max")),
@@ -463,7 +464,7 @@ class OomInotify:
 
     def fired(self) -> bool:
         try:
-            while os.read(self.fd, 4096):
+            while posix.read(self.fd, 4096):
                 pass
         except BlockingIOError:
             pass
@@ -472,7 +473,7 @@ class OomInotify:
         return grown
 
     def close(self) -> None:
-        os.close(self.fd)
+        posix.close(self.fd)
 
 
 __all__ = ["V2Cgroup", "v2_settings", "cpu_weight", "io_weight", "swap_max", "stats", "CgroupError"]
