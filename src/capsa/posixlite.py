@@ -5,7 +5,9 @@ builds the collections ABCs), and managers call `capsa state`, `start`, `kill` a
 several times per container. Those calls need only a handful of os's functions, which are thin
 wrappers over the builtin posix module; the modules on their path (cli, state, container,
 procfs, and the cgroups package, which `delete`, `kill --all`, `pause` and `resume` load) use this
-module instead. The create and exec paths import os as usual.
+module instead. What only create needs is not here (each function costs every call ~20-40k
+instructions to load): the cgroups package keeps its create-time path arithmetic in
+capsa.cgroups.common. The create and exec paths import os as usual.
 
 Paths are str, as everywhere in capsa; the semantics are posixpath's.
 """
@@ -36,33 +38,6 @@ def basename(path: str) -> str:
     return path.rpartition("/")[2]
 
 
-def dirname(path: str) -> str:
-    """posixpath.dirname: everything before the last slash, trailing slashes dropped (not a root's)."""
-    head = path[:path.rfind("/") + 1]
-    if head and head != "/" * len(head):
-        head = head.rstrip("/")
-    return head
-
-
-def commonpath(paths: list[str]) -> str:
-    """posixpath.commonpath: the longest common sub-path (whole components, "." and empty ones dropped)."""
-    if not paths:
-        raise ValueError("commonpath() arg is an empty sequence")
-    absolute = {p.startswith("/") for p in paths}
-    if len(absolute) != 1:
-        raise ValueError("Can't mix absolute and relative paths")
-    split = [[c for c in p.split("/") if c and c != "."] for p in paths]
-    # As posixpath: what the least and the greatest lists share, all lists share.
-    first, last = min(split), max(split)
-    common = first
-    for index, component in enumerate(first):
-        if component != last[index]:
-            common = first[:index]
-            break
-    prefix = "/" if absolute.pop() else ""
-    return prefix + "/".join(common)
-
-
 def normpath(path: str) -> str:
     """posixpath.normpath: no empty, "." or ".." components (lexically; symlinks are not read)."""
     if not path:
@@ -84,21 +59,6 @@ def abspath(path: str) -> str:
     if not path.startswith("/"):
         path = join(posix.getcwd(), path)
     return normpath(path)
-
-
-def relpath(path: str, start: str) -> str:
-    """posixpath.relpath: `path` as seen from `start` (both made absolute first)."""
-    if not path:
-        raise ValueError("no path specified")
-    start_parts = [p for p in abspath(start).split("/") if p]
-    path_parts = [p for p in abspath(path).split("/") if p]
-    shared = 0
-    for a, b in zip(start_parts, path_parts, strict=False):  # the shorter one bounds the shared part
-        if a != b:
-            break
-        shared += 1
-    parts = [".."] * (len(start_parts) - shared) + path_parts[shared:]
-    return "/".join(parts) if parts else "."
 
 
 def _mode(path: str) -> int:

@@ -54,31 +54,6 @@ def test_getenv(monkeypatch):
     assert posixlite.getenv("CAPSA_NO_SUCH_VARIABLE", "d") == "d"
 
 
-def test_dirname_matches_posixpath():
-    for path in ["/".join(p) for p in itertools.product(PARTS, repeat=2)] + PARTS:
-        assert posixlite.dirname(path) == posixpath.dirname(path), path
-
-
-def test_commonpath_matches_posixpath():
-    for paths in itertools.product(PARTS, repeat=2):
-        try:
-            expected = posixpath.commonpath(paths)
-        except ValueError:
-            with pytest.raises(ValueError):
-                posixlite.commonpath(list(paths))
-            continue
-        assert posixlite.commonpath(list(paths)) == expected, paths
-    with pytest.raises(ValueError):
-        posixlite.commonpath([])
-
-
-def test_relpath_matches_posixpath():
-    for path, start in itertools.product(PARTS[1:] + ["/sys/fs/cgroup/a/b", "/sys/fs/cgroup"], repeat=2):
-        assert posixlite.relpath(path, start) == posixpath.relpath(path, start), (path, start)
-    with pytest.raises(ValueError):
-        posixlite.relpath("", "/")
-
-
 def test_exists(tmp_path):
     (tmp_path / "file").write_text("x")
     os.symlink("missing", tmp_path / "dangling")

@@ -237,7 +237,7 @@ def join_file_needing_write(controllers: str, directory: str) -> str:
     point = next((p for p, c in hierarchies().items() if c == "" and directory.startswith(p + "/")), None)
     if point is None:
         return posixlite.join(directory, "cgroup.procs")
-    common = posixlite.commonpath([own_cgroups().get("", "/"), directory[len(point):]])
+    common = commonpath([own_cgroups().get("", "/"), directory[len(point):]])
     return posixlite.join(point + common.rstrip("/"), "cgroup.procs")
 
 
@@ -263,3 +263,46 @@ def create_error(directory: str, err: OSError) -> CgroupError:
 def given(section: dict[str, Any], key: str) -> bool:
     """Set, as runc reads these fields: 0 means "not set" (docker and others send zeros)."""
     return section.get(key) not in (None, "", 0)
+
+
+# -- path arithmetic of create (posixpath's, without os; kept out of posixlite, which every call loads)
+def dirname(path: str) -> str:
+    """posixpath.dirname: everything before the last slash, trailing slashes dropped (not a root's)."""
+    head = path[:path.rfind("/") + 1]
+    if head and head != "/" * len(head):
+        head = head.rstrip("/")
+    return head
+
+
+def commonpath(paths: list[str]) -> str:
+    """posixpath.commonpath: the longest common sub-path (whole components, "." and empty ones dropped)."""
+    if not paths:
+        raise ValueError("commonpath() arg is an empty sequence")
+    absolute = {p.startswith("/") for p in paths}
+    if len(absolute) != 1:
+        raise ValueError("Can't mix absolute and relative paths")
+    split = [[c for c in p.split("/") if c and c != "."] for p in paths]
+    # As posixpath: what the least and the greatest lists share, all lists share.
+    first, last = min(split), max(split)
+    common = first
+    for index, component in enumerate(first):
+        if component != last[index]:
+            common = first[:index]
+            break
+    prefix = "/" if absolute.pop() else ""
+    return prefix + "/".join(common)
+
+
+def relpath(path: str, start: str) -> str:
+    """posixpath.relpath: `path` as seen from `start` (both made absolute first)."""
+    if not path:
+        raise ValueError("no path specified")
+    start_parts = [p for p in posixlite.abspath(start).split("/") if p]
+    path_parts = [p for p in posixlite.abspath(path).split("/") if p]
+    shared = 0
+    for a, b in zip(start_parts, path_parts, strict=False):  # the shorter one bounds the shared part
+        if a != b:
+            break
+        shared += 1
+    parts = [".."] * (len(start_parts) - shared) + path_parts[shared:]
+    return "/".join(parts) if parts else "."

@@ -27,6 +27,7 @@ from capsa.cgroups.common import (
     read,
     read_int,
     read_keyed,
+    relpath,
     rmdir_quietly,
     wait_until,
 )
@@ -91,7 +92,7 @@ class V2Cgroup(Cgroup):
 
     def _mkdirs(self) -> None:
         current = CGROUP_ROOT
-        for part in posixlite.relpath(self.directory, CGROUP_ROOT).split("/"):
+        for part in relpath(self.directory, CGROUP_ROOT).split("/"):
             _enable_controllers(current)
             current = posixlite.join(current, part)
             try:
