@@ -1,13 +1,14 @@
 """Cgroups for containers: the cgroupfs driver on cgroup v1, hybrid and unified (v2) hosts.
 
     common.py       hierarchies, linux.cgroupsPath, the Cgroup base (for_spec picks the driver)
-    v1.py           v1 and hybrid hosts: controller files, freezer.state, the devices controller
+    v1.py           v1 and hybrid hosts: the directories, freezer.state, cgroup.procs
+    v1_resources.py v1 controller files: linux.resources to write (devices included), stats to read
     v2.py           unified hosts: subtree_control, v2 files, cgroup.freeze, cgroup.kill
     devices_bpf.py  v2 device rules as an eBPF program (BPF_PROG_TYPE_CGROUP_DEVICE)
 
 The version modules are imported only when needed: v2 on a v2 host (or for a container
-recorded there), v1 on a v1 or hybrid host or for its names below (module __getattr__). None of
-them imports os: see common.py.
+recorded there), v1 on a v1 or hybrid host, v1_resources for the calls that write or read
+resources (and for its names below: module __getattr__). None of them imports os: see common.py.
 """
 
 from __future__ import annotations
@@ -35,15 +36,15 @@ __all__ = [
 ]
 
 
-_FROM_V1 = ("DEFAULT_ALLOWED_DEVICES", "device_rules", "v1_settings")
+_FROM_V1_RESOURCES = ("DEFAULT_ALLOWED_DEVICES", "device_rules", "v1_settings")
 
 
 def __getattr__(name: str) -> Any:
-    """v1's names, loaded on first use: a container on a v2 host never needs that module."""
-    if name in _FROM_V1:
-        from capsa.cgroups import v1
+    """v1_resources' names, loaded on first use: delete, kill and pause never need that module."""
+    if name in _FROM_V1_RESOURCES:
+        from capsa.cgroups import v1_resources
 
-        return getattr(v1, name)
+        return getattr(v1_resources, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -10,13 +10,13 @@ CLONE_INTO_CGROUP, launch._fork_into), so no user code ever runs outside it.
 
 from __future__ import annotations
 
-import errno
 import math
 import posix
 
 from capsa import posixlite
 from capsa.cgroups.common import (
     CGROUP_ROOT,
+    EACCES,
     Cgroup,
     CgroupError,
     create_error,
@@ -82,7 +82,7 @@ class V2Cgroup(Cgroup):
             self._mkdirs()
             if ignore_denied and not posix.access(join_file_needing_write("", self.directory), posix.W_OK):
                 rmdir_quietly(self.directory)
-                raise PermissionError(errno.EACCES, "cannot move processes into it")
+                raise PermissionError(EACCES, "cannot move processes into it")
         except OSError as err:
             if ignore_denied and denied(err):
                 self.paths.clear()
@@ -171,7 +171,7 @@ class V2Cgroup(Cgroup):
                 write_file(path, value)
             except OSError as err:
                 raise ConfigError(field, f"cannot write {value!r} to {path}: {err.strerror}") from None
-        from capsa.cgroups.v1 import device_rules
+        from capsa.cgroups.v1_resources import device_rules
 
         rules = device_rules(resources, devices or [])  # never empty: deny-all comes first
         if with_devices and not rootless:
