@@ -3,12 +3,14 @@
     common.py       hierarchies, linux.cgroupsPath, the Cgroup base (for_spec picks the driver)
     v1.py           v1 and hybrid hosts: the directories, freezer.state, cgroup.procs
     v1_resources.py v1 controller files: linux.resources to write (devices included), stats to read
-    v2.py           unified hosts: subtree_control, v2 files, cgroup.freeze, cgroup.kill
+    v2.py           unified hosts: the directory, subtree_control, cgroup.freeze, cgroup.kill
+    v2_resources.py v2 files: linux.resources to write, the device filter to attach, stats to read
     devices_bpf.py  v2 device rules as an eBPF program (BPF_PROG_TYPE_CGROUP_DEVICE)
 
 The version modules are imported only when needed: v2 on a v2 host (or for a container
-recorded there), v1 on a v1 or hybrid host, v1_resources for the calls that write or read
-resources (and for its names below: module __getattr__). None of them imports os: see common.py.
+recorded there), v1 on a v1 or hybrid host, v1_resources and v2_resources for the calls that
+write or read resources (v1_resources also for its names below: module __getattr__). None of
+them imports os: see common.py.
 """
 
 from __future__ import annotations
