@@ -47,6 +47,10 @@ class c_char(_SimpleCData):
     _type_ = "c"
 
 
+class c_char_p(_SimpleCData):
+    _type_ = "z"
+
+
 c_uint32 = c_uint
 c_uint64 = c_ulong
 c_size_t = c_ulong
@@ -66,17 +70,18 @@ class _PythonFunction(_ctypes.CFuncPtr):
     _restype_ = c_int
 
 
-class _Library:
-    """What CFuncPtr((name, library)) reads: the dlopen handle."""
+class Library:
+    """A shared library (dlopen; OSError if it cannot be loaded): what CFuncPtr((name, library))
+    reads is its handle."""
 
     def __init__(self, name: str | None):
         self._handle = _ctypes.dlopen(name, _ctypes.RTLD_LOCAL)
 
 
-_process = _Library(None)  # the interpreter's own symbols: libc and libpython
+_process = Library(None)  # the interpreter's own symbols: libc and libpython
 
 
-def function(name: str, restype: type = c_int, library: _Library = _process, hold_gil: bool = False) -> _Function:
+def function(name: str, restype: type = c_int, library: Library = _process, hold_gil: bool = False) -> _Function:
     """The C function `name` of `library` (this process's libc by default), errno kept."""
     func = (_PythonFunction if hold_gil else _Function)((name, library))
     func.restype = restype

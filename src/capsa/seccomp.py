@@ -1,4 +1,4 @@
-"""linux.seccomp: the OCI seccomp profile turned into a kernel filter with libseccomp (ctypes).
+"""linux.seccomp: the OCI seccomp profile turned into a kernel filter with libseccomp (_ctypes).
 
 libseccomp is what runc, crun and youki use; it knows every architecture's syscall table and
 compiles argument conditions to BPF. The filter is built in the init before pivot_root (the
@@ -15,15 +15,37 @@ container's process sends with SCM_RIGHTS over a unix socket that the runtime co
 fds ["seccompFd"], pid, metadata, state). Only then can the listener answer notifications, so
 the syscalls that process makes between the load and the send cannot be notified: write (as
 runc refuses it) and sendmsg (the send itself).
+
+The C calls go through capsa.linux's _ctypes types, not the ctypes package (10.6M instructions to
+import, see linux.py); with a compiled program in the cache, libseccomp is only asked its version
+(the cache key), and only the functions called are made.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import os
+import posix
+from _ctypes import POINTER
 
+from capsa import posixlite
 from capsa.errors import ConfigError, ContainerStartError, UnsupportedError
+from capsa.linux import (
+    Library,
+    Structure,
+    _syscall,
+    addressof,
+    byref,
+    c_char_p,
+    c_int,
+    c_uint,
+    c_uint32,
+    c_uint64,
+    c_ushort,
+    c_void_p,
+    function,
+    get_errno,
+    string_buffer,
+)
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -76,40 +98,57 @@ ARCHITECTURES = (
 )
 
 
-class _ArgCmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+class _ArgCmp(Structure):
+    _fields_ = [("arg", c_uint), ("op", c_int), ("datum_a", c_uint64), ("datum_b", c_uint64)]
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+class _SockFprog(Structure):
+    _fields_ = [("len", c_ushort), ("filter", c_void_p)]
 
 
-def _library() -> ctypes.CDLL:
+class _Version(Structure):
+    _fields_ = [("major", c_uint), ("minor", c_uint), ("micro", c_uint)]
+
+
+# The libseccomp functions capsa calls: (restype, argtypes).
+_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "seccomp_version": (POINTER(_Version), []),
+    "seccomp_init": (c_void_p, [c_uint32]),
+    "seccomp_arch_add": (c_int, [c_void_p, c_uint32]),
+    "seccomp_arch_resolve_name": (c_uint32, [c_char_p]),
+    "seccomp_syscall_resolve_name": (c_int, [c_char_p]),
+    "seccomp_rule_add_array": (c_int, [c_void_p, c_uint32, c_int, c_uint, POINTER(_ArgCmp)]),
+    "seccomp_attr_set": (c_int, [c_void_p, c_int, c_uint32]),
+    "seccomp_export_bpf": (c_int, [c_void_p, c_int]),
+    "seccomp_release": (None, [c_void_p]),
+}
+
+
+class _Libseccomp:
+    """libseccomp's functions by attribute, each made with its signature on first use."""
+
+    def __init__(self, library: Library):
+        self._library = library
+
+    def __getattr__(self, name: str) -> Any:
+        restype, argtypes = _SIGNATURES[name]
+        func = function(name, restype, self._library)
+        func.argtypes = argtypes
+        setattr(self, name, func)
+        return func
+
+
+def _library() -> _Libseccomp:
     try:
-        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        return _Libseccomp(Library("libseccomp.so.2"))
     except OSError:
         raise UnsupportedError("linux.seccomp: libseccomp is not installed on this host (Debian package libseccomp2)") from None
-    lib.seccomp_init.restype = ctypes.c_void_p
-    lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-    lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
-    lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
-    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
-    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.seccomp_release.argtypes = [ctypes.c_void_p]
-    return lib
-
-
-_syscall = ctypes.CDLL(None, use_errno=True).syscall
-_syscall.restype = ctypes.c_long
 
 
 def _seccomp_syscall(operation: int, flags: int, args: Any) -> tuple[int, int]:
     """seccomp(2); returns (result, errno)."""
-    result = _syscall(_SYS_SECCOMP, ctypes.c_uint(operation), ctypes.c_uint(flags), args)
-    return result, ctypes.get_errno() if result < 0 else 0
+    result = _syscall(_SYS_SECCOMP, c_uint(operation), c_uint(flags), args)
+    return result, get_errno() if result < 0 else 0
 
 
 def kernel_has_flag(flag: str) -> bool:
@@ -122,8 +161,8 @@ def kernel_has_flag(flag: str) -> bool:
 
 
 def kernel_has_notify() -> bool:
-    action = ctypes.c_uint32(ACTIONS[NOTIFY])
-    return _seccomp_syscall(_GET_ACTION_AVAIL, 0, ctypes.byref(action))[0] == 0
+    action = c_uint32(ACTIONS[NOTIFY])
+    return _seccomp_syscall(_GET_ACTION_AVAIL, 0, byref(action))[0] == 0
 
 
 def supported_flags() -> list[str]:
@@ -149,20 +188,15 @@ _CACHE_FORMAT = 1
 _BPF_INSTRUCTION = 8
 
 
-class _Version(ctypes.Structure):
-    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
-
-
 def _cache_path(cache_dir: str, seccomp: dict[str, Any], lib: Any) -> str:
     import _sha256
 
     from capsa import jsonfast
 
-    lib.seccomp_version.restype = ctypes.POINTER(_Version)
     version = lib.seccomp_version().contents
-    key = (f"{_CACHE_FORMAT} libseccomp {version.major}.{version.minor}.{version.micro} {os.uname().machine} "
+    key = (f"{_CACHE_FORMAT} libseccomp {version.major}.{version.minor}.{version.micro} {posix.uname().machine} "
            + jsonfast.dumps(seccomp))
-    return os.path.join(cache_dir, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
+    return posixlite.join(cache_dir, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
 
 
 def _read_cached(path: str) -> bytes | None:
@@ -179,7 +213,7 @@ def _write_cached(path: str, program: bytes) -> None:
     from capsa.state import write_atomic
 
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        posixlite.makedirs(path.rpartition("/")[0], mode=0o700, exist_ok=True)
         write_atomic(path, program)
     except OSError:
         pass
@@ -209,8 +243,8 @@ class Filter:
             program = self._compile(seccomp, default_errno)
             if cache:
                 _write_cached(cache, program)
-        self._program = ctypes.create_string_buffer(program, len(program))
-        self._fprog = _SockFprog(len(program) // 8, ctypes.cast(self._program, ctypes.c_void_p))
+        self._program = string_buffer(program, len(program))
+        self._fprog = _SockFprog(len(program) // 8, addressof(self._program))
 
     def _compile(self, seccomp: dict[str, Any], default_errno: int) -> bytes:
         """The profile as BPF (struct sock_filter[]), built by libseccomp."""
@@ -286,12 +320,12 @@ class Filter:
 
     def _export(self) -> bytes:
         """Through a memfd: libseccomp 2.5 exports only to an fd."""
-        fd = os.memfd_create("capsa-seccomp", os.MFD_CLOEXEC)
+        fd = posix.memfd_create("capsa-seccomp", posix.MFD_CLOEXEC)
         try:
             self._check(self._lib.seccomp_export_bpf(self._ctx, fd), "linux.seccomp")
-            return os.pread(fd, os.fstat(fd).st_size, 0)
+            return posix.pread(fd, posix.fstat(fd).st_size, 0)
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def set_listener(self, fd: int, message: str) -> None:
         """The connected listenerPath socket (see connect_listener) and the ContainerProcessState to
@@ -303,9 +337,9 @@ class Filter:
 
     def load(self) -> None:
         """Install the filter; with a listener, hand the notify fd over at once (see the module doc)."""
-        result, error = _seccomp_syscall(_SET_MODE_FILTER, self.flags, ctypes.byref(self._fprog))
+        result, error = _seccomp_syscall(_SET_MODE_FILTER, self.flags, byref(self._fprog))
         if result < 0:
-            raise OSError(error, f"seccomp: cannot load the filter: {os.strerror(error)}")
+            raise OSError(error, f"seccomp: cannot load the filter: {posix.strerror(error)}")
         if self.flags & _FLAG_NEW_LISTENER:
             self._hand_over(result)
 
@@ -313,14 +347,14 @@ class Filter:
         import _socket
 
         if self._listener is None:
-            os.close(notify_fd)
+            posix.close(notify_fd)
             raise ContainerStartError("linux.seccomp: no listener connection to send the notify fd to")
         try:
             self._listener.sendmsg([self._message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, notify_fd.to_bytes(4, "little"))])
         except OSError as err:
             raise ContainerStartError(f"linux.seccomp.listenerPath: cannot send the notify fd: {err.strerror}") from None
         finally:
-            os.close(notify_fd)
+            posix.close(notify_fd)
             self._listener.close()
 
 
