@@ -23,25 +23,20 @@ import, see linux.py); with a compiled program in the cache, libseccomp is only 
 
 from __future__ import annotations
 
+import _struct
 import errno
 import posix
-from _ctypes import POINTER
 
 from capsa import posixlite
 from capsa.errors import ConfigError, ContainerStartError, UnsupportedError
 from capsa.linux import (
     Library,
-    Structure,
     _syscall,
+    _type,
     addressof,
     byref,
-    c_char_p,
-    c_int,
     c_uint,
     c_uint32,
-    c_uint64,
-    c_ushort,
-    c_void_p,
     function,
     get_errno,
     string_buffer,
@@ -98,30 +93,21 @@ ARCHITECTURES = (
 )
 
 
-class _ArgCmp(Structure):
-    _fields_ = [("arg", c_uint), ("op", c_int), ("datum_a", c_uint64), ("datum_b", c_uint64)]
-
-
-class _SockFprog(Structure):
-    _fields_ = [("len", c_ushort), ("filter", c_void_p)]
-
-
-class _Version(Structure):
-    _fields_ = [("major", c_uint), ("minor", c_uint), ("micro", c_uint)]
-
-
-# The libseccomp functions capsa calls: (restype, argtypes).
-_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
-    "seccomp_version": (POINTER(_Version), []),
-    "seccomp_init": (c_void_p, [c_uint32]),
-    "seccomp_arch_add": (c_int, [c_void_p, c_uint32]),
-    "seccomp_arch_resolve_name": (c_uint32, [c_char_p]),
-    "seccomp_syscall_resolve_name": (c_int, [c_char_p]),
-    "seccomp_rule_add_array": (c_int, [c_void_p, c_uint32, c_int, c_uint, POINTER(_ArgCmp)]),
-    "seccomp_attr_set": (c_int, [c_void_p, c_int, c_uint32]),
-    "seccomp_export_bpf": (c_int, [c_void_p, c_int]),
-    "seccomp_release": (None, [c_void_p]),
+# The libseccomp functions capsa calls: (restype, argtypes) by name, the C types made only when a
+# function is first used (each costs ~0.1M instructions; a cached program needs only the version).
+# Structures are packed with _struct: struct scmp_arg_cmp arrays are passed as char pointers.
+_SIGNATURES: dict[str, tuple[str | None, list[str]]] = {
+    "seccomp_version": ("c_long", []),  # const struct scmp_version *: three unsigned ints there
+    "seccomp_init": ("c_void_p", ["c_uint32"]),
+    "seccomp_arch_add": ("int", ["c_void_p", "c_uint32"]),
+    "seccomp_arch_resolve_name": ("c_uint32", ["c_char_p"]),
+    "seccomp_syscall_resolve_name": ("int", ["c_char_p"]),
+    "seccomp_rule_add_array": ("int", ["c_void_p", "c_uint32", "c_int", "c_uint", "c_char_p"]),
+    "seccomp_attr_set": ("int", ["c_void_p", "c_int", "c_uint32"]),
+    "seccomp_export_bpf": ("int", ["c_void_p", "c_int"]),
+    "seccomp_release": (None, ["c_void_p"]),
 }
+_ARG_CMP = "IiQQ"  # struct scmp_arg_cmp: arg, op, datum_a, datum_b
 
 
 class _Libseccomp:
@@ -132,8 +118,8 @@ class _Libseccomp:
 
     def __getattr__(self, name: str) -> Any:
         restype, argtypes = _SIGNATURES[name]
-        func = function(name, restype, self._library)
-        func.argtypes = argtypes
+        func = function(name, restype if restype in ("int", None) else _type(restype), self._library)
+        func.argtypes = [_type(argtype) for argtype in argtypes]
         setattr(self, name, func)
         return func
 
@@ -193,8 +179,8 @@ def _cache_path(cache_dir: str, seccomp: dict[str, Any], lib: Any) -> str:
 
     from capsa import jsonfast
 
-    version = lib.seccomp_version().contents
-    key = (f"{_CACHE_FORMAT} libseccomp {version.major}.{version.minor}.{version.micro} {posix.uname().machine} "
+    major, minor, micro = (c_uint * 3).from_address(lib.seccomp_version())
+    key = (f"{_CACHE_FORMAT} libseccomp {major}.{minor}.{micro} {posix.uname().machine} "
            + jsonfast.dumps(seccomp))
     return posixlite.join(cache_dir, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
 
@@ -244,7 +230,8 @@ class Filter:
             if cache:
                 _write_cached(cache, program)
         self._program = string_buffer(program, len(program))
-        self._fprog = _SockFprog(len(program) // 8, addressof(self._program))
+        # struct sock_fprog (len, filter), read by the kernel.
+        self._fprog = _struct.pack("HP", len(program) // 8, addressof(self._program))
 
     def _compile(self, seccomp: dict[str, Any], default_errno: int) -> bytes:
         """The profile as BPF (struct sock_filter[]), built by libseccomp."""
@@ -298,25 +285,25 @@ class Filter:
         conditions = [self._condition(arg, f"{field}.args[{i}]") for i, arg in enumerate(rule.get("args") or [])]
         # Conditions on distinct arguments must all hold (one rule); several on the same argument
         # are alternatives (one rule each), as runc reads the profile.
-        indexes = [c.arg for c in conditions]
+        indexes = [c[0] for c in conditions]
         groups = [conditions] if len(set(indexes)) == len(indexes) else [[c] for c in conditions]
         for name in rule.get("names") or []:
             number = self._lib.seccomp_syscall_resolve_name(name.encode())
             if number < 0:
                 continue  # a syscall this architecture does not have
             for group in groups:
-                array = (_ArgCmp * len(group))(*group) if group else None
+                array = b"".join(_struct.pack(_ARG_CMP, *c) for c in group) if group else None
                 self._check(self._lib.seccomp_rule_add_array(self._ctx, action, number, len(group), array), f"{field} ({name})")
 
     @staticmethod
-    def _condition(arg: dict[str, Any], field: str) -> _ArgCmp:
+    def _condition(arg: dict[str, Any], field: str) -> tuple[int, int, int, int]:
         op = OPERATORS.get(arg.get("op", ""))
         if op is None:
             raise ConfigError(f"{field}.op", f"unknown seccomp operator {arg.get('op')!r}")
         index = arg.get("index", 0)
         if not isinstance(index, int) or not 0 <= index <= 5:
             raise ConfigError(f"{field}.index", "must be 0 to 5")
-        return _ArgCmp(index, op, arg.get("value", 0) & (2**64 - 1), arg.get("valueTwo", 0) & (2**64 - 1))
+        return (index, op, arg.get("value", 0) & (2**64 - 1), arg.get("valueTwo", 0) & (2**64 - 1))
 
     def _export(self) -> bytes:
         """Through a memfd: libseccomp 2.5 exports only to an fd."""
@@ -337,7 +324,7 @@ class Filter:
 
     def load(self) -> None:
         """Install the filter; with a listener, hand the notify fd over at once (see the module doc)."""
-        result, error = _seccomp_syscall(_SET_MODE_FILTER, self.flags, byref(self._fprog))
+        result, error = _seccomp_syscall(_SET_MODE_FILTER, self.flags, self._fprog)
         if result < 0:
             raise OSError(error, f"seccomp: cannot load the filter: {posix.strerror(error)}")
         if self.flags & _FLAG_NEW_LISTENER:
