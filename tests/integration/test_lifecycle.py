@@ -248,3 +248,54 @@ def test_corrupt_state_is_named_skipped_by_list_and_removed_by_force_delete(bund
         assert not os.path.exists(os.path.join(bundle.root, "broken"))
     finally:
         bundle.capsa("delete", "--force", "good")
+
+
+def _imports_of(bundle, *args: str) -> list[tuple[int, str]]:
+    """(depth, module) of every import a capsa call makes (python -X importtime, children first),
+    the container's init included: it shares the caller's stderr."""
+    import sys
+    import tempfile
+
+    from conftest import capsa_command
+
+    launcher = capsa_command()
+    if len(launcher) != 1:
+        pytest.skip("needs the installed launcher")
+    with tempfile.TemporaryFile() as err:
+        subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", launcher[0], "--root", bundle.root, *args],
+                       stdout=subprocess.DEVNULL, stderr=err, timeout=60, check=True)
+        err.seek(0)
+        lines = err.read().decode(errors="replace").splitlines()
+    entries = []
+    for line in lines:
+        if line.startswith("import time:") and not line.endswith("imported package"):
+            name = line.rsplit("|", 1)[1]
+            entries.append((len(name) - len(name.lstrip()), name.strip()))
+    return entries
+
+
+def _costly_imports(entries: list[tuple[int, str]]) -> list[str]:
+    """ctypes anywhere, os anywhere but beneath capsa.cgroups (its last user on these paths)."""
+    found = []
+    for index, (depth, name) in enumerate(entries):
+        if name not in ("os", "ctypes"):
+            continue
+        importer = next((other for level, other in entries[index + 1:] if level < depth), "a function")
+        if name == "ctypes" or not importer.startswith("capsa.cgroups"):
+            found.append(f"{name} (imported by {importer})")
+    return found
+
+
+def test_create_run_exec_import_neither_os_nor_ctypes(bundle):
+    """Their start-up cost (docs/performance.md): 10.6M instructions for ctypes, 4.4M for os."""
+    bundle.set_args("sleep", "30")
+    bundle.write()
+    entries = _imports_of(bundle, "create", "--bundle", bundle.path, "c1")
+    assert any(name == "capsa.launch" for _, name in entries)  # the parse saw the create path
+    assert _costly_imports(entries) == []
+    bundle.capsa("start", "c1")
+    assert _costly_imports(_imports_of(bundle, "exec", "c1", "true")) == []
+    bundle.capsa("kill", "c1", "KILL")
+    bundle.set_args("true")
+    bundle.write()
+    assert _costly_imports(_imports_of(bundle, "run", "--bundle", bundle.path, "c2")) == []
