@@ -66,6 +66,16 @@ class Rootfs:
         A symlink on the way is followed as the kernel would inside the rootfs (absolute targets
         start again at the rootfs, ".." stops at it), and its missing target is created there.
         """
+        # Most paths exist, or lack only their last component (mount points under a fresh
+        # tmpfs: /sys/fs/cgroup/<controller>, /dev/pts, /dev/mqueue): one or a few syscalls
+        # instead of four per component. Both shortcuts resolve inside the rootfs as the walk does.
+        try:
+            return self.open(path, _PATH_FLAGS | posix.O_DIRECTORY)
+        except OSError:
+            pass  # missing, or anything else (a magic link, a file): the walk below decides
+        made = self._mkdir_last(path, mode)
+        if made is not None:
+            return made
         remaining = [p for p in path.split("/") if p and p != "."]
         done: list[str] = []
         links = 0
@@ -94,6 +104,27 @@ class Rootfs:
                 posix.close(parent)
             done.append(part)
         return self.open("/" + "/".join(done), _PATH_FLAGS | posix.O_DIRECTORY)
+
+    def _mkdir_last(self, path: str, mode: int) -> int | None:
+        """mkdir_all where only the last component is missing and is no symlink; None otherwise
+        (the full walk then decides, and raises what it finds)."""
+        parts = [p for p in path.split("/") if p and p != "."]
+        if not parts or parts[-1] == "..":
+            return None
+        try:
+            parent = self.open("/" + "/".join(parts[:-1]), _PATH_FLAGS | posix.O_DIRECTORY)
+        except OSError:
+            return None
+        try:
+            if _readlink_at(parent, parts[-1]) is not None:
+                return None
+            try:
+                posix.mkdir(parts[-1], mode, dir_fd=parent)
+            except FileExistsError:
+                pass
+        finally:
+            posix.close(parent)
+        return self.open(path, _PATH_FLAGS | posix.O_DIRECTORY)
 
     def make_file(self, path: str, mode: int = 0o644) -> int:
         """Create `path` as an empty file if it is missing; return an O_PATH fd of what is there."""
