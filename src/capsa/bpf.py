@@ -1,19 +1,29 @@
-"""bpf(2) through ctypes: load an eBPF program and attach it to a cgroup.
+"""bpf(2) through _ctypes: load an eBPF program and attach it to a cgroup.
 
 Used for the cgroup v2 device filter (cgroups/devices_bpf.py assembles the program). Imported only
-when a container on a cgroup v2 host has device rules.
+when a container on a cgroup v2 host has device rules. The C types and the syscall function come
+from capsa.linux, which drives _ctypes without the ctypes package (see there why).
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
+import posix
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+from capsa.linux import (
+    Structure,
+    _syscall,
+    addressof,
+    byref,
+    c_char,
+    c_uint,
+    c_uint32,
+    c_uint64,
+    get_errno,
+    sizeof,
+    string_buffer,
+)
 
-SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}.get(os.uname().machine)
+SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}.get(posix.uname().machine)
 
 BPF_PROG_LOAD = 5
 BPF_PROG_ATTACH = 8
@@ -25,47 +35,47 @@ BPF_F_ALLOW_MULTI = 2
 LOG_SIZE = 65536
 
 
-class _ProgLoad(ctypes.Structure):
+class _ProgLoad(Structure):
     _fields_ = [
-        ("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32), ("insns", ctypes.c_uint64),
-        ("license", ctypes.c_uint64), ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
-        ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
-        ("prog_name", ctypes.c_char * 16),
+        ("prog_type", c_uint32), ("insn_cnt", c_uint32), ("insns", c_uint64),
+        ("license", c_uint64), ("log_level", c_uint32), ("log_size", c_uint32),
+        ("log_buf", c_uint64), ("kern_version", c_uint32), ("prog_flags", c_uint32),
+        ("prog_name", c_char * 16),
     ]
 
 
-class _ProgAttach(ctypes.Structure):
+class _ProgAttach(Structure):
     _fields_ = [
-        ("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
-        ("attach_flags", ctypes.c_uint32), ("replace_bpf_fd", ctypes.c_uint32),
+        ("target_fd", c_uint32), ("attach_bpf_fd", c_uint32), ("attach_type", c_uint32),
+        ("attach_flags", c_uint32), ("replace_bpf_fd", c_uint32),
     ]
 
 
-def _bpf(command: int, attr: ctypes.Structure) -> int:
+def _bpf(command: int, attr: Structure) -> int:
     if SYS_BPF is None:
-        raise OSError(38, f"bpf(2): no syscall number known for {os.uname().machine}")
-    return _syscall(SYS_BPF, command, ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)))
+        raise OSError(38, f"bpf(2): no syscall number known for {posix.uname().machine}")
+    return _syscall(SYS_BPF, command, byref(attr), c_uint(sizeof(attr)))
 
 
 def load_program(instructions: bytes, prog_type: int = BPF_PROG_TYPE_CGROUP_DEVICE, name: str = "capsa_devices",
                  license: str = "Apache") -> int:
     """Load `instructions` (8 bytes each); the program's fd. OSError with the verifier's log if refused."""
-    code = ctypes.create_string_buffer(instructions, len(instructions))
-    license_buffer = ctypes.create_string_buffer(license.encode())
-    attr = _ProgLoad(prog_type=prog_type, insn_cnt=len(instructions) // 8, insns=ctypes.addressof(code),
-                     license=ctypes.addressof(license_buffer), prog_name=name.encode()[:15])
+    code = string_buffer(instructions, len(instructions))
+    license_buffer = string_buffer(license.encode())
+    attr = _ProgLoad(prog_type=prog_type, insn_cnt=len(instructions) // 8, insns=addressof(code),
+                     license=addressof(license_buffer), prog_name=name.encode()[:15])
     fd = _bpf(BPF_PROG_LOAD, attr)
     if fd >= 0:
         return fd
-    error = ctypes.get_errno()
+    error = get_errno()
     # Again with the verifier's log, to say why.
-    log = ctypes.create_string_buffer(LOG_SIZE)
-    attr.log_level, attr.log_size, attr.log_buf = 1, LOG_SIZE, ctypes.addressof(log)
+    log = string_buffer(LOG_SIZE)
+    attr.log_level, attr.log_size, attr.log_buf = 1, LOG_SIZE, addressof(log)
     fd = _bpf(BPF_PROG_LOAD, attr)
     if fd >= 0:
         return fd
     detail = log.value.decode(errors="replace").strip().splitlines()[-3:]
-    raise OSError(error, f"bpf(BPF_PROG_LOAD): {os.strerror(error)}" + (f": {' / '.join(detail)}" if detail else ""))
+    raise OSError(error, f"bpf(BPF_PROG_LOAD): {posix.strerror(error)}" + (f": {' / '.join(detail)}" if detail else ""))
 
 
 def attach_to_cgroup(cgroup_fd: int, program_fd: int, attach_type: int = BPF_CGROUP_DEVICE,
@@ -73,5 +83,5 @@ def attach_to_cgroup(cgroup_fd: int, program_fd: int, attach_type: int = BPF_CGR
     """Attach a loaded program to the cgroup directory `cgroup_fd`; it stays until the cgroup goes."""
     attr = _ProgAttach(target_fd=cgroup_fd, attach_bpf_fd=program_fd, attach_type=attach_type, attach_flags=flags)
     if _bpf(BPF_PROG_ATTACH, attr) < 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"bpf(BPF_PROG_ATTACH): {os.strerror(error)}")
+        error = get_errno()
+        raise OSError(error, f"bpf(BPF_PROG_ATTACH): {posix.strerror(error)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 
 from capsa import linux
 from capsa.spec import CAPABILITIES, CAPABILITY_SETS
@@ -74,13 +74,13 @@ def switch_user(user: dict[str, Any]) -> None:
     gid = user.get("gid", 0)
     linux.prctl(linux.PR_SET_KEEPCAPS, 1)
     try:
-        os.setgroups(user.get("additionalGids") or [])
+        posix.setgroups(user.get("additionalGids") or [])
     except PermissionError:
         # setgroups is denied in a user namespace whose setgroups file says "deny" (rootless).
         if user.get("additionalGids"):
             raise
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+    posix.setresgid(gid, gid, gid)
+    posix.setresuid(uid, uid, uid)
     linux.prctl(linux.PR_SET_KEEPCAPS, 0)
 
 

@@ -545,9 +545,7 @@ def _refuse_unsupported_process(process: dict[str, Any], field: str) -> None:
 
 def _rootfs_path(bundle: str, spec: dict[str, Any]) -> str:
     path = spec["root"]["path"]
-    from os.path import realpath  # the create path: os is loaded there anyway
-
-    path = realpath(posixlite.join(bundle, path))
+    path = posixlite.realpath(posixlite.join(bundle, path))
     if not posixlite.isdir(path):
         raise ConfigError("root.path", f"{path} does not exist or is not a directory")
     return path

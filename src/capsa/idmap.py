@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 
 from capsa.errors import ContainerStartError
 from capsa.procfs import write_file
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 # (proc file, config key, helper, file of grants, own id)
 _KINDS = (
-    ("uid_map", "uidMappings", "newuidmap", "/etc/subuid", os.geteuid),
-    ("gid_map", "gidMappings", "newgidmap", "/etc/subgid", os.getegid),
+    ("uid_map", "uidMappings", "newuidmap", "/etc/subuid", posix.geteuid),
+    ("gid_map", "gidMappings", "newgidmap", "/etc/subgid", posix.getegid),
 )
 
 
@@ -33,7 +33,7 @@ def write_mappings(pid: int, linux_spec: dict[str, Any]) -> None:
         mappings = linux_spec.get(key) or []
         if not mappings:
             continue
-        if os.geteuid() == 0:
+        if posix.geteuid() == 0:
             try:
                 _write_direct(pid, kind, key, mappings)
                 continue
@@ -57,7 +57,7 @@ def _write_direct(pid: int, kind: str, key: str, mappings: list[dict[str, Any]])
     try:
         write_file(f"/proc/{pid}/{kind}", lines)
     except PermissionError:
-        if os.geteuid() == 0:
+        if posix.geteuid() == 0:
             raise
         raise ContainerStartError(f"linux.{key}: cannot write {kind}: permission denied") from None
     except OSError as err:
@@ -73,7 +73,7 @@ def _deny_setgroups(pid: int) -> None:
 
 def _user_names() -> tuple[str, ...]:
     """The caller's user name and uid, the two ways /etc/subuid may name it."""
-    uid = os.getuid()
+    uid = posix.getuid()
     try:
         import pwd
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 # library is not reachable from inside the container's root.
 import _signal
 import _socket
-import os
+import posix
 import resource
 import stat
 
-from capsa import caps, hooks, linux, rootfs
+from capsa import caps, hooks, linux, posixlite, rootfs
 from capsa.errors import CapsaError, ContainerStartError
 from capsa.syncpipe import Channel
 
@@ -49,7 +49,7 @@ def run(config: InitConfig, channel: Channel) -> NoReturn:
         _setup_and_exec(config, channel)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
-    os._exit(1)
+    posix._exit(1)
 
 
 def run_tenant(
@@ -60,7 +60,7 @@ def run_tenant(
     try:
         listener_state = channel.expect("go")
         _prepare_listener(seccomp_filter, seccomp_fd, listener_state)
-        os.setsid()
+        posix.setsid()
         if process.get("terminal"):
             _setup_terminal(rootfs.Rootfs("/"), console_fd, process.get("consoleSize"), bind=False)
         _apply_rlimits(process.get("rlimits") or [])
@@ -72,7 +72,7 @@ def run_tenant(
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
-    os._exit(127)
+    posix._exit(127)
 
 
 def exec_labels(process: dict[str, Any]) -> Any:
@@ -94,12 +94,12 @@ def trampoline_fd() -> int | None:
 def exec_program(executable: str, args: list[str], env: dict[str, str], trampoline: int | None) -> NoReturn:
     """Exec the user's program through the trampoline, so that /proc/self/exe is never our binary."""
     if trampoline is None:
-        os.execve(executable, args, env)
+        posix.execve(executable, args, env)
     argv = ["capsa-exec", executable, *args]
     try:
-        os.execve(f"/proc/self/fd/{trampoline}", argv, env)
+        posix.execve(f"/proc/self/fd/{trampoline}", argv, env)
     except FileNotFoundError:
-        os.execve(trampoline, argv, env)  # no /proc in the container: execveat(fd, "", AT_EMPTY_PATH)
+        posix.execve(trampoline, argv, env)  # no /proc in the container: execveat(fd, "", AT_EMPTY_PATH)
 
 
 def _report(channel: Channel, err: BaseException) -> None:
@@ -122,13 +122,13 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     listener_state = channel.expect("go")
     if "cgroup" in config.new_namespaces:
         linux.unshare(linux.CLONE_NEWCGROUP)
-    os.setsid()
+    posix.setsid()
     if not config.no_new_keyring:
         _new_session_keyring(config.container_id)
     if "network" in config.new_namespaces:
         _loopback_up()
 
-    dev_null = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
+    dev_null = posix.open("/dev/null", posix.O_PATH | posix.O_CLOEXEC)
     _check_dev_null(dev_null)
     # The host's procfs, before any mount of the container's exists: where the LSM labels go.
     labels = exec_labels(process)
@@ -158,9 +158,9 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
 
     cwd = process["cwd"]
     try:
-        os.close(root.mkdir_all(cwd))
+        posix.close(root.mkdir_all(cwd))
     except OSError as err:
-        raise ContainerStartError(f"process.cwd {cwd!r}: cannot create it in the container: {os.strerror(err.errno)}") from None
+        raise ContainerStartError(f"process.cwd {cwd!r}: cannot create it in the container: {posix.strerror(err.errno)}") from None
     # The container's procfs, checked once (CVE-2025-52881 class: a fake one, or a /proc swapped
     # after it was mounted); sysctls, masks and read-only paths under /proc go through this fd.
     proc = None
@@ -174,7 +174,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
             rootfs.readonly_paths(root, linux_spec.get("readonlyPaths") or [], proc)
     finally:
         if proc is not None:
-            os.close(proc)
+            posix.close(proc)
     if "mount" in config.new_namespaces:
         if config.no_pivot:
             rootfs.move_into(config.rootfs)
@@ -185,10 +185,10 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         if linux_spec.get("rootfsPropagation"):
             linux.mount(None, "/", None, _propagation(linux_spec["rootfsPropagation"]))
     else:
-        os.chroot(config.rootfs)
-    os.close(dev_null)
+        posix.chroot(config.rootfs)
+    posix.close(dev_null)
     root.close()
-    os.chdir("/")
+    posix.chdir("/")
 
     _set_names(spec)
     _apply_rlimits(process.get("rlimits") or [])
@@ -218,7 +218,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
         _report(Channel(start), err)
-        os._exit(127)
+        posix._exit(127)
 
 
 def enter_cwd(cwd: str) -> None:
@@ -231,18 +231,18 @@ def enter_cwd(cwd: str) -> None:
     """
     root = rootfs.Rootfs("/")
     try:
-        fd = root.open(cwd, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = root.open(cwd, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     except OSError as err:
         hint = " (a magic link such as /proc/self/fd/N cannot be the working directory)" if err.errno == 40 else ""
-        raise ContainerStartError(f"process.cwd {cwd!r}: {os.strerror(err.errno)}{hint}") from None
+        raise ContainerStartError(f"process.cwd {cwd!r}: {posix.strerror(err.errno)}{hint}") from None
     finally:
         root.close()
     try:
-        os.fchdir(fd)
+        posix.fchdir(fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
     try:
-        os.getcwd()
+        posix.getcwd()
     except FileNotFoundError:
         raise ContainerStartError(
             f"process.cwd {cwd!r}: the working directory is outside the container's root (possible breakout): refused"
@@ -260,8 +260,8 @@ def _new_session_keyring(container_id: str) -> None:
 def _loopback_up() -> None:
     """A new network namespace starts with lo down; containers expect 127.0.0.1 to work."""
     import _socket
+    import _struct as struct
     import fcntl
-    import struct
 
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
@@ -275,8 +275,8 @@ def _loopback_up() -> None:
 
 def _check_dev_null(fd: int) -> None:
     # Masked paths get the host's /dev/null bind-mounted over them: make sure it is the real one.
-    info = os.fstat(fd)
-    if not stat.S_ISCHR(info.st_mode) or info.st_rdev != os.makedev(1, 3):
+    info = posix.fstat(fd)
+    if not stat.S_ISCHR(info.st_mode) or info.st_rdev != posix.makedev(1, 3):
         raise ContainerStartError("/dev/null on the host is not the null device")
 
 
@@ -300,7 +300,7 @@ def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None, bin
     try:
         master, slave, name = console.open_pty(ptmx)
     finally:
-        os.close(ptmx)
+        posix.close(ptmx)
     console.set_size(master, size)
     if bind:
         try:
@@ -308,11 +308,11 @@ def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None, bin
         except (OSError, CapsaError):
             pass  # a rootfs without /dev (no mount namespace) still gets the pty as stdio
     console.send_fd(console_fd, master, name)
-    os.close(master)
-    os.close(console_fd)
+    posix.close(master)
+    posix.close(console_fd)
     console.make_controlling(slave)
     if slave > 2:
-        os.close(slave)
+        posix.close(slave)
 
 
 def _set_names(spec: dict[str, Any]) -> None:
@@ -328,21 +328,21 @@ def _apply_sysctl(root: rootfs.Rootfs, checked_proc: int | None, sysctl: dict[st
     mounted (CVE-2025-52881 class) cannot send a value to another file."""
     if not sysctl:
         return
-    proc = os.dup(checked_proc) if checked_proc is not None else rootfs.open_procfs_root(root, "linux.sysctl")
+    proc = posix.dup(checked_proc) if checked_proc is not None else rootfs.open_procfs_root(root, "linux.sysctl")
     resolve = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_XDEV
     try:
         for key, value in sysctl.items():
             path = "sys/" + key.replace(".", "/")
             try:
-                fd = linux.openat2(proc, path, os.O_WRONLY, resolve)
+                fd = linux.openat2(proc, path, posix.O_WRONLY, resolve)
                 try:
-                    os.write(fd, value.encode())
+                    posix.write(fd, value.encode())
                 finally:
-                    os.close(fd)
+                    posix.close(fd)
             except OSError as err:
-                raise ContainerStartError(f"linux.sysctl.{key}: cannot set {value!r}: {os.strerror(err.errno)}") from None
+                raise ContainerStartError(f"linux.sysctl.{key}: cannot set {value!r}: {posix.strerror(err.errno)}") from None
     finally:
-        os.close(proc)
+        posix.close(proc)
 
 
 def _apply_rlimits(rlimits: list[dict[str, Any]]) -> None:
@@ -369,11 +369,11 @@ def _environment(process: dict[str, Any]) -> dict[str, str]:
     for entry in process.get("env") or ():
         key, _, value = entry.partition("=")
         env[key] = value
-    listen_fds = os.environ.get("LISTEN_FDS", "")
+    listen_fds = posixlite.getenv("LISTEN_FDS", "")
     if listen_fds.isdigit():
         # Socket activation passes through: the fds are 3.. and the process is the listener.
         env["LISTEN_FDS"] = listen_fds
-        env["LISTEN_PID"] = str(os.getpid())
+        env["LISTEN_PID"] = str(posix.getpid())
     if "HOME" not in env:
         env["HOME"] = _home_of((process.get("user") or {}).get("uid", 0))
     return env
@@ -385,17 +385,17 @@ def _home_of(uid: int) -> str:
     # symlink to /proc/self/fd/N, and N may be a host fd this process still holds.
     root = rootfs.Rootfs("/")
     try:
-        fd = root.open("/etc/passwd", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = root.open("/etc/passwd", posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC)
     except OSError:
         return "/"
     finally:
         root.close()
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(posix.fstat(fd).st_mode):
             return "/"
-        data = os.read(fd, 1 << 20).decode(errors="replace")
+        data = posix.read(fd, 1 << 20).decode(errors="replace")
     finally:
-        os.close(fd)
+        posix.close(fd)
     for line in data.splitlines():
         fields = line.split(":")
         if len(fields) >= 6 and fields[2] == str(uid):
@@ -408,14 +408,14 @@ def find_executable(name: str, env: dict[str, str]) -> str:
     if "/" in name:
         candidates = [name]
     else:
-        candidates = [os.path.join(d or ".", name) for d in env.get("PATH", DEFAULT_PATH).split(":")]
+        candidates = [posixlite.join(d or ".", name) for d in env.get("PATH", DEFAULT_PATH).split(":")]
     for candidate in candidates:
         try:
-            info = os.stat(candidate)
+            info = posix.stat(candidate)
         except OSError:
             continue
         if stat.S_ISREG(info.st_mode):
-            if not os.access(candidate, os.X_OK):
+            if not posix.access(candidate, posix.X_OK):
                 raise ContainerStartError(f'exec: "{name}": permission denied')
             return candidate
     if "/" in name:
@@ -428,7 +428,7 @@ def _prepare_fds(keep: int) -> None:
     linux.close_range_cloexec(3 + keep)
     for fd in range(3, 3 + keep):
         try:
-            os.set_inheritable(fd, True)
+            posix.set_inheritable(fd, True)
         except OSError:
             pass
 
@@ -438,9 +438,9 @@ def _wait_for_start(listen_fd: int) -> int:
     listener = _socket.socket(fileno=listen_fd)
     while True:
         connection, _ = listener._accept()
-        if os.read(connection, 1) == b"S":
+        if posix.read(connection, 1) == b"S":
             break
-        os.close(connection)
+        posix.close(connection)
     listener.close()
     return connection
 
@@ -481,7 +481,7 @@ def _become_process_user(process: dict[str, Any], seccomp_filter: Any = None) ->
         if seccomp_filter is not None:
             seccomp_filter.load()  # as late as possible: the runtime's own setup stays unfiltered
     umask = (process.get("user") or {}).get("umask")
-    os.umask(0o022 if umask is None else umask)
+    posix.umask(0o022 if umask is None else umask)
 
 
 def _reset_signals() -> None:

@@ -17,9 +17,9 @@
 
 from __future__ import annotations
 
-import os
+import posix
 
-from capsa import hooks, linux
+from capsa import hooks, linux, posixlite
 from capsa.errors import CapsaError, ContainerStartError
 from capsa.init import InitConfig
 from capsa.procfs import write_file
@@ -77,14 +77,14 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     if cgroup is not None and not managed:
         cgroup.create()
     # Under systemd the cgroup is made with the child in it: the child is forked here and waits.
-    child, config.cgroup_join = (os.fork(), []) if managed else _fork_into(cgroup)
+    child, config.cgroup_join = (posix.fork(), []) if managed else _fork_into(cgroup)
     config.cgroup_wait = managed
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
         _close_fds_except(set(range(3 + keep)) | {child_fd, listen_fd, console_fd, seccomp_fd})
         _child(config, namespaces)
-    os.close(child_fd)
+    posix.close(child_fd)
     _close_if_open(console_fd, seccomp_fd)
     channel = Channel(parent_fd)
     try:
@@ -164,7 +164,7 @@ def _listener_state(seccomp: dict[str, Any] | None, pid: int, state: dict[str, A
 def _close_if_open(*fds: int) -> None:
     for fd in fds:
         if fd >= 0:
-            os.close(fd)
+            posix.close(fd)
 
 
 def _set_oom_score_adj(pid: int, value: int) -> None:
@@ -180,7 +180,7 @@ def _set_oom_score_adj(pid: int, value: int) -> None:
 
 def _reap(pid: int) -> None:
     try:
-        os.waitpid(pid, 0)
+        posix.waitpid(pid, 0)
     except ChildProcessError:
         pass
 
@@ -188,7 +188,7 @@ def _reap(pid: int) -> None:
 def _kill_quietly(pid: int) -> None:
     if pid > 0:
         try:
-            os.kill(pid, 9)
+            posix.kill(pid, 9)
         except ProcessLookupError:
             pass
 
@@ -221,11 +221,11 @@ def _cgroup_sources(spec: dict[str, Any], cgroup: Any) -> dict[str, str]:
 
 
 def _close_fds_except(keep: set[int]) -> None:
-    for name in os.listdir("/proc/self/fd"):
+    for name in posix.listdir("/proc/self/fd"):
         fd = int(name)
         if fd not in keep:
             try:
-                os.close(fd)
+                posix.close(fd)
             except OSError:
                 pass
 
@@ -245,7 +245,7 @@ def _move_above(fds: list[int], lowest: int) -> list[int]:
     for fd in fds:
         if 0 <= fd < lowest:
             new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
-            os.close(fd)
+            posix.close(fd)
             fd = new
         moved.append(fd)
     return moved
@@ -253,13 +253,13 @@ def _move_above(fds: list[int], lowest: int) -> list[int]:
 
 def _inherited_fd_count(preserve_fds: int | None) -> int:
     """Socket activation fds (LISTEN_FDS) and --preserve-fds, which follow them."""
-    listen = os.environ.get("LISTEN_FDS", "")
+    listen = posixlite.getenv("LISTEN_FDS", "")
     return (int(listen) if listen.isdigit() else 0) + (preserve_fds or 0)
 
 
 def _connect_console(terminal: bool, console_socket: str | None, console_fd: int | None) -> int:
     if console_fd is not None:
-        return os.dup(console_fd) if terminal else -1
+        return posix.dup(console_fd) if terminal else -1
     if not terminal:
         if console_socket:
             raise CapsaError("--console-socket given but process.terminal is false")
@@ -293,15 +293,15 @@ def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
         _join_cgroup(config.cgroup_join)
         _enter_namespaces(namespaces, channel, config.spec.get("linux", {}).get("timeOffsets"))
         if any(ns["type"] in ("pid", "time") for ns in namespaces):
-            pid = os.fork()
+            pid = posix.fork()
             if pid:
                 channel.send("pid", str(pid))
-                os._exit(0)
+                posix._exit(0)
         else:
-            channel.send("pid", str(os.getpid()))
+            channel.send("pid", str(posix.getpid()))
     except BaseException as err:  # noqa: BLE001
         init._report(channel, err)
-        os._exit(1)
+        posix._exit(1)
     init.run(config, channel)
 
 
@@ -309,17 +309,17 @@ def _fork_into(cgroup: Any) -> tuple[int, list[str]]:
     """fork(), the child born in the cgroup's cgroup2 directory where there is one; returns the
     pid (0 in the child) and the files the child still writes "0" to, to join the rest."""
     if cgroup is None:
-        return os.fork(), []
+        return posix.fork(), []
     directory = cgroup.cgroup2_dir()
     if directory is not None:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
         try:
             child = linux.fork_into_cgroup(fd)
         finally:
-            os.close(fd)
+            posix.close(fd)
         if child is not None:
             return child, cgroup.self_join_files(with_cgroup2=False)
-    return os.fork(), cgroup.self_join_files()
+    return posix.fork(), cgroup.self_join_files()
 
 
 def _join_cgroup(task_files: list[str]) -> None:
@@ -328,7 +328,7 @@ def _join_cgroup(task_files: list[str]) -> None:
         try:
             write_file(path, "0")
         except OSError as err:
-            raise ContainerStartError(f"cannot join cgroup {os.path.dirname(path)}: {err.strerror}") from None
+            raise ContainerStartError(f"cannot join cgroup {posixlite.dirname(path)}: {err.strerror}") from None
 
 
 def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_offsets: dict | None) -> None:
@@ -337,7 +337,7 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
     for ns in namespaces:
         if ns.get("path"):
             try:
-                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+                fd = posix.open(ns["path"], posix.O_RDONLY | posix.O_CLOEXEC)
             except OSError as err:
                 raise ContainerStartError(f"cannot open {ns['type']} namespace {ns['path']}: {err.strerror}") from None
             joins.append((ns["type"], fd, ns["path"]))
@@ -349,7 +349,7 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
     if joins and joins[0][0] == "user":
         _setns(*joins.pop(0))
     elif new_flags & linux.CLONE_NEWUSER:
-        rootless = os.geteuid() != 0
+        rootless = posix.geteuid() != 0
         try:
             linux.unshare(linux.CLONE_NEWUSER)
         except OSError as err:
@@ -367,8 +367,8 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
             linux.prctl(linux.PR_SET_DUMPABLE, 1)
         channel.send("userns")
         channel.expect("ok")
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        posix.setresgid(0, 0, 0)
+        posix.setresuid(0, 0, 0)
     for join in joins:
         _setns(*join)
     # The cgroup namespace is created by the init once it is in its cgroup (after "go"), so that
@@ -401,7 +401,7 @@ def _setns(kind: str, fd: int, path: str) -> None:
     except OSError as err:
         raise ContainerStartError(f"cannot join {kind} namespace {path}: {err.strerror}") from None
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 # -- joining a running container (exec) ------------------------------------------------------------
@@ -422,7 +422,7 @@ def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions,
     if child == 0:
         _close_fds_except(set(range(3 + keep)) | {child_fd, console_fd, seccomp_fd})
         _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp, join, seccomp_fd, options.seccomp_cache)
-    os.close(child_fd)
+    posix.close(child_fd)
     _close_if_open(console_fd, seccomp_fd)
     channel = Channel(parent_fd)
     pid = 0
@@ -449,7 +449,7 @@ def namespaces_of(pid: int) -> list[dict[str, Any]]:
     for kind, name in NAMESPACE_FILES.items():
         path = f"/proc/{pid}/ns/{name}"
         try:
-            if os.readlink(path) != os.readlink(f"/proc/self/ns/{name}"):
+            if posix.readlink(path) != posix.readlink(f"/proc/self/ns/{name}"):
                 joined.append({"type": kind, "path": path})
         except FileNotFoundError:
             continue  # a namespace type this kernel does not have
@@ -473,11 +473,11 @@ def _tenant_child(
             from capsa import console  # noqa: F401 - imported here: the host's library is out of reach after setns(mnt)
         _join_cgroup(cgroup_join)
         _enter_namespaces(namespaces, channel, None)
-        pid = os.fork()
+        pid = posix.fork()
         if pid:
             channel.send("pid", str(pid))
-            os._exit(0)
+            posix._exit(0)
     except BaseException as err:  # noqa: BLE001
         init._report(channel, err)
-        os._exit(1)
+        posix._exit(1)
     init.run_tenant(process, channel, console_fd, keep, seccomp_filter, exec_trampoline, seccomp_fd, labels)

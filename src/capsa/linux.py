@@ -1,18 +1,112 @@
-"""The kernel calls capsa needs that the os module does not have, through ctypes.
+"""The kernel calls capsa needs that the os module does not have, through _ctypes.
 
-This is the only module that touches ctypes. It is imported only by the code paths that set up a
-container (create, run, exec); state, kill, start and delete never load it.
+This is the only module that makes foreign calls for the runtime's syscalls (bpf.py and
+seccomp.py take their C types and functions from here). It is imported only by the code paths
+that set up a container (create, run, exec); state, kill, start and delete never load it.
+
+Why _ctypes and not ctypes: `import ctypes` costs 10.6M instructions (~2.5 ms, callgrind) of every
+create, run and exec; ctypes/__init__.py builds dozens of classes and caches and imports os
+(4.4M by itself). The C module `_ctypes` costs 0.8M and has everything used here: dlopen, a
+function-pointer type, simple types, structures, arrays (`Type * n`), byref and errno.
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
+import _struct
 import errno
-import os
+import posix
+from _ctypes import Structure, _SimpleCData, addressof, byref, get_errno, sizeof  # noqa: F401 - for bpf, seccomp
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+
+# The C types, defined as ctypes defines them (LP64). Each costs ~0.14M instructions to create (a
+# class and its byte-swapped twin), so only c_long and c_uint are made at import, the others on
+# first use: by _type() here, by the module's __getattr__ for `from capsa.linux import c_char`.
+# The kernel's argument structures are packed with _struct rather than made Structure classes.
+class c_long(_SimpleCData):
+    _type_ = "l"
+
+
+class c_uint(_SimpleCData):
+    _type_ = "I"
+
+
+c_uint32 = c_uint
+_TYPE_CODES = {"c_int": "i", "c_ushort": "H", "c_ulong": "L", "c_void_p": "P", "c_char": "c", "c_char_p": "z"}
+_ALIASES = {"c_uint64": "c_ulong", "c_size_t": "c_ulong"}
+
+
+def _type(name: str) -> type:
+    real = _ALIASES.get(name, name)
+    made = globals().get(real)
+    if made is None:
+        made = globals()[real] = type(real, (_SimpleCData,), {"_type_": _TYPE_CODES[real]})
+    globals()[name] = made
+    return made
+
+
+def __getattr__(name: str) -> type:
+    if _ALIASES.get(name, name) not in _TYPE_CODES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _type(name)
+
+
+class _Function(_ctypes.CFuncPtr):
+    """A C function (cdecl) of which ctypes keeps errno, the GIL released during the call; without
+    a restype it returns a C int."""
+
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+
+
+class _PythonFunction(_ctypes.CFuncPtr):
+    """The same with the GIL held (ctypes' PyDLL): for the interpreter's own API and for clone3."""
+
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_PYTHONAPI | _ctypes.FUNCFLAG_USE_ERRNO
+
+
+class Library:
+    """A shared library (dlopen; OSError if it cannot be loaded): what CFuncPtr((name, library))
+    reads is its handle."""
+
+    def __init__(self, name: str | None):
+        self._handle = _ctypes.dlopen(name, _ctypes.RTLD_LOCAL)
+
+
+_process = Library(None)  # the interpreter's own symbols: libc and libpython
+
+
+def function(name: str, restype: type | str | None = "int", library: Library = _process,
+             hold_gil: bool = False) -> _Function:
+    """The C function `name` of `library` (this process's libc by default), errno kept; restype
+    None is void."""
+    func = (_PythonFunction if hold_gil else _Function)((name, library))
+    if restype != "int":
+        func.restype = restype
+    return func
+
+
+def string_buffer(init: bytes | int, size: int | None = None) -> _ctypes.Array:
+    """ctypes.create_string_buffer: a zeroed char array of `init` bytes, or one holding the bytes
+    `init` (NULs included) in `size` bytes, by default one more for a terminating NUL."""
+    c_char = _type("c_char")
+    if isinstance(init, int):
+        return (c_char * init)()
+    buffer = (c_char * (len(init) + 1 if size is None else size))()
+    buffer[:len(init)] = init
+    return buffer
+
+
+class _Libc:
+    """libc's functions by attribute, made on first use (as ctypes.CDLL's)."""
+
+    def __getattr__(self, name: str) -> _Function:
+        func = function(name)
+        setattr(self, name, func)
+        return func
+
+
+_libc = _Libc()
+_syscall = function("syscall", c_long)
 
 # x86_64 syscall numbers for calls glibc has no wrapper for.
 SYS_CAPGET = 125
@@ -101,17 +195,21 @@ PROC_SUPER_MAGIC = 0x9FA0
 
 def _check(result: int, what: str, path: str | None = None) -> int:
     if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+        err = get_errno()
+        raise OSError(err, f"{what}: {posix.strerror(err)}", path)
     return result
 
 
 def _b(path: str | None) -> bytes | None:
-    return None if path is None else os.fsencode(path)
+    """os.fsencode of a str path (bytes pass through)."""
+    if path is None or isinstance(path, bytes):
+        return path
+    return path.encode("utf-8", "surrogateescape")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)), "mount", target)
+    # c_long, not c_ulong: the same 64-bit register, and one C type less to make (see the top).
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), c_long(flags), _b(data)), "mount", target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
@@ -142,35 +240,20 @@ def setdomainname(name: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(
-        _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)),
+        _libc.prctl(option, c_long(arg2), c_long(arg3), c_long(arg4), c_long(arg5)),
         "prctl",
     )
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    return _check(
-        _syscall(SYS_OPENAT2, dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how)), "openat2", path
-    )
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    ]
+    how = _struct.pack("QQQ", flags | posix.O_CLOEXEC, mode, resolve)  # struct open_how, read by the kernel
+    return _check(_syscall(SYS_OPENAT2, dirfd, _b(path), how, len(how)), "openat2", path)
 
 
 def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int, propagation: int = 0) -> None:
-    attr = _MountAttr(attr_set, attr_clr, propagation, 0)
+    attr = _struct.pack("QQQQ", attr_set, attr_clr, propagation, 0)  # struct mount_attr, read by the kernel
     _check(
-        _syscall(SYS_MOUNT_SETATTR, dirfd, _b(path), flags, ctypes.byref(attr), ctypes.sizeof(attr)),
+        _syscall(SYS_MOUNT_SETATTR, dirfd, _b(path), flags, attr, len(attr)),
         "mount_setattr",
         path,
     )
@@ -178,29 +261,28 @@ def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: in
 
 def close_range_cloexec(first: int) -> None:
     """Mark every fd >= first close-on-exec (the kernel does it in one call)."""
-    _check(_syscall(SYS_CLOSE_RANGE, first, ctypes.c_uint(0xFFFFFFFF), CLOSE_RANGE_CLOEXEC), "close_range")
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    _check(_syscall(SYS_CLOSE_RANGE, first, c_uint(0xFFFFFFFF), CLOSE_RANGE_CLOEXEC), "close_range")
 
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
+def _cap_buffer() -> _ctypes.Array:
+    """struct __user_cap_header_struct (version, pid) then two struct __user_cap_data_struct
+    (effective, permitted, inheritable; low then high 32 bits), as one writable array of u32."""
+    buffer = (c_uint * 8)()
+    buffer[0] = _LINUX_CAPABILITY_VERSION_3
+    return buffer
+
+
 def capset(effective: int, permitted: int, inheritable: int) -> None:
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    buffer = _cap_buffer()
     for i in range(2):
         shift = 32 * i
-        data[i].effective = (effective >> shift) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_syscall(SYS_CAPSET, ctypes.byref(header), data), "capset")
+        buffer[2 + 3 * i] = (effective >> shift) & 0xFFFFFFFF
+        buffer[3 + 3 * i] = (permitted >> shift) & 0xFFFFFFFF
+        buffer[4 + 3 * i] = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_syscall(SYS_CAPSET, byref(buffer), byref(buffer, 8)), "capset")
 
 
 def join_session_keyring(name: str) -> None:
@@ -211,15 +293,14 @@ def join_session_keyring(name: str) -> None:
 
 def capget_permitted() -> int:
     """This process's permitted capability set."""
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    _check(_syscall(SYS_CAPGET, ctypes.byref(header), data), "capget")
-    return data[0].permitted | (data[1].permitted << 32)
+    buffer = _cap_buffer()
+    _check(_syscall(SYS_CAPGET, byref(buffer), byref(buffer, 8)), "capget")
+    return buffer[3] | (buffer[6] << 32)
 
 
 def fstatfs_type(fd: int) -> int:
     """The f_type (filesystem magic) of the filesystem fd is on."""
-    buf = (ctypes.c_long * 15)()  # struct statfs is 120 bytes on x86_64; f_type comes first
+    buf = (c_long * 15)()  # struct statfs is 120 bytes on x86_64; f_type comes first
     _check(_libc.fstatfs(fd, buf), "fstatfs")
     return buf[0]
 
@@ -234,19 +315,11 @@ CLONE_INTO_CGROUP = 0x200000000
 _PTHREAD_TID_OFFSET = 0x2D0
 
 
-class _CloneArgs(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in (
-        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
-        "set_tid", "set_tid_size", "cgroup",
-    )]
-
-
 def _own_tid_address() -> int | None:
     """The address of glibc's cached tid of this thread, if it is where we expect it."""
-    pthread_self = ctypes.PyDLL(None).pthread_self
-    pthread_self.restype = ctypes.c_void_p
+    pthread_self = function("pthread_self", c_long, hold_gil=True)  # a pointer: LP64 longs hold them
     address = pthread_self() + _PTHREAD_TID_OFFSET
-    return address if ctypes.c_int.from_address(address).value == _syscall(SYS_GETTID) else None
+    return address if c_uint.from_address(address).value == _syscall(SYS_GETTID) else None
 
 
 def fork_into_cgroup(cgroup_fd: int) -> int | None:
@@ -262,38 +335,38 @@ def fork_into_cgroup(cgroup_fd: int) -> int | None:
     tid_address = _own_tid_address()
     if tid_address is None:
         return None
-    args = _CloneArgs(
-        flags=CLONE_INTO_CGROUP | CLONE_CHILD_SETTID, child_tid=tid_address, exit_signal=17, cgroup=cgroup_fd,
-    )
-    raw_syscall = ctypes.PyDLL(None, use_errno=True).syscall
-    raw_syscall.restype = ctypes.c_long
-    api = ctypes.pythonapi
-    api.PyOS_BeforeFork()
-    pid = raw_syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
+    # set_tid, set_tid_size, cgroup (read by the kernel).
+    args = _struct.pack("11Q", CLONE_INTO_CGROUP | CLONE_CHILD_SETTID, 0, tid_address, 0, 17, 0, 0, 0, 0, 0, cgroup_fd)
+    raw_syscall = function("syscall", c_long, hold_gil=True)
+    before, child, parent = (function(name, hold_gil=True) for name in (
+        "PyOS_BeforeFork", "PyOS_AfterFork_Child", "PyOS_AfterFork_Parent"))
+    before()
+    pid = raw_syscall(SYS_CLONE3, args, c_long(len(args)))
     if pid == 0:
-        api.PyOS_AfterFork_Child()
+        child()
         return 0
-    error = ctypes.get_errno()
-    api.PyOS_AfterFork_Parent()
+    error = get_errno()
+    parent()
     if pid < 0:
         if error in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):  # older kernel: no clone3 or no cgroup flag
             return None
-        raise OSError(error, f"clone3 into cgroup: {os.strerror(error)}")
+        raise OSError(error, f"clone3 into cgroup: {posix.strerror(error)}")
     return pid
 
 
 # -- inotify (cgroup v2 OOM events: memory.events changes) --------------------------------------------
 IN_MODIFY = 0x00000002
-IN_NONBLOCK = os.O_NONBLOCK
-IN_CLOEXEC = os.O_CLOEXEC
+IN_NONBLOCK = posix.O_NONBLOCK
+IN_CLOEXEC = posix.O_CLOEXEC
 
 
 def inotify_watch(path: str, mask: int = IN_MODIFY) -> int:
     """An inotify fd (non-blocking) watching `path` for `mask`."""
     fd = _check(_libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1")
     try:
-        _check(_libc.inotify_add_watch(fd, os.fsencode(path), mask), "inotify_add_watch", path)
+        _check(_libc.inotify_add_watch(fd, _b(path), mask), "inotify_add_watch", path)
     except OSError:
-        os.close(fd)
+        posix.close(fd)
         raise
     return fd

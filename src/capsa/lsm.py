@@ -18,8 +18,9 @@ is never where the label goes.
 
 from __future__ import annotations
 
-import os
+import posix
 
+from capsa import posixlite
 from capsa.errors import ContainerStartError, UnsupportedError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -38,7 +39,7 @@ def apparmor_enabled() -> bool:
             enabled = f.read(1) == b"Y"
     except OSError:
         return False
-    return enabled and os.path.isdir(APPARMOR_SECURITYFS)
+    return enabled and posixlite.isdir(APPARMOR_SECURITYFS)
 
 
 def selinuxfs_mount() -> str | None:
@@ -91,16 +92,16 @@ class ExecLabels:
         if self.selinux:
             write_attr(self.proc_fd, ("exec",), self.selinux, "process.selinuxLabel")
         if self.proc_fd >= 0:
-            os.close(self.proc_fd)
+            posix.close(self.proc_fd)
             self.proc_fd = -1
 
 
 def open_host_procfs(path: str = "/proc") -> int:
     from capsa import linux
 
-    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = posix.open(path, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     if linux.fstatfs_type(fd) != PROC_SUPER_MAGIC:
-        os.close(fd)
+        posix.close(fd)
         raise ContainerStartError(f"{path} is not a procfs: refusing to write security labels through it")
     return fd
 
@@ -114,25 +115,25 @@ def write_attr(proc_fd: int, names: tuple[str, ...], value: str, field: str, eno
     fd = -1
     for name in names:
         try:
-            fd = linux.openat2(proc_fd, f"thread-self/attr/{name}", os.O_WRONLY, resolve)
+            fd = linux.openat2(proc_fd, f"thread-self/attr/{name}", posix.O_WRONLY, resolve)
             break
         except FileNotFoundError:
             continue
         except OSError as err:
             # EXDEV: something is mounted over the attr file (RESOLVE_NO_XDEV); never write through it.
-            raise ContainerStartError(f"{field}: cannot open attr/{name} in procfs: {os.strerror(err.errno)}") from None
+            raise ContainerStartError(f"{field}: cannot open attr/{name} in procfs: {posix.strerror(err.errno)}") from None
     if fd < 0:
         raise ContainerStartError(f"{field}: this kernel has no attr/{names[-1]} in procfs")
     try:
         if linux.fstatfs_type(fd) != PROC_SUPER_MAGIC:
             raise ContainerStartError(f"{field}: attr/{name} is not on a procfs: refusing to write {value!r} to it")
-        os.write(fd, value.encode())
+        posix.write(fd, value.encode())
     except OSError as err:
         if enoent and isinstance(err, FileNotFoundError):
             raise ContainerStartError(f"{field}: {enoent}") from None
         raise ContainerStartError(f"{field}: cannot apply {value!r}: {err.strerror or err}") from None
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def mount_data(data: str, fstype: str, mount_label: str | None) -> str:

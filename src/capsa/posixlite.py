@@ -1,13 +1,12 @@
-"""The few path and file calls of the runtime's hot path, without importing os.
+"""The few path and file calls of the runtime, without importing os.
 
-`import os` costs about 5 million instructions (a quarter of the interpreter's own start-up: it
-builds the collections ABCs), and managers call `capsa state`, `start`, `kill` and `delete`
-several times per container. Those calls need only a handful of os's functions, which are thin
-wrappers over the builtin posix module; the modules on their path (cli, state, container,
-procfs, and the cgroups package, which `delete`, `kill --all`, `pause` and `resume` load) use this
-module instead. What only create needs is not here (each function costs every call ~20-40k
-instructions to load): the cgroups package keeps its create-time path arithmetic in
-capsa.cgroups.common. The create and exec paths import os as usual.
+`import os` costs about 4.4 million instructions (a quarter of the interpreter's own start-up: it
+builds the collections ABCs), and managers call the runtime several times per container. Its
+calls need only a handful of os's functions, which are thin wrappers over the builtin posix
+module; the modules on the paths of create, run, exec, state, start, kill and delete (the cgroups
+package included) use `posix` and this module instead. Every call loads all of this module (each
+function costs ~20-40k instructions to load): path arithmetic that only the cgroup drivers'
+create needs lives with them (capsa.cgroups.common: commonpath, relpath).
 
 Paths are str, as everywhere in capsa; the semantics are posixpath's.
 """
@@ -19,6 +18,7 @@ import posix
 _S_IFMT = 0o170000
 _S_IFDIR = 0o040000
 _S_IFREG = 0o100000
+_S_IFLNK = 0o120000
 
 
 def join(first: str, *rest: str) -> str:
@@ -36,6 +36,20 @@ def join(first: str, *rest: str) -> str:
 
 def basename(path: str) -> str:
     return path.rpartition("/")[2]
+
+
+def split(path: str) -> tuple[str, str]:
+    """posixpath.split: (head, tail), the head without trailing slashes unless it is all slashes."""
+    head, _, tail = path.rpartition("/")
+    if "/" in path:
+        head += "/"
+    if head and head != "/" * len(head):
+        head = head.rstrip("/")
+    return head, tail
+
+
+def dirname(path: str) -> str:
+    return split(path)[0]
 
 
 def normpath(path: str) -> str:
@@ -59,6 +73,50 @@ def abspath(path: str) -> str:
     if not path.startswith("/"):
         path = join(posix.getcwd(), path)
     return normpath(path)
+
+
+def realpath(path: str) -> str:
+    """posixpath.realpath (not strict): symlinks resolved as far as they exist, loops left as they are."""
+    resolved, _ = _join_real("", path, {})
+    return abspath(resolved)
+
+
+def _join_real(path: str, rest: str, seen: dict[str, str | None]) -> tuple[str, bool]:
+    """posixpath._joinrealpath: `rest` resolved onto the already resolved `path`."""
+    if rest.startswith("/"):
+        rest = rest[1:]
+        path = "/"
+    while rest:
+        name, _, rest = rest.partition("/")
+        if not name or name == ".":
+            continue
+        if name == "..":
+            if path:
+                path, name = split(path)
+                if name == "..":
+                    path = join(path, "..", "..")
+            else:
+                path = ".."
+            continue
+        candidate = join(path, name)
+        try:
+            is_link = posix.lstat(candidate).st_mode & _S_IFMT == _S_IFLNK
+        except OSError:
+            is_link = False
+        if not is_link:
+            path = candidate
+            continue
+        if candidate in seen:
+            path = seen[candidate]  # type: ignore[assignment]
+            if path is not None:
+                continue
+            return join(candidate, rest), False  # a symlink loop
+        seen[candidate] = None
+        path, ok = _join_real(path, posix.readlink(candidate), seen)
+        if not ok:
+            return join(path, rest), False
+        seen[candidate] = path
+    return path, True
 
 
 def _mode(path: str) -> int:

@@ -9,10 +9,10 @@ node or a masked path outside the rootfs; the kernel object found is then used t
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import stat
 
-from capsa import linux
+from capsa import linux, posixlite
 from capsa.errors import ConfigError, ContainerStartError
 from capsa.mountopts import parse_mount_options
 
@@ -20,7 +20,7 @@ TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never eva
 if TYPE_CHECKING:
     from typing import Any
 
-_PATH_FLAGS = os.O_PATH | os.O_CLOEXEC
+_PATH_FLAGS = posix.O_PATH | posix.O_CLOEXEC
 _IN_ROOT = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 
 # statvfs f_flag bits that differ from the MS_* flag with the same meaning.
@@ -53,7 +53,7 @@ class Rootfs:
 
     def __init__(self, path: str):
         self.path = path
-        self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.fd = posix.open(path, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
 
     # -- safe lookups ------------------------------------------------------------------------
     def open(self, path: str, flags: int = _PATH_FLAGS) -> int:
@@ -66,6 +66,16 @@ class Rootfs:
         A symlink on the way is followed as the kernel would inside the rootfs (absolute targets
         start again at the rootfs, ".." stops at it), and its missing target is created there.
         """
+        # Most paths exist, or lack only their last component (mount points under a fresh
+        # tmpfs: /sys/fs/cgroup/<controller>, /dev/pts, /dev/mqueue): one or a few syscalls
+        # instead of four per component. Both shortcuts resolve inside the rootfs as the walk does.
+        try:
+            return self.open(path, _PATH_FLAGS | posix.O_DIRECTORY)
+        except OSError:
+            pass  # missing, or anything else (a magic link, a file): the walk below decides
+        made = self._mkdir_last(path, mode)
+        if made is not None:
+            return made
         remaining = [p for p in path.split("/") if p and p != "."]
         done: list[str] = []
         links = 0
@@ -75,7 +85,7 @@ class Rootfs:
                 if done:
                     done.pop()
                 continue
-            parent = self.open("/" + "/".join(done), _PATH_FLAGS | os.O_DIRECTORY)
+            parent = self.open("/" + "/".join(done), _PATH_FLAGS | posix.O_DIRECTORY)
             try:
                 target = _readlink_at(parent, part)
                 if target is not None:
@@ -87,13 +97,34 @@ class Rootfs:
                     remaining = [p for p in target.split("/") if p and p != "."] + remaining
                     continue
                 try:
-                    os.mkdir(part, mode, dir_fd=parent)
+                    posix.mkdir(part, mode, dir_fd=parent)
                 except FileExistsError:
                     pass
             finally:
-                os.close(parent)
+                posix.close(parent)
             done.append(part)
-        return self.open("/" + "/".join(done), _PATH_FLAGS | os.O_DIRECTORY)
+        return self.open("/" + "/".join(done), _PATH_FLAGS | posix.O_DIRECTORY)
+
+    def _mkdir_last(self, path: str, mode: int) -> int | None:
+        """mkdir_all where only the last component is missing and is no symlink; None otherwise
+        (the full walk then decides, and raises what it finds)."""
+        parts = [p for p in path.split("/") if p and p != "."]
+        if not parts or parts[-1] == "..":
+            return None
+        try:
+            parent = self.open("/" + "/".join(parts[:-1]), _PATH_FLAGS | posix.O_DIRECTORY)
+        except OSError:
+            return None
+        try:
+            if _readlink_at(parent, parts[-1]) is not None:
+                return None
+            try:
+                posix.mkdir(parts[-1], mode, dir_fd=parent)
+            except FileExistsError:
+                pass
+        finally:
+            posix.close(parent)
+        return self.open(path, _PATH_FLAGS | posix.O_DIRECTORY)
 
     def make_file(self, path: str, mode: int = 0o644) -> int:
         """Create `path` as an empty file if it is missing; return an O_PATH fd of what is there."""
@@ -101,15 +132,15 @@ class Rootfs:
             return self.open(path)
         except FileNotFoundError:
             pass
-        directory, name = os.path.split(path.rstrip("/"))
+        directory, name = posixlite.split(path.rstrip("/"))
         parent = self.mkdir_all(directory or "/")
         try:
-            fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent)
-            os.close(fd)
+            fd = posix.open(name, posix.O_CREAT | posix.O_WRONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC, mode, dir_fd=parent)
+            posix.close(fd)
         except FileExistsError:
             pass
         finally:
-            os.close(parent)
+            posix.close(parent)
         return self.open(path)
 
     def mount_point(self, path: str, source_is_dir: bool) -> int:
@@ -120,12 +151,12 @@ class Rootfs:
             return self.mkdir_all(path) if source_is_dir else self.make_file(path)
 
     def close(self) -> None:
-        os.close(self.fd)
+        posix.close(self.fd)
 
 
 def _readlink_at(parent: int, name: str) -> str | None:
     try:
-        return os.readlink(name, dir_fd=parent)
+        return posix.readlink(name, dir_fd=parent)
     except (FileNotFoundError, OSError) as err:
         if isinstance(err, FileNotFoundError) or err.errno == errno.EINVAL:
             return None
@@ -163,33 +194,33 @@ def _mountinfo() -> list[str]:
 def _mount_point_of(path: str) -> str:
     points = {line.split(" ")[4] for line in _mountinfo()}
     while path not in points and path != "/":
-        path = os.path.dirname(path)
+        path = posixlite.dirname(path)
     return path
 
 
 def pivot_into(rootfs: str) -> None:
     """pivot_root into rootfs and detach the old root (the pivot_root(".", ".") technique)."""
-    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
-    new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    old_root = posix.open("/", posix.O_DIRECTORY | posix.O_RDONLY | posix.O_CLOEXEC)
+    new_root = posix.open(rootfs, posix.O_DIRECTORY | posix.O_RDONLY | posix.O_CLOEXEC)
     try:
-        os.fchdir(new_root)
+        posix.fchdir(new_root)
         linux.pivot_root(".", ".")
-        os.fchdir(old_root)
+        posix.fchdir(old_root)
         # The old root must not propagate the unmount back to the host.
         linux.mount(None, ".", None, linux.MS_SLAVE | linux.MS_REC)
         linux.umount2(".", linux.MNT_DETACH)
     finally:
-        os.close(old_root)
-        os.close(new_root)
-    os.chdir("/")
+        posix.close(old_root)
+        posix.close(new_root)
+    posix.chdir("/")
 
 
 def move_into(rootfs: str) -> None:
     """--no-pivot: move the rootfs mount over / and chroot (for ramfs hosts where pivot_root fails)."""
-    os.chdir(rootfs)
+    posix.chdir(rootfs)
     linux.mount(rootfs, "/", None, linux.MS_MOVE)
-    os.chroot(".")
-    os.chdir("/")
+    posix.chroot(".")
+    posix.chdir("/")
 
 
 def remount_root_readonly() -> None:
@@ -198,7 +229,7 @@ def remount_root_readonly() -> None:
 
 
 def _mount_flags_of(path: str | int) -> int:
-    st_flags = os.statvfs(path).f_flag
+    st_flags = posix.statvfs(path).f_flag
     flags = st_flags & _LOCKED_ST_FLAGS
     if st_flags & _ST_RELATIME:
         flags |= linux.MS_RELATIME
@@ -230,7 +261,7 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
         _mount_cgroup(root, destination, options, cgroups)
         return
     is_bind = options.is_bind or fstype == "bind"
-    target = root.mount_point(destination, os.path.isdir(source) if is_bind else True)
+    target = root.mount_point(destination, posixlite.isdir(source) if is_bind else True)
     try:
         if is_bind:
             locked = _bind(source, target, options, in_userns)
@@ -242,7 +273,7 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
                 data = mount_data(data, fstype, mount_label)
             linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, data or None)
     finally:
-        os.close(target)
+        posix.close(target)
     extra = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
     if is_bind and extra:
         # A bind mount takes flags only from a remount of the new mount, found again by its path
@@ -251,19 +282,19 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
         try:
             linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | extra | locked)
         finally:
-            os.close(mounted)
+            posix.close(mounted)
     _apply_after_mount(root, destination, options)
 
 
 def _bind(source: str, target: int, options: Any, in_userns: bool) -> int:
     """Bind `source` on the target; return the flags the kernel locks on it (in a user namespace)."""
-    source_fd = os.open(source, os.O_PATH | os.O_CLOEXEC)
+    source_fd = posix.open(source, posix.O_PATH | posix.O_CLOEXEC)
     try:
         bind_flags = linux.MS_BIND | (linux.MS_REC if options.recursive_bind else 0)
         linux.mount(fd_path(source_fd), fd_path(target), None, bind_flags)
         return _mount_flags_of(fd_path(source_fd)) if in_userns else 0
     finally:
-        os.close(source_fd)
+        posix.close(source_fd)
 
 
 def _apply_after_mount(root: Rootfs, destination: str, options: Any) -> None:
@@ -278,7 +309,7 @@ def _apply_after_mount(root: Rootfs, destination: str, options: Any) -> None:
                 mounted, "", linux.AT_RECURSIVE | 0x1000, options.recursive_set, options.recursive_clear
             )
     finally:
-        os.close(mounted)
+        posix.close(mounted)
 
 
 def _mount_cgroup(root: Rootfs, destination: str, options: Any, hierarchies: dict[str, str]) -> None:
@@ -297,7 +328,7 @@ def _mount_cgroup(root: Rootfs, destination: str, options: Any, hierarchies: dic
     try:
         linux.mount("tmpfs", fd_path(target), "tmpfs", flags & ~linux.MS_RDONLY, "mode=755")
     finally:
-        os.close(target)
+        posix.close(target)
     for name, source in hierarchies.items():
         _bind_cgroup(root, f"{destination}/{name}", source, flags)
     if flags & linux.MS_RDONLY:
@@ -305,7 +336,7 @@ def _mount_cgroup(root: Rootfs, destination: str, options: Any, hierarchies: dic
         try:
             linux.mount(None, fd_path(top), None, linux.MS_REMOUNT | linux.MS_BIND | flags)
         finally:
-            os.close(top)
+            posix.close(top)
 
 
 def _bind_cgroup(root: Rootfs, destination: str, source: str, flags: int) -> None:
@@ -313,13 +344,13 @@ def _bind_cgroup(root: Rootfs, destination: str, source: str, flags: int) -> Non
     try:
         linux.mount(source, fd_path(target), None, linux.MS_BIND | linux.MS_REC)
     finally:
-        os.close(target)
+        posix.close(target)
     if flags:
         mounted = root.open(destination)
         try:
             linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | flags)
         finally:
-            os.close(mounted)
+            posix.close(mounted)
 
 
 # -- /dev -----------------------------------------------------------------------------------------
@@ -356,26 +387,26 @@ def _create_device(root: Rootfs, device: dict[str, Any], in_userns: bool) -> Non
         try:
             linux.mount(path, fd_path(target), None, linux.MS_BIND)
         finally:
-            os.close(target)
+            posix.close(target)
         return
-    directory, name = os.path.split(path)
+    directory, name = posixlite.split(path)
     parent = root.mkdir_all(directory)
     try:
         mode = device.get("fileMode", 0o666) & 0o7777
         kind = _DEVICE_TYPES[device["type"]]
-        dev = os.makedev(device.get("major", 0), device.get("minor", 0)) if kind != stat.S_IFIFO else 0
+        dev = posix.makedev(device.get("major", 0), device.get("minor", 0)) if kind != stat.S_IFIFO else 0
         try:
-            os.mknod(name, mode | kind, dev, dir_fd=parent)
+            posix.mknod(name, mode | kind, dev, dir_fd=parent)
         except FileExistsError:
-            existing = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            existing = posix.stat(name, dir_fd=parent, follow_symlinks=False)
             if stat.S_IFMT(existing.st_mode) == kind and existing.st_rdev == dev:
                 return
-            os.unlink(name, dir_fd=parent)
-            os.mknod(name, mode | kind, dev, dir_fd=parent)
-        os.chmod(name, mode, dir_fd=parent, follow_symlinks=False)
-        os.chown(name, device.get("uid", 0), device.get("gid", 0), dir_fd=parent, follow_symlinks=False)
+            posix.unlink(name, dir_fd=parent)
+            posix.mknod(name, mode | kind, dev, dir_fd=parent)
+        posix.chmod(name, mode, dir_fd=parent, follow_symlinks=False)
+        posix.chown(name, device.get("uid", 0), device.get("gid", 0), dir_fd=parent, follow_symlinks=False)
     finally:
-        os.close(parent)
+        posix.close(parent)
 
 
 def _check_host_device(device: dict[str, Any]) -> None:
@@ -384,15 +415,15 @@ def _check_host_device(device: dict[str, Any]) -> None:
     path = device["path"]
     why = "in a user namespace (rootless) device nodes cannot be created, so the host's node is bind-mounted"
     try:
-        info = os.stat(path)
+        info = posix.stat(path)
     except OSError as err:
         raise ContainerStartError(f"linux.devices {path}: {why}, and the host has none: {err.strerror}") from None
     kind = _DEVICE_TYPES[device["type"]]
     if stat.S_IFMT(info.st_mode) != kind:
         raise ContainerStartError(f"linux.devices {path}: {why}, and the host's {path} is not a device of type {device['type']}")
-    if kind != stat.S_IFIFO and "major" in device and info.st_rdev != os.makedev(device.get("major", 0), device.get("minor", 0)):
+    if kind != stat.S_IFIFO and "major" in device and info.st_rdev != posix.makedev(device.get("major", 0), device.get("minor", 0)):
         raise ContainerStartError(
-            f"linux.devices {path}: {why}, and the host's {path} is {os.major(info.st_rdev)}:{os.minor(info.st_rdev)}, "
+            f"linux.devices {path}: {why}, and the host's {path} is {posix.major(info.st_rdev)}:{posix.minor(info.st_rdev)}, "
             f"not {device.get('major')}:{device.get('minor')}"
         )
 
@@ -402,28 +433,28 @@ def create_dev_links(root: Rootfs) -> None:
     try:
         for path, target in DEFAULT_DEV_LINKS:
             try:
-                os.symlink(target, os.path.basename(path), dir_fd=dev)
+                posix.symlink(target, posixlite.basename(path), dir_fd=dev)
             except FileExistsError:
                 pass
         # /dev/ptmx must be the container's devpts instance, not a host node.
         try:
-            os.unlink("ptmx", dir_fd=dev)
+            posix.unlink("ptmx", dir_fd=dev)
         except FileNotFoundError:
             pass
-        os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
+        posix.symlink("pts/ptmx", "ptmx", dir_fd=dev)
     finally:
-        os.close(dev)
+        posix.close(dev)
 
 
 def bind_console(root: Rootfs, pty_slave: int) -> None:
     """Bind the pty slave over /dev/console (created as a plain file inside the rootfs)."""
     target = root.make_file("/dev/console", 0o000)
     try:
-        if not stat.S_ISREG(os.fstat(target).st_mode) and not stat.S_ISCHR(os.fstat(target).st_mode):
+        if not stat.S_ISREG(posix.fstat(target).st_mode) and not stat.S_ISCHR(posix.fstat(target).st_mode):
             raise ContainerStartError("/dev/console in the rootfs is neither a file nor a device")
         linux.mount(fd_path(pty_slave), fd_path(target), None, linux.MS_BIND)
     finally:
-        os.close(target)
+        posix.close(target)
 
 
 # -- masked and read-only paths -------------------------------------------------------------------
@@ -435,14 +466,14 @@ def mask_paths(root: Rootfs, paths: list[str], dev_null: int, proc: int | None =
         except FileNotFoundError:
             continue
         try:
-            if stat.S_ISDIR(os.fstat(target).st_mode):
+            if stat.S_ISDIR(posix.fstat(target).st_mode):
                 linux.mount("tmpfs", fd_path(target), "tmpfs", linux.MS_RDONLY, "size=0k,mode=755")
             else:
                 linux.mount(fd_path(dev_null), fd_path(target), None, linux.MS_BIND)
         except OSError as err:
             raise ContainerStartError(f"cannot mask {path}: {err.strerror or err}") from None
         finally:
-            os.close(target)
+            posix.close(target)
 
 
 def readonly_paths(root: Rootfs, paths: list[str], proc: int | None = None) -> None:
@@ -454,9 +485,9 @@ def readonly_paths(root: Rootfs, paths: list[str], proc: int | None = None) -> N
         try:
             linux.mount(fd_path(target), fd_path(target), None, linux.MS_BIND | linux.MS_REC)
         except OSError as err:
-            os.close(target)
+            posix.close(target)
             raise ContainerStartError(f"cannot make {path} read-only: {err.strerror or err}") from None
-        os.close(target)
+        posix.close(target)
         mounted = _open_target(root, proc, path)
         try:
             flags = _mount_flags_of(fd_path(mounted))
@@ -464,18 +495,18 @@ def readonly_paths(root: Rootfs, paths: list[str], proc: int | None = None) -> N
         except OSError as err:
             raise ContainerStartError(f"cannot make {path} read-only: {err.strerror or err}") from None
         finally:
-            os.close(mounted)
+            posix.close(mounted)
 
 
 def open_procfs_root(root: Rootfs, field: str, path: str = "/proc") -> int:
     """An fd of the root directory of the procfs at `path` in the container (not merely a
     directory on some procfs): its magic, and the inode number of procfs's root (1)."""
-    fd = root.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = root.open(path, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     if linux.fstatfs_type(fd) != linux.PROC_SUPER_MAGIC:
-        os.close(fd)
+        posix.close(fd)
         raise ContainerStartError(f"{field}: {path} in the container is not a procfs")
-    if os.fstat(fd).st_ino != _PROC_ROOT_INO:
-        os.close(fd)
+    if posix.fstat(fd).st_ino != _PROC_ROOT_INO:
+        posix.close(fd)
         raise ContainerStartError(f"{field}: {path} in the container is not the root of a procfs")
     return fd
 
@@ -494,7 +525,7 @@ _PROC_ROOT_INO = 1
 
 def require_dir(path: str, field: str) -> None:
     try:
-        if not stat.S_ISDIR(os.stat(path).st_mode):
+        if not stat.S_ISDIR(posix.stat(path).st_mode):
             raise ConfigError(field, f"{path} is not a directory")
     except FileNotFoundError:
         raise ConfigError(field, f"{path} does not exist") from None

@@ -11,7 +11,7 @@ Two separate questions, as in runc:
 
 from __future__ import annotations
 
-import os
+import posix
 
 from capsa.errors import CapsaError, ConfigError
 
@@ -47,7 +47,7 @@ def rootless_cgroups(flag: str) -> bool:
     explicit = parse_flag(flag)
     if explicit is not None:
         return explicit
-    return os.geteuid() != 0 or running_in_userns()
+    return posix.geteuid() != 0 or running_in_userns()
 
 
 # -- config.json checks ------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def check_spec(spec: dict[str, Any]) -> None:
 def setgroups_denied(linux: dict[str, Any]) -> bool:
     """True if the container's user namespace will have setgroups denied: the caller (not root)
     maps its own gid alone, which the kernel allows only once setgroups is denied."""
-    return os.geteuid() != 0 and is_own_id(linux.get("gidMappings") or [], os.getegid())
+    return posix.geteuid() != 0 and is_own_id(linux.get("gidMappings") or [], posix.getegid())
 
 
 def is_own_id(mappings: list[dict[str, Any]], host_id: int) -> bool:

@@ -1,4 +1,4 @@
-"""linux.seccomp: the OCI seccomp profile turned into a kernel filter with libseccomp (ctypes).
+"""linux.seccomp: the OCI seccomp profile turned into a kernel filter with libseccomp (_ctypes).
 
 libseccomp is what runc, crun and youki use; it knows every architecture's syscall table and
 compiles argument conditions to BPF. The filter is built in the init before pivot_root (the
@@ -15,15 +15,32 @@ container's process sends with SCM_RIGHTS over a unix socket that the runtime co
 fds ["seccompFd"], pid, metadata, state). Only then can the listener answer notifications, so
 the syscalls that process makes between the load and the send cannot be notified: write (as
 runc refuses it) and sendmsg (the send itself).
+
+The C calls go through capsa.linux's _ctypes types, not the ctypes package (10.6M instructions to
+import, see linux.py); with a compiled program in the cache, libseccomp is only asked its version
+(the cache key), and only the functions called are made.
 """
 
 from __future__ import annotations
 
-import ctypes
+import _struct
 import errno
-import os
+import posix
 
+from capsa import posixlite
 from capsa.errors import ConfigError, ContainerStartError, UnsupportedError
+from capsa.linux import (
+    Library,
+    _syscall,
+    _type,
+    addressof,
+    byref,
+    c_uint,
+    c_uint32,
+    function,
+    get_errno,
+    string_buffer,
+)
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -76,40 +93,48 @@ ARCHITECTURES = (
 )
 
 
-class _ArgCmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+# The libseccomp functions capsa calls: (restype, argtypes) by name, the C types made only when a
+# function is first used (each costs ~0.1M instructions; a cached program needs only the version).
+# Structures are packed with _struct: struct scmp_arg_cmp arrays are passed as char pointers.
+_SIGNATURES: dict[str, tuple[str | None, list[str]]] = {
+    "seccomp_version": ("c_long", []),  # const struct scmp_version *: three unsigned ints there
+    "seccomp_init": ("c_void_p", ["c_uint32"]),
+    "seccomp_arch_add": ("int", ["c_void_p", "c_uint32"]),
+    "seccomp_arch_resolve_name": ("c_uint32", ["c_char_p"]),
+    "seccomp_syscall_resolve_name": ("int", ["c_char_p"]),
+    "seccomp_rule_add_array": ("int", ["c_void_p", "c_uint32", "c_int", "c_uint", "c_char_p"]),
+    "seccomp_attr_set": ("int", ["c_void_p", "c_int", "c_uint32"]),
+    "seccomp_export_bpf": ("int", ["c_void_p", "c_int"]),
+    "seccomp_release": (None, ["c_void_p"]),
+}
+_ARG_CMP = "IiQQ"  # struct scmp_arg_cmp: arg, op, datum_a, datum_b
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+class _Libseccomp:
+    """libseccomp's functions by attribute, each made with its signature on first use."""
+
+    def __init__(self, library: Library):
+        self._library = library
+
+    def __getattr__(self, name: str) -> Any:
+        restype, argtypes = _SIGNATURES[name]
+        func = function(name, restype if restype in ("int", None) else _type(restype), self._library)
+        func.argtypes = [_type(argtype) for argtype in argtypes]
+        setattr(self, name, func)
+        return func
 
 
-def _library() -> ctypes.CDLL:
+def _library() -> _Libseccomp:
     try:
-        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        return _Libseccomp(Library("libseccomp.so.2"))
     except OSError:
         raise UnsupportedError("linux.seccomp: libseccomp is not installed on this host (Debian package libseccomp2)") from None
-    lib.seccomp_init.restype = ctypes.c_void_p
-    lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
-    lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
-    lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
-    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
-    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.seccomp_release.argtypes = [ctypes.c_void_p]
-    return lib
-
-
-_syscall = ctypes.CDLL(None, use_errno=True).syscall
-_syscall.restype = ctypes.c_long
 
 
 def _seccomp_syscall(operation: int, flags: int, args: Any) -> tuple[int, int]:
     """seccomp(2); returns (result, errno)."""
-    result = _syscall(_SYS_SECCOMP, ctypes.c_uint(operation), ctypes.c_uint(flags), args)
-    return result, ctypes.get_errno() if result < 0 else 0
+    result = _syscall(_SYS_SECCOMP, c_uint(operation), c_uint(flags), args)
+    return result, get_errno() if result < 0 else 0
 
 
 def kernel_has_flag(flag: str) -> bool:
@@ -122,8 +147,8 @@ def kernel_has_flag(flag: str) -> bool:
 
 
 def kernel_has_notify() -> bool:
-    action = ctypes.c_uint32(ACTIONS[NOTIFY])
-    return _seccomp_syscall(_GET_ACTION_AVAIL, 0, ctypes.byref(action))[0] == 0
+    action = c_uint32(ACTIONS[NOTIFY])
+    return _seccomp_syscall(_GET_ACTION_AVAIL, 0, byref(action))[0] == 0
 
 
 def supported_flags() -> list[str]:
@@ -149,20 +174,15 @@ _CACHE_FORMAT = 1
 _BPF_INSTRUCTION = 8
 
 
-class _Version(ctypes.Structure):
-    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
-
-
 def _cache_path(cache_dir: str, seccomp: dict[str, Any], lib: Any) -> str:
     import _sha256
 
     from capsa import jsonfast
 
-    lib.seccomp_version.restype = ctypes.POINTER(_Version)
-    version = lib.seccomp_version().contents
-    key = (f"{_CACHE_FORMAT} libseccomp {version.major}.{version.minor}.{version.micro} {os.uname().machine} "
+    major, minor, micro = (c_uint * 3).from_address(lib.seccomp_version())
+    key = (f"{_CACHE_FORMAT} libseccomp {major}.{minor}.{micro} {posix.uname().machine} "
            + jsonfast.dumps(seccomp))
-    return os.path.join(cache_dir, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
+    return posixlite.join(cache_dir, _sha256.sha256(key.encode()).hexdigest() + ".bpf")
 
 
 def _read_cached(path: str) -> bytes | None:
@@ -179,7 +199,7 @@ def _write_cached(path: str, program: bytes) -> None:
     from capsa.state import write_atomic
 
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        posixlite.makedirs(path.rpartition("/")[0], mode=0o700, exist_ok=True)
         write_atomic(path, program)
     except OSError:
         pass
@@ -209,8 +229,9 @@ class Filter:
             program = self._compile(seccomp, default_errno)
             if cache:
                 _write_cached(cache, program)
-        self._program = ctypes.create_string_buffer(program, len(program))
-        self._fprog = _SockFprog(len(program) // 8, ctypes.cast(self._program, ctypes.c_void_p))
+        self._program = string_buffer(program, len(program))
+        # struct sock_fprog (len, filter), read by the kernel.
+        self._fprog = _struct.pack("HP", len(program) // 8, addressof(self._program))
 
     def _compile(self, seccomp: dict[str, Any], default_errno: int) -> bytes:
         """The profile as BPF (struct sock_filter[]), built by libseccomp."""
@@ -264,34 +285,34 @@ class Filter:
         conditions = [self._condition(arg, f"{field}.args[{i}]") for i, arg in enumerate(rule.get("args") or [])]
         # Conditions on distinct arguments must all hold (one rule); several on the same argument
         # are alternatives (one rule each), as runc reads the profile.
-        indexes = [c.arg for c in conditions]
+        indexes = [c[0] for c in conditions]
         groups = [conditions] if len(set(indexes)) == len(indexes) else [[c] for c in conditions]
         for name in rule.get("names") or []:
             number = self._lib.seccomp_syscall_resolve_name(name.encode())
             if number < 0:
                 continue  # a syscall this architecture does not have
             for group in groups:
-                array = (_ArgCmp * len(group))(*group) if group else None
+                array = b"".join(_struct.pack(_ARG_CMP, *c) for c in group) if group else None
                 self._check(self._lib.seccomp_rule_add_array(self._ctx, action, number, len(group), array), f"{field} ({name})")
 
     @staticmethod
-    def _condition(arg: dict[str, Any], field: str) -> _ArgCmp:
+    def _condition(arg: dict[str, Any], field: str) -> tuple[int, int, int, int]:
         op = OPERATORS.get(arg.get("op", ""))
         if op is None:
             raise ConfigError(f"{field}.op", f"unknown seccomp operator {arg.get('op')!r}")
         index = arg.get("index", 0)
         if not isinstance(index, int) or not 0 <= index <= 5:
             raise ConfigError(f"{field}.index", "must be 0 to 5")
-        return _ArgCmp(index, op, arg.get("value", 0) & (2**64 - 1), arg.get("valueTwo", 0) & (2**64 - 1))
+        return (index, op, arg.get("value", 0) & (2**64 - 1), arg.get("valueTwo", 0) & (2**64 - 1))
 
     def _export(self) -> bytes:
         """Through a memfd: libseccomp 2.5 exports only to an fd."""
-        fd = os.memfd_create("capsa-seccomp", os.MFD_CLOEXEC)
+        fd = posix.memfd_create("capsa-seccomp", posix.MFD_CLOEXEC)
         try:
             self._check(self._lib.seccomp_export_bpf(self._ctx, fd), "linux.seccomp")
-            return os.pread(fd, os.fstat(fd).st_size, 0)
+            return posix.pread(fd, posix.fstat(fd).st_size, 0)
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def set_listener(self, fd: int, message: str) -> None:
         """The connected listenerPath socket (see connect_listener) and the ContainerProcessState to
@@ -303,9 +324,9 @@ class Filter:
 
     def load(self) -> None:
         """Install the filter; with a listener, hand the notify fd over at once (see the module doc)."""
-        result, error = _seccomp_syscall(_SET_MODE_FILTER, self.flags, ctypes.byref(self._fprog))
+        result, error = _seccomp_syscall(_SET_MODE_FILTER, self.flags, self._fprog)
         if result < 0:
-            raise OSError(error, f"seccomp: cannot load the filter: {os.strerror(error)}")
+            raise OSError(error, f"seccomp: cannot load the filter: {posix.strerror(error)}")
         if self.flags & _FLAG_NEW_LISTENER:
             self._hand_over(result)
 
@@ -313,14 +334,14 @@ class Filter:
         import _socket
 
         if self._listener is None:
-            os.close(notify_fd)
+            posix.close(notify_fd)
             raise ContainerStartError("linux.seccomp: no listener connection to send the notify fd to")
         try:
             self._listener.sendmsg([self._message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, notify_fd.to_bytes(4, "little"))])
         except OSError as err:
             raise ContainerStartError(f"linux.seccomp.listenerPath: cannot send the notify fd: {err.strerror}") from None
         finally:
-            os.close(notify_fd)
+            posix.close(notify_fd)
             self._listener.close()
 
 

@@ -7,9 +7,9 @@ of capsa can trust the dict it gets.
 
 from __future__ import annotations
 
-import os
+import posix
 
-from capsa import jsonfast
+from capsa import jsonfast, posixlite
 from capsa.errors import CapsaError, ConfigError
 from capsa.mountopts import PROPAGATION
 
@@ -51,14 +51,14 @@ _IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
 def load_bundle(bundle: str) -> dict[str, Any]:
     """Read and validate `<bundle>/config.json`."""
     try:
-        is_dir = os.path.isdir(os.path.realpath(bundle)) if os.stat(bundle) else False
+        is_dir = posixlite.isdir(posixlite.realpath(bundle)) if posix.stat(bundle) else False
     except FileNotFoundError:
         raise CapsaError(f"bundle {bundle} does not exist") from None
     except OSError as err:
         raise CapsaError(f"cannot access bundle {bundle}: {err.strerror}") from None
     if not is_dir:
         raise CapsaError(f"bundle {bundle} is not a directory")
-    return validate(load_json_file(os.path.join(bundle, "config.json")))
+    return validate(load_json_file(posixlite.join(bundle, "config.json")))
 
 
 def load_json_file(path: str) -> Any:

@@ -7,7 +7,7 @@ or "error <message>".
 
 from __future__ import annotations
 
-import os
+import posix
 
 from capsa.errors import ContainerStartError
 
@@ -19,12 +19,12 @@ class Channel:
 
     def send(self, kind: str, payload: str = "") -> None:
         line = f"{kind} {payload}".replace("\n", " ") + "\n"
-        os.write(self.fd, line.encode())
+        posix.write(self.fd, line.encode())
 
     def receive(self) -> tuple[str, str]:
         """The next message; ("eof", "") when the other side has closed the channel."""
         while b"\n" not in self._buffer:
-            chunk = os.read(self.fd, 4096)
+            chunk = posix.read(self.fd, 4096)
             if not chunk:
                 return "eof", ""
             self._buffer += chunk
@@ -42,5 +42,5 @@ class Channel:
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            posix.close(self.fd)
             self.fd = -1

@@ -248,3 +248,100 @@ def test_corrupt_state_is_named_skipped_by_list_and_removed_by_force_delete(bund
         assert not os.path.exists(os.path.join(bundle.root, "broken"))
     finally:
         bundle.capsa("delete", "--force", "good")
+
+
+def _imports_of(bundle, *args: str) -> list[tuple[int, str]]:
+    """(depth, module) of every import a capsa call makes (python -X importtime, children first),
+    the container's init included: it shares the caller's stderr."""
+    import sys
+    import tempfile
+
+    from conftest import capsa_command
+
+    launcher = capsa_command()
+    if len(launcher) != 1:
+        pytest.skip("needs the installed launcher")
+    with tempfile.TemporaryFile() as err:
+        subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", launcher[0], "--root", bundle.root, *args],
+                       stdout=subprocess.DEVNULL, stderr=err, timeout=60, check=True)
+        err.seek(0)
+        lines = err.read().decode(errors="replace").splitlines()
+    entries = []
+    for line in lines:
+        if line.startswith("import time:") and not line.endswith("imported package"):
+            name = line.rsplit("|", 1)[1]
+            entries.append((len(name) - len(name.lstrip()), name.strip()))
+    return entries
+
+
+def _costly_imports(entries: list[tuple[int, str]]) -> list[str]:
+    """os (or posixpath) and ctypes, with what imported them: none of these calls loads them, the
+    cgroups package included."""
+    found = []
+    for index, (depth, name) in enumerate(entries):
+        if name not in ("os", "posixpath", "ctypes"):
+            continue
+        importer = next((other for level, other in entries[index + 1:] if level < depth), "a function")
+        found.append(f"{name} (imported by {importer})")
+    return found
+
+
+def test_create_run_exec_import_neither_os_nor_ctypes(bundle):
+    """Their start-up cost (docs/performance.md): 10.6M instructions for ctypes, 4.4M for os."""
+    bundle.set_args("sleep", "30")
+    bundle.write()
+    entries = _imports_of(bundle, "create", "--bundle", bundle.path, "c1")
+    assert any(name == "capsa.launch" for _, name in entries)  # the parse saw the create path
+    assert _costly_imports(entries) == []
+    bundle.capsa("start", "c1")
+    assert _costly_imports(_imports_of(bundle, "exec", "c1", "true")) == []
+    bundle.capsa("kill", "c1", "KILL")
+    bundle.set_args("true")
+    bundle.write()
+    assert _costly_imports(_imports_of(bundle, "run", "--bundle", bundle.path, "c2")) == []
+
+
+# What the calls managers repeat per container must not load: `os` (4.4M instructions, ~1 ms),
+# ctypes, and modules a call without hooks or warnings does not use (hooks, the logger, subprocess).
+NOT_ON_THE_HOT_PATH = {"os", "posixpath", "ctypes", "_ctypes", "subprocess", "capsa.hooks", "capsa.cli.log",
+                       "typing", "json", "errno"}
+
+
+def _hot_path_extras(bundle, *args: str) -> list[str]:
+    entries = _imports_of(bundle, *args)
+    assert any(name == "capsa.container" for _, name in entries)  # the parse saw the call
+    return sorted({name for _, name in entries} & NOT_ON_THE_HOT_PATH)
+
+
+def test_delete_imports_no_os_ctypes_hooks_or_logger(bundle):
+    bundle.create("c1")
+    bundle.capsa("start", "c1")
+    wait_for_status(bundle, "c1", "stopped")
+    entries = _imports_of(bundle, "delete", "c1")
+    assert "capsa.cgroups.common" in {name for _, name in entries}  # it did remove the container's cgroup
+    assert sorted({name for _, name in entries} & NOT_ON_THE_HOT_PATH) == []
+    assert not os.path.exists(os.path.join(bundle.root, "c1"))
+    bundle.set_args("sleep", "30")
+    bundle.create("c2")
+    bundle.capsa("start", "c2")
+    assert _hot_path_extras(bundle, "delete", "--force", "c2") == []
+    assert not os.path.exists(os.path.join(bundle.root, "c2"))
+
+
+def test_state_start_kill_pause_resume_list_import_no_os(bundle):
+    bundle.set_args("sleep", "30")
+    bundle.create("c1")
+    for args in (("state", "c1"), ("start", "c1"), ("pause", "c1"), ("resume", "c1"), ("list",), ("kill", "c1", "KILL")):
+        assert _hot_path_extras(bundle, *args) == [], args
+    wait_for_status(bundle, "c1", "stopped")
+    # kill --all of a stopped container looks for what is left in its cgroup.
+    assert _hot_path_extras(bundle, "kill", "--all", "c1", "KILL") == []
+
+
+def test_delete_loads_hooks_only_for_poststop_hooks(bundle, tmp_path):
+    """The other side of the checks above: with a poststop hook, capsa.hooks is loaded and runs it."""
+    marker = tmp_path / "ran"
+    bundle.config["hooks"] = {"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {marker}"]}]}
+    bundle.create("c1")
+    assert "capsa.hooks" in {name for _, name in _imports_of(bundle, "delete", "--force", "c1")}
+    assert jsonfast.loads(marker.read_text())["status"] == "stopped"

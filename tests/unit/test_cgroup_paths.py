@@ -5,14 +5,9 @@ import posixpath
 
 import pytest
 
-from capsa.cgroups.common import commonpath, dirname, relpath
+from capsa.cgroups.common import commonpath, relpath
 
 PARTS = ["", "/", "a", "/a", "a/", "..", ".", "//", "///b", "b/../c", "./d", "e//f/", "../..", "/.."]
-
-
-def test_dirname_matches_posixpath():
-    for path in ["/".join(p) for p in itertools.product(PARTS, repeat=2)] + PARTS:
-        assert dirname(path) == posixpath.dirname(path), path
 
 
 def test_commonpath_matches_posixpath():

@@ -69,3 +69,21 @@ def test_walk_dirs_matches_os_walk(tmp_path):
     os.symlink(str(tmp_path / "a"), tmp_path / "link")  # listed by os.walk, never entered
     assert list(posixlite.walk_dirs(str(tmp_path))) == [top for top, _, _ in os.walk(str(tmp_path))]
     assert list(posixlite.walk_dirs(str(tmp_path / "missing"))) == []
+
+
+def test_split_and_dirname_match_posixpath():
+    for path in ["/".join(p) for p in itertools.product(PARTS, repeat=3)] + PARTS:
+        assert posixlite.split(path) == posixpath.split(path), path
+        assert posixlite.dirname(path) == posixpath.dirname(path), path
+
+
+def test_realpath_matches_os(tmp_path, monkeypatch):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name, target in [("rel", "a/b"), ("abs", str(tmp_path / "a")), ("up", ".."), ("loop1", "loop2"),
+                         ("loop2", "loop1"), ("self", "self"), ("dangling", "missing/x"), ("chain", "rel/../b")]:
+        os.symlink(target, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    paths = ["", ".", "..", "/", "//", "///x", "rel", "rel/", "rel/..", "abs/b/../b", "up/" + tmp_path.name + "/rel",
+             "loop1", "loop1/x", "self/y", "dangling", "dangling/z", "chain", "missing/../rel", "a//b/./"]
+    for path in paths + [str(tmp_path / p) for p in paths]:
+        assert posixlite.realpath(path) == os.path.realpath(path), path

@@ -269,14 +269,6 @@ def given(section: dict[str, Any], key: str) -> bool:
 
 
 # -- path arithmetic of create (posixpath's, without os; kept out of posixlite, which every call loads)
-def dirname(path: str) -> str:
-    """posixpath.dirname: everything before the last slash, trailing slashes dropped (not a root's)."""
-    head = path[:path.rfind("/") + 1]
-    if head and head != "/" * len(head):
-        head = head.rstrip("/")
-    return head
-
-
 def commonpath(paths: list[str]) -> str:
     """posixpath.commonpath: the longest common sub-path (whole components, "." and empty ones dropped)."""
     if not paths:

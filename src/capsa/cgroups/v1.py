@@ -18,7 +18,6 @@ from capsa.cgroups.common import (
     CgroupError,
     create_error,
     denied,
-    dirname,
     join_file_needing_write,
     own_cgroups,
     read,
@@ -186,7 +185,7 @@ def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
     missing = []
     while not posixlite.isdir(directory):
         missing.append(directory)
-        directory = dirname(directory)
+        directory = posixlite.dirname(directory)
     for current in reversed(missing):
         try:
             posix.mkdir(current, 0o755)
@@ -194,7 +193,7 @@ def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
             continue
         if is_cpuset:
             for name in ("cpuset.cpus", "cpuset.mems"):
-                with open(posixlite.join(dirname(current), name)) as f:
+                with open(posixlite.join(posixlite.dirname(current), name)) as f:
                     write_file(posixlite.join(current, name), f.read().strip())
 
 

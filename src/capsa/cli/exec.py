@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+from capsa import posixlite
 from capsa.cli import command_usage, parse_command
 from capsa.cli.flags import BOOL, INT, LIST, STRING, Flag, UsageError
 
@@ -113,4 +112,4 @@ def _write_pid_file(path: str | None, pid: int) -> None:
     if path:
         from capsa.state import write_atomic
 
-        write_atomic(os.path.abspath(path), str(pid), 0o644)
+        write_atomic(posixlite.abspath(path), str(pid), 0o644)

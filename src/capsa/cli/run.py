@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 
 from capsa.cli import command_usage, parse_command, require_args
 from capsa.cli.create import FLAGS as CREATE_FLAGS
@@ -68,7 +68,7 @@ def wait_forwarding_signals(pid: int, proxy) -> int:
 
     def forward(signum, frame):
         try:
-            os.kill(pid, signum)
+            posix.kill(pid, signum)
         except ProcessLookupError:
             pass
 
@@ -82,9 +82,9 @@ def wait_forwarding_signals(pid: int, proxy) -> int:
     if proxy:
         proxy.copy_until_exit(pid)
     while True:
-        waited, status = os.waitpid(-1, 0)
+        waited, status = posix.waitpid(-1, 0)
         if waited == pid:
             break
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
+    if posix.WIFSIGNALED(status):
+        return 128 + posix.WTERMSIG(status)
+    return posix.WEXITSTATUS(status)

@@ -3,7 +3,7 @@ copies between it and its own stdio, as runc does for an interactive `runc run`.
 
 from __future__ import annotations
 
-import os
+import posix
 
 
 class TerminalProxy:
@@ -19,16 +19,16 @@ class TerminalProxy:
     def receive_master(self) -> None:
         from capsa import console
 
-        os.close(self.child_end)
+        posix.close(self.child_end)
         self.master = console.receive_fd(self.our_end)
-        os.close(self.our_end)
-        if os.isatty(0):
+        posix.close(self.our_end)
+        if posix.isatty(0):
             import termios
             import tty
 
             self.saved_mode = termios.tcgetattr(0)
             tty.setraw(0)
-            size = os.get_terminal_size(0)
+            size = posix.get_terminal_size(0)
             console.set_size(self.master, {"height": size.lines, "width": size.columns})
 
     def copy_until_exit(self, pid: int) -> None:
@@ -43,16 +43,16 @@ class TerminalProxy:
                     continue
                 if self.master in readable:
                     try:
-                        data = os.read(self.master, 65536)
+                        data = posix.read(self.master, 65536)
                     except OSError:  # EIO: every slave end is closed, the container is gone
                         data = b""
                     if not data:
                         break
-                    os.write(1, data)
+                    posix.write(1, data)
                 if 0 in readable:
-                    data = os.read(0, 65536)
+                    data = posix.read(0, 65536)
                     if data:
-                        os.write(self.master, data)
+                        posix.write(self.master, data)
                     else:
                         sources.remove(0)
         finally:
