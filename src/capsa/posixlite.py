@@ -5,8 +5,8 @@ builds the collections ABCs), and managers call the runtime several times per co
 calls need only a handful of os's functions, which are thin wrappers over the builtin posix
 module; the modules on the paths of create, run, exec, state, start, kill and delete (the cgroups
 package included) use `posix` and this module instead. Every call loads all of this module (each
-function costs ~20-40k instructions to load): path arithmetic that only the cgroup drivers'
-create needs lives with them (capsa.cgroups.common: commonpath, relpath).
+function costs ~20-40k instructions to load): path helpers that only the cgroup drivers need
+live with them (capsa.cgroups.common: exists, walk_dirs, commonpath, relpath).
 
 Paths are str, as everywhere in capsa; the semantics are posixpath's.
 """
@@ -126,15 +126,6 @@ def _mode(path: str) -> int:
         return 0
 
 
-def exists(path: str) -> bool:
-    """os.path.exists: stat succeeds (a dangling symlink does not exist)."""
-    try:
-        posix.stat(path)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def isdir(path: str) -> bool:
     return _mode(path) & _S_IFMT == _S_IFDIR
 
@@ -153,19 +144,6 @@ def makedirs(path: str, mode: int = 0o777, exist_ok: bool = False) -> None:
     except FileExistsError:
         if not exist_ok or not isdir(path):
             raise
-
-
-def walk_dirs(top: str):
-    """The directories os.walk(top) visits, top first: a directory that cannot be listed (gone
-    meanwhile) is skipped with what is under it, and symlinks are not followed."""
-    try:
-        with posix.scandir(top) as entries:
-            subdirs = [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
-    except OSError:
-        return
-    yield top
-    for subdir in subdirs:
-        yield from walk_dirs(subdir)
 
 
 def getenv(name: str, default: str | None = None) -> str | None:

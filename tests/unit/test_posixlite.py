@@ -54,23 +54,6 @@ def test_getenv(monkeypatch):
     assert posixlite.getenv("CAPSA_NO_SUCH_VARIABLE", "d") == "d"
 
 
-def test_exists(tmp_path):
-    (tmp_path / "file").write_text("x")
-    os.symlink("missing", tmp_path / "dangling")
-    assert posixlite.exists(str(tmp_path / "file")) and posixlite.exists(str(tmp_path))
-    assert not posixlite.exists(str(tmp_path / "dangling")) and not posixlite.exists("bad\0path")
-    assert not posixlite.exists(str(tmp_path / "missing"))
-
-
-def test_walk_dirs_matches_os_walk(tmp_path):
-    for sub in ("a/b/c", "a/d", "e"):
-        os.makedirs(tmp_path / sub)
-    (tmp_path / "a" / "file").write_text("x")
-    os.symlink(str(tmp_path / "a"), tmp_path / "link")  # listed by os.walk, never entered
-    assert list(posixlite.walk_dirs(str(tmp_path))) == [top for top, _, _ in os.walk(str(tmp_path))]
-    assert list(posixlite.walk_dirs(str(tmp_path / "missing"))) == []
-
-
 def test_split_and_dirname_match_posixpath():
     for path in ["/".join(p) for p in itertools.product(PARTS, repeat=3)] + PARTS:
         assert posixlite.split(path) == posixpath.split(path), path

@@ -268,7 +268,29 @@ def given(section: dict[str, Any], key: str) -> bool:
     return section.get(key) not in (None, "", 0)
 
 
-# -- path arithmetic of create (posixpath's, without os; kept out of posixlite, which every call loads)
+# -- paths: os.path's and os.walk, without os (kept out of posixlite, which every call loads) --------
+def exists(path: str) -> bool:
+    """os.path.exists: stat succeeds (a dangling symlink does not exist)."""
+    try:
+        posix.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def walk_dirs(top: str):
+    """The directories os.walk(top) visits, top first: a directory that cannot be listed (gone
+    meanwhile) is skipped with what is under it, and symlinks are not followed."""
+    try:
+        with posix.scandir(top) as entries:
+            subdirs = [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    yield top
+    for subdir in subdirs:
+        yield from walk_dirs(subdir)
+
+
 def commonpath(paths: list[str]) -> str:
     """posixpath.commonpath: the longest common sub-path (whole components, "." and empty ones dropped)."""
     if not paths:

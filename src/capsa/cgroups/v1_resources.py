@@ -10,7 +10,7 @@ from __future__ import annotations
 import posix
 
 from capsa import posixlite
-from capsa.cgroups.common import given, read, read_int, read_keyed
+from capsa.cgroups.common import exists, given, read, read_int, read_keyed
 from capsa.errors import ConfigError, UnsupportedError
 from capsa.procfs import write_file
 
@@ -40,10 +40,10 @@ def apply(cgroup: V1Cgroup, resources: dict[str, Any] | None, devices: list[dict
             continue
         directory = cgroup._controller_dir(controller, field)
         path = posixlite.join(directory, filename)
-        if filename in IGNORED_BY_NEW_KERNELS and not posixlite.exists(path):
+        if filename in IGNORED_BY_NEW_KERNELS and not exists(path):
             _warn(warn, f"{field}: ignored, this host's kernel has no {filename}")
             continue
-        if not posixlite.exists(path):
+        if not exists(path):
             raise UnsupportedError(f"{field}: this host's kernel has no {controller} file {filename}")
         try:
             write_file(path, value)
@@ -185,7 +185,7 @@ def stats(cgroup: V1Cgroup) -> dict[str, Any]:
     cpuacct = cgroup.path_for("cpuacct")
     cpu = cgroup.path_for("cpu")
     if cpuacct:
-        per_cpu = read(posixlite.join(cpuacct, "cpuacct.usage_percpu")).split() if posixlite.exists(
+        per_cpu = read(posixlite.join(cpuacct, "cpuacct.usage_percpu")).split() if exists(
             posixlite.join(cpuacct, "cpuacct.usage_percpu")) else []
         ticks = read_keyed(posixlite.join(cpuacct, "cpuacct.stat"))
         nanoseconds_per_tick = 1_000_000_000 // posix.sysconf("SC_CLK_TCK")
@@ -213,7 +213,7 @@ def stats(cgroup: V1Cgroup) -> dict[str, Any]:
                           "raw": read_keyed(posixlite.join(memory, "memory.stat"))}
     pids = cgroup.path_for("pids")
     if pids:
-        limit = read(posixlite.join(pids, "pids.max")) if posixlite.exists(posixlite.join(pids, "pids.max")) else "max"
+        limit = read(posixlite.join(pids, "pids.max")) if exists(posixlite.join(pids, "pids.max")) else "max"
         data["pids"] = {"current": read_int(posixlite.join(pids, "pids.current")),
                         "limit": 0 if limit == "max" else int(limit)}
     blkio = cgroup.path_for("blkio")

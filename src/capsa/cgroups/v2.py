@@ -21,6 +21,7 @@ from capsa.cgroups.common import (
     CgroupError,
     create_error,
     denied,
+    exists,
     join_file_needing_write,
     own_cgroups,
     read,
@@ -28,6 +29,7 @@ from capsa.cgroups.common import (
     relpath,
     rmdir_quietly,
     wait_until,
+    walk_dirs,
 )
 from capsa.errors import ConfigError, UnsupportedError
 from capsa.procfs import write_file
@@ -104,7 +106,7 @@ class V2Cgroup(Cgroup):
     def pids(self) -> list[int]:
         """Every process of the container, sub-cgroups (exec --cgroup, nested managers) included."""
         found = []
-        for directory in posixlite.walk_dirs(self.directory):
+        for directory in walk_dirs(self.directory):
             try:
                 found += [int(line) for line in read(posixlite.join(directory, "cgroup.procs")).split()]
             except FileNotFoundError:
@@ -113,14 +115,14 @@ class V2Cgroup(Cgroup):
 
     def kill_all(self, signal: int) -> None:
         # cgroup.kill (Linux 5.14) kills every process at once, forks racing it included.
-        if signal == 9 and posixlite.exists(self._file("cgroup.kill")):
+        if signal == 9 and exists(self._file("cgroup.kill")):
             write_file(self._file("cgroup.kill"), "1")
             return
         super().kill_all(signal)
 
     # -- freezer ----------------------------------------------------------------------------------
     def can_freeze(self) -> bool:
-        return posixlite.exists(self._file("cgroup.freeze"))
+        return exists(self._file("cgroup.freeze"))
 
     def is_frozen(self) -> bool:
         try:
@@ -152,7 +154,7 @@ class V2Cgroup(Cgroup):
 
     # -- events -----------------------------------------------------------------------------------
     def oom_watch(self) -> OomInotify | None:
-        if not posixlite.exists(self._file("memory.events")):
+        if not exists(self._file("memory.events")):
             return None
         return OomInotify(self._file("memory.events"))
 

@@ -11,7 +11,7 @@ import math
 import posix
 
 from capsa import posixlite
-from capsa.cgroups.common import CGROUP_ROOT, given, read, read_int, read_keyed
+from capsa.cgroups.common import CGROUP_ROOT, exists, given, read, read_int, read_keyed
 from capsa.errors import ConfigError, UnsupportedError
 from capsa.procfs import write_file
 
@@ -40,7 +40,7 @@ def apply(cgroup: V2Cgroup, resources: dict[str, Any] | None, devices: list[dict
                  "(memory.max covers kernel memory)")
     for field, name, value in v2_settings(resources):
         path = cgroup._file(name)
-        if not posixlite.exists(path):
+        if not exists(path):
             # As runc: no swap accounting is fine as long as nothing is asked of it, and an
             # older kernel without hugetlb reservations still gets the limit itself.
             if (name == "memory.swap.max" and value in ("max", "0")) or name.endswith(".rsvd.max"):
@@ -201,7 +201,7 @@ def _cpu_settings(cpu: dict[str, Any], field: str) -> list[tuple[str, str, str]]
 def _io_settings(block: dict[str, Any], field: str) -> list[tuple[str, str, str]]:
     """blockIO -> io.weight (or io.bfq.weight, which takes blkio's own scale) and io.max."""
     out = []
-    bfq = posixlite.exists(posixlite.join(CGROUP_ROOT, "io.bfq.weight")) or _bfq_anywhere()
+    bfq = exists(posixlite.join(CGROUP_ROOT, "io.bfq.weight")) or _bfq_anywhere()
     if block.get("weight"):
         out.append((f"{field}.weight", "io.bfq.weight", str(block["weight"])) if bfq
                    else (f"{field}.weight", "io.weight", str(io_weight(block["weight"]))))
@@ -223,7 +223,7 @@ def _io_settings(block: dict[str, Any], field: str) -> list[tuple[str, str, str]
 def _bfq_anywhere() -> bool:
     """The BFQ scheduler's weight file shows only in non-root cgroups: look for it one level down."""
     try:
-        return any(posixlite.exists(posixlite.join(entry.path, "io.bfq.weight"))
+        return any(exists(posixlite.join(entry.path, "io.bfq.weight"))
                    for entry in posix.scandir(CGROUP_ROOT) if entry.is_dir())
     except OSError:
         return False
@@ -252,7 +252,7 @@ def stats(cgroup: V2Cgroup) -> dict[str, Any]:
         "throttling": {"periods": cpu.get("nr_periods", 0), "throttledPeriods": cpu.get("nr_throttled", 0),
                        "throttledTime": cpu.get("throttled_usec", 0) * 1000},
     }}
-    if posixlite.exists(path("memory.current")):
+    if exists(path("memory.current")):
         events = read_keyed(path("memory.events"))
         data["memory"] = {
             "usage": {"usage": read_int(path("memory.current")), "limit": _max_value(path("memory.max")),
@@ -260,10 +260,10 @@ def stats(cgroup: V2Cgroup) -> dict[str, Any]:
             "swap": {"usage": read_int(path("memory.swap.current")), "limit": _max_value(path("memory.swap.max"))},
             "raw": read_keyed(path("memory.stat")),
         }
-    if posixlite.exists(path("pids.current")):
+    if exists(path("pids.current")):
         limit = _max_value(path("pids.max"))
         data["pids"] = {"current": read_int(path("pids.current")), "limit": 0 if limit == UNLIMITED else limit}
-    if posixlite.exists(path("io.stat")):
+    if exists(path("io.stat")):
         data["blkio"] = _io_stats(path("io.stat"))
     hugetlb = {}
     for name in posix.listdir(directory):
