@@ -282,10 +282,24 @@ def walk_dirs(top: str):
     """The directories os.walk(top) visits, top first: a directory that cannot be listed (gone
     meanwhile) is skipped with what is under it, and symlinks are not followed."""
     try:
-        with posix.scandir(top) as entries:
-            subdirs = [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
+        entries = posix.scandir(top)
     except OSError:
         return
+    subdirs = []
+    with entries:
+        while True:
+            try:
+                entry = next(entries)
+            except StopIteration:
+                break
+            except OSError:  # as os.walk: a listing that fails half-way drops the directory
+                return
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:  # as os.walk: an entry that cannot be told is not walked into
+                is_dir = False
+            if is_dir:
+                subdirs.append(entry.path)
     yield top
     for subdir in subdirs:
         yield from walk_dirs(subdir)
