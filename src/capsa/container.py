@@ -65,6 +65,15 @@ class Container:
         # start and delete run hooks from the small copy in the record, not the whole config.
         return {"hooks": self.record.get("hooks") or {}}
 
+    def _run_hooks(self, phase: str, status: str, warn: Any) -> None:
+        """poststart or poststop: each failure is a warning. capsa.hooks is loaded only when the
+        container has hooks of that phase (most have none)."""
+        if not (self.record.get("hooks") or {}).get(phase):
+            return
+        from capsa import hooks
+
+        hooks.run_hooks(self._hook_spec(), phase, self.hook_state(status), warn=warn or _ignore)
+
     def cgroup(self):
         from capsa.cgroups import Cgroup
 
@@ -239,9 +248,7 @@ class Container:
             self.record["status"] = st.RUNNING
             self.store.write(self.id, self.record)
         st.unlink_quietly(posixlite.join(self.directory, st.START_SOCKET))
-        from capsa import hooks
-
-        hooks.run_hooks(self._hook_spec(), "poststart", self.hook_state(st.RUNNING), warn=warn or _ignore)
+        self._run_hooks("poststart", st.RUNNING, warn)
 
     # -- kill ------------------------------------------------------------------------------------
     def kill(self, signal: int, all_processes: bool = False) -> None:
@@ -425,9 +432,7 @@ class Container:
             cgroup = self.cgroup()
             if cgroup is not None:
                 cgroup.destroy()
-            from capsa import hooks
-
-            hooks.run_hooks(self._hook_spec(), "poststop", self.hook_state(st.STOPPED), warn=warn or _ignore)
+            self._run_hooks("poststop", st.STOPPED, warn)
             self.store.remove(self.id)
 
     def _kill_and_wait(self, timeout: float = 10.0) -> None:

@@ -275,14 +275,14 @@ def _imports_of(bundle, *args: str) -> list[tuple[int, str]]:
 
 
 def _costly_imports(entries: list[tuple[int, str]]) -> list[str]:
-    """ctypes anywhere, os anywhere but beneath capsa.cgroups (its last user on these paths)."""
+    """os (or posixpath) and ctypes, with what imported them: none of these calls loads them, the
+    cgroups package included."""
     found = []
     for index, (depth, name) in enumerate(entries):
-        if name not in ("os", "ctypes"):
+        if name not in ("os", "posixpath", "ctypes"):
             continue
         importer = next((other for level, other in entries[index + 1:] if level < depth), "a function")
-        if name == "ctypes" or not importer.startswith("capsa.cgroups"):
-            found.append(f"{name} (imported by {importer})")
+        found.append(f"{name} (imported by {importer})")
     return found
 
 
@@ -299,3 +299,49 @@ def test_create_run_exec_import_neither_os_nor_ctypes(bundle):
     bundle.set_args("true")
     bundle.write()
     assert _costly_imports(_imports_of(bundle, "run", "--bundle", bundle.path, "c2")) == []
+
+
+# What the calls managers repeat per container must not load: `os` (4.4M instructions, ~1 ms),
+# ctypes, and modules a call without hooks or warnings does not use (hooks, the logger, subprocess).
+NOT_ON_THE_HOT_PATH = {"os", "posixpath", "ctypes", "_ctypes", "subprocess", "capsa.hooks", "capsa.cli.log",
+                       "typing", "json", "errno"}
+
+
+def _hot_path_extras(bundle, *args: str) -> list[str]:
+    entries = _imports_of(bundle, *args)
+    assert any(name == "capsa.container" for _, name in entries)  # the parse saw the call
+    return sorted({name for _, name in entries} & NOT_ON_THE_HOT_PATH)
+
+
+def test_delete_imports_no_os_ctypes_hooks_or_logger(bundle):
+    bundle.create("c1")
+    bundle.capsa("start", "c1")
+    wait_for_status(bundle, "c1", "stopped")
+    entries = _imports_of(bundle, "delete", "c1")
+    assert "capsa.cgroups.common" in {name for _, name in entries}  # it did remove the container's cgroup
+    assert sorted({name for _, name in entries} & NOT_ON_THE_HOT_PATH) == []
+    assert not os.path.exists(os.path.join(bundle.root, "c1"))
+    bundle.set_args("sleep", "30")
+    bundle.create("c2")
+    bundle.capsa("start", "c2")
+    assert _hot_path_extras(bundle, "delete", "--force", "c2") == []
+    assert not os.path.exists(os.path.join(bundle.root, "c2"))
+
+
+def test_state_start_kill_pause_resume_list_import_no_os(bundle):
+    bundle.set_args("sleep", "30")
+    bundle.create("c1")
+    for args in (("state", "c1"), ("start", "c1"), ("pause", "c1"), ("resume", "c1"), ("list",), ("kill", "c1", "KILL")):
+        assert _hot_path_extras(bundle, *args) == [], args
+    wait_for_status(bundle, "c1", "stopped")
+    # kill --all of a stopped container looks for what is left in its cgroup.
+    assert _hot_path_extras(bundle, "kill", "--all", "c1", "KILL") == []
+
+
+def test_delete_loads_hooks_only_for_poststop_hooks(bundle, tmp_path):
+    """The other side of the checks above: with a poststop hook, capsa.hooks is loaded and runs it."""
+    marker = tmp_path / "ran"
+    bundle.config["hooks"] = {"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {marker}"]}]}
+    bundle.create("c1")
+    assert "capsa.hooks" in {name for _, name in _imports_of(bundle, "delete", "--force", "c1")}
+    assert jsonfast.loads(marker.read_text())["status"] == "stopped"

@@ -9,7 +9,7 @@ import pytest
 
 from capsa.cgroups import HYBRID, LEGACY, UNIFIED, device_rules, layout
 from capsa.cgroups.devices_bpf import effective, program
-from capsa.cgroups.v2 import cpu_weight, io_weight, swap_max, v2_settings
+from capsa.cgroups.v2_resources import cpu_weight, io_weight, swap_max, v2_settings
 from capsa.errors import ConfigError, UnsupportedError
 
 

@@ -2,9 +2,8 @@
 
 `import ctypes` is 10.6M instructions (it builds dozens of classes and imports os), `import os`
 4.4M (the collections ABCs); docs/performance.md has the measures. The modules of those paths use
-`posix`, capsa.posixlite and capsa.linux's `_ctypes` types instead. The cgroups package is the one
-exception left (it is imported only inside functions, so these module-level imports do not load
-it); tests/integration/test_lifecycle.py checks the imports of real calls.
+`posix`, capsa.posixlite and capsa.linux's `_ctypes` types instead, the cgroups package included;
+tests/integration/test_lifecycle.py checks the imports of real calls.
 """
 
 import subprocess
@@ -20,6 +19,8 @@ MODULES = [
     "capsa.container", "capsa.state", "capsa.spec", "capsa.rootless", "capsa.idmap", "capsa.launch",
     "capsa.init", "capsa.rootfs", "capsa.caps", "capsa.linux", "capsa.seccomp", "capsa.bpf", "capsa.lsm",
     "capsa.console", "capsa.trampoline", "capsa.syncpipe", "capsa.hooks", "capsa.mountopts", "capsa.procfs",
+    "capsa.cgroups", "capsa.cgroups.common", "capsa.cgroups.v1", "capsa.cgroups.v1_resources", "capsa.cgroups.v2",
+    "capsa.cgroups.v2_resources", "capsa.cgroups.devices_bpf",
 ]
 HEAVY = ["os", "ctypes", "posixpath", "subprocess", "struct"]
 

@@ -13,7 +13,7 @@ access_type is (BPF_DEVCG_ACC_* << 16) | BPF_DEVCG_DEV_*.
 
 from __future__ import annotations
 
-import struct
+import _struct  # struct without its Python wrapper module (~0.3M instructions)
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def effective(rules: list[dict[str, Any]]) -> tuple[bool, list[DeviceRule]]:
 
 
 def _insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    return struct.pack("<BBhi", op, (src << 4) | dst, off, imm)
+    return _struct.pack("<BBhi", op, (src << 4) | dst, off, imm)
 
 
 def _block(exception: DeviceRule, default_allow: bool) -> list[bytes]:

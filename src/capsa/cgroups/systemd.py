@@ -31,7 +31,8 @@ import os
 
 from capsa.cgroups.common import CGROUP_ROOT, UNIFIED, CgroupError, given, hierarchies, layout
 from capsa.cgroups.v1 import V1Cgroup
-from capsa.cgroups.v2 import V2Cgroup, cpu_weight, io_weight, swap_max
+from capsa.cgroups.v2 import V2Cgroup
+from capsa.cgroups.v2_resources import cpu_weight, io_weight, swap_max
 from capsa.errors import ConfigError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated

@@ -71,6 +71,11 @@ class Globals:
             self._log = Logger(*self._log_settings)
         return self._log
 
+    def warn(self, message: str) -> None:
+        """A warning, for library calls that may warn: unlike `g.log.warning`, passing it does
+        not make the logger (a call that warns about nothing does not import it)."""
+        self.log.warning(message)
+
 
 # --rootless: auto, or Go's strconv.ParseBool spellings (as runc reads it).
 ROOTLESS_VALUES = ("", "auto", "1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False")

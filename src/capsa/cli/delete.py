@@ -35,5 +35,5 @@ def run(g, argv: list[str]) -> int:
         g.log.warning(f"{err}: removing it")
         delete_leftovers(g.root, parsed.args[0])
         return 0
-    container.delete(force=parsed.force, warn=g.log.warning)
+    container.delete(force=parsed.force, warn=g.warn)
     return 0

@@ -25,7 +25,7 @@ def run(g, argv: list[str]) -> int:
         raise UsageError(f"invalid format option {parsed.format!r}: use table or json")
     from capsa.container import Container
 
-    states = [c.state() for c in Container.list(g.root, warn=g.log.warning)]
+    states = [c.state() for c in Container.list(g.root, warn=g.warn)]
     owner = _owner_name()
     for state in states:
         state["owner"] = owner
@@ -41,13 +41,13 @@ def run(g, argv: list[str]) -> int:
 
 
 def _owner_name() -> str:
-    import os
+    import posix
     import pwd
 
     try:
-        return pwd.getpwuid(os.geteuid()).pw_name
+        return pwd.getpwuid(posix.geteuid()).pw_name
     except KeyError:
-        return f"#{os.geteuid()}"
+        return f"#{posix.geteuid()}"
 
 
 def _table(states: list[dict]) -> str:

@@ -16,5 +16,5 @@ def run(g, argv: list[str]) -> int:
     require_args(parsed, "start", 1)
     from capsa.container import Container
 
-    Container.load(g.root, parsed.args[0]).start(warn=g.log.warning)
+    Container.load(g.root, parsed.args[0]).start(warn=g.warn)
     return 0
