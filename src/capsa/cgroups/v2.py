@@ -57,7 +57,10 @@ class V2Cgroup(Cgroup):
         return posixlite.join(self.directory, name)
 
     def path_for(self, controller: str) -> str | None:
-        """The directory if `controller` is enabled in it (callers written for v1 ask this)."""
+        """The directory if `controller` is enabled in it (callers written for v1 ask this); None
+        also once a rootless create gave the directory up (paths emptied)."""
+        if not self.paths:
+            return None
         return self.directory if controller in self.controllers() else None
 
     def controllers(self) -> list[str]:
