@@ -14,7 +14,12 @@ if TYPE_CHECKING:
 DEFAULT_CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 
-def default_spec(rootless: bool = False) -> dict[str, Any]:
+def default_spec(rootless: bool = False, cgroup_namespace: bool | None = None) -> dict[str, Any]:
+    """runc's `spec` (with --rootless: `spec --rootless`). As runc, a cgroup namespace only on a
+    cgroup v2 host (cgroup_namespace None: /sys/fs/cgroup/cgroup.controllers exists, runc's test)."""
+    if cgroup_namespace is None:
+        cgroup_namespace = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    namespaces = ["pid", "network", "ipc", "uts", "mount"] + (["cgroup"] if cgroup_namespace else [])
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {
@@ -46,7 +51,7 @@ def default_spec(rootless: bool = False) -> dict[str, Any]:
         ],
         "linux": {
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+            "namespaces": [{"type": t} for t in namespaces],
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
@@ -65,11 +70,10 @@ def _make_rootless(spec: dict[str, Any]) -> None:
     from the host (sysfs cannot be mounted without owning the network namespace), no uid=/gid=
     mount options (the ids are not mapped) and no cgroup resources.
 
-    runc 1.1's default has no cgroup namespace, so its rootless spec has none either; ours is
-    dropped too: a rootless container usually has no cgroup of its own to be the root of one.
+    The cgroup namespace stays where the default has one (cgroup v2 hosts), as in runc's.
     """
     linux = spec["linux"]
-    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("network", "user", "cgroup")]
+    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("network", "user")]
     linux["namespaces"].append({"type": "user"})
     linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
     linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]

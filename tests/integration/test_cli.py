@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -28,6 +30,32 @@ def test_spec_writes_runc_default(bundle, tmp_path):
     rootless.mkdir()
     bundle.capsa("spec", "--rootless", "--bundle", str(rootless))
     assert "uidMappings" in jsonfast.loads((rootless / "config.json").read_text())["linux"]
+
+
+@pytest.mark.skipif(not shutil.which("runc") or not shutil.which("unshare"), reason="needs runc and unshare")
+@pytest.mark.parametrize("cgroup2", [False, True], ids=["this-host", "cgroup2-mounted"])
+def test_spec_is_runcs_spec(tmp_path, cgroup2):
+    """`capsa spec` and `spec --rootless` write the document runc writes, on this host's cgroup
+    layout and with cgroup2 mounted on /sys/fs/cgroup (runc then adds a cgroup namespace)."""
+    from conftest import capsa_command
+
+    commands = []
+    for tool, command in (("runc", ["runc"]), ("capsa", capsa_command())):
+        for flags in ([], ["--rootless"]):
+            directory = tmp_path / f"{tool}{''.join(flags)}"
+            directory.mkdir()
+            commands.append(" ".join(command + ["spec", *flags, "--bundle", str(directory)]))
+    mount = "mount -t cgroup2 none /sys/fs/cgroup && " if cgroup2 else ""
+    script = mount + " && ".join(commands)
+    subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], check=True, timeout=60)
+    for flags in ("", "--rootless"):
+        runc, ours = (jsonfast.loads((tmp_path / f"{tool}{flags}" / "config.json").read_text()) for tool in ("runc", "capsa"))
+        for document in (runc, ours):
+            document.pop("ociVersion")
+            document.pop("hostname")
+        assert ours == runc, flags
+        assert ("cgroup" in [ns["type"] for ns in ours["linux"]["namespaces"]]) == (
+            cgroup2 or os.path.exists("/sys/fs/cgroup/cgroup.controllers"))
 
 
 def test_features_document(bundle):

@@ -262,7 +262,8 @@ def test_create_start_exec_kill_delete(user, rbundle):
 def test_shell_sees_itself_as_root(user, rbundle):
     out = rbundle.run("sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; "
                       "ls -ln /dev/null; echo hello > /dev/null && echo null-works; "
-                      "grep -x 1 /sys/fs/cgroup/pids/cgroup.procs && echo in-callers-cgroup").stdout.split("\n")
+                      "if [ -d /sys/fs/cgroup/pids ]; then grep -x 1 /sys/fs/cgroup/pids/cgroup.procs && echo in-callers-cgroup; fi; "
+                      "true").stdout.split("\n")
     assert out[0:2] == ["0", "0"]
     assert out[2].split() == ["0", str(user.uid), "1"] and out[3].split() == ["0", str(user.gid), "1"]
     assert out[4] == "deny"  # the kernel's price for an unprivileged gid_map
