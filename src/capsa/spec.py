@@ -41,6 +41,7 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 ROOTFS_PROPAGATION = PROPAGATION
 HOOK_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 DEVICE_TYPES = ("c", "b", "u", "p")
+_NGROUPS_MAX = 65536  # the kernel's NGROUPS_MAX (setgroups(2) refuses more)
 _UINT32_MAX = 2**32 - 1
 _UINT64_MAX = 2**64 - 1
 # Sysctls that belong to a namespace, and which one (runc's validator).
@@ -208,7 +209,10 @@ def _validate_user(user: Any, field: str) -> None:
             _int(user[key], f"{field}.{key}", 0, _UINT32_MAX)
     if user.get("umask") is not None:
         _int(user["umask"], f"{field}.umask", 0, 0o7777)
-    for index, gid in enumerate(_optional(user, "additionalGids", _list, field) or []):
+    gids = _optional(user, "additionalGids", _list, field) or []
+    if len(gids) > _NGROUPS_MAX:
+        raise ConfigError(f"{field}.additionalGids", f"{len(gids)} groups: the kernel allows at most {_NGROUPS_MAX}")
+    for index, gid in enumerate(gids):
         _int(gid, f"{field}.additionalGids[{index}]", 0, _UINT32_MAX)
     if _optional(user, "username", _str, field) and "uid" not in user:
         # A Windows-only field: on Linux it would silently run the process as uid 0.

@@ -57,6 +57,7 @@ def test_resources_reach_cgroup_files(cgbundle):
 
 def test_container_sees_its_own_cgroup(cgbundle):
     cgbundle.config["linux"]["resources"] = {"pids": {"limit": 77}}
+    cgbundle.config["linux"]["namespaces"].append({"type": "cgroup"})  # runc's spec has one only on v2
     out = cgbundle.sh("cat /sys/fs/cgroup/pids/pids.max; cat /proc/self/cgroup | grep pids").stdout.split()
     assert out[0] == "77"
     assert out[1].endswith(":/")  # cgroup namespace: the container's cgroup is its root

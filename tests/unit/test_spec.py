@@ -55,6 +55,7 @@ CASES = [
     ("uid too big", _set("process.user.uid", 2**32), "process.user.uid"),
     ("umask", _set("process.user.umask", 0o10000), "process.user.umask"),
     ("gids", _set("process.user.additionalGids", ["5"]), "process.user.additionalGids[0]"),
+    ("too many gids", _set("process.user.additionalGids", list(range(65537))), "process.user.additionalGids"),
     ("cap not a string", _set("process.capabilities.bounding", [5]), "process.capabilities.bounding[0]"),
     ("rlimit type", _set("process.rlimits", [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}]), "process.rlimits[0].type"),
     ("rlimit soft>hard", _set("process.rlimits", [{"type": "RLIMIT_CORE", "soft": 2, "hard": 1}]), "process.rlimits[0]"),
