@@ -30,6 +30,15 @@ GUEST_TESTS = os.environ.get("CAPSA_GUEST_TESTS", "").split() or [
     "tests/integration/test_cgroups_v2.py", "tests/integration/test_devices_bpf.py",
     "tests/integration/test_checkpoint.py", "tests/integration/test_lsm.py"]
 TIMEOUT = 600.0  # the whole tier must fit in CI's time
+# The guest mounts tmpfs of its own on /tmp and /var/tmp (tests/guest/vm.py, stage 2): a checkout
+# under either is out of its sight, and every test would fail with "can't cd".
+HIDDEN_BY_GUEST = next((d for d in ("/tmp", "/var/tmp") if REPO.startswith(d + "/")), None)
+
+
+def _refuse_hidden_checkout() -> None:
+    if HIDDEN_BY_GUEST:
+        pytest.fail(f"the checkout {REPO} is under {HIDDEN_BY_GUEST}, which the guest covers with a tmpfs of its "
+                    "own: run the guest tier from a checkout elsewhere", pytrace=False)
 
 
 def _test_names(relative: str) -> list[str]:
@@ -78,6 +87,7 @@ exit $code
 
 @pytest.fixture(scope="session")
 def guest_session():
+    _refuse_hidden_checkout()
     try:
         result = vm.run(_guest_script(), timeout=TIMEOUT)
     except vm.GuestUnavailable as err:
@@ -181,6 +191,7 @@ SYSTEMD_GUEST_TESTS = ["tests/integration/test_systemd_cgroup.py"]
 def systemd_guest_session():
     if os.environ.get("CAPSA_SKIP_SYSTEMD_GUEST"):
         pytest.skip("CAPSA_SKIP_SYSTEMD_GUEST is set")
+    _refuse_hidden_checkout()
     tests = " ".join(shlex.quote(t) for t in SYSTEMD_GUEST_TESTS)
     script = f"cd {shlex.quote(REPO)}\n{shlex.quote(sys.executable)} -m pytest -p no:cacheprovider -q -rA {tests}\n"
     try:
