@@ -47,5 +47,5 @@ def create_from_flags(g, parsed, console_fd: int | None = None, spec: dict | Non
         spec=spec,
         rootless_cgroups=rootless_cgroups(g.rootless),
         systemd_cgroup=g.systemd_cgroup,
-        warn=g.log.warning,
+        warn=g.warn,
     )

@@ -44,7 +44,7 @@ def run(g, argv: list[str]) -> int:
     process = _process(container, parsed)
     if parsed.detach:
         pid = container.exec(process, console_socket=parsed.console_socket, preserve_fds=parsed.preserve_fds,
-                             ignore_paused=parsed.ignore_paused, sub_cgroup=parsed.cgroup, warn=g.log.warning)
+                             ignore_paused=parsed.ignore_paused, sub_cgroup=parsed.cgroup, warn=g.warn)
         _write_pid_file(parsed.pid_file, pid)
         return 0
     from capsa import linux
@@ -58,7 +58,7 @@ def run(g, argv: list[str]) -> int:
         proxy = TerminalProxy()
     pid = container.exec(process, console_socket=parsed.console_socket, console_fd=proxy.child_end if proxy else None,
                          preserve_fds=parsed.preserve_fds, ignore_paused=parsed.ignore_paused, sub_cgroup=parsed.cgroup,
-                         warn=g.log.warning)
+                         warn=g.warn)
     _write_pid_file(parsed.pid_file, pid)
     if proxy:
         proxy.receive_master()

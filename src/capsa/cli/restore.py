@@ -63,5 +63,5 @@ def run(g, argv: list[str]) -> int:
     from capsa.cli.run import wait_forwarding_signals
 
     code = wait_forwarding_signals(container.pid, None)
-    container.delete(force=True, warn=g.log.warning)
+    container.delete(force=True, warn=g.warn)
     return code

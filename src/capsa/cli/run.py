@@ -49,13 +49,13 @@ def run(g, argv: list[str]) -> int:
         return status
     code = wait_forwarding_signals(container.pid, proxy)
     if not parsed.keep:
-        container.delete(force=True, warn=g.log.warning)
+        container.delete(force=True, warn=g.warn)
     return code
 
 
 def _start_or_clean(container, g) -> int:
     try:
-        container.start(warn=g.log.warning)
+        container.start(warn=g.warn)
     except BaseException:
         container.delete(force=True)
         raise

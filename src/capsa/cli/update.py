@@ -51,7 +51,7 @@ def run(g, argv: list[str]) -> int:
         raise UsageError("update: give --resources or at least one limit flag")
     from capsa.container import Container
 
-    Container.load(g.root, parsed.args[0]).update(resources, warn=g.log.warning)
+    Container.load(g.root, parsed.args[0]).update(resources, warn=g.warn)
     return 0
 
 
