@@ -35,9 +35,15 @@ def unavailable(capabilities: dict[str, Any] | None, grantable: int | None = Non
     return list(dict.fromkeys(name for name in names if not _grantable(name, highest, grantable)))
 
 
+def _number(name: str, highest: int) -> int | None:
+    """The capability's number, None when capsa or this kernel (last cap `highest`) does not know it."""
+    number = CAPABILITIES.get(name)
+    return number if number is not None and number <= highest else None
+
+
 def _grantable(name: str, highest: int, grantable: int | None) -> bool:
-    number = CAPABILITIES.get(name, highest + 1)
-    return number <= highest and (grantable is None or bool(grantable & (1 << number)))
+    number = _number(name, highest)
+    return number is not None and (grantable is None or bool(grantable & (1 << number)))
 
 
 def grantable_by(namespaces: list[dict[str, Any]]) -> int | None:
@@ -51,8 +57,8 @@ def grantable_by(namespaces: list[dict[str, Any]]) -> int | None:
 def _mask(names: list[str] | None, highest: int) -> int:
     mask = 0
     for name in names or ():
-        number = CAPABILITIES.get(name, highest + 1)
-        if number <= highest:  # see unavailable(): the rest were warned about and are ignored
+        number = _number(name, highest)
+        if number is not None:  # see unavailable(): the rest were warned about and are ignored
             mask |= 1 << number
     return mask
 
@@ -96,8 +102,8 @@ def apply_sets(capabilities: dict[str, Any] | None) -> None:
                  _mask(capabilities.get("inheritable"), highest) & held)
     linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
     for name in capabilities.get("ambient") or ():
-        number = CAPABILITIES.get(name, highest + 1)
-        if number > highest:
+        number = _number(name, highest)
+        if number is None:
             continue
         try:
             linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, number)
