@@ -286,6 +286,7 @@ def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
     channel = Channel(config.sync_fd)
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        init.load_modules(config.spec["process"], config.spec)  # the host's files are out of reach later
         if config.cgroup_wait:
             channel.expect("cgroup")  # systemd has moved this process into the container's scope
         # Into the container's cgroup while still in the host's namespaces: the init forked
@@ -465,12 +466,11 @@ def _tenant_child(
     channel = Channel(sync_fd)
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
-        # libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
+        # Modules, libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
+        init.load_modules(process)
         seccomp_filter = init.build_seccomp(seccomp, seccomp_cache)
         exec_trampoline = init.trampoline_fd()
         labels = init.exec_labels(process)  # through the host's procfs, opened before setns(mnt)
-        if process.get("terminal"):
-            from capsa import console  # noqa: F401 - imported here: the host's library is out of reach after setns(mnt)
         _join_cgroup(cgroup_join)
         _enter_namespaces(namespaces, channel, None)
         pid = posix.fork()

@@ -46,6 +46,7 @@ class Bundle:
 
         self.path = path
         self.root = state_root
+        self.command: list[str] | None = None  # how to run capsa; None: capsa_command()
         self.rootfs = os.path.join(path, "rootfs")
         os.makedirs(path, exist_ok=True)
         subprocess.run(["cp", "-a", rootfs_template, self.rootfs], check=True)
@@ -76,7 +77,7 @@ class Bundle:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("timeout", 60)
-        result = subprocess.run(capsa_command() + ["--root", self.root, *args], **kwargs)
+        result = subprocess.run((self.command or capsa_command()) + ["--root", self.root, *args], **kwargs)
         if check and result.returncode != 0:
             raise AssertionError(f"capsa {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
