@@ -147,9 +147,11 @@ class Container:
         warn: called with the text of each setting the host ignores (memory.kernel, unknown
         capabilities).
         """
-        from capsa import rootless
+        from capsa import launch, rootless
         from capsa import spec as specmod
 
+        # First of all, before any fd of ours exists: the fds the container inherits must all be open.
+        launch.check_inherited_fds(preserve_fds)
         bundle = posixlite.abspath(bundle)
         st.validate_id(container_id)
         if spec is None:
@@ -233,10 +235,15 @@ class Container:
             # clean-up of a failed create needs.
             pid = launch.spawn_init(self.spec, rootfs_path, options, listen_fd, cgroup)
         finally:
-            posix.close(listen_fd)
-        self.record.update(status=st.CREATED, pid=pid, pidStartTime=procfs.start_time(pid))
-        self.record.pop("creator", None)
-        self.store.write(self.id, self.record)
+            posix.close(listen_fd)  # ours: the init has its own copy
+        try:
+            self.record.update(status=st.CREATED, pid=pid, pidStartTime=procfs.start_time(pid))
+            self.record.pop("creator", None)
+            self.store.write(self.id, self.record)
+        except BaseException:
+            # Left alive, the init would wait in accept() for ever, holding the caller's stdio.
+            launch.kill_init(pid)
+            raise
 
     # -- start -----------------------------------------------------------------------------------
     def start(self, warn: Any = None) -> None:
@@ -319,6 +326,7 @@ class Container:
         from capsa import launch
         from capsa.spec import validate_process
 
+        launch.check_inherited_fds(preserve_fds)  # before any fd of ours exists, as in create
         validate_process(process)
         _refuse_unsupported_process(process, "process")
         _warn_unavailable_capabilities(process, self.spec, warn)

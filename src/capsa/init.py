@@ -10,16 +10,21 @@ dumpable again.
 
 from __future__ import annotations
 
-# Everything the init needs after pivot_root must be imported before it: the host's Python
-# library is not reachable from inside the container's root.
+# Everything the init and an exec'd process need must be imported before they enter the
+# container's namespaces (see load_modules): the modules every container needs are imported
+# here, the others by load_modules.
 import _signal
 import _socket
+import _struct
+import fcntl
 import posix
 import resource
 import stat
 
 from capsa import caps, hooks, linux, posixlite, rootfs
+from capsa import trampoline as _trampoline
 from capsa.errors import CapsaError, ContainerStartError
+from capsa.spec import RLIMITS, ROOTFS_PROPAGATION
 from capsa.syncpipe import Channel
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -75,6 +80,26 @@ def run_tenant(
     posix._exit(127)
 
 
+def load_modules(process: dict[str, Any], spec: dict[str, Any] | None = None) -> None:
+    """Import now what the init (`spec` given) or an exec'd `process` will import later.
+
+    Called by the child before it enters the container's namespaces: once it is the root of a
+    user namespace, the host may not let it read where capsa, or Python, is installed (a venv in
+    a 0700 directory such as /root: "cannot import name 'trampoline'"), and once it has
+    joined the container's mount namespace, or pivoted into its root, the host's files are out
+    of reach altogether. The modules only some containers use are imported only for those.
+    """
+    linux_spec = (spec or {}).get("linux") or {}
+    if process.get("terminal"):
+        from capsa import console  # noqa: F401
+    if process.get("apparmorProfile") or process.get("selinuxLabel") or linux_spec.get("mountLabel"):
+        from capsa import lsm  # noqa: F401
+    if linux_spec.get("seccomp"):
+        from capsa import seccomp  # noqa: F401
+    if spec is not None and _has_hooks(spec, "createContainer", "startContainer"):
+        import subprocess  # noqa: F401 - the hooks the init runs itself, inside the container
+
+
 def exec_labels(process: dict[str, Any]) -> Any:
     """The AppArmor/SELinux labels to apply at exec (capsa.lsm), None when the process has none."""
     if not (process.get("apparmorProfile") or process.get("selinuxLabel")):
@@ -86,9 +111,7 @@ def exec_labels(process: dict[str, Any]) -> Any:
 
 def trampoline_fd() -> int | None:
     """The sealed exec trampoline (see capsa.trampoline); None where it does not exist (non x86-64)."""
-    from capsa import trampoline
-
-    return trampoline.sealed_fd() if trampoline.supported() else None
+    return _trampoline.sealed_fd() if _trampoline.supported() else None
 
 
 def exec_program(executable: str, args: list[str], env: dict[str, str], trampoline: int | None) -> NoReturn:
@@ -153,8 +176,6 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     seccomp_filter = build_seccomp(linux_spec.get("seccomp"), config.seccomp_cache)
     _prepare_listener(seccomp_filter, config.seccomp_listener_fd, listener_state)
     exec_trampoline = trampoline_fd()
-    if _has_hooks(spec, "startContainer"):
-        import subprocess  # noqa: F401 - startContainer hooks run after pivot_root
 
     cwd = process["cwd"]
     try:
@@ -259,16 +280,12 @@ def _new_session_keyring(container_id: str) -> None:
 
 def _loopback_up() -> None:
     """A new network namespace starts with lo down; containers expect 127.0.0.1 to work."""
-    import _socket
-    import _struct as struct
-    import fcntl
-
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
     try:
-        request = struct.pack("16sH22x", b"lo", 0)
-        flags = struct.unpack("16sH22x", fcntl.ioctl(sock.fileno(), siocgifflags, request))[1]
-        fcntl.ioctl(sock.fileno(), siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
+        request = _struct.pack("16sH22x", b"lo", 0)
+        flags = _struct.unpack("16sH22x", fcntl.ioctl(sock.fileno(), siocgifflags, request))[1]
+        fcntl.ioctl(sock.fileno(), siocsifflags, _struct.pack("16sH22x", b"lo", flags | iff_up))
     finally:
         sock.close()
 
@@ -286,8 +303,6 @@ def _has_hooks(spec: dict[str, Any], *phases: str) -> bool:
 
 
 def _propagation(name: str | None) -> int:
-    from capsa.spec import ROOTFS_PROPAGATION
-
     return ROOTFS_PROPAGATION[name] if name else 0
 
 
@@ -346,8 +361,6 @@ def _apply_sysctl(root: rootfs.Rootfs, checked_proc: int | None, sysctl: dict[st
 
 
 def _apply_rlimits(rlimits: list[dict[str, Any]]) -> None:
-    from capsa.spec import RLIMITS
-
     for index, rlimit in enumerate(rlimits):
         soft = _rlim(rlimit["soft"], resource.RLIM_INFINITY)
         hard = _rlim(rlimit["hard"], resource.RLIM_INFINITY)

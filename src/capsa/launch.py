@@ -56,16 +56,19 @@ class LaunchOptions:
 def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, listen_fd: int, cgroup: Any) -> int:
     """Fork the container's init and drive it until it waits for `start`; return its host pid.
 
+    `listen_fd` (the start socket) stays the caller's to close, and must be above the inherited
+    fds: it is, when the caller checked them (check_inherited_fds) before opening anything.
     On failure the init is killed and a CapsaError says what went wrong.
     """
     namespaces = spec.get("linux", {}).get("namespaces") or []
     new = {ns["type"] for ns in namespaces if not ns.get("path")}
-    keep = _inherited_fd_count(options.preserve_fds)
+    keep = check_inherited_fds(options.preserve_fds)
+    if listen_fd < 3 + keep:
+        raise ContainerStartError(f"internal error: the start socket (fd {listen_fd}) is among the fds the container inherits")
     console_fd = _connect_console(spec["process"].get("terminal"), options.console_socket, options.console_fd)
     seccomp_fd = _connect_seccomp_listener((spec.get("linux") or {}).get("seccomp"), console_fd)
     parent_fd, child_fd = _socketpair()
-    internal = _move_above([child_fd, listen_fd, console_fd, seccomp_fd], 3 + keep)
-    child_fd, listen_fd, console_fd, seccomp_fd = internal
+    child_fd, console_fd, seccomp_fd = _move_above([child_fd, console_fd, seccomp_fd], 3 + keep)
     config = InitConfig(
         spec=spec, rootfs=rootfs_path, bundle=options.bundle, container_id=options.container_id,
         sync_fd=child_fd, listen_fd=listen_fd, console_fd=console_fd, keep_fds=keep,
@@ -93,8 +96,12 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
             channel.send("cgroup")
         init_pid = _drive(channel, spec, child, options, cgroup)
     except BaseException:
-        _kill_quietly(options.state.get("pid") or child)
-        _reap(child)
+        init_pid = options.state.get("pid") or 0
+        if init_pid:
+            kill_init(init_pid)  # reaps it too when it is the child itself
+        if init_pid != child:
+            _kill_quietly(child)
+            _reap(child)
         raise
     finally:
         channel.close()
@@ -178,6 +185,23 @@ def _set_oom_score_adj(pid: int, value: int) -> None:
         ) from None
 
 
+def kill_init(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL an init that will never be started, and wait until it is dead (a zombie at most),
+    so that its cgroup can be removed; reaped if it is our child (`capsa run` is a subreaper)."""
+    import time
+
+    from capsa.procfs import is_alive
+
+    _kill_quietly(pid)
+    deadline = time.monotonic() + timeout
+    while is_alive(pid, None) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    try:
+        posix.waitpid(pid, posix.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def _reap(pid: int) -> None:
     try:
         posix.waitpid(pid, 0)
@@ -238,7 +262,8 @@ def _socketpair() -> tuple[int, int]:
 
 
 def _move_above(fds: list[int], lowest: int) -> list[int]:
-    """Keep our own fds out of the range the container inherits (3 .. 3+preserved-1)."""
+    """Fds of ours (closed here when moved) out of the range the container inherits (3 .. 3+preserved-1):
+    a second guard, check_inherited_fds keeps them out already."""
     import fcntl
 
     moved = []
@@ -251,10 +276,31 @@ def _move_above(fds: list[int], lowest: int) -> list[int]:
     return moved
 
 
-def _inherited_fd_count(preserve_fds: int | None) -> int:
-    """Socket activation fds (LISTEN_FDS) and --preserve-fds, which follow them."""
+def check_inherited_fds(preserve_fds: int | None) -> int:
+    """How many fds after stdio the container inherits: the socket activation fds (LISTEN_FDS),
+    then --preserve-fds; each must be open, as runc requires of the preserved ones.
+
+    Call it before opening anything that outlives the call: the kernel gives a new fd the lowest
+    free number, so an fd of capsa's (the state directory's lock, the start socket) would fill a
+    hole in the range and reach the container (the CVE-2024-21626 pattern). With every fd of the
+    range open, and never closed by capsa, every fd capsa opens is numbered above it.
+    """
+    if preserve_fds and preserve_fds < 0:
+        raise CapsaError("--preserve-fds must not be negative")
     listen = posixlite.getenv("LISTEN_FDS", "")
-    return (int(listen) if listen.isdigit() else 0) + (preserve_fds or 0)
+    listen_count = int(listen) if listen.isdigit() else 0
+    count = listen_count + (preserve_fds or 0)
+    for fd in range(3, 3 + count):
+        try:
+            posix.fstat(fd)
+        except OSError:
+            if fd < 3 + listen_count:
+                what, first, last = f"LISTEN_FDS={listen_count}", 3, 2 + listen_count
+            else:
+                what, first, last = f"--preserve-fds {preserve_fds}", 3 + listen_count, 2 + count
+            passed = f"fd {first}" if first == last else f"fds {first} to {last}"
+            raise CapsaError(f"{what}: fd {fd} is not open (the container is to get {passed}; each must be open)") from None
+    return count
 
 
 def _connect_console(terminal: bool, console_socket: str | None, console_fd: int | None) -> int:
@@ -286,6 +332,7 @@ def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
     channel = Channel(config.sync_fd)
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        init.load_modules(config.spec["process"], config.spec)  # the host's files are out of reach later
         if config.cgroup_wait:
             channel.expect("cgroup")  # systemd has moved this process into the container's scope
         # Into the container's cgroup while still in the host's namespaces: the init forked
@@ -413,7 +460,7 @@ def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions,
     reports through the channel until exec closes it. Returns the new process's host pid.
     """
     namespaces = namespaces_of(init_pid)
-    keep = _inherited_fd_count(options.preserve_fds)
+    keep = check_inherited_fds(options.preserve_fds)
     console_fd = _connect_console(process.get("terminal"), options.console_socket, options.console_fd)
     seccomp_fd = _connect_seccomp_listener(seccomp, console_fd)
     parent_fd, child_fd = _socketpair()
@@ -465,12 +512,11 @@ def _tenant_child(
     channel = Channel(sync_fd)
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
-        # libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
+        # Modules, libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
+        init.load_modules(process)
         seccomp_filter = init.build_seccomp(seccomp, seccomp_cache)
         exec_trampoline = init.trampoline_fd()
         labels = init.exec_labels(process)  # through the host's procfs, opened before setns(mnt)
-        if process.get("terminal"):
-            from capsa import console  # noqa: F401 - imported here: the host's library is out of reach after setns(mnt)
         _join_cgroup(cgroup_join)
         _enter_namespaces(namespaces, channel, None)
         pid = posix.fork()

@@ -23,11 +23,15 @@ import, see linux.py); with a compiled program in the cache, libseccomp is only 
 
 from __future__ import annotations
 
+# Imported here, not where they are used: the filter is built and loaded inside the container's
+# namespaces, where the host's files may be out of reach (see init.load_modules).
+import _sha256
+import _socket
 import _struct
 import errno
 import posix
 
-from capsa import posixlite
+from capsa import jsonfast, posixlite
 from capsa.errors import ConfigError, ContainerStartError, UnsupportedError
 from capsa.linux import (
     Library,
@@ -41,6 +45,7 @@ from capsa.linux import (
     get_errno,
     string_buffer,
 )
+from capsa.state import write_atomic
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -175,10 +180,6 @@ _BPF_INSTRUCTION = 8
 
 
 def _cache_path(cache_dir: str, seccomp: dict[str, Any], lib: Any) -> str:
-    import _sha256
-
-    from capsa import jsonfast
-
     major, minor, micro = (c_uint * 3).from_address(lib.seccomp_version())
     key = (f"{_CACHE_FORMAT} libseccomp {major}.{minor}.{micro} {posix.uname().machine} "
            + jsonfast.dumps(seccomp))
@@ -196,8 +197,6 @@ def _read_cached(path: str) -> bytes | None:
 
 def _write_cached(path: str, program: bytes) -> None:
     """Best effort: a cache that cannot be written only costs the next container the compile."""
-    from capsa.state import write_atomic
-
     try:
         posixlite.makedirs(path.rpartition("/")[0], mode=0o700, exist_ok=True)
         write_atomic(path, program)
@@ -317,8 +316,6 @@ class Filter:
     def set_listener(self, fd: int, message: str) -> None:
         """The connected listenerPath socket (see connect_listener) and the ContainerProcessState to
         send on it; everything is made ready here so that load() has only sendmsg left to do."""
-        import _socket
-
         self._listener = _socket.socket(fileno=fd)  # this constructor makes syscalls: not after the load
         self._message = message.encode()
 
@@ -331,8 +328,6 @@ class Filter:
             self._hand_over(result)
 
     def _hand_over(self, notify_fd: int) -> None:
-        import _socket
-
         if self._listener is None:
             posix.close(notify_fd)
             raise ContainerStartError("linux.seccomp: no listener connection to send the notify fd to")
@@ -350,8 +345,6 @@ def connect_listener(seccomp: dict[str, Any] | None) -> int:
     the host side so that the path resolves as the caller sees it."""
     if not seccomp or not uses_notify(seccomp):
         return -1
-    import _socket
-
     path = seccomp["listenerPath"]
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
@@ -364,7 +357,7 @@ def connect_listener(seccomp: dict[str, Any] | None) -> int:
 
 def process_state(seccomp: dict[str, Any], pid: int, state: dict[str, Any]) -> str:
     """runc's ContainerProcessState, sent to the listener with the notify fd."""
-    from capsa import OCI_VERSION, jsonfast
+    from capsa import OCI_VERSION
 
     message: dict[str, Any] = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": pid}
     if seccomp.get("listenerMetadata"):

@@ -26,6 +26,26 @@ def capsa_command() -> list[str]:
     return [sys.executable, "-m", "capsa"]
 
 
+def capsa_command_for(user: str, place: str) -> tuple[list[str], dict[str, str]]:
+    """How the unprivileged `user` runs this checkout's capsa, and the environment that needs: the
+    launcher if it can, else (a checkout under /root, mode 0700, is out of its reach) a copy of
+    the package in `place`, a directory it can read, run by the interpreter with PYTHONPATH. The
+    test skips, saying why, if even the interpreter is out of the user's reach."""
+    as_user = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    command = capsa_command()
+    if subprocess.run([*as_user, *command, "--version"], capture_output=True, timeout=60).returncode == 0:
+        return command, {}
+    python = os.path.realpath(sys.executable)
+    if subprocess.run([*as_user, python, "-S", "-c", "pass"], capture_output=True, timeout=60).returncode != 0:
+        pytest.skip(f"user {user} can run neither this checkout's capsa ({command[0]}) nor its interpreter ({python})")
+    import capsa
+
+    lib = os.path.join(place, "lib")
+    shutil.copytree(os.path.dirname(capsa.__file__), os.path.join(lib, "capsa"), ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["chmod", "-R", "a+rX", lib], check=True)
+    return [python, "-S", "-m", "capsa"], {"PYTHONPATH": lib}
+
+
 @pytest.fixture(scope="session")
 def rootfs_template(tmp_path_factory):
     from capsa.bundle import make_rootfs
@@ -46,6 +66,7 @@ class Bundle:
 
         self.path = path
         self.root = state_root
+        self.command: list[str] | None = None  # how to run capsa; None: capsa_command()
         self.rootfs = os.path.join(path, "rootfs")
         os.makedirs(path, exist_ok=True)
         subprocess.run(["cp", "-a", rootfs_template, self.rootfs], check=True)
@@ -76,7 +97,7 @@ class Bundle:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("timeout", 60)
-        result = subprocess.run(capsa_command() + ["--root", self.root, *args], **kwargs)
+        result = subprocess.run((self.command or capsa_command()) + ["--root", self.root, *args], **kwargs)
         if check and result.returncode != 0:
             raise AssertionError(f"capsa {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result

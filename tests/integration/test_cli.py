@@ -133,7 +133,7 @@ def test_unprivileged_user_gets_a_clear_error(bundle):
     import subprocess
     import tempfile
 
-    from conftest import capsa_command
+    from conftest import capsa_command_for
 
     readable = tempfile.mkdtemp(prefix="capsa-nobody-")
     try:
@@ -141,10 +141,11 @@ def test_unprivileged_user_gets_a_clear_error(bundle):
         shutil.copy(os.path.join(bundle.path, "config.json"), readable)
         os.chmod(os.path.join(readable, "config.json"), 0o644)
         os.mkdir(os.path.join(readable, "rootfs"))
+        command, env = capsa_command_for("65534", readable)
         result = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *capsa_command(),
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command,
              "--root", os.path.join(readable, "nobody-state"), "run", "--bundle", readable, "x"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, env=dict(os.environ, **env),
         )
     finally:
         shutil.rmtree(readable)

@@ -13,10 +13,10 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 
 import pytest
+from conftest import capsa_command_for
 
 from capsa import jsonfast
 
@@ -116,23 +116,6 @@ def _restore(saved: dict[str, tuple[bytes, os.stat_result] | None], name: str) -
             os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
-def _capsa_for(user_name: str, workspace: str) -> tuple[list[str], dict[str, str]]:
-    """The installed launcher if the user can reach it, else the package copied into its workspace."""
-    from conftest import capsa_command
-
-    command = capsa_command()
-    probe = subprocess.run(["setpriv", f"--reuid={user_name}", f"--regid={user_name}", "--clear-groups",
-                            *command, "--version"], capture_output=True, timeout=60)
-    if probe.returncode == 0:
-        return command, {}
-    import capsa
-
-    lib = os.path.join(workspace, "lib")
-    shutil.copytree(os.path.dirname(capsa.__file__), os.path.join(lib, "capsa"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    return [os.path.realpath(sys.executable), "-S", "-m", "capsa"], {"PYTHONPATH": lib}
-
-
 @pytest.fixture(scope="module")
 def user(rootfs_template):
     name = f"capsarl{os.getpid() % 100000}"
@@ -150,7 +133,7 @@ def user(rootfs_template):
         os.makedirs(os.path.join(workspace, "run"), mode=0o700)
         subprocess.run(["cp", "-a", rootfs_template, os.path.join(workspace, "rootfs")], check=True)
         subprocess.run(["chown", "-R", f"{name}:{name}", workspace], check=True)
-        command, env_extra = _capsa_for(name, workspace)
+        command, env_extra = capsa_command_for(name, workspace)
         test_user = User(name, workspace, command, env_extra)
         probe = test_user.run("unshare", "--user", "--map-root-user", "--mount", "true")
         if probe.returncode != 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import subprocess
@@ -194,6 +195,122 @@ def test_exec_cwd_through_proc_self_fd_is_refused(bundle, tmp_path):
         _assert_cwd_attack_failed(result)
         if fd == 3:
             assert result.returncode == 1 and "magic link" in result.stderr
+
+
+# -- fds the container is to inherit that the caller does not have open -----------------------------
+# The kernel gives a new fd the lowest free number: with a hole in 3 .. 3+N-1, an fd of capsa's own
+# would fill it and be handed to the container. capsa refuses, as runc does for --preserve-fds.
+def _leftovers(bundle) -> list[str]:
+    """What a failed create or run may not leave: state, cgroup directories, live processes of capsa's."""
+    left = [f"state {name}" for name in (os.listdir(bundle.root) if os.path.isdir(bundle.root) else [])]
+    left += glob.glob(f"/sys/fs/cgroup{bundle.cgroup}") + glob.glob(f"/sys/fs/cgroup/*{bundle.cgroup}")
+    return left + [f"process {pid}" for pid in _live_processes_of(bundle.root)]
+
+
+def _live_processes_of(state_root: str) -> list[int]:
+    """Processes (not zombies) whose command line names the state root: capsa's, or an init not yet exec'd."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                status = f.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state_root.encode() in cmdline and status != "Z" and int(pid) != os.getpid():
+            found.append(int(pid))
+    return found
+
+
+def _kill_leftovers(bundle) -> None:
+    """Should the test fail, a waiting init must not keep the state locked (the fixture's delete
+    would wait for ever) or a mount busy: killed, and waited for."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while (pids := _live_processes_of(bundle.root)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+
+
+def test_preserved_fds_that_are_not_open_are_refused(bundle):
+    """Before: with --preserve-fds 100 the start socket was moved above fd 102, closed, and closed
+    again (EBADF) once the init was ready; the state and cgroup were removed, but the init stayed in
+    accept() holding the caller's stdio (the caller hung) and no `delete` could find it."""
+    from conftest import capsa_command
+
+    bundle.set_args("sleep", "60")
+    try:
+        result = bundle.capsa("run", "--preserve-fds", "100", "--bundle", bundle.path, "c1", check=False, timeout=30)
+        assert result.returncode == 1 and "--preserve-fds 100: fd 3 is not open" in result.stderr, result.stderr
+        assert _leftovers(bundle) == []
+        command = " ".join(capsa_command()) + f" --root {bundle.root} create --preserve-fds 2 --bundle {bundle.path} c1"
+        result = subprocess.run(["sh", "-c", f"exec 3</etc/hostname; exec {command}"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1 and "--preserve-fds 2: fd 4 is not open" in result.stderr, result.stderr
+        assert _leftovers(bundle) == []
+        bundle.create("c1")
+        bundle.capsa("start", "c1")
+        result = bundle.capsa("exec", "--preserve-fds", "1", "c1", "true", check=False, timeout=30)
+        assert result.returncode == 1 and "--preserve-fds 1: fd 3 is not open" in result.stderr, result.stderr
+    finally:
+        _kill_leftovers(bundle)
+
+
+def test_listen_fds_that_are_not_open_are_refused(bundle):
+    """Before: LISTEN_FDS=1 with fd 3 closed made capsa's lock on the state directory fd 3, and the
+    init inherited it: run, start and delete -f blocked for ever in flock, and the container held a
+    host directory among its inherited fds (the CVE-2024-21626 pattern)."""
+    env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID="1")
+    bundle.set_args("sleep", "60")
+    try:
+        for command in (["run", "-d"], ["run"], ["create"]):
+            result = bundle.capsa(*command, "--bundle", bundle.path, "c1", check=False, env=env, timeout=30)
+            assert result.returncode == 1 and "LISTEN_FDS=1: fd 3 is not open" in result.stderr, result.stderr
+            assert _leftovers(bundle) == []
+        bundle.create("c1")
+        bundle.capsa("start", "c1")
+        result = bundle.capsa("exec", "c1", "true", check=False, env=env, timeout=30)
+        assert result.returncode == 1 and "LISTEN_FDS=1: fd 3 is not open" in result.stderr, result.stderr
+        bundle.capsa("delete", "--force", "c1", timeout=30)
+    finally:
+        _kill_leftovers(bundle)
+
+
+@pytest.mark.parametrize("command", [["create"], ["run", "-d"]])
+def test_create_failing_at_any_step_leaves_nothing(bundle, tmp_path, command):
+    """A state root that runs out of inodes fails create (and run) at each of its writes in turn,
+    the last one after the init is ready: nothing may remain, least of all that init (before, it
+    was left waiting in accept() for ever)."""
+    bundle.set_args("sleep", "60")
+    small = tmp_path / "small"
+    small.mkdir()
+    normal_root, bundle.root = bundle.root, str(small)
+    failures = 0
+    try:
+        for inodes in range(2, 20):
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"nr_inodes={inodes},size=1m", "capsa-test", str(small)], check=True)
+            try:
+                result = bundle.detached(*command, "--bundle", bundle.path, "c1", check=False)
+                if result.returncode == 0:
+                    break
+                assert result.returncode == 1 and "No space left on device" in result.stderr, result.stderr
+                assert _leftovers(bundle) == []
+                failures += 1
+            finally:
+                _kill_leftovers(bundle)
+                if os.path.isdir(small / "c1"):
+                    bundle.capsa("delete", "--force", "c1", check=False, timeout=30)
+                subprocess.run(["umount", str(small)], check=True)
+        else:
+            pytest.fail(f"{command[0]} never succeeded")
+    finally:
+        bundle.root = normal_root
+    assert failures >= 4  # config.json, state.json, start.sock, state.json again: each a step of its own
 
 
 # -- masked and read-only paths whose target in the image is a symlink out of the rootfs ------------

@@ -39,6 +39,9 @@ def run(g, argv: list[str]) -> int:
     if parsed.preserve_fds < 0:
         raise UsageError("--preserve-fds must not be negative")
     from capsa.container import Container
+    from capsa.launch import check_inherited_fds
+
+    check_inherited_fds(parsed.preserve_fds)  # first: the terminal proxy's sockets must land above them
 
     container = Container.load(g.root, parsed.args[0])
     process = _process(container, parsed)

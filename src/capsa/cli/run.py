@@ -25,6 +25,9 @@ def run(g, argv: list[str]) -> int:
     if parsed is None:
         return 0
     require_args(parsed, "run", 1)
+    from capsa.launch import check_inherited_fds
+
+    check_inherited_fds(parsed.preserve_fds)  # first: the terminal proxy's sockets must land above them
     if parsed.detach:
         container = create_from_flags(g, parsed)
         return _start_or_clean(container, g)
