@@ -81,6 +81,9 @@ HOSTILE_PROCESS_VALUES = st.sampled_from([
 EXTRA_PROCESS_FIELDS = st.sampled_from([
     ("apparmorProfile", "unconfined"), ("selinuxLabel", "system_u:system_r:container_t:s0"),
     ("ioPriority", {"class": "IOPRIO_CLASS_RT", "priority": 1}), ("scheduler", {"policy": "SCHED_FIFO"}),
+    ("ioPriority", {"class": "IOPRIO_CLASS_IDLE", "priority": 8}), ("scheduler", {"policy": "SCHED_FIFO", "priority": 99}),
+    ("scheduler", {"policy": "SCHED_DEADLINE", "runtime": 1024, "deadline": 1024}), ("scheduler", {"policy": "SCHED_ISO"}),
+    ("scheduler", {"policy": "SCHED_IDLE", "flags": ["SCHED_FLAG_UTIL_CLAMP_MAX"]}),
     ("execCPUAffinity", {"initial": "0"}), ("terminal", True), ("consoleSize", {"height": -1}),
     ("oomScoreAdj", 1001), ("noNewPrivileges", "yes"), ("user", "root"), ("args", "sh"),
 ])
@@ -93,7 +96,7 @@ def mutated_processes(draw):
         choice = draw(st.integers(min_value=0, max_value=3))
         if choice == 0:
             key, value = draw(EXTRA_PROCESS_FIELDS)
-            doc[key] = value
+            doc[key] = copy.deepcopy(value)  # sampled_from shares its objects: a later mutation must not change them
             continue
         prefix, key = draw(st.sampled_from(PROCESS_PLACES))
         target = doc
@@ -103,7 +106,7 @@ def mutated_processes(draw):
             if choice == 1 and isinstance(target, dict):
                 target.pop(key, None)
             else:
-                target[key] = draw(HOSTILE_PROCESS_VALUES if choice == 2 else json_values)
+                target[key] = copy.deepcopy(draw(HOSTILE_PROCESS_VALUES if choice == 2 else json_values))
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation removed the path
     return doc
@@ -145,7 +148,7 @@ def mutated_seccomp(draw):
             if choice == 0 and isinstance(target, dict):
                 target.pop(key, None)
             else:
-                target[key] = draw(HOSTILE_SECCOMP_VALUES if choice == 1 else json_values)
+                target[key] = copy.deepcopy(draw(HOSTILE_SECCOMP_VALUES if choice == 1 else json_values))
         except (KeyError, IndexError, TypeError):
             continue
     return doc

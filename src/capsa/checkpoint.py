@@ -312,6 +312,25 @@ def _write_descriptors(pid: int, image_path: str) -> None:
 
 
 # -- restore --------------------------------------------------------------------------------------
+def refuse_unrestorable(spec: dict[str, Any]) -> None:
+    """What the restored container would silently lack: CRIU brings back the scheduling policy
+    (not SCHED_DEADLINE), but neither the I/O priority nor the memory policy, and it restores a
+    bind mount as a bind of its source, not idmapped."""
+    from capsa.mountopts import is_idmapped
+
+    process, linux_spec = spec.get("process") or {}, spec.get("linux") or {}
+    if (process.get("scheduler") or {}).get("policy") == "SCHED_DEADLINE":
+        raise UnsupportedError("process.scheduler: restore cannot honour SCHED_DEADLINE: CRIU does not restore it")
+    if process.get("ioPriority"):
+        raise UnsupportedError("process.ioPriority: restore cannot honour it: CRIU does not restore I/O priorities")
+    if linux_spec.get("memoryPolicy"):
+        raise UnsupportedError("linux.memoryPolicy: restore cannot honour it: CRIU does not restore memory policies")
+    for index, mount in enumerate(spec.get("mounts") or []):
+        if is_idmapped(mount):
+            raise UnsupportedError(f"mounts[{index}]: restore cannot honour an idmapped mount: CRIU would restore it "
+                                   "as a plain bind of its source")
+
+
 def restore(root: str, container_id: str, bundle: str, criu: str, opts: CriuOptions, *,
             console_socket: str | None = None, pid_file: str | None = None) -> Any:
     """Create container `container_id` from `bundle` by restoring the image in opts.image_path;
@@ -327,6 +346,7 @@ def restore(root: str, container_id: str, bundle: str, criu: str, opts: CriuOpti
     st.validate_id(container_id)
     spec = specmod.load_bundle(bundle)
     ct.refuse_unsupported(spec)
+    refuse_unrestorable(spec)
     if _has_terminal(spec) and not console_socket:
         raise CapsaError("process.terminal is true: a --console-socket is needed to receive the terminal")
     if console_socket and not _has_terminal(spec):

@@ -340,8 +340,9 @@ class Container:
         options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds,
                                        state=self.hook_state(st.RUNNING),
                                        seccomp_cache=posixlite.join(self.store.root, st.SECCOMP_CACHE))
-        # The exec'd process gets the container's seccomp filter, as runc does.
-        return launch.spawn_tenant(self.pid, process, options, cgroup, (self.spec.get("linux") or {}).get("seccomp"))
+        # The exec'd process gets the container's seccomp filter and memory policy, as runc does.
+        linux_spec = self.spec.get("linux") or {}
+        return launch.spawn_tenant(self.pid, process, options, cgroup, linux_spec.get("seccomp"), linux_spec.get("memoryPolicy"))
 
     def _check_process_ids(self, process: dict[str, Any]) -> None:
         from capsa import rootless
@@ -518,13 +519,15 @@ def delete_leftovers(root: str, container_id: str) -> None:
 
 def refuse_unsupported(spec: dict[str, Any]) -> None:
     """Features this version cannot honour fail clearly instead of being ignored."""
+    from capsa import mountopts
+
     linux_spec = spec.get("linux") or {}
     if linux_spec.get("seccomp"):
         from capsa.seccomp import validate_profile
 
         validate_profile(linux_spec["seccomp"])
     _refuse_unsupported_process(spec.get("process") or {}, "process")
-    for key in ("intelRdt", "memoryPolicy", "netDevices"):
+    for key in ("intelRdt", "netDevices"):
         if linux_spec.get(key):
             raise UnsupportedError(f"linux.{key} is not supported by this version of capsa")
     personality = linux_spec.get("personality")
@@ -535,16 +538,27 @@ def refuse_unsupported(spec: dict[str, Any]) -> None:
 
         lsm.check_available({}, linux_spec["mountLabel"])
     for index, mount in enumerate(spec.get("mounts") or []):
-        unsupported = {"idmap", "ridmap", "tmpcopyup"} & set(mount.get("options") or [])
-        if unsupported or mount.get("uidMappings") or mount.get("gidMappings"):
-            what = ", ".join(sorted(unsupported)) or "uidMappings/gidMappings"
-            raise UnsupportedError(f"mounts[{index}]: {what} (idmapped or copy-up mounts) not supported by this version of capsa")
+        if "tmpcopyup" in (mount.get("options") or []):
+            raise UnsupportedError(f"mounts[{index}]: tmpcopyup (copy-up mounts) not supported by this version of capsa")
+        if mountopts.is_idmapped(mount):
+            _refuse_unsupported_idmap(mount, f"mounts[{index}]")
+
+
+def _refuse_unsupported_idmap(mount: dict[str, Any], field: str) -> None:
+    """What capsa cannot do with an idmapped mount (capsa.idmapped makes the others)."""
+    from capsa import mountopts
+
+    if not (mount.get("type") == "bind" or mountopts.parse_mount_options(mount.get("options") or []).is_bind):
+        raise UnsupportedError(f"{field}: idmapped mounts are supported for bind mounts only (as runc), not for a new "
+                               f"{mount.get('type') or 'untyped'} filesystem")
+    if posix.geteuid() != 0:
+        raise UnsupportedError(f"{field}: idmapped mounts need root: mount_setattr(MOUNT_ATTR_IDMAP) needs "
+                               "CAP_SYS_ADMIN over the source's filesystem (runc refuses them in rootless containers too)")
 
 
 def _refuse_unsupported_process(process: dict[str, Any], field: str) -> None:
-    for key in ("ioPriority", "scheduler", "execCPUAffinity"):
-        if process.get(key):
-            raise UnsupportedError(f"{field}.{key} is not supported by this version of capsa")
+    if process.get("execCPUAffinity"):
+        raise UnsupportedError(f"{field}.execCPUAffinity is not supported by this version of capsa")
     if process.get("apparmorProfile") or process.get("selinuxLabel"):
         from capsa import lsm
 

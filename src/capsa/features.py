@@ -15,7 +15,7 @@ NAMESPACES = ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"]
 def features() -> dict[str, Any]:
     from capsa import lsm
     from capsa.mountopts import known_options
-    from capsa.spec import CAPABILITIES
+    from capsa.spec import CAPABILITIES, MEMORY_POLICY_FLAGS, MEMORY_POLICY_MODES
 
     return {
         "ociVersionMin": "1.0.0",
@@ -31,7 +31,10 @@ def features() -> dict[str, Any]:
             "apparmor": {"enabled": lsm.apparmor_enabled()},
             "selinux": {"enabled": lsm.selinux_enabled()},
             "intelRdt": {"enabled": False},
-            "mountExtensions": {"idmap": {"enabled": False}},
+            # Recognized, as the schema asks, whatever this host's kernel supports.
+            "memoryPolicy": {"modes": sorted(MEMORY_POLICY_MODES), "flags": sorted(MEMORY_POLICY_FLAGS)},
+            # Bind mounts only, as runc (capsa.idmapped).
+            "mountExtensions": {"idmap": {"enabled": True}},
         },
         "annotations": {"org.capsa.version": __version__},
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import _signal
 import _socket
 import _struct
+import errno
 import fcntl
 import posix
 import resource
@@ -40,7 +41,7 @@ class InitConfig:
     __slots__ = (
         "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
         "keep_fds", "no_pivot", "no_new_keyring", "new_namespaces", "in_userns", "state", "cgroups",
-        "cgroup_join", "cgroup_wait", "seccomp_listener_fd", "seccomp_cache",
+        "cgroup_join", "cgroup_wait", "seccomp_listener_fd", "seccomp_cache", "mount_trees",
     )
 
     def __init__(self, **values: Any):
@@ -59,9 +60,10 @@ def run(config: InitConfig, channel: Channel) -> NoReturn:
 
 def run_tenant(
     process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any, exec_trampoline: int | None,
-    seccomp_fd: int = -1, labels: Any = None,
+    seccomp_fd: int = -1, labels: Any = None, memory_policy: dict[str, Any] | None = None,
 ) -> NoReturn:
-    """exec: set up and exec `process` in a running container whose namespaces we have joined."""
+    """exec: set up and exec `process` in a running container whose namespaces we have joined;
+    `memory_policy` is the container's linux.memoryPolicy."""
     try:
         listener_state = channel.expect("go")
         _prepare_listener(seccomp_filter, seccomp_fd, listener_state)
@@ -73,6 +75,7 @@ def run_tenant(
         env = _environment(process)
         executable = find_executable(process["args"][0], env)
         _prepare_fds(keep)
+        apply_scheduling(process, memory_policy)
         _become_process(process, labels, seccomp_filter)
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
@@ -162,7 +165,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     # Opened only now: the fd must be the rootfs bind mount that prepare_root put on top.
     root = rootfs.Rootfs(config.rootfs)
     if "mount" in config.new_namespaces:
-        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups, linux_spec.get("mountLabel"))
+        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups, linux_spec.get("mountLabel"), config.mount_trees)
         if not rootfs.dev_is_bind_mounted(mounts):
             rootfs.create_devices(root, linux_spec.get("devices") or [], config.in_userns)
             rootfs.create_dev_links(root)
@@ -217,6 +220,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     env = _environment(process)
     executable = find_executable(process["args"][0], env)
     _prepare_fds(config.keep_fds)
+    apply_scheduling(process, linux_spec.get("memoryPolicy"))
 
     # As runc: the LSM labels, the user, the capabilities and no_new_privs are set before the
     # init waits for `start`, which then only releases the exec (and startContainer hooks, which
@@ -507,3 +511,123 @@ def _reset_signals() -> None:
         except (OSError, ValueError):
             pass
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
+# -- process.scheduler, process.ioPriority, linux.memoryPolicy -------------------------------------
+def apply_scheduling(process: dict[str, Any], memory_policy: dict[str, Any] | None) -> None:
+    """The process's scheduling policy, I/O priority and NUMA memory policy, as runc sets them:
+    in the process itself, once set up and before it drops its privileges (real-time classes
+    need CAP_SYS_NICE); exec and fork keep all three."""
+    if process.get("scheduler"):
+        _set_scheduler(process["scheduler"])
+    if process.get("ioPriority"):
+        _set_io_priority(process["ioPriority"])
+    if memory_policy:
+        _set_memory_policy(memory_policy)
+
+
+def _set_scheduler(scheduler: dict[str, Any]) -> None:
+    from capsa.spec import SCHED_FLAGS, SCHED_POLICIES
+
+    policy = scheduler["policy"]
+    flags = 0
+    for name in scheduler.get("flags") or ():
+        flags |= SCHED_FLAGS[name]
+    try:
+        linux.sched_setattr(SCHED_POLICIES[policy], flags, scheduler.get("nice") or 0, scheduler.get("priority") or 0,
+                            scheduler.get("runtime") or 0, scheduler.get("deadline") or 0, scheduler.get("period") or 0)
+    except OSError as err:
+        raise ContainerStartError(f"process.scheduler: the kernel refused {policy}: {posix.strerror(err.errno)}"
+                                  f"{_scheduler_hint(policy, err.errno)}") from None
+
+
+def _scheduler_hint(policy: str, error: int) -> str:
+    """Why sched_setattr(2) says no, in the terms of config.json."""
+    if error == errno.EPERM:
+        hints = []
+        if _in_user_namespace():
+            hints.append("in a user namespace the container lacks CAP_SYS_NICE over the host's scheduler, which "
+                         "real-time and deadline policies and a lower nice value need")
+        if policy in ("SCHED_FIFO", "SCHED_RR"):
+            hints.append("with real-time group scheduling (cgroup v1) the container's cpu cgroup needs a real-time "
+                         "budget: linux.resources.cpu.realtimeRuntime")
+        if policy == "SCHED_DEADLINE":
+            hints.append("SCHED_DEADLINE needs every CPU of its scheduling domain allowed (no linux.resources.cpu.cpus "
+                         "restriction)")
+        return f" ({'; '.join(hints)})" if hints else ""
+    if error == errno.EINVAL and policy == "SCHED_ISO":
+        return " (Linux does not implement SCHED_ISO)"
+    if error == errno.EINVAL and policy == "SCHED_DEADLINE":
+        return " (the period must lie within the sysctls kernel.sched_deadline_period_min_us and _max_us)"
+    if error == errno.EBUSY:
+        return " (admission control: the CPUs have no deadline bandwidth left for runtime/period)"
+    if error == errno.EOPNOTSUPP:
+        return " (SCHED_FLAG_UTIL_CLAMP_*: this kernel has no utilization clamping, CONFIG_UCLAMP_TASK)"
+    return ""
+
+
+def _set_io_priority(io_priority: dict[str, Any]) -> None:
+    from capsa.spec import IOPRIO_CLASSES
+
+    value = IOPRIO_CLASSES[io_priority["class"]] << linux.IOPRIO_CLASS_SHIFT | io_priority["priority"]
+    try:
+        # The process group, as runc (setsid made this process its only member so far).
+        linux.ioprio_set(linux.IOPRIO_WHO_PGRP, 0, value)
+    except OSError as err:
+        hint = ""
+        if err.errno == errno.EPERM:
+            hint = " (IOPRIO_CLASS_RT needs CAP_SYS_ADMIN or CAP_SYS_NICE over the host" + (
+                ", which a container in a user namespace lacks)" if _in_user_namespace() else ")")
+        raise ContainerStartError(f"process.ioPriority: the kernel refused {io_priority['class']} "
+                                  f"{io_priority['priority']}: {posix.strerror(err.errno)}{hint}") from None
+
+
+def _set_memory_policy(policy: dict[str, Any]) -> None:
+    from capsa.spec import MEMORY_POLICY_FLAGS, MEMORY_POLICY_MODES, parse_node_list
+
+    mode = MEMORY_POLICY_MODES[policy["mode"]]
+    for name in policy.get("flags") or ():
+        mode |= MEMORY_POLICY_FLAGS[name]
+    nodes = policy.get("nodes") or ""
+    try:
+        linux.set_mempolicy(mode, parse_node_list(nodes, "linux.memoryPolicy.nodes"))
+    except OSError as err:
+        if err.errno == errno.ENOSYS:
+            hint = " (this kernel has no NUMA support, CONFIG_NUMA)"
+        elif err.errno == errno.EINVAL:
+            hint = f" ({_memory_policy_hint(policy)})"
+        else:
+            hint = ""
+        raise ContainerStartError(f"linux.memoryPolicy: the kernel refused {policy['mode']} on nodes {nodes!r}: "
+                                  f"{posix.strerror(err.errno)}{hint}") from None
+
+
+def _memory_policy_hint(policy: dict[str, Any]) -> str:
+    """Why set_mempolicy(2) says EINVAL to a policy that passed validation."""
+    hints = []
+    if policy.get("nodes"):
+        hints.append(f"the nodes must include a memory node this container may use ({_allowed_memory_nodes()})")
+    since = {"MPOL_PREFERRED_MANY": "5.15", "MPOL_WEIGHTED_INTERLEAVE": "6.9"}.get(policy["mode"])
+    if since:
+        hints.append(f"{policy['mode']} needs Linux {since}")
+    if "MPOL_F_NUMA_BALANCING" in (policy.get("flags") or ()):
+        hints.append("MPOL_F_NUMA_BALANCING goes with MPOL_BIND (and, on recent kernels, MPOL_PREFERRED_MANY)")
+    return "; ".join(hints) or "the kernel refused the mode with these flags"
+
+
+def _allowed_memory_nodes() -> str:
+    """Mems_allowed_list of this process (its cpuset's memory nodes), as /proc shows it, if it can."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Mems_allowed_list:"):
+                    return "allowed here: " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "see Mems_allowed_list in /proc/PID/status"
+
+
+def _in_user_namespace() -> bool:
+    from capsa.procfs import in_user_namespace
+
+    return in_user_namespace()

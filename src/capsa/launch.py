@@ -67,14 +67,17 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
         raise ContainerStartError(f"internal error: the start socket (fd {listen_fd}) is among the fds the container inherits")
     console_fd = _connect_console(spec["process"].get("terminal"), options.console_socket, options.console_fd)
     seccomp_fd = _connect_seccomp_listener((spec.get("linux") or {}).get("seccomp"), console_fd)
+    trees = _idmapped_trees(spec, console_fd, seccomp_fd)
     parent_fd, child_fd = _socketpair()
-    child_fd, console_fd, seccomp_fd = _move_above([child_fd, console_fd, seccomp_fd], 3 + keep)
+    internal = _move_above([child_fd, console_fd, seccomp_fd, *trees.values()], 3 + keep)
+    child_fd, console_fd, seccomp_fd = internal[:3]
+    trees = dict(zip(trees, internal[3:], strict=True))
     config = InitConfig(
         spec=spec, rootfs=rootfs_path, bundle=options.bundle, container_id=options.container_id,
         sync_fd=child_fd, listen_fd=listen_fd, console_fd=console_fd, keep_fds=keep,
         no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring, new_namespaces=new, in_userns="user" in _all_types(namespaces),
         state=options.state, cgroups=_cgroup_sources(spec, cgroup), seccomp_listener_fd=seccomp_fd,
-        seccomp_cache=options.seccomp_cache,
+        seccomp_cache=options.seccomp_cache, mount_trees=trees,
     )
     managed = cgroup is not None and cgroup.placed_by_manager
     if cgroup is not None and not managed:
@@ -85,10 +88,10 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
-        _close_fds_except(set(range(3 + keep)) | {child_fd, listen_fd, console_fd, seccomp_fd})
+        _close_fds_except(set(range(3 + keep)) | {child_fd, listen_fd, console_fd, seccomp_fd, *trees.values()})
         _child(config, namespaces)
     posix.close(child_fd)
-    _close_if_open(console_fd, seccomp_fd)
+    _close_if_open(console_fd, seccomp_fd, *trees.values())
     channel = Channel(parent_fd)
     try:
         if managed:
@@ -166,6 +169,21 @@ def _listener_state(seccomp: dict[str, Any] | None, pid: int, state: dict[str, A
     from capsa.seccomp import process_state, uses_notify
 
     return process_state(seccomp, pid, state) if uses_notify(seccomp) else ""
+
+
+def _idmapped_trees(spec: dict[str, Any], *close_on_failure: int) -> dict[int, int]:
+    """The detached trees of the idmapped mounts, made here, on the host's side (capsa.idmapped)."""
+    from capsa.mountopts import is_idmapped
+
+    if not any(is_idmapped(mount) for mount in spec.get("mounts") or []):
+        return {}
+    from capsa import idmapped
+
+    try:
+        return idmapped.prepare(spec)
+    except BaseException:
+        _close_if_open(*close_on_failure)
+        raise
 
 
 def _close_if_open(*fds: int) -> None:
@@ -452,8 +470,10 @@ def _setns(kind: str, fd: int, path: str) -> None:
 
 
 # -- joining a running container (exec) ------------------------------------------------------------
-def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions, cgroup: Any, seccomp: Any = None) -> int:
-    """Start `process` inside the namespaces and cgroup of the container whose init is `init_pid`.
+def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions, cgroup: Any, seccomp: Any = None,
+                 memory_policy: dict[str, Any] | None = None) -> int:
+    """Start `process` inside the namespaces and cgroup of the container whose init is `init_pid`;
+    `seccomp` and `memory_policy` are the container's.
 
     The same path as the init's: a child joins the namespaces (user first, mount last), forks
     the process that will exec (a pid namespace applies to children only), and that process
@@ -468,7 +488,8 @@ def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions,
     child, join = _fork_into(cgroup)
     if child == 0:
         _close_fds_except(set(range(3 + keep)) | {child_fd, console_fd, seccomp_fd})
-        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp, join, seccomp_fd, options.seccomp_cache)
+        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp, join, seccomp_fd, options.seccomp_cache,
+                      memory_policy)
     posix.close(child_fd)
     _close_if_open(console_fd, seccomp_fd)
     channel = Channel(parent_fd)
@@ -505,7 +526,7 @@ def namespaces_of(pid: int) -> list[dict[str, Any]]:
 
 def _tenant_child(
     sync_fd: int, namespaces: list[dict[str, Any]], process: dict[str, Any], console_fd: int, keep: int, seccomp: Any,
-    cgroup_join: list[str], seccomp_fd: int, seccomp_cache: str | None = None,
+    cgroup_join: list[str], seccomp_fd: int, seccomp_cache: str | None = None, memory_policy: dict[str, Any] | None = None,
 ) -> None:
     from capsa import init
 
@@ -526,4 +547,4 @@ def _tenant_child(
     except BaseException as err:  # noqa: BLE001
         init._report(channel, err)
         posix._exit(1)
-    init.run_tenant(process, channel, console_fd, keep, seccomp_filter, exec_trampoline, seccomp_fd, labels)
+    init.run_tenant(process, channel, console_fd, keep, seccomp_filter, exec_trampoline, seccomp_fd, labels, memory_policy)

@@ -117,6 +117,8 @@ SYS_PIDFD_OPEN = 434
 SYS_CLOSE_RANGE = 436
 SYS_OPENAT2 = 437
 SYS_MOUNT_SETATTR = 442
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -169,7 +171,14 @@ MS_PROPAGATION = MS_SHARED | MS_SLAVE | MS_PRIVATE | MS_UNBINDABLE
 
 MNT_DETACH = 2
 
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
+
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_IDMAP = 0x00100000
 
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -257,6 +266,73 @@ def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: in
         "mount_setattr",
         path,
     )
+
+
+def open_tree_clone(path: str, recursive: bool) -> int:
+    """A detached copy of the mount at `path` (of the whole tree below it if `recursive`), as an
+    fd, close-on-exec: what mount_setattr(MOUNT_ATTR_IDMAP) needs, and move_mount() attaches."""
+    flags = OPEN_TREE_CLONE | posix.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return _check(_syscall(SYS_OPEN_TREE, AT_FDCWD, _b(path), c_uint(flags)), "open_tree", path)
+
+
+def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool) -> None:
+    """Give the detached mount `tree_fd` (and its submounts if `recursive`) the id mapping of the
+    user namespace `userns_fd`."""
+    attr = _struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd)  # struct mount_attr
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(_syscall(SYS_MOUNT_SETATTR, tree_fd, b"", flags, attr, len(attr)), "mount_setattr")
+
+
+def move_mount_to_fd(tree_fd: int, target_fd: int) -> None:
+    """Attach the detached mount `tree_fd` on the directory or file `target_fd` (O_PATH) is."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+    _check(_syscall(SYS_MOVE_MOUNT, tree_fd, b"", target_fd, b"", flags), "move_mount")
+
+
+# -- scheduling, I/O priority, memory policy (process.scheduler, process.ioPriority, linux.memoryPolicy)
+# Numbers of the older syscalls differ between architectures (those from 424 on are shared).
+_SYSCALLS_BY_MACHINE = {
+    "x86_64": {"set_mempolicy": 238, "ioprio_set": 251, "ioprio_get": 252, "sched_setattr": 314},
+    "aarch64": {"set_mempolicy": 237, "ioprio_set": 30, "ioprio_get": 31, "sched_setattr": 274},
+}
+
+
+def _syscall_number(name: str) -> int:
+    numbers = _SYSCALLS_BY_MACHINE.get(posix.uname().machine)
+    if numbers is None:
+        raise OSError(errno.ENOSYS, f"{name}: no syscall number known for {posix.uname().machine}")
+    return numbers[name]
+
+
+def sched_setattr(policy: int, flags: int, nice: int, priority: int, runtime: int, deadline: int, period: int) -> None:
+    """sched_setattr(2) of this thread (the process's only one)."""
+    # struct sched_attr, SCHED_ATTR_SIZE_VER1 (56 bytes: util_min/util_max 0, as runc passes them)
+    attr = _struct.pack("=IIQiIQQQII", 56, policy, flags, nice, priority, runtime, deadline, period, 0, 0)
+    _check(_syscall(_syscall_number("sched_setattr"), 0, attr, 0), "sched_setattr")
+
+
+IOPRIO_WHO_PROCESS = 1
+IOPRIO_WHO_PGRP = 2
+IOPRIO_CLASS_SHIFT = 13
+
+
+def ioprio_set(which: int, who: int, ioprio: int) -> None:
+    _check(_syscall(_syscall_number("ioprio_set"), which, who, ioprio), "ioprio_set")
+
+
+def ioprio_get(which: int, who: int) -> int:
+    return _check(_syscall(_syscall_number("ioprio_get"), which, who), "ioprio_get")
+
+
+def set_mempolicy(mode: int, nodes: list[int]) -> None:
+    """set_mempolicy(2) of this thread: `mode` with its flags, on the NUMA nodes `nodes`."""
+    words = [0] * (max(nodes, default=-1) // 64 + 1)
+    for node in nodes:
+        words[node // 64] |= 1 << (node % 64)
+    mask = _struct.pack(f"{len(words)}Q", *words) if words else None
+    # maxnode counts one more than the bits given (the kernel has always dropped the last one).
+    _check(_syscall(_syscall_number("set_mempolicy"), mode, mask, c_long(len(words) * 64 + 1 if words else 0)),
+           "set_mempolicy")
 
 
 def close_range_cloexec(first: int) -> None:

@@ -173,8 +173,16 @@ def parse_mount_options(options: list[str]) -> MountOptions:
     return parsed
 
 
+def is_idmapped(mount: dict) -> bool:
+    """An idmapped mount: mappings of its own, or the idmap/ridmap option (then the container's
+    user namespace's). Mappings without either option are an idmap mount, as runc reads them."""
+    return bool(mount.get("uidMappings") or mount.get("gidMappings")) or bool(
+        {"idmap", "ridmap"} & set(mount.get("options") or ()))
+
+
 def known_options() -> list[str]:
     """Every option name capsa interprets (the features document's mountOptions)."""
     return sorted(
         set(FLAGS) | set(PROPAGATION) | set(RECURSIVE) | set(RECURSIVE_ATIME) | set(RECURSIVE_ATIME_CLEAR)
+        | {"idmap", "ridmap"}
     )

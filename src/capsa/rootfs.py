@@ -238,13 +238,17 @@ def _mount_flags_of(path: str | int) -> int:
 
 # -- the mounts of config.json -----------------------------------------------------------------
 def mount_all(
-    root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str], mount_label: str | None = None
+    root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str], mount_label: str | None = None,
+    trees: dict[int, int] | None = None,
 ) -> None:
     """The mounts of config.json, in order; `cgroups` maps each name under /sys/fs/cgroup to the
-    container's cgroup directory in that hierarchy; `mount_label` is linux.mountLabel (SELinux)."""
+    container's cgroup directory in that hierarchy; `mount_label` is linux.mountLabel (SELinux);
+    `trees` maps the index of each idmapped mount to its detached tree (capsa.idmapped), attached
+    here in the place of a bind and closed."""
+    trees = trees or {}
     for index, entry in enumerate(mounts):
         try:
-            _mount_one(root, entry, in_userns, cgroups, mount_label)
+            _mount_one(root, entry, in_userns, cgroups, mount_label, trees.pop(index, None))
         except OSError as err:
             raise ContainerStartError(
                 f"mounts[{index}]: cannot mount {entry.get('source', entry.get('type', ''))} on "
@@ -252,7 +256,8 @@ def mount_all(
             ) from None
 
 
-def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str], mount_label: str | None) -> None:
+def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str], mount_label: str | None,
+               tree: int | None = None) -> None:
     options = parse_mount_options(entry.get("options") or [])
     fstype = entry.get("type") or ""
     source = entry.get("source") or fstype or "none"
@@ -261,9 +266,15 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
         _mount_cgroup(root, destination, options, cgroups)
         return
     is_bind = options.is_bind or fstype == "bind"
-    target = root.mount_point(destination, posixlite.isdir(source) if is_bind else True)
+    if tree is not None:
+        source_is_dir = stat.S_ISDIR(posix.fstat(tree).st_mode)
+    else:
+        source_is_dir = posixlite.isdir(source) if is_bind else True
+    target = root.mount_point(destination, source_is_dir)
     try:
-        if is_bind:
+        if tree is not None:
+            locked = _attach(tree, target, in_userns)
+        elif is_bind:
             locked = _bind(source, target, options, in_userns)
         else:
             data = options.data
@@ -295,6 +306,15 @@ def _bind(source: str, target: int, options: Any, in_userns: bool) -> int:
         return _mount_flags_of(fd_path(source_fd)) if in_userns else 0
     finally:
         posix.close(source_fd)
+
+
+def _attach(tree: int, target: int, in_userns: bool) -> int:
+    """Attach an idmapped mount's detached tree on the target, as _bind binds; the same flags back."""
+    try:
+        linux.move_mount_to_fd(tree, target)
+        return _mount_flags_of(fd_path(tree)) if in_userns else 0
+    finally:
+        posix.close(tree)
 
 
 def _apply_after_mount(root: Rootfs, destination: str, options: Any) -> None:

@@ -11,7 +11,7 @@ import posix
 
 from capsa import jsonfast, posixlite
 from capsa.errors import CapsaError, ConfigError
-from capsa.mountopts import PROPAGATION
+from capsa.mountopts import PROPAGATION, is_idmapped
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -41,9 +41,23 @@ NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "t
 ROOTFS_PROPAGATION = PROPAGATION
 HOOK_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 DEVICE_TYPES = ("c", "b", "u", "p")
+# process.scheduler (sched_setattr(2)): policy and flag numbers of the kernel's uapi sched.h.
+SCHED_POLICIES = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3, "SCHED_ISO": 4, "SCHED_IDLE": 5,
+                  "SCHED_DEADLINE": 6}
+SCHED_FLAGS = {"SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02, "SCHED_FLAG_DL_OVERRUN": 0x04,
+               "SCHED_FLAG_KEEP_POLICY": 0x08, "SCHED_FLAG_KEEP_PARAMS": 0x10, "SCHED_FLAG_UTIL_CLAMP_MIN": 0x20,
+               "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40}
+# process.ioPriority (ioprio_set(2)) classes.
+IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+# linux.memoryPolicy (set_mempolicy(2)): modes and the mode flags.
+MEMORY_POLICY_MODES = {"MPOL_DEFAULT": 0, "MPOL_PREFERRED": 1, "MPOL_BIND": 2, "MPOL_INTERLEAVE": 3, "MPOL_LOCAL": 4,
+                       "MPOL_PREFERRED_MANY": 5, "MPOL_WEIGHTED_INTERLEAVE": 6}
+MEMORY_POLICY_FLAGS = {"MPOL_F_NUMA_BALANCING": 1 << 13, "MPOL_F_RELATIVE_NODES": 1 << 14, "MPOL_F_STATIC_NODES": 1 << 15}
+_MAX_NUMA_NODE = 4095  # as crun: a 4096-bit node mask (the kernel's MAX_NUMNODES is at most 1024)
 _NGROUPS_MAX = 65536  # the kernel's NGROUPS_MAX (setgroups(2) refuses more)
 _UINT32_MAX = 2**32 - 1
 _UINT64_MAX = 2**64 - 1
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 # Sysctls that belong to a namespace, and which one (runc's validator).
 _IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
                 "kernel.shmmni", "kernel.shm_rmid_forced")
@@ -194,8 +208,8 @@ def validate_process(process: Any, field: str = "process") -> dict[str, Any]:
     _optional(process, "oomScoreAdj", _int, field, -1000, 1000)
     _optional(process, "apparmorProfile", _str, field)
     _optional(process, "selinuxLabel", _str, field)
-    _optional(process, "ioPriority", _obj, field)
-    _optional(process, "scheduler", _obj, field)
+    _validate_io_priority(process.get("ioPriority"), f"{field}.ioPriority")
+    _validate_scheduler(process.get("scheduler"), f"{field}.scheduler")
     _optional(process, "execCPUAffinity", _obj, field)
     return process
 
@@ -218,6 +232,106 @@ def _validate_user(user: Any, field: str) -> None:
         # A Windows-only field: on Linux it would silently run the process as uid 0.
         raise ConfigError(f"{field}.username", "Linux processes run by numeric uid: give user.uid (capsa does not "
                                                "look names up in the image's /etc/passwd)")
+
+
+def _known_name(value: Any, field: str, known: dict[str, int]) -> str:
+    if _str(value, field) not in known:
+        raise ConfigError(field, f"unknown value {value!r} (known: {', '.join(known)})")
+    return value
+
+
+def _validate_scheduler(scheduler: Any, field: str) -> None:
+    """process.scheduler, with the rules runc checks and those the kernel would refuse with a bare EINVAL."""
+    if scheduler is None:
+        return
+    _obj(scheduler, field)
+    if scheduler.get("policy") is None:
+        raise ConfigError(f"{field}.policy", "is required")
+    policy = _known_name(scheduler["policy"], f"{field}.policy", SCHED_POLICIES)
+    nice = _optional(scheduler, "nice", _int, field, _INT32_MIN, _INT32_MAX) or 0
+    if policy in ("SCHED_OTHER", "SCHED_BATCH") and not -20 <= nice <= 19:
+        raise ConfigError(f"{field}.nice", f"must be between -20 and 19 with {policy}, not {nice}")
+    priority = _optional(scheduler, "priority", _int, field, _INT32_MIN, _INT32_MAX) or 0
+    if policy in ("SCHED_FIFO", "SCHED_RR"):
+        if not 1 <= priority <= 99:
+            raise ConfigError(f"{field}.priority", f"{policy} needs a priority between 1 and 99, not {priority}")
+    elif priority:
+        raise ConfigError(f"{field}.priority", f"only SCHED_FIFO and SCHED_RR have a static priority, not {policy}")
+    times = {key: _optional(scheduler, key, _int, field, 0, _UINT64_MAX) or 0 for key in ("runtime", "deadline", "period")}
+    if policy == "SCHED_DEADLINE":
+        _check_deadline(times, field)
+    elif any(times.values()):
+        key = next(key for key, value in times.items() if value)
+        raise ConfigError(f"{field}.{key}", f"runtime, deadline and period are for SCHED_DEADLINE only, not {policy}")
+    for index, flag in enumerate(_optional(scheduler, "flags", _strings, field) or []):
+        _known_name(flag, f"{field}.flags[{index}]", SCHED_FLAGS)
+
+
+def _check_deadline(times: dict[str, int], field: str) -> None:
+    """sched(7): runtime <= deadline <= period (period 0 means the deadline), runtime at least
+    1024 ns, none 2^63 or more. The bounds on the period are sysctls, left to the kernel."""
+    runtime, deadline, period = times["runtime"], times["deadline"], times["period"]
+    if runtime < 1024:
+        raise ConfigError(f"{field}.runtime", f"SCHED_DEADLINE needs a runtime of at least 1024 ns, not {runtime}")
+    for key in ("deadline", "period"):
+        if times[key] >= 2**63:
+            raise ConfigError(f"{field}.{key}", f"must be below 2^63 ns, not {times[key]}")
+    if deadline < runtime:
+        raise ConfigError(f"{field}.deadline", f"SCHED_DEADLINE needs runtime <= deadline, not {runtime} > {deadline}")
+    if period and period < deadline:
+        raise ConfigError(f"{field}.period", f"SCHED_DEADLINE needs deadline <= period, not {deadline} > {period}")
+
+
+def _validate_io_priority(io_priority: Any, field: str) -> None:
+    if io_priority is None:
+        return
+    _obj(io_priority, field)
+    for key in ("class", "priority"):
+        if io_priority.get(key) is None:
+            raise ConfigError(f"{field}.{key}", "is required")
+    _known_name(io_priority["class"], f"{field}.class", IOPRIO_CLASSES)
+    _int(io_priority["priority"], f"{field}.priority", 0, 7)
+
+
+def parse_node_list(text: str, field: str) -> list[int]:
+    """NUMA nodes written as cpusets are, "0-3,7": the sorted node numbers; "" is none."""
+    nodes: set[int] = set()
+    for part in text.split(",") if text.strip() else ():
+        first, dash, last = part.strip().partition("-")
+        if not (_decimal(first) and (_decimal(last) or not dash)):
+            raise ConfigError(field, f"{text!r} is not a list of nodes such as \"0-3,7\"")
+        low, high = int(first), int(last) if dash else int(first)
+        if low > high:
+            raise ConfigError(field, f"{text!r}: the range {part.strip()} runs backwards")
+        if high > _MAX_NUMA_NODE:
+            raise ConfigError(field, f"{text!r}: node {high} is beyond the highest node capsa can name ({_MAX_NUMA_NODE})")
+        nodes.update(range(low, high + 1))
+    return sorted(nodes)
+
+
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _validate_memory_policy(policy: Any, field: str = "linux.memoryPolicy") -> None:
+    """linux.memoryPolicy, with the rules of set_mempolicy(2) that do not depend on the host."""
+    if policy is None:
+        return
+    _obj(policy, field)
+    if policy.get("mode") is None:
+        raise ConfigError(f"{field}.mode", "is required")
+    mode = _known_name(policy["mode"], f"{field}.mode", MEMORY_POLICY_MODES)
+    nodes = parse_node_list(_optional(policy, "nodes", _str, field) or "", f"{field}.nodes")
+    flags = [_known_name(flag, f"{field}.flags[{index}]", MEMORY_POLICY_FLAGS)
+             for index, flag in enumerate(_optional(policy, "flags", _strings, field) or [])]
+    if mode in ("MPOL_DEFAULT", "MPOL_LOCAL") and nodes:
+        raise ConfigError(f"{field}.nodes", f"{mode} takes no nodes")
+    if mode not in ("MPOL_DEFAULT", "MPOL_LOCAL", "MPOL_PREFERRED") and not nodes:
+        raise ConfigError(f"{field}.nodes", f"{mode} needs at least one node")
+    if "MPOL_F_STATIC_NODES" in flags and "MPOL_F_RELATIVE_NODES" in flags:
+        raise ConfigError(f"{field}.flags", "MPOL_F_STATIC_NODES and MPOL_F_RELATIVE_NODES exclude each other")
+    if mode == "MPOL_LOCAL" and ({"MPOL_F_STATIC_NODES", "MPOL_F_RELATIVE_NODES"} & set(flags)):
+        raise ConfigError(f"{field}.flags", "MPOL_LOCAL takes no node flags")
 
 
 def _validate_capabilities(capabilities: Any, field: str) -> None:
@@ -259,6 +373,17 @@ def _validate_mount(mount: Any, field: str) -> None:
     _optional(mount, "options", _strings, field)
     for key in ("uidMappings", "gidMappings"):
         _validate_mappings(mount.get(key), f"{field}.{key}")
+    if bool(mount.get("uidMappings")) != bool(mount.get("gidMappings")):
+        given, missing = ("uidMappings", "gidMappings") if mount.get("uidMappings") else ("gidMappings", "uidMappings")
+        raise ConfigError(f"{field}.{missing}", f"an idmapped mount needs both uidMappings and gidMappings ({given} is given)")
+
+
+def _validate_idmapped_mounts(mounts: list[dict[str, Any]], types: set[str]) -> None:
+    """idmap or ridmap without mappings of its own takes the container's user namespace's: there must be one."""
+    for index, mount in enumerate(mounts):
+        if is_idmapped(mount) and not mount.get("uidMappings") and "user" not in types:
+            raise ConfigError(f"mounts[{index}].uidMappings", "idmap and ridmap without uidMappings/gidMappings use the "
+                                                             "container's user namespace, and linux.namespaces has none")
 
 
 def _validate_hooks(hooks: Any) -> None:
@@ -321,8 +446,10 @@ def _validate_linux(spec: dict[str, Any]) -> None:
     for key in ("mountLabel", "cgroupsPath"):
         _optional(linux, key, _str, "linux")
     _validate_resources(_optional(linux, "resources", _obj, "linux"))
-    for key in ("seccomp", "personality", "intelRdt", "memoryPolicy", "netDevices"):
+    for key in ("seccomp", "personality", "intelRdt", "netDevices"):
         _optional(linux, key, _obj, "linux")
+    _validate_memory_policy(linux.get("memoryPolicy"))
+    _validate_idmapped_mounts(spec.get("mounts") or [], types)
 
 
 _RESOURCE_INTS = {

@@ -410,8 +410,8 @@ def test_json_log_format(bundle, tmp_path):
 @pytest.mark.parametrize(
     "where,key,value",
     [
-        ("process", "ioPriority", {"class": "IOPRIO_CLASS_RT", "priority": 1}),
-        ("process", "scheduler", {"policy": "SCHED_FIFO", "priority": 1}),
+        ("process", "execCPUAffinity", {"initial": "0"}),
+        ("linux", "netDevices", {"eth0": {}}),
         ("linux", "intelRdt", {"closID": "x"}),
         ("linux", "personality", {"domain": "LINUX32"}),
     ],

@@ -47,3 +47,15 @@ def test_known_options_cover_tables():
     known = m.known_options()
     for option in ("ro", "rbind", "rprivate", "rro", "rnoatime", "nosymfollow"):
         assert option in known
+    # capsa interprets idmap and ridmap (idmapped mounts); tmpcopyup it refuses, so it is not listed.
+    assert "idmap" in known and "ridmap" in known and "tmpcopyup" not in known
+
+
+def test_idmapped_mounts_are_the_options_or_mappings():
+    mapping = [{"containerID": 0, "hostID": 1000, "size": 1}]
+    assert m.is_idmapped({"destination": "/a", "options": ["rbind", "ridmap"]})
+    assert m.is_idmapped({"destination": "/a", "options": ["bind", "idmap"]})
+    # Mappings without the option: an idmap mount, as runc reads them.
+    assert m.is_idmapped({"destination": "/a", "options": ["bind"], "uidMappings": mapping, "gidMappings": mapping})
+    assert not m.is_idmapped({"destination": "/a", "options": ["bind", "ro"]})
+    assert not m.is_idmapped({"destination": "/a"})

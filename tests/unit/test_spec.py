@@ -83,6 +83,55 @@ CASES = [
     ("propagation", _set("linux.rootfsPropagation", "weird"), "linux.rootfsPropagation"),
     ("time offsets without ns", _set("linux.timeOffsets", {"boottime": {"secs": 1}}), "linux.timeOffsets"),
     ("seccomp type", _set("linux.seccomp", []), "linux.seccomp"),
+    # runtime-spec 1.3: process.scheduler, process.ioPriority, linux.memoryPolicy, idmapped mounts
+    ("scheduler type", _set("process.scheduler", "SCHED_FIFO"), "process.scheduler"),
+    ("scheduler no policy", _set("process.scheduler", {"nice": 1}), "process.scheduler.policy"),
+    ("scheduler policy", _set("process.scheduler", {"policy": "SCHED_FAST"}), "process.scheduler.policy"),
+    ("scheduler nice", _set("process.scheduler", {"policy": "SCHED_OTHER", "nice": 20}), "process.scheduler.nice"),
+    ("scheduler nice int32", _set("process.scheduler", {"policy": "SCHED_FIFO", "priority": 1, "nice": 2**31}),
+     "process.scheduler.nice"),
+    ("fifo without priority", _set("process.scheduler", {"policy": "SCHED_FIFO"}), "process.scheduler.priority"),
+    ("rr priority 100", _set("process.scheduler", {"policy": "SCHED_RR", "priority": 100}), "process.scheduler.priority"),
+    ("priority with other", _set("process.scheduler", {"policy": "SCHED_OTHER", "priority": 5}), "process.scheduler.priority"),
+    ("runtime with batch", _set("process.scheduler", {"policy": "SCHED_BATCH", "runtime": 5}), "process.scheduler.runtime"),
+    ("deadline runtime", _set("process.scheduler", {"policy": "SCHED_DEADLINE", "deadline": 10**6}),
+     "process.scheduler.runtime"),
+    ("deadline < runtime", _set("process.scheduler", {"policy": "SCHED_DEADLINE", "runtime": 10**6, "deadline": 10**5}),
+     "process.scheduler.deadline"),
+    ("period < deadline", _set("process.scheduler", {"policy": "SCHED_DEADLINE", "runtime": 10**5, "deadline": 10**6,
+                                                     "period": 10**5}), "process.scheduler.period"),
+    ("deadline 2^63", _set("process.scheduler", {"policy": "SCHED_DEADLINE", "runtime": 10**5, "deadline": 2**63}),
+     "process.scheduler.deadline"),
+    ("period negative", _set("process.scheduler", {"policy": "SCHED_DEADLINE", "runtime": 10**5, "deadline": 10**6,
+                                                   "period": -1}), "process.scheduler.period"),
+    ("scheduler flag", _set("process.scheduler", {"policy": "SCHED_IDLE", "flags": ["SCHED_FLAG_FAST"]}),
+     "process.scheduler.flags[0]"),
+    ("ioprio type", _set("process.ioPriority", []), "process.ioPriority"),
+    ("ioprio class", _set("process.ioPriority", {"class": "IOPRIO_CLASS_NONE", "priority": 0}), "process.ioPriority.class"),
+    ("ioprio no class", _set("process.ioPriority", {"priority": 0}), "process.ioPriority.class"),
+    ("ioprio no priority", _set("process.ioPriority", {"class": "IOPRIO_CLASS_BE"}), "process.ioPriority.priority"),
+    ("ioprio 8", _set("process.ioPriority", {"class": "IOPRIO_CLASS_BE", "priority": 8}), "process.ioPriority.priority"),
+    ("ioprio -1", _set("process.ioPriority", {"class": "IOPRIO_CLASS_IDLE", "priority": -1}), "process.ioPriority.priority"),
+    ("mempolicy type", _set("linux.memoryPolicy", "bind"), "linux.memoryPolicy"),
+    ("mempolicy no mode", _set("linux.memoryPolicy", {"nodes": "0"}), "linux.memoryPolicy.mode"),
+    ("mempolicy mode", _set("linux.memoryPolicy", {"mode": "MPOL_FAST", "nodes": "0"}), "linux.memoryPolicy.mode"),
+    ("mempolicy bind no nodes", _set("linux.memoryPolicy", {"mode": "MPOL_BIND"}), "linux.memoryPolicy.nodes"),
+    ("mempolicy local nodes", _set("linux.memoryPolicy", {"mode": "MPOL_LOCAL", "nodes": "0"}), "linux.memoryPolicy.nodes"),
+    ("mempolicy nodes syntax", _set("linux.memoryPolicy", {"mode": "MPOL_BIND", "nodes": "0-"}), "linux.memoryPolicy.nodes"),
+    ("mempolicy nodes backwards", _set("linux.memoryPolicy", {"mode": "MPOL_BIND", "nodes": "3-1"}),
+     "linux.memoryPolicy.nodes"),
+    ("mempolicy node too high", _set("linux.memoryPolicy", {"mode": "MPOL_BIND", "nodes": "4096"}),
+     "linux.memoryPolicy.nodes"),
+    ("mempolicy flag", _set("linux.memoryPolicy", {"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_FAST"]}),
+     "linux.memoryPolicy.flags[0]"),
+    ("mempolicy static and relative", _set("linux.memoryPolicy", {
+        "mode": "MPOL_INTERLEAVE", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES", "MPOL_F_RELATIVE_NODES"]}),
+     "linux.memoryPolicy.flags"),
+    ("mount uid without gid mappings", _set("mounts.1.uidMappings", [{"containerID": 0, "hostID": 1, "size": 1}]),
+     "mounts[1].gidMappings"),
+    ("mount mapping size", _set("mounts.1.gidMappings", [{"containerID": 0, "hostID": 1, "size": 0}]),
+     "mounts[1].gidMappings[0].size"),
+    ("idmap without mappings or userns", _set("mounts.1.options", ["rbind", "idmap"]), "mounts[1].uidMappings"),
 ]
 
 
@@ -165,3 +214,43 @@ def test_unavailable_capabilities_are_named_once():
     highest = caps.last_cap()
     assert caps._mask(["CAP_KILL", "CAP_NOPE"], highest) == 1 << 5
 
+
+
+def test_runtime_spec_1_3_process_and_linux_fields_are_accepted():
+    doc = valid()
+    doc["process"]["scheduler"] = {"policy": "SCHED_DEADLINE", "runtime": 10**6, "deadline": 10**7, "period": 10**8,
+                                   "flags": ["SCHED_FLAG_RESET_ON_FORK", "SCHED_FLAG_RECLAIM"]}
+    doc["process"]["ioPriority"] = {"class": "IOPRIO_CLASS_RT", "priority": 7}
+    doc["linux"]["memoryPolicy"] = {"mode": "MPOL_INTERLEAVE", "nodes": "0-3,7", "flags": ["MPOL_F_STATIC_NODES"]}
+    spec.validate(doc)
+    for scheduler in ({"policy": "SCHED_FIFO", "priority": 99}, {"policy": "SCHED_OTHER", "nice": -20},
+                      {"policy": "SCHED_IDLE"}, {"policy": "SCHED_BATCH", "nice": 19}, {"policy": "SCHED_RR", "priority": 1,
+                                                                                         "nice": -100}):
+        doc["process"]["scheduler"] = scheduler
+        spec.validate(doc)
+    for policy in ({"mode": "MPOL_DEFAULT"}, {"mode": "MPOL_LOCAL"}, {"mode": "MPOL_PREFERRED"},
+                   {"mode": "MPOL_PREFERRED", "nodes": "1"}, {"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_NUMA_BALANCING"]}):
+        doc["linux"]["memoryPolicy"] = policy
+        spec.validate(doc)
+
+
+def test_node_lists_read_as_cpusets():
+    assert spec.parse_node_list("0-3,7", "f") == [0, 1, 2, 3, 7]
+    assert spec.parse_node_list(" 2 , 1-1", "f") == [1, 2]
+    assert spec.parse_node_list("", "f") == []
+    for bad in ("a", "1,,2", "-1", "1-", "\u00b2"):
+        with pytest.raises(ConfigError, match="is not a list of nodes"):
+            spec.parse_node_list(bad, "f")
+
+
+def test_idmapped_mounts_validation():
+    doc = valid()
+    mapping = [{"containerID": 0, "hostID": 1000, "size": 10}]
+    doc["mounts"].append({"destination": "/data", "type": "bind", "source": "/srv", "options": ["rbind", "ridmap"],
+                          "uidMappings": mapping, "gidMappings": mapping})
+    spec.validate(doc)
+    # idmap without mappings of its own takes the container's user namespace's mappings.
+    doc["mounts"][-1] = {"destination": "/data", "type": "bind", "source": "/srv", "options": ["bind", "idmap"]}
+    doc["linux"]["namespaces"].append({"type": "user"})
+    doc["linux"]["uidMappings"] = doc["linux"]["gidMappings"] = mapping
+    spec.validate(doc)
