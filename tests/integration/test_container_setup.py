@@ -334,6 +334,26 @@ def test_hooks_order_and_stdin(bundle, tmp_path):
     assert inner[0] == "startContainer" and jsonfast.loads(inner[1])["status"] == "created"
 
 
+def test_hook_without_env_gets_the_runtime_environment(bundle, tmp_path):
+    """As runc: a hook the runtime runs (prestart, createRuntime, poststart, poststop) without
+    `env` inherits the runtime's environment; `env: []` means an empty one; a hook the container's
+    init runs (createContainer) never sees the host's (runc's init clears its environment)."""
+    log = tmp_path / "env.log"
+    def hook(name, **extra):
+        return dict({"path": "/bin/sh", "args": ["sh", "-c", f'echo "{name} ${{CAPSA_TEST_MARK:-unset}}" >> {log}']}, **extra)
+    runtime_phases = ["prestart", "createRuntime", "poststart", "poststop"]
+    bundle.config["hooks"] = {phase: [hook(phase), hook(f"{phase}-empty", env=[]), hook(f"{phase}-given", env=["CAPSA_TEST_MARK=given"])]
+                              for phase in runtime_phases}
+    bundle.config["hooks"]["createContainer"] = [hook("createContainer")]
+    bundle.run("true", env=dict(os.environ, CAPSA_TEST_MARK="from-the-caller"))
+    seen = dict(line.split(" ", 1) for line in log.read_text().splitlines())
+    for phase in runtime_phases:
+        assert seen[phase] == "from-the-caller", phase
+        assert seen[f"{phase}-empty"] == "unset", phase
+        assert seen[f"{phase}-given"] == "given", phase
+    assert seen["createContainer"] == "unset"
+
+
 def test_failing_create_hook_fails_and_cleans_up(bundle):
     bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
     result = bundle.run("true", check=False)
