@@ -420,9 +420,9 @@ def _validate_device(device: Any, field: str) -> None:
     _obj(device, field)
     if "path" not in device:
         raise ConfigError(f"{field}.path", "is required")
-    _abs_path(device["path"], f"{field}.path")
-    if not device["path"].startswith("/dev/"):
-        raise ConfigError(f"{field}.path", "devices must be under /dev")
+    # Anywhere in the rootfs, as runc: a path outside /dev is created there too.
+    if posixlite.basename(_abs_path(device["path"], f"{field}.path")) in ("", ".", ".."):
+        raise ConfigError(f"{field}.path", f"{device['path']!r} does not name a file")
     kind = _str(device.get("type"), f"{field}.type")
     if kind not in DEVICE_TYPES:
         raise ConfigError(f"{field}.type", f"unknown device type {kind!r} (c, b, u or p)")

@@ -277,6 +277,19 @@ def test_linux_devices(bundle):
     assert bundle.run("stat", "-c", "%t:%T %a %g", "/dev/fuse-like").stdout.split() == ["a:e5", "640", "5"]
 
 
+def test_linux_devices_outside_dev(bundle):
+    """As runc: a device path outside /dev is created where the config says, inside the rootfs
+    (missing directories made), and is usable there; the host gets no node."""
+    bundle.config["linux"]["devices"] = [
+        {"path": "/opt/devs/null-like", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
+        {"path": "/run/fifo-like", "type": "p", "fileMode": 0o600},
+    ]
+    out = bundle.sh("stat -c '%t:%T %a' /opt/devs/null-like; echo data > /opt/devs/null-like && echo written;"
+                    "stat -c '%F %a' /run/fifo-like").stdout.splitlines()
+    assert out == ["1:3 666", "written", "fifo 600"]
+    assert not os.path.exists("/opt/devs/null-like")
+
+
 def test_only_stdio_reaches_the_container(bundle):
     # A leaked fd (CVE-2024-21626 class): capsa's own fds must not survive exec.
     leaked = os.open("/etc/hostname", os.O_RDONLY)

@@ -76,7 +76,7 @@ CASES = [
     ("mapping size", _set("linux.uidMappings", [{"containerID": 0, "hostID": 1, "size": 0}]), "linux.uidMappings[0].size"),
     ("device type", _set("linux.devices", [{"path": "/dev/x", "type": "z", "major": 1, "minor": 1}]), "linux.devices[0].type"),
     ("device no major", _set("linux.devices", [{"path": "/dev/x", "type": "c", "minor": 1}]), "linux.devices[0].major"),
-    ("device outside dev", _set("linux.devices", [{"path": "/etc/x", "type": "c", "major": 1, "minor": 1}]), "linux.devices[0].path"),
+    ("device path names no file", _set("linux.devices", [{"path": "/dev/x/..", "type": "c", "major": 1, "minor": 1}]), "linux.devices[0].path"),
     ("sysctl host", _set("linux.sysctl", {"kernel.panic": "1"}), "linux.sysctl.kernel.panic"),
     ("sysctl value", _set("linux.sysctl", {"net.ipv4.ip_forward": 1}), "linux.sysctl.net.ipv4.ip_forward"),
     ("masked relative", _set("linux.maskedPaths", ["proc/kcore"]), "linux.maskedPaths[0]"),
