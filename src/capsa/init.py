@@ -62,7 +62,7 @@ def run_tenant(
         _prepare_listener(seccomp_filter, seccomp_fd, listener_state)
         posix.setsid()
         if process.get("terminal"):
-            _setup_terminal(rootfs.Rootfs("/"), console_fd, process.get("consoleSize"), bind=False)
+            _setup_terminal(rootfs.Rootfs("/"), console_fd, process, bind=False)
         _apply_rlimits(process.get("rlimits") or [])
         enter_cwd(process["cwd"])
         env = _environment(process)
@@ -144,7 +144,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
             rootfs.create_devices(root, linux_spec.get("devices") or [], config.in_userns)
             rootfs.create_dev_links(root)
     if process.get("terminal"):
-        _setup_terminal(root, config.console_fd, process.get("consoleSize"))
+        _setup_terminal(root, config.console_fd, process)
 
     if _has_hooks(spec, "prestart", "createRuntime"):
         channel.send("hooks")
@@ -291,7 +291,7 @@ def _propagation(name: str | None) -> int:
     return ROOTFS_PROPAGATION[name] if name else 0
 
 
-def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None, bind: bool = True) -> None:
+def _setup_terminal(root: rootfs.Rootfs, console_fd: int, process: dict[str, Any], bind: bool = True) -> None:
     from capsa import console
 
     if console_fd is None or console_fd < 0:
@@ -301,7 +301,8 @@ def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None, bin
         master, slave, name = console.open_pty(ptmx)
     finally:
         posix.close(ptmx)
-    console.set_size(master, size)
+    console.set_size(master, process.get("consoleSize"))
+    console.give_to_user(slave, (process.get("user") or {}).get("uid", 0))
     if bind:
         try:
             rootfs.bind_console(root, slave)

@@ -418,6 +418,33 @@ def test_console_socket_receives_pty(bundle, tmp_path):
     assert "/dev/pts/0" in text and "33 101" in text
 
 
+def test_console_belongs_to_the_process_user(bundle, tmp_path):
+    """As runc: the container's pty (and so /dev/console, bound over it) is owned by the
+    process's user, in the devpts group (tty); the exec case is in test_exec.py."""
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    bundle.process["terminal"] = True
+    bundle.process["user"] = {"uid": 1, "gid": 1}
+    bundle.set_args("sh", "-c", 'stat -c "%u %g" $(tty) /dev/console; echo END; sleep 1')
+    bundle.create("c1", "--console-socket", path)
+    connection, _ = server.accept()
+    _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
+    bundle.capsa("start", "c1")
+    output = b""
+    while b"END" not in output:
+        try:
+            chunk = os.read(fds[0], 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(fds[0])
+    assert output.decode().split()[:4] == ["1", "5", "1", "5"]
+
+
 def test_invalid_config_is_clear_and_leaves_nothing(bundle):
     with open(os.path.join(bundle.path, "config.json"), "w") as f:
         f.write('{"ociVersion": "1.0.0", "process": ')
