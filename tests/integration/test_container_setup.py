@@ -151,6 +151,41 @@ def test_sysctl(bundle):
     assert out == ["1", "1234"]
 
 
+def test_sysctl_hostname_and_domainname_as_runc_and_crun(bundle):
+    """kernel.domainname needs a uts namespace of the container's own, new or joined by path, and
+    is written there; without one it would change the host's and is refused. kernel.hostname is
+    refused whatever the namespaces: runc and crun both say it conflicts with the `hostname` field."""
+    with open("/proc/sys/kernel/domainname") as f:
+        host_domainname = f.read()
+    bundle.config["linux"]["sysctl"] = {"kernel.domainname": "from-sysctl"}
+    assert bundle.sh("cat /proc/sys/kernel/domainname").stdout.strip() == "from-sysctl"
+    holder = subprocess.Popen(["unshare", "--uts", "sleep", "30"])
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/uts") != os.readlink("/proc/self/ns/uts"))
+        bundle.config["linux"]["namespaces"] = [
+            {"type": "uts", "path": f"/proc/{holder.pid}/ns/uts"} if ns["type"] == "uts" else ns
+            for ns in bundle.config["linux"]["namespaces"]
+        ]
+        del bundle.config["hostname"]
+        assert bundle.sh("cat /proc/sys/kernel/domainname").stdout.strip() == "from-sysctl"
+        with open("/proc/sys/kernel/domainname") as f:
+            assert f.read() == host_domainname
+        out = subprocess.run(["nsenter", "-u", "-t", str(holder.pid), "cat", "/proc/sys/kernel/domainname"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "from-sysctl"
+    finally:
+        holder.kill()
+        holder.wait()
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "uts"]
+    shared = bundle.sh("true", check=False)
+    assert shared.returncode == 1 and "linux.sysctl.kernel.domainname" in shared.stderr and "uts namespace" in shared.stderr
+    bundle.config["linux"]["namespaces"].append({"type": "uts"})
+    bundle.config["linux"]["sysctl"] = {"kernel.hostname": "from-sysctl"}
+    refused = bundle.sh("true", check=False)
+    assert refused.returncode == 1 and "linux.sysctl.kernel.hostname" in refused.stderr and "hostname" in refused.stderr
+    assert "conflicts" in refused.stderr
+
+
 def test_loopback_is_up_in_new_network_namespace(bundle):
     out = bundle.run("cat", "/sys/class/net/lo/operstate").stdout.strip()
     flags = int(bundle.run("cat", "/sys/class/net/lo/flags").stdout.strip(), 16)

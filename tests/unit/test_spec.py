@@ -121,6 +121,25 @@ def test_net_sysctl_with_network_namespace_is_fine():
     spec.validate(doc)
 
 
+def test_uts_sysctls_as_runc_and_crun():
+    """kernel.domainname: with a uts namespace, new or joined; kernel.hostname: never (the
+    hostname field sets it)."""
+    doc = valid()
+    doc["linux"]["sysctl"] = {"kernel.domainname": "d"}
+    spec.validate(doc)
+    doc["linux"]["namespaces"] = [{"type": "uts", "path": "/proc/1/ns/uts"} if ns["type"] == "uts" else ns
+                                  for ns in doc["linux"]["namespaces"]]
+    doc.pop("hostname", None)
+    spec.validate(doc)
+    doc["linux"]["namespaces"] = [ns for ns in doc["linux"]["namespaces"] if ns["type"] != "uts"]
+    with pytest.raises(ConfigError, match=r"linux\.sysctl\.kernel\.domainname.*uts namespace"):
+        spec.validate(doc)
+    doc = valid()
+    doc["linux"]["sysctl"] = {"kernel.hostname": "h"}
+    with pytest.raises(ConfigError, match=r"linux\.sysctl\.kernel\.hostname.*conflicts with the hostname field"):
+        spec.validate(doc)
+
+
 def test_any_1x_version_is_accepted():
     for version in ("1.0.0", "1.0.2-dev", "1.1.0", "1.2.1", "1.3.0"):
         doc = valid()
