@@ -76,6 +76,14 @@ class Rootfs:
         made = self._mkdir_last(path, mode)
         if made is not None:
             return made
+        return self.open(self._walk(path, mode, last_is_dir=True), _PATH_FLAGS | posix.O_DIRECTORY)
+
+    def _walk(self, path: str, mode: int, last_is_dir: bool) -> str:
+        """Follow `path` component by component as the kernel would with the rootfs as the root,
+        making each missing directory (the last one too if `last_is_dir`); return the path it
+        resolves to. A symlink is read and its target walked instead (absolute targets start
+        again at the rootfs, ".." stops at it), so a dangling one leads to where its target is
+        made, inside the rootfs."""
         remaining = [p for p in path.split("/") if p and p != "."]
         done: list[str] = []
         links = 0
@@ -96,14 +104,15 @@ class Rootfs:
                         done = []
                     remaining = [p for p in target.split("/") if p and p != "."] + remaining
                     continue
-                try:
-                    posix.mkdir(part, mode, dir_fd=parent)
-                except FileExistsError:
-                    pass
+                if remaining or last_is_dir:
+                    try:
+                        posix.mkdir(part, mode, dir_fd=parent)
+                    except FileExistsError:
+                        pass
             finally:
                 posix.close(parent)
             done.append(part)
-        return self.open("/" + "/".join(done), _PATH_FLAGS | posix.O_DIRECTORY)
+        return "/" + "/".join(done)
 
     def _mkdir_last(self, path: str, mode: int) -> int | None:
         """mkdir_all where only the last component is missing and is no symlink; None otherwise
@@ -126,14 +135,31 @@ class Rootfs:
             posix.close(parent)
         return self.open(path, _PATH_FLAGS | posix.O_DIRECTORY)
 
-    def make_file(self, path: str, mode: int = 0o644) -> int:
-        """Create `path` as an empty file if it is missing; return an O_PATH fd of what is there."""
+    def make_file(self, path: str, mode: int = 0o644, follow_dangling: bool = False) -> int:
+        """Create `path` as an empty file if it is missing; return an O_PATH fd of what is there.
+
+        A dangling symlink as the last component is an error (ELOOP), unless `follow_dangling`
+        (mount destinations): the file is then made where it points, inside the rootfs. Never
+        for /dev/console and device nodes: those are made only as named (CVE-2025-52565)."""
         try:
             return self.open(path)
         except FileNotFoundError:
             pass
         directory, name = posixlite.split(path.rstrip("/"))
-        parent = self.mkdir_all(directory or "/")
+        try:
+            self._create_file(self.mkdir_all(directory or "/"), name, mode)
+        except OSError as err:
+            if err.errno != errno.ELOOP or not follow_dangling:
+                raise
+            # `name` is a dangling symlink (O_NOFOLLOW refused to create through it): as runc 1.1
+            # and crun do for a mount destination, the file is made where it points, inside the rootfs.
+            directory, name = posixlite.split(self._walk(path, 0o755, last_is_dir=False))
+            self._create_file(self.open(directory or "/", _PATH_FLAGS | posix.O_DIRECTORY), name, mode)
+        return self.open(path)
+
+    @staticmethod
+    def _create_file(parent: int, name: str, mode: int) -> None:
+        """Create the empty file `name` in the directory `parent` unless it exists; close `parent`."""
         try:
             fd = posix.open(name, posix.O_CREAT | posix.O_WRONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC, mode, dir_fd=parent)
             posix.close(fd)
@@ -141,14 +167,13 @@ class Rootfs:
             pass
         finally:
             posix.close(parent)
-        return self.open(path)
 
     def mount_point(self, path: str, source_is_dir: bool) -> int:
         """The fd of the mount point for `path`, created as a directory or a file to match the source."""
         try:
             return self.open(path)
         except FileNotFoundError:
-            return self.mkdir_all(path) if source_is_dir else self.make_file(path)
+            return self.mkdir_all(path) if source_is_dir else self.make_file(path, follow_dangling=True)
 
     def close(self) -> None:
         posix.close(self.fd)
@@ -261,12 +286,17 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
         _mount_cgroup(root, destination, options, cgroups)
         return
     is_bind = options.is_bind or fstype == "bind"
-    target = root.mount_point(destination, posixlite.isdir(source) if is_bind else True)
+    data = options.data
+    try:
+        target = root.open(destination)
+        if fstype == "tmpfs":
+            data = _with_mode_of(target, data)
+    except FileNotFoundError:
+        target = root.mount_point(destination, posixlite.isdir(source) if is_bind else True)
     try:
         if is_bind:
             locked = _bind(source, target, options, in_userns)
         else:
-            data = options.data
             if mount_label:
                 from capsa.lsm import mount_data
 
@@ -284,6 +314,13 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
         finally:
             posix.close(mounted)
     _apply_after_mount(root, destination, options)
+
+
+def _with_mode_of(directory: int, data: str) -> str:
+    """tmpfs data keeping the mode of the directory it covers, as runc and crun do (a tmpfs is
+    1777 by itself); a mode= in the options still wins, coming after."""
+    mode = f"mode={stat.S_IMODE(posix.fstat(directory).st_mode):04o}"
+    return f"{mode},{data}" if data else mode
 
 
 def _bind(source: str, target: int, options: Any, in_userns: bool) -> int:

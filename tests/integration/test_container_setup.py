@@ -250,6 +250,22 @@ def test_mount_flags_and_tmpfs(bundle):
     assert {"nosuid", "noexec", "nodev", "mode=700"} <= set(options)
 
 
+def test_tmpfs_keeps_the_mode_of_the_directory_it_covers(bundle):
+    """As runc and crun: a tmpfs over an existing directory takes that directory's mode (before,
+    tmpfs's own 1777); a mode= option still wins; a directory made for it gets tmpfs's 1777."""
+    for name, mode in (("kept", 0o711), ("sticky", 0o1750), ("overridden", 0o711)):
+        os.makedirs(os.path.join(bundle.rootfs, name))
+        os.chmod(os.path.join(bundle.rootfs, name), mode)
+    bundle.config["mounts"] += [
+        {"destination": "/kept", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+        {"destination": "/sticky", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/overridden", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]},
+        {"destination": "/made", "type": "tmpfs", "source": "tmpfs"},
+    ]
+    out = bundle.sh("stat -c '%a' /kept /sticky /overridden /made; awk '$2 == \"/kept\" {print $3}' /proc/self/mounts").stdout.split()
+    assert out == ["711", "1750", "755", "1777", "tmpfs"]
+
+
 def test_bind_mounts_readonly_and_file(bundle, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
