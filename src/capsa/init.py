@@ -139,7 +139,8 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     # Opened only now: the fd must be the rootfs bind mount that prepare_root put on top.
     root = rootfs.Rootfs(config.rootfs)
     if "mount" in config.new_namespaces:
-        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups, linux_spec.get("mountLabel"))
+        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups, linux_spec.get("mountLabel"),
+                         _detached_source(channel) if config.in_userns else None)
         if not rootfs.dev_is_bind_mounted(mounts):
             rootfs.create_devices(root, linux_spec.get("devices") or [], config.in_userns)
             rootfs.create_dev_links(root)
@@ -271,6 +272,15 @@ def _loopback_up() -> None:
         fcntl.ioctl(sock.fileno(), siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
     finally:
         sock.close()
+
+
+def _detached_source(channel: Channel) -> Any:
+    """Ask the runtime for a bind source the init cannot reach (rootfs.mount_all)."""
+    def ask(index: int) -> tuple[int, str]:
+        channel.send("mountfd", str(index))
+        return channel.receive_fd("mountfd")
+
+    return ask
 
 
 def _check_dev_null(fd: int) -> None:

@@ -116,6 +116,8 @@ SYS_KEYCTL = 250
 SYS_PIDFD_OPEN = 434
 SYS_CLOSE_RANGE = 436
 SYS_OPENAT2 = 437
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
 SYS_MOUNT_SETATTR = 442
 
 CLONE_NEWTIME = 0x00000080
@@ -170,6 +172,12 @@ MS_PROPAGATION = MS_SHARED | MS_SLAVE | MS_PRIVATE | MS_UNBINDABLE
 MNT_DETACH = 2
 
 AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = posix.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -256,6 +264,22 @@ def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: in
         _syscall(SYS_MOUNT_SETATTR, dirfd, _b(path), flags, attr, len(attr)),
         "mount_setattr",
         path,
+    )
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """open_tree(2): with OPEN_TREE_CLONE, a detached copy of the mount (tree, with AT_RECURSIVE)
+    at `path`, as an fd that move_mount() can attach anywhere later."""
+    return _check(_syscall(SYS_OPEN_TREE, dirfd, _b(path), c_uint(flags)), "open_tree", path)
+
+
+def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
+    """move_mount(2): attach the mount at from_dirfd/from_path (a detached tree from open_tree
+    with MOVE_MOUNT_F_EMPTY_PATH) on to_dirfd/to_path (MOVE_MOUNT_T_EMPTY_PATH: the fd itself)."""
+    _check(
+        _syscall(SYS_MOVE_MOUNT, from_dirfd, _b(from_path), to_dirfd, _b(to_path), c_uint(flags)),
+        "move_mount",
+        to_path or from_path,
     )
 
 

@@ -18,6 +18,7 @@ from capsa.mountopts import parse_mount_options
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 _PATH_FLAGS = posix.O_PATH | posix.O_CLOEXEC
@@ -263,13 +264,19 @@ def _mount_flags_of(path: str | int) -> int:
 
 # -- the mounts of config.json -----------------------------------------------------------------
 def mount_all(
-    root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str], mount_label: str | None = None
+    root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str], mount_label: str | None = None,
+    detached_source: Callable[[int], tuple[int, str]] | None = None,
 ) -> None:
     """The mounts of config.json, in order; `cgroups` maps each name under /sys/fs/cgroup to the
-    container's cgroup directory in that hierarchy; `mount_label` is linux.mountLabel (SELinux)."""
+    container's cgroup directory in that hierarchy; `mount_label` is linux.mountLabel (SELinux).
+
+    `detached_source(index)` (in a user namespace) asks the runtime for mounts[index]'s source
+    as a detached mount (see open_detached_source) when the init, as mapped root, cannot reach
+    it: (fd, "") or (-1, why not)."""
     for index, entry in enumerate(mounts):
+        ask = (lambda index=index: detached_source(index)) if detached_source is not None else None
         try:
-            _mount_one(root, entry, in_userns, cgroups, mount_label)
+            _mount_one(root, entry, in_userns, cgroups, mount_label, ask)
         except OSError as err:
             raise ContainerStartError(
                 f"mounts[{index}]: cannot mount {entry.get('source', entry.get('type', ''))} on "
@@ -277,7 +284,8 @@ def mount_all(
             ) from None
 
 
-def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str], mount_label: str | None) -> None:
+def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str], mount_label: str | None,
+               detached_source: Callable[[], tuple[int, str]] | None) -> None:
     options = parse_mount_options(entry.get("options") or [])
     fstype = entry.get("type") or ""
     source = entry.get("source") or fstype or "none"
@@ -285,35 +293,30 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
     if fstype in ("cgroup", "cgroup2"):
         _mount_cgroup(root, destination, options, cgroups)
         return
-    is_bind = options.is_bind or fstype == "bind"
+    if options.is_bind or fstype == "bind":
+        _mount_bind(root, source, destination, options, in_userns, detached_source)
+    else:
+        _mount_new(root, source, destination, fstype, options, mount_label)
+    _apply_after_mount(root, destination, options)
+
+
+def _mount_new(root: Rootfs, source: str, destination: str, fstype: str, options: Any, mount_label: str | None) -> None:
+    """A new filesystem (tmpfs, proc, devpts, ...) on the destination, made a directory if missing."""
     data = options.data
     try:
         target = root.open(destination)
         if fstype == "tmpfs":
             data = _with_mode_of(target, data)
     except FileNotFoundError:
-        target = root.mount_point(destination, posixlite.isdir(source) if is_bind else True)
+        target = root.mkdir_all(destination)
     try:
-        if is_bind:
-            locked = _bind(source, target, options, in_userns)
-        else:
-            if mount_label:
-                from capsa.lsm import mount_data
+        if mount_label:
+            from capsa.lsm import mount_data
 
-                data = mount_data(data, fstype, mount_label)
-            linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, data or None)
+            data = mount_data(data, fstype, mount_label)
+        linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, data or None)
     finally:
         posix.close(target)
-    extra = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
-    if is_bind and extra:
-        # A bind mount takes flags only from a remount of the new mount, found again by its path
-        # (the old fd still names the mount point underneath).
-        mounted = root.open(destination)
-        try:
-            linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | extra | locked)
-        finally:
-            posix.close(mounted)
-    _apply_after_mount(root, destination, options)
 
 
 def _with_mode_of(directory: int, data: str) -> str:
@@ -323,15 +326,78 @@ def _with_mode_of(directory: int, data: str) -> str:
     return f"{mode},{data}" if data else mode
 
 
-def _bind(source: str, target: int, options: Any, in_userns: bool) -> int:
-    """Bind `source` on the target; return the flags the kernel locks on it (in a user namespace)."""
-    source_fd = posix.open(source, posix.O_PATH | posix.O_CLOEXEC)
+def _mount_bind(root: Rootfs, source: str, destination: str, options: Any, in_userns: bool,
+                detached_source: Callable[[], tuple[int, str]] | None) -> None:
+    """Bind `source` on the destination (made a directory or a file to match), then apply the
+    options' flags with a remount, keeping those the kernel locks in a user namespace."""
+    source_fd, detached = _open_bind_source(source, detached_source)
     try:
-        bind_flags = linux.MS_BIND | (linux.MS_REC if options.recursive_bind else 0)
-        linux.mount(fd_path(source_fd), fd_path(target), None, bind_flags)
-        return _mount_flags_of(fd_path(source_fd)) if in_userns else 0
+        target = root.mount_point(destination, stat.S_ISDIR(posix.fstat(source_fd).st_mode))
+        try:
+            if detached:
+                linux.move_mount(source_fd, "", target, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
+            else:
+                bind_flags = linux.MS_BIND | (linux.MS_REC if options.recursive_bind else 0)
+                linux.mount(fd_path(source_fd), fd_path(target), None, bind_flags)
+        finally:
+            posix.close(target)
+        locked = _mount_flags_of(source_fd) if in_userns else 0
     finally:
         posix.close(source_fd)
+    extra = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
+    if extra:
+        # A bind mount takes flags only from a remount of the new mount, found again by its path
+        # (the old fd still names the mount point underneath).
+        mounted = root.open(destination)
+        try:
+            linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | extra | locked)
+        finally:
+            posix.close(mounted)
+
+
+def _open_bind_source(source: str, detached_source: Callable[[], tuple[int, str]] | None) -> tuple[int, bool]:
+    """An fd of the bind source, and whether it is a detached mount (to attach with move_mount).
+
+    In a user namespace the init is the mapped root: a source under a directory only the host's
+    root may enter (0700) is out of its reach, while runc and crun still mount it. Then the
+    runtime, still the host's root, opens it as a detached mount (open_detached_source)."""
+    try:
+        return posix.open(source, posix.O_PATH | posix.O_CLOEXEC), False
+    except PermissionError:
+        if detached_source is None:
+            raise
+        fd, why_not = detached_source()
+        if fd < 0:
+            raise PermissionError(errno.EACCES, f"{posix.strerror(errno.EACCES)} (the runtime could not open it either: {why_not})",
+                                  source) from None
+        return fd, True
+
+
+def open_detached_source(entry: dict[str, Any]) -> int:
+    """The runtime's side of a bind whose source the init cannot reach: a detached copy of the
+    source mount (open_tree OPEN_TREE_CLONE; the whole tree below it for rbind), opened by the
+    host's root in the host's mount namespace, for the init to move_mount into the rootfs.
+
+    Made a slave (recursively): a clone of a shared mount would otherwise be a peer of the
+    host's, and mounts made under it in the container would propagate to the host; the init's
+    own binds are slaves as well (the container's mounts are made slaves before them).
+    The kernel does not lock the host mount's flags on such a copy (it does on the init's own
+    binds, made from the copied namespace): root in the container could remount it without
+    nosuid, nodev or ro, as under crun, which attaches every bind this way in a user namespace."""
+    options = parse_mount_options(entry.get("options") or [])
+    if not (options.is_bind or entry.get("type") == "bind"):
+        raise OSError(errno.EINVAL, "not a bind mount")
+    recursive = linux.AT_RECURSIVE if options.recursive_bind else 0
+    fd = linux.open_tree(_AT_FDCWD, entry["source"], linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | recursive)
+    try:
+        linux.mount_setattr(fd, "", linux.AT_EMPTY_PATH | recursive, 0, 0, linux.MS_SLAVE)
+    except OSError:
+        posix.close(fd)
+        raise
+    return fd
+
+
+_AT_FDCWD = -100
 
 
 def _apply_after_mount(root: Rootfs, destination: str, options: Any) -> None:
@@ -343,7 +409,7 @@ def _apply_after_mount(root: Rootfs, destination: str, options: Any) -> None:
             linux.mount(None, fd_path(mounted), None, flag)
         if options.recursive_set or options.recursive_clear:
             linux.mount_setattr(
-                mounted, "", linux.AT_RECURSIVE | 0x1000, options.recursive_set, options.recursive_clear
+                mounted, "", linux.AT_RECURSIVE | linux.AT_EMPTY_PATH, options.recursive_set, options.recursive_clear
             )
     finally:
         posix.close(mounted)

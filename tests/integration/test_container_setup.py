@@ -234,6 +234,33 @@ def test_user_namespace_with_mappings(bundle):
     assert out[1:4] == ["0", "100000", "65536"]
 
 
+def test_bind_source_the_mapped_root_cannot_reach(bundle, tmp_path):
+    """As runc and crun: in a user namespace, a bind source under a directory only the host's
+    root may enter (0700) is still mounted (the runtime opens it as a detached mount for the
+    init, which as mapped root cannot); the options apply, and the bind does not propagate
+    mounts back to the host. Before: EACCES."""
+    bundle.use_user_namespace()
+    private = tmp_path / "private"
+    (private / "dir" / "sub").mkdir(parents=True)
+    (private / "dir" / "inner").write_text("from a private dir\n")
+    (private / "file").write_text("a private file\n")
+    private.chmod(0o700)
+    bundle.config["mounts"] += [
+        {"destination": "/mnt/dir", "type": "bind", "source": str(private / "dir"), "options": ["rbind", "ro", "nosuid"]},
+        {"destination": "/mnt/file", "type": "bind", "source": str(private / "file"), "options": ["bind"]},
+    ]
+    out = bundle.sh("cat /mnt/dir/inner /mnt/file; touch /mnt/dir/x 2>/dev/null && echo writable || echo read-only;"
+                    "grep ' /mnt/dir ' /proc/self/mountinfo").stdout.splitlines()
+    assert out[:3] == ["from a private dir", "a private file", "read-only"]
+    fields = out[3].split(" - ")[0].split()
+    assert {"ro", "nosuid"} <= set(fields[5].split(",")) and not any(f.startswith("shared:") for f in fields[6:])
+    assert not os.path.exists(private / "dir" / "x")
+    # Without a user namespace nothing changes: root reaches the source itself.
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "user"]
+    del bundle.config["linux"]["uidMappings"], bundle.config["linux"]["gidMappings"]
+    assert bundle.sh("cat /mnt/file").stdout == "a private file\n"
+
+
 def test_time_namespace_offsets(bundle):
     bundle.config["linux"]["namespaces"].append({"type": "time"})
     bundle.config["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365, "nanosecs": 0}}
