@@ -27,6 +27,24 @@ def set_size(fd: int, size: dict | None) -> None:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
 
 
+def give_to_user(slave: int, uid: int) -> None:
+    """Make the process's user the pty's owner, as runc (fixStdioPermissions): its group stays
+    the one devpts gave it (tty, from the mount's gid=5), so that the user can reopen its own
+    terminal. A uid the user namespace does not map (EINVAL) or an owner it cannot change
+    (EPERM) leaves the pty as it is, as runc does."""
+    if posix.fstat(slave).st_uid == uid:
+        return
+    try:
+        posix.fchown(slave, uid, -1)
+    except OSError as err:
+        if err.errno not in (_EINVAL, _EPERM):
+            raise
+
+
+_EPERM = 1
+_EINVAL = 22
+
+
 def make_controlling(slave: int) -> None:
     """Make the pty slave the process's stdio and controlling terminal (after setsid)."""
     for std in (0, 1, 2):

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 CREATE_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer")
+# The phases the container's init runs, in the container's namespaces: their hooks never inherit
+# the environment (the init's is still the caller's; runc's init clears its own).
+INIT_PHASES = ("createContainer", "startContainer")
 
 
 class HookError(CapsaError):
@@ -30,16 +33,17 @@ def run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any], warn: Any
     if not hooks:
         return
     payload = jsonfast.dumps(state).encode()
+    inherit = phase not in INIT_PHASES
     for index, hook in enumerate(hooks):
         try:
-            _run_one(hook, f"{phase} hook #{index} ({hook['path']})", payload)
+            _run_one(hook, f"{phase} hook #{index} ({hook['path']})", payload, inherit)
         except HookError as err:
             if warn is None:
                 raise
             warn(str(err))
 
 
-def _run_one(hook: dict[str, Any], where: str, payload: bytes) -> None:
+def _run_one(hook: dict[str, Any], where: str, payload: bytes, inherit: bool) -> None:
     import subprocess
 
     path = hook["path"]
@@ -48,7 +52,7 @@ def _run_one(hook: dict[str, Any], where: str, payload: bytes) -> None:
             hook.get("args") or [path],
             executable=path,
             input=payload,
-            env=_env(hook.get("env")),
+            env=_env(hook.get("env"), inherit),
             capture_output=True,
             timeout=hook.get("timeout"),
             close_fds=True,
@@ -62,7 +66,11 @@ def _run_one(hook: dict[str, Any], where: str, payload: bytes) -> None:
         raise HookError(f"{where} failed with exit status {result.returncode}" + (f": {detail}" if detail else ""))
 
 
-def _env(entries: list[str] | None) -> dict[str, str]:
+def _env(entries: list[str] | None, inherit: bool) -> dict[str, str] | None:
+    """The hook's environment: `env` as given (`[]` is an empty one); without it, as runc's Go
+    exec.Cmd with a nil Env, the runtime's own (None) where `inherit`, else an empty one."""
+    if entries is None and inherit:
+        return None
     env: dict[str, str] = {}
     for entry in entries or ():
         key, _, value = entry.partition("=")

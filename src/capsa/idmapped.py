@@ -56,7 +56,8 @@ def _idmapped_tree(mount: dict[str, Any], userns_fd: int, field: str) -> int:
     options = parse_mount_options(mount.get("options") or [])
     source = mount.get("source") or ""
     try:
-        tree = linux.open_tree_clone(source, options.recursive_bind)
+        recursive = linux.AT_RECURSIVE if options.recursive_bind else 0
+        tree = linux.open_tree(linux.AT_FDCWD, source, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | recursive)
     except OSError as err:
         raise ContainerStartError(f"{field}: cannot open the source {source}: {err.strerror}") from None
     try:

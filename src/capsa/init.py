@@ -69,7 +69,7 @@ def run_tenant(
         _prepare_listener(seccomp_filter, seccomp_fd, listener_state)
         posix.setsid()
         if process.get("terminal"):
-            _setup_terminal(rootfs.Rootfs("/"), console_fd, process.get("consoleSize"), bind=False)
+            _setup_terminal(rootfs.Rootfs("/"), console_fd, process, bind=False)
         _apply_rlimits(process.get("rlimits") or [])
         enter_cwd(process["cwd"])
         env = _environment(process)
@@ -165,12 +165,13 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     # Opened only now: the fd must be the rootfs bind mount that prepare_root put on top.
     root = rootfs.Rootfs(config.rootfs)
     if "mount" in config.new_namespaces:
-        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups, linux_spec.get("mountLabel"), config.mount_trees)
+        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups, linux_spec.get("mountLabel"),
+                         config.mount_trees, _detached_source(channel) if config.in_userns else None)
         if not rootfs.dev_is_bind_mounted(mounts):
             rootfs.create_devices(root, linux_spec.get("devices") or [], config.in_userns)
             rootfs.create_dev_links(root)
     if process.get("terminal"):
-        _setup_terminal(root, config.console_fd, process.get("consoleSize"))
+        _setup_terminal(root, config.console_fd, process)
 
     if _has_hooks(spec, "prestart", "createRuntime"):
         channel.send("hooks")
@@ -294,6 +295,15 @@ def _loopback_up() -> None:
         sock.close()
 
 
+def _detached_source(channel: Channel) -> Any:
+    """Ask the runtime for a bind source the init cannot reach (rootfs.mount_all)."""
+    def ask(index: int) -> tuple[int, str]:
+        channel.send("mountfd", str(index))
+        return channel.receive_fd("mountfd")
+
+    return ask
+
+
 def _check_dev_null(fd: int) -> None:
     # Masked paths get the host's /dev/null bind-mounted over them: make sure it is the real one.
     info = posix.fstat(fd)
@@ -310,7 +320,7 @@ def _propagation(name: str | None) -> int:
     return ROOTFS_PROPAGATION[name] if name else 0
 
 
-def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None, bind: bool = True) -> None:
+def _setup_terminal(root: rootfs.Rootfs, console_fd: int, process: dict[str, Any], bind: bool = True) -> None:
     from capsa import console
 
     if console_fd is None or console_fd < 0:
@@ -320,7 +330,8 @@ def _setup_terminal(root: rootfs.Rootfs, console_fd: int, size: dict | None, bin
         master, slave, name = console.open_pty(ptmx)
     finally:
         posix.close(ptmx)
-    console.set_size(master, size)
+    console.set_size(master, process.get("consoleSize"))
+    console.give_to_user(slave, (process.get("user") or {}).get("uid", 0))
     if bind:
         try:
             rootfs.bind_console(root, slave)

@@ -140,12 +140,34 @@ def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOp
             hooks.run_hooks(spec, "prestart", options.state)
             hooks.run_hooks(spec, "createRuntime", options.state)
             channel.send("ok")
+        elif kind == "mountfd":
+            _send_detached_source(channel, spec, payload)
         elif kind == "ready":
             return init_pid
         elif kind == "error":
             raise ContainerStartError(payload)
         else:
             raise ContainerStartError("container init exited before it was ready")
+
+
+def _send_detached_source(channel: Channel, spec: dict[str, Any], index: str) -> None:
+    """The init (mapped root of a user namespace) cannot reach the source of bind mounts[index]:
+    as runc and crun, the runtime opens it with the host's credentials, as a detached mount."""
+    from capsa.rootfs import open_detached_source
+
+    mounts = spec.get("mounts") or []
+    try:
+        fd = open_detached_source(mounts[int(index)])
+    except (ValueError, IndexError):
+        channel.send("nofd", f"no mount {index!r}")
+        return
+    except OSError as err:
+        channel.send("nofd", f"open_tree: {err.strerror or err}")
+        return
+    try:
+        channel.send_fd("mountfd", fd)
+    finally:
+        posix.close(fd)
 
 
 def _connect_seccomp_listener(seccomp: dict[str, Any] | None, console_fd: int) -> int:

@@ -116,9 +116,9 @@ SYS_KEYCTL = 250
 SYS_PIDFD_OPEN = 434
 SYS_CLOSE_RANGE = 436
 SYS_OPENAT2 = 437
-SYS_MOUNT_SETATTR = 442
 SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
+SYS_MOUNT_SETATTR = 442
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -176,6 +176,7 @@ AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 
 OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = posix.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x04
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_IDMAP = 0x00100000
@@ -268,11 +269,20 @@ def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: in
     )
 
 
-def open_tree_clone(path: str, recursive: bool) -> int:
-    """A detached copy of the mount at `path` (of the whole tree below it if `recursive`), as an
-    fd, close-on-exec: what mount_setattr(MOUNT_ATTR_IDMAP) needs, and move_mount() attaches."""
-    flags = OPEN_TREE_CLONE | posix.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-    return _check(_syscall(SYS_OPEN_TREE, AT_FDCWD, _b(path), c_uint(flags)), "open_tree", path)
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """open_tree(2): with OPEN_TREE_CLONE, a detached copy of the mount (tree, with AT_RECURSIVE)
+    at `path`, as an fd that move_mount() can attach anywhere later."""
+    return _check(_syscall(SYS_OPEN_TREE, dirfd, _b(path), c_uint(flags)), "open_tree", path)
+
+
+def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
+    """move_mount(2): attach the mount at from_dirfd/from_path (a detached tree from open_tree
+    with MOVE_MOUNT_F_EMPTY_PATH) on to_dirfd/to_path (MOVE_MOUNT_T_EMPTY_PATH: the fd itself)."""
+    _check(
+        _syscall(SYS_MOVE_MOUNT, from_dirfd, _b(from_path), to_dirfd, _b(to_path), c_uint(flags)),
+        "move_mount",
+        to_path or from_path,
+    )
 
 
 def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool) -> None:
@@ -281,12 +291,6 @@ def mount_setattr_idmap(tree_fd: int, userns_fd: int, recursive: bool) -> None:
     attr = _struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd)  # struct mount_attr
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
     _check(_syscall(SYS_MOUNT_SETATTR, tree_fd, b"", flags, attr, len(attr)), "mount_setattr")
-
-
-def move_mount_to_fd(tree_fd: int, target_fd: int) -> None:
-    """Attach the detached mount `tree_fd` on the directory or file `target_fd` (O_PATH) is."""
-    flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
-    _check(_syscall(SYS_MOVE_MOUNT, tree_fd, b"", target_fd, b"", flags), "move_mount")
 
 
 # -- scheduling, I/O priority, memory policy (process.scheduler, process.ioPriority, linux.memoryPolicy)

@@ -18,6 +18,7 @@ from capsa.mountopts import parse_mount_options
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 _PATH_FLAGS = posix.O_PATH | posix.O_CLOEXEC
@@ -76,6 +77,14 @@ class Rootfs:
         made = self._mkdir_last(path, mode)
         if made is not None:
             return made
+        return self.open(self._walk(path, mode, last_is_dir=True), _PATH_FLAGS | posix.O_DIRECTORY)
+
+    def _walk(self, path: str, mode: int, last_is_dir: bool) -> str:
+        """Follow `path` component by component as the kernel would with the rootfs as the root,
+        making each missing directory (the last one too if `last_is_dir`); return the path it
+        resolves to. A symlink is read and its target walked instead (absolute targets start
+        again at the rootfs, ".." stops at it), so a dangling one leads to where its target is
+        made, inside the rootfs."""
         remaining = [p for p in path.split("/") if p and p != "."]
         done: list[str] = []
         links = 0
@@ -96,14 +105,15 @@ class Rootfs:
                         done = []
                     remaining = [p for p in target.split("/") if p and p != "."] + remaining
                     continue
-                try:
-                    posix.mkdir(part, mode, dir_fd=parent)
-                except FileExistsError:
-                    pass
+                if remaining or last_is_dir:
+                    try:
+                        posix.mkdir(part, mode, dir_fd=parent)
+                    except FileExistsError:
+                        pass
             finally:
                 posix.close(parent)
             done.append(part)
-        return self.open("/" + "/".join(done), _PATH_FLAGS | posix.O_DIRECTORY)
+        return "/" + "/".join(done)
 
     def _mkdir_last(self, path: str, mode: int) -> int | None:
         """mkdir_all where only the last component is missing and is no symlink; None otherwise
@@ -126,14 +136,31 @@ class Rootfs:
             posix.close(parent)
         return self.open(path, _PATH_FLAGS | posix.O_DIRECTORY)
 
-    def make_file(self, path: str, mode: int = 0o644) -> int:
-        """Create `path` as an empty file if it is missing; return an O_PATH fd of what is there."""
+    def make_file(self, path: str, mode: int = 0o644, follow_dangling: bool = False) -> int:
+        """Create `path` as an empty file if it is missing; return an O_PATH fd of what is there.
+
+        A dangling symlink as the last component is an error (ELOOP), unless `follow_dangling`
+        (mount destinations): the file is then made where it points, inside the rootfs. Never
+        for /dev/console and device nodes: those are made only as named (CVE-2025-52565)."""
         try:
             return self.open(path)
         except FileNotFoundError:
             pass
         directory, name = posixlite.split(path.rstrip("/"))
-        parent = self.mkdir_all(directory or "/")
+        try:
+            self._create_file(self.mkdir_all(directory or "/"), name, mode)
+        except OSError as err:
+            if err.errno != errno.ELOOP or not follow_dangling:
+                raise
+            # `name` is a dangling symlink (O_NOFOLLOW refused to create through it): as runc 1.1
+            # and crun do for a mount destination, the file is made where it points, inside the rootfs.
+            directory, name = posixlite.split(self._walk(path, 0o755, last_is_dir=False))
+            self._create_file(self.open(directory or "/", _PATH_FLAGS | posix.O_DIRECTORY), name, mode)
+        return self.open(path)
+
+    @staticmethod
+    def _create_file(parent: int, name: str, mode: int) -> None:
+        """Create the empty file `name` in the directory `parent` unless it exists; close `parent`."""
         try:
             fd = posix.open(name, posix.O_CREAT | posix.O_WRONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC, mode, dir_fd=parent)
             posix.close(fd)
@@ -141,14 +168,13 @@ class Rootfs:
             pass
         finally:
             posix.close(parent)
-        return self.open(path)
 
     def mount_point(self, path: str, source_is_dir: bool) -> int:
         """The fd of the mount point for `path`, created as a directory or a file to match the source."""
         try:
             return self.open(path)
         except FileNotFoundError:
-            return self.mkdir_all(path) if source_is_dir else self.make_file(path)
+            return self.mkdir_all(path) if source_is_dir else self.make_file(path, follow_dangling=True)
 
     def close(self) -> None:
         posix.close(self.fd)
@@ -239,16 +265,20 @@ def _mount_flags_of(path: str | int) -> int:
 # -- the mounts of config.json -----------------------------------------------------------------
 def mount_all(
     root: Rootfs, mounts: list[dict[str, Any]], in_userns: bool, cgroups: dict[str, str], mount_label: str | None = None,
-    trees: dict[int, int] | None = None,
+    trees: dict[int, int] | None = None, detached_source: Callable[[int], tuple[int, str]] | None = None,
 ) -> None:
     """The mounts of config.json, in order; `cgroups` maps each name under /sys/fs/cgroup to the
-    container's cgroup directory in that hierarchy; `mount_label` is linux.mountLabel (SELinux);
+    container's cgroup directory in that hierarchy; `mount_label` is linux.mountLabel (SELinux).
+
     `trees` maps the index of each idmapped mount to its detached tree (capsa.idmapped), attached
-    here in the place of a bind and closed."""
+    here in the place of a bind and closed. `detached_source(index)` (in a user namespace) asks
+    the runtime for mounts[index]'s source as a detached mount (see open_detached_source) when
+    the init, as mapped root, cannot reach it: (fd, "") or (-1, why not)."""
     trees = trees or {}
     for index, entry in enumerate(mounts):
+        ask = (lambda index=index: detached_source(index)) if detached_source is not None else None
         try:
-            _mount_one(root, entry, in_userns, cgroups, mount_label, trees.pop(index, None))
+            _mount_one(root, entry, in_userns, cgroups, mount_label, trees.pop(index, None), ask)
         except OSError as err:
             raise ContainerStartError(
                 f"mounts[{index}]: cannot mount {entry.get('source', entry.get('type', ''))} on "
@@ -257,7 +287,7 @@ def mount_all(
 
 
 def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: dict[str, str], mount_label: str | None,
-               tree: int | None = None) -> None:
+               tree: int | None, detached_source: Callable[[], tuple[int, str]] | None) -> None:
     options = parse_mount_options(entry.get("options") or [])
     fstype = entry.get("type") or ""
     source = entry.get("source") or fstype or "none"
@@ -265,28 +295,60 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
     if fstype in ("cgroup", "cgroup2"):
         _mount_cgroup(root, destination, options, cgroups)
         return
-    is_bind = options.is_bind or fstype == "bind"
-    if tree is not None:
-        source_is_dir = stat.S_ISDIR(posix.fstat(tree).st_mode)
+    if tree is not None or options.is_bind or fstype == "bind":
+        _mount_bind(root, source, destination, options, in_userns, tree, detached_source)
     else:
-        source_is_dir = posixlite.isdir(source) if is_bind else True
-    target = root.mount_point(destination, source_is_dir)
-    try:
-        if tree is not None:
-            locked = _attach(tree, target, in_userns)
-        elif is_bind:
-            locked = _bind(source, target, options, in_userns)
-        else:
-            data = options.data
-            if mount_label:
-                from capsa.lsm import mount_data
+        _mount_new(root, source, destination, fstype, options, mount_label)
+    _apply_after_mount(root, destination, options)
 
-                data = mount_data(data, fstype, mount_label)
-            linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, data or None)
+
+def _mount_new(root: Rootfs, source: str, destination: str, fstype: str, options: Any, mount_label: str | None) -> None:
+    """A new filesystem (tmpfs, proc, devpts, ...) on the destination, made a directory if missing."""
+    data = options.data
+    try:
+        target = root.open(destination)
+        if fstype == "tmpfs":
+            data = _with_mode_of(target, data)
+    except FileNotFoundError:
+        target = root.mkdir_all(destination)
+    try:
+        if mount_label:
+            from capsa.lsm import mount_data
+
+            data = mount_data(data, fstype, mount_label)
+        linux.mount(source, fd_path(target), fstype, options.flags & ~linux.MS_REMOUNT, data or None)
     finally:
         posix.close(target)
+
+
+def _with_mode_of(directory: int, data: str) -> str:
+    """tmpfs data keeping the mode of the directory it covers, as runc and crun do (a tmpfs is
+    1777 by itself); a mode= in the options still wins, coming after."""
+    mode = f"mode={stat.S_IMODE(posix.fstat(directory).st_mode):04o}"
+    return f"{mode},{data}" if data else mode
+
+
+def _mount_bind(root: Rootfs, source: str, destination: str, options: Any, in_userns: bool, tree: int | None,
+                detached_source: Callable[[], tuple[int, str]] | None) -> None:
+    """Bind `source` on the destination (made a directory or a file to match), then apply the
+    options' flags with a remount, keeping those the kernel locks in a user namespace.
+    `tree`: an idmapped mount's detached tree (capsa.idmapped), attached instead and closed."""
+    source_fd, detached = (tree, True) if tree is not None else _open_bind_source(source, detached_source)
+    try:
+        target = root.mount_point(destination, stat.S_ISDIR(posix.fstat(source_fd).st_mode))
+        try:
+            if detached:
+                linux.move_mount(source_fd, "", target, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
+            else:
+                bind_flags = linux.MS_BIND | (linux.MS_REC if options.recursive_bind else 0)
+                linux.mount(fd_path(source_fd), fd_path(target), None, bind_flags)
+        finally:
+            posix.close(target)
+        locked = _mount_flags_of(source_fd) if in_userns else 0
+    finally:
+        posix.close(source_fd)
     extra = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
-    if is_bind and extra:
+    if extra:
         # A bind mount takes flags only from a remount of the new mount, found again by its path
         # (the old fd still names the mount point underneath).
         mounted = root.open(destination)
@@ -294,27 +356,48 @@ def _mount_one(root: Rootfs, entry: dict[str, Any], in_userns: bool, cgroups: di
             linux.mount(None, fd_path(mounted), None, linux.MS_BIND | linux.MS_REMOUNT | extra | locked)
         finally:
             posix.close(mounted)
-    _apply_after_mount(root, destination, options)
 
 
-def _bind(source: str, target: int, options: Any, in_userns: bool) -> int:
-    """Bind `source` on the target; return the flags the kernel locks on it (in a user namespace)."""
-    source_fd = posix.open(source, posix.O_PATH | posix.O_CLOEXEC)
+def _open_bind_source(source: str, detached_source: Callable[[], tuple[int, str]] | None) -> tuple[int, bool]:
+    """An fd of the bind source, and whether it is a detached mount (to attach with move_mount).
+
+    In a user namespace the init is the mapped root: a source under a directory only the host's
+    root may enter (0700) is out of its reach, while runc and crun still mount it. Then the
+    runtime, still the host's root, opens it as a detached mount (open_detached_source)."""
     try:
-        bind_flags = linux.MS_BIND | (linux.MS_REC if options.recursive_bind else 0)
-        linux.mount(fd_path(source_fd), fd_path(target), None, bind_flags)
-        return _mount_flags_of(fd_path(source_fd)) if in_userns else 0
-    finally:
-        posix.close(source_fd)
+        return posix.open(source, posix.O_PATH | posix.O_CLOEXEC), False
+    except PermissionError:
+        if detached_source is None:
+            raise
+        fd, why_not = detached_source()
+        if fd < 0:
+            raise PermissionError(errno.EACCES, f"{posix.strerror(errno.EACCES)} (the runtime could not open it either: {why_not})",
+                                  source) from None
+        return fd, True
 
 
-def _attach(tree: int, target: int, in_userns: bool) -> int:
-    """Attach an idmapped mount's detached tree on the target, as _bind binds; the same flags back."""
+def open_detached_source(entry: dict[str, Any]) -> int:
+    """The runtime's side of a bind whose source the init cannot reach: a detached copy of the
+    source mount (open_tree OPEN_TREE_CLONE; the whole tree below it for rbind), opened by the
+    host's root in the host's mount namespace, for the init to move_mount into the rootfs.
+
+    Made a slave (recursively): a clone of a shared mount would otherwise be a peer of the
+    host's, and mounts made under it in the container would propagate to the host; the init's
+    own binds are slaves as well (the container's mounts are made slaves before them).
+    The kernel does not lock the host mount's flags on such a copy (it does on the init's own
+    binds, made from the copied namespace): root in the container could remount it without
+    nosuid, nodev or ro, as under crun, which attaches every bind this way in a user namespace."""
+    options = parse_mount_options(entry.get("options") or [])
+    if not (options.is_bind or entry.get("type") == "bind"):
+        raise OSError(errno.EINVAL, "not a bind mount")
+    recursive = linux.AT_RECURSIVE if options.recursive_bind else 0
+    fd = linux.open_tree(linux.AT_FDCWD, entry["source"], linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | recursive)
     try:
-        linux.move_mount_to_fd(tree, target)
-        return _mount_flags_of(fd_path(tree)) if in_userns else 0
-    finally:
-        posix.close(tree)
+        linux.mount_setattr(fd, "", linux.AT_EMPTY_PATH | recursive, 0, 0, linux.MS_SLAVE)
+    except OSError:
+        posix.close(fd)
+        raise
+    return fd
 
 
 def _apply_after_mount(root: Rootfs, destination: str, options: Any) -> None:
@@ -326,7 +409,7 @@ def _apply_after_mount(root: Rootfs, destination: str, options: Any) -> None:
             linux.mount(None, fd_path(mounted), None, flag)
         if options.recursive_set or options.recursive_clear:
             linux.mount_setattr(
-                mounted, "", linux.AT_RECURSIVE | 0x1000, options.recursive_set, options.recursive_clear
+                mounted, "", linux.AT_RECURSIVE | linux.AT_EMPTY_PATH, options.recursive_set, options.recursive_clear
             )
     finally:
         posix.close(mounted)

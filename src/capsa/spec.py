@@ -436,7 +436,7 @@ def _validate_linux(spec: dict[str, Any]) -> None:
     _validate_time_offsets(linux.get("timeOffsets"), new_types)
     for index, device in enumerate(_optional(linux, "devices", _list, "linux") or []):
         _validate_device(device, f"linux.devices[{index}]")
-    _validate_sysctl(linux.get("sysctl"), types, new_types)
+    _validate_sysctl(linux.get("sysctl"), types)
     for key in ("maskedPaths", "readonlyPaths"):
         for index, path in enumerate(_optional(linux, key, _list, "linux") or []):
             _abs_path(path, f"linux.{key}[{index}]")
@@ -547,9 +547,9 @@ def _validate_device(device: Any, field: str) -> None:
     _obj(device, field)
     if "path" not in device:
         raise ConfigError(f"{field}.path", "is required")
-    _abs_path(device["path"], f"{field}.path")
-    if not device["path"].startswith("/dev/"):
-        raise ConfigError(f"{field}.path", "devices must be under /dev")
+    # Anywhere in the rootfs, as runc: a path outside /dev is created there too.
+    if posixlite.basename(_abs_path(device["path"], f"{field}.path")) in ("", ".", ".."):
+        raise ConfigError(f"{field}.path", f"{device['path']!r} does not name a file")
     kind = _str(device.get("type"), f"{field}.type")
     if kind not in DEVICE_TYPES:
         raise ConfigError(f"{field}.type", f"unknown device type {kind!r} (c, b, u or p)")
@@ -563,7 +563,7 @@ def _validate_device(device: Any, field: str) -> None:
     _optional(device, "gid", _int, field, 0, _UINT32_MAX)
 
 
-def _validate_sysctl(sysctl: Any, types: set[str], new_types: set[str]) -> None:
+def _validate_sysctl(sysctl: Any, types: set[str]) -> None:
     """Only namespaced sysctls, and only with their namespace: anything else would change the host."""
     if sysctl is None:
         return
@@ -581,8 +581,13 @@ def _validate_sysctl(sysctl: Any, types: set[str], new_types: set[str]) -> None:
         elif key.startswith("net."):
             if "network" not in types:
                 raise ConfigError(field, "needs a network namespace (it would change the host's)")
-        elif key in ("kernel.hostname", "kernel.domainname"):
-            if "uts" not in new_types:
-                raise ConfigError(field, "needs a new uts namespace")
+        elif key == "kernel.hostname":
+            # As runc and crun, whatever the namespaces: two places to set one name.
+            raise ConfigError(field, "conflicts with the hostname field: set the hostname there")
+        elif key == "kernel.domainname":
+            # As runc and crun (and the domainname field): a uts namespace of the container's own,
+            # new or joined by path; without one the container shares the host's.
+            if "uts" not in types:
+                raise ConfigError(field, "needs a uts namespace in linux.namespaces (it would change the host's)")
         else:
             raise ConfigError(field, "is not namespaced: a container must not change it on the host")

@@ -40,6 +40,43 @@ class Channel:
             raise ContainerStartError(payload)
         raise ContainerStartError(f"container setup was interrupted (expected {kind!r}, got {got!r})")
 
+    def send_fd(self, kind: str, fd: int) -> None:
+        """Send the message `kind` with a copy of `fd` (SCM_RIGHTS)."""
+        import _socket
+        import _struct
+
+        sock = _socket.socket(fileno=self.fd)
+        try:
+            sock.sendmsg([f"{kind} \n".encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _struct.pack("i", fd))])
+        finally:
+            sock.detach()
+
+    def receive_fd(self, kind: str) -> tuple[int, str]:
+        """The reply to a request: (fd, "") for a message `kind` that carries one, (-1, reason)
+        for a "nofd <reason>" one. Only ever called with nothing buffered: the other side
+        sends nothing unasked."""
+        import _socket
+        import _struct
+
+        sock = _socket.socket(fileno=self.fd)
+        try:
+            data, ancillary, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(4))
+        finally:
+            sock.detach()
+        fds = [_struct.unpack("i", payload[:4])[0] for level, what, payload in ancillary
+               if level == _socket.SOL_SOCKET and what == _socket.SCM_RIGHTS]
+        self._buffer += data
+        got, payload = self.receive()
+        if got == kind and fds:
+            return fds[0], ""
+        for fd in fds:
+            posix.close(fd)
+        if got == "nofd":
+            return -1, payload
+        if got == "error":
+            raise ContainerStartError(payload)
+        raise ContainerStartError(f"container setup was interrupted (expected {kind!r}, got {got!r})")
+
     def close(self) -> None:
         if self.fd >= 0:
             posix.close(self.fd)

@@ -139,14 +139,43 @@ def test_delete_removes_the_cgroup(cgbundle):
         assert not os.path.exists(f"{ROOT}/{controller}{TEST_CGROUP}.c1")
 
 
+def own_cgroup_dir(controller: str) -> str:
+    """This process's cgroup directory in `controller`'s hierarchy."""
+    with open("/proc/self/cgroup") as f:
+        for line in f.read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controller in controllers.split(","):
+                return f"{ROOT}/{controller}{path.rstrip('/')}"
+    raise AssertionError(f"no {controller} hierarchy")
+
+
 def test_default_cgroup_path(bundle):
+    """As runc: without linux.cgroupsPath, the container's cgroup is its id, below the caller's
+    own cgroup in each hierarchy."""
     del bundle.config["linux"]["cgroupsPath"]
     bundle.set_args("sleep", "30")
     cid = f"dflt{os.getpid()}"
     bundle.create(cid)
-    assert os.path.isdir(f"{ROOT}/memory/capsa/{cid}")
+    for controller in ("memory", "cpu", "pids"):
+        assert os.path.isdir(f"{own_cgroup_dir(controller)}/{cid}"), controller
     bundle.capsa("delete", "--force", cid)
-    assert not os.path.exists(f"{ROOT}/memory/capsa/{cid}")
+    for controller in ("memory", "cpu", "pids"):
+        assert not os.path.exists(f"{own_cgroup_dir(controller)}/{cid}"), controller
+
+
+@pytest.mark.skipif(not os.path.exists(f"{ROOT}/cpu/cpu.rt_runtime_us"), reason="kernel without RT group scheduling")
+def test_realtime_runtime_on_the_default_cgroup_path(bundle):
+    """A realtime budget needs one in every cgroup above: capsa's old default, /capsa/<id>, put
+    the container below a /capsa that has none (rt_runtime_us 0), so realtimeRuntime could never
+    be set there. With runc's default (the id below the caller's cgroup) it works as in runc."""
+    with open(f"{own_cgroup_dir('cpu')}/cpu.rt_runtime_us") as f:
+        if int(f.read()) < 10000:
+            pytest.skip("this test's own cpu cgroup has no realtime budget to give")
+    del bundle.config["linux"]["cgroupsPath"]
+    bundle.config["linux"]["resources"] = {"cpu": {"realtimePeriod": 1000000, "realtimeRuntime": 10000}}
+    # Read from inside, through the container's cgroup mount (its own cgroup, as runc binds it).
+    out = bundle.sh("cat /sys/fs/cgroup/cpu/cpu.rt_period_us /sys/fs/cgroup/cpu/cpu.rt_runtime_us", cid=f"rt{os.getpid()}").stdout
+    assert out.split() == ["1000000", "10000"]
 
 
 def test_kernel_memory_limit_is_not_pretended(cgbundle):

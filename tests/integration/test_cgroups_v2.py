@@ -227,9 +227,13 @@ def test_default_cgroup_path(bundle):
     bundle.set_args("sleep", "30")
     cid = f"dflt{os.getpid()}"
     bundle.create(cid)
-    assert os.path.isdir(f"{ROOT}/capsa/{cid}")
+    # As runc: the id, below the caller's own cgroup.
+    with open("/proc/self/cgroup") as f:
+        own = next(line.split(":", 2)[2] for line in f.read().splitlines() if line.startswith("0::"))
+    expected = f"{ROOT}{own.rstrip('/')}/{cid}"
+    assert os.path.isdir(expected)
     bundle.capsa("delete", "--force", cid)
-    assert not os.path.exists(f"{ROOT}/capsa/{cid}")
+    assert not os.path.exists(expected)
 
 
 def test_update_flags_and_resources_file(cgbundle, tmp_path):

@@ -151,3 +151,24 @@ def test_unprivileged_user_gets_a_clear_error(bundle):
         shutil.rmtree(readable)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "rootless container requires user namespaces" in result.stderr
+
+
+@pytest.mark.parametrize("log", ["missing-dir", "directory", "format"])
+def test_bad_log_flags_fail_every_subcommand_at_once(bundle, tmp_path, log):
+    """As runc: --log that cannot be opened, or an unknown --log-format, is an error before the
+    subcommand does anything (before, `list`, `spec` and `features` went on and logged nowhere)."""
+    from capsa.cli import COMMANDS
+
+    flags = {"missing-dir": ["--log", str(tmp_path / "no" / "such" / "log")],
+             "directory": ["--log", str(tmp_path)],
+             "format": ["--log-format", "xml"]}[log]
+    expected = {"missing-dir": str(tmp_path / "no" / "such" / "log"), "directory": str(tmp_path),
+                "format": "'xml'"}[log]
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    for command in COMMANDS:
+        result = bundle.capsa(*flags, command, check=False, cwd=str(workdir))
+        assert result.returncode == 1, command
+        assert expected in result.stderr and ("--log" in result.stderr or "log format" in result.stderr), (command, result.stderr)
+        assert result.stdout == "", command
+    assert os.listdir(workdir) == []  # `spec` wrote no config.json

@@ -151,6 +151,41 @@ def test_sysctl(bundle):
     assert out == ["1", "1234"]
 
 
+def test_sysctl_hostname_and_domainname_as_runc_and_crun(bundle):
+    """kernel.domainname needs a uts namespace of the container's own, new or joined by path, and
+    is written there; without one it would change the host's and is refused. kernel.hostname is
+    refused whatever the namespaces: runc and crun both say it conflicts with the `hostname` field."""
+    with open("/proc/sys/kernel/domainname") as f:
+        host_domainname = f.read()
+    bundle.config["linux"]["sysctl"] = {"kernel.domainname": "from-sysctl"}
+    assert bundle.sh("cat /proc/sys/kernel/domainname").stdout.strip() == "from-sysctl"
+    holder = subprocess.Popen(["unshare", "--uts", "sleep", "30"])
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/uts") != os.readlink("/proc/self/ns/uts"))
+        bundle.config["linux"]["namespaces"] = [
+            {"type": "uts", "path": f"/proc/{holder.pid}/ns/uts"} if ns["type"] == "uts" else ns
+            for ns in bundle.config["linux"]["namespaces"]
+        ]
+        del bundle.config["hostname"]
+        assert bundle.sh("cat /proc/sys/kernel/domainname").stdout.strip() == "from-sysctl"
+        with open("/proc/sys/kernel/domainname") as f:
+            assert f.read() == host_domainname
+        out = subprocess.run(["nsenter", "-u", "-t", str(holder.pid), "cat", "/proc/sys/kernel/domainname"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "from-sysctl"
+    finally:
+        holder.kill()
+        holder.wait()
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "uts"]
+    shared = bundle.sh("true", check=False)
+    assert shared.returncode == 1 and "linux.sysctl.kernel.domainname" in shared.stderr and "uts namespace" in shared.stderr
+    bundle.config["linux"]["namespaces"].append({"type": "uts"})
+    bundle.config["linux"]["sysctl"] = {"kernel.hostname": "from-sysctl"}
+    refused = bundle.sh("true", check=False)
+    assert refused.returncode == 1 and "linux.sysctl.kernel.hostname" in refused.stderr and "hostname" in refused.stderr
+    assert "conflicts" in refused.stderr
+
+
 def test_loopback_is_up_in_new_network_namespace(bundle):
     out = bundle.run("cat", "/sys/class/net/lo/operstate").stdout.strip()
     flags = int(bundle.run("cat", "/sys/class/net/lo/flags").stdout.strip(), 16)
@@ -199,6 +234,33 @@ def test_user_namespace_with_mappings(bundle):
     assert out[1:4] == ["0", "100000", "65536"]
 
 
+def test_bind_source_the_mapped_root_cannot_reach(bundle, tmp_path):
+    """As runc and crun: in a user namespace, a bind source under a directory only the host's
+    root may enter (0700) is still mounted (the runtime opens it as a detached mount for the
+    init, which as mapped root cannot); the options apply, and the bind does not propagate
+    mounts back to the host. Before: EACCES."""
+    bundle.use_user_namespace()
+    private = tmp_path / "private"
+    (private / "dir" / "sub").mkdir(parents=True)
+    (private / "dir" / "inner").write_text("from a private dir\n")
+    (private / "file").write_text("a private file\n")
+    private.chmod(0o700)
+    bundle.config["mounts"] += [
+        {"destination": "/mnt/dir", "type": "bind", "source": str(private / "dir"), "options": ["rbind", "ro", "nosuid"]},
+        {"destination": "/mnt/file", "type": "bind", "source": str(private / "file"), "options": ["bind"]},
+    ]
+    out = bundle.sh("cat /mnt/dir/inner /mnt/file; touch /mnt/dir/x 2>/dev/null && echo writable || echo read-only;"
+                    "grep ' /mnt/dir ' /proc/self/mountinfo").stdout.splitlines()
+    assert out[:3] == ["from a private dir", "a private file", "read-only"]
+    fields = out[3].split(" - ")[0].split()
+    assert {"ro", "nosuid"} <= set(fields[5].split(",")) and not any(f.startswith("shared:") for f in fields[6:])
+    assert not os.path.exists(private / "dir" / "x")
+    # Without a user namespace nothing changes: root reaches the source itself.
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "user"]
+    del bundle.config["linux"]["uidMappings"], bundle.config["linux"]["gidMappings"]
+    assert bundle.sh("cat /mnt/file").stdout == "a private file\n"
+
+
 def test_time_namespace_offsets(bundle):
     bundle.config["linux"]["namespaces"].append({"type": "time"})
     bundle.config["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365, "nanosecs": 0}}
@@ -213,6 +275,22 @@ def test_mount_flags_and_tmpfs(bundle):
     line = [m for m in bundle.run("cat", "/proc/self/mounts").stdout.splitlines() if " /data " in m][0]
     options = line.split()[3].split(",")
     assert {"nosuid", "noexec", "nodev", "mode=700"} <= set(options)
+
+
+def test_tmpfs_keeps_the_mode_of_the_directory_it_covers(bundle):
+    """As runc and crun: a tmpfs over an existing directory takes that directory's mode (before,
+    tmpfs's own 1777); a mode= option still wins; a directory made for it gets tmpfs's 1777."""
+    for name, mode in (("kept", 0o711), ("sticky", 0o1750), ("overridden", 0o711)):
+        os.makedirs(os.path.join(bundle.rootfs, name))
+        os.chmod(os.path.join(bundle.rootfs, name), mode)
+    bundle.config["mounts"] += [
+        {"destination": "/kept", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+        {"destination": "/sticky", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/overridden", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]},
+        {"destination": "/made", "type": "tmpfs", "source": "tmpfs"},
+    ]
+    out = bundle.sh("stat -c '%a' /kept /sticky /overridden /made; awk '$2 == \"/kept\" {print $3}' /proc/self/mounts").stdout.split()
+    assert out == ["711", "1750", "755", "1777", "tmpfs"]
 
 
 def test_bind_mounts_readonly_and_file(bundle, tmp_path):
@@ -277,6 +355,19 @@ def test_linux_devices(bundle):
     assert bundle.run("stat", "-c", "%t:%T %a %g", "/dev/fuse-like").stdout.split() == ["a:e5", "640", "5"]
 
 
+def test_linux_devices_outside_dev(bundle):
+    """As runc: a device path outside /dev is created where the config says, inside the rootfs
+    (missing directories made), and is usable there; the host gets no node."""
+    bundle.config["linux"]["devices"] = [
+        {"path": "/opt/devs/null-like", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
+        {"path": "/run/fifo-like", "type": "p", "fileMode": 0o600},
+    ]
+    out = bundle.sh("stat -c '%t:%T %a' /opt/devs/null-like; echo data > /opt/devs/null-like && echo written;"
+                    "stat -c '%F %a' /run/fifo-like").stdout.splitlines()
+    assert out == ["1:3 666", "written", "fifo 600"]
+    assert not os.path.exists("/opt/devs/null-like")
+
+
 def test_only_stdio_reaches_the_container(bundle):
     # A leaked fd (CVE-2024-21626 class): capsa's own fds must not survive exec.
     leaked = os.open("/etc/hostname", os.O_RDONLY)
@@ -334,6 +425,26 @@ def test_hooks_order_and_stdin(bundle, tmp_path):
     assert inner[0] == "startContainer" and jsonfast.loads(inner[1])["status"] == "created"
 
 
+def test_hook_without_env_gets_the_runtime_environment(bundle, tmp_path):
+    """As runc: a hook the runtime runs (prestart, createRuntime, poststart, poststop) without
+    `env` inherits the runtime's environment; `env: []` means an empty one; a hook the container's
+    init runs (createContainer) never sees the host's (runc's init clears its environment)."""
+    log = tmp_path / "env.log"
+    def hook(name, **extra):
+        return dict({"path": "/bin/sh", "args": ["sh", "-c", f'echo "{name} ${{CAPSA_TEST_MARK:-unset}}" >> {log}']}, **extra)
+    runtime_phases = ["prestart", "createRuntime", "poststart", "poststop"]
+    bundle.config["hooks"] = {phase: [hook(phase), hook(f"{phase}-empty", env=[]), hook(f"{phase}-given", env=["CAPSA_TEST_MARK=given"])]
+                              for phase in runtime_phases}
+    bundle.config["hooks"]["createContainer"] = [hook("createContainer")]
+    bundle.run("true", env=dict(os.environ, CAPSA_TEST_MARK="from-the-caller"))
+    seen = dict(line.split(" ", 1) for line in log.read_text().splitlines())
+    for phase in runtime_phases:
+        assert seen[phase] == "from-the-caller", phase
+        assert seen[f"{phase}-empty"] == "unset", phase
+        assert seen[f"{phase}-given"] == "given", phase
+    assert seen["createContainer"] == "unset"
+
+
 def test_failing_create_hook_fails_and_cleans_up(bundle):
     bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/false"}]}
     result = bundle.run("true", check=False)
@@ -383,6 +494,33 @@ def test_console_socket_receives_pty(bundle, tmp_path):
         output += chunk
     text = output.decode()
     assert "/dev/pts/0" in text and "33 101" in text
+
+
+def test_console_belongs_to_the_process_user(bundle, tmp_path):
+    """As runc: the container's pty (and so /dev/console, bound over it) is owned by the
+    process's user, in the devpts group (tty); the exec case is in test_exec.py."""
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    bundle.process["terminal"] = True
+    bundle.process["user"] = {"uid": 1, "gid": 1}
+    bundle.set_args("sh", "-c", 'stat -c "%u %g" $(tty) /dev/console; echo END; sleep 1')
+    bundle.create("c1", "--console-socket", path)
+    connection, _ = server.accept()
+    _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
+    bundle.capsa("start", "c1")
+    output = b""
+    while b"END" not in output:
+        try:
+            chunk = os.read(fds[0], 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(fds[0])
+    assert output.decode().split()[:4] == ["1", "5", "1", "5"]
 
 
 def test_invalid_config_is_clear_and_leaves_nothing(bundle):

@@ -7,6 +7,8 @@ import os
 import socket
 import time
 
+import pytest
+
 from capsa import jsonfast
 
 
@@ -89,6 +91,40 @@ def test_exec_tty_with_console_socket(bundle, tmp_path):
     while b"\n" not in output and time.monotonic() < deadline:
         output += os.read(fds[0], 1024)
     assert output.decode().startswith("/dev/pts/")
+
+
+def _pty_output(master: int, until: bytes = b"END") -> str:
+    output = b""
+    deadline = time.monotonic() + 10
+    while until not in output and time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 1024)
+        except OSError:  # EIO: every slave fd is closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output.decode()
+
+
+@pytest.mark.parametrize("user", ["1", "1:7", "0"])
+def test_exec_tty_belongs_to_the_process_user(bundle, tmp_path, user):
+    """As runc: the new pty's owner is the process's user, its group stays the devpts one (tty,
+    gid 5 from the mount's gid=5); before, it stayed root's and a non-root user could not
+    reopen its own terminal."""
+    running(bundle)
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    script = 'stat -c "%u %g %a" $(tty); (echo reopened > $(tty)) 2>/dev/null || echo denied; echo END; sleep 1'
+    bundle.detached("exec", "-d", "-t", "--user", user, "--console-socket", path, "c1", "sh", "-c", script)
+    connection, _ = server.accept()
+    _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
+    lines = _pty_output(fds[0]).split()
+    os.close(fds[0])
+    uid = user.split(":")[0]
+    assert lines[:4] == [uid, "5", "620", "reopened"]
 
 
 def test_exec_refused_when_paused_or_stopped(bundle):

@@ -89,3 +89,31 @@ def test_cwd_that_is_a_file(bundle):
     _running(bundle)
     result = bundle.capsa("exec", "--cwd", "/bin/busybox", "c1", "true", check=False)
     assert result.returncode == 1 and "process.cwd '/bin/busybox'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("link", ["absolute", "relative", "climbing"])
+def test_mount_destination_dangling_symlink_is_created_inside_the_rootfs(bundle, tmp_path, link):
+    """As runc 1.1 and crun: a mount destination that is a dangling symlink in the image is
+    followed inside the rootfs and its target made there (a file for a file bind, directories
+    otherwise), never on the host; before, a file bind failed with ELOOP."""
+    host_file = tmp_path / "host-file"
+    host_file.write_text("bound file\n")
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    (host_dir / "inner").write_text("bound dir\n")
+    escape = f"capsa-dangling-{os.getpid()}"
+    targets = {"absolute": (f"/{escape}/file", f"/{escape}/dir", f"/{escape}/tmp"),
+               "relative": (f"../{escape}/file", f"../{escape}/dir", f"../{escape}/tmp"),
+               "climbing": ("../" * 12 + f"{escape}/file", "../" * 12 + f"{escape}/dir", "../" * 12 + f"{escape}/tmp")}[link]
+    for name, target in zip(("file-link", "dir-link", "tmp-link"), targets, strict=True):
+        os.symlink(target, os.path.join(bundle.rootfs, "etc", name))
+    bundle.config["mounts"] += [
+        {"destination": "/etc/file-link", "type": "bind", "source": str(host_file), "options": ["bind"]},
+        {"destination": "/etc/dir-link", "type": "bind", "source": str(host_dir), "options": ["rbind"]},
+        {"destination": "/etc/tmp-link", "type": "tmpfs", "source": "tmpfs", "options": ["mode=700"]},
+    ]
+    out = bundle.sh(f"cat /etc/file-link /etc/dir-link/inner; stat -c '%a' /etc/tmp-link/; ls /{escape}").stdout.split("\n")
+    assert out[:3] == ["bound file", "bound dir", "700"]
+    assert sorted(out[3:6]) == ["dir", "file", "tmp"]
+    assert not os.path.exists(f"/{escape}")
+    assert os.path.isfile(os.path.join(bundle.rootfs, escape, "file"))

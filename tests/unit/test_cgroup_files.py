@@ -66,7 +66,7 @@ def test_unified_is_refused_on_v1():
 
 
 def test_cgroups_path_rules():
-    assert cgroups_path({}, "abc") == "/capsa/abc"
+    assert cgroups_path({}, "abc") == "abc"  # runc: relative, below the caller's cgroup
     assert cgroups_path({"linux": {"cgroupsPath": "/a/b"}}, "x") == "/a/b"
     with pytest.raises(ConfigError, match="systemd"):
         cgroups_path({"linux": {"cgroupsPath": "system.slice:capsa:x"}}, "x")

@@ -76,7 +76,7 @@ CASES = [
     ("mapping size", _set("linux.uidMappings", [{"containerID": 0, "hostID": 1, "size": 0}]), "linux.uidMappings[0].size"),
     ("device type", _set("linux.devices", [{"path": "/dev/x", "type": "z", "major": 1, "minor": 1}]), "linux.devices[0].type"),
     ("device no major", _set("linux.devices", [{"path": "/dev/x", "type": "c", "minor": 1}]), "linux.devices[0].major"),
-    ("device outside dev", _set("linux.devices", [{"path": "/etc/x", "type": "c", "major": 1, "minor": 1}]), "linux.devices[0].path"),
+    ("device path names no file", _set("linux.devices", [{"path": "/dev/x/..", "type": "c", "major": 1, "minor": 1}]), "linux.devices[0].path"),
     ("sysctl host", _set("linux.sysctl", {"kernel.panic": "1"}), "linux.sysctl.kernel.panic"),
     ("sysctl value", _set("linux.sysctl", {"net.ipv4.ip_forward": 1}), "linux.sysctl.net.ipv4.ip_forward"),
     ("masked relative", _set("linux.maskedPaths", ["proc/kcore"]), "linux.maskedPaths[0]"),
@@ -168,6 +168,25 @@ def test_net_sysctl_with_network_namespace_is_fine():
     doc = valid()
     doc["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmax": "100", "fs.mqueue.msg_max": "10"}
     spec.validate(doc)
+
+
+def test_uts_sysctls_as_runc_and_crun():
+    """kernel.domainname: with a uts namespace, new or joined; kernel.hostname: never (the
+    hostname field sets it)."""
+    doc = valid()
+    doc["linux"]["sysctl"] = {"kernel.domainname": "d"}
+    spec.validate(doc)
+    doc["linux"]["namespaces"] = [{"type": "uts", "path": "/proc/1/ns/uts"} if ns["type"] == "uts" else ns
+                                  for ns in doc["linux"]["namespaces"]]
+    doc.pop("hostname", None)
+    spec.validate(doc)
+    doc["linux"]["namespaces"] = [ns for ns in doc["linux"]["namespaces"] if ns["type"] != "uts"]
+    with pytest.raises(ConfigError, match=r"linux\.sysctl\.kernel\.domainname.*uts namespace"):
+        spec.validate(doc)
+    doc = valid()
+    doc["linux"]["sysctl"] = {"kernel.hostname": "h"}
+    with pytest.raises(ConfigError, match=r"linux\.sysctl\.kernel\.hostname.*conflicts with the hostname field"):
+        spec.validate(doc)
 
 
 def test_any_1x_version_is_accepted():

@@ -69,8 +69,11 @@ def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
 
 
 def cgroups_path(spec: dict[str, Any], container_id: str) -> str:
-    """linux.cgroupsPath as runc reads it for the cgroupfs driver; a default under the root."""
-    path = (spec.get("linux") or {}).get("cgroupsPath") or f"/capsa/{container_id}"
+    """linux.cgroupsPath as runc reads it for the cgroupfs driver. Without one, runc's default:
+    the container id, relative, so below the caller's own cgroup. (Not a common parent such as
+    /capsa: on cgroup v1 a realtime budget needs one in every cgroup above, and a parent capsa
+    made would have none, so linux.resources.cpu.realtimeRuntime could never be set.)"""
+    path = (spec.get("linux") or {}).get("cgroupsPath") or container_id
     if ":" in path and not path.startswith("/"):
         raise ConfigError("linux.cgroupsPath", f"{path!r} is a systemd path (slice:prefix:name): use --systemd-cgroup")
     if ".." in path.split("/"):

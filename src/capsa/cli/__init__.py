@@ -59,6 +59,8 @@ class Globals:
         self.criu = parsed.criu
         if parsed.log_format not in ("text", "json"):
             raise UsageError(f"invalid log format {parsed.log_format!r}: use text or json")
+        if parsed.log:
+            _check_log_file(parsed.log)
         self._log_settings = (parsed.log, parsed.log_format, parsed.debug)
         self._log = None
 
@@ -75,6 +77,18 @@ class Globals:
         """A warning, for library calls that may warn: unlike `g.log.warning`, passing it does
         not make the logger (a call that warns about nothing does not import it)."""
         self.log.warning(message)
+
+
+def _check_log_file(path: str) -> None:
+    """--log must be a file capsa can append to, whatever the subcommand: runc opens it before
+    any subcommand runs and fails there; a log that silently goes nowhere hides the errors a
+    manager reads from it. Opened (and created, as runc does) once here, closed again: the
+    logger reopens it only when something is logged."""
+    try:
+        fd = posix.open(path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise UsageError(f"cannot open the log file {path} (--log): {err.strerror}") from None
+    posix.close(fd)
 
 
 # --rootless: auto, or Go's strconv.ParseBool spellings (as runc reads it).
