@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posix
 import time
-from abc import ABCMeta, abstractmethod  # loaded by the interpreter's own start-up: free
+from abc import abstractmethod  # loaded by the interpreter's own start-up: free
 
 from capsa import posixlite
 from capsa.errors import CapsaError, ConfigError
@@ -93,7 +93,7 @@ def cgroups_path(spec: dict[str, Any], container_id: str) -> str:
     return path
 
 
-class Cgroup(metaclass=ABCMeta):
+class Cgroup:
     """One cgroup: a container's, or a sandbox's parent whose children are its members' cgroups.
 
     `paths` maps each hierarchy's controllers ("cpu,cpuacct", "name=systemd"; "" for cgroup2) to
@@ -105,6 +105,11 @@ class Cgroup(metaclass=ABCMeta):
     V1Cgroup (v1.py: v1 and hybrid hosts), V2Cgroup (v2.py: unified) and the systemd classes
     (systemd.py) implement every method; the package's for_spec, parent and from_record
     (capsa/cgroups/__init__.py) pick the class, so this module never imports them.
+
+    @abstractmethod marks what each driver implements itself: type checkers and
+    tests/unit/test_cgroup_driver.py hold every driver to it. Not ABCMeta, which would also
+    refuse to instantiate an incomplete one: building the classes with it costs every call that
+    loads a driver ~0.07M instructions.
     """
 
     driver = ""  # the name in the state: CGROUPFS_V1, CGROUPFS_V2 or SYSTEMD

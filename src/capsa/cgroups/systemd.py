@@ -14,7 +14,11 @@ systemd's back has them reset or removed on the next `daemon-reload`. So, as run
   v2.py) in the scope's directory: runc's "systemd for the unit, fs for the rest";
 - pause/resume, kill --all, stats and exec go through the files, as with the cgroupfs driver;
 - update sets the unit properties again (SetUnitProperties, runtime) and then the files;
-- delete stops the unit (StopUnit) and removes what is left of the directories.
+- delete stops the unit (StopUnit) and removes what is left of the directories; a unit capsa did
+  not start (systemd said the name exists) is never stopped.
+
+A sandbox's cgroup (cgroups.parent) is a transient slice, as runc makes one for a `.slice` name:
+no process, Wants= its parent slice; its children are scopes in it (SystemdSlice.child).
 
 Why the child is not born in the scope (clone3 CLONE_INTO_CGROUP, as with the cgroupfs driver):
 the scope's cgroup does not exist before the scope does, and systemd refuses a scope with no
@@ -22,7 +26,8 @@ process in it. So the child is forked where capsa runs, stops before doing anyth
 for "cgroup" on its channel), systemd moves it into the new scope, and only then does it go on:
 no container code ever runs outside the scope. `exec` is born in it with clone3.
 
-The unit is recorded in the state (systemdUnit) so that delete/update work from any later call.
+The unit is recorded in the state (systemdUnit, with cgroupDriver "systemd") so that
+delete/update work from any later call.
 """
 
 from __future__ import annotations
