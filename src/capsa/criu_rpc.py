@@ -40,8 +40,23 @@ _IGNORED = ("--restore-detached", "--page-server")  # swrk restores detached; ps
 _IGNORED_WITH_VALUE = ("--pidfile",)  # the pid comes back in the response
 
 
+class CriuError(CapsaError):
+    """CRIU could not do what was asked (its log's errors are in the message)."""
+
+
 class CriuRpcError(CapsaError):
     pass
+
+
+def log_errors(log_path: str) -> str:
+    """The Error lines of a criu log (the last few), for the message; the whole log stays on disk."""
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if "Error" in line or "error" in line][-8:] or lines[-5:]
+    return (":\n" + "\n".join(errors)) if errors else ""
 
 
 # -- protobuf, the little that is needed --------------------------------------------------------
@@ -171,8 +186,6 @@ def run(argv: list[str], log_path: str, *, pass_fds: tuple[int, ...] = (), preex
     (restore) or 0."""
     import _socket
 
-    from capsa.checkpoint import CriuError, _log_errors
-
     images_fd = os.open(_option(argv, "--images-dir"), os.O_RDONLY | os.O_DIRECTORY)
     work = _option(argv, "--work-dir")
     work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY) if work else None
@@ -195,7 +208,7 @@ def run(argv: list[str], log_path: str, *, pass_fds: tuple[int, ...] = (), preex
         finally:
             process.wait()
         if pid is None:
-            raise CriuError(f"criu {argv[1]} failed{_log_errors(log_path)}\nlog file: {log_path}")
+            raise CriuError(f"criu {argv[1]} failed{log_errors(log_path)}\nlog file: {log_path}")
         return pid
     finally:
         ours.close()
