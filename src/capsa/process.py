@@ -207,7 +207,7 @@ class Process:
     def poll(self) -> ExitStatus | None:
         """The exit status if the process has ended (reaping it if it is our child), else None."""
         if self._status is None:
-            self._status = self._reap(block=False)
+            self._settle(self._reap(block=False))
         return self._status
 
     def wait(self, timeout: float | None = None) -> ExitStatus:
@@ -215,8 +215,7 @@ class Process:
         if self._status is not None:
             return self._status
         if timeout is None:
-            self._status = self._reap(block=True)
-            return self._status
+            return self._settle(self._reap(block=True))
         import time
 
         deadline = time.monotonic() + timeout
@@ -229,7 +228,14 @@ class Process:
 
     def reaped(self, status: ExitStatus) -> None:
         """Tell the handle how the process ended, when someone else reaped it (reap_until)."""
-        self._status = status
+        self._settle(status)
+
+    def _settle(self, status: ExitStatus | None) -> ExitStatus | None:
+        # Of two threads waiting on one handle, one reaps the child and the other finds it gone:
+        # the status the first learnt is kept.
+        if status is not None and (self._status is None or not self._status.known):
+            self._status = status
+        return self._status
 
     def _reap(self, block: bool) -> ExitStatus | None:
         if not self._not_our_child:
