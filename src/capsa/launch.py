@@ -303,7 +303,7 @@ def start(plan: LaunchPlan) -> int:
     parent_fd, fds = _child_fds(plan, 3 + keep)
     managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
-    child, fds.cgroup_join = (posix.fork(), []) if managed else _fork_into(plan.cgroup)
+    child, fds.cgroup_join = _fork_into(None if managed else plan.cgroup)
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
@@ -627,9 +627,22 @@ def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
     init.run_tenant(plan, fds, channel, tenant)
 
 
+# What the child and the init import as they need it. A threaded caller imports them before it
+# forks: a module that another thread is importing at the instant of the fork stays locked (its
+# import lock held) in the child, where no thread will ever finish importing it.
+_CHILD_IMPORTS = ("fcntl", "_sha256", "subprocess", "capsa.init", "capsa.console", "capsa.lsm", "capsa.rootless",
+                  "capsa.seccomp", "capsa.trampoline")
+
+
 def _fork_into(cgroup: Cgroup | None) -> tuple[int, list[str]]:
     """fork(), the child born in the cgroup's cgroup2 directory where there is one; returns the
-    pid (0 in the child) and the files the child still writes "0" to, to join the rest."""
+    pid (0 in the child) and the files the child still writes "0" to, to join the rest.
+
+    A caller with other threads (a Python program; the capsa command has one) gets glibc's fork()
+    (linux.fork_into_cgroup says why) and imports the child's modules first."""
+    if linux.thread_count() > 1:
+        for name in _CHILD_IMPORTS:
+            __import__(name)
     if cgroup is None:
         return posix.fork(), []
     directory = cgroup.cgroup2_dir()

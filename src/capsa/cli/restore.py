@@ -49,11 +49,11 @@ def run(g, argv: list[str]) -> int:
 
     options = CriuOptions(**{flag.key: getattr(parsed, flag.key) for flag in CRIU_FLAGS})
     if not parsed.detach and not parsed.no_subreaper:
-        from capsa import linux
+        from capsa import process
 
         # The restored init is our child (criu --restore-sibling); as a subreaper we also reap
         # what it leaves behind, as runc restore does.
-        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        process.become_subreaper()
     config = CreateConfig(parsed.args[0], parsed.bundle or ".", console=console(parsed.console_socket, None),
                           rootless_cgroups=rootless_cgroups(g.rootless), systemd_cgroup=g.systemd_cgroup, warn=g.warn)
     container = Container.restore(g.root, config, g.criu, options)
@@ -61,8 +61,9 @@ def run(g, argv: list[str]) -> int:
         write_pid_file(parsed.pid_file, container.pid)
     if parsed.detach:
         return 0
-    from capsa.cli.run import wait_forwarding_signals
+    from capsa import process
+    from capsa.cli.run import exit_code
 
-    code = wait_forwarding_signals(container.pid, None)
+    status = process.supervise(container.init_process())
     container.delete(force=True, warn=g.warn)
-    return code
+    return exit_code(status)
