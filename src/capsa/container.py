@@ -121,11 +121,18 @@ class Container:
 
     # -- create ----------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: str, config: CreateConfig) -> Container:
+    def create(cls, root: str, config: CreateConfig | str, bundle: str | None = None, **options: Any) -> Container:
         """Create a container whose init waits, fully set up, for start(); see capsa.create for
-        the steps and CreateConfig for what can be asked. Nothing of a failed create remains."""
+        the steps and CreateConfig for what can be asked. Nothing of a failed create remains.
+
+        Container.create(root, id, bundle, **options) is Container.create(root, CreateConfig(id,
+        bundle, **options)): the options are CreateConfig's keywords (any other is a TypeError)."""
         from capsa import create
 
+        if not isinstance(config, create.CreateConfig):
+            config = create.CreateConfig(config, bundle, **options)
+        elif bundle is not None or options:
+            raise TypeError("Container.create: give a CreateConfig, or an id and a bundle with CreateConfig's keywords")
         store = st.StateStore(root)
         allocation = create.create(store, create.validate(config))
         return cls(store, allocation.record, allocation.prepared.spec)

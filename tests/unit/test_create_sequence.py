@@ -261,3 +261,13 @@ def test_a_member_joins_the_namespaces_it_is_given(bundle, parent):
     namespaces = prepared.spec["linux"]["namespaces"]
     assert {"type": "network", "path": "/proc/1/ns/net"} in namespaces
     assert prepared.cgroup.paths == {"": os.path.join(parent.paths[""], "c1")}
+
+
+def test_the_short_form_of_create_takes_only_the_config_keywords(tmp_path, bundle):
+    from capsa.container import Container
+
+    with pytest.raises(TypeError):
+        Container.create(str(tmp_path / "state"), "c1", str(bundle), preserve_fds=1)
+    with pytest.raises(TypeError):
+        Container.create(str(tmp_path / "state"), CreateConfig("c1", str(bundle)), str(bundle))
+    assert not os.path.exists(tmp_path / "state")
