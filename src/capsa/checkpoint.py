@@ -340,9 +340,6 @@ def prepare_restore(config: CreateConfig, criu: str, opts: CriuOptions) -> Resto
     if os.geteuid() != 0:
         raise UnsupportedError("restore needs root: CRIU cannot restore a container as an unprivileged user")
     prepared = create.validate(config)
-    if prepared.cgroup is not None and prepared.cgroup.placed_by_manager:
-        # CRIU would have to restore into a scope systemd makes first: not done (docs/cgroups.md).
-        raise UnsupportedError("restore --systemd-cgroup: restoring into a systemd scope is not supported yet")
     refuse_unrestorable(prepared.spec)
     console_socket = config.console.socket if config.console is not None else None
     if _has_terminal(prepared.spec) and not console_socket:
@@ -389,10 +386,10 @@ def _restore_into(allocation: Allocation, restoring: Restoring, criu: str, opts:
 
     spec = restoring.prepared.spec
     cgroup = allocation.cgroup
-    linux_spec = spec.get("linux") or {}
-    if cgroup is not None:
-        cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"), rootless=restoring.prepared.rootless_cgroups,
-                     warn=restoring.prepared.config.warn)
+    # systemd makes the scope around a process: criu's own, started first (the RPC), as runc does.
+    by_manager = cgroup is not None and cgroup.placed_by_manager
+    if cgroup is not None and not by_manager:
+        _limit(cgroup, restoring)
     _make_mount_points(allocation.record["rootfs"], allocation.record["bundle"], spec)
     criu_root = os.path.join(allocation.directory, CRIU_ROOT)
     os.mkdir(criu_root, 0o755)
@@ -403,13 +400,19 @@ def _restore_into(allocation: Allocation, restoring: Restoring, criu: str, opts:
         try:
             argv, log, pid_path = restore_command(allocation, spec, cgroup, criu, opts, criu_root, restoring.descriptors,
                                                   namespace_fds)
-            join = cgroup.self_join_files() if cgroup is not None else []
-            if _has_terminal(spec):
+            join = cgroup.self_join_files() if cgroup is not None and not by_manager else []
+            if _has_terminal(spec) or by_manager:
                 from capsa import criu_rpc
+
+                def placed(pid: int) -> None:
+                    linux_spec = spec.get("linux") or {}
+                    cgroup.create_with(pid, linux_spec.get("resources"))
+                    _limit(cgroup, restoring)
 
                 # The RPC answers with the pid; the pid file stays unwritten.
                 return criu_rpc.run(argv, log, pass_fds=tuple(namespace_fds), preexec_fn=lambda: _join(join),
-                                    console_socket=console.socket if console is not None else None)
+                                    console_socket=console.socket if console is not None else None,
+                                    started=placed if by_manager else None)
             _run_criu(argv, log, "restore", pass_fds=tuple(namespace_fds), preexec_fn=lambda: _join(join))
         finally:
             linux.umount2(criu_root, linux.MNT_DETACH)
@@ -425,6 +428,12 @@ def _restore_into(allocation: Allocation, restoring: Restoring, criu: str, opts:
     finally:
         st.unlink_quietly(pid_path)
     return pid
+
+
+def _limit(cgroup: Cgroup, restoring: Restoring) -> None:
+    linux_spec = restoring.prepared.spec.get("linux") or {}
+    cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"), rootless=restoring.prepared.rootless_cgroups,
+                 warn=restoring.prepared.config.warn)
 
 
 def restore_command(container: Any, spec: dict[str, Any], cgroup: Cgroup | None, criu: str, opts: CriuOptions, criu_root: str,

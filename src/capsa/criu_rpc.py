@@ -180,10 +180,11 @@ def _option(argv: list[str], name: str) -> str | None:
 
 # -- criu swrk ----------------------------------------------------------------------------------
 def run(argv: list[str], log_path: str, *, pass_fds: tuple[int, ...] = (), preexec_fn: Any = None,
-        console_socket: str | None = None) -> int:
+        console_socket: str | None = None, started: Any = None) -> int:
     """Run the request that `argv` (a criu command line) describes over `criu swrk`; answer its
-    notifications, send an orphan pty master to `console_socket`. Returns the restored pid
-    (restore) or 0."""
+    notifications, send an orphan pty master to `console_socket`. `started(pid)`, if given, is
+    called with criu's pid before it gets the request (a restore placed in a cgroup that systemd
+    makes around criu, as runc's criuApplyCgroups). Returns the restored pid (restore) or 0."""
     import _socket
 
     images_fd = os.open(_option(argv, "--images-dir"), os.O_RDONLY | os.O_DIRECTORY)
@@ -200,6 +201,8 @@ def run(argv: list[str], log_path: str, *, pass_fds: tuple[int, ...] = (), preex
             raise CriuError(f"cannot run {argv[0]}: {err.strerror}") from None
         theirs.close()
         try:
+            if started is not None:
+                started(process.pid)
             ours.send(field_varint(1, request_type) + field_bytes(2, opts))
             pid = _serve(ours, request_type, console_socket)
         except BaseException:

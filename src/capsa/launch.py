@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import posix
 
-from capsa import hooks, linux, posixlite
+from capsa import hooks, init, linux, posixlite
 from capsa.errors import CapsaError, ContainerStartError
 from capsa.procfs import write_file
 from capsa.syncpipe import Channel
@@ -303,7 +303,11 @@ def start(plan: LaunchPlan) -> int:
     parent_fd, fds = _child_fds(plan, 3 + keep)
     managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
-    child, fds.cgroup_join = _fork_into(None if managed else plan.cgroup)
+    try:
+        child, fds.cgroup_join = _fork_into(None if managed else plan.cgroup)
+    except BaseException:
+        _close_if_open(parent_fd, *fds.all())
+        raise
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
@@ -597,8 +601,6 @@ def _connect_console(terminal: bool, console: Console | None) -> int:
 def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
     """The one child path: into the cgroup, into the namespaces, fork if a pid or time namespace
     needs it, report the payload's pid, then run the payload (capsa.init)."""
-    from capsa import init
-
     channel = Channel(fds.sync)
     tenant = None
     try:
@@ -630,8 +632,8 @@ def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
 # What the child and the init import as they need it. A threaded caller imports them before it
 # forks: a module that another thread is importing at the instant of the fork stays locked (its
 # import lock held) in the child, where no thread will ever finish importing it.
-_CHILD_IMPORTS = ("fcntl", "_sha256", "subprocess", "capsa.init", "capsa.console", "capsa.lsm", "capsa.rootless",
-                  "capsa.seccomp", "capsa.trampoline")
+_CHILD_IMPORTS = ("fcntl", "_sha256", "subprocess", "capsa.console", "capsa.lsm", "capsa.rootless", "capsa.seccomp",
+                  "capsa.trampoline")
 
 
 def _fork_into(cgroup: Cgroup | None) -> tuple[int, list[str]]:
