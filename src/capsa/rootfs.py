@@ -8,12 +8,11 @@ node or a masked path outside the rootfs; the kernel object found is then used t
 
 from __future__ import annotations
 
-import errno
 import posix
 import stat
 
 from capsa import linux, posixlite
-from capsa.errors import ConfigError, ContainerStartError
+from capsa.errors import EACCES, EINVAL, ELOOP, ConfigError, ContainerStartError
 from capsa.mountopts import parse_mount_options
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -100,7 +99,7 @@ class Rootfs:
                 if target is not None:
                     links += 1
                     if links > 40:
-                        raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                        raise OSError(ELOOP, "too many levels of symbolic links", path)
                     if target.startswith("/"):
                         done = []
                     remaining = [p for p in target.split("/") if p and p != "."] + remaining
@@ -150,7 +149,7 @@ class Rootfs:
         try:
             self._create_file(self.mkdir_all(directory or "/"), name, mode)
         except OSError as err:
-            if err.errno != errno.ELOOP or not follow_dangling:
+            if err.errno != ELOOP or not follow_dangling:
                 raise
             # `name` is a dangling symlink (O_NOFOLLOW refused to create through it): as runc 1.1
             # and crun do for a mount destination, the file is made where it points, inside the rootfs.
@@ -184,7 +183,7 @@ def _readlink_at(parent: int, name: str) -> str | None:
     try:
         return posix.readlink(name, dir_fd=parent)
     except (FileNotFoundError, OSError) as err:
-        if isinstance(err, FileNotFoundError) or err.errno == errno.EINVAL:
+        if isinstance(err, FileNotFoundError) or err.errno == EINVAL:
             return None
         raise
 
@@ -371,7 +370,7 @@ def _open_bind_source(source: str, detached_source: Callable[[], tuple[int, str]
             raise
         fd, why_not = detached_source()
         if fd < 0:
-            raise PermissionError(errno.EACCES, f"{posix.strerror(errno.EACCES)} (the runtime could not open it either: {why_not})",
+            raise PermissionError(EACCES, f"{posix.strerror(EACCES)} (the runtime could not open it either: {why_not})",
                                   source) from None
         return fd, True
 
@@ -389,7 +388,7 @@ def open_detached_source(entry: dict[str, Any]) -> int:
     nosuid, nodev or ro, as under crun, which attaches every bind this way in a user namespace."""
     options = parse_mount_options(entry.get("options") or [])
     if not (options.is_bind or entry.get("type") == "bind"):
-        raise OSError(errno.EINVAL, "not a bind mount")
+        raise OSError(EINVAL, "not a bind mount")
     recursive = linux.AT_RECURSIVE if options.recursive_bind else 0
     fd = linux.open_tree(linux.AT_FDCWD, entry["source"], linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | recursive)
     try:

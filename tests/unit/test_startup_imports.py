@@ -17,7 +17,8 @@ import capsa
 MODULES = [
     "capsa.cli", "capsa.cli.create", "capsa.cli.run", "capsa.cli.exec", "capsa.cli.terminal", "capsa.cli.log",
     "capsa.container", "capsa.state", "capsa.spec", "capsa.rootless", "capsa.idmap", "capsa.idmapped", "capsa.launch",
-    "capsa.init", "capsa.rootfs", "capsa.caps", "capsa.linux", "capsa.seccomp", "capsa.bpf", "capsa.lsm",
+    "capsa.init", "capsa.rootfs", "capsa.caps", "capsa.linux", "capsa.linux.tty", "capsa.linux.seccomp",
+    "capsa.linux.bpf", "capsa.seccomp", "capsa.lsm",
     "capsa.console", "capsa.trampoline", "capsa.syncpipe", "capsa.hooks", "capsa.mountopts", "capsa.procfs",
     "capsa.cgroups", "capsa.cgroups.common", "capsa.cgroups.v1", "capsa.cgroups.v1_resources", "capsa.cgroups.v2",
     "capsa.cgroups.v2_resources", "capsa.cgroups.devices_bpf",

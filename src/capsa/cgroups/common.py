@@ -10,15 +10,11 @@ import posix
 import time
 
 from capsa import posixlite
-from capsa.errors import CapsaError, ConfigError
+from capsa.errors import EACCES, EBUSY, EPERM, EROFS, CapsaError, ConfigError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
     from typing import Any
-
-# errno values, from asm-generic/errno-base.h: the same on every Linux architecture. (The errno
-# module builds its table of ~130 names on import, ~0.2M instructions.)
-EPERM, EACCES, EBUSY, EROFS = 1, 13, 16, 30
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 FREEZE_TIMEOUT = 10.0
