@@ -16,7 +16,6 @@ from __future__ import annotations
 import _signal
 import _socket
 import posix
-import stat
 
 from capsa import caps, hooks, linux, posixlite, rootfs
 from capsa import trampoline as _trampoline
@@ -291,7 +290,7 @@ def _detached_source(channel: Channel) -> Any:
 def _check_dev_null(fd: int) -> None:
     # Masked paths get the host's /dev/null bind-mounted over them: make sure it is the real one.
     info = posix.fstat(fd)
-    if not stat.S_ISCHR(info.st_mode) or info.st_rdev != posix.makedev(1, 3):
+    if linux.file_type(info.st_mode) != linux.S_IFCHR or info.st_rdev != posix.makedev(1, 3):
         raise ContainerStartError("/dev/null on the host is not the null device")
 
 
@@ -403,7 +402,7 @@ def _home_of(uid: int) -> str:
     finally:
         root.close()
     try:
-        if not stat.S_ISREG(posix.fstat(fd).st_mode):
+        if linux.file_type(posix.fstat(fd).st_mode) != linux.S_IFREG:
             return "/"
         data = posix.read(fd, 1 << 20).decode(errors="replace")
     finally:
@@ -426,7 +425,7 @@ def find_executable(name: str, env: dict[str, str]) -> str:
             info = posix.stat(candidate)
         except OSError:
             continue
-        if stat.S_ISREG(info.st_mode):
+        if linux.file_type(info.st_mode) == linux.S_IFREG:
             if not posix.access(candidate, posix.X_OK):
                 raise ContainerStartError(f'exec: "{name}": permission denied')
             return candidate

@@ -9,7 +9,6 @@ node or a masked path outside the rootfs; the kernel object found is then used t
 from __future__ import annotations
 
 import posix
-import stat
 
 from capsa import linux, posixlite
 from capsa.errors import EACCES, EINVAL, ELOOP, ConfigError, ContainerStartError
@@ -323,7 +322,7 @@ def _mount_new(root: Rootfs, source: str, destination: str, fstype: str, options
 def _with_mode_of(directory: int, data: str) -> str:
     """tmpfs data keeping the mode of the directory it covers, as runc and crun do (a tmpfs is
     1777 by itself); a mode= in the options still wins, coming after."""
-    mode = f"mode={stat.S_IMODE(posix.fstat(directory).st_mode):04o}"
+    mode = f"mode={posix.fstat(directory).st_mode & 0o7777:04o}"
     return f"{mode},{data}" if data else mode
 
 
@@ -334,7 +333,7 @@ def _mount_bind(root: Rootfs, source: str, destination: str, options: Any, in_us
     `tree`: an idmapped mount's detached tree (capsa.idmapped), attached instead and closed."""
     source_fd, detached = (tree, True) if tree is not None else _open_bind_source(source, detached_source)
     try:
-        target = root.mount_point(destination, stat.S_ISDIR(posix.fstat(source_fd).st_mode))
+        target = root.mount_point(destination, linux.file_type(posix.fstat(source_fd).st_mode) == linux.S_IFDIR)
         try:
             if detached:
                 linux.move_mount(source_fd, "", target, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
@@ -478,7 +477,7 @@ def create_devices(root: Rootfs, devices: list[dict[str, Any]], in_userns: bool)
             raise ContainerStartError(f"cannot create device {device['path']}: {err.strerror or err}") from None
 
 
-_DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+_DEVICE_TYPES = {"c": linux.S_IFCHR, "u": linux.S_IFCHR, "b": linux.S_IFBLK, "p": linux.S_IFIFO}
 
 
 def _create_device(root: Rootfs, device: dict[str, Any], in_userns: bool) -> None:
@@ -496,12 +495,12 @@ def _create_device(root: Rootfs, device: dict[str, Any], in_userns: bool) -> Non
     try:
         mode = device.get("fileMode", 0o666) & 0o7777
         kind = _DEVICE_TYPES[device["type"]]
-        dev = posix.makedev(device.get("major", 0), device.get("minor", 0)) if kind != stat.S_IFIFO else 0
+        dev = posix.makedev(device.get("major", 0), device.get("minor", 0)) if kind != linux.S_IFIFO else 0
         try:
             posix.mknod(name, mode | kind, dev, dir_fd=parent)
         except FileExistsError:
             existing = posix.stat(name, dir_fd=parent, follow_symlinks=False)
-            if stat.S_IFMT(existing.st_mode) == kind and existing.st_rdev == dev:
+            if linux.file_type(existing.st_mode) == kind and existing.st_rdev == dev:
                 return
             posix.unlink(name, dir_fd=parent)
             posix.mknod(name, mode | kind, dev, dir_fd=parent)
@@ -521,9 +520,9 @@ def _check_host_device(device: dict[str, Any]) -> None:
     except OSError as err:
         raise ContainerStartError(f"linux.devices {path}: {why}, and the host has none: {err.strerror}") from None
     kind = _DEVICE_TYPES[device["type"]]
-    if stat.S_IFMT(info.st_mode) != kind:
+    if linux.file_type(info.st_mode) != kind:
         raise ContainerStartError(f"linux.devices {path}: {why}, and the host's {path} is not a device of type {device['type']}")
-    if kind != stat.S_IFIFO and "major" in device and info.st_rdev != posix.makedev(device.get("major", 0), device.get("minor", 0)):
+    if kind != linux.S_IFIFO and "major" in device and info.st_rdev != posix.makedev(device.get("major", 0), device.get("minor", 0)):
         raise ContainerStartError(
             f"linux.devices {path}: {why}, and the host's {path} is {posix.major(info.st_rdev)}:{posix.minor(info.st_rdev)}, "
             f"not {device.get('major')}:{device.get('minor')}"
@@ -552,7 +551,7 @@ def bind_console(root: Rootfs, pty_slave: int) -> None:
     """Bind the pty slave over /dev/console (created as a plain file inside the rootfs)."""
     target = root.make_file("/dev/console", 0o000)
     try:
-        if not stat.S_ISREG(posix.fstat(target).st_mode) and not stat.S_ISCHR(posix.fstat(target).st_mode):
+        if linux.file_type(posix.fstat(target).st_mode) not in (linux.S_IFREG, linux.S_IFCHR):
             raise ContainerStartError("/dev/console in the rootfs is neither a file nor a device")
         linux.mount(fd_path(pty_slave), fd_path(target), None, linux.MS_BIND)
     finally:
@@ -568,7 +567,7 @@ def mask_paths(root: Rootfs, paths: list[str], dev_null: int, proc: int | None =
         except FileNotFoundError:
             continue
         try:
-            if stat.S_ISDIR(posix.fstat(target).st_mode):
+            if linux.file_type(posix.fstat(target).st_mode) == linux.S_IFDIR:
                 linux.mount("tmpfs", fd_path(target), "tmpfs", linux.MS_RDONLY, "size=0k,mode=755")
             else:
                 linux.mount(fd_path(dev_null), fd_path(target), None, linux.MS_BIND)
@@ -627,7 +626,7 @@ _PROC_ROOT_INO = 1
 
 def require_dir(path: str, field: str) -> None:
     try:
-        if not stat.S_ISDIR(posix.stat(path).st_mode):
+        if linux.file_type(posix.stat(path).st_mode) != linux.S_IFDIR:
             raise ConfigError(field, f"{path} is not a directory")
     except FileNotFoundError:
         raise ConfigError(field, f"{path} does not exist") from None

@@ -3,7 +3,7 @@
     _abi        foreign calls through _ctypes (no ctypes package), errno to OSError, syscall(name)
     arch        the one per-architecture table of syscall numbers (x86-64, aarch64, riscv64)
     fs          mount, umount2, pivot_root, open_tree, move_mount, mount_setattr, openat2, fstatfs,
-                inotify
+                inotify; the file type bits of st_mode
     namespaces  unshare, setns, hostname and domainname, the session keyring, lo up
     process     prctl, capget/capset, sched_setattr, ioprio, set_mempolicy, setrlimit,
                 close_range, fork into a cgroup (clone3)
@@ -53,6 +53,12 @@ from capsa.linux.fs import (  # noqa: F401
     RESOLVE_NO_MAGICLINKS,
     RESOLVE_NO_SYMLINKS,
     RESOLVE_NO_XDEV,
+    S_IFBLK,
+    S_IFCHR,
+    S_IFDIR,
+    S_IFIFO,
+    S_IFREG,
+    file_type,
     fstatfs_type,
     inotify_watch,
     mount,
