@@ -11,7 +11,7 @@ from __future__ import annotations
 import posix
 
 from capsa import linux, posixlite
-from capsa.errors import EACCES, EINVAL, ELOOP, ConfigError, ContainerStartError
+from capsa.errors import EACCES, EINVAL, ELOOP, ContainerStartError
 from capsa.mountopts import parse_mount_options
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -622,13 +622,5 @@ def _open_target(root: Rootfs, proc: int | None, path: str) -> int:
 
 
 _PROC_ROOT_INO = 1
-
-
-def require_dir(path: str, field: str) -> None:
-    try:
-        if linux.file_type(posix.stat(path).st_mode) != linux.S_IFDIR:
-            raise ConfigError(field, f"{path} is not a directory")
-    except FileNotFoundError:
-        raise ConfigError(field, f"{path} does not exist") from None
 
 
