@@ -297,6 +297,10 @@ def test_a_standalone_container_named_as_sandbox_holds_one(pod):
     _wait(lambda: state(pod, "pod1")["status"] == "stopped")
     capsa(pod, "delete", "pod1")
     assert sorted(os.listdir(pod.root)) == ["@sandbox"] and os.listdir(os.path.join(pod.root, "@sandbox")) == []
+    # The parent (the directory above the holder's cgroup, podman's pod cgroup) was joined: it stays, empty.
+    for directory in cgroup_dirs(pod.cgroup):
+        assert [d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d))] == []
+        os.rmdir(directory)
 
 
 def test_half_created_sandbox_is_deleted_by_force(pod):
