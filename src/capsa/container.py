@@ -480,6 +480,74 @@ class Container:
     def _reload(self) -> None:
         self.record = self.store.read(self.id)
 
+    # -- waiting (capsa.process) -----------------------------------------------------------------
+    def init_process(self):
+        """A handle (capsa.process.Process) on the container's init, the same one on every call:
+        wait for it, signal it, or select on its pidfd (fileno()). ProcessLookupError once the
+        init is gone and cannot be waited for (reaped by someone else)."""
+        handle = self.__dict__.get("_init_process")
+        if handle is None or handle.pid != self.pid:
+            from capsa.process import Process
+
+            handle = self.__dict__["_init_process"] = Process.open(self.pid, self.record.get("pidStartTime"))
+        return handle
+
+    def wait(self, timeout: float | None = None):
+        """Wait until the init exits (TimeoutError after `timeout` seconds); record how it ended in
+        the container's state (see record_exit) and return it (a capsa.process.ExitStatus).
+
+        Its exit code is known only to its parent: a caller that made itself a subreaper before
+        creating the container (capsa.process.become_subreaper(), as `capsa run` does), or any
+        creator of a container without a pid namespace. Anyone else learns when, not how: the
+        status is then ExitStatus.known False. Once recorded, every later wait() returns it.
+        """
+        recorded = self.exit_status()
+        if recorded is not None:
+            return recorded
+        from capsa.process import ExitStatus
+
+        try:
+            process = self.init_process()
+        except ProcessLookupError:
+            return ExitStatus()  # gone before we looked, reaped by another: neither how nor when is known
+        status = process.wait(timeout)
+        try:
+            self.record_exit(status)
+        except st.NotFoundError:
+            return status  # deleted meanwhile (delete --force elsewhere): nothing to record it in
+        recorded = self.exit_status()  # another waiter may have recorded it first, and known more
+        return status if status.known or recorded is None else recorded
+
+    def record_exit(self, status) -> None:
+        """Keep how the init ended in state.json, under the lock: exitCode (the shell's number,
+        128 + signal if killed), exitSignal, finishedAt (RFC 3339, UTC) and oomKilled (the OOM
+        killer killed a process of the container). `capsa state` prints only the OCI state, as
+        runc's does: these stay in the record."""
+        from capsa.process import oom_kill_count
+
+        with self.store.lock(self.id):
+            self._reload()
+            if "finishedAt" in self.record:
+                return  # the first waiter recorded it
+            self.record.update(status.record(), status=st.STOPPED, finishedAt=st.now_rfc3339(),
+                               oomKilled=oom_kill_count(self.cgroup()) > 0)
+            self.store.write(self.id, self.record)
+
+    def exit_status(self):
+        """How the init ended (a capsa.process.ExitStatus), if a waiter recorded it; else None."""
+        if "finishedAt" not in self.record:
+            return None
+        from capsa.process import ExitStatus
+
+        return ExitStatus.from_record(self.record)
+
+    def oom_watch(self):
+        """Something to select() on that becomes readable when the container hits its memory limit
+        (v1: an eventfd on memory.oom_control; v2: inotify on memory.events), with fired() and
+        close(); None without a memory cgroup. See capsa.process.wait_for_oom."""
+        cgroup = self.cgroup()
+        return None if cgroup is None else cgroup.oom_watch()
+
 
 def _has_limits(spec: dict[str, Any]) -> bool:
     resources = (spec.get("linux") or {}).get("resources") or {}

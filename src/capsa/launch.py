@@ -394,9 +394,22 @@ def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
     init.run(config, channel)
 
 
+# What the child and the init import as they need it. A threaded caller imports them before it
+# forks: a module that another thread is importing at the instant of the fork stays locked (its
+# import lock held) in the child, where no thread will ever finish importing it.
+_CHILD_IMPORTS = ("fcntl", "_sha256", "subprocess", "capsa.console", "capsa.lsm", "capsa.rootless", "capsa.seccomp",
+                  "capsa.trampoline")
+
+
 def _fork_into(cgroup: Cgroup | None) -> tuple[int, list[str]]:
     """fork(), the child born in the cgroup's cgroup2 directory where there is one; returns the
-    pid (0 in the child) and the files the child still writes "0" to, to join the rest."""
+    pid (0 in the child) and the files the child still writes "0" to, to join the rest.
+
+    A caller with other threads (a Python program; the capsa command has one) gets glibc's fork()
+    (linux.fork_into_cgroup says why) and imports the child's modules first."""
+    if linux.thread_count() > 1:
+        for name in _CHILD_IMPORTS:
+            __import__(name)
     if cgroup is None:
         return posix.fork(), []
     directory = cgroup.cgroup2_dir()

@@ -15,7 +15,7 @@ import capsa
 # Every module create, run and exec may load, with the optional parts (terminal, seccomp, LSM,
 # user namespaces, hooks, device filters).
 MODULES = [
-    "capsa.cli", "capsa.cli.create", "capsa.cli.run", "capsa.cli.exec", "capsa.cli.terminal", "capsa.cli.log",
+    "capsa.cli", "capsa.cli.create", "capsa.cli.run", "capsa.cli.exec", "capsa.terminal", "capsa.process", "capsa.cli.log",
     "capsa.container", "capsa.state", "capsa.spec", "capsa.rootless", "capsa.idmap", "capsa.idmapped", "capsa.launch",
     "capsa.init", "capsa.rootfs", "capsa.caps", "capsa.linux", "capsa.seccomp", "capsa.bpf", "capsa.lsm",
     "capsa.console", "capsa.trampoline", "capsa.syncpipe", "capsa.hooks", "capsa.mountopts", "capsa.procfs",
