@@ -157,6 +157,10 @@ def test_members_leave_one_by_one_then_the_sandbox_goes(pod):
     _wait(lambda: state(pod, "m1")["status"] == "stopped")
     capsa(pod, "delete", "m1")
     assert [m["id"] for m in sandbox_state(pod)["members"]] == []
+    # `capsa run` of a member: it joins, runs, and leaves the sandbox when it is deleted after its exit.
+    runner = pod.member("hostname")
+    assert runner.capsa("run", "--bundle", runner.path, "m2", write=False).stdout == "pod-host\n"
+    assert [m["id"] for m in sandbox_state(pod)["members"]] == [] and not os.path.exists(os.path.join(pod.root, "m2"))
     assert not os.path.isdir(f"/sys/fs/cgroup/pids/{pod.cgroup.lstrip('/')}/m1")
     capsa(pod, "kill", "pod1", "KILL")
     _wait(lambda: state(pod, "pod1")["status"] == "stopped")

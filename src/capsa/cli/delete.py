@@ -39,11 +39,16 @@ def run(g, argv: list[str]) -> int:
         g.log.warning(f"{err}: removing it")
         delete_leftovers(g.root, parsed.args[0])
         return 0
+    delete_container(g, container, force=parsed.force)
+    return 0
+
+
+def delete_container(g, container, force: bool = False) -> None:
+    """Container.delete, or, for a container in a sandbox, through capsa.sandbox: a member leaves
+    its sandbox, the holder takes the sandbox with it."""
     if in_sandbox(g.root, container.id, container.record.get("annotations")):
-        # A member leaves its sandbox; the holder takes the sandbox with it (capsa.sandbox).
         from capsa import sandbox
 
-        sandbox.delete_container(g.root, container, force=parsed.force, warn=g.warn)
-        return 0
-    container.delete(force=parsed.force, warn=g.warn)
-    return 0
+        sandbox.delete_container(g.root, container, force=force, warn=g.warn)
+        return
+    container.delete(force=force, warn=g.warn)
