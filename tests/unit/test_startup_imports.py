@@ -16,6 +16,7 @@ import capsa
 # user namespaces, hooks, device filters).
 MODULES = [
     "capsa.cli", "capsa.cli.create", "capsa.cli.run", "capsa.cli.exec", "capsa.terminal", "capsa.process", "capsa.cli.log",
+    "capsa.sandbox",
     "capsa.container", "capsa.state", "capsa.spec", "capsa.rootless", "capsa.idmap", "capsa.idmapped", "capsa.launch",
     "capsa.init", "capsa.rootfs", "capsa.caps", "capsa.linux", "capsa.seccomp", "capsa.bpf", "capsa.lsm",
     "capsa.console", "capsa.trampoline", "capsa.syncpipe", "capsa.hooks", "capsa.mountopts", "capsa.procfs",
