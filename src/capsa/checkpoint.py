@@ -36,6 +36,8 @@ TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never eva
 if TYPE_CHECKING:
     from typing import Any
 
+    from capsa.cgroups import Cgroup
+
 DESCRIPTORS_FILE = "descriptors.json"  # runc's name: tools (podman, CRIU's crit users) read it
 CRIU_ROOT = "criu-root"
 RESTORED_PID_FILE = "criu-restore.pid"
@@ -253,7 +255,7 @@ def dump_command(container: Any, spec: dict[str, Any], criu: str, opts: CriuOpti
     return argv, _log_path(opts, log_name)
 
 
-def external_mounts(spec: dict[str, Any], bundle: str, cgroup: Any) -> list[tuple[str, str]]:
+def external_mounts(spec: dict[str, Any], bundle: str, cgroup: Cgroup | None) -> list[tuple[str, str]]:
     """(destination in the container, source on the host) of every mount CRIU must treat as
     external: bind mounts, the binds of the container's cgroup directories, device nodes."""
     from capsa.mountopts import parse_mount_options
@@ -272,7 +274,7 @@ def external_mounts(spec: dict[str, Any], bundle: str, cgroup: Any) -> list[tupl
     return found
 
 
-def _cgroup_binds(spec: dict[str, Any], destination: str, cgroup: Any) -> list[tuple[str, str]]:
+def _cgroup_binds(spec: dict[str, Any], destination: str, cgroup: Cgroup | None) -> list[tuple[str, str]]:
     """capsa lays a cgroup mount out as binds of the container's own cgroup directories (see
     rootfs._mount_cgroup): one at `destination` (cgroup2 only), or one per hierarchy below it."""
     from capsa.launch import _cgroup_sources
@@ -356,15 +358,16 @@ def restore(root: str, container_id: str, bundle: str, criu: str, opts: CriuOpti
     check_criu(criu)
     _replace_checkpointed(root, container_id)
     rootfs_path = ct._rootfs_path(bundle, spec)
-    from capsa.cgroups import Cgroup
+    from capsa import cgroups
 
-    cgroup = Cgroup.for_spec(spec, container_id)
+    cgroup = cgroups.for_spec(spec, container_id)
     store = st.StateStore(root)
     store.create(container_id)
     try:
+        cgroup.create()  # before the record names it: the record says whether capsa made it
         with store.lock(container_id):
             container = ct.Container(store, ct._new_record(container_id, bundle, rootfs_path, spec), spec)
-            container.record["cgroupPaths"] = cgroup.paths
+            container.record.update(cgroup.record())
             store.write_config(container_id, spec)
             store.write(container_id, container.record)
             pid = _restore_into(container, spec, cgroup, criu, opts, descriptors, console_socket)
@@ -409,14 +412,13 @@ def _read_descriptors(image_path: str) -> list[str]:
     return value
 
 
-def _restore_into(container: Any, spec: dict[str, Any], cgroup: Any, criu: str, opts: CriuOptions,
+def _restore_into(container: Any, spec: dict[str, Any], cgroup: Cgroup, criu: str, opts: CriuOptions,
                   descriptors: list[str], console_socket: str | None) -> int:
     """Run `criu restore` for the container (inside its cgroup, limits applied); return the
     restored init's host pid."""
     from capsa import linux
 
     linux_spec = spec.get("linux") or {}
-    cgroup.create()
     cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"))
     _make_mount_points(container.record["rootfs"], container.record["bundle"], spec)
     criu_root = os.path.join(container.directory, CRIU_ROOT)
@@ -451,7 +453,7 @@ def _restore_into(container: Any, spec: dict[str, Any], cgroup: Any, criu: str, 
     return pid
 
 
-def restore_command(container: Any, spec: dict[str, Any], cgroup: Any, criu: str, opts: CriuOptions, criu_root: str,
+def restore_command(container: Any, spec: dict[str, Any], cgroup: Cgroup, criu: str, opts: CriuOptions, criu_root: str,
                     descriptors: list[str], namespace_fds: list[int]) -> tuple[list[str], str, str]:
     """The criu command line for the restore, its log's path and the file it writes the pid to.
     Namespace fds it opens are appended to namespace_fds (for the caller to pass and close)."""
@@ -501,7 +503,7 @@ def _namespace_flags(spec: dict[str, Any], namespace_fds: list[int]) -> list[str
     return argv
 
 
-def _cgroup_roots(cgroup: Any) -> list[str]:
+def _cgroup_roots(cgroup: Cgroup) -> list[str]:
     """--cgroup-root CONTROLLER:/path for each v1 hierarchy: the dumped cgroups are restored
     under the new container's. cgroup2 needs none: criu runs in the container's cgroup (runc)."""
     from capsa.cgroups import hierarchies

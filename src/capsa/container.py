@@ -17,6 +17,8 @@ TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never eva
 if TYPE_CHECKING:
     from typing import Any
 
+    from capsa.cgroups import Cgroup
+
 DEFAULT_ROOT = "/run/capsa"
 # Why a container may have no cgroup at all.
 _NO_CGROUP_HINT = " (a rootless container gets one only where the caller may create it: see docs/rootless.md)"
@@ -74,10 +76,10 @@ class Container:
 
         hooks.run_hooks(self._hook_spec(), phase, self.hook_state(status), warn=warn or _ignore)
 
-    def cgroup(self):
-        from capsa.cgroups import Cgroup
+    def cgroup(self) -> Cgroup | None:
+        from capsa.cgroups import from_record
 
-        return Cgroup.from_record(self.record)
+        return from_record(self.record)
 
     # -- status ----------------------------------------------------------------------------------
     def status(self) -> str:
@@ -164,13 +166,13 @@ class Container:
         if rootless_cgroups is None:
             rootless_cgroups = posix.geteuid() != 0 or rootless.running_in_userns()
         rootfs_path = _rootfs_path(bundle, spec)
-        from capsa.cgroups import Cgroup
+        from capsa import cgroups
 
         if systemd_cgroup and rootless_cgroups:
             raise UnsupportedError("--systemd-cgroup: capsa drives only the system instance of systemd, as root "
                                    "(not a user's systemd, not inside a user namespace)")
         try:
-            cgroup = Cgroup.for_spec(spec, container_id, systemd=systemd_cgroup)
+            cgroup = cgroups.for_spec(spec, container_id, systemd=systemd_cgroup)
         except UnsupportedError:
             # A cgroup v2-only host: rootless, a container that asks for no cgroup and no limits
             # runs without one, as it would on a host where it may not create any.
@@ -188,13 +190,16 @@ class Container:
                 "XDG_RUNTIME_DIR (the state then goes to $XDG_RUNTIME_DIR/capsa) or give --root"
             ) from None
         try:
-            if rootless_cgroups and cgroup is not None:
-                cgroup = _rootless_cgroup(cgroup, spec)
+            if cgroup is not None and not cgroup.placed_by_manager:
+                # Made before the record names it, so that the record says which directories capsa
+                # made: delete removes those, and leaves one that was there before (joined).
+                if rootless_cgroups:
+                    cgroup = _rootless_cgroup(cgroup, spec)
+                else:
+                    cgroup.create()
             with store.lock(container_id):
                 container = cls(store, _new_record(container_id, bundle, rootfs_path, spec), spec)
-                container.record["cgroupPaths"] = cgroup.paths if cgroup is not None else {}
-                if getattr(cgroup, "unit", None):
-                    container.record.update(systemdUnit=cgroup.unit, systemdSlice=cgroup.slice)
+                container.record.update(cgroup.record() if cgroup is not None else {"cgroupPaths": {}})
                 store.write_config(container_id, spec)
                 store.write(container_id, container.record)
                 container._launch(
@@ -217,7 +222,7 @@ class Container:
         return container
 
     def _launch(
-        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, preserve_fds: int, cgroup: Any,
+        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, preserve_fds: int, cgroup: Cgroup | None,
         **flags: Any,
     ) -> None:
         from capsa import launch
@@ -238,6 +243,8 @@ class Container:
             posix.close(listen_fd)  # ours: the init has its own copy
         try:
             self.record.update(status=st.CREATED, pid=pid, pidStartTime=procfs.start_time(pid))
+            if cgroup is not None:
+                self.record.update(cgroup.record())  # a cgroup systemd made in the launch is now known to be ours
             self.record.pop("creator", None)
             self.store.write(self.id, self.record)
         except BaseException:
@@ -399,7 +406,7 @@ class Container:
             self.record["status"] = st.RUNNING
             self.store.write(self.id, self.record)
 
-    def _require_cgroup(self, operation: str):
+    def _require_cgroup(self, operation: str) -> Cgroup:
         cgroup = self.cgroup()
         if cgroup is None or (operation in ("pause", "resume") and not cgroup.can_freeze()):
             raise UnsupportedError(
@@ -473,13 +480,81 @@ class Container:
     def _reload(self) -> None:
         self.record = self.store.read(self.id)
 
+    # -- waiting (capsa.process) -----------------------------------------------------------------
+    def init_process(self):
+        """A handle (capsa.process.Process) on the container's init, the same one on every call:
+        wait for it, signal it, or select on its pidfd (fileno()). ProcessLookupError once the
+        init is gone and cannot be waited for (reaped by someone else)."""
+        handle = self.__dict__.get("_init_process")
+        if handle is None or handle.pid != self.pid:
+            from capsa.process import Process
+
+            handle = self.__dict__["_init_process"] = Process.open(self.pid, self.record.get("pidStartTime"))
+        return handle
+
+    def wait(self, timeout: float | None = None):
+        """Wait until the init exits (TimeoutError after `timeout` seconds); record how it ended in
+        the container's state (see record_exit) and return it (a capsa.process.ExitStatus).
+
+        Its exit code is known only to its parent: a caller that made itself a subreaper before
+        creating the container (capsa.process.become_subreaper(), as `capsa run` does), or any
+        creator of a container without a pid namespace. Anyone else learns when, not how: the
+        status is then ExitStatus.known False. Once recorded, every later wait() returns it.
+        """
+        recorded = self.exit_status()
+        if recorded is not None:
+            return recorded
+        from capsa.process import ExitStatus
+
+        try:
+            process = self.init_process()
+        except ProcessLookupError:
+            return ExitStatus()  # gone before we looked, reaped by another: neither how nor when is known
+        status = process.wait(timeout)
+        try:
+            self.record_exit(status)
+        except st.NotFoundError:
+            return status  # deleted meanwhile (delete --force elsewhere): nothing to record it in
+        recorded = self.exit_status()  # another waiter may have recorded it first, and known more
+        return status if status.known or recorded is None else recorded
+
+    def record_exit(self, status) -> None:
+        """Keep how the init ended in state.json, under the lock: exitCode (the shell's number,
+        128 + signal if killed), exitSignal, finishedAt (RFC 3339, UTC) and oomKilled (the OOM
+        killer killed a process of the container). `capsa state` prints only the OCI state, as
+        runc's does: these stay in the record."""
+        from capsa.process import oom_kill_count
+
+        with self.store.lock(self.id):
+            self._reload()
+            if "finishedAt" in self.record:
+                return  # the first waiter recorded it
+            self.record.update(status.record(), status=st.STOPPED, finishedAt=st.now_rfc3339(),
+                               oomKilled=oom_kill_count(self.cgroup()) > 0)
+            self.store.write(self.id, self.record)
+
+    def exit_status(self):
+        """How the init ended (a capsa.process.ExitStatus), if a waiter recorded it; else None."""
+        if "finishedAt" not in self.record:
+            return None
+        from capsa.process import ExitStatus
+
+        return ExitStatus.from_record(self.record)
+
+    def oom_watch(self):
+        """Something to select() on that becomes readable when the container hits its memory limit
+        (v1: an eventfd on memory.oom_control; v2: inotify on memory.events), with fired() and
+        close(); None without a memory cgroup. See capsa.process.wait_for_oom."""
+        cgroup = self.cgroup()
+        return None if cgroup is None else cgroup.oom_watch()
+
 
 def _has_limits(spec: dict[str, Any]) -> bool:
     resources = (spec.get("linux") or {}).get("resources") or {}
     return any(value for key, value in resources.items() if key != "devices")
 
 
-def _rootless_cgroup(cgroup: Any, spec: dict[str, Any]) -> Any:
+def _rootless_cgroup(cgroup: Cgroup, spec: dict[str, Any]) -> Cgroup | None:
     """runc's rootless cgroupfs manager: a hierarchy the caller may not make the container's
     directory in (or not move a process into) is dropped, and the container stays in the
     caller's cgroup there; unless linux.cgroupsPath asked for that cgroup, then it is an error.
@@ -646,7 +721,7 @@ def _warn_unavailable_capabilities(process: dict[str, Any] | None, spec: dict[st
         warn(f"ignoring unknown or unavailable capabilities: [{' '.join(ignored)}]")
 
 
-def _destroy_quietly(cgroup) -> None:
+def _destroy_quietly(cgroup: Cgroup) -> None:
     try:
         cgroup.destroy()
     except CapsaError:

@@ -29,6 +29,8 @@ TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never eva
 if TYPE_CHECKING:
     from typing import Any
 
+    from capsa.cgroups import Cgroup
+
 NAMESPACE_FLAGS = {
     "pid": linux.CLONE_NEWPID,
     "network": linux.CLONE_NEWNET,
@@ -53,8 +55,10 @@ class LaunchOptions:
             setattr(self, name, values.get(name))
 
 
-def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, listen_fd: int, cgroup: Any) -> int:
+def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, listen_fd: int, cgroup: Cgroup | None) -> int:
     """Fork the container's init and drive it until it waits for `start`; return its host pid.
+    The cgroup is made already (Container.create), unless a manager makes it with the child in
+    it (placed_by_manager: systemd).
 
     `listen_fd` (the start socket) stays the caller's to close, and must be above the inherited
     fds: it is, when the caller checked them (check_inherited_fds) before opening anything.
@@ -80,8 +84,6 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
         seccomp_cache=options.seccomp_cache, mount_trees=trees,
     )
     managed = cgroup is not None and cgroup.placed_by_manager
-    if cgroup is not None and not managed:
-        cgroup.create()
     # Under systemd the cgroup is made with the child in it: the child is forked here and waits.
     child, config.cgroup_join = (posix.fork(), []) if managed else _fork_into(cgroup)
     config.cgroup_wait = managed
@@ -95,7 +97,7 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     channel = Channel(parent_fd)
     try:
         if managed:
-            cgroup.start_unit(child, (spec.get("linux") or {}).get("resources"))
+            cgroup.create_with(child, (spec.get("linux") or {}).get("resources"))
             channel.send("cgroup")
         init_pid = _drive(channel, spec, child, options, cgroup)
     except BaseException:
@@ -113,7 +115,7 @@ def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, l
     return init_pid
 
 
-def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOptions, cgroup: Any) -> int:
+def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOptions, cgroup: Cgroup | None) -> int:
     init_pid = 0
     while True:
         kind, payload = channel.receive()
@@ -257,7 +259,7 @@ def _kill_quietly(pid: int) -> None:
             pass
 
 
-def _cgroup_sources(spec: dict[str, Any], cgroup: Any) -> dict[str, str]:
+def _cgroup_sources(spec: dict[str, Any], cgroup: Cgroup | None) -> dict[str, str]:
     """Directory name under /sys/fs/cgroup -> the container's cgroup directory in that hierarchy:
     what a cgroup mount in config.json shows the container.
 
@@ -392,9 +394,22 @@ def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
     init.run(config, channel)
 
 
-def _fork_into(cgroup: Any) -> tuple[int, list[str]]:
+# What the child and the init import as they need it. A threaded caller imports them before it
+# forks: a module that another thread is importing at the instant of the fork stays locked (its
+# import lock held) in the child, where no thread will ever finish importing it.
+_CHILD_IMPORTS = ("fcntl", "_sha256", "subprocess", "capsa.console", "capsa.lsm", "capsa.rootless", "capsa.seccomp",
+                  "capsa.trampoline")
+
+
+def _fork_into(cgroup: Cgroup | None) -> tuple[int, list[str]]:
     """fork(), the child born in the cgroup's cgroup2 directory where there is one; returns the
-    pid (0 in the child) and the files the child still writes "0" to, to join the rest."""
+    pid (0 in the child) and the files the child still writes "0" to, to join the rest.
+
+    A caller with other threads (a Python program; the capsa command has one) gets glibc's fork()
+    (linux.fork_into_cgroup says why) and imports the child's modules first."""
+    if linux.thread_count() > 1:
+        for name in _CHILD_IMPORTS:
+            __import__(name)
     if cgroup is None:
         return posix.fork(), []
     directory = cgroup.cgroup2_dir()
@@ -492,7 +507,7 @@ def _setns(kind: str, fd: int, path: str) -> None:
 
 
 # -- joining a running container (exec) ------------------------------------------------------------
-def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions, cgroup: Any, seccomp: Any = None,
+def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions, cgroup: Cgroup | None, seccomp: Any = None,
                  memory_policy: dict[str, Any] | None = None) -> int:
     """Start `process` inside the namespaces and cgroup of the container whose init is `init_pid`;
     `seccomp` and `memory_policy` are the container's.

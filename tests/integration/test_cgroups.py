@@ -149,6 +149,40 @@ def own_cgroup_dir(controller: str) -> str:
     raise AssertionError(f"no {controller} hierarchy")
 
 
+def test_delete_leaves_a_cgroup_it_joined(cgbundle):
+    """A cgroup that was there before create (a Kubernetes pod's, a delegated one) is joined, not
+    owned: delete --force kills what runs in it but leaves the directory. Ownership is per
+    hierarchy: the directories capsa made itself go."""
+    joined = [f"{ROOT}/{c}{TEST_CGROUP}.c1" for c in ("memory", "pids", "freezer")]
+    for directory in joined:
+        os.mkdir(directory)
+    try:
+        cgbundle.create("c1")
+        pid = jsonfast.loads(cgbundle.capsa("state", "c1").stdout)["pid"]
+        assert str(pid) in cgroup_file("memory", "c1", "cgroup.procs").split()
+        cgbundle.capsa("delete", "--force", "c1")
+        assert _gone(pid)
+        for directory in joined:
+            assert os.path.isdir(directory), f"delete removed {directory}, which it did not make"
+            with open(f"{directory}/cgroup.procs") as f:
+                assert f.read() == ""
+        for controller in ("cpu", "devices", "blkio"):
+            assert not os.path.exists(f"{ROOT}/{controller}{TEST_CGROUP}.c1")
+    finally:
+        for directory in joined:
+            if os.path.isdir(directory):
+                os.rmdir(directory)
+
+
+def _gone(pid: int) -> bool:
+    """Dead: no such process, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(") ")[2][0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_default_cgroup_path(bundle):
     """As runc: without linux.cgroupsPath, the container's cgroup is its id, below the caller's
     own cgroup in each hierarchy."""

@@ -222,6 +222,24 @@ def test_delete_removes_the_cgroup(cgbundle):
     assert not os.path.exists(f"{ROOT}{cgbundle.cgroup}")
 
 
+def test_delete_leaves_a_cgroup_it_joined(cgbundle):
+    """A cgroup that was there before create (a Kubernetes pod's, a delegated one) is joined, not
+    owned: delete --force kills what runs in it (cgroup.kill) but leaves the directory."""
+    directory = f"{ROOT}{cgbundle.cgroup}"
+    os.mkdir(directory)
+    try:
+        cgbundle.create("c1")
+        pid = state(cgbundle)["pid"]
+        assert str(pid) in cgroup_file(cgbundle, "cgroup.procs").split()
+        cgbundle.capsa("delete", "--force", "c1")
+        assert _all_gone([pid])
+        assert os.path.isdir(directory), "delete removed a cgroup it did not make"
+        assert cgroup_file(cgbundle, "cgroup.procs") == ""
+    finally:
+        if os.path.isdir(directory):
+            os.rmdir(directory)
+
+
 def test_default_cgroup_path(bundle):
     del bundle.config["linux"]["cgroupsPath"]
     bundle.set_args("sleep", "30")

@@ -157,9 +157,9 @@ def test_restore_fails_clearly_and_creates_nothing(bundle, pipes, tmp_path):
     result = bundle.capsa("restore", "-d", "--image-path", str(images), "-bundle", bundle.path, "rs", check=False)
     assert result.returncode == 1 and "criu check" in result.stderr
     assert _status(bundle, "rs") == "absent"
-    from capsa.cgroups import Cgroup
+    from capsa.cgroups import for_spec
 
-    for directory in Cgroup.for_spec(bundle.config, "rs").paths.values():
+    for directory in for_spec(bundle.config, "rs").paths.values():
         assert not os.path.exists(directory), f"a failed restore left its cgroup {directory}"
 
 

@@ -188,3 +188,60 @@ def test_a_scope_systemd_refuses_is_a_clear_error_and_leaves_nothing(sdbundle):
     assert state(sdbundle, cid)["status"] == "created"
     assert systemctl_show(f"capsa-{cid}.scope", "ActiveState")["ActiveState"] == "active"  # the first one's
     sdbundle.capsa("delete", "--force", cid)
+
+
+@needs_systemd
+def test_sandbox_slice_with_member_scopes(sdbundle):
+    """A sandbox's cgroup under systemd is a transient slice (runc's slice case, as the kubelet's
+    pod slices); its members are scopes in it, made through the library or by a container whose
+    cgroupsPath names the slice. A member's delete stops its scope only; the slice's destroy
+    stops the slice. A slice that exists already is joined, and its destroy leaves it."""
+    from capsa import cgroups
+
+    sandbox = unique_id()
+    slice_name = f"capsatest-{sandbox}.slice"
+    directory = f"{ROOT}/capsatest.slice/{slice_name}"
+    parent = cgroups.parent(slice_name, systemd=True)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        parent.create()
+        assert parent.owned and os.path.isdir(directory)
+        parent.apply({"memory": {"limit": 256 * MiB}, "pids": {"limit": 100}}, with_devices=False)
+        shown = systemctl_show(slice_name, "ActiveState", "MemoryMax", "TasksMax")
+        assert shown == {"ActiveState": "active", "MemoryMax": str(256 * MiB), "TasksMax": "100"}, shown
+        assert read(f"{directory}/memory.max") == str(256 * MiB) and read(f"{directory}/pids.max") == "100"
+
+        member = parent.child(f"capsa-{sandbox}m1")
+        member.create_with(sleeper.pid, {"pids": {"limit": 10}})
+        assert read(f"/proc/{sleeper.pid}/cgroup") == f"0::/capsatest.slice/{slice_name}/{member.unit}"
+        assert systemctl_show(member.unit, "Slice")["Slice"] == slice_name
+        assert read(f"{member.cgroup2_dir()}/pids.max") == "10"
+
+        cid = unique_id()
+        sdbundle.config["linux"]["cgroupsPath"] = f"{slice_name}:capsa:{cid}"
+        sd_create(sdbundle, cid)
+        pid = state(sdbundle, cid)["pid"]
+        assert read(f"/proc/{pid}/cgroup") == f"0::/capsatest.slice/{slice_name}/capsa-{cid}.scope"
+        assert sorted(parent.pids()) == sorted([sleeper.pid, pid])
+        parent.freeze()  # sandbox-wide pause
+        assert "frozen 1" in read(f"{member.cgroup2_dir()}/cgroup.events").splitlines()
+        parent.thaw()
+        sdbundle.capsa("delete", "--force", cid)
+        assert systemctl_show(f"capsa-{cid}.scope", "LoadState")["LoadState"] == "not-found"
+        assert systemctl_show(slice_name, "ActiveState")["ActiveState"] == "active"
+
+        joined = cgroups.parent(slice_name, systemd=True)
+        joined.create()
+        assert not joined.owned and joined.record()["cgroupOwned"] is False
+        joined.destroy()
+        assert systemctl_show(slice_name, "ActiveState")["ActiveState"] == "active"
+
+        member.destroy()
+        assert systemctl_show(member.unit, "LoadState")["LoadState"] == "not-found"
+        parent.destroy()
+        assert systemctl_show(slice_name, "ActiveState")["ActiveState"] == "inactive"
+        assert not os.path.exists(directory)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        subprocess.run(["systemctl", "stop", "capsatest.slice"], capture_output=True)

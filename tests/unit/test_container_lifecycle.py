@@ -35,6 +35,9 @@ class FakeCgroup:
         self.paths = {"": "/sys/fs/cgroup/capsa-unit-test"}
         self.placed_by_manager = False
 
+    def create(self):
+        self.log.append("create")
+
     def record(self):
         return {"cgroupPaths": self.paths}
 
@@ -122,10 +125,8 @@ def world(kernel, monkeypatch, tmp_path):
 
     monkeypatch.setattr(launch, "spawn_init", spawn_init)
     monkeypatch.setattr(launch, "kill_init", fake.kill_init)
-    monkeypatch.setattr(cgroups.Cgroup, "for_spec", staticmethod(new_cgroup))
-    monkeypatch.setattr(cgroups.Cgroup, "from_record", staticmethod(lambda record: FakeCgroup(log, init_pids)))
-    monkeypatch.setattr(cgroups, "for_spec", new_cgroup, raising=False)
-    monkeypatch.setattr(cgroups, "from_record", lambda record: FakeCgroup(log, init_pids), raising=False)
+    monkeypatch.setattr(cgroups, "for_spec", new_cgroup)
+    monkeypatch.setattr(cgroups, "from_record", lambda record: FakeCgroup(log, init_pids))
     monkeypatch.setattr(posix, "geteuid", lambda: 0)  # root's checks and cgroups, not rootless ones
     bundle = tmp_path / "bundle"
     (bundle / "rootfs").mkdir(parents=True)
@@ -161,7 +162,7 @@ def test_a_failed_launch_leaves_neither_state_nor_cgroup(world):
     world.launch.fail = ContainerStartError("cannot mount proc: Permission denied")
     with pytest.raises(ContainerStartError, match="cannot mount proc"):
         _create(world)
-    assert world.log == ["cgroup", ("destroy", [])]
+    assert world.log == ["cgroup", "create", ("destroy", [])]
     assert os.listdir(world.root) == []
     assert not _alive(world.launch.processes[0].pid)
     world.launch.fail = None
@@ -183,7 +184,7 @@ def test_a_failure_after_the_launch_kills_the_init_and_removes_everything(world,
         _create(world)
     pid = world.launch.processes[0].pid
     assert world.launch.killed == [pid] and not _alive(pid)
-    assert world.log == ["cgroup", ("destroy", [])]
+    assert world.log == ["cgroup", "create", ("destroy", [])]
     assert os.listdir(world.root) == []
 
 

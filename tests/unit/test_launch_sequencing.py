@@ -9,6 +9,7 @@ import os
 import posix
 import signal
 import subprocess
+import sys
 
 import pytest
 from fake_kernel import fd_target, open_fds
@@ -142,20 +143,20 @@ def test_born_in_the_cgroup2_directory_the_child_joins_only_the_v1_ones(kernel, 
     kernel.answer("fork_into_cgroup", lambda fd: kernel.note("cgroup-fd", fd_target(fd)) or 77)
     before = open_fds()
     assert launch._fork_into(FakeCgroup(str(tmp_path))) == (77, ["v1/tasks"])
-    assert kernel.names() == ["fork_into_cgroup", "cgroup-fd"] and kernel.calls_of("cgroup-fd") == [(str(tmp_path),)]
+    assert kernel.names() == ["thread_count", "fork_into_cgroup", "cgroup-fd"] and kernel.calls_of("cgroup-fd") == [(str(tmp_path),)]
     assert open_fds() == before  # the directory's fd is closed
 
 
 def test_without_clone3_into_a_cgroup_the_child_forks_and_joins_cgroup2_itself(kernel, fork, tmp_path):
     # The fake's default answer for fork_into_cgroup is None: not possible on this kernel or libc.
     assert launch._fork_into(FakeCgroup(str(tmp_path))) == (4242, ["v1/tasks", "cgroup2/cgroup.procs"])
-    assert kernel.names() == ["fork_into_cgroup", "fork"]
+    assert kernel.names() == ["thread_count", "fork_into_cgroup", "fork"]
 
 
 def test_without_cgroup2_or_a_cgroup_plain_fork(kernel, fork):
     assert launch._fork_into(FakeCgroup(None)) == (4242, ["v1/tasks", "cgroup2/cgroup.procs"])
     assert launch._fork_into(None) == (4242, [])
-    assert kernel.names() == ["fork", "fork"]
+    assert kernel.names() == ["thread_count", "fork", "thread_count", "fork"]
 
 
 @pytest.mark.parametrize("error,falls_back", [(ENOSYS, True), (EINVAL, True), (7, True), (EPERM, False)])
@@ -174,6 +175,34 @@ def test_clone3_falls_back_to_fork_only_where_the_kernel_lacks_it(monkeypatch, e
     flags, _, child_tid, _, exit_signal, *_, cgroup = _struct.unpack("11Q", args)
     assert number == 435 and cgroup == 9 and exit_signal == signal.SIGCHLD and child_tid == 0x7F0000001000
     assert flags == kernel_process.CLONE_INTO_CGROUP | kernel_process.CLONE_CHILD_SETTID
+
+
+def test_clone3_is_not_made_by_a_process_with_other_threads(monkeypatch):
+    """A raw clone3 would copy locks other threads hold into the child (see linux/process.py)."""
+    real_function = kernel_process.function
+
+    def function(name, *args, **kwargs):
+        if name == "syscall":
+            return lambda *call_args: pytest.fail("clone3 made with another thread running")
+        return real_function(name, *args, **kwargs)
+
+    monkeypatch.setattr(kernel_process, "_own_tid_address", lambda: 0x7F0000001000)
+    monkeypatch.setattr(kernel_process, "function", function)
+    monkeypatch.setattr(kernel_process, "thread_count", lambda: 2)
+    assert linux.fork_into_cgroup(9) is None
+
+
+def test_a_threaded_caller_imports_the_childs_modules_before_it_forks(kernel, monkeypatch, tmp_path):
+    """A module another thread is importing when the fork happens stays locked in the child."""
+    (tmp_path / "capsa_child_import_probe.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "capsa_child_import_probe", raising=False)
+    monkeypatch.setattr(launch, "_CHILD_IMPORTS", ("capsa_child_import_probe",))
+    monkeypatch.setattr(posix, "fork", lambda: kernel.note("fork", "capsa_child_import_probe" in sys.modules) or 4242)
+    kernel.answer("thread_count", 2)
+    assert launch._fork_into(None) == (4242, [])
+    assert kernel.calls_of("fork") == [(True,)]
+    sys.modules.pop("capsa_child_import_probe", None)
 
 
 def test_clone3_is_not_tried_where_glibc_keeps_the_tid_elsewhere(monkeypatch):

@@ -93,7 +93,7 @@ def test_an_unknown_machine_gets_enosys_naming_the_call_and_the_machine(monkeypa
 def test_errno_values_named_in_capsa_errors_are_the_kernels():
     from capsa import errors
 
-    for name in ("EPERM", "E2BIG", "EACCES", "EFAULT", "EBUSY", "EEXIST", "EINVAL", "EROFS", "ENOSYS", "ELOOP",
+    for name in ("EPERM", "E2BIG", "EACCES", "EFAULT", "EBUSY", "EEXIST", "EINVAL", "EROFS", "ENOSYS", "ENOTEMPTY", "ELOOP",
                  "EOPNOTSUPP"):
         assert getattr(errors, name) == getattr(errno, name), name
 

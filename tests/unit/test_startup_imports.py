@@ -15,7 +15,8 @@ import capsa
 # Every module create, run and exec may load, with the optional parts (terminal, seccomp, LSM,
 # user namespaces, hooks, device filters).
 MODULES = [
-    "capsa.cli", "capsa.cli.create", "capsa.cli.run", "capsa.cli.exec", "capsa.cli.terminal", "capsa.cli.log",
+    "capsa.cli", "capsa.cli.create", "capsa.cli.run", "capsa.cli.exec", "capsa.terminal", "capsa.process", "capsa.cli.log",
+    "capsa.sandbox",
     "capsa.container", "capsa.state", "capsa.spec", "capsa.rootless", "capsa.idmap", "capsa.idmapped", "capsa.launch",
     "capsa.init", "capsa.rootfs", "capsa.caps", "capsa.linux", "capsa.linux.tty", "capsa.linux.seccomp",
     "capsa.linux.bpf", "capsa.seccomp", "capsa.lsm",

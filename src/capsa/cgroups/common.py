@@ -1,5 +1,6 @@
-"""What cgroup v1 and v2 share: finding the hierarchies, reading linux.cgroupsPath, and the
-Cgroup base class, whose for_spec/from_record pick the driver for the host's layout.
+"""What the cgroup drivers share: finding the hierarchies, reading linux.cgroupsPath, and the
+Cgroup interface every driver implements (v1.py, v2.py, systemd.py). The package's __init__
+picks the driver (for_spec, parent, from_record); this module imports none of them.
 
 The package does without `os` (posix and capsa.posixlite instead): `delete`, `kill --all`,
 `pause` and `resume` load it, and `import os` alone is ~4.4M instructions, ~1 ms per call."""
@@ -8,13 +9,22 @@ from __future__ import annotations
 
 import posix
 import time
+from abc import abstractmethod  # loaded by the interpreter's own start-up: free
 
 from capsa import posixlite
 from capsa.errors import EACCES, EBUSY, EPERM, EROFS, CapsaError, ConfigError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable, Iterable
+    from typing import Any, Protocol
+
+    class OomWatch(Protocol):
+        """What Cgroup.oom_watch returns (v1.OomEventfd, v2.OomInotify)."""
+
+        def fileno(self) -> int: ...
+        def fired(self) -> bool: ...
+        def close(self) -> None: ...
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 FREEZE_TIMEOUT = 10.0
@@ -23,6 +33,11 @@ FREEZE_TIMEOUT = 10.0
 LEGACY = "v1"  # controllers on v1 hierarchies, no cgroup2
 HYBRID = "hybrid"  # controllers on v1, an empty cgroup2 beside them (/sys/fs/cgroup/unified)
 UNIFIED = "unified"  # cgroup2 alone at /sys/fs/cgroup
+
+# The drivers, by the names the state file records (cgroupDriver).
+CGROUPFS_V1 = "cgroupfs-v1"  # v1.py: v1 and hybrid hosts
+CGROUPFS_V2 = "cgroupfs-v2"  # v2.py: unified hosts
+SYSTEMD = "systemd"  # systemd.py: --systemd-cgroup, on either
 
 
 class CgroupError(CapsaError):
@@ -78,72 +93,147 @@ def cgroups_path(spec: dict[str, Any], container_id: str) -> str:
 
 
 class Cgroup:
-    """One container's cgroup. `paths` maps each hierarchy's controllers ("cpu,cpuacct",
-    "name=systemd"; "" for cgroup2) to the container's directory in it; it is what the state
-    file records. V1Cgroup (v1 and hybrid hosts) and V2Cgroup (unified) do the work."""
+    """One cgroup: a container's, or a sandbox's parent whose children are its members' cgroups.
 
-    # The driver creates the cgroup itself (False) or a manager puts the first process in it
-    # (True: systemd, see systemd.py; launch then forks the child outside and lets it wait).
+    `paths` maps each hierarchy's controllers ("cpu,cpuacct", "name=systemd"; "" for cgroup2) to
+    the cgroup's directory in it. `created` holds the hierarchies whose directory capsa made: it
+    owns those, and destroy removes them. The others existed before create (a Kubernetes pod's
+    cgroup, a delegated one): capsa joined them, and destroy leaves them as they were.
+    record() is what the state file keeps of it; the class's from_record() reads it back.
+
+    V1Cgroup (v1.py: v1 and hybrid hosts), V2Cgroup (v2.py: unified) and the systemd classes
+    (systemd.py) implement every method; the package's for_spec, parent and from_record
+    (capsa/cgroups/__init__.py) pick the class, so this module never imports them.
+
+    @abstractmethod marks what each driver implements itself: type checkers and
+    tests/unit/test_cgroup_driver.py hold every driver to it. Not ABCMeta, which would also
+    refuse to instantiate an incomplete one: building the classes with it costs every call that
+    loads a driver ~0.07M instructions.
+    """
+
+    driver = ""  # the name in the state: CGROUPFS_V1, CGROUPFS_V2 or SYSTEMD
+    # The driver makes the cgroup itself (False: create, then the child is born in it or joins
+    # it), or a manager makes it with the first process in it (True: systemd, see systemd.py;
+    # launch then forks the child outside and lets it wait until create_with has placed it).
     placed_by_manager = False
 
-    def __init__(self, paths: dict[str, str]):
+    def __init__(self, paths: dict[str, str], created: Iterable[str] = ()):
         self.paths = paths
+        self.created = set(created)
+
+    # -- ownership and the state record -----------------------------------------------------------
+    @property
+    def owned(self) -> bool:
+        """capsa made every directory of it (create found none of them there)."""
+        return set(self.paths) <= self.created
+
+    def record(self) -> dict[str, Any]:
+        """What the state file keeps: the driver, the paths, and which of them capsa made
+        (cgroupOwned: true, false, or the list of the hierarchies it made)."""
+        keys = set(self.paths)
+        made = keys & self.created
+        owned: bool | list[str] = True if made == keys else False if not made else sorted(made)
+        return {"cgroupDriver": self.driver, "cgroupPaths": dict(self.paths), "cgroupOwned": owned}
 
     @classmethod
-    def for_spec(cls, spec: dict[str, Any], container_id: str, systemd: bool = False) -> Cgroup:
-        if systemd:
-            from capsa.cgroups import systemd as systemd_driver
+    def from_record(cls, record: dict[str, Any]) -> Cgroup:
+        paths = dict(record.get("cgroupPaths") or {})
+        return cls(paths, recorded_ownership(record, paths))
 
-            return systemd_driver.for_spec(spec, container_id)
-        found = hierarchies()
-        path = cgroups_path(spec, container_id)
-        if layout(found) == UNIFIED:
-            from capsa.cgroups.v2 import V2Cgroup
+    def exists(self) -> bool:
+        return bool(self.paths) and all(posixlite.isdir(d) for d in self.paths.values())
 
-            return V2Cgroup.at(path)
-        from capsa.cgroups.v1 import V1Cgroup
-
-        return V1Cgroup.at(path, found)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Cgroup | None:
-        paths = record.get("cgroupPaths")
-        if record.get("systemdUnit"):
-            from capsa.cgroups import systemd as systemd_driver
-
-            return systemd_driver.from_record(record)
-        if not paths:
-            return None
-        if list(paths) == [""]:
-            from capsa.cgroups.v2 import V2Cgroup
-
-            return V2Cgroup(paths)
-        from capsa.cgroups.v1 import V1Cgroup
-
-        return V1Cgroup(paths)
-
+    # -- nesting ----------------------------------------------------------------------------------
     def sub(self, path: str) -> Cgroup:
-        """A sub-cgroup of this one (exec --cgroup); it must already exist."""
+        """An existing sub-cgroup of this one (exec --cgroup): joined, never removed by its destroy."""
         if path.startswith("/") or ".." in path.split("/"):
             raise CgroupError(f"--cgroup {path!r}: give a path below the container's cgroup")
         paths = {c: posixlite.join(d, path) for c, d in self.paths.items()}
         missing = [d for d in paths.values() if not posixlite.isdir(d)]
         if missing:
             raise CgroupError(f"--cgroup {path!r}: {missing[0]} does not exist")
+        return self._nested(paths)
+
+    def child(self, name: str) -> Cgroup:
+        """A member's cgroup nested in this one (a sandbox's parent), not made yet: its create
+        makes it (owned) or joins it, its destroy removes only it; the parent's destroy removes
+        what is left of its children. The limits and the freezer of the parent apply to all of them.
+
+        On cgroup2 a cgroup whose children have controllers may hold no process itself (the
+        kernel's no-internal-process rule): every process of a sandbox, its infra container's too,
+        goes in a child; the children's create enables the parent's controllers for them."""
+        if not name or "/" in name or name in (".", ".."):
+            raise CgroupError(f"child cgroup {name!r}: give one path component")
+        return self._nested({c: posixlite.join(d, name) for c, d in self.paths.items()})
+
+    def _nested(self, paths: dict[str, str]) -> Cgroup:
+        """A cgroup of this driver at `paths`, below this one."""
         return type(self)(paths)
 
-    def cgroup2_dir(self) -> str | None:
-        """The container's directory in the cgroup2 hierarchy (hybrid hosts' unified one), if any."""
-        return self.paths.get("")
+    # -- life -------------------------------------------------------------------------------------
+    @abstractmethod
+    def create(self, ignore_denied: bool = False) -> list[str]:
+        """Make the directories that are not there (they are then owned), join the ones that
+        are. With ignore_denied (rootless), a hierarchy where the caller may not make the
+        directory or move a process into it is dropped from `paths` instead of being an error.
+        Returns the dropped hierarchies."""
+
+    def create_with(self, pid: int, resources: dict[str, Any] | None) -> None:
+        """Create the cgroup with process `pid` in it: what drivers placed_by_manager do (systemd
+        starts the unit around it, with `resources` as unit properties); the others create and add."""
+        self.create()
+        self.add(pid)
+
+    @abstractmethod
+    def add(self, pid: int) -> None:
+        """Move process `pid` into the cgroup (every hierarchy)."""
+
+    @abstractmethod
+    def self_join_files(self, with_cgroup2: bool = True) -> list[str]:
+        """Files a single-threaded process writes "0" to, to move itself into the cgroup."""
 
     def destroy(self) -> None:
-        """Remove the container's directories (deepest first), retrying while the kernel lets go."""
-        for directory in self.paths.values():
-            rmdir_tree(directory)
+        """Remove the directories capsa made, with whatever is below them (deepest first,
+        retrying while the kernel lets go). A joined directory is left as it was, and what is
+        below it too: those may be other containers' cgroups."""
+        for controllers, directory in self.paths.items():
+            if controllers in self.created:
+                rmdir_tree(directory)
 
-    def update(self, resources: dict[str, Any], warn: Any = None) -> None:
+    # -- resources --------------------------------------------------------------------------------
+    @abstractmethod
+    def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None,
+              rootless: bool = False, warn: Callable[[str], None] | None = None, with_devices: bool = True) -> None:
+        """Write linux.resources to the cgroup's files; `devices` (linux.devices) are allowed
+        whatever the rules say. with_devices=False leaves the device rules alone (update; a
+        sandbox's parent, whose members each get their own)."""
+
+    def update(self, resources: dict[str, Any], warn: Callable[[str], None] | None = None) -> None:
         """New limits for a running container (capsa update)."""
         self.apply(resources, warn=warn, with_devices=False)  # device rules are set once, at create
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """The resource usage in the shape of runc's `events --stats` data."""
+
+    @abstractmethod
+    def oom_watch(self) -> OomWatch | None:
+        """Something to select() on that becomes readable when the cgroup hits its memory
+        limit (its fired() then says whether it was an OOM); None without a memory controller."""
+
+    # -- lookups ----------------------------------------------------------------------------------
+    @abstractmethod
+    def path_for(self, controller: str) -> str | None:
+        """The directory where `controller` applies to the cgroup, if it does."""
+
+    def cgroup2_dir(self) -> str | None:
+        """The directory in the cgroup2 hierarchy (hybrid hosts' unified one), if any."""
+        return self.paths.get("")
+
+    # -- processes --------------------------------------------------------------------------------
+    @abstractmethod
+    def pids(self) -> list[int]:
+        """Every process in the cgroup, its sub-cgroups' (children, exec --cgroup) included."""
 
     def kill_all(self, signal: int) -> None:
         """Signal every process in the cgroup, frozen so that none can fork away meanwhile."""
@@ -160,21 +250,32 @@ class Cgroup:
             if freeze:
                 self.thaw()
 
-    # Implemented by each version.
-    def pids(self) -> list[int]:
-        raise NotImplementedError
-
+    @abstractmethod
     def can_freeze(self) -> bool:
-        raise NotImplementedError
+        """There is a freezer for it (v1: the freezer hierarchy; v2: cgroup.freeze)."""
 
+    @abstractmethod
     def is_frozen(self) -> bool:
-        raise NotImplementedError
+        """The cgroup itself was frozen (pause, or a freeze of it not yet undone)."""
 
+    @abstractmethod
     def freeze(self) -> None:
-        raise NotImplementedError
+        """Stop every process, and wait until they all are."""
 
+    @abstractmethod
     def thaw(self) -> None:
-        raise NotImplementedError
+        """Let them all go on."""
+
+
+def recorded_ownership(record: dict[str, Any], paths: dict[str, str]) -> set[str]:
+    """The hierarchies whose directory capsa made, from a state record. A record written before
+    capsa kept this (no cgroupOwned) is taken as all of them: that capsa removed them all on delete."""
+    owned = record.get("cgroupOwned", True)
+    if owned is True:
+        return set(paths)
+    if not owned:
+        return set()
+    return set(owned) & set(paths)
 
 
 def wait_until(check, what: str, timeout: float = FREEZE_TIMEOUT) -> None:

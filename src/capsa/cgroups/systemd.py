@@ -14,7 +14,11 @@ systemd's back has them reset or removed on the next `daemon-reload`. So, as run
   v2.py) in the scope's directory: runc's "systemd for the unit, fs for the rest";
 - pause/resume, kill --all, stats and exec go through the files, as with the cgroupfs driver;
 - update sets the unit properties again (SetUnitProperties, runtime) and then the files;
-- delete stops the unit (StopUnit) and removes what is left of the directories.
+- delete stops the unit (StopUnit) and removes what is left of the directories; a unit capsa did
+  not start (systemd said the name exists) is never stopped.
+
+A sandbox's cgroup (cgroups.parent) is a transient slice, as runc makes one for a `.slice` name:
+no process, Wants= its parent slice; its children are scopes in it (SystemdSlice.child).
 
 Why the child is not born in the scope (clone3 CLONE_INTO_CGROUP, as with the cgroupfs driver):
 the scope's cgroup does not exist before the scope does, and systemd refuses a scope with no
@@ -22,14 +26,25 @@ process in it. So the child is forked where capsa runs, stops before doing anyth
 for "cgroup" on its channel), systemd moves it into the new scope, and only then does it go on:
 no container code ever runs outside the scope. `exec` is born in it with clone3.
 
-The unit is recorded in the state (systemdUnit) so that delete/update work from any later call.
+The unit is recorded in the state (systemdUnit, with cgroupDriver "systemd") so that
+delete/update work from any later call.
 """
 
 from __future__ import annotations
 
-import os
-
-from capsa.cgroups.common import CGROUP_ROOT, UNIFIED, CgroupError, given, hierarchies, layout
+from capsa import posixlite
+from capsa.cgroups.common import (
+    CGROUP_ROOT,
+    SYSTEMD,
+    UNIFIED,
+    Cgroup,
+    CgroupError,
+    given,
+    hierarchies,
+    layout,
+    recorded_ownership,
+    rmdir_tree,
+)
 from capsa.cgroups.v1 import V1Cgroup
 from capsa.cgroups.v2 import V2Cgroup
 from capsa.cgroups.v2_resources import cpu_weight, io_weight, swap_max
@@ -37,6 +52,7 @@ from capsa.errors import ConfigError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 DEFAULT_SLICE = "system.slice"
@@ -86,16 +102,43 @@ def for_spec(spec: dict[str, Any], container_id: str) -> SystemdScope:
 
     socket_path()
     slice_name, unit = placement(spec, container_id)
-    relative = os.path.join(expand_slice(slice_name), unit)
+    cls, paths = _at(posixlite.join(expand_slice(slice_name), unit), SystemdV2Cgroup, SystemdV1Cgroup)
+    return cls(paths, unit, slice_name)
+
+
+def parent(slice_name: str) -> SystemdSlice:
+    """A sandbox's cgroup: the transient slice `slice_name` ("capsa-pod1.slice" is in capsa.slice,
+    as systemd nests slices by their dashes), whose children are scopes in it."""
+    from capsa.cgroups.systemd_bus import socket_path
+
+    socket_path()
+    relative = expand_slice(slice_name)
+    if relative == "/":
+        raise ConfigError("cgroup parent", "the root slice cannot be a sandbox's cgroup")
+    cls, paths = _at(relative, SystemdV2Slice, SystemdV1Slice)
+    return cls(paths, slice_name, _parent_slice(slice_name))
+
+
+def from_record(record: dict[str, Any]) -> SystemdUnit:
+    unified = list(record.get("cgroupPaths") or {}) == [""]
+    if (record.get("systemdUnit") or "").endswith(".slice"):
+        return (SystemdV2Slice if unified else SystemdV1Slice).from_record(record)
+    return (SystemdV2Cgroup if unified else SystemdV1Cgroup).from_record(record)
+
+
+def _at(relative: str, v2: type, v1: type) -> tuple[type, dict[str, str]]:
+    """The class for this host's layout (`v2` or `v1`), and the directories of the cgroup at
+    `relative` (from the root) in each hierarchy."""
     found = hierarchies()
     if layout(found) == UNIFIED:
-        return SystemdV2Cgroup({"": CGROUP_ROOT + relative}, unit, slice_name)
-    return SystemdV1Cgroup(V1Cgroup.at(relative, found).paths, unit, slice_name)
+        return v2, {"": CGROUP_ROOT + relative}
+    return v1, V1Cgroup.at(relative, found).paths
 
 
-def from_record(record: dict[str, Any]) -> SystemdScope:
-    cls = SystemdV2Cgroup if list(record.get("cgroupPaths") or {}) == [""] else SystemdV1Cgroup
-    return cls(record.get("cgroupPaths") or {}, record["systemdUnit"], record.get("systemdSlice", ""))
+def _parent_slice(slice_name: str) -> str:
+    """The slice a slice is in: "a-b.slice" for "a-b-c.slice", the root "-.slice" for "a.slice"."""
+    stem = slice_name[:-len(".slice")]
+    return stem.rpartition("-")[0] + ".slice" if "-" in stem else "-.slice"
 
 
 # -- linux.resources -> unit properties --------------------------------------------------------------
@@ -161,80 +204,150 @@ def range_to_bits(text: str, field: str) -> bytes:
 
 
 # -- the driver --------------------------------------------------------------------------------------
-class SystemdScope:
-    """What the systemd driver adds to the cgroupfs classes (SystemdV2Cgroup, SystemdV1Cgroup)."""
+class SystemdUnit:
+    """What the systemd classes add to the cgroupfs ones (SystemdV2Cgroup, SystemdV1Cgroup for a
+    container's scope; SystemdV2Slice, SystemdV1Slice for a sandbox's slice): a unit systemd
+    makes, and removes when it is stopped. `created` is all of `paths` once capsa has started
+    the unit, nothing while it has not (or systemd said the name is taken: someone else's unit)."""
 
-    placed_by_manager = True  # launch: systemd moves the first process in (see the module doc)
+    driver = SYSTEMD
     unified = True
+    fs_class: type  # the cgroupfs class of a directory below the unit's (sub, child)
 
-    def __init__(self, paths: dict[str, str], unit: str = "", slice_name: str = ""):
-        super().__init__(paths)
+    def __init__(self, paths: dict[str, str], unit: str = "", slice_name: str = "", created: Iterable[str] = ()):
+        super().__init__(paths, created)
         self.unit = unit
         self.slice = slice_name
-        # False while this object has not started its unit (or systemd said the name is taken): a
-        # failed create must not stop a unit of that name that another container owns. None:
-        # loaded from the state.
-        self.started: bool | None = None
 
-    def create(self, ignore_denied: bool = False) -> list[str]:
-        return []  # the unit makes the cgroup: start_unit
+    def record(self) -> dict[str, Any]:
+        return dict(super().record(), systemdUnit=self.unit, systemdSlice=self.slice)
 
-    def start_unit(self, pid: int, resources: dict[str, Any] | None) -> None:
-        """Create the scope with `pid` in it; the limits systemd knows are unit properties."""
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SystemdUnit:
+        paths = dict(record.get("cgroupPaths") or {})
+        return cls(paths, record.get("systemdUnit") or "", record.get("systemdSlice") or "",
+                   recorded_ownership(record, paths))
+
+    def _nested(self, paths: dict[str, str]) -> Cgroup:
+        # Below a unit's cgroup (Delegate=true for a scope) the directories are the cgroupfs driver's.
+        return self.fs_class(paths)
+
+    def _start(self, properties: list[tuple[str, tuple[str, Any]]]) -> None:
+        """StartTransientUnit; a UnitExistsError if a unit of that name exists (it is not ours)."""
         from capsa.cgroups.systemd_bus import Manager, UnitExistsError
 
-        properties = [
-            ("Description", ("s", f"capsa container {self.unit}")),
-            ("Slice", ("s", self.slice)),
-            ("Delegate", ("b", True)),
-            ("PIDs", ("au", [pid])),
-            ("DefaultDependencies", ("b", False)),
-            ("MemoryAccounting", ("b", True)),
-            ("CPUAccounting", ("b", True)),
-            ("IOAccounting" if self.unified else "BlockIOAccounting", ("b", True)),
-            ("TasksAccounting", ("b", True)),
-        ] + unit_properties(resources, self.unified)
-        self.started = False
-        with Manager() as manager:
-            try:
+        self.created = set(self.paths)  # from here on a unit of ours may be left (a failed job): destroy stops it
+        try:
+            with Manager() as manager:
                 manager.start_transient_unit(self.unit, properties)
-            except UnitExistsError:
-                raise
-            except BaseException:
-                self.started = True  # a unit of ours may be left (a failed job): destroy stops it
-                raise
-        self.started = True
-        self._join_rest(pid)
+        except UnitExistsError:
+            self.created = set()
+            raise
 
-    def _join_rest(self, pid: int) -> None:
+    def _check_directories(self) -> None:
         for directory in self.paths.values():
-            if not os.path.isdir(directory):
+            if not posixlite.isdir(directory):
                 raise CgroupError(f"systemd started {self.unit} but its cgroup {directory} is not there")
 
     def update(self, resources: dict[str, Any], warn: Any = None) -> None:
         """As runc's Set: the unit's properties first (systemd would restore the old ones on its
         next reload otherwise), then the files."""
+        self._set_properties(resources)
+        self.fs_class.apply(self, resources, warn=warn, with_devices=False)
+
+    def _set_properties(self, resources: dict[str, Any] | None) -> None:
         from capsa.cgroups.systemd_bus import Manager
 
         properties = unit_properties(resources, self.unified)
         if properties:
             with Manager() as manager:
                 manager.set_unit_properties(self.unit, properties)
-        super().update(resources, warn)
 
     def destroy(self) -> None:
         from capsa.cgroups.systemd_bus import Manager
 
-        if self.started is False:
+        if not self.owned or not self.unit:
             return  # the unit and its directory, if they exist, are someone else's
-        if self.unit:
-            with Manager() as manager:
-                manager.stop_unit(self.unit)
-        super().destroy()  # what systemd left (sub-cgroups the container made, if any)
+        with Manager() as manager:
+            manager.stop_unit(self.unit)
+        for directory in self.paths.values():
+            rmdir_tree(directory)  # what systemd left (sub-cgroups the container made, if any)
+
+
+def _accounting(unified: bool) -> list[tuple[str, tuple[str, Any]]]:
+    return [
+        ("MemoryAccounting", ("b", True)),
+        ("CPUAccounting", ("b", True)),
+        ("IOAccounting" if unified else "BlockIOAccounting", ("b", True)),
+        ("TasksAccounting", ("b", True)),
+    ]
+
+
+class SystemdScope(SystemdUnit):
+    """A container's transient scope: systemd makes its cgroup with the first process in it."""
+
+    placed_by_manager = True  # launch: systemd moves the first process in (see the module doc)
+
+    def create(self, ignore_denied: bool = False) -> list[str]:
+        raise CgroupError(f"{self.unit}: systemd makes a scope with its first process in it (create_with)")
+
+    def create_with(self, pid: int, resources: dict[str, Any] | None) -> None:
+        """Create the scope with `pid` in it; the limits systemd knows are unit properties."""
+        self._start([
+            ("Description", ("s", f"capsa container {self.unit}")),
+            ("Slice", ("s", self.slice)),
+            ("Delegate", ("b", True)),
+            ("PIDs", ("au", [pid])),
+            ("DefaultDependencies", ("b", False)),
+            *_accounting(self.unified),
+        ] + unit_properties(resources, self.unified))
+        self._join_rest(pid)
+
+    def _join_rest(self, pid: int) -> None:
+        self._check_directories()
+
+
+class SystemdSlice(SystemdUnit):
+    """A sandbox's transient slice (runc's slice case: Wants= its parent slice, no process); its
+    children are scopes in it. A slice that exists already is joined: destroy leaves it."""
+
+    def create(self, ignore_denied: bool = False) -> list[str]:
+        from capsa.cgroups.systemd_bus import UnitExistsError
+
+        try:
+            self._start([
+                ("Description", ("s", f"capsa sandbox {self.unit}")),
+                ("Wants", ("as", [self.slice])),
+                ("DefaultDependencies", ("b", False)),
+                *_accounting(self.unified),
+            ])
+        except UnitExistsError:
+            pass  # joined
+        self._make_rest()
+        return []
+
+    def _make_rest(self) -> None:
+        """The directories systemd does not make (a slice without processes may have none yet)."""
+        created = set(self.created)
+        self.fs_class.create(self)
+        self.created = created
+        self._check_directories()
+
+    def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None,
+              rootless: bool = False, warn: Any = None, with_devices: bool = True) -> None:
+        """The unit's properties (systemd keeps the slice's files: they must agree), then the files."""
+        self._set_properties(resources)
+        self.fs_class.apply(self, resources, devices, rootless, warn, with_devices)
+
+    def child(self, name: str) -> Cgroup:
+        """A member's scope in this slice: `name`.scope, made by its create_with."""
+        unit = name if name.endswith(".scope") else f"{name}.scope"
+        paths = super().child(unit).paths
+        return (SystemdV2Cgroup if self.unified else SystemdV1Cgroup)(paths, unit, self.unit)
 
 
 class SystemdV2Cgroup(SystemdScope, V2Cgroup):
-    pass
+    fs_class = V2Cgroup
 
 
 class SystemdV1Cgroup(SystemdScope, V1Cgroup):
@@ -243,7 +356,20 @@ class SystemdV1Cgroup(SystemdScope, V1Cgroup):
     joinCgroups does. Not tested: no v1 host here boots systemd (docs/cgroups.md)."""
 
     unified = False
+    fs_class = V1Cgroup
 
     def _join_rest(self, pid: int) -> None:
         V1Cgroup.create(self)
+        self.created = set(self.paths)
         V1Cgroup.add(self, pid)
+
+
+class SystemdV2Slice(SystemdSlice, V2Cgroup):
+    fs_class = V2Cgroup
+
+
+class SystemdV1Slice(SystemdSlice, V1Cgroup):
+    """Not tested, as SystemdV1Cgroup."""
+
+    unified = False
+    fs_class = V1Cgroup

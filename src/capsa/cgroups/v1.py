@@ -4,7 +4,7 @@ cgroup2 beside them, in which the container also gets a directory).
 The container's init is placed in its cgroup by `create` before any user code runs; resources
 from linux.resources are written to the controller files (v1_resources.py, loaded only by the
 calls that write or read them); the freezer pauses and resumes; every process of the container
-is found through cgroup.procs; `delete` removes the directories.
+is found through cgroup.procs (sub-cgroups included); `delete` removes the directories capsa made.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import posix
 
 from capsa import posixlite
 from capsa.cgroups.common import (
+    CGROUPFS_V1,
     EACCES,
     Cgroup,
-    CgroupError,
     create_error,
     denied,
     join_file_needing_write,
@@ -23,6 +23,7 @@ from capsa.cgroups.common import (
     read,
     rmdir_quietly,
     wait_until,
+    walk_dirs,
 )
 from capsa.errors import UnsupportedError
 from capsa.procfs import write_file
@@ -32,11 +33,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["V1Cgroup", "CgroupError"]
+    from capsa.cgroups.common import OomWatch
+
+__all__ = ["V1Cgroup"]
 
 
 class V1Cgroup(Cgroup):
     """One container's cgroup: a directory in every v1 hierarchy (and the hybrid cgroup2 one)."""
+
+    driver = CGROUPFS_V1
 
     @classmethod
     def at(cls, path: str, found: dict[str, str]) -> V1Cgroup:
@@ -73,11 +78,14 @@ class V1Cgroup(Cgroup):
         dropped = []
         for controllers, directory in list(self.paths.items()):
             try:
-                _mkdir_inheriting_cpuset(directory, "cpuset" in controllers.split(","))
+                if _mkdir_inheriting_cpuset(directory, "cpuset" in controllers.split(",")):
+                    self.created.add(controllers)
                 if ignore_denied:
                     join = join_file_needing_write(controllers, directory)
                     if not posix.access(join, posix.W_OK):
-                        rmdir_quietly(directory)
+                        if controllers in self.created:
+                            rmdir_quietly(directory)
+                            self.created.discard(controllers)
                         raise PermissionError(EACCES, "cannot move processes into it", join)
             except OSError as err:
                 if ignore_denied and denied(err):
@@ -112,16 +120,21 @@ class V1Cgroup(Cgroup):
         return files
 
     def pids(self) -> list[int]:
-        directory = self.path_for("pids") or self.path_for("freezer") or next(iter(self.paths.values()))
-        try:
-            with open(posixlite.join(directory, "cgroup.procs")) as f:
-                return [int(line) for line in f.read().split()]
-        except FileNotFoundError:
-            return []
+        """Every process in the cgroup and its sub-cgroups (a sandbox's members, exec --cgroup),
+        as found in one hierarchy: a process is in every one."""
+        top = self.path_for("pids") or self.path_for("freezer") or next(iter(self.paths.values()))
+        found = []
+        for directory in walk_dirs(top):
+            try:
+                with open(posixlite.join(directory, "cgroup.procs")) as f:
+                    found += [int(line) for line in f.read().split()]
+            except FileNotFoundError:
+                continue
+        return found
 
     # -- OOM notification (v1: an eventfd registered on memory.oom_control) ---------------------
-    def oom_watch(self) -> OomEventfd | None:
-        """Something to select() on that becomes readable when the container hits its memory limit."""
+    def oom_watch(self) -> OomWatch | None:
+        """An eventfd registered on memory.oom_control."""
         directory = self.path_for("memory")
         if directory is None:
             return None
@@ -180,21 +193,26 @@ class V1Cgroup(Cgroup):
         v1_resources.apply(self, resources, devices, rootless, warn, with_devices)
 
 
-def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> None:
-    """mkdir -p; in the cpuset hierarchy each new level must get cpus and mems before it takes a task."""
+def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> bool:
+    """mkdir -p; in the cpuset hierarchy each new level must get cpus and mems before it takes a
+    task. True if this call made `directory` itself (False: it was there, or another made it meanwhile)."""
     missing = []
     while not posixlite.isdir(directory):
         missing.append(directory)
         directory = posixlite.dirname(directory)
+    made = False
     for current in reversed(missing):
         try:
             posix.mkdir(current, 0o755)
         except FileExistsError:
+            made = False
             continue
+        made = True
         if is_cpuset:
             for name in ("cpuset.cpus", "cpuset.mems"):
                 with open(posixlite.join(posixlite.dirname(current), name)) as f:
                     write_file(posixlite.join(current, name), f.read().strip())
+    return made
 
 
 class OomEventfd:

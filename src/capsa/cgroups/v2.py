@@ -16,9 +16,9 @@ import posix
 from capsa import posixlite
 from capsa.cgroups.common import (
     CGROUP_ROOT,
+    CGROUPFS_V2,
     EACCES,
     Cgroup,
-    CgroupError,
     create_error,
     denied,
     exists,
@@ -36,10 +36,17 @@ from capsa.procfs import write_file
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    from capsa.cgroups.common import OomWatch
 
 
 class V2Cgroup(Cgroup):
+    """One cgroup: one directory in the cgroup2 hierarchy."""
+
+    driver = CGROUPFS_V2
+
     @classmethod
     def at(cls, path: str) -> V2Cgroup:
         """linux.cgroupsPath `path`: absolute from the root, relative under our own cgroup (as runc)."""
@@ -71,16 +78,20 @@ class V2Cgroup(Cgroup):
 
     # -- life -------------------------------------------------------------------------------------
     def create(self, ignore_denied: bool = False) -> list[str]:
-        """mkdir -p, enabling every available controller on each level above the container's.
+        """mkdir -p, enabling every available controller on each level above the container's
+        (a sandbox's parent included: its children get its controllers).
 
         With ignore_denied (rootless), a directory the caller may not make, or may not move a
         process into (the kernel's delegation rule), is given up: `paths` is emptied and [""]
         returned, and the container stays in the caller's cgroup, as runc's rootless manager
         does. Otherwise that is an error."""
         try:
-            self._mkdirs()
+            if self._mkdirs():
+                self.created.add("")
             if ignore_denied and not posix.access(join_file_needing_write("", self.directory), posix.W_OK):
-                rmdir_quietly(self.directory)
+                if "" in self.created:
+                    rmdir_quietly(self.directory)
+                    self.created.discard("")
                 raise PermissionError(EACCES, "cannot move processes into it")
         except OSError as err:
             if ignore_denied and denied(err):
@@ -89,15 +100,19 @@ class V2Cgroup(Cgroup):
             raise create_error(self.directory, err) from None
         return []
 
-    def _mkdirs(self) -> None:
+    def _mkdirs(self) -> bool:
+        """True if the last level, the cgroup's own directory, was made by this call."""
         current = CGROUP_ROOT
+        made = False
         for part in relpath(self.directory, CGROUP_ROOT).split("/"):
             _enable_controllers(current)
             current = posixlite.join(current, part)
             try:
                 posix.mkdir(current, 0o755)
+                made = True
             except FileExistsError:
-                pass
+                made = False
+        return made
 
     def add(self, pid: int) -> None:
         write_file(self._file("cgroup.procs"), str(pid))
@@ -149,14 +164,15 @@ class V2Cgroup(Cgroup):
 
     # -- resources (v2_resources.py: only the calls that write or read them load it) ---------------
     def apply(self, resources: dict[str, Any] | None, devices: list[dict[str, Any]] | None = None,
-              rootless: bool = False, warn: Any = None, with_devices: bool = True) -> None:
+              rootless: bool = False, warn: Callable[[str], None] | None = None, with_devices: bool = True) -> None:
         """Write linux.resources to the v2 files (v2_resources.apply)."""
         from capsa.cgroups import v2_resources
 
         v2_resources.apply(self, resources, devices, rootless, warn, with_devices)
 
     # -- events -----------------------------------------------------------------------------------
-    def oom_watch(self) -> OomInotify | None:
+    def oom_watch(self) -> OomWatch | None:
+        """inotify on memory.events."""
         if not exists(self._file("memory.events")):
             return None
         return OomInotify(self._file("memory.events"))
@@ -222,4 +238,4 @@ class OomInotify:
         posix.close(self.fd)
 
 
-__all__ = ["V2Cgroup", "CgroupError"]
+__all__ = ["V2Cgroup"]

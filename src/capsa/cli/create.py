@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from capsa.cli import command_usage, parse_command, require_args
+from capsa.cli import command_usage, parse_command, require_args, sandbox_annotated
 from capsa.cli.flags import BOOL, INT, STRING, Flag, UsageError
 
 FLAGS = [
@@ -34,18 +34,24 @@ def create_from_flags(g, parsed, console_fd: int | None = None, spec: dict | Non
     from capsa.container import Container
     from capsa.rootless import rootless_cgroups
 
-    return Container.create(
-        g.root,
-        parsed.args[0],
-        parsed.bundle or ".",
+    if spec is None:
+        from capsa.spec import load_bundle
+
+        spec = load_bundle(parsed.bundle or ".")
+    options = dict(
         console_socket=parsed.console_socket,
         console_fd=console_fd,
         pid_file=parsed.pid_file,
         no_pivot=parsed.no_pivot,
         no_new_keyring=parsed.no_new_keyring,
         preserve_fds=parsed.preserve_fds,
-        spec=spec,
         rootless_cgroups=rootless_cgroups(g.rootless),
         systemd_cgroup=g.systemd_cgroup,
         warn=g.warn,
     )
+    if sandbox_annotated(spec.get("annotations")):
+        # A pod's sandbox or member (CRI annotations): the sandbox layer rewrites the spec and creates it.
+        from capsa import sandbox
+
+        return sandbox.create_container(g.root, parsed.args[0], parsed.bundle or ".", spec, **options)
+    return Container.create(g.root, parsed.args[0], parsed.bundle or ".", spec=spec, **options)

@@ -4,7 +4,6 @@ and OOM events ({"type": "oom"}) as they happen, in runc's shape."""
 from __future__ import annotations
 
 import sys
-import time
 
 from capsa.cli import command_usage, parse_command, require_args
 from capsa.cli.flags import BOOL, STRING, Flag, UsageError
@@ -28,9 +27,10 @@ def run(g, argv: list[str]) -> int:
     from capsa import jsonfast
     from capsa.container import Container
     from capsa.errors import StateError
+    from capsa.process import wait_for_oom
 
     container = Container.load(g.root, parsed.args[0])
-    oom = None if parsed.stats else _oom_watch(container)
+    oom = None if parsed.stats else container.oom_watch()
     while True:
         try:
             data = container.stats()
@@ -41,34 +41,13 @@ def run(g, argv: list[str]) -> int:
         _emit(jsonfast, {"type": "stats", "id": container.id, "data": data})
         if parsed.stats:
             return 0
-        if _wait_for_oom(oom, interval):
+        if wait_for_oom(oom, interval):
             _emit(jsonfast, {"type": "oom", "id": container.id})
 
 
 def _emit(jsonfast, event: dict) -> None:
     sys.stdout.write(jsonfast.dumps(event) + "\n")
     sys.stdout.flush()
-
-
-def _oom_watch(container):
-    """v1: an eventfd on memory.oom_control; v2: inotify on memory.events; None without memory."""
-    cgroup = container.cgroup()
-    return None if cgroup is None else cgroup.oom_watch()
-
-
-def _wait_for_oom(watch, timeout: float) -> bool:
-    """Sleep for the interval, or less if the container hits its memory limit (then True)."""
-    if watch is None:
-        time.sleep(timeout)
-        return False
-    import select
-
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        readable, _, _ = select.select([watch], [], [], remaining)
-        if readable and watch.fired():
-            return True
-    return False
 
 
 def _seconds(text: str) -> float:

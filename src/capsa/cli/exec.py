@@ -50,22 +50,24 @@ def run(g, argv: list[str]) -> int:
                              ignore_paused=parsed.ignore_paused, sub_cgroup=parsed.cgroup, warn=g.warn)
         _write_pid_file(parsed.pid_file, pid)
         return 0
-    from capsa import linux
-    from capsa.cli.run import wait_forwarding_signals
+    from capsa import process as processes
+    from capsa.cli.run import exit_code
 
-    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)  # the exec'd process is forked by a child that exits
+    processes.become_subreaper()  # the exec'd process is forked by a child that exits
     proxy = None
     if process.get("terminal") and not parsed.console_socket:
-        from capsa.cli.terminal import TerminalProxy
+        from capsa.terminal import TerminalProxy
 
         proxy = TerminalProxy()
     pid = container.exec(process, console_socket=parsed.console_socket, console_fd=proxy.child_end if proxy else None,
                          preserve_fds=parsed.preserve_fds, ignore_paused=parsed.ignore_paused, sub_cgroup=parsed.cgroup,
                          warn=g.warn)
+    # Our child now (we are its subreaper): its pid cannot be reused before we reap it.
+    handle = processes.Process.open(pid)
     _write_pid_file(parsed.pid_file, pid)
     if proxy:
         proxy.receive_master()
-    return wait_forwarding_signals(pid, proxy)
+    return exit_code(processes.supervise(handle, proxy))
 
 
 def _process(container, parsed) -> dict:

@@ -51,17 +51,18 @@ def run(g, argv: list[str]) -> int:
 
     options = CriuOptions(**{flag.key: getattr(parsed, flag.key) for flag in CRIU_FLAGS})
     if not parsed.detach and not parsed.no_subreaper:
-        from capsa import linux
+        from capsa import process
 
         # The restored init is our child (criu --restore-sibling); as a subreaper we also reap
         # what it leaves behind, as runc restore does.
-        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+        process.become_subreaper()
     container = Container.restore(g.root, parsed.args[0], parsed.bundle or ".", g.criu, options,
                                   console_socket=parsed.console_socket, pid_file=parsed.pid_file)
     if parsed.detach:
         return 0
-    from capsa.cli.run import wait_forwarding_signals
+    from capsa import process
+    from capsa.cli.run import exit_code
 
-    code = wait_forwarding_signals(container.pid, None)
+    status = process.supervise(container.init_process())
     container.delete(force=True, warn=g.warn)
-    return code
+    return exit_code(status)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import posix
-
 from capsa.cli import command_usage, parse_command, require_args
 from capsa.cli.create import FLAGS as CREATE_FLAGS
 from capsa.cli.create import create_from_flags
@@ -31,17 +29,17 @@ def run(g, argv: list[str]) -> int:
     if parsed.detach:
         container = create_from_flags(g, parsed)
         return _start_or_clean(container, g)
-    from capsa import linux
+    from capsa import process
 
     # The init is forked by an intermediate child that exits: as a subreaper we inherit the init
     # and can wait for it.
-    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    process.become_subreaper()
     from capsa.spec import load_bundle
 
     spec = load_bundle(parsed.bundle or ".")
     proxy = None
     if not parsed.console_socket and spec["process"].get("terminal"):
-        from capsa.cli.terminal import TerminalProxy
+        from capsa.terminal import TerminalProxy
 
         proxy = TerminalProxy()
     container = create_from_flags(g, parsed, console_fd=proxy.child_end if proxy else None, spec=spec)
@@ -50,10 +48,20 @@ def run(g, argv: list[str]) -> int:
     status = _start_or_clean(container, g)
     if status:
         return status
-    code = wait_forwarding_signals(container.pid, proxy)
-    if not parsed.keep:
-        container.delete(force=True, warn=g.warn)
-    return code
+    exit_status = process.supervise(container.init_process(), proxy)
+    if parsed.keep:
+        container.record_exit(exit_status)
+    else:
+        from capsa.cli.delete import delete_container
+
+        delete_container(g, container, force=True)  # a sandbox's member leaves it
+    return exit_code(exit_status)
+
+
+def exit_code(status) -> int:
+    """The shell's exit code of a supervised process (1 if its status could not be learnt: it was
+    not our child after all)."""
+    return status.exit_code if status.known else 1
 
 
 def _start_or_clean(container, g) -> int:
@@ -63,31 +71,3 @@ def _start_or_clean(container, g) -> int:
         container.delete(force=True)
         raise
     return 0
-
-
-def wait_forwarding_signals(pid: int, proxy) -> int:
-    """Wait for the init, passing on every signal we get; return its exit code the shell's way."""
-    import _signal
-
-    def forward(signum, frame):
-        try:
-            posix.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for signum in range(1, _signal.NSIG):
-        if signum in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, _signal.SIGWINCH if proxy else -1):
-            continue
-        try:
-            _signal.signal(signum, forward)
-        except (OSError, ValueError):
-            pass
-    if proxy:
-        proxy.copy_until_exit(pid)
-    while True:
-        waited, status = posix.waitpid(-1, 0)
-        if waited == pid:
-            break
-    if posix.WIFSIGNALED(status):
-        return 128 + posix.WTERMSIG(status)
-    return posix.WEXITSTATUS(status)

@@ -107,4 +107,5 @@ from capsa.linux.process import (  # noqa: F401
     sched_setattr,
     set_mempolicy,
     setrlimit,
+    thread_count,
 )

@@ -107,12 +107,35 @@ def close_range_cloexec(first: int) -> None:
 
 
 # -- fork into a cgroup (clone3 CLONE_INTO_CGROUP) ------------------------------------------------
+# Why a raw clone3 is safe here, and only here. glibc's fork() does more than the syscall, and a
+# raw clone3 skips all of it:
+#
+# 1. The child's tid. glibc caches each thread's kernel tid in its struct pthread (THREAD_SELF->tid),
+#    and its fork() has the kernel store the child's tid there (CLONE_CHILD_SETTID). glibc takes that
+#    cached tid as the owner of recursive and error-checking mutexes (the dynamic loader's lock, which
+#    dlopen/dlsym take, among them), as the futex word of PI and robust mutexes, and for pthread calls
+#    on pthread_self(); a raw clone3 child would carry its parent thread's tid. So we do what glibc
+#    does: pass the address of that field as clone_args.child_tid. glibc does not export where the
+#    field is: it is 0x2D0 bytes into struct pthread on x86-64 from glibc 2.34 to 2.40 (Debian 12 has
+#    2.36). That offset is capsa's one dependency on glibc's private layout; it is checked before
+#    every use (the field must hold this thread's gettid()), and a libc with another layout (or
+#    another architecture's) gets plain fork() instead: slower on cgroup2, never wrong.
+# 2. Other threads. With more than one thread, glibc's fork() takes its internal locks (every malloc
+#    arena, stdio's list lock, the loader's lock) around the syscall and resets them in the child,
+#    runs pthread_atfork handlers, and tells the child it has one thread. A raw clone3 copies a lock
+#    that another thread holds at that instant, held, into a child where no thread will ever release
+#    it: the child hangs in its next malloc, or in the glibc fork() that forks the container's init,
+#    which locks every arena (__malloc_fork_lock_parent: seen with busy threads in the caller,
+#    tests/integration/test_process.py). Nothing done from here could make that safe, so a process
+#    with other threads never clones this way: fork_into_cgroup returns None, launch forks with
+#    glibc's fork() and the child joins its cgroup2 directory through cgroup.procs (paying the RCU
+#    grace period that being born there saves). The capsa command is single-threaded: it always
+#    takes the fast path; a threaded Python program (a manager, the Python API) the safe one.
 CLONE_CHILD_SETTID = 0x01000000
 CLONE_INTO_CGROUP = 0x200000000
 _SIGCHLD = 17  # the child's exit signal, as fork()'s (x86-64 and the asm-generic architectures)
-# Where glibc (2.34 .. 2.40 on x86-64) keeps a thread's kernel tid in its struct pthread. Checked
-# against gettid() before use: a libc with another layout (or another architecture's) falls back
-# to plain fork().
+# Where glibc (2.34 .. 2.40 on x86-64) keeps a thread's kernel tid in its struct pthread (see 1.
+# above). Checked against gettid() before use.
 _PTHREAD_TID_OFFSET = 0x2D0
 
 
@@ -123,9 +146,16 @@ def _own_tid_address() -> int | None:
     return address if c_uint.from_address(address).value == syscall("gettid") else None
 
 
+def thread_count() -> int:
+    """How many threads this process has (/proc/self/task has one entry per thread)."""
+    return len(posix.listdir("/proc/self/task"))
+
+
 def fork_into_cgroup(cgroup_fd: int) -> int | None:
-    """fork(), with the child born in the cgroup2 directory `cgroup_fd`; None if not possible here
-    (an older kernel, an unknown libc layout or architecture).
+    """fork(), with the child born in the cgroup2 directory `cgroup_fd`; None if not possible here:
+    an old kernel, a libc whose layout (or an architecture whose numbers) we do not know, or a
+    process with other threads (see the comment above: only a single-threaded process may bypass
+    glibc's fork()).
 
     Why: writing another process's pid to a cgroup.procs file takes the kernel's global
     cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period (5-20 ms here),
@@ -146,6 +176,8 @@ def fork_into_cgroup(cgroup_fd: int) -> int | None:
     args = _struct.pack("11Q", CLONE_INTO_CGROUP | CLONE_CHILD_SETTID, 0, tid_address, 0, _SIGCHLD, 0, 0, 0, 0, 0,
                         cgroup_fd)
     pid, error = _clone3(clone3, args)
+    if pid is None:  # another thread appeared
+        return None
     if pid < 0:
         if error in (ENOSYS, E2BIG, EINVAL):  # older kernel: no clone3 or no cgroup flag
             return None
@@ -153,12 +185,18 @@ def fork_into_cgroup(cgroup_fd: int) -> int | None:
     return pid
 
 
-def _clone3(number: int, args: bytes) -> tuple[int, int]:
-    """The raw clone3 between the interpreter's fork hooks: (pid, errno); pid 0 in the child."""
+def _clone3(number: int, args: bytes) -> tuple[int | None, int]:
+    """The raw clone3 between the interpreter's fork hooks: (pid, errno); pid 0 in the child,
+    None (and no clone) in a process with other threads."""
     raw_syscall = function("syscall", c_long, hold_gil=True)
     before, child, parent = (function(name, hold_gil=True) for name in (
         "PyOS_BeforeFork", "PyOS_AfterFork_Child", "PyOS_AfterFork_Parent"))
     before()
+    # Counted after the interpreter's before-fork hooks (which could start a thread): from here to
+    # the clone3 only this thread runs, and no other can appear.
+    if thread_count() > 1:
+        parent()
+        return None, 0
     pid = raw_syscall(number, args, c_long(len(args)))
     if pid == 0:
         child()
