@@ -105,6 +105,7 @@ state = "{base}/state"
         # capsa's state root (the shim adds the namespace, k8s.io), apart from /run/containerd/runc.
         Root = "{base}/capsa-state"
 """)
+    _fake_cni(base / "cni")
     pb_dir = base / "pb"
     pb_dir.mkdir()
     subprocess.run(["protoc", f"--python_out={pb_dir}", "-I", os.path.join(HERE, "cri"), "cri_subset.proto"],
@@ -146,6 +147,29 @@ state = "{base}/state"
         path = os.path.join("/sys/fs/cgroup", controller, call.cgroup_parent.lstrip("/"))
         if os.path.isdir(path) and not os.path.islink(os.path.dirname(path)):
             os.rmdir(path)
+
+
+# A CNI plugin that configures nothing but the loopback: containerd makes the pod's network namespace and
+# asks for an address; the test needs the namespace (and 127.0.0.1 in it), not a route to the host.
+FAKE_CNI = """#!/bin/sh
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.0","0.3.1","0.4.0"]}' ;;
+ADD) nsenter --net="$CNI_NETNS" ip link set lo up
+     if [ "$(basename "$0")" = loopback ]; then name=lo address=127.0.0.1/8; else name=eth0 address=10.254.77.2/24; fi
+     printf '{"cniVersion":"0.4.0","interfaces":[{"name":"%s","sandbox":"%s"}],"ips":[{"version":"4","address":"%s","interface":0}]}' \\
+         "$name" "$CNI_NETNS" "$address" ;;
+esac
+"""
+
+
+def _fake_cni(directory) -> None:
+    (directory / "bin").mkdir(parents=True)
+    (directory / "conf").mkdir()
+    for name in ("loopback", "capsa-fake-net"):
+        (directory / "bin" / name).write_text(FAKE_CNI)
+        (directory / "bin" / name).chmod(0o755)
+    (directory / "conf" / "10-capsa-test.conflist").write_text(json.dumps(
+        {"cniVersion": "0.4.0", "name": "capsa-test", "plugins": [{"type": "capsa-fake-net"}]}))
 
 
 def _capsa_state(cri, container_id: str) -> dict:
@@ -209,3 +233,66 @@ def test_pod_sandbox_with_runtime_handler(cri):
         cri("StopPodSandbox", {"pod_sandbox_id": pod}, check=False)
         cri("RemovePodSandbox", {"pod_sandbox_id": pod}, check=False)
     assert not os.path.exists(os.path.join(cri.state_root, pod))
+
+
+def _ns(pid: int, kind: str) -> tuple[int, int]:
+    info = os.stat(f"/proc/{pid}/ns/{kind}")
+    return info.st_dev, info.st_ino
+
+
+def test_pod_containers_share_the_sandbox(cri):
+    """Two containers in one pod with its own network namespace (made by containerd, joined by path): they talk
+    over 127.0.0.1, share the hostname and the IPC namespace, keep their own mount namespace and rootfs, nest
+    their cgroups in the pod's; StopPodSandbox and RemovePodSandbox leave nothing in capsa's root or the cgroups."""
+    sandbox_config = {
+        "metadata": {"name": "capsa-pod2", "uid": "uid-2", "namespace": "default"},
+        "hostname": "capsa-pod2",
+        "log_directory": str(cri.base / "pod2-logs"),
+        "linux": {"cgroup_parent": cri.cgroup_parent,
+                  "security_context": {"namespace_options": {"network": "POD", "pid": "CONTAINER", "ipc": "POD"}}},
+    }
+    pod = cri("RunPodSandbox", {"config": sandbox_config, "runtime_handler": "capsa"})["pod_sandbox_id"]
+    members = []
+    try:
+        holder = _capsa_state(cri, pod)["pid"]
+        sandbox = json.loads(subprocess.run(capsa_command() + ["--root", cri.state_root, "sandbox", "state", pod],
+                                            capture_output=True, text=True, check=True).stdout)
+        assert sandbox["state"] == "running" and sandbox["cgroupParent"] == cri.cgroup_parent
+        for name, command in (("server", "nc -l -p 8080 < /dev/null > /got; exec sleep 1000"),
+                              ("client", "exec sleep 1000")):
+            members.append(cri("CreateContainer", {
+                "pod_sandbox_id": pod, "sandbox_config": sandbox_config,
+                "config": {"metadata": {"name": name}, "image": {"image": IMAGE}, "log_path": f"{name}.log",
+                           "command": ["sh", "-c", command]},
+            })["container_id"])
+            cri("StartContainer", {"container_id": members[-1]})
+        server, client = members
+        pids = [_capsa_state(cri, cid)["pid"] for cid in members]
+        # From the host: the pod's network, IPC and UTS namespaces (the holder's, by inode); a mount namespace each.
+        for kind in ("net", "ipc", "uts"):
+            assert _ns(pids[0], kind) == _ns(pids[1], kind) == _ns(holder, kind) != _ns(os.getpid(), kind), kind
+        assert len({_ns(p, "mnt") for p in [holder, *pids]}) == 3
+        assert sorted(m["id"] for m in sandbox_members(cri, pod)) == sorted(members)
+        # From inside: 127.0.0.1 reaches the other container; the pod's hostname; its own rootfs.
+        assert _exec(cri, client, "sh", "-c", "echo hello-pod | nc 127.0.0.1 8080")[0] == 0
+        deadline = time.monotonic() + 10
+        while _exec(cri, server, "cat", "/got")[1] != "hello-pod\n":
+            assert time.monotonic() < deadline, _exec(cri, server, "cat", "/got")
+            time.sleep(0.05)
+        assert _exec(cri, client, "cat", "/got")[0] != 0
+        assert _exec(cri, client, "hostname")[1].strip() == _exec(cri, server, "hostname")[1].strip() == "capsa-pod2"
+        assert _exec(cri, client, "readlink", "/proc/self/ns/ipc")[1] == _exec(cri, server, "readlink", "/proc/self/ns/ipc")[1]
+        for cid in [pod, *members]:
+            assert os.path.isdir(f"/sys/fs/cgroup/pids{cri.cgroup_parent}/{cid}")
+    finally:
+        cri("StopPodSandbox", {"pod_sandbox_id": pod}, check=False)
+        cri("RemovePodSandbox", {"pod_sandbox_id": pod}, check=False)
+    leftovers = [n for n in os.listdir(cri.state_root) if n != "@sandbox"]
+    assert leftovers == [] and os.listdir(os.path.join(cri.state_root, "@sandbox")) == []
+    assert [h for h in os.listdir("/sys/fs/cgroup") if os.path.isdir(f"/sys/fs/cgroup/{h}{cri.cgroup_parent}")] == []
+
+
+def sandbox_members(cri, pod: str) -> list[dict]:
+    result = subprocess.run(capsa_command() + ["--root", cri.state_root, "sandbox", "state", pod],
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)["members"]

@@ -64,7 +64,7 @@ def test_list_table_and_json(bundle):
     create(bundle, "one")
     create(bundle, "two")
     table = bundle.capsa("list").stdout.splitlines()
-    assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+    assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER", "SANDBOX"]
     assert {line.split()[0] for line in table[1:]} == {"one", "two"}
     listed = jsonfast.loads(bundle.capsa("list", "--format", "json").stdout)
     assert {c["id"]: c["status"] for c in listed} == {"one": "created", "two": "created"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -65,6 +66,7 @@ def podman(tmp_path_factory, rootfs_template):
     subprocess.run(["tar", "-C", rootfs_template, "-cf", str(archive), "."], check=True)
     run("import", str(archive), IMAGE)
     cgroups_before = _podman_cgroups()
+    run.capsa_root = str(base / "capsa-state")
     yield run
     run("rm", "--all", "--force", check=False)
     subprocess.run(["umount", "-R", str(base / "root")], capture_output=True)
@@ -141,8 +143,29 @@ def test_pod_shares_namespaces(podman):
         assert os.readlink(f"/proc/{infra_pid}/ns/net") == first[1]
         assert os.readlink(f"/proc/{infra_pid}/ns/ipc") == first[2]
         assert podman("inspect", "--format", "{{.OCIRuntime}}", infra).stdout.strip() == capsa_command()[0]
+        # capsa sees a sandbox: podman names the infra container in its members' CRI-O annotations.
+        member = podman("inspect", "--format", "{{.Id}}", "pa").stdout.strip()
+        sandbox = json.loads(subprocess.run(capsa_command() + ["--root", podman.capsa_root, "sandbox", "state", infra],
+                                            capture_output=True, text=True, check=True).stdout)
+        # (The --rm member may still be recorded, stopped: podman's exit command deletes it without --runtime-flag,
+        # so under the default root; the infra container's delete --force takes it with the sandbox.)
+        assert sandbox["state"] == "running" and member in [m["id"] for m in sandbox["members"]]
+        assert {m["status"] for m in sandbox["members"] if m["id"] != member} <= {"stopped"}, sandbox
+        # Not checked here: `pod stop` then `pod start`. podman 4.3's cleanup (conmon's exit command) calls
+        # `delete --force` without --runtime-flag, so under the default root, not this test's: the stopped records
+        # stay here and the restarted infra container's create finds its id taken. Under the default root, as
+        # podman is really used, stop and start work (tried by hand; docs/sandboxes.md).
     finally:
         podman("pod", "rm", "--force", "--time", "0", "p1", check=False)
+    # podman's cleanup may be the one that deletes the infra container, under the default root (see above): what
+    # is left under this root must be stopped, and a forced sandbox delete must then leave nothing.
+    capsa = capsa_command() + ["--root", podman.capsa_root]
+    for sandbox_id in os.listdir(os.path.join(podman.capsa_root, "@sandbox")):
+        left = json.loads(subprocess.run(capsa + ["sandbox", "state", sandbox_id], capture_output=True, text=True,
+                                         check=True).stdout)
+        assert left["state"] == "stopped", left
+        subprocess.run(capsa + ["sandbox", "delete", "--force", sandbox_id], check=True)
+    assert os.listdir(os.path.join(podman.capsa_root, "@sandbox")) == []
 
 
 def test_tty_and_host_pid_namespace(podman):

@@ -48,7 +48,23 @@ COMMANDS = {
     "features": ("features", "show the enabled features"),
     "checkpoint": ("checkpoint", "checkpoint a running container"),
     "restore": ("restore", "restore a container from a previous checkpoint"),
+    "sandbox": ("sandbox", "act on a sandbox (pod) as a whole: list, state, pause, resume, kill, delete"),
 }
+
+# The annotations that put a container in a sandbox (capsa.sandbox.TYPE_KEYS, tested equal): checked
+# here so that a container without them never loads capsa.sandbox.
+SANDBOX_TYPE_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType", "io.kubernetes.docker.type")
+
+
+def sandbox_annotated(annotations) -> bool:
+    """Does config.json (or a state record) carry a container-type annotation of a CRI family?"""
+    return bool(annotations) and any(key in annotations for key in SANDBOX_TYPE_KEYS)
+
+
+def in_sandbox(root: str, container_id: str, annotations) -> bool:
+    """Is the container a sandbox's member or holder (annotations, or a sandbox record by its id:
+    a holder adopted without annotations, as podman's infra container)?"""
+    return sandbox_annotated(annotations) or posixlite.isdir(posixlite.join(posixlite.abspath(root), "@sandbox", container_id))
 
 
 class Globals:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import posix
 
 from capsa import posixlite
-from capsa.cli import command_usage, parse_command, require_args
+from capsa.cli import command_usage, parse_command, require_args, sandbox_annotated
 from capsa.cli.flags import BOOL, INT, STRING, Flag, UsageError
 from capsa.errors import CapsaError
 
@@ -41,14 +41,14 @@ def run(g, argv: list[str]) -> int:
 def create_from_flags(g, parsed, fds: tuple[int, int | None], console_fd: int | None = None, spec: dict | None = None):
     """Container.create with the flags of create and run; writes --pid-file."""
     from capsa.container import Container
-    from capsa.create import CreateConfig
     from capsa.rootless import rootless_cgroups
 
+    if spec is None:
+        from capsa.spec import load_bundle
+
+        spec = load_bundle(parsed.bundle or ".")
     count, listen = fds
-    config = CreateConfig(
-        parsed.args[0],
-        parsed.bundle or ".",
-        spec=spec,
+    options = dict(
         console=console(parsed.console_socket, console_fd),
         inherited_fds=count,
         listen_fds=listen,
@@ -58,12 +58,20 @@ def create_from_flags(g, parsed, fds: tuple[int, int | None], console_fd: int | 
         systemd_cgroup=g.systemd_cgroup,
         warn=g.warn,
     )
-    container = Container.create(g.root, config)
+    if sandbox_annotated(spec.get("annotations")):
+        # A pod's sandbox or member (CRI annotations): the sandbox layer rewrites the spec and creates it.
+        from capsa import sandbox
+
+        container = sandbox.create_container(g.root, parsed.args[0], parsed.bundle or ".", spec, **options)
+    else:
+        container = Container.create(g.root, parsed.args[0], parsed.bundle or ".", spec=spec, **options)
     if parsed.pid_file:
         try:
             write_pid_file(parsed.pid_file, container.pid)
         except OSError as err:
-            container.delete(force=True)
+            from capsa.cli.delete import delete_container
+
+            delete_container(g, container, force=True)  # a sandbox's member leaves it
             raise CapsaError(f"cannot write pid file {parsed.pid_file}: {err.strerror}") from None
     return container
 

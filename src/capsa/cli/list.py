@@ -25,10 +25,13 @@ def run(g, argv: list[str]) -> int:
         raise UsageError(f"invalid format option {parsed.format!r}: use table or json")
     from capsa.container import Container
 
-    states = [c.state() for c in Container.list(g.root, warn=g.warn)]
+    containers = Container.list(g.root, warn=g.warn)
+    states = [c.state() for c in containers]
     owner = _owner_name()
-    for state in states:
+    sandbox_of = _sandbox_finder(g.root, containers)
+    for container, state in zip(containers, states, strict=True):
         state["owner"] = owner
+        state["sandbox"] = sandbox_of(container)
     if parsed.quiet:
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
     elif parsed.format == "json":
@@ -38,6 +41,20 @@ def run(g, argv: list[str]) -> int:
     else:
         sys.stdout.write(_table(states))
     return 0
+
+
+def _sandbox_finder(root: str, containers):
+    """container -> the id of its sandbox ("" if none); capsa.sandbox is loaded only where there
+    are sandboxes (a record of one, or annotations that name one)."""
+    from capsa import posixlite
+    from capsa.cli import sandbox_annotated
+
+    if not posixlite.isdir(posixlite.join(posixlite.abspath(root), "@sandbox")) and not any(
+            sandbox_annotated(c.record.get("annotations")) for c in containers):
+        return lambda container: ""
+    from capsa import sandbox
+
+    return lambda container: sandbox.sandbox_of(root, container.id, container.record.get("annotations")) or ""
 
 
 def _owner_name() -> str:
@@ -51,9 +68,9 @@ def _owner_name() -> str:
 
 
 def _table(states: list[dict]) -> str:
-    header = ("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")
+    header = ("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER", "SANDBOX")
     rows = [header] + [
-        (s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"]) for s in states
+        (s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"], s["sandbox"]) for s in states
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["".join(cell.ljust(widths[i] + 3) if i < len(header) - 1 else cell for i, cell in enumerate(row))

@@ -50,7 +50,9 @@ def run(g, argv: list[str]) -> int:
     if parsed.keep:
         container.record_exit(exit_status)
     else:
-        container.delete(force=True, warn=g.warn)
+        from capsa.cli.delete import delete_container
+
+        delete_container(g, container, force=True)  # a sandbox's member leaves it
     return exit_code(exit_status)
 
 
