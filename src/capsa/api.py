@@ -1,0 +1,631 @@
+"""capsa's Python API: run untrusted code in an isolated sandbox from a Python program.
+
+    import capsa
+    r = capsa.run(["python3", "-c", "print(1)"], rootfs=capsa.HostTools(), timeout=5, memory="256M")
+    with capsa.Sandbox(rootfs=capsa.HostTools(), memory="256M") as sb:
+        sb.write_file("/work/main.py", b"print(2)")
+        r = sb.run(["python3", "/work/main.py"], timeout=2)
+
+Each run is a fresh container (capsa.container.Container) made from a spec built here with the
+safe defaults (see build_spec and docs/api.md): a new user namespace mapping root inside to an
+unprivileged host range, a network namespace with loopback only, no capabilities, no_new_privs,
+a seccomp profile, a read-only root with runc's masked paths, cgroup limits, and a scratch /work
+and /tmp that are empty at the start of a run (a Sandbox keeps /work across its runs).
+
+The API is a library over the runtime's library: it never calls the CLI. It is loaded lazily
+(capsa.__getattr__), so the runtime's own start-up does not pay for it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import selectors
+import threading
+import time
+from dataclasses import dataclass
+
+from capsa.api_errors import (
+    InvalidArgumentError,
+    RootfsError,
+    SandboxClosedError,
+    SandboxError,
+    SandboxStartError,
+)
+from capsa.api_rootfs import API_DIR, HostTools, Rootfs, resolve
+from capsa.errors import CapsaError
+
+__all__ = [
+    "run", "Sandbox", "Result", "HostTools", "SandboxError", "InvalidArgumentError", "RootfsError",
+    "SandboxStartError", "SandboxClosedError", "parse_size",
+]
+
+STATE_ROOT = API_DIR + "/state"
+SANDBOX_DIR = API_DIR + "/sandboxes"
+# Root inside a sandbox is this host uid (and gid), the next 65535 ids follow: ids no host user
+# has, so a process that escapes its namespaces owns nothing of the host. /etc/subuid's entry
+# for "capsa" takes precedence.
+DEFAULT_HOST_ID = 1_300_000_000
+ID_RANGE = 65536
+PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_OUTPUT_LIMIT = 16 * 1024 * 1024
+DEFAULT_SCRATCH = 64 * 1024 * 1024
+# After the init exits the kernel kills the rest of its pid namespace; the pipes reach EOF soon.
+DRAIN_GRACE = 5.0
+_MS_NOSUID, _MS_NODEV = 2, 4
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    """How a run ended. exit_code is the shell's number (128 + signal when killed by one)."""
+
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+    signal: int | None
+    timed_out: bool
+    oom_killed: bool
+    output_truncated: bool
+    wall_time: float  # seconds, from start to exit
+    cpu_time: float  # seconds of CPU used by every process of the run (cgroup accounting)
+    peak_memory: int  # bytes, the run's cgroup high-water mark (0 if unknown)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.oom_killed or self.output_truncated)
+
+
+# -- arguments ----------------------------------------------------------------------------------
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
+          "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
+
+
+def parse_size(value, name: str = "size") -> int:
+    """Bytes from an int or a string such as "256M", "1.5G", "64KiB" (binary units)."""
+    if isinstance(value, bool):
+        raise InvalidArgumentError(name, f"expected a size (bytes or a string like '256M'), not {value!r}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip().upper()
+        digits = text.rstrip("KMGIB")
+        unit = text[len(digits):]
+        try:
+            number = int(float(digits) * _UNITS[unit])
+        except (ValueError, KeyError):
+            raise InvalidArgumentError(name, f"cannot read {value!r} as a size (bytes or a string like '256M')") from None
+    else:
+        raise InvalidArgumentError(name, f"expected a size (bytes or a string like '256M'), not {type(value).__name__}")
+    if number <= 0:
+        raise InvalidArgumentError(name, f"must be positive, not {value!r}")
+    return number
+
+
+def _positive(value, name: str, kind=float):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidArgumentError(name, f"must be a positive number, not {value!r}")
+    if kind is int and int(value) != value:
+        raise InvalidArgumentError(name, f"must be a whole number, not {value!r}")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None = None  # bytes (memory cgroup); the OOM killer ends a run above it
+    cpus: float | None = None  # CPU quota in CPUs (1.5: one and a half CPUs' time per period)
+    pids: int | None = None  # processes and threads at once
+    cpu_time: int | None = None  # seconds of CPU per process (RLIMIT_CPU)
+    file_size: int | None = None  # bytes per file written (RLIMIT_FSIZE)
+    scratch: int = DEFAULT_SCRATCH  # bytes of /work and of /tmp (tmpfs size)
+    network: bool = False
+
+    @classmethod
+    def from_arguments(cls, memory=None, cpus=None, pids=None, cpu_time=None, file_size=None, scratch=None,
+                       network=False) -> Limits:
+        if network not in (False, True):
+            raise InvalidArgumentError("network", f"must be False or True, not {network!r}")
+        if network:
+            raise InvalidArgumentError("network", "network=True is not implemented yet: sandboxes have loopback only")
+        return cls(
+            memory=None if memory is None else parse_size(memory, "memory"),
+            cpus=_positive(cpus, "cpus"),
+            pids=_positive(pids, "pids", int),
+            cpu_time=None if cpu_time is None else max(1, int(-(-_positive(cpu_time, "cpu_time") // 1))),
+            file_size=None if file_size is None else parse_size(file_size, "file_size"),
+            scratch=DEFAULT_SCRATCH if scratch is None else parse_size(scratch, "scratch"),
+            network=network,
+        )
+
+
+def _check_argv(argv) -> list[str]:
+    if isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple)) or not argv:
+        raise InvalidArgumentError("argv", f"expected a non-empty list of strings, not {argv!r}")
+    if not all(isinstance(a, str) and "\0" not in a for a in argv):
+        raise InvalidArgumentError("argv", "every argument must be a string without NUL")
+    return list(argv)
+
+
+def _check_env(env) -> list[str]:
+    if env is None:
+        return [PATH]
+    if not isinstance(env, dict):
+        raise InvalidArgumentError("env", f"expected a dict of strings, not {type(env).__name__}")
+    result = [PATH] if "PATH" not in env else []
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key or not isinstance(value, str) or "\0" in value:
+            raise InvalidArgumentError("env", f"bad entry {key!r}: names are non-empty strings without '=', values strings")
+        result.append(f"{key}={value}")
+    return result
+
+
+def _check_cwd(cwd) -> str:
+    if not isinstance(cwd, str) or not cwd.startswith("/"):
+        raise InvalidArgumentError("cwd", f"must be an absolute path inside the sandbox, not {cwd!r}")
+    return cwd
+
+
+def _check_stdin(stdin) -> bytes | None:
+    if stdin is None:
+        return None
+    if isinstance(stdin, str):
+        return stdin.encode()
+    if isinstance(stdin, (bytes, bytearray, memoryview)):
+        return bytes(stdin)
+    raise InvalidArgumentError("stdin", f"expected bytes or str, not {type(stdin).__name__}")
+
+
+def _check_timeout(timeout) -> float | None:
+    return _positive(timeout, "timeout")
+
+
+def _check_output_limit(limit) -> int:
+    return DEFAULT_OUTPUT_LIMIT if limit is None else parse_size(limit, "output_limit")
+
+
+# -- the spec -----------------------------------------------------------------------------------
+
+
+def host_id_range() -> int:
+    """The first host id root inside a sandbox maps to: /etc/subuid's range for "capsa" (if it
+    has ID_RANGE ids), else DEFAULT_HOST_ID."""
+    try:
+        with open("/etc/subuid") as f:
+            for line in f:
+                name, _, rest = line.strip().partition(":")
+                start, _, count = rest.partition(":")
+                if name == "capsa" and start.isdigit() and count.isdigit() and int(count) >= ID_RANGE:
+                    return int(start)
+    except OSError:
+        pass
+    return DEFAULT_HOST_ID
+
+
+# A blocklist (default allow): the syscalls Docker's and podman's default profile refuse to a
+# container without capabilities, plus namespace creation (a new user namespace would hand the
+# process every capability over a fresh set of kernel code). Refused with EPERM; clone3 with
+# ENOSYS so that libc falls back to clone, whose flags the filter can see, as Docker does.
+_DENIED_SYSCALLS = [
+    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module", "finit_module",
+    "fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "get_mempolicy", "init_module", "ioperm", "iopl",
+    "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mbind", "mount", "mount_setattr",
+    "move_mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at", "open_tree",
+    "perf_event_open", "personality", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace",
+    "query_module", "quotactl", "quotactl_fd", "reboot", "request_key", "set_mempolicy", "setns", "settimeofday",
+    "stime", "swapoff", "swapon", "sysfs", "syslog", "_sysctl", "umount", "umount2", "unshare", "uselib",
+    "userfaultfd", "ustat", "vm86", "vm86old", "fanotify_init", "pidfd_getfd",
+]
+_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+
+
+def default_seccomp() -> dict:
+    clone_rules = [{"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                    "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}]}
+                   for flag in _NAMESPACE_FLAGS]
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "syscalls": [
+            {"names": list(_DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+            *clone_rules,
+        ],
+    }
+
+
+def build_spec(argv: list[str], rootfs: Rootfs, limits: Limits, env: list[str], cwd: str,
+               work_source: str | None = None) -> dict:
+    """The OCI spec of one run: runc's default config made stricter (see the module's doc).
+
+    work_source: a host directory to bind at /work (a Sandbox's, kept across runs); without it
+    /work is a fresh tmpfs."""
+    from capsa.specgen import default_spec
+
+    spec = default_spec(cgroup_namespace=False)
+    host_id = host_id_range()
+    process = spec["process"]
+    process.update(terminal=False, args=argv, env=env, cwd=cwd, noNewPrivileges=True,
+                   capabilities={kind: [] for kind in ("bounding", "effective", "permitted", "ambient", "inheritable")})
+    rlimits = [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}, {"type": "RLIMIT_CORE", "hard": 0, "soft": 0}]
+    if limits.cpu_time:
+        # The soft limit sends SIGXCPU, the hard one a second later SIGKILL.
+        rlimits.append({"type": "RLIMIT_CPU", "soft": limits.cpu_time, "hard": limits.cpu_time + 1})
+    if limits.file_size:
+        rlimits.append({"type": "RLIMIT_FSIZE", "soft": limits.file_size, "hard": limits.file_size})
+    process["rlimits"] = rlimits
+    spec["root"] = {"path": rootfs.path, "readonly": True}
+    spec["hostname"] = "sandbox"
+    scratch = ["nosuid", "nodev", "mode=1777", f"size={limits.scratch}"]
+    mounts = [m for m in spec["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+    mounts += rootfs.mounts
+    mounts.append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": list(scratch)})
+    if work_source:
+        mounts.append({"destination": "/work", "type": "bind", "source": work_source,
+                       "options": ["rbind", "rw", "nosuid", "nodev"]})
+    else:
+        mounts.append({"destination": "/work", "type": "tmpfs", "source": "tmpfs", "options": list(scratch)})
+    spec["mounts"] = mounts
+    linux = spec["linux"]
+    linux["namespaces"] = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user")]
+    linux["uidMappings"] = [{"containerID": 0, "hostID": host_id, "size": ID_RANGE}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": host_id, "size": ID_RANGE}]
+    linux["maskedPaths"] = linux["maskedPaths"] + ["/proc/kallsyms", "/sys/devices/virtual/powercap"]
+    linux["seccomp"] = default_seccomp()
+    resources = linux.setdefault("resources", {})
+    if limits.memory:
+        resources["memory"] = {"limit": limits.memory}
+    if limits.cpus:
+        resources["cpu"] = {"quota": int(limits.cpus * 100_000), "period": 100_000}
+    if limits.pids:
+        resources["pids"] = {"limit": limits.pids}
+    return spec
+
+
+# -- running one container ----------------------------------------------------------------------
+
+# The container's init inherits the caller's fds 0-2 (as runc's does): they are pointed at the
+# run's pipes for the few milliseconds of its creation, under this lock. See docs/api.md.
+_STDIO_LOCK = threading.Lock()
+_counter = itertools.count()
+_setup_lock = threading.Lock()
+_set_up = False
+
+
+def _setup() -> None:
+    """Once per program: be a subreaper (the container's init is re-parented to us, so its exit
+    status is ours to learn) and clean what a crashed program using the API left."""
+    global _set_up
+    with _setup_lock:
+        if _set_up:
+            return
+        if os.geteuid() != 0:
+            raise SandboxStartError("capsa's Python API runs as root for now (rootless sandboxes are not done yet)")
+        from capsa import process
+
+        os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
+        os.makedirs(SANDBOX_DIR, mode=0o711, exist_ok=True)
+        process.become_subreaper()
+        clean_leftovers()
+        _set_up = True
+
+
+def _owner_alive(name: str) -> bool:
+    """Names of what the API makes start with the maker's pid: api-<pid>-<n>, <pid>-<n>."""
+    pid = name.removeprefix("api-").split("-", 1)[0]
+    if not pid.isdigit():
+        return True
+    return int(pid) == os.getpid() or os.path.exists(f"/proc/{pid}")
+
+
+def clean_leftovers() -> None:
+    """Delete the containers and sandbox directories of API users that are gone (crashed)."""
+    from capsa.container import Container
+
+    for container in Container.list(STATE_ROOT, warn=lambda message: None):
+        if not _owner_alive(container.id):
+            try:
+                container.delete(force=True)
+            except CapsaError:
+                pass
+    for name in os.listdir(SANDBOX_DIR) if os.path.isdir(SANDBOX_DIR) else []:
+        if not _owner_alive(name):
+            _remove_scratch(os.path.join(SANDBOX_DIR, name))
+
+
+def _new_id() -> str:
+    return f"api-{os.getpid()}-{next(_counter)}"
+
+
+def _stdin_fd(data: bytes | None) -> int:
+    if not data:
+        return os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.memfd_create("capsa-stdin", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _create(spec: dict, stdin: int, stdout: int, stderr: int):
+    """Container.create with fds 0-2 pointed at the run's; restored whatever happens."""
+    from capsa.container import Container
+
+    with _STDIO_LOCK:
+        saved = [os.dup(fd) for fd in (0, 1, 2)]
+        try:
+            for target, fd in enumerate((stdin, stdout, stderr)):
+                os.dup2(fd, target)
+            return Container.create(STATE_ROOT, _new_id(), API_DIR, spec=spec, rootless_cgroups=False)
+        finally:
+            for target, fd in enumerate(saved):
+                os.dup2(fd, target)
+                os.close(fd)
+
+
+class _Output:
+    """Collects one pipe up to a shared cap; past it the pipe is closed (the writer gets EPIPE)."""
+
+    def __init__(self, fd: int, budget: list[int]):
+        self.fd, self.budget, self.chunks, self.truncated = fd, budget, [], False
+
+    def read(self) -> bool:
+        """Read what is there; False at EOF or once truncated (then closed)."""
+        data = os.read(self.fd, 65536)
+        if not data:
+            return False
+        if len(data) > self.budget[0]:
+            data = data[: self.budget[0]]
+            self.truncated = True
+        self.budget[0] -= len(data)
+        self.chunks.append(data)
+        return not self.truncated
+
+    def value(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def run_spec(spec: dict, stdin: bytes | None, timeout: float | None, output_limit: int) -> Result:
+    """Create, start, supervise and delete one container; the Result of its run."""
+    _setup()
+    stdin_fd = _stdin_fd(stdin)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    container = None
+    try:
+        try:
+            container = _create(spec, stdin_fd, out_w, err_w)
+        except CapsaError as err:
+            raise SandboxStartError(f"cannot create the sandbox: {err}") from err
+        finally:
+            for fd in (stdin_fd, out_w, err_w):
+                os.close(fd)
+        try:
+            container.start()
+        except CapsaError as err:
+            raise SandboxStartError(f"cannot start the sandbox: {err}") from err
+        return _supervise(container, out_r, err_r, timeout, output_limit)
+    finally:
+        os.close(out_r)
+        os.close(err_r)
+        if container is not None:
+            container.delete(force=True)
+
+
+def _supervise(container, out_r: int, err_r: int, timeout: float | None, output_limit: int) -> Result:
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    budget = [output_limit]
+    outputs = {out_r: _Output(out_r, budget), err_r: _Output(err_r, budget)}
+    init = container.init_process()
+    timed_out = exited = False
+    ended = None
+    with selectors.DefaultSelector() as selector:
+        for fd in outputs:
+            selector.register(fd, selectors.EVENT_READ)
+        selector.register(init.fileno(), selectors.EVENT_READ)
+        while selector.get_map() and not (exited and len(selector.get_map()) == 0):
+            now = time.monotonic()
+            if exited and now > ended + DRAIN_GRACE or deadline is not None and now > deadline and not timed_out:
+                timed_out = timed_out or not exited
+                _kill_all(container)
+                deadline = None
+                ended = ended or now
+            wait = None if deadline is None else max(0.0, deadline - now)
+            if exited:
+                wait = max(0.0, ended + DRAIN_GRACE - now) if wait is None else min(wait, ended + DRAIN_GRACE - now)
+            for key, _ in selector.select(wait):
+                if key.fd == init.fileno():
+                    selector.unregister(key.fd)
+                    exited, ended = True, time.monotonic()
+                elif not outputs[key.fd].read():
+                    selector.unregister(key.fd)
+            if exited and not any(fd in selector.get_map() for fd in outputs):
+                break
+    wall_time = (ended or time.monotonic()) - started
+    if any(o.truncated for o in outputs.values()):
+        pass  # the pipes are closed by run_spec; a writer still running gets EPIPE
+    status = container.wait(timeout=30)
+    cpu_time, peak_memory = _usage(container)
+    oom_killed = bool(container.record.get("oomKilled"))
+    return Result(
+        stdout=outputs[out_r].value(), stderr=outputs[err_r].value(),
+        exit_code=status.exit_code if status.known else -1, signal=status.signal, timed_out=timed_out,
+        oom_killed=oom_killed, output_truncated=any(o.truncated for o in outputs.values()),
+        wall_time=wall_time, cpu_time=cpu_time, peak_memory=peak_memory,
+    )
+
+
+def _kill_all(container) -> None:
+    """Every process of the run, frozen first so that none forks away (the cgroup's kill)."""
+    cgroup = container.cgroup()
+    if cgroup is not None:
+        cgroup.kill_all(9)
+    try:
+        os.kill(container.pid, 9)
+    except ProcessLookupError:
+        pass
+
+
+def _usage(container) -> tuple[float, int]:
+    from capsa.cgroups import stats
+
+    cgroup = container.cgroup()
+    if cgroup is None:
+        return 0.0, 0
+    try:
+        data = stats(cgroup)
+    except OSError:
+        return 0.0, 0
+    cpu = ((data.get("cpu") or {}).get("usage") or {}).get("total") or 0
+    memory = ((data.get("memory") or {}).get("usage") or {}).get("max") or 0
+    return cpu / 1e9, memory
+
+
+# -- public entry points ------------------------------------------------------------------------
+
+
+def run(argv, *, rootfs, timeout=None, memory=None, cpus=None, pids=None, network=False, stdin=None, env=None,
+        cwd="/work", output_limit=None, cpu_time=None, file_size=None, scratch=None) -> Result:
+    """Run argv in a fresh sandbox and return its Result; see docs/api.md.
+
+    rootfs: a root directory, an OCI bundle or capsa.HostTools(). timeout: seconds of wall time,
+    after which every process of the run is killed (timed_out). memory, file_size, scratch,
+    output_limit: sizes (bytes or "256M"). cpus: CPU quota. pids: processes at once. cpu_time:
+    seconds of CPU per process. env: the whole environment (PATH added if missing); nothing of
+    the caller's leaks in. stdin: bytes given on standard input."""
+    argv = _check_argv(argv)
+    limits = Limits.from_arguments(memory, cpus, pids, cpu_time, file_size, scratch, network)
+    env_list, cwd = _check_env(env), _check_cwd(cwd)
+    stdin, timeout, output_limit = _check_stdin(stdin), _check_timeout(timeout), _check_output_limit(output_limit)
+    spec = build_spec(argv, resolve(rootfs), limits, env_list, cwd)
+    return run_spec(spec, stdin, timeout, output_limit)
+
+
+class Sandbox:
+    """A sandbox whose /work persists across its runs; each run is otherwise fresh (new
+    processes, /tmp, IPC, network namespace). A context manager; close() removes /work.
+
+    write_file/read_file reach /work only, resolved inside it (a symlink a run planted cannot
+    lead them out)."""
+
+    def __init__(self, *, rootfs, memory=None, cpus=None, pids=None, network=False, timeout=None, scratch=None,
+                 cpu_time=None, file_size=None, output_limit=None, env=None):
+        self._limits = Limits.from_arguments(memory, cpus, pids, cpu_time, file_size, scratch, network)
+        self._timeout = _check_timeout(timeout)
+        self._output_limit = _check_output_limit(output_limit)
+        self._env = env
+        _check_env(env)
+        self._rootfs = resolve(rootfs)
+        _setup()
+        self._lock = threading.Lock()
+        self._work = _make_scratch(self._limits.scratch)
+        self._closed = False
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                _remove_scratch(os.path.dirname(self._work))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxClosedError("the sandbox is closed")
+
+    def run(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None) -> Result:
+        """Run argv in the sandbox (a fresh container over this sandbox's /work)."""
+        self._check_open()
+        argv = _check_argv(argv)
+        env_list = _check_env(self._env if env is None else env)
+        cwd = _check_cwd(cwd)
+        stdin = _check_stdin(stdin)
+        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        output_limit = self._output_limit if output_limit is None else _check_output_limit(output_limit)
+        spec = build_spec(argv, self._rootfs, self._limits, env_list, cwd, work_source=self._work)
+        return run_spec(spec, stdin, timeout, output_limit)
+
+    def write_file(self, path: str, data, mode: int = 0o644) -> None:
+        """Write data (bytes or str) to path under /work, owned by the sandbox's root."""
+        self._check_open()
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentError("data", f"expected bytes or str, not {type(data).__name__}")
+        fd = self._open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchown(fd, host_id_range(), host_id_range())
+        finally:
+            os.close(fd)
+
+    def read_file(self, path: str) -> bytes:
+        """The content of path under /work."""
+        self._check_open()
+        fd = self._open(path, os.O_RDONLY)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def _open(self, path: str, flags: int, mode: int = 0) -> int:
+        from capsa import linux
+
+        if not isinstance(path, str) or not (path == "/work" or path.startswith("/work/")):
+            raise InvalidArgumentError("path", f"must be a path under /work, not {path!r}")
+        relative = path[len("/work"):].lstrip("/")
+        if not relative:
+            raise InvalidArgumentError("path", "names /work itself, not a file in it")
+        root = os.open(self._work, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return linux.openat2(root, relative, flags | os.O_CLOEXEC | os.O_NOFOLLOW,
+                                 linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS, mode)
+        except FileNotFoundError:
+            raise SandboxError(f"{path}: no such file in the sandbox") from None
+        except OSError as err:
+            raise SandboxError(f"{path}: {err.strerror}") from None
+        finally:
+            os.close(root)
+
+
+def _make_scratch(size: int) -> str:
+    """A tmpfs of `size` bytes for a Sandbox's /work, owned by the sandbox's root."""
+    from capsa import linux
+
+    host_id = host_id_range()
+    directory = os.path.join(SANDBOX_DIR, f"{os.getpid()}-{next(_counter)}")
+    work = os.path.join(directory, "work")
+    os.makedirs(work, mode=0o755)
+    try:
+        linux.mount("tmpfs", work, "tmpfs", _MS_NOSUID | _MS_NODEV,
+                    f"size={size},mode=0755,uid={host_id},gid={host_id}")
+    except BaseException:
+        _remove_scratch(directory)
+        raise
+    return work
+
+
+def _remove_scratch(directory: str) -> None:
+    import shutil
+
+    from capsa import linux
+
+    try:
+        linux.umount2(os.path.join(directory, "work"), linux.MNT_DETACH)
+    except OSError:
+        pass
+    shutil.rmtree(directory, ignore_errors=True)
