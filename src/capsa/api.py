@@ -374,7 +374,8 @@ class _Output:
         self.fd, self.budget, self.chunks, self.truncated = fd, budget, [], False
 
     def read(self) -> bool:
-        """Read what is there; False at EOF or once truncated (then closed)."""
+        """Read what is there; False at EOF or once truncated: then the pipe is closed, so that
+        a writer that goes on gets EPIPE (SIGPIPE) rather than blocking until the timeout."""
         data = os.read(self.fd, 65536)
         if not data:
             return False
@@ -384,6 +385,11 @@ class _Output:
         self.budget[0] -= len(data)
         self.chunks.append(data)
         return not self.truncated
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def value(self) -> bytes:
         return b"".join(self.chunks)
@@ -396,6 +402,7 @@ def run_spec(spec: dict, stdin: bytes | None, timeout: float | None, output_limi
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     container = None
+    supervised = False
     try:
         try:
             container = _create(spec, stdin_fd, out_w, err_w)
@@ -408,56 +415,66 @@ def run_spec(spec: dict, stdin: bytes | None, timeout: float | None, output_limi
             container.start()
         except CapsaError as err:
             raise SandboxStartError(f"cannot start the sandbox: {err}") from err
-        return _supervise(container, out_r, err_r, timeout, output_limit)
+        supervised = True
+        return _supervise(container, out_r, err_r, timeout, output_limit)  # closes out_r and err_r
     finally:
-        os.close(out_r)
-        os.close(err_r)
+        if not supervised:
+            os.close(out_r)
+            os.close(err_r)
         if container is not None:
             container.delete(force=True)
 
 
 def _supervise(container, out_r: int, err_r: int, timeout: float | None, output_limit: int) -> Result:
     started = time.monotonic()
-    deadline = None if timeout is None else started + timeout
     budget = [output_limit]
     outputs = {out_r: _Output(out_r, budget), err_r: _Output(err_r, budget)}
+    try:
+        timed_out, ended = _collect(container, outputs, None if timeout is None else started + timeout)
+    finally:
+        for output in outputs.values():
+            output.close()
+    status = container.wait(timeout=30)
+    cpu_time, peak_memory = _usage(container)
+    return Result(
+        stdout=outputs[out_r].value(), stderr=outputs[err_r].value(),
+        exit_code=status.exit_code if status.known else -1, signal=status.signal, timed_out=timed_out,
+        oom_killed=bool(container.record.get("oomKilled")),
+        output_truncated=any(o.truncated for o in outputs.values()),
+        wall_time=ended - started, cpu_time=cpu_time, peak_memory=peak_memory,
+    )
+
+
+def _collect(container, outputs: dict[int, _Output], deadline: float | None) -> tuple[bool, float]:
+    """Read the run's output until its init has exited and the pipes are at EOF; kill the whole
+    run at the deadline, or if its pipes stay open DRAIN_GRACE seconds after the init exited
+    (a process that left the pid namespace's reach cannot exist, but no wait is unbounded).
+    Returns (timed out, when the init exited)."""
     init = container.init_process()
-    timed_out = exited = False
+    timed_out = killed = False
     ended = None
     with selectors.DefaultSelector() as selector:
         for fd in outputs:
             selector.register(fd, selectors.EVENT_READ)
         selector.register(init.fileno(), selectors.EVENT_READ)
-        while selector.get_map() and not (exited and len(selector.get_map()) == 0):
+        while len(selector.get_map()):
             now = time.monotonic()
-            if exited and now > ended + DRAIN_GRACE or deadline is not None and now > deadline and not timed_out:
-                timed_out = timed_out or not exited
+            limit = deadline if ended is None else ended + DRAIN_GRACE
+            if limit is not None and now >= limit:
+                if killed:
+                    break  # killed and still not at EOF: give up on what is left unread
+                timed_out, killed = ended is None, True
                 _kill_all(container)
-                deadline = None
-                ended = ended or now
-            wait = None if deadline is None else max(0.0, deadline - now)
-            if exited:
-                wait = max(0.0, ended + DRAIN_GRACE - now) if wait is None else min(wait, ended + DRAIN_GRACE - now)
-            for key, _ in selector.select(wait):
+                deadline, ended = None, ended or now
+                limit = now + DRAIN_GRACE
+            for key, _ in selector.select(None if limit is None else max(0.0, limit - now)):
                 if key.fd == init.fileno():
                     selector.unregister(key.fd)
-                    exited, ended = True, time.monotonic()
+                    ended = ended or time.monotonic()
                 elif not outputs[key.fd].read():
                     selector.unregister(key.fd)
-            if exited and not any(fd in selector.get_map() for fd in outputs):
-                break
-    wall_time = (ended or time.monotonic()) - started
-    if any(o.truncated for o in outputs.values()):
-        pass  # the pipes are closed by run_spec; a writer still running gets EPIPE
-    status = container.wait(timeout=30)
-    cpu_time, peak_memory = _usage(container)
-    oom_killed = bool(container.record.get("oomKilled"))
-    return Result(
-        stdout=outputs[out_r].value(), stderr=outputs[err_r].value(),
-        exit_code=status.exit_code if status.known else -1, signal=status.signal, timed_out=timed_out,
-        oom_killed=oom_killed, output_truncated=any(o.truncated for o in outputs.values()),
-        wall_time=wall_time, cpu_time=cpu_time, peak_memory=peak_memory,
-    )
+                    outputs[key.fd].close()
+    return timed_out, ended if ended is not None else time.monotonic()
 
 
 def _kill_all(container) -> None:

@@ -118,8 +118,22 @@ def resolve(rootfs) -> Rootfs:
         path = os.path.join(path, root) if not os.path.isabs(root) else root
         if not os.path.isdir(path):
             raise RootfsError(f"rootfs {path} (root.path of the bundle's config.json): not a directory")
+    _check_reachable(path)
     _ensure_mount_point(path, "work")
     return Rootfs(path)
+
+
+def _check_reachable(path: str) -> None:
+    """The sandbox's root (an unprivileged host uid) mounts its rootfs from inside its user
+    namespace: every directory down to it must be searchable by others."""
+    current = path
+    while True:
+        if not os.stat(current).st_mode & 0o001:
+            raise RootfsError(f"{path}: the sandbox's root (an unprivileged host uid) cannot reach it: {current} is "
+                              "not searchable by others (chmod o+x it, or keep rootfs trees out of private directories)")
+        if current == "/":
+            return
+        current = os.path.dirname(current)
 
 
 def _ensure_mount_point(root: str, name: str) -> None:

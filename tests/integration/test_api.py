@@ -1,0 +1,271 @@
+"""capsa's Python API (capsa.run, capsa.Sandbox): real sandboxes, adversarial programs.
+
+Each scenario runs in a Python program of its own: the API makes its caller a subreaper, which
+must not stay with the test process. Every run has a timeout; nothing asserts timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from capsa.bundle import make_rootfs
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the API's sandboxes are made as root")
+
+STATE_ROOT = "/run/capsa-api/state"
+
+PRELUDE = """
+import json, os, sys
+import capsa
+ROOTFS = sys.argv[1]
+
+def show(r):
+    print(json.dumps({k: (v.decode(errors="replace") if isinstance(v, bytes) else v) for k, v in vars(r).items()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("api") / "rootfs"
+    make_rootfs(str(path))
+    searchable(path)
+    return str(path)
+
+
+def searchable(path) -> None:
+    """The sandbox's root (an unprivileged host uid) must reach the rootfs."""
+    path = str(path)
+    while path != "/":
+        os.chmod(path, os.stat(path).st_mode | 0o055)
+        path = os.path.dirname(path)
+
+
+def scenario(rootfs: str, code: str, timeout: float = 120) -> list:
+    """Run code after PRELUDE in a program of its own; each line it prints is JSON."""
+    result = subprocess.run([sys.executable, "-c", PRELUDE + code, rootfs], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def one(rootfs: str, call: str, timeout: float = 120) -> dict:
+    return scenario(rootfs, f"show({call})", timeout)[0]
+
+
+def leftovers(pid: int | None = None) -> list[str]:
+    """Containers the API left in its state root, and cgroups named after them."""
+    names = os.listdir(STATE_ROOT) if os.path.isdir(STATE_ROOT) else []
+    found = [n for n in names if n.startswith("api-") and (pid is None or n.startswith(f"api-{pid}-"))]
+    for hierarchy in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
+        for directory, subdirs, _ in os.walk(hierarchy):
+            found += [os.path.join(directory, d) for d in subdirs if d.startswith("api-")]
+            if directory.count("/") > 6:
+                subdirs.clear()
+    return found
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+# -- output and exit codes ----------------------------------------------------------------------
+def test_output_exit_code_and_accounting(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'echo out; echo err >&2; exit 3'], rootfs=ROOTFS, timeout=30)")
+    assert (r["stdout"], r["stderr"], r["exit_code"], r["signal"]) == ("out\n", "err\n", 3, None)
+    assert not (r["timed_out"] or r["oom_killed"] or r["output_truncated"])
+    assert r["cpu_time"] > 0 and r["peak_memory"] > 0
+
+
+def test_stdin_env_and_cwd_are_the_callers_choice_and_nothing_of_the_host_leaks(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'cat; pwd; env | sort'], rootfs=ROOTFS, timeout=30, stdin=b'in\\n', "
+                    "cwd='/tmp', env={'A': 'b'})")
+    lines = r["stdout"].splitlines()
+    assert lines[:2] == ["in", "/tmp"]
+    names = {line.split("=", 1)[0] for line in lines[2:]}
+    assert {"A", "PATH"} <= names and not names & {"USER", "LOGNAME", "SSH_AUTH_SOCK", "PYTHONPATH", "VIRTUAL_ENV"}
+
+
+def test_host_python_runs_in_the_host_tools_view(rootfs):
+    r = one(rootfs, "capsa.run(['python3', '-c', 'import sys; print(sys.version_info[0])'], "
+                    "rootfs=capsa.HostTools(), timeout=60)")
+    assert (r["stdout"], r["exit_code"]) == ("3\n", 0), r["stderr"]
+
+
+def test_an_oci_bundle_is_a_rootfs(rootfs, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"root": {"path": rootfs}}))
+    searchable(bundle)
+    r = one(str(bundle), "capsa.run(['echo', 'bundled'], rootfs=ROOTFS, timeout=30)")
+    assert r["stdout"] == "bundled\n"
+
+
+# -- isolation ----------------------------------------------------------------------------------
+def test_root_inside_is_an_unprivileged_host_id_without_capabilities_and_with_seccomp(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'cat /proc/self/uid_map; grep -E \"^(CapEff|CapBnd|NoNewPrivs|Seccomp):\" "
+                    "/proc/self/status; id -u'], rootfs=ROOTFS, timeout=30)")
+    lines = r["stdout"].split("\n")
+    inside, host, _ = lines[0].split()
+    assert inside == "0" and int(host) >= 65536
+    fields = dict(line.split(":\t") for line in lines[1:5])
+    assert fields == {"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
+    assert lines[5] == "0"
+
+
+def test_namespace_creation_and_mount_are_refused(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'unshare -U true && echo unshared; mount -t tmpfs t /tmp && echo mounted; "
+                    "echo done'], rootfs=ROOTFS, timeout=30)")
+    assert r["stdout"] == "done\n"
+
+
+def test_writes_to_the_rootfs_are_refused(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'for f in /bin/planted /etc/planted /planted; do echo x > $f && echo $f; "
+                    "done; echo done'], rootfs=ROOTFS, timeout=30)")
+    assert r["stdout"] == "done\n"
+    assert not any(os.path.exists(os.path.join(rootfs, p)) for p in ("bin/planted", "etc/planted", "planted"))
+
+
+def test_network_is_loopback_only(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'tail -n +3 /proc/net/dev | cut -d: -f1; nc -w 2 1.1.1.1 80 </dev/null "
+                    "&& echo connected; echo done'], rootfs=ROOTFS, timeout=30)")
+    assert r["stdout"].split() == ["lo", "done"]
+
+
+def test_host_files_outside_the_rootfs_are_unreachable(rootfs, tmp_path):
+    secret = tmp_path / f"secret-{uuid.uuid4().hex}"
+    secret.write_text("host secret")
+    searchable(tmp_path)  # only the sandbox stands between the run and the file
+    r = one(rootfs, f"capsa.run(['sh', '-c', 'cat {secret} /etc/shadow /proc/1/root/etc/shadow; "
+                    f"cat /tmp/{secret.name}; echo done'], rootfs=capsa.HostTools(), timeout=30)")
+    assert "host secret" not in r["stdout"] and "root:" not in r["stdout"]
+    assert r["stdout"].endswith("done\n")
+
+
+# -- limits -------------------------------------------------------------------------------------
+def test_timeout_kills_a_process_tree_that_ignores_sigterm(rootfs):
+    marker = str(900000 + os.getpid() % 90000)
+    r = one(rootfs, f"capsa.run(['sh', '-c', 'trap \"\" TERM; (trap \"\" TERM; exec sleep {marker}) & "
+                    f"setsid sleep {marker} & sleep {marker}'], rootfs=ROOTFS, timeout=1)")
+    assert r["timed_out"] and r["signal"] == 9 and r["exit_code"] == 137
+    assert processes_with(f"sleep\0{marker}") == []
+
+
+def test_memory_hog_is_oom_killed(rootfs):
+    # dd's 64 MiB buffer does not fit under 16 MiB: the kernel's OOM killer ends it.
+    r = one(rootfs, "capsa.run(['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], rootfs=ROOTFS, "
+                    "memory='16M', timeout=30)")
+    assert r["oom_killed"] and r["signal"] == 9 and not r["timed_out"]
+
+
+def test_fork_bomb_is_contained_by_the_pids_limit(rootfs):
+    code = "i=0; while [ $i -lt 200 ]; do sleep 30 & echo started; i=$((i+1)); done"
+    r = one(rootfs, f"capsa.run(['sh', '-c', {code!r}], rootfs=ROOTFS, pids=16, timeout=20)")
+    assert 0 < r["stdout"].count("started") < 16 and "can't fork" in r["stderr"]
+    # A real fork bomb ends at the timeout, and the host still forks.
+    r = one(rootfs, "capsa.run(['sh', '-c', 'b() { b | b & }; b; sleep 30'], rootfs=ROOTFS, pids=32, timeout=2)")
+    assert r["timed_out"] or r["exit_code"] != 0
+    assert subprocess.run(["true"], timeout=10).returncode == 0
+    assert leftovers() == []
+
+
+def test_huge_output_is_truncated_at_the_cap_and_reported(rootfs):
+    r = one(rootfs, "capsa.run(['yes'], rootfs=ROOTFS, output_limit='64K', timeout=20)")
+    assert r["output_truncated"] and len(r["stdout"]) == 64 * 1024 and not r["timed_out"]
+    r = one(rootfs, "capsa.run(['sh', '-c', 'echo small'], rootfs=ROOTFS, output_limit='64K', timeout=20)")
+    assert not r["output_truncated"]
+
+
+def test_file_size_limit(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'dd if=/dev/zero of=/work/big bs=1k count=100 2>/dev/null; "
+                    "wc -c < /work/big'], rootfs=ROOTFS, file_size='10K', timeout=20)")
+    assert int(r["stdout"]) <= 10 * 1024
+
+
+# -- scratch and sandboxes ----------------------------------------------------------------------
+def test_a_run_cannot_see_what_an_earlier_run_left(rootfs):
+    out = scenario(rootfs, """
+show(capsa.run(['sh', '-c', 'echo a > /work/left; echo b > /tmp/left; echo c > /dev/shm/left; sleep 60 &'], rootfs=ROOTFS, timeout=30))
+show(capsa.run(['sh', '-c', 'ls /work /tmp /dev/shm; pidof sleep || echo no sleep'], rootfs=ROOTFS, timeout=30))
+with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
+    show(sb.run(['sh', '-c', 'echo a > /work/kept; echo b > /tmp/left; echo c > /dev/shm/left']))
+    show(sb.run(['sh', '-c', 'ls /work /tmp /dev/shm']))
+""")
+    assert out[1]["stdout"].split() == ["/dev/shm:", "/tmp:", "/work:", "no", "sleep"]
+    assert out[3]["stdout"].split() == ["/dev/shm:", "/tmp:", "/work:", "kept"]
+
+
+def test_sandbox_files_in_and_out(rootfs):
+    out = scenario(rootfs, """
+with capsa.Sandbox(rootfs=capsa.HostTools(), memory='256M', pids=64) as sb:
+    sb.write_file('/work/main.py', "import json; json.dump({'n': int(input()) * 2}, open('/work/out.json', 'w'))")
+    show(sb.run(['python3', '/work/main.py'], stdin=b'21', timeout=60))
+    print(json.dumps(sb.read_file('/work/out.json').decode()))
+""")
+    assert out[0]["exit_code"] == 0, out[0]["stderr"]
+    assert json.loads(out[1]) == {"n": 42}
+
+
+def test_read_file_cannot_follow_a_planted_symlink_out(rootfs):
+    out = scenario(rootfs, """
+with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
+    sb.run(['sh', '-c', 'ln -s /etc/shadow /work/abs; ln -s ../../../../../../etc/shadow /work/rel'])
+    for name in ('abs', 'rel'):
+        try:
+            print(json.dumps(sb.read_file('/work/' + name).decode(errors='replace')))
+        except capsa.SandboxError as err:
+            print(json.dumps(type(err).__name__))
+""")
+    assert out == ["SandboxError", "SandboxError"]
+
+
+# -- errors -------------------------------------------------------------------------------------
+def test_bad_arguments_raise_typed_errors_and_leave_nothing(rootfs):
+    out = scenario(rootfs, """
+calls = [
+    lambda: capsa.run([], rootfs=ROOTFS),
+    lambda: capsa.run('echo hi', rootfs=ROOTFS),
+    lambda: capsa.run(['true'], rootfs=ROOTFS, memory='lots'),
+    lambda: capsa.run(['true'], rootfs=ROOTFS, timeout=-1),
+    lambda: capsa.run(['true'], rootfs='/nonexistent/rootfs'),
+    lambda: capsa.run(['true'], rootfs=ROOTFS, env={'A=B': 'c'}),
+    lambda: capsa.run(['true'], rootfs=ROOTFS, cwd='relative'),
+    lambda: capsa.run(['/no/such/program'], rootfs=ROOTFS, timeout=10),
+    lambda: capsa.Sandbox(rootfs=ROOTFS, pids=0),
+]
+for call in calls:
+    try:
+        call()
+        print(json.dumps(None))
+    except capsa.SandboxError as err:
+        print(json.dumps([type(err).__name__, isinstance(err, ValueError), str(err)]))
+print(json.dumps(os.getpid()))
+""")
+    *errors, pid = out
+    kinds = [e[0] for e in errors]
+    assert kinds[:7] == ["InvalidArgumentError"] * 4 + ["RootfsError"] + ["InvalidArgumentError"] * 2
+    assert kinds[7] == "SandboxStartError" and "/no/such/program" in errors[7][2]
+    assert kinds[8] == "InvalidArgumentError" and errors[8][2].startswith("pids:")
+    assert all(e[1] for e in errors[:7])
+    assert "memory" in errors[2][2] and "lots" in errors[2][2]
+    assert leftovers(pid) == []
+    assert not [n for n in os.listdir("/run/capsa-api/sandboxes") if n.startswith(f"{pid}-")]
+
+
+def test_import_capsa_does_not_load_the_api():
+    code = "import sys, capsa; print('capsa.api' in sys.modules); capsa.Result; print('capsa.api' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.split() == ["False", "True"]
