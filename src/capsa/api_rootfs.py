@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 
 from capsa.api_errors import RootfsError
@@ -66,12 +67,26 @@ def _ro_bind(source: str, destination: str) -> dict:
             "options": ["rbind", "ro", "nosuid", "nodev"]}
 
 
+_skeleton_lock = threading.Lock()
+
+
 def _skeleton() -> str:
-    """An empty root with a mount point for each host path HostTools may bind; made once."""
+    """An empty root with a mount point for each host path HostTools may bind; made once (a
+    program of its own may make it at the same time: each stages its copy, the first rename wins)."""
     path = os.path.join(API_DIR, "hosttools-root")
-    if os.path.isdir(os.path.join(path, "etc")) and os.path.exists(os.path.join(path, ".complete")):
-        return path
+    with _skeleton_lock:
+        if not os.path.exists(os.path.join(path, ".complete")):
+            _make_skeleton(path)
+    return path
+
+
+def _make_skeleton(path: str) -> None:
+    os.makedirs(API_DIR, mode=0o755, exist_ok=True)
     staging = f"{path}.{os.getpid()}"
+    if os.path.exists(staging):  # a crashed attempt of an earlier program with our pid
+        import shutil
+
+        shutil.rmtree(staging)
     os.makedirs(staging, mode=0o755)
     for name in SKELETON_DIRS:
         os.makedirs(os.path.join(staging, name), exist_ok=True)
@@ -95,7 +110,6 @@ def _skeleton() -> str:
         import shutil
 
         shutil.rmtree(staging, ignore_errors=True)
-    return path
 
 
 def resolve(rootfs) -> Rootfs:
@@ -143,6 +157,9 @@ def _ensure_mount_point(root: str, name: str) -> None:
         return
     try:
         os.mkdir(path, 0o755)
+    except FileExistsError:
+        if not os.path.isdir(path) or os.path.islink(path):
+            raise RootfsError(f"{root}/{name} is not a directory: the scratch area is mounted there") from None
     except OSError as err:
         raise RootfsError(f"{root} has no /{name} directory for the scratch area, and it cannot be made: "
                           f"{err.strerror}") from None
