@@ -36,7 +36,7 @@ from capsa.api_rootfs import API_DIR, HostTools, Rootfs, resolve
 from capsa.errors import CapsaError
 
 __all__ = [
-    "run", "Sandbox", "Result", "HostTools", "SandboxError", "InvalidArgumentError", "RootfsError",
+    "run", "arun", "Sandbox", "Stream", "Result", "HostTools", "SandboxError", "InvalidArgumentError", "RootfsError",
     "SandboxStartError", "SandboxClosedError", "parse_size",
 ]
 
@@ -370,21 +370,24 @@ def _create(spec: dict, stdin: int, stdout: int, stderr: int):
 class _Output:
     """Collects one pipe up to a shared cap; past it the pipe is closed (the writer gets EPIPE)."""
 
-    def __init__(self, fd: int, budget: list[int]):
-        self.fd, self.budget, self.chunks, self.truncated = fd, budget, [], False
+    def __init__(self, name: str, fd: int, budget: list[int]):
+        self.name, self.fd, self.budget, self.chunks, self.truncated = name, fd, budget, [], False
+        self.done = False
 
-    def read(self) -> bool:
-        """Read what is there; False at EOF or once truncated: then the pipe is closed, so that
-        a writer that goes on gets EPIPE (SIGPIPE) rather than blocking until the timeout."""
+    def read(self) -> bytes:
+        """Read what is there and return what is kept of it. At EOF, or once truncated, it is
+        done: the caller closes the pipe, so that a writer that goes on gets EPIPE (SIGPIPE) rather than blocking
+        until the timeout."""
         data = os.read(self.fd, 65536)
-        if not data:
-            return False
         if len(data) > self.budget[0]:
             data = data[: self.budget[0]]
             self.truncated = True
+        self.done = not data or self.truncated
         self.budget[0] -= len(data)
-        self.chunks.append(data)
-        return not self.truncated
+        if data:
+            self.chunks.append(data)
+        return data
+
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -397,6 +400,17 @@ class _Output:
 
 def run_spec(spec: dict, stdin: bytes | None, timeout: float | None, output_limit: int) -> Result:
     """Create, start, supervise and delete one container; the Result of its run."""
+    events = run_events(spec, stdin, timeout, output_limit)
+    while True:
+        try:
+            next(events)
+        except StopIteration as done:
+            return done.value
+
+
+def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_limit: int):
+    """A generator of one run: yields ("stdout" | "stderr", bytes) as the run writes, returns
+    its Result. Closed early (the consumer stops), it kills the run and deletes its container."""
     _setup()
     stdin_fd = _stdin_fd(stdin)
     out_r, out_w = os.pipe()
@@ -416,7 +430,7 @@ def run_spec(spec: dict, stdin: bytes | None, timeout: float | None, output_limi
         except CapsaError as err:
             raise SandboxStartError(f"cannot start the sandbox: {err}") from err
         supervised = True
-        return _supervise(container, out_r, err_r, timeout, output_limit)  # closes out_r and err_r
+        return (yield from _supervise(container, out_r, err_r, timeout, output_limit))  # closes out_r, err_r
     finally:
         if not supervised:
             os.close(out_r)
@@ -428,9 +442,9 @@ def run_spec(spec: dict, stdin: bytes | None, timeout: float | None, output_limi
 def _supervise(container, out_r: int, err_r: int, timeout: float | None, output_limit: int) -> Result:
     started = time.monotonic()
     budget = [output_limit]
-    outputs = {out_r: _Output(out_r, budget), err_r: _Output(err_r, budget)}
+    outputs = {out_r: _Output("stdout", out_r, budget), err_r: _Output("stderr", err_r, budget)}
     try:
-        timed_out, ended = _collect(container, outputs, None if timeout is None else started + timeout)
+        timed_out, ended = yield from _collect(container, outputs, None if timeout is None else started + timeout)
     finally:
         for output in outputs.values():
             output.close()
@@ -471,9 +485,14 @@ def _collect(container, outputs: dict[int, _Output], deadline: float | None) -> 
                 if key.fd == init.fileno():
                     selector.unregister(key.fd)
                     ended = ended or time.monotonic()
-                elif not outputs[key.fd].read():
-                    selector.unregister(key.fd)
-                    outputs[key.fd].close()
+                else:
+                    output = outputs[key.fd]
+                    data = output.read()
+                    if output.done:
+                        selector.unregister(key.fd)
+                        output.close()
+                    if data:
+                        yield output.name, data
     return timed_out, ended if ended is not None else time.monotonic()
 
 
@@ -523,6 +542,44 @@ def run(argv, *, rootfs, timeout=None, memory=None, cpus=None, pids=None, networ
     return run_spec(spec, stdin, timeout, output_limit)
 
 
+async def arun(argv, **options) -> Result:
+    """run() for asyncio: the run is supervised in a thread of the loop's default executor, so
+    that many runs go on at once (their creations take turns; see docs/api.md)."""
+    import asyncio
+
+    return await asyncio.to_thread(run, argv, **options)
+
+
+class Stream:
+    """The output of a run as it comes (Sandbox.stream): iterate for ("stdout" | "stderr", bytes);
+    then .result is its Result. A context manager: leaving it (or close()) kills an unfinished run."""
+
+    def __init__(self, events):
+        self._events = events
+        self.result: Result | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[str, bytes]:
+        if self.result is not None:
+            raise StopIteration
+        try:
+            return next(self._events)
+        except StopIteration as done:
+            self.result = done.value
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._events.close()  # GeneratorExit in the run: its container is killed and deleted
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class Sandbox:
     """A sandbox whose /work persists across its runs; each run is otherwise fresh (new
     processes, /tmp, IPC, network namespace). A context manager; close() removes /work.
@@ -561,6 +618,21 @@ class Sandbox:
 
     def run(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None) -> Result:
         """Run argv in the sandbox (a fresh container over this sandbox's /work)."""
+        return run_spec(*self._prepare(argv, stdin, timeout, cwd, env, output_limit))
+
+    async def arun(self, argv, **options) -> Result:
+        """run() for asyncio: the run is supervised in a thread of the loop's default executor."""
+        import asyncio
+
+        return await asyncio.to_thread(self.run, argv, **options)
+
+    def stream(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None) -> Stream:
+        """Run argv, giving its output as it comes: iterate the returned Stream for
+        ("stdout" | "stderr", bytes) pairs; its .result is the Result once the iteration ends.
+        Leaving the iteration early (or closing the Stream) kills the run."""
+        return Stream(run_events(*self._prepare(argv, stdin, timeout, cwd, env, output_limit)))
+
+    def _prepare(self, argv, stdin, timeout, cwd, env, output_limit) -> tuple:
         self._check_open()
         argv = _check_argv(argv)
         env_list = _check_env(self._env if env is None else env)
@@ -569,7 +641,7 @@ class Sandbox:
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
         output_limit = self._output_limit if output_limit is None else _check_output_limit(output_limit)
         spec = build_spec(argv, self._rootfs, self._limits, env_list, cwd, work_source=self._work)
-        return run_spec(spec, stdin, timeout, output_limit)
+        return spec, stdin, timeout, output_limit
 
     def write_file(self, path: str, data, mode: int = 0o644) -> None:
         """Write data (bytes or str) to path under /work, owned by the sandbox's root."""

@@ -275,3 +275,41 @@ with ThreadPoolExecutor(8) as pool:
     print(json.dumps(list(pool.map(one, range(24)))))
 """, timeout=300)
     assert out[0] == [[f"{i}\n", f"e{i}\n", 0] for i in range(24)]
+
+
+def test_stream_gives_output_as_it_comes_then_the_result(rootfs):
+    out = scenario(rootfs, """
+with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
+    stream = sb.stream(['sh', '-c', 'echo one; echo two >&2; read line; echo got $line'], stdin=b'three\\n')
+    chunks = [[name, data.decode()] for name, data in stream]
+    print(json.dumps(chunks))
+    show(stream.result)
+""")
+    chunks, result = out
+    assert "".join(d for n, d in chunks if n == "stdout") == "one\ngot three\n"
+    assert [d for n, d in chunks if n == "stderr"] == ["two\n"]
+    assert result["stdout"] == "one\ngot three\n" and result["exit_code"] == 0
+
+
+def test_leaving_a_stream_early_kills_the_run(rootfs):
+    marker = str(800000 + os.getpid() % 90000)
+    out = scenario(rootfs, f"""
+with capsa.Sandbox(rootfs=ROOTFS, timeout=60) as sb:
+    with sb.stream(['sh', '-c', 'echo started; exec sleep {marker}']) as stream:
+        for name, data in stream:
+            break
+    print(json.dumps(os.getpid()))
+""")
+    assert processes_with(f"sleep\0{marker}") == []
+    assert leftovers(out[0]) == []
+
+
+def test_arun_runs_many_at_once_from_asyncio(rootfs):
+    out = scenario(rootfs, """
+import asyncio
+async def main():
+    results = await asyncio.gather(*(capsa.arun(['sh', '-c', f'echo {i}'], rootfs=ROOTFS, timeout=60) for i in range(12)))
+    print(json.dumps([r.stdout.decode() for r in results]))
+asyncio.run(main())
+""", timeout=300)
+    assert out[0] == [f"{i}\n" for i in range(12)]
