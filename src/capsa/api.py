@@ -36,7 +36,7 @@ from capsa.api_rootfs import API_DIR, HostTools, Rootfs, resolve
 from capsa.errors import CapsaError
 
 __all__ = [
-    "run", "arun", "Sandbox", "Stream", "Result", "HostTools", "SandboxError", "InvalidArgumentError", "RootfsError",
+    "run", "arun", "Sandbox", "Stream", "Pool", "Result", "HostTools", "SandboxError", "InvalidArgumentError", "RootfsError",
     "SandboxStartError", "SandboxClosedError", "parse_size",
 ]
 
@@ -287,9 +287,6 @@ def build_spec(argv: list[str], rootfs: Rootfs, limits: Limits, env: list[str], 
 
 # -- running one container ----------------------------------------------------------------------
 
-# The container's init inherits the caller's fds 0-2 (as runc's does): they are pointed at the
-# run's pipes for the few milliseconds of its creation, under this lock. See docs/api.md.
-_STDIO_LOCK = threading.Lock()
 _counter = itertools.count()
 _setup_lock = threading.Lock()
 _set_up = False
@@ -306,11 +303,31 @@ def _setup() -> None:
             raise SandboxStartError("capsa's Python API runs as root for now (rootless sandboxes are not done yet)")
         from capsa import process
 
+        _preload()
         os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
         os.makedirs(SANDBOX_DIR, mode=0o711, exist_ok=True)
         process.become_subreaper()
         clean_leftovers()
         _set_up = True
+
+
+# What creating and exec'ing import: loaded here once, not in each forked child (_with_stdio) anew.
+_RUNTIME_MODULES = (
+    "capsa.container", "capsa.launch", "capsa.init", "capsa.rootless", "capsa.spec", "capsa.cgroups",
+    "capsa.cgroups.v1", "capsa.cgroups.v1_resources", "capsa.cgroups.v2", "capsa.cgroups.v2_resources",
+    "capsa.rootfs", "capsa.caps", "capsa.seccomp", "capsa.bpf", "capsa.lsm", "capsa.idmap", "capsa.mountopts",
+    "capsa.procfs", "capsa.process", "capsa.syncpipe", "capsa.trampoline", "capsa.hooks",
+)
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in _RUNTIME_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a module a later version renamed: then the child imports what it needs
+            pass
 
 
 def _owner_alive(name: str) -> bool:
@@ -351,20 +368,79 @@ def _stdin_fd(data: bytes | None) -> int:
     return fd
 
 
+def _reap_children(timeout: float = 2.0) -> None:
+    """In _with_stdio's child, after a failure: wait for every child it has (all of them were
+    started by the failed call), for `timeout` seconds at most."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.002)
+
+
 def _create(spec: dict, stdin: int, stdout: int, stderr: int):
-    """Container.create with fds 0-2 pointed at the run's; restored whatever happens."""
+    """Container.create, the init's fds 0-2 being stdin, stdout and stderr (see _with_stdio)."""
     from capsa.container import Container
 
-    with _STDIO_LOCK:
-        saved = [os.dup(fd) for fd in (0, 1, 2)]
+    container_id = _new_id()
+    _with_stdio(lambda: Container.create(STATE_ROOT, container_id, API_DIR, spec=spec, rootless_cgroups=False).id,
+                stdin, stdout, stderr)
+    return Container.load(STATE_ROOT, container_id)
+
+
+def _with_stdio(call, stdin: int, stdout: int, stderr: int) -> str:
+    """call() (which returns a str) in a forked child of ours whose fds 0-2 are the run's.
+
+    A container's init and an exec'd process inherit their creator's fds 0-2, as runc's do. Doing
+    that here would point this program's own stdio at the run for a while, under every thread of
+    it; the child points its own. What the child starts is forked by an intermediate process that
+    exits; the child is a subreaper while it lives, then that process is re-parented to us (a
+    subreaper too). When the call fails, the child reaps what it started (a failed exec's process:
+    left a zombie of ours, it would keep its container's init from dying). A CapsaError (or any
+    other) in the child comes back as a SandboxStartError with its message."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
         try:
+            os.close(read_end)
             for target, fd in enumerate((stdin, stdout, stderr)):
                 os.dup2(fd, target)
-            return Container.create(STATE_ROOT, _new_id(), API_DIR, spec=spec, rootless_cgroups=False)
+            from capsa import process
+
+            process.become_subreaper()
+            message = "ok:" + call()
+        except BaseException as err:
+            message = "error:" + (str(err) or type(err).__name__)
+            _reap_children()
         finally:
-            for target, fd in enumerate(saved):
-                os.dup2(fd, target)
-                os.close(fd)
+            try:
+                view = memoryview(message.encode())
+                while view:
+                    view = view[os.write(write_end, view):]
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    # Wait for the child, then read: what it started may hold a copy of write_end for a while
+    # (until it closes the fds it does not keep), so EOF would come late. The message is small
+    # enough for the pipe's buffer.
+    try:
+        os.waitpid(pid, 0)
+        os.set_blocking(read_end, False)
+        chunks = []
+        try:
+            while chunk := os.read(read_end, 65536):
+                chunks.append(chunk)
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(read_end)
+    kind, _, value = b"".join(chunks).decode(errors="replace").partition(":")
+    if kind != "ok":
+        raise SandboxStartError(value or "the sandbox's creator died")
+    return value
 
 
 class _Output:
@@ -420,8 +496,8 @@ def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_li
     try:
         try:
             container = _create(spec, stdin_fd, out_w, err_w)
-        except CapsaError as err:
-            raise SandboxStartError(f"cannot create the sandbox: {err}") from err
+        except SandboxStartError as err:
+            raise SandboxStartError(f"cannot create the sandbox: {err}") from None
         finally:
             for fd in (stdin_fd, out_w, err_w):
                 os.close(fd)
@@ -430,7 +506,7 @@ def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_li
         except CapsaError as err:
             raise SandboxStartError(f"cannot start the sandbox: {err}") from err
         supervised = True
-        return (yield from _supervise(container, out_r, err_r, timeout, output_limit))  # closes out_r, err_r
+        return (yield from _supervise(container, None, out_r, err_r, timeout, output_limit))  # closes out_r, err_r
     finally:
         if not supervised:
             os.close(out_r)
@@ -439,38 +515,49 @@ def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_li
             container.delete(force=True)
 
 
-def _supervise(container, out_r: int, err_r: int, timeout: float | None, output_limit: int) -> Result:
+def _supervise(container, exec_process, out_r: int, err_r: int, timeout: float | None, output_limit: int) -> Result:
+    """The run of the container's init, or of exec_process (a capsa.process.Process exec'd in a
+    pooled container, whose init only waits)."""
     started = time.monotonic()
     budget = [output_limit]
     outputs = {out_r: _Output("stdout", out_r, budget), err_r: _Output("stderr", err_r, budget)}
+    main = exec_process or container.init_process()
     try:
-        timed_out, ended = yield from _collect(container, outputs, None if timeout is None else started + timeout)
+        timed_out, ended = yield from _collect(container, main, outputs, None if timeout is None else started + timeout,
+                                               kill_at_exit=exec_process is not None)
     finally:
         for output in outputs.values():
             output.close()
-    status = container.wait(timeout=30)
+    if exec_process is None:
+        status = container.wait(timeout=30)
+        oom_killed = bool(container.record.get("oomKilled"))
+    else:
+        from capsa.process import oom_kill_count
+
+        status = exec_process.wait(timeout=30)
+        oom_killed = oom_kill_count(container.cgroup()) > 0
     cpu_time, peak_memory = _usage(container)
     return Result(
         stdout=outputs[out_r].value(), stderr=outputs[err_r].value(),
         exit_code=status.exit_code if status.known else -1, signal=status.signal, timed_out=timed_out,
-        oom_killed=bool(container.record.get("oomKilled")),
+        oom_killed=oom_killed,
         output_truncated=any(o.truncated for o in outputs.values()),
         wall_time=ended - started, cpu_time=cpu_time, peak_memory=peak_memory,
     )
 
 
-def _collect(container, outputs: dict[int, _Output], deadline: float | None) -> tuple[bool, float]:
-    """Read the run's output until its init has exited and the pipes are at EOF; kill the whole
-    run at the deadline, or if its pipes stay open DRAIN_GRACE seconds after the init exited
-    (a process that left the pid namespace's reach cannot exist, but no wait is unbounded).
-    Returns (timed out, when the init exited)."""
-    init = container.init_process()
+def _collect(container, main, outputs: dict[int, _Output], deadline: float | None,
+             kill_at_exit: bool) -> tuple[bool, float]:
+    """Read the run's output until its main process has exited and the pipes are at EOF; kill the
+    whole run at the deadline, or if its pipes stay open DRAIN_GRACE seconds after the main process
+    exited (when it is the init, the kernel kills the rest of its pid namespace; kill_at_exit: we
+    do, as it is not). Returns (timed out, when the main process exited)."""
     timed_out = killed = False
     ended = None
     with selectors.DefaultSelector() as selector:
         for fd in outputs:
             selector.register(fd, selectors.EVENT_READ)
-        selector.register(init.fileno(), selectors.EVENT_READ)
+        selector.register(main.fileno(), selectors.EVENT_READ)
         while len(selector.get_map()):
             now = time.monotonic()
             limit = deadline if ended is None else ended + DRAIN_GRACE
@@ -482,9 +569,11 @@ def _collect(container, outputs: dict[int, _Output], deadline: float | None) -> 
                 deadline, ended = None, ended or now
                 limit = now + DRAIN_GRACE
             for key, _ in selector.select(None if limit is None else max(0.0, limit - now)):
-                if key.fd == init.fileno():
+                if key.fd == main.fileno():
                     selector.unregister(key.fd)
                     ended = ended or time.monotonic()
+                    if kill_at_exit:
+                        _kill_all(container)
                 else:
                     output = outputs[key.fd]
                     data = output.read()
@@ -718,3 +807,183 @@ def _remove_scratch(directory: str) -> None:
     except OSError:
         pass
     shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- pools --------------------------------------------------------------------------------------
+
+# The init of a pooled container: it only waits (killed with the container after its one run).
+POOL_INIT = ["sleep", "2147483647"]
+
+
+class Pool:
+    """Warm sandboxes, made ahead by a background thread: pool.run(argv) execs argv in one that is
+    ready (namespaces, mounts and cgroup already set up), then throws that sandbox away. A run
+    never meets anything an earlier run touched: each sandbox serves one run.
+
+    The rootfs must have a `sleep` program on PATH (the waiting init); pids= counts it."""
+
+    def __init__(self, size: int = 4, *, rootfs, memory=None, cpus=None, pids=None, network=False, timeout=None,
+                 scratch=None, cpu_time=None, file_size=None, output_limit=None, env=None):
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 256:
+            raise InvalidArgumentError("size", f"must be a whole number from 1 to 256, not {size!r}")
+        self._limits = Limits.from_arguments(memory, cpus, pids, cpu_time, file_size, scratch, network)
+        self._timeout = _check_timeout(timeout)
+        self._output_limit = _check_output_limit(output_limit)
+        _check_env(env)
+        self._env = env
+        self._rootfs = resolve(rootfs)
+        self._size = size
+        _setup()
+        import queue
+
+        self._ready: queue.Queue = queue.Queue()
+        self._retired: list = []
+        self._wanted = threading.Condition()
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._ready.put(self._warm())  # the first one here: a rootfs it cannot run in fails now
+        self._thread = threading.Thread(target=self._keep_warm, name="capsa-pool", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _warm(self):
+        spec = build_spec(list(POOL_INIT), self._rootfs, self._limits, [PATH], "/")
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            container = _create(spec, null, null, null)
+        except SandboxStartError as err:
+            raise SandboxStartError(f"cannot create a pooled sandbox: {err}") from None
+        finally:
+            os.close(null)
+        try:
+            container.start()
+        except BaseException:
+            container.delete(force=True)
+            raise
+        return container
+
+    def _keep_warm(self) -> None:
+        """Delete used sandboxes and make new ones until `size` are ready."""
+        while True:
+            with self._wanted:
+                while not self._closed and not self._retired and self._ready.qsize() >= self._size:
+                    self._wanted.wait()
+                if self._closed:
+                    return
+                retired, self._retired = self._retired, []
+            for container in retired:
+                _delete_quietly(container)
+            if self._ready.qsize() < self._size:
+                try:
+                    self._ready.put(self._warm())
+                except BaseException as err:  # reported to the callers waiting for a sandbox
+                    self._failure = err
+                    time.sleep(0.5)
+
+    def _take(self):
+        import queue
+
+        while True:
+            if self._closed:
+                raise SandboxClosedError("the pool is closed")
+            try:
+                return self._ready.get(timeout=0.5)
+            except queue.Empty:
+                if self._failure is not None and self._ready.empty():
+                    raise SandboxStartError(f"the pool cannot make sandboxes: {self._failure}") from None
+
+    def _retire(self, container) -> None:
+        with self._wanted:
+            if self._closed:
+                _delete_quietly(container)
+                return
+            self._retired.append(container)
+            self._wanted.notify()
+
+    def run(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None) -> Result:
+        """Run argv in a ready sandbox (see the class)."""
+        argv = _check_argv(argv)
+        env_list = _check_env(self._env if env is None else env)
+        cwd = _check_cwd(cwd)
+        stdin = _check_stdin(stdin)
+        timeout = self._timeout if timeout is None else _check_timeout(timeout)
+        output_limit = self._output_limit if output_limit is None else _check_output_limit(output_limit)
+        container = self._take()
+        with self._wanted:
+            self._wanted.notify()  # one fewer ready: make another meanwhile
+        try:
+            return _exec_run(container, dict(container.spec["process"], args=argv, env=env_list, cwd=cwd), stdin,
+                             timeout, output_limit)
+        finally:
+            self._retire(container)
+
+    async def arun(self, argv, **options) -> Result:
+        """run() for asyncio (a thread per run)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.run, argv, **options)
+
+    def close(self) -> None:
+        """Delete every sandbox of the pool; runs under way finish first."""
+        with self._wanted:
+            if self._closed:
+                return
+            self._closed = True
+            self._wanted.notify_all()
+        self._thread.join(timeout=60)
+        for container in self._retired:
+            _delete_quietly(container)
+        self._retired = []
+        while not self._ready.empty():
+            _delete_quietly(self._ready.get_nowait())
+
+
+def _delete_quietly(container) -> None:
+    """Delete a pooled container and reap its init (our child: we are a subreaper)."""
+    try:
+        init = container.init_process()
+    except ProcessLookupError:
+        init = None
+    try:
+        container.delete(force=True)
+    except CapsaError:
+        pass  # clean_leftovers deletes what could not be
+    if init is not None:
+        try:
+            init.wait(timeout=10)
+        except (TimeoutError, OSError):
+            pass
+        init.close()
+
+
+def _exec_run(container, process: dict, stdin: bytes | None, timeout: float | None, output_limit: int) -> Result:
+    """Exec process in a pooled container (fds 0-2 as in _create) and supervise it."""
+    from capsa.process import Process
+
+    stdin_fd = _stdin_fd(stdin)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    supervised = False
+    try:
+        try:
+            pid = int(_with_stdio(lambda: str(container.exec(process)), stdin_fd, out_w, err_w))
+        finally:
+            for fd in (stdin_fd, out_w, err_w):
+                os.close(fd)
+        handle = Process.open(pid)  # our child (we are a subreaper): the pid cannot be reused before we reap it
+        supervised = True
+        events = _supervise(container, handle, out_r, err_r, timeout, output_limit)
+        while True:
+            try:
+                next(events)
+            except StopIteration as done:
+                return done.value
+    finally:
+        if not supervised:
+            os.close(out_r)
+            os.close(err_r)

@@ -313,3 +313,68 @@ async def main():
 asyncio.run(main())
 """, timeout=300)
     assert out[0] == [f"{i}\n" for i in range(12)]
+
+
+# -- pools --------------------------------------------------------------------------------------
+def test_pool_runs_and_a_run_never_meets_an_earlier_ones_leftovers(rootfs):
+    out = scenario(rootfs, """
+with capsa.Pool(2, rootfs=ROOTFS, memory='64M', pids=32, timeout=30) as pool:
+    show(pool.run(['sh', '-c', 'echo out; echo err >&2; exit 5']))
+    show(pool.run(['sh', '-c', 'echo a > /work/left; echo b > /tmp/left; echo c > /dev/shm/left; sleep 60 &']))
+    for _ in range(3):
+        show(pool.run(['sh', '-c', 'ls /work /tmp /dev/shm; pidof sleep | wc -w']))
+    print(json.dumps(os.getpid()))
+""")
+    *results, pid = out
+    assert (results[0]["stdout"], results[0]["stderr"], results[0]["exit_code"]) == ("out\n", "err\n", 5)
+    for r in results[2:]:
+        # The pooled sandbox's own init is a sleep: one, never the earlier run's.
+        assert r["stdout"].split() == ["/dev/shm:", "/tmp:", "/work:", "1"], r
+    assert leftovers(pid) == []
+
+
+def test_pool_limits_hold_and_the_pool_survives_runs_that_break_their_sandbox(rootfs):
+    marker = str(700000 + os.getpid() % 90000)
+    out = scenario(rootfs, f"""
+with capsa.Pool(1, rootfs=ROOTFS, memory='16M', pids=16) as pool:
+    show(pool.run(['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], timeout=30))
+    show(pool.run(['sh', '-c', 'trap "" TERM; sleep {marker} & sleep {marker}'], timeout=1))
+    show(pool.run(['sh', '-c', 'b() {{ b | b & }}; b; sleep 30'], timeout=2))
+    try:
+        pool.run(['/no/such/program'], timeout=10)
+    except capsa.SandboxStartError as err:
+        print(json.dumps(str(err)))
+    show(pool.run(['echo', 'still here'], timeout=30))
+    print(json.dumps(os.getpid()))
+""", timeout=300)
+    oom, timeout, bomb, error, after, pid = out
+    assert oom["oom_killed"] and oom["signal"] == 9
+    assert timeout["timed_out"] and processes_with(f"sleep\0{marker}") == []
+    assert bomb["timed_out"] or bomb["exit_code"] != 0
+    assert "/no/such/program" in error
+    assert after["stdout"] == "still here\n"
+    assert leftovers(pid) == []
+
+
+def test_pool_arun_many_at_once_and_the_callers_stdout_stays_its_own(rootfs):
+    out = subprocess.run([sys.executable, "-c", PRELUDE + """
+import asyncio, threading
+stop = threading.Event()
+def noise():
+    while not stop.is_set():
+        print('noise', flush=True)
+noisy = threading.Thread(target=noise, daemon=True)
+noisy.start()
+async def main():
+    with capsa.Pool(4, rootfs=ROOTFS, timeout=60) as pool:
+        results = await asyncio.gather(*(pool.arun(['sh', '-c', f'echo {i}']) for i in range(40)))
+    stop.set()
+    noisy.join()
+    print('RESULTS ' + json.dumps([r.stdout.decode() for r in results]), flush=True)
+asyncio.run(main())
+""", rootfs], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    results = json.loads(next(line for line in lines if line.startswith("RESULTS "))[len("RESULTS "):])
+    assert results == [f"{i}\n" for i in range(40)]
+    assert "noise" in lines
