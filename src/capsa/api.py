@@ -308,7 +308,32 @@ def _setup() -> None:
         os.makedirs(SANDBOX_DIR, mode=0o711, exist_ok=True)
         process.become_subreaper()
         clean_leftovers()
+        _start_guard()
         _set_up = True
+
+
+_guard_pipe: int | None = None
+
+
+def _start_guard() -> None:
+    """capsa.api_guard: deletes this program's sandboxes once it is gone, however it ends. It
+    holds the read end of a pipe whose write end only this program has (close-on-exec; a child
+    this program forks without exec holds it too, and delays the clean-up until it ends)."""
+    global _guard_pipe
+    import subprocess
+    import sys
+
+    import capsa
+
+    read_end, write_end = os.pipe()
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(capsa.__file__)))
+    code = f"import sys; sys.path.insert(0, {package_parent!r}); from capsa.api_guard import main; sys.exit(main())"
+    try:
+        subprocess.Popen([sys.executable, "-I", "-c", code], stdin=read_end, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    finally:
+        os.close(read_end)
+    _guard_pipe = write_end
 
 
 # What creating and exec'ing import: loaded here once, not in each forked child (_with_stdio) anew.

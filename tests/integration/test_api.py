@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -378,3 +379,33 @@ asyncio.run(main())
     results = json.loads(next(line for line in lines if line.startswith("RESULTS "))[len("RESULTS "):])
     assert results == [f"{i}\n" for i in range(40)]
     assert "noise" in lines
+
+
+def test_sigkill_of_the_calling_program_leaves_nothing_behind(rootfs):
+    marker = str(600000 + os.getpid() % 90000)
+    program = subprocess.Popen([sys.executable, "-c", PRELUDE + f"""
+import threading, time
+sandbox = capsa.Sandbox(rootfs=ROOTFS)
+pool = capsa.Pool(1, rootfs=ROOTFS)
+threading.Thread(target=lambda: capsa.run(['sh', '-c', 'trap "" TERM; sleep {marker}'], rootfs=ROOTFS)).start()
+threading.Thread(target=lambda: sandbox.run(['sleep', '{marker}'])).start()
+threading.Thread(target=lambda: pool.run(['sleep', '{marker}'])).start()
+print('ready', flush=True)
+time.sleep(600)
+""", rootfs], stdout=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 60
+        while len(processes_with(f"sleep\0{marker}")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(processes_with(f"sleep\0{marker}")) == 3
+    finally:
+        program.kill()
+        program.wait()
+    deadline = time.monotonic() + 60
+    while (processes_with(f"sleep\0{marker}") or leftovers(program.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(f"sleep\0{marker}") == [] and leftovers(program.pid) == []
+    assert not [n for n in os.listdir("/run/capsa-api/sandboxes") if n.startswith(f"{program.pid}-")]
+    with open("/proc/self/mountinfo") as f:
+        assert f"/run/capsa-api/sandboxes/{program.pid}-" not in f.read()
