@@ -5,7 +5,8 @@
 Every contender is timed from this one Python program, call to result, in turns (round-robin, so
 that the machine's drift hits them alike): capsa.run in-process; `bwrap --unshare-all --ro-bind /
 / true`, `runc run` and `crun run` (busybox bundle, /bin/true, runc's default config) spawned with
-subprocess. Also `python3 -c 'print(1)'` in capsa.HostTools() against bwrap over the host's root (with a
+subprocess; the same in a capsa.Pool of 4 warm sandboxes (pool.run: one run each, the pool
+making the next ones meanwhile). Also `python3 -c 'print(1)'` in capsa.HostTools() against bwrap over the host's root (with a
 /dev of its own: the host's /dev/null is not writable from bwrap's user namespace).
 Prints median and p99 in milliseconds. As bench_runtime.py, crun 1.8 needs this host's hybrid cgroup
 layout hidden: the bench re-runs itself in a private mount namespace with /sys/fs/cgroup/unified
@@ -43,14 +44,19 @@ def make_bundle(directory: str, args: list[str]) -> str:
     return bundle
 
 
-def contenders(bundle: str, state: str) -> dict:
+def contenders(bundle: str, state: str, pools: list) -> dict:
     import capsa
 
     rootfs = os.path.join(bundle, "rootfs")
     counter = iter(range(10**9))
+    pool = capsa.Pool(4, rootfs=rootfs)
+    host_pool = capsa.Pool(4, rootfs=capsa.HostTools())
+    pools += [pool, host_pool]
     found = {
         "capsa.run /bin/true": lambda: capsa.run(["/bin/true"], rootfs=rootfs),
+        "Pool(4).run /bin/true": lambda: pool.run(["/bin/true"]),
         "capsa.run python3 (HostTools)": lambda: capsa.run(["python3", "-c", "print(1)"], rootfs=capsa.HostTools()),
+        "Pool(4).run python3 (HostTools)": lambda: host_pool.run(["python3", "-c", "print(1)"]),
     }
     devnull = subprocess.DEVNULL
     if shutil.which("bwrap"):
@@ -83,7 +89,8 @@ def main() -> int:
         while path != "/":  # the sandbox's root (an unprivileged uid) must reach the rootfs
             os.chmod(path, os.stat(path).st_mode | 0o055)
             path = os.path.dirname(path)
-        calls = contenders(bundle, state)
+        pools: list = []
+        calls = contenders(bundle, state, pools)
         times: dict[str, list[float]] = {name: [] for name in calls}
         for call in calls.values():  # warm up: page cache, the HostTools skeleton
             call()
@@ -96,6 +103,8 @@ def main() -> int:
         print(f"{'contender':32} {'median':>8} {'p99':>8}")
         for name, values in times.items():
             print(f"{name:32} {statistics.median(values):8.1f} {percentile(values, 0.99):8.1f}")
+        for pool in pools:
+            pool.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)

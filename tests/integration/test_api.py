@@ -6,6 +6,7 @@ must not stay with the test process. Every run has a timeout; nothing asserts ti
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -409,3 +410,28 @@ time.sleep(600)
     assert not [n for n in os.listdir("/run/capsa-api/sandboxes") if n.startswith(f"{program.pid}-")]
     with open("/proc/self/mountinfo") as f:
         assert f"/run/capsa-api/sandboxes/{program.pid}-" not in f.read()
+
+
+def test_the_code_runner_example_serves_snippets(rootfs):
+    import signal
+    import urllib.request
+
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "code_runner.py")
+    server = subprocess.Popen([sys.executable, example, "--port", "0", "--pool", "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().split()[-1]
+        answers = []
+        for snippet in (b"print(sum(range(10)))", b"while True: pass", b"import os; print(os.listdir('/'))"):
+            with urllib.request.urlopen(url, data=snippet, timeout=60) as response:
+                answers.append(json.loads(response.read()))
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+    assert (answers[0]["stdout"], answers[0]["exit_code"]) == ("45\n", 0)
+    assert answers[1]["timed_out"]
+    # The host-tools skeleton, not the host's root.
+    from capsa.api_rootfs import HOST_TOOL_DIRS, SKELETON_DIRS
+
+    listing = set(ast.literal_eval(answers[2]["stdout"]))
+    assert "work" in listing and listing <= set(SKELETON_DIRS) | set(HOST_TOOL_DIRS) | {".complete"}
+    assert leftovers(server.pid) == []
