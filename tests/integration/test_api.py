@@ -435,3 +435,10 @@ def test_the_code_runner_example_serves_snippets(rootfs):
     listing = set(ast.literal_eval(answers[2]["stdout"]))
     assert "work" in listing and listing <= set(SKELETON_DIRS) | set(HOST_TOOL_DIRS) | {".complete"}
     assert leftovers(server.pid) == []
+
+
+def test_ptrace_is_refused(rootfs):
+    code = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+            "print(libc.ptrace(16, 1, 0, 0), ctypes.get_errno(), libc.ptrace(0, 0, 0, 0), ctypes.get_errno())")
+    r = one(rootfs, f"capsa.run(['python3', '-c', {code!r}], rootfs=capsa.HostTools(), timeout=60)")
+    assert r["stdout"].split() == ["-1", "1", "-1", "1"], r["stderr"]  # PTRACE_ATTACH, PTRACE_TRACEME: EPERM
