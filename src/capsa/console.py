@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import _struct as struct  # struct.py adds nothing used here and costs 0.3M instructions to import
-import fcntl
 import posix
-import termios
 
-_TIOCGPTPEER = 0x5441
-_TIOCSPTLCK = 0x40045431
-_TIOCGPTN = 0x80045430
+from capsa.errors import EINVAL, EPERM
+from capsa.linux import tty
 
 
 def open_pty(ptmx_fd: int) -> tuple[int, int, str]:
     """Open a new pty from the container's own devpts; return (master, slave, slave path)."""
     master = posix.open(f"/proc/self/fd/{ptmx_fd}", posix.O_RDWR | posix.O_NOCTTY | posix.O_CLOEXEC)
-    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
-    number = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0\0\0\0"))[0]
+    tty.unlock_pty(master)
+    number = tty.pty_number(master)
     # TIOCGPTPEER opens the slave through the master itself, with no path lookup to trick.
-    slave = fcntl.ioctl(master, _TIOCGPTPEER, posix.O_RDWR | posix.O_NOCTTY | posix.O_CLOEXEC)
+    slave = tty.open_pty_peer(master, posix.O_RDWR | posix.O_NOCTTY | posix.O_CLOEXEC)
     return master, slave, f"/dev/pts/{number}"
 
 
 def set_size(fd: int, size: dict | None) -> None:
     if size:
-        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
+        tty.set_window_size(fd, size.get("height", 0), size.get("width", 0))
 
 
 def give_to_user(slave: int, uid: int) -> None:
@@ -37,19 +34,15 @@ def give_to_user(slave: int, uid: int) -> None:
     try:
         posix.fchown(slave, uid, -1)
     except OSError as err:
-        if err.errno not in (_EINVAL, _EPERM):
+        if err.errno not in (EINVAL, EPERM):
             raise
-
-
-_EPERM = 1
-_EINVAL = 22
 
 
 def make_controlling(slave: int) -> None:
     """Make the pty slave the process's stdio and controlling terminal (after setsid)."""
     for std in (0, 1, 2):
         posix.dup2(slave, std)
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    tty.make_controlling_terminal(0)
 
 
 def send_fd(sock_fd: int, fd: int, name: str) -> None:

@@ -13,7 +13,6 @@ TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never eva
 if TYPE_CHECKING:
     from typing import Any
 
-CREATE_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer")
 # The phases the container's init runs, in the container's namespaces: their hooks never inherit
 # the environment (the init's is still the caller's; runc's init clears its own).
 INIT_PHASES = ("createContainer", "startContainer")

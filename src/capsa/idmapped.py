@@ -26,7 +26,7 @@ import _signal
 import posix
 
 from capsa import linux
-from capsa.errors import ContainerStartError
+from capsa.errors import EINVAL, EPERM, ContainerStartError
 from capsa.mountopts import is_idmapped, parse_mount_options
 from capsa.procfs import write_file
 
@@ -69,10 +69,10 @@ def _idmapped_tree(mount: dict[str, Any], userns_fd: int, field: str) -> int:
 
 
 def _setattr_hint(error: int) -> str:
-    if error == 22:  # EINVAL
+    if error == EINVAL:
         return (" (its filesystem cannot be idmapped on this kernel (ext4, xfs, btrfs and tmpfs can, NFS cannot), "
                 "or the mount is idmapped already)")
-    if error == 1:  # EPERM
+    if error == EPERM:
         return " (an idmapped mount needs CAP_SYS_ADMIN in the user namespace that mounted the source's filesystem)"
     return ""
 

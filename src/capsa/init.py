@@ -15,16 +15,11 @@ from __future__ import annotations
 # here, the others by load_modules.
 import _signal
 import _socket
-import _struct
-import errno
-import fcntl
 import posix
-import resource
-import stat
 
 from capsa import caps, hooks, linux, posixlite, rootfs
 from capsa import trampoline as _trampoline
-from capsa.errors import CapsaError, ContainerStartError
+from capsa.errors import EBUSY, EINVAL, ELOOP, ENOSYS, EOPNOTSUPP, EPERM, CapsaError, ContainerStartError
 from capsa.spec import RLIMITS, ROOTFS_PROPAGATION
 from capsa.syncpipe import Channel
 
@@ -152,7 +147,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     if not config.no_new_keyring:
         _new_session_keyring(config.container_id)
     if "network" in config.new_namespaces:
-        _loopback_up()
+        linux.loopback_up()
 
     dev_null = posix.open("/dev/null", posix.O_PATH | posix.O_CLOEXEC)
     _check_dev_null(dev_null)
@@ -259,7 +254,7 @@ def enter_cwd(cwd: str) -> None:
     try:
         fd = root.open(cwd, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     except OSError as err:
-        hint = " (a magic link such as /proc/self/fd/N cannot be the working directory)" if err.errno == 40 else ""
+        hint = " (a magic link such as /proc/self/fd/N cannot be the working directory)" if err.errno == ELOOP else ""
         raise ContainerStartError(f"process.cwd {cwd!r}: {posix.strerror(err.errno)}{hint}") from None
     finally:
         root.close()
@@ -279,20 +274,8 @@ def _new_session_keyring(container_id: str) -> None:
     try:
         linux.join_session_keyring(container_id)
     except OSError as err:
-        if err.errno != 38:  # ENOSYS: a kernel without keys; nothing to isolate
+        if err.errno != ENOSYS:  # a kernel without keys: nothing to isolate
             raise ContainerStartError(f"cannot create a session keyring: {err.strerror}") from None
-
-
-def _loopback_up() -> None:
-    """A new network namespace starts with lo down; containers expect 127.0.0.1 to work."""
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
-    try:
-        request = _struct.pack("16sH22x", b"lo", 0)
-        flags = _struct.unpack("16sH22x", fcntl.ioctl(sock.fileno(), siocgifflags, request))[1]
-        fcntl.ioctl(sock.fileno(), siocsifflags, _struct.pack("16sH22x", b"lo", flags | iff_up))
-    finally:
-        sock.close()
 
 
 def _detached_source(channel: Channel) -> Any:
@@ -307,7 +290,7 @@ def _detached_source(channel: Channel) -> Any:
 def _check_dev_null(fd: int) -> None:
     # Masked paths get the host's /dev/null bind-mounted over them: make sure it is the real one.
     info = posix.fstat(fd)
-    if not stat.S_ISCHR(info.st_mode) or info.st_rdev != posix.makedev(1, 3):
+    if linux.file_type(info.st_mode) != linux.S_IFCHR or info.st_rdev != posix.makedev(1, 3):
         raise ContainerStartError("/dev/null on the host is not the null device")
 
 
@@ -377,14 +360,14 @@ def _apply_sysctl(root: rootfs.Rootfs, checked_proc: int | None, sysctl: dict[st
 
 def _apply_rlimits(rlimits: list[dict[str, Any]]) -> None:
     for index, rlimit in enumerate(rlimits):
-        soft = _rlim(rlimit["soft"], resource.RLIM_INFINITY)
-        hard = _rlim(rlimit["hard"], resource.RLIM_INFINITY)
+        soft = _rlim(rlimit["soft"], linux.RLIM_INFINITY)
+        hard = _rlim(rlimit["hard"], linux.RLIM_INFINITY)
         try:
-            resource.setrlimit(RLIMITS[rlimit["type"]], (soft, hard))
-        except (OSError, ValueError) as err:
+            linux.setrlimit(RLIMITS[rlimit["type"]], soft, hard)
+        except OSError as err:
             raise ContainerStartError(
                 f"process.rlimits[{index}]: cannot set {rlimit['type']} to {rlimit['soft']}:{rlimit['hard']}: "
-                f"{getattr(err, 'strerror', None) or err}"
+                f"{err.strerror}"
             ) from None
 
 
@@ -419,7 +402,7 @@ def _home_of(uid: int) -> str:
     finally:
         root.close()
     try:
-        if not stat.S_ISREG(posix.fstat(fd).st_mode):
+        if linux.file_type(posix.fstat(fd).st_mode) != linux.S_IFREG:
             return "/"
         data = posix.read(fd, 1 << 20).decode(errors="replace")
     finally:
@@ -442,7 +425,7 @@ def find_executable(name: str, env: dict[str, str]) -> str:
             info = posix.stat(candidate)
         except OSError:
             continue
-        if stat.S_ISREG(info.st_mode):
+        if linux.file_type(info.st_mode) == linux.S_IFREG:
             if not posix.access(candidate, posix.X_OK):
                 raise ContainerStartError(f'exec: "{name}": permission denied')
             return candidate
@@ -554,7 +537,7 @@ def _set_scheduler(scheduler: dict[str, Any]) -> None:
 
 def _scheduler_hint(policy: str, error: int) -> str:
     """Why sched_setattr(2) says no, in the terms of config.json."""
-    if error == errno.EPERM:
+    if error == EPERM:
         hints = []
         if _in_user_namespace():
             hints.append("in a user namespace the container lacks CAP_SYS_NICE over the host's scheduler, which "
@@ -566,13 +549,13 @@ def _scheduler_hint(policy: str, error: int) -> str:
             hints.append("SCHED_DEADLINE needs every CPU of its scheduling domain allowed (no linux.resources.cpu.cpus "
                          "restriction)")
         return f" ({'; '.join(hints)})" if hints else ""
-    if error == errno.EINVAL and policy == "SCHED_ISO":
+    if error == EINVAL and policy == "SCHED_ISO":
         return " (Linux does not implement SCHED_ISO)"
-    if error == errno.EINVAL and policy == "SCHED_DEADLINE":
+    if error == EINVAL and policy == "SCHED_DEADLINE":
         return " (the period must lie within the sysctls kernel.sched_deadline_period_min_us and _max_us)"
-    if error == errno.EBUSY:
+    if error == EBUSY:
         return " (admission control: the CPUs have no deadline bandwidth left for runtime/period)"
-    if error == errno.EOPNOTSUPP:
+    if error == EOPNOTSUPP:
         return " (SCHED_FLAG_UTIL_CLAMP_*: this kernel has no utilization clamping, CONFIG_UCLAMP_TASK)"
     return ""
 
@@ -586,7 +569,7 @@ def _set_io_priority(io_priority: dict[str, Any]) -> None:
         linux.ioprio_set(linux.IOPRIO_WHO_PGRP, 0, value)
     except OSError as err:
         hint = ""
-        if err.errno == errno.EPERM:
+        if err.errno == EPERM:
             hint = " (IOPRIO_CLASS_RT needs CAP_SYS_ADMIN or CAP_SYS_NICE over the host" + (
                 ", which a container in a user namespace lacks)" if _in_user_namespace() else ")")
         raise ContainerStartError(f"process.ioPriority: the kernel refused {io_priority['class']} "
@@ -603,9 +586,9 @@ def _set_memory_policy(policy: dict[str, Any]) -> None:
     try:
         linux.set_mempolicy(mode, parse_node_list(nodes, "linux.memoryPolicy.nodes"))
     except OSError as err:
-        if err.errno == errno.ENOSYS:
+        if err.errno == ENOSYS:
             hint = " (this kernel has no NUMA support, CONFIG_NUMA)"
-        elif err.errno == errno.EINVAL:
+        elif err.errno == EINVAL:
             hint = f" ({_memory_policy_hint(policy)})"
         else:
             hint = ""

@@ -27,8 +27,6 @@ TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never eva
 if TYPE_CHECKING:
     from typing import Any
 
-PROC_SUPER_MAGIC = 0x9FA0
-SELINUX_MAGIC = 0xF97CFF8C
 APPARMOR_ENABLED = "/sys/module/apparmor/parameters/enabled"
 APPARMOR_SECURITYFS = "/sys/kernel/security/apparmor"
 
@@ -100,7 +98,7 @@ def open_host_procfs(path: str = "/proc") -> int:
     from capsa import linux
 
     fd = posix.open(path, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
-    if linux.fstatfs_type(fd) != PROC_SUPER_MAGIC:
+    if linux.fstatfs_type(fd) != linux.PROC_SUPER_MAGIC:
         posix.close(fd)
         raise ContainerStartError(f"{path} is not a procfs: refusing to write security labels through it")
     return fd
@@ -125,7 +123,7 @@ def write_attr(proc_fd: int, names: tuple[str, ...], value: str, field: str, eno
     if fd < 0:
         raise ContainerStartError(f"{field}: this kernel has no attr/{names[-1]} in procfs")
     try:
-        if linux.fstatfs_type(fd) != PROC_SUPER_MAGIC:
+        if linux.fstatfs_type(fd) != linux.PROC_SUPER_MAGIC:
             raise ContainerStartError(f"{field}: attr/{name} is not on a procfs: refusing to write {value!r} to it")
         posix.write(fd, value.encode())
     except OSError as err:

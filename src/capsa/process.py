@@ -17,8 +17,8 @@ The supervision helpers are what `capsa run`, `exec` and `restore` do while thei
 forward every signal they get to it, copy its terminal (capsa.terminal), reap every child (a
 subreaper inherits the container's orphans) until it exits, and watch the cgroup for OOM kills.
 
-Loaded by `run` and `exec`: it imports no more than posix and _signal (and procfs, which
-capsa.container loads anyway).
+Loaded by `run` and `exec`: it imports no more than posix and _signal (and procfs and errors,
+which capsa.container loads anyway).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import posix
 
 from capsa import procfs
+from capsa.errors import ENOSYS
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -117,12 +118,9 @@ def open_pidfd(pid: int) -> int | None:
     try:
         return pidfd_open(pid)
     except OSError as err:
-        if err.errno == _ENOSYS:  # Linux before 5.3
+        if err.errno == ENOSYS:  # Linux before 5.3
             return None
         raise
-
-
-_ENOSYS = 38  # the same on every Linux architecture (the errno module costs 0.2M instructions)
 
 
 class Process:

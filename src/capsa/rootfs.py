@@ -8,12 +8,10 @@ node or a masked path outside the rootfs; the kernel object found is then used t
 
 from __future__ import annotations
 
-import errno
 import posix
-import stat
 
 from capsa import linux, posixlite
-from capsa.errors import ConfigError, ContainerStartError
+from capsa.errors import EACCES, EINVAL, ELOOP, ContainerStartError
 from capsa.mountopts import parse_mount_options
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -100,7 +98,7 @@ class Rootfs:
                 if target is not None:
                     links += 1
                     if links > 40:
-                        raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                        raise OSError(ELOOP, "too many levels of symbolic links", path)
                     if target.startswith("/"):
                         done = []
                     remaining = [p for p in target.split("/") if p and p != "."] + remaining
@@ -150,7 +148,7 @@ class Rootfs:
         try:
             self._create_file(self.mkdir_all(directory or "/"), name, mode)
         except OSError as err:
-            if err.errno != errno.ELOOP or not follow_dangling:
+            if err.errno != ELOOP or not follow_dangling:
                 raise
             # `name` is a dangling symlink (O_NOFOLLOW refused to create through it): as runc 1.1
             # and crun do for a mount destination, the file is made where it points, inside the rootfs.
@@ -184,7 +182,7 @@ def _readlink_at(parent: int, name: str) -> str | None:
     try:
         return posix.readlink(name, dir_fd=parent)
     except (FileNotFoundError, OSError) as err:
-        if isinstance(err, FileNotFoundError) or err.errno == errno.EINVAL:
+        if isinstance(err, FileNotFoundError) or err.errno == EINVAL:
             return None
         raise
 
@@ -324,7 +322,7 @@ def _mount_new(root: Rootfs, source: str, destination: str, fstype: str, options
 def _with_mode_of(directory: int, data: str) -> str:
     """tmpfs data keeping the mode of the directory it covers, as runc and crun do (a tmpfs is
     1777 by itself); a mode= in the options still wins, coming after."""
-    mode = f"mode={stat.S_IMODE(posix.fstat(directory).st_mode):04o}"
+    mode = f"mode={posix.fstat(directory).st_mode & 0o7777:04o}"
     return f"{mode},{data}" if data else mode
 
 
@@ -335,7 +333,7 @@ def _mount_bind(root: Rootfs, source: str, destination: str, options: Any, in_us
     `tree`: an idmapped mount's detached tree (capsa.idmapped), attached instead and closed."""
     source_fd, detached = (tree, True) if tree is not None else _open_bind_source(source, detached_source)
     try:
-        target = root.mount_point(destination, stat.S_ISDIR(posix.fstat(source_fd).st_mode))
+        target = root.mount_point(destination, linux.file_type(posix.fstat(source_fd).st_mode) == linux.S_IFDIR)
         try:
             if detached:
                 linux.move_mount(source_fd, "", target, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
@@ -371,7 +369,7 @@ def _open_bind_source(source: str, detached_source: Callable[[], tuple[int, str]
             raise
         fd, why_not = detached_source()
         if fd < 0:
-            raise PermissionError(errno.EACCES, f"{posix.strerror(errno.EACCES)} (the runtime could not open it either: {why_not})",
+            raise PermissionError(EACCES, f"{posix.strerror(EACCES)} (the runtime could not open it either: {why_not})",
                                   source) from None
         return fd, True
 
@@ -389,7 +387,7 @@ def open_detached_source(entry: dict[str, Any]) -> int:
     nosuid, nodev or ro, as under crun, which attaches every bind this way in a user namespace."""
     options = parse_mount_options(entry.get("options") or [])
     if not (options.is_bind or entry.get("type") == "bind"):
-        raise OSError(errno.EINVAL, "not a bind mount")
+        raise OSError(EINVAL, "not a bind mount")
     recursive = linux.AT_RECURSIVE if options.recursive_bind else 0
     fd = linux.open_tree(linux.AT_FDCWD, entry["source"], linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | recursive)
     try:
@@ -479,7 +477,7 @@ def create_devices(root: Rootfs, devices: list[dict[str, Any]], in_userns: bool)
             raise ContainerStartError(f"cannot create device {device['path']}: {err.strerror or err}") from None
 
 
-_DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+_DEVICE_TYPES = {"c": linux.S_IFCHR, "u": linux.S_IFCHR, "b": linux.S_IFBLK, "p": linux.S_IFIFO}
 
 
 def _create_device(root: Rootfs, device: dict[str, Any], in_userns: bool) -> None:
@@ -497,12 +495,12 @@ def _create_device(root: Rootfs, device: dict[str, Any], in_userns: bool) -> Non
     try:
         mode = device.get("fileMode", 0o666) & 0o7777
         kind = _DEVICE_TYPES[device["type"]]
-        dev = posix.makedev(device.get("major", 0), device.get("minor", 0)) if kind != stat.S_IFIFO else 0
+        dev = posix.makedev(device.get("major", 0), device.get("minor", 0)) if kind != linux.S_IFIFO else 0
         try:
             posix.mknod(name, mode | kind, dev, dir_fd=parent)
         except FileExistsError:
             existing = posix.stat(name, dir_fd=parent, follow_symlinks=False)
-            if stat.S_IFMT(existing.st_mode) == kind and existing.st_rdev == dev:
+            if linux.file_type(existing.st_mode) == kind and existing.st_rdev == dev:
                 return
             posix.unlink(name, dir_fd=parent)
             posix.mknod(name, mode | kind, dev, dir_fd=parent)
@@ -522,9 +520,9 @@ def _check_host_device(device: dict[str, Any]) -> None:
     except OSError as err:
         raise ContainerStartError(f"linux.devices {path}: {why}, and the host has none: {err.strerror}") from None
     kind = _DEVICE_TYPES[device["type"]]
-    if stat.S_IFMT(info.st_mode) != kind:
+    if linux.file_type(info.st_mode) != kind:
         raise ContainerStartError(f"linux.devices {path}: {why}, and the host's {path} is not a device of type {device['type']}")
-    if kind != stat.S_IFIFO and "major" in device and info.st_rdev != posix.makedev(device.get("major", 0), device.get("minor", 0)):
+    if kind != linux.S_IFIFO and "major" in device and info.st_rdev != posix.makedev(device.get("major", 0), device.get("minor", 0)):
         raise ContainerStartError(
             f"linux.devices {path}: {why}, and the host's {path} is {posix.major(info.st_rdev)}:{posix.minor(info.st_rdev)}, "
             f"not {device.get('major')}:{device.get('minor')}"
@@ -553,7 +551,7 @@ def bind_console(root: Rootfs, pty_slave: int) -> None:
     """Bind the pty slave over /dev/console (created as a plain file inside the rootfs)."""
     target = root.make_file("/dev/console", 0o000)
     try:
-        if not stat.S_ISREG(posix.fstat(target).st_mode) and not stat.S_ISCHR(posix.fstat(target).st_mode):
+        if linux.file_type(posix.fstat(target).st_mode) not in (linux.S_IFREG, linux.S_IFCHR):
             raise ContainerStartError("/dev/console in the rootfs is neither a file nor a device")
         linux.mount(fd_path(pty_slave), fd_path(target), None, linux.MS_BIND)
     finally:
@@ -569,7 +567,7 @@ def mask_paths(root: Rootfs, paths: list[str], dev_null: int, proc: int | None =
         except FileNotFoundError:
             continue
         try:
-            if stat.S_ISDIR(posix.fstat(target).st_mode):
+            if linux.file_type(posix.fstat(target).st_mode) == linux.S_IFDIR:
                 linux.mount("tmpfs", fd_path(target), "tmpfs", linux.MS_RDONLY, "size=0k,mode=755")
             else:
                 linux.mount(fd_path(dev_null), fd_path(target), None, linux.MS_BIND)
@@ -624,13 +622,5 @@ def _open_target(root: Rootfs, proc: int | None, path: str) -> int:
 
 
 _PROC_ROOT_INO = 1
-
-
-def require_dir(path: str, field: str) -> None:
-    try:
-        if not stat.S_ISDIR(posix.stat(path).st_mode):
-            raise ConfigError(field, f"{path} is not a directory")
-    except FileNotFoundError:
-        raise ConfigError(field, f"{path} does not exist") from None
 
 

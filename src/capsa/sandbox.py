@@ -27,7 +27,7 @@ import posix
 
 from capsa import jsonfast, posixlite, procfs
 from capsa import state as st
-from capsa.errors import CapsaError, ConfigError, ExistsError, StateError
+from capsa.errors import EEXIST, ENOTEMPTY, CapsaError, ConfigError, ExistsError, StateError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -760,7 +760,7 @@ def _make_directory(root: str, sandbox_id: str, record: dict[str, Any]) -> _Sand
             posix.rename(temporary, _directory(root, sandbox_id))
         except OSError as err:
             lock.__exit__()
-            if err.errno in (17, 39):  # EEXIST, ENOTEMPTY: the id is taken
+            if err.errno in (EEXIST, ENOTEMPTY):  # the id is taken
                 raise ExistsError(sandbox_id) from None
             raise
     except BaseException:

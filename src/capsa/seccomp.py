@@ -17,7 +17,7 @@ the syscalls that process makes between the load and the send cannot be notified
 runc refuses it) and sendmsg (the send itself).
 
 The C calls go through capsa.linux's _ctypes types, not the ctypes package (10.6M instructions to
-import, see linux.py); with a compiled program in the cache, libseccomp is only asked its version
+import, see capsa/linux/_abi.py), and seccomp(2) itself through capsa.linux.seccomp; with a compiled program in the cache, libseccomp is only asked its version
 (the cache key), and only the functions called are made.
 """
 
@@ -28,23 +28,12 @@ from __future__ import annotations
 import _sha256
 import _socket
 import _struct
-import errno
 import posix
 
 from capsa import jsonfast, posixlite
-from capsa.errors import ConfigError, ContainerStartError, UnsupportedError
-from capsa.linux import (
-    Library,
-    _syscall,
-    _type,
-    addressof,
-    byref,
-    c_uint,
-    c_uint32,
-    function,
-    get_errno,
-    string_buffer,
-)
+from capsa.errors import EEXIST, EPERM, ConfigError, ContainerStartError, UnsupportedError
+from capsa.linux import Library, addressof, c_uint, ctype, function, string_buffer
+from capsa.linux import seccomp as kernel
 from capsa.state import write_atomic
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -84,11 +73,6 @@ FLAGS = {
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
     "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 32,
 }
-_FLAG_NEW_LISTENER = 8
-_FLAG_TSYNC_ESRCH = 16
-_SYS_SECCOMP = 317  # x86-64
-_SET_MODE_FILTER = 1
-_GET_ACTION_AVAIL = 2
 _ATTR_CTL_NNP = 3
 ARCHITECTURES = (
     "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
@@ -123,8 +107,8 @@ class _Libseccomp:
 
     def __getattr__(self, name: str) -> Any:
         restype, argtypes = _SIGNATURES[name]
-        func = function(name, restype if restype in ("int", None) else _type(restype), self._library)
-        func.argtypes = [_type(argtype) for argtype in argtypes]
+        func = function(name, restype if restype in ("int", None) else ctype(restype), self._library)
+        func.argtypes = [ctype(argtype) for argtype in argtypes]
         setattr(self, name, func)
         return func
 
@@ -136,24 +120,16 @@ def _library() -> _Libseccomp:
         raise UnsupportedError("linux.seccomp: libseccomp is not installed on this host (Debian package libseccomp2)") from None
 
 
-def _seccomp_syscall(operation: int, flags: int, args: Any) -> tuple[int, int]:
-    """seccomp(2); returns (result, errno)."""
-    result = _syscall(_SYS_SECCOMP, c_uint(operation), c_uint(flags), args)
-    return result, get_errno() if result < 0 else 0
-
-
 def kernel_has_flag(flag: str) -> bool:
-    """Whether this kernel knows an OCI seccomp flag: seccomp(2) checks the flags before it reads
-    the program, so a NULL program fails with EFAULT for known flags and EINVAL for unknown ones."""
+    """Whether this kernel knows an OCI seccomp flag."""
     bits = FLAGS[flag]
     if flag == "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV":
-        bits |= _FLAG_NEW_LISTENER  # meaningless (EINVAL) without a listener
-    return _seccomp_syscall(_SET_MODE_FILTER, bits, None)[1] == errno.EFAULT
+        bits |= kernel.SECCOMP_FILTER_FLAG_NEW_LISTENER  # meaningless (EINVAL) without a listener
+    return kernel.filter_flags_known(bits)
 
 
 def kernel_has_notify() -> bool:
-    action = c_uint32(ACTIONS[NOTIFY])
-    return _seccomp_syscall(_GET_ACTION_AVAIL, 0, byref(action))[0] == 0
+    return kernel.action_available(ACTIONS[NOTIFY])
 
 
 def supported_flags() -> list[str]:
@@ -214,8 +190,8 @@ class Filter:
         validate_profile(seccomp)
         default_errno = seccomp.get("defaultErrnoRet")
         if default_errno is None:
-            default_errno = errno.EPERM
-        self.default = _action(seccomp.get("defaultAction", ""), seccomp.get("defaultErrnoRet"), errno.EPERM,
+            default_errno = EPERM
+        self.default = _action(seccomp.get("defaultAction", ""), seccomp.get("defaultErrnoRet"), EPERM,
                                "linux.seccomp.defaultAction")
         self.notifies = uses_notify(seccomp)
         self.flags = self._kernel_flags(seccomp.get("flags") or [])
@@ -250,7 +226,7 @@ class Filter:
             self._ctx = None
 
     def _kernel_flags(self, flags: list[str]) -> int:
-        bits = _FLAG_NEW_LISTENER if self.notifies else 0
+        bits = kernel.SECCOMP_FILTER_FLAG_NEW_LISTENER if self.notifies else 0
         for flag in flags:
             if flag not in FLAGS:
                 raise UnsupportedError(f"linux.seccomp.flags: {flag} is not supported by this version of capsa")
@@ -260,11 +236,13 @@ class Filter:
                 raise UnsupportedError(f"linux.seccomp.flags: {flag} is not supported by the kernel of this host")
             bits |= FLAGS[flag]
         if bits & FLAGS["SECCOMP_FILTER_FLAG_TSYNC"] and self.notifies:
-            bits |= _FLAG_TSYNC_ESRCH  # the kernel refuses TSYNC with a listener unless failures are ESRCH
+            bits |= kernel.SECCOMP_FILTER_FLAG_TSYNC_ESRCH  # the kernel refuses TSYNC with a listener unless failures are ESRCH
         return bits
 
     def _check(self, result: int, field: str) -> None:
         if result < 0:
+            import errno  # built in (no file to read); for a message only: its table costs 0.26M instructions
+
             raise ConfigError(field, f"libseccomp: {errno.errorcode.get(-result, -result)}")
 
     def _add_arch(self, arch: str, field: str) -> None:
@@ -274,7 +252,7 @@ class Filter:
         if not token:
             raise ConfigError(field, f"libseccomp does not know architecture {arch}")
         result = self._lib.seccomp_arch_add(self._ctx, token)
-        if result < 0 and -result != errno.EEXIST:
+        if result < 0 and -result != EEXIST:
             self._check(result, field)
 
     def _add_rule(self, rule: dict[str, Any], default_errno: int, field: str) -> None:
@@ -321,11 +299,9 @@ class Filter:
 
     def load(self) -> None:
         """Install the filter; with a listener, hand the notify fd over at once (see the module doc)."""
-        result, error = _seccomp_syscall(_SET_MODE_FILTER, self.flags, self._fprog)
-        if result < 0:
-            raise OSError(error, f"seccomp: cannot load the filter: {posix.strerror(error)}")
-        if self.flags & _FLAG_NEW_LISTENER:
-            self._hand_over(result)
+        notify_fd = kernel.load_filter(self.flags, self._fprog)
+        if self.flags & kernel.SECCOMP_FILTER_FLAG_NEW_LISTENER:
+            self._hand_over(notify_fd)
 
     def _hand_over(self, notify_fd: int) -> None:
         if self._listener is None:

@@ -256,10 +256,6 @@ class StateStore:
                     warn(f"{err}; `delete --force {container_id}` removes it")
 
 
-def require(status: str, operation: str, container_id: str) -> None:
-    check_transition(operation, container_id, status)
-
-
 __all__ = [
     "CREATED",
     "CREATING",

@@ -57,8 +57,8 @@ def _opens_in(cgroup: str, *devices: str) -> list[str]:
 
 
 def test_device_filter_is_loaded_and_enforced(cgroup_dir):
-    from capsa import bpf
     from capsa.cgroups.devices_bpf import program
+    from capsa.linux import bpf
 
     assert _opens_in(cgroup_dir, "/dev/null", "/dev/full") == ["ok", "ok"]
     rules = [{"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
@@ -75,8 +75,8 @@ def test_device_filter_is_loaded_and_enforced(cgroup_dir):
 
 
 def test_verifier_takes_every_rule_shape():
-    from capsa import bpf
     from capsa.cgroups.devices_bpf import program
+    from capsa.linux import bpf
 
     for rules in ([], [{"allow": True, "access": "rwm"}], [{"allow": False, "access": "rwm"}],
                   [{"allow": False}, {"allow": True, "type": "b", "major": -1, "minor": 5, "access": "m"},

@@ -12,7 +12,7 @@ import time
 from abc import abstractmethod  # loaded by the interpreter's own start-up: free
 
 from capsa import posixlite
-from capsa.errors import CapsaError, ConfigError
+from capsa.errors import EACCES, EBUSY, EPERM, EROFS, CapsaError, ConfigError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
         def fileno(self) -> int: ...
         def fired(self) -> bool: ...
         def close(self) -> None: ...
-
-# errno values, from asm-generic/errno-base.h: the same on every Linux architecture. (The errno
-# module builds its table of ~130 names on import, ~0.2M instructions.)
-EPERM, EACCES, EBUSY, EROFS = 1, 13, 16, 30
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 FREEZE_TIMEOUT = 10.0

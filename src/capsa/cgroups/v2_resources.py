@@ -66,8 +66,8 @@ def _missing(cgroup: V2Cgroup, name: str) -> str:
 
 
 def _attach_device_filter(cgroup: V2Cgroup, rules: list[dict[str, Any]]) -> None:
-    from capsa import bpf
     from capsa.cgroups.devices_bpf import program
+    from capsa.linux import bpf
 
     field = "linux.resources.devices"
     try:
