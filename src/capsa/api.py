@@ -5,12 +5,15 @@
     with capsa.Sandbox(rootfs=capsa.HostTools(), memory="256M") as sb:
         sb.write_file("/work/main.py", b"print(2)")
         r = sb.run(["python3", "/work/main.py"], timeout=2)
+    with capsa.Pool(4, rootfs=capsa.HostTools()) as pool:
+        r = pool.run(["python3", "-c", "print(3)"], timeout=2)     # or: await pool.arun([...])
 
 Each run is a fresh container (capsa.container.Container) made from a spec built here with the
 safe defaults (see build_spec and docs/api.md): a new user namespace mapping root inside to an
 unprivileged host range, a network namespace with loopback only, no capabilities, no_new_privs,
 a seccomp profile, a read-only root with runc's masked paths, cgroup limits, and a scratch /work
-and /tmp that are empty at the start of a run (a Sandbox keeps /work across its runs).
+and /tmp that are empty at the start of a run (a Sandbox keeps /work across its runs; a Pool
+makes its sandboxes ahead and uses each for one run).
 
 The API is a library over the runtime's library: it never calls the CLI. It is loaded lazily
 (capsa.__getattr__), so the runtime's own start-up does not pay for it.
