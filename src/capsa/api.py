@@ -396,6 +396,19 @@ def _stdin_fd(data: bytes | None) -> int:
     return fd
 
 
+def _release_state_locks() -> None:
+    """In _with_stdio's child: close our copies of the state root's lock files. flock belongs to
+    the open file, which the fork shared: a lock another thread of ours held at the fork would
+    otherwise stay held, after that thread let it go, until the child ends."""
+    prefix = STATE_ROOT + "/"
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith(prefix):
+                os.close(int(name))
+        except OSError:
+            pass
+
+
 def _reap_children(timeout: float = 2.0) -> None:
     """In _with_stdio's child, after a failure: wait for every child it has (all of them were
     started by the failed call), for `timeout` seconds at most."""
@@ -434,6 +447,7 @@ def _with_stdio(call, stdin: int, stdout: int, stderr: int) -> str:
     if pid == 0:  # pragma: no cover (the child)
         try:
             os.close(read_end)
+            _release_state_locks()
             for target, fd in enumerate((stdin, stdout, stderr)):
                 os.dup2(fd, target)
             from capsa import process
@@ -534,7 +548,7 @@ def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_li
         except CapsaError as err:
             raise SandboxStartError(f"cannot start the sandbox: {err}") from err
         supervised = True
-        return (yield from _supervise(container, None, out_r, err_r, timeout, output_limit))  # closes out_r, err_r
+        return (yield from _supervise(container, out_r, err_r, timeout, output_limit))  # closes out_r, err_r
     finally:
         if not supervised:
             os.close(out_r)
@@ -543,27 +557,22 @@ def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_li
             container.delete(force=True)
 
 
-def _supervise(container, exec_process, out_r: int, err_r: int, timeout: float | None, output_limit: int) -> Result:
-    """The run of the container's init, or of exec_process (a capsa.process.Process exec'd in a
-    pooled container, whose init only waits)."""
+def _supervise(container, out_r: int, err_r: int, timeout: float | None, output_limit: int) -> Result:
+    """The run of the container's init (started): a generator, see run_events."""
     started = time.monotonic()
     budget = [output_limit]
     outputs = {out_r: _Output("stdout", out_r, budget), err_r: _Output("stderr", err_r, budget)}
-    main = exec_process or container.init_process()
     try:
-        timed_out, ended = yield from _collect(container, main, outputs, None if timeout is None else started + timeout,
-                                               kill_at_exit=exec_process is not None)
+        timed_out, ended = yield from _collect(container, outputs, None if timeout is None else started + timeout)
     finally:
         for output in outputs.values():
             output.close()
-    if exec_process is None:
-        status = container.wait(timeout=30)
-        oom_killed = bool(container.record.get("oomKilled"))
-    else:
-        from capsa.process import oom_kill_count
+    from capsa.process import oom_kill_count
 
-        status = exec_process.wait(timeout=30)
-        oom_killed = oom_kill_count(container.cgroup()) > 0
+    # The init's own handle, not container.wait(): the container is deleted next, so recording
+    # the exit in its state (under its lock) would be wasted.
+    status = container.init_process().wait(timeout=30)
+    oom_killed = oom_kill_count(container.cgroup()) > 0
     cpu_time, peak_memory = _usage(container)
     return Result(
         stdout=outputs[out_r].value(), stderr=outputs[err_r].value(),
@@ -574,12 +583,12 @@ def _supervise(container, exec_process, out_r: int, err_r: int, timeout: float |
     )
 
 
-def _collect(container, main, outputs: dict[int, _Output], deadline: float | None,
-             kill_at_exit: bool) -> tuple[bool, float]:
-    """Read the run's output until its main process has exited and the pipes are at EOF; kill the
-    whole run at the deadline, or if its pipes stay open DRAIN_GRACE seconds after the main process
-    exited (when it is the init, the kernel kills the rest of its pid namespace; kill_at_exit: we
-    do, as it is not). Returns (timed out, when the main process exited)."""
+def _collect(container, outputs: dict[int, _Output], deadline: float | None) -> tuple[bool, float]:
+    """Read the run's output until its init has exited and the pipes are at EOF; kill the whole
+    run at the deadline, or if its pipes stay open DRAIN_GRACE seconds after the init exited
+    (a process that left the pid namespace's reach cannot exist, but no wait is unbounded).
+    Returns (timed out, when the init exited)."""
+    main = container.init_process()
     timed_out = killed = False
     ended = None
     with selectors.DefaultSelector() as selector:
@@ -600,8 +609,6 @@ def _collect(container, main, outputs: dict[int, _Output], deadline: float | Non
                 if key.fd == main.fileno():
                     selector.unregister(key.fd)
                     ended = ended or time.monotonic()
-                    if kill_at_exit:
-                        _kill_all(container)
                 else:
                     output = outputs[key.fd]
                     data = output.read()
@@ -839,16 +846,31 @@ def _remove_scratch(directory: str) -> None:
 
 # -- pools --------------------------------------------------------------------------------------
 
-# The init of a pooled container: it only waits (killed with the container after its one run).
-POOL_INIT = ["sleep", "2147483647"]
+# The init of a pooled sandbox: made and set up ahead, it waits on its stdin for the command line
+# of its one run (shell words, quoted by shlex), then becomes that run (exec). What follows the
+# line on stdin is the run's stdin: the shell reads a pipe one byte at a time, never past the line.
+POOL_INIT = ["/bin/sh", "-c", 'IFS= read -r line && eval "$line"']
+
+
+class _Warm:
+    """A pooled sandbox: a created container, and our ends of its stdio pipes."""
+
+    def __init__(self, container, stdin: int, stdout: int, stderr: int):
+        self.container, self.stdin, self.stdout, self.stderr = container, stdin, stdout, stderr
+
+    def close_fds(self) -> None:
+        for fd in (self.stdin, self.stdout, self.stderr):
+            if fd >= 0:
+                os.close(fd)
+        self.stdin = self.stdout = self.stderr = -1
 
 
 class Pool:
-    """Warm sandboxes, made ahead by a background thread: pool.run(argv) execs argv in one that is
-    ready (namespaces, mounts and cgroup already set up), then throws that sandbox away. A run
-    never meets anything an earlier run touched: each sandbox serves one run.
-
-    The rootfs must have a `sleep` program on PATH (the waiting init); pids= counts it."""
+    """Warm sandboxes, made ahead by a background thread: pool.run(argv) starts one that is ready
+    (namespaces, mounts, cgroup, seccomp all set up; its init waiting), tells it what to run, and
+    throws it away after: each sandbox serves one run, so a run never meets anything an earlier
+    run touched. The rootfs needs /bin/sh and env (busybox's or the host's). A program that does
+    not exist is exit code 127 (the shell's), not an error."""
 
     def __init__(self, size: int = 4, *, rootfs, memory=None, cpus=None, pids=None, network=False, timeout=None,
                  scratch=None, cpu_time=None, file_size=None, output_limit=None, env=None):
@@ -869,7 +891,7 @@ class Pool:
         self._wanted = threading.Condition()
         self._closed = False
         self._failure: BaseException | None = None
-        self._ready.put(self._warm())  # the first one here: a rootfs it cannot run in fails now
+        self._ready.put(self._warm())  # the first one here: a rootfs it cannot be made in fails now
         self._thread = threading.Thread(target=self._keep_warm, name="capsa-pool", daemon=True)
         self._thread.start()
 
@@ -879,21 +901,21 @@ class Pool:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _warm(self):
+    def _warm(self) -> _Warm:
         spec = build_spec(list(POOL_INIT), self._rootfs, self._limits, [PATH], "/")
-        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
-            container = _create(spec, null, null, null)
+            container = _create(spec, in_r, out_w, err_w)
         except SandboxStartError as err:
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
             raise SandboxStartError(f"cannot create a pooled sandbox: {err}") from None
         finally:
-            os.close(null)
-        try:
-            container.start()
-        except BaseException:
-            container.delete(force=True)
-            raise
-        return container
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+        return _Warm(container, in_w, out_r, err_r)
 
     def _keep_warm(self) -> None:
         """Delete used sandboxes and make new ones until `size` are ready."""
@@ -904,16 +926,17 @@ class Pool:
                 if self._closed:
                     return
                 retired, self._retired = self._retired, []
-            for container in retired:
-                _delete_quietly(container)
+            for warm in retired:
+                _discard(warm)
             if self._ready.qsize() < self._size:
                 try:
                     self._ready.put(self._warm())
+                    self._failure = None
                 except BaseException as err:  # reported to the callers waiting for a sandbox
                     self._failure = err
                     time.sleep(0.5)
 
-    def _take(self):
+    def _take(self) -> _Warm:
         import queue
 
         while True:
@@ -925,30 +948,31 @@ class Pool:
                 if self._failure is not None and self._ready.empty():
                     raise SandboxStartError(f"the pool cannot make sandboxes: {self._failure}") from None
 
-    def _retire(self, container) -> None:
+    def _retire(self, warm: _Warm) -> None:
         with self._wanted:
-            if self._closed:
-                _delete_quietly(container)
+            if not self._closed:
+                self._retired.append(warm)
+                self._wanted.notify()
                 return
-            self._retired.append(container)
-            self._wanted.notify()
+        _discard(warm)
 
     def run(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None) -> Result:
         """Run argv in a ready sandbox (see the class)."""
         argv = _check_argv(argv)
+        if "=" in argv[0]:
+            raise InvalidArgumentError("argv", f"a pooled run's program name cannot contain '=': {argv[0]!r}")
         env_list = _check_env(self._env if env is None else env)
         cwd = _check_cwd(cwd)
         stdin = _check_stdin(stdin)
         timeout = self._timeout if timeout is None else _check_timeout(timeout)
         output_limit = self._output_limit if output_limit is None else _check_output_limit(output_limit)
-        container = self._take()
+        warm = self._take()
         with self._wanted:
             self._wanted.notify()  # one fewer ready: make another meanwhile
         try:
-            return _exec_run(container, dict(container.spec["process"], args=argv, env=env_list, cwd=cwd), stdin,
-                             timeout, output_limit)
+            return _pooled_run(warm, _command_line(argv, env_list, cwd), stdin or b"", timeout, output_limit)
         finally:
-            self._retire(container)
+            self._retire(warm)
 
     async def arun(self, argv, **options) -> Result:
         """run() for asyncio (a thread per run)."""
@@ -964,54 +988,78 @@ class Pool:
             self._closed = True
             self._wanted.notify_all()
         self._thread.join(timeout=60)
-        for container in self._retired:
-            _delete_quietly(container)
-        self._retired = []
+        retired, self._retired = self._retired, []
+        for warm in retired:
+            _discard(warm)
         while not self._ready.empty():
-            _delete_quietly(self._ready.get_nowait())
+            _discard(self._ready.get_nowait())
 
 
-def _delete_quietly(container) -> None:
-    """Delete a pooled container and reap its init (our child: we are a subreaper)."""
-    try:
-        init = container.init_process()
-    except ProcessLookupError:
-        init = None
-    try:
-        container.delete(force=True)
-    except CapsaError:
-        pass  # clean_leftovers deletes what could not be
-    if init is not None:
-        try:
-            init.wait(timeout=10)
-        except (TimeoutError, OSError):
-            pass
-        init.close()
+def _command_line(argv: list[str], env: list[str], cwd: str) -> bytes:
+    """What POOL_INIT evaluates: cd to cwd, then exec argv with exactly env (env -i)."""
+    import shlex
+
+    words = ["exec", "env", "-i", *env, *argv]
+    line = f"cd -- {shlex.quote(cwd)} && " + " ".join(shlex.quote(w) for w in words)
+    if "\n" in line:
+        raise InvalidArgumentError("argv", "a pooled run's arguments, environment and cwd cannot contain a newline")
+    return line.encode() + b"\n"
 
 
-def _exec_run(container, process: dict, stdin: bytes | None, timeout: float | None, output_limit: int) -> Result:
-    """Exec process in a pooled container (fds 0-2 as in _create) and supervise it."""
-    from capsa.process import Process
-
-    stdin_fd = _stdin_fd(stdin)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    supervised = False
+def _pooled_run(warm: _Warm, line: bytes, stdin: bytes, timeout: float | None, output_limit: int) -> Result:
+    """Start the warm sandbox, feed it the command line and stdin, supervise it."""
+    writer = None
     try:
         try:
-            pid = int(_with_stdio(lambda: str(container.exec(process)), stdin_fd, out_w, err_w))
-        finally:
-            for fd in (stdin_fd, out_w, err_w):
-                os.close(fd)
-        handle = Process.open(pid)  # our child (we are a subreaper): the pid cannot be reused before we reap it
-        supervised = True
-        events = _supervise(container, handle, out_r, err_r, timeout, output_limit)
+            warm.container.start()
+        except CapsaError as err:
+            raise SandboxStartError(f"cannot start a pooled sandbox: {err}") from err
+        data = line + stdin
+        if len(data) <= 32768:  # fits the pipe's buffer: written at once
+            _write_all(warm.stdin, data)
+            os.close(warm.stdin)
+        else:
+            writer = threading.Thread(target=_feed, args=(warm.stdin, data), daemon=True)
+            writer.start()
+        warm.stdin = -1
+        out_r, err_r = warm.stdout, warm.stderr
+        warm.stdout = warm.stderr = -1  # _supervise closes them
+        events = _supervise(warm.container, out_r, err_r, timeout, output_limit)
         while True:
             try:
                 next(events)
             except StopIteration as done:
                 return done.value
     finally:
-        if not supervised:
-            os.close(out_r)
-            os.close(err_r)
+        if writer is not None:
+            writer.join(timeout=10)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _feed(fd: int, data: bytes) -> None:
+    """A large stdin, written while the run reads it; a run that stops reading gets EOF never and
+    we EPIPE once it is gone."""
+    try:
+        _write_all(fd, data)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _discard(warm: _Warm) -> None:
+    """Delete a pooled sandbox (used or not) and close our ends of its pipes."""
+    warm.close_fds()
+    try:
+        warm.container.delete(force=True)
+    except CapsaError:
+        pass  # clean_leftovers deletes what could not be
+    try:
+        warm.container.wait(timeout=10)  # reap its init (our child: we are a subreaper)
+    except (TimeoutError, OSError, CapsaError):
+        pass

@@ -72,6 +72,12 @@ def leftovers(pid: int | None = None) -> list[str]:
     return found
 
 
+def api_path() -> str:
+    from capsa.api import PATH
+
+    return PATH
+
+
 def processes_with(marker: str) -> list[int]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -321,17 +327,20 @@ asyncio.run(main())
 def test_pool_runs_and_a_run_never_meets_an_earlier_ones_leftovers(rootfs):
     out = scenario(rootfs, """
 with capsa.Pool(2, rootfs=ROOTFS, memory='64M', pids=32, timeout=30) as pool:
-    show(pool.run(['sh', '-c', 'echo out; echo err >&2; exit 5']))
+    show(pool.run(['sh', '-c', 'echo out; echo err >&2; cat; pwd; env'], stdin=b'in\\n', env={'A': "it's"}, cwd='/tmp'))
+    show(pool.run(['sh', '-c', 'exit 5']))
     show(pool.run(['sh', '-c', 'echo a > /work/left; echo b > /tmp/left; echo c > /dev/shm/left; sleep 60 &']))
     for _ in range(3):
         show(pool.run(['sh', '-c', 'ls /work /tmp /dev/shm; pidof sleep | wc -w']))
     print(json.dumps(os.getpid()))
 """)
     *results, pid = out
-    assert (results[0]["stdout"], results[0]["stderr"], results[0]["exit_code"]) == ("out\n", "err\n", 5)
-    for r in results[2:]:
-        # The pooled sandbox's own init is a sleep: one, never the earlier run's.
-        assert r["stdout"].split() == ["/dev/shm:", "/tmp:", "/work:", "1"], r
+    lines = results[0]["stdout"].splitlines()
+    assert lines[:3] == ["out", "in", "/tmp"] and results[0]["stderr"] == "err\n"
+    assert {"A=it's", api_path()} <= set(lines[3:]) and not {"HOME", "USER"} & {v.split("=")[0] for v in lines[3:]}
+    assert results[1]["exit_code"] == 5
+    for r in results[3:]:
+        assert r["stdout"].split() == ["/dev/shm:", "/tmp:", "/work:", "0"], r
     assert leftovers(pid) == []
 
 
@@ -342,10 +351,7 @@ with capsa.Pool(1, rootfs=ROOTFS, memory='16M', pids=16) as pool:
     show(pool.run(['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], timeout=30))
     show(pool.run(['sh', '-c', 'trap "" TERM; sleep {marker} & sleep {marker}'], timeout=1))
     show(pool.run(['sh', '-c', 'b() {{ b | b & }}; b; sleep 30'], timeout=2))
-    try:
-        pool.run(['/no/such/program'], timeout=10)
-    except capsa.SandboxStartError as err:
-        print(json.dumps(str(err)))
+    show(pool.run(['/no/such/program'], timeout=10))
     show(pool.run(['echo', 'still here'], timeout=30))
     print(json.dumps(os.getpid()))
 """, timeout=300)
@@ -353,7 +359,7 @@ with capsa.Pool(1, rootfs=ROOTFS, memory='16M', pids=16) as pool:
     assert oom["oom_killed"] and oom["signal"] == 9
     assert timeout["timed_out"] and processes_with(f"sleep\0{marker}") == []
     assert bomb["timed_out"] or bomb["exit_code"] != 0
-    assert "/no/such/program" in error
+    assert error["exit_code"] == 127 and "/no/such/program" in error["stderr"]  # as a shell says it
     assert after["stdout"] == "still here\n"
     assert leftovers(pid) == []
 
