@@ -240,6 +240,13 @@ def default_seccomp() -> dict:
     }
 
 
+def can_limit_swap() -> bool:
+    """The host accounts swap (v1: memory.memsw files; v2: memory.swap.max, where capsa accepts
+    "no swap" even without accounting)."""
+    return os.path.exists("/sys/fs/cgroup/cgroup.controllers") or os.path.exists(
+        "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+
+
 def build_spec(argv: list[str], rootfs: Rootfs, limits: Limits, env: list[str], cwd: str,
                work_source: str | None = None) -> dict:
     """The OCI spec of one run: runc's default config made stricter (see the module's doc).
@@ -281,6 +288,8 @@ def build_spec(argv: list[str], rootfs: Rootfs, limits: Limits, env: list[str], 
     resources = linux.setdefault("resources", {})
     if limits.memory:
         resources["memory"] = {"limit": limits.memory}
+        if can_limit_swap():
+            resources["memory"]["swap"] = limits.memory  # memory + swap: no swap, so the OOM killer acts
     if limits.cpus:
         resources["cpu"] = {"quota": int(limits.cpus * 100_000), "period": 100_000}
     if limits.pids:

@@ -28,6 +28,11 @@ def test_errors_are_capsa_errors_and_value_errors():
     assert issubclass(InvalidArgumentError, ValueError)
 
 
+def test_no_swap_limit_where_the_host_does_not_account_swap(monkeypatch):
+    monkeypatch.setattr(api, "can_limit_swap", lambda: False)
+    assert spec_of(memory="64M")["linux"]["resources"]["memory"] == {"limit": 64 << 20}
+
+
 def test_limits_refuse_bad_values():
     for kwargs in ({"cpus": 0}, {"pids": 2.5}, {"pids": True}, {"network": "yes"}, {"cpu_time": -1}):
         with pytest.raises(InvalidArgumentError, match=f"^{next(iter(kwargs))}: "):
@@ -62,10 +67,11 @@ def test_the_spec_has_the_safe_defaults():
     assert {"type": "RLIMIT_CORE", "hard": 0, "soft": 0} in process["rlimits"]
 
 
-def test_the_spec_carries_the_limits():
+def test_the_spec_carries_the_limits(monkeypatch):
+    monkeypatch.setattr(api, "can_limit_swap", lambda: True)
     spec = spec_of(memory="64M", cpus=0.5, pids=10, cpu_time=2.5, file_size="1M", scratch="8M")
     resources = spec["linux"]["resources"]
-    assert resources["memory"] == {"limit": 64 << 20}
+    assert resources["memory"] == {"limit": 64 << 20, "swap": 64 << 20}  # memory + swap: no swap
     assert resources["cpu"] == {"quota": 50_000, "period": 100_000}
     assert resources["pids"] == {"limit": 10}
     rlimits = {r["type"]: (r["soft"], r["hard"]) for r in spec["process"]["rlimits"]}
