@@ -316,11 +316,11 @@ def test_arun_runs_many_at_once_from_asyncio(rootfs):
     out = scenario(rootfs, """
 import asyncio
 async def main():
-    results = await asyncio.gather(*(capsa.arun(['sh', '-c', f'echo {i}'], rootfs=ROOTFS, timeout=60) for i in range(12)))
+    results = await asyncio.gather(*(capsa.arun(['sh', '-c', f'echo {i}'], rootfs=ROOTFS, timeout=60) for i in range(50)))
     print(json.dumps([r.stdout.decode() for r in results]))
 asyncio.run(main())
 """, timeout=300)
-    assert out[0] == [f"{i}\n" for i in range(12)]
+    assert out[0] == [f"{i}\n" for i in range(50)]
 
 
 # -- pools --------------------------------------------------------------------------------------
