@@ -448,3 +448,38 @@ def test_ptrace_is_refused(rootfs):
             "print(libc.ptrace(16, 1, 0, 0), ctypes.get_errno(), libc.ptrace(0, 0, 0, 0), ctypes.get_errno())")
     r = one(rootfs, f"capsa.run(['python3', '-c', {code!r}], rootfs=capsa.HostTools(), timeout=60)")
     assert r["stdout"].split() == ["-1", "1", "-1", "1"], r["stderr"]  # PTRACE_ATTACH, PTRACE_TRACEME: EPERM
+
+
+def test_runs_leak_no_fd_and_no_child_and_a_bad_pool_leaves_nothing(rootfs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    searchable(empty)
+    out = scenario(rootfs, f"""
+def fds():
+    return len(os.listdir('/proc/self/fd'))
+capsa.run(['true'], rootfs=ROOTFS, timeout=30)
+with capsa.Pool(2, rootfs=ROOTFS) as pool:
+    pool.run(['true'])
+before = fds()
+for _ in range(5):
+    capsa.run(['sh', '-c', 'yes | head -c 100000'], rootfs=ROOTFS, timeout=30, output_limit='1K')
+    with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
+        sb.write_file('/work/f', 'x')
+        list(sb.stream(['cat', '/work/f']))
+    with capsa.Pool(2, rootfs=ROOTFS) as pool:
+        pool.run(['/no/such/program'])
+print(json.dumps([before, fds()]))
+for bad in (lambda: capsa.Pool(0, rootfs=ROOTFS), lambda: capsa.Pool(2, rootfs={str(empty)!r})):
+    try:
+        bad()
+    except capsa.SandboxError as err:
+        print(json.dumps(type(err).__name__))
+children = [l.split()[1] for l in os.popen(f'ps -o pid=,stat= --ppid {{os.getpid()}}') if l.split()[1].startswith('Z')]
+print(json.dumps(children))
+print(json.dumps(os.getpid()))
+""", timeout=300)
+    (before, after), small, no_shell, zombies, pid = out
+    assert after == before
+    assert (small, no_shell) == ("InvalidArgumentError", "SandboxStartError")
+    assert zombies == []
+    assert leftovers(pid) == []
