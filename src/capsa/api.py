@@ -305,8 +305,9 @@ _set_up = False
 
 
 def _setup() -> None:
-    """Once per program: be a subreaper (the container's init is re-parented to us, so its exit
-    status is ours to learn) and clean what a crashed program using the API left."""
+    """Once per program: load the runtime's modules, be a subreaper (the container's init is
+    re-parented to us, so its exit status is ours to learn), clean what programs using the API
+    left when they died, and start this program's guard (capsa.api_guard)."""
     global _set_up
     with _setup_lock:
         if _set_up:
