@@ -1,6 +1,6 @@
 """Benchmark of capsa's Python API: a cold capsa.run(["/bin/true"]) against bubblewrap, runc and crun.
 
-    sudo .venv/bin/python bench/bench_api.py [--runs 100]
+    sudo .venv/bin/python bench/bench_api.py [--runs 100] [--throughput 1000]
 
 Every contender is timed from this one Python program, call to result, in turns (round-robin, so
 that the machine's drift hits them alike): capsa.run in-process; `bwrap --unshare-all --ro-bind /
@@ -75,6 +75,42 @@ def contenders(bundle: str, state: str, pools: list) -> dict:
     return found
 
 
+def throughput(count: int, bundle: str, state: str) -> None:
+    """Runs per second for `count` short runs (/bin/true), 4 and 8 at a time: through a
+    capsa.Pool of that size, and bwrap, runc and crun spawned from as many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import capsa
+
+    rootfs = os.path.join(bundle, "rootfs")
+    print(f"\nthroughput: {count} runs of /bin/true, runs per second")
+    spawned = spawned_contenders(bundle, state)
+    for width in (4, 8):
+        with capsa.Pool(width, rootfs=rootfs) as pool:
+            rows = {f"capsa.Pool({width})": lambda pool=pool: pool.run(["/bin/true"]), **spawned}
+            for name, call in rows.items():
+                start = time.perf_counter()
+                with ThreadPoolExecutor(width) as workers:
+                    list(workers.map(lambda _, call=call: call(), range(count)))
+                print(f"{name + f', {width} at a time':32} {count / (time.perf_counter() - start):8.0f}")
+
+
+def spawned_contenders(bundle: str, state: str) -> dict:
+    counter = iter(range(10**9))
+    devnull = subprocess.DEVNULL
+    rows = {}
+    if shutil.which("bwrap"):
+        rows["bwrap --unshare-all"] = lambda: subprocess.run(
+            ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"], stdout=devnull, check=True)
+    for runtime in ("runc", "crun"):
+        if shutil.which(runtime):
+            root = os.path.join(state, runtime)
+            rows[f"{runtime} run"] = (lambda runtime=runtime, root=root: subprocess.run(
+                [runtime, "--root", root, "run", "--bundle", bundle, f"t{next(counter)}"], stdout=devnull,
+                stderr=devnull, check=True))
+    return rows
+
+
 def main() -> int:
     runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 100
     if os.environ.get("CAPSA_BENCH_NS") != "1" and os.path.ismount("/sys/fs/cgroup/unified"):
@@ -103,6 +139,8 @@ def main() -> int:
         print(f"{'contender':32} {'median':>8} {'p99':>8}")
         for name, values in times.items():
             print(f"{name:32} {statistics.median(values):8.1f} {percentile(values, 0.99):8.1f}")
+        if "--throughput" in sys.argv:
+            throughput(int(sys.argv[sys.argv.index("--throughput") + 1]), bundle, state)
         for pool in pools:
             pool.close()
     finally:

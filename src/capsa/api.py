@@ -902,8 +902,11 @@ class Pool:
         self._closed = False
         self._failure: BaseException | None = None
         self._ready.put(self._warm())  # the first one here: a rootfs it cannot be made in fails now
-        self._thread = threading.Thread(target=self._keep_warm, name="capsa-pool", daemon=True)
-        self._thread.start()
+        self._making = 0
+        self._threads = [threading.Thread(target=self._keep_warm, name=f"capsa-pool-{n}", daemon=True)
+                         for n in range(min(size, os.cpu_count() or 1))]
+        for thread in self._threads:
+            thread.start()
 
     def __enter__(self) -> Pool:
         return self
@@ -928,23 +931,29 @@ class Pool:
         return _Warm(container, in_w, out_r, err_r)
 
     def _keep_warm(self) -> None:
-        """Delete used sandboxes and make new ones until `size` are ready."""
+        """Delete used sandboxes and make new ones until `size` are ready or being made (one
+        such thread per CPU: creations run in children of their own, side by side)."""
         while True:
             with self._wanted:
-                while not self._closed and not self._retired and self._ready.qsize() >= self._size:
+                while not self._closed and not self._retired and self._ready.qsize() + self._making >= self._size:
                     self._wanted.wait()
                 if self._closed:
                     return
                 retired, self._retired = self._retired, []
+                make = self._ready.qsize() + self._making < self._size
+                self._making += make
             for warm in retired:
                 _discard(warm)
-            if self._ready.qsize() < self._size:
+            if make:
                 try:
                     self._ready.put(self._warm())
                     self._failure = None
                 except BaseException as err:  # reported to the callers waiting for a sandbox
                     self._failure = err
                     time.sleep(0.5)
+                finally:
+                    with self._wanted:
+                        self._making -= 1
 
     def _take(self) -> _Warm:
         import queue
@@ -997,7 +1006,8 @@ class Pool:
                 return
             self._closed = True
             self._wanted.notify_all()
-        self._thread.join(timeout=60)
+        for thread in self._threads:
+            thread.join(timeout=60)
         retired, self._retired = self._retired, []
         for warm in retired:
             _discard(warm)
