@@ -351,7 +351,7 @@ def _start_guard() -> None:
 
 # What creating and exec'ing import: loaded here once, not in each forked child (_with_stdio) anew.
 _RUNTIME_MODULES = (
-    "capsa.container", "capsa.launch", "capsa.init", "capsa.rootless", "capsa.spec", "capsa.cgroups",
+    "capsa.container", "capsa.create", "capsa.launch", "capsa.init", "capsa.rootless", "capsa.spec", "capsa.cgroups",
     "capsa.cgroups.v1", "capsa.cgroups.v1_resources", "capsa.cgroups.v2", "capsa.cgroups.v2_resources",
     "capsa.rootfs", "capsa.caps", "capsa.seccomp", "capsa.bpf", "capsa.lsm", "capsa.idmap", "capsa.mountopts",
     "capsa.procfs", "capsa.process", "capsa.syncpipe", "capsa.trampoline", "capsa.hooks",

@@ -54,6 +54,17 @@ def grantable_by(namespaces: list[dict[str, Any]]) -> int | None:
     return linux.capget_permitted()
 
 
+def warn_unavailable(process: dict[str, Any] | None, spec: dict[str, Any], warn: Any) -> None:
+    """Tell `warn` which of process.capabilities will not be granted (runtime-spec 1.1+: a
+    warning, not a failure); `spec` is the container's (its namespaces decide what is grantable)."""
+    capabilities = (process or {}).get("capabilities")
+    if not capabilities or warn is None:
+        return
+    ignored = unavailable(capabilities, grantable_by((spec.get("linux") or {}).get("namespaces") or []))
+    if ignored:
+        warn(f"ignoring unknown or unavailable capabilities: [{' '.join(ignored)}]")
+
+
 def _mask(names: list[str] | None, highest: int) -> int:
     mask = 0
     for name in names or ():

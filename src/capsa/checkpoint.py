@@ -28,8 +28,9 @@ from __future__ import annotations
 import os
 import subprocess
 
-from capsa import jsonfast, procfs
+from capsa import jsonfast
 from capsa import state as st
+from capsa.criu_rpc import CriuError, log_errors
 from capsa.errors import CapsaError, StateError, UnsupportedError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from capsa.cgroups import Cgroup
+    from capsa.create import Allocation, CreateConfig, Prepared
 
 DESCRIPTORS_FILE = "descriptors.json"  # runc's name: tools (podman, CRIU's crit users) read it
 CRIU_ROOT = "criu-root"
@@ -46,10 +48,6 @@ MANAGE_CGROUPS_MODES = ("soft", "full", "strict", "ignore")
 EXTERNAL_NAMESPACES = {"network": ("net", "extRootNetNS"), "pid": ("pid", "extRootPidNS")}
 # criu's names for --join-ns (runc's configs.NsName).
 CRIU_NAMESPACE_NAMES = {"network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user", "time": "time"}
-
-
-class CriuError(CapsaError):
-    """CRIU could not do what was asked (its log's errors are in the message)."""
 
 
 class CriuOptions:
@@ -106,18 +104,7 @@ def _run_criu(argv: list[str], log_path: str, action: str, **kwargs: Any) -> Non
     except OSError as err:
         raise CriuError(f"cannot run {argv[0]}: {err.strerror}") from None
     if result.returncode != 0:
-        raise CriuError(f"criu {action} failed (exit {result.returncode}){_log_errors(log_path)}\nlog file: {log_path}")
-
-
-def _log_errors(log_path: str) -> str:
-    """The Error lines of a criu log (the last few), for the message; the whole log stays on disk."""
-    try:
-        with open(log_path, errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return ""
-    errors = [line for line in lines if "Error" in line or "error" in line][-8:] or lines[-5:]
-    return (":\n" + "\n".join(errors)) if errors else ""
+        raise CriuError(f"criu {action} failed (exit {result.returncode}){log_errors(log_path)}\nlog file: {log_path}")
 
 
 def _common_flags(opts: CriuOptions) -> list[str]:
@@ -277,9 +264,9 @@ def external_mounts(spec: dict[str, Any], bundle: str, cgroup: Cgroup | None) ->
 def _cgroup_binds(spec: dict[str, Any], destination: str, cgroup: Cgroup | None) -> list[tuple[str, str]]:
     """capsa lays a cgroup mount out as binds of the container's own cgroup directories (see
     rootfs._mount_cgroup): one at `destination` (cgroup2 only), or one per hierarchy below it."""
-    from capsa.launch import _cgroup_sources
+    from capsa.launch import cgroup_sources
 
-    sources = _cgroup_sources(spec, cgroup)
+    sources = cgroup_sources(spec, cgroup)
     base = _clean(destination)
     return [(base if not name else f"{base}/{name}", source) for name, source in sorted(sources.items())]
 
@@ -333,68 +320,48 @@ def refuse_unrestorable(spec: dict[str, Any]) -> None:
                                    "as a plain bind of its source")
 
 
-def restore(root: str, container_id: str, bundle: str, criu: str, opts: CriuOptions, *,
-            console_socket: str | None = None, pid_file: str | None = None) -> Any:
-    """Create container `container_id` from `bundle` by restoring the image in opts.image_path;
-    return the Container, running. A container of that id that a checkpoint stopped is
-    replaced (runc removes it at checkpoint time)."""
-    from capsa import container as ct
-    from capsa import spec as specmod
+class Restoring:
+    """A restore checked and ready to run (prepare_restore): the container as create's validate
+    step prepared it, and what the image's descriptors.json says of the init's stdio."""
+
+    __slots__ = ("prepared", "descriptors")
+
+    def __init__(self, prepared: Prepared, descriptors: list[str]):
+        self.prepared = prepared
+        self.descriptors = descriptors
+
+
+def prepare_restore(config: CreateConfig, criu: str, opts: CriuOptions) -> Restoring:
+    """Everything restore checks before it touches anything: the flags, the bundle (create's
+    validate step), what CRIU could not restore, the console, the image, `criu check`."""
+    from capsa import create
 
     validate_options(opts)
     if os.geteuid() != 0:
         raise UnsupportedError("restore needs root: CRIU cannot restore a container as an unprivileged user")
-    bundle = os.path.abspath(bundle)
-    st.validate_id(container_id)
-    spec = specmod.load_bundle(bundle)
-    ct.refuse_unsupported(spec)
-    refuse_unrestorable(spec)
-    if _has_terminal(spec) and not console_socket:
+    prepared = create.validate(config)
+    refuse_unrestorable(prepared.spec)
+    console_socket = config.console.socket if config.console is not None else None
+    if _has_terminal(prepared.spec) and not console_socket:
         raise CapsaError("process.terminal is true: a --console-socket is needed to receive the terminal")
-    if console_socket and not _has_terminal(spec):
+    if console_socket and not _has_terminal(prepared.spec):
         raise CapsaError("--console-socket given but process.terminal is false")
     prepare_image_paths(opts, for_restore=True)
     descriptors = _read_descriptors(opts.image_path)
     check_criu(criu)
-    _replace_checkpointed(root, container_id)
-    rootfs_path = ct._rootfs_path(bundle, spec)
-    from capsa import cgroups
-
-    cgroup = cgroups.for_spec(spec, container_id)
-    store = st.StateStore(root)
-    store.create(container_id)
-    try:
-        cgroup.create()  # before the record names it: the record says whether capsa made it
-        with store.lock(container_id):
-            container = ct.Container(store, ct._new_record(container_id, bundle, rootfs_path, spec), spec)
-            container.record.update(cgroup.record())
-            store.write_config(container_id, spec)
-            store.write(container_id, container.record)
-            pid = _restore_into(container, spec, cgroup, criu, opts, descriptors, console_socket)
-            container.record.update(status=st.RUNNING, pid=pid, pidStartTime=procfs.start_time(pid),
-                                    created=st.now_rfc3339(), restoredFrom=opts.image_path)
-            container.record.pop("creator", None)
-            store.write(container_id, container.record)
-    except BaseException:
-        ct._destroy_quietly(cgroup)
-        store.remove(container_id)
-        raise
-    if pid_file:
-        st.write_atomic(os.path.abspath(pid_file), str(container.pid), 0o644)
-    return container
+    return Restoring(prepared, descriptors)
 
 
-def _replace_checkpointed(root: str, container_id: str) -> None:
-    from capsa.container import Container
-    from capsa.errors import ExistsError, NotFoundError
+def restore(store: st.StateStore, restoring: Restoring, criu: str, opts: CriuOptions) -> Allocation:
+    """Create the prepared container through create's steps, with CRIU's restore of the image in
+    opts.image_path as the launch step; the container is running once it returns."""
+    from capsa import create
 
-    try:
-        old = Container.load(root, container_id)
-    except NotFoundError:
-        return
-    if old.id != container_id or not old.record.get("checkpoint") or old.status() != st.STOPPED:
-        raise ExistsError(container_id)
-    old.delete()
+    def launch(allocation: Allocation) -> None:
+        allocation.pid = _restore_into(allocation, restoring, criu, opts)
+        allocation.record.update(created=st.now_rfc3339(), restoredFrom=opts.image_path)
+
+    return create.create(store, restoring.prepared, launch, st.RUNNING)
 
 
 def _read_descriptors(image_path: str) -> list[str]:
@@ -412,30 +379,40 @@ def _read_descriptors(image_path: str) -> list[str]:
     return value
 
 
-def _restore_into(container: Any, spec: dict[str, Any], cgroup: Cgroup, criu: str, opts: CriuOptions,
-                  descriptors: list[str], console_socket: str | None) -> int:
+def _restore_into(allocation: Allocation, restoring: Restoring, criu: str, opts: CriuOptions) -> int:
     """Run `criu restore` for the container (inside its cgroup, limits applied); return the
     restored init's host pid."""
     from capsa import linux
 
-    linux_spec = spec.get("linux") or {}
-    cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"))
-    _make_mount_points(container.record["rootfs"], container.record["bundle"], spec)
-    criu_root = os.path.join(container.directory, CRIU_ROOT)
+    spec = restoring.prepared.spec
+    cgroup = allocation.cgroup
+    # systemd makes the scope around a process: criu's own, started first (the RPC), as runc does.
+    by_manager = cgroup is not None and cgroup.placed_by_manager
+    if cgroup is not None and not by_manager:
+        _limit(cgroup, restoring)
+    _make_mount_points(allocation.record["rootfs"], allocation.record["bundle"], spec)
+    criu_root = os.path.join(allocation.directory, CRIU_ROOT)
     os.mkdir(criu_root, 0o755)
     namespace_fds: list[int] = []
+    console = restoring.prepared.config.console
     try:
-        linux.mount(container.record["rootfs"], criu_root, None, linux.MS_BIND | linux.MS_REC)
+        linux.mount(allocation.record["rootfs"], criu_root, None, linux.MS_BIND | linux.MS_REC)
         try:
-            argv, log, pid_path = restore_command(container, spec, cgroup, criu, opts, criu_root, descriptors,
+            argv, log, pid_path = restore_command(allocation, spec, cgroup, criu, opts, criu_root, restoring.descriptors,
                                                   namespace_fds)
-            join = cgroup.self_join_files()
-            if _has_terminal(spec):
+            join = cgroup.self_join_files() if cgroup is not None and not by_manager else []
+            if _has_terminal(spec) or by_manager:
                 from capsa import criu_rpc
+
+                def placed(pid: int) -> None:
+                    linux_spec = spec.get("linux") or {}
+                    cgroup.create_with(pid, linux_spec.get("resources"))
+                    _limit(cgroup, restoring)
 
                 # The RPC answers with the pid; the pid file stays unwritten.
                 return criu_rpc.run(argv, log, pass_fds=tuple(namespace_fds), preexec_fn=lambda: _join(join),
-                                    console_socket=console_socket)
+                                    console_socket=console.socket if console is not None else None,
+                                    started=placed if by_manager else None)
             _run_criu(argv, log, "restore", pass_fds=tuple(namespace_fds), preexec_fn=lambda: _join(join))
         finally:
             linux.umount2(criu_root, linux.MNT_DETACH)
@@ -453,10 +430,17 @@ def _restore_into(container: Any, spec: dict[str, Any], cgroup: Cgroup, criu: st
     return pid
 
 
-def restore_command(container: Any, spec: dict[str, Any], cgroup: Cgroup, criu: str, opts: CriuOptions, criu_root: str,
+def _limit(cgroup: Cgroup, restoring: Restoring) -> None:
+    linux_spec = restoring.prepared.spec.get("linux") or {}
+    cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"), rootless=restoring.prepared.rootless_cgroups,
+                 warn=restoring.prepared.config.warn)
+
+
+def restore_command(container: Any, spec: dict[str, Any], cgroup: Cgroup | None, criu: str, opts: CriuOptions, criu_root: str,
                     descriptors: list[str], namespace_fds: list[int]) -> tuple[list[str], str, str]:
-    """The criu command line for the restore, its log's path and the file it writes the pid to.
-    Namespace fds it opens are appended to namespace_fds (for the caller to pass and close)."""
+    """The criu command line for the restore, its log's path and the file it writes the pid to;
+    `container` is what it reads of the container being made (its directory and record: a
+    capsa.create.Allocation). Namespace fds it opens are appended to namespace_fds (for the caller to pass and close)."""
     pid_path = os.path.join(container.directory, RESTORED_PID_FILE)
     argv = [criu, "restore", "--images-dir", opts.image_path, "--log-file", "restore.log", "-v4",
             "--root", criu_root, "--restore-detached", "--restore-sibling", "--pidfile", pid_path,
@@ -470,7 +454,7 @@ def restore_command(container: Any, spec: dict[str, Any], cgroup: Cgroup, criu: 
     if opts.lsm_mount_context:
         argv += ["--lsm-mount-context", opts.lsm_mount_context]
     argv += _namespace_flags(spec, namespace_fds)
-    argv += _cgroup_roots(cgroup)
+    argv += _cgroup_roots(cgroup) if cgroup is not None else []
     for key, source in external_mounts(spec, container.record["bundle"], cgroup):
         argv += ["--external", f"mnt[{key}]:{source}"]
     if (spec.get("linux") or {}).get("maskedPaths"):

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from capsa.cgroups import Cgroup
+    from capsa.create import CreateConfig
+    from capsa.launch import Console
 
 DEFAULT_ROOT = "/run/capsa"
 # Why a container may have no cgroup at all.
@@ -115,142 +117,25 @@ class Container:
 
     def hook_state(self, status: str) -> dict[str, Any]:
         """The state hooks receive on stdin (the runtime-spec's fields only)."""
-        result = {"ociVersion": self.record.get("ociVersion", OCI_VERSION), "id": self.id,
-                  "status": status, "pid": self.pid, "bundle": self.record["bundle"]}
-        if self.record.get("annotations"):
-            result["annotations"] = self.record["annotations"]
-        return result
+        return st.hook_state(self.record, status)
 
     # -- create ----------------------------------------------------------------------------------
     @classmethod
-    def create(
-        cls,
-        root: str,
-        container_id: str,
-        bundle: str,
-        *,
-        console_socket: str | None = None,
-        console_fd: int | None = None,
-        pid_file: str | None = None,
-        no_pivot: bool = False,
-        no_new_keyring: bool = False,
-        preserve_fds: int = 0,
-        spec: dict[str, Any] | None = None,
-        rootless_cgroups: bool | None = None,
-        systemd_cgroup: bool = False,
-        warn: Any = None,
-    ) -> Container:
-        """Create a container whose init waits, fully set up, for start().
+    def create(cls, root: str, config: CreateConfig | str, bundle: str | None = None, **options: Any) -> Container:
+        """Create a container whose init waits, fully set up, for start(); see capsa.create for
+        the steps and CreateConfig for what can be asked. Nothing of a failed create remains.
 
-        rootless_cgroups (runc's --rootless; None: when not root or in a user namespace):
-        a cgroup the caller may not create is skipped unless linux.cgroupsPath names it.
-        systemd_cgroup (runc's --systemd-cgroup): the cgroup is a systemd scope unit, made over
-        D-Bus (capsa/cgroups/systemd.py); linux.cgroupsPath is then slice:prefix:name.
-        warn: called with the text of each setting the host ignores (memory.kernel, unknown
-        capabilities).
-        """
-        from capsa import launch, rootless
-        from capsa import spec as specmod
+        Container.create(root, id, bundle, **options) is Container.create(root, CreateConfig(id,
+        bundle, **options)): the options are CreateConfig's keywords (any other is a TypeError)."""
+        from capsa import create
 
-        # First of all, before any fd of ours exists: the fds the container inherits must all be open.
-        launch.check_inherited_fds(preserve_fds)
-        bundle = posixlite.abspath(bundle)
-        st.validate_id(container_id)
-        if spec is None:
-            spec = specmod.load_bundle(bundle)
-        refuse_unsupported(spec)
-        _warn_unavailable_capabilities(spec["process"], spec, warn)
-        if posix.geteuid() != 0:
-            rootless.check_spec(spec)
-        rootless.check_mapped(spec)
-        if rootless_cgroups is None:
-            rootless_cgroups = posix.geteuid() != 0 or rootless.running_in_userns()
-        rootfs_path = _rootfs_path(bundle, spec)
-        from capsa import cgroups
-
-        if systemd_cgroup and rootless_cgroups:
-            raise UnsupportedError("--systemd-cgroup: capsa drives only the system instance of systemd, as root "
-                                   "(not a user's systemd, not inside a user namespace)")
-        try:
-            cgroup = cgroups.for_spec(spec, container_id, systemd=systemd_cgroup)
-        except UnsupportedError:
-            # A cgroup v2-only host: rootless, a container that asks for no cgroup and no limits
-            # runs without one, as it would on a host where it may not create any.
-            if not rootless_cgroups or (spec.get("linux") or {}).get("cgroupsPath") or _has_limits(spec):
-                raise
-            cgroup = None
+        if not isinstance(config, create.CreateConfig):
+            config = create.CreateConfig(config, bundle, **options)
+        elif bundle is not None or options:
+            raise TypeError("Container.create: give a CreateConfig, or an id and a bundle with CreateConfig's keywords")
         store = st.StateStore(root)
-        try:
-            store.create(container_id)
-        except PermissionError as err:
-            if posix.geteuid() == 0:
-                raise
-            raise CapsaError(
-                f"cannot create the container's state in {root}: {err.strerror}: capsa is not root; set "
-                "XDG_RUNTIME_DIR (the state then goes to $XDG_RUNTIME_DIR/capsa) or give --root"
-            ) from None
-        try:
-            if cgroup is not None and not cgroup.placed_by_manager:
-                # Made before the record names it, so that the record says which directories capsa
-                # made: delete removes those, and leaves one that was there before (joined).
-                if rootless_cgroups:
-                    cgroup = _rootless_cgroup(cgroup, spec)
-                else:
-                    cgroup.create()
-            with store.lock(container_id):
-                container = cls(store, _new_record(container_id, bundle, rootfs_path, spec), spec)
-                container.record.update(cgroup.record() if cgroup is not None else {"cgroupPaths": {}})
-                store.write_config(container_id, spec)
-                store.write(container_id, container.record)
-                container._launch(
-                    rootfs_path, console_socket, console_fd, preserve_fds, cgroup, no_pivot=no_pivot,
-                    no_new_keyring=no_new_keyring, rootless_cgroups=rootless_cgroups, warn=warn,
-                )
-        except BaseException:
-            # Nothing of a failed create may remain: the launcher killed the init; drop its
-            # cgroup and the record.
-            if cgroup is not None:
-                _destroy_quietly(cgroup)
-            store.remove(container_id)
-            raise
-        if pid_file:
-            try:
-                _write_pid_file(pid_file, container.pid)
-            except OSError as err:
-                container.delete(force=True)
-                raise CapsaError(f"cannot write pid file {pid_file}: {err.strerror}") from None
-        return container
-
-    def _launch(
-        self, rootfs_path: str, console_socket: str | None, console_fd: int | None, preserve_fds: int, cgroup: Cgroup | None,
-        **flags: Any,
-    ) -> None:
-        from capsa import launch
-
-        # runc and the runtime-tools validation suite give create-time hooks the status "created".
-        hook_state = self.hook_state(st.CREATED)
-        options = launch.LaunchOptions(
-            console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds, **flags,
-            state_dir=self.directory, container_id=self.id, bundle=self.record["bundle"], state=hook_state,
-            seccomp_cache=posixlite.join(self.store.root, st.SECCOMP_CACHE),
-        )
-        listen_fd = _start_listener(self.directory)
-        try:
-            # create's own cgroup object: what launch learns (did systemd start the unit?) the
-            # clean-up of a failed create needs.
-            pid = launch.spawn_init(self.spec, rootfs_path, options, listen_fd, cgroup)
-        finally:
-            posix.close(listen_fd)  # ours: the init has its own copy
-        try:
-            self.record.update(status=st.CREATED, pid=pid, pidStartTime=procfs.start_time(pid))
-            if cgroup is not None:
-                self.record.update(cgroup.record())  # a cgroup systemd made in the launch is now known to be ours
-            self.record.pop("creator", None)
-            self.store.write(self.id, self.record)
-        except BaseException:
-            # Left alive, the init would wait in accept() for ever, holding the caller's stdio.
-            launch.kill_init(pid)
-            raise
+        allocation = create.create(store, create.validate(config))
+        return cls(store, allocation.record, allocation.prepared.spec)
 
     # -- start -----------------------------------------------------------------------------------
     def start(self, warn: Any = None) -> None:
@@ -320,23 +205,26 @@ class Container:
         self,
         process: dict[str, Any],
         *,
-        console_socket: str | None = None,
-        console_fd: int | None = None,
-        preserve_fds: int = 0,
+        console: Console | None = None,
+        inherited_fds: int = 0,
+        listen_fds: int | None = None,
         ignore_paused: bool = False,
         sub_cgroup: str | None = None,
         warn: Any = None,
     ) -> int:
-        """Run `process` (an OCI Process, validated) in the running container; return its host pid.
+        """Run `process` (an OCI Process) in the running container; return its host pid once it
+        has exec'd. console, inherited_fds and listen_fds are CreateConfig's; sub_cgroup is an
+        existing cgroup below the container's to put it in.
 
         warn: called with the text of each setting that is ignored (unknown capabilities)."""
         from capsa import launch
-        from capsa.spec import validate_process
+        from capsa.caps import warn_unavailable
+        from capsa.spec import refuse_unsupported_process, validate_process
 
-        launch.check_inherited_fds(preserve_fds)  # before any fd of ours exists, as in create
+        launch.require_inherited_fds(inherited_fds)  # before any fd of ours exists, as in create
         validate_process(process)
-        _refuse_unsupported_process(process, "process")
-        _warn_unavailable_capabilities(process, self.spec, warn)
+        refuse_unsupported_process(process, "process")
+        warn_unavailable(process, self.spec, warn)
         self._check_process_ids(process)
         status = self.status()
         if not (ignore_paused and status == st.PAUSED):
@@ -344,12 +232,9 @@ class Container:
         cgroup = self.cgroup()
         if cgroup is not None and sub_cgroup:
             cgroup = cgroup.sub(sub_cgroup)
-        options = launch.LaunchOptions(console_socket=console_socket, console_fd=console_fd, preserve_fds=preserve_fds,
-                                       state=self.hook_state(st.RUNNING),
-                                       seccomp_cache=posixlite.join(self.store.root, st.SECCOMP_CACHE))
-        # The exec'd process gets the container's seccomp filter and memory policy, as runc does.
-        linux_spec = self.spec.get("linux") or {}
-        return launch.spawn_tenant(self.pid, process, options, cgroup, linux_spec.get("seccomp"), linux_spec.get("memoryPolicy"))
+        plan = launch.plan_for_exec(self, process, console=console, inherited_fds=inherited_fds, listen_fds=listen_fds,
+                                    cgroup=cgroup, seccomp_cache=posixlite.join(self.store.root, st.SECCOMP_CACHE))
+        return launch.start(plan)
 
     def _check_process_ids(self, process: dict[str, Any]) -> None:
         from capsa import rootless
@@ -423,13 +308,17 @@ class Container:
         checkpoint.checkpoint(self, criu, options)
 
     @classmethod
-    def restore(cls, root: str, container_id: str, bundle: str, criu: str, options: Any, *,
-                console_socket: str | None = None, pid_file: str | None = None) -> Container:
-        """A new, running container `container_id` restored by CRIU from options.image_path."""
+    def restore(cls, root: str, config: CreateConfig, criu: str, options: Any) -> Container:
+        """A new, running container restored by CRIU from options.image_path (capsa.checkpoint),
+        through create's steps. A container of that id that a checkpoint stopped is replaced
+        (runc removes it at checkpoint time)."""
         from capsa import checkpoint
 
-        return checkpoint.restore(root, container_id, bundle, criu, options, console_socket=console_socket,
-                                  pid_file=pid_file)
+        store = st.StateStore(root)
+        restoring = checkpoint.prepare_restore(config, criu, options)  # nothing is touched yet
+        _replace_checkpointed(store, config.id)
+        allocation = checkpoint.restore(store, restoring, criu, options)
+        return cls(store, allocation.record, allocation.prepared.spec)
 
     # -- delete ----------------------------------------------------------------------------------
     def delete(self, force: bool = False, warn: Any = None) -> None:
@@ -549,39 +438,6 @@ class Container:
         return None if cgroup is None else cgroup.oom_watch()
 
 
-def _has_limits(spec: dict[str, Any]) -> bool:
-    resources = (spec.get("linux") or {}).get("resources") or {}
-    return any(value for key, value in resources.items() if key != "devices")
-
-
-def _rootless_cgroup(cgroup: Cgroup, spec: dict[str, Any]) -> Cgroup | None:
-    """runc's rootless cgroupfs manager: a hierarchy the caller may not make the container's
-    directory in (or not move a process into) is dropped, and the container stays in the
-    caller's cgroup there; unless linux.cgroupsPath asked for that cgroup, then it is an error.
-    Limits for a dropped hierarchy are an error too: they would silently not apply.
-    Returns the cgroup, or None if nothing is left of it."""
-    from capsa.cgroups import v1_settings
-
-    linux_spec = spec.get("linux") or {}
-    dropped = cgroup.create(ignore_denied=not linux_spec.get("cgroupsPath"))
-    resources = {k: v for k, v in (linux_spec.get("resources") or {}).items() if k != "devices"}
-    for field, controller, _, _ in v1_settings(resources, with_devices=False):
-        if cgroup.path_for(controller) is None and any(controller in c.split(",") for c in dropped):
-            raise ConfigError(
-                field,
-                f"cannot set {controller} limit: container could not join or create cgroup "
-                "(capsa is rootless and may not create cgroups there; give it a delegated, writable one "
-                "in linux.cgroupsPath)",
-            )
-    if not cgroup.paths and resources:  # cgroup v2: the one directory was given up
-        raise ConfigError(
-            "linux.resources",
-            "cannot set limits: container could not join or create cgroup (capsa is rootless and may "
-            "not create cgroups there; give it a delegated, writable one in linux.cgroupsPath)",
-        )
-    return cgroup if cgroup.paths else None
-
-
 def delete_leftovers(root: str, container_id: str) -> None:
     """delete --force of a container whose state was never written (or a crash left corrupt):
     remove its directory."""
@@ -590,99 +446,6 @@ def delete_leftovers(root: str, container_id: str) -> None:
     except CapsaError:
         return
     st.StateStore(root).remove(container_id)
-
-
-def refuse_unsupported(spec: dict[str, Any]) -> None:
-    """Features this version cannot honour fail clearly instead of being ignored."""
-    from capsa import mountopts
-
-    linux_spec = spec.get("linux") or {}
-    if linux_spec.get("seccomp"):
-        from capsa.seccomp import validate_profile
-
-        validate_profile(linux_spec["seccomp"])
-    _refuse_unsupported_process(spec.get("process") or {}, "process")
-    for key in ("intelRdt", "netDevices"):
-        if linux_spec.get(key):
-            raise UnsupportedError(f"linux.{key} is not supported by this version of capsa")
-    personality = linux_spec.get("personality")
-    if personality and (personality.get("domain") not in (None, "LINUX") or personality.get("flags")):
-        raise UnsupportedError("linux.personality: domains other than LINUX, and flags, are not supported by this version of capsa")
-    if linux_spec.get("mountLabel"):
-        from capsa import lsm
-
-        lsm.check_available({}, linux_spec["mountLabel"])
-    for index, mount in enumerate(spec.get("mounts") or []):
-        if "tmpcopyup" in (mount.get("options") or []):
-            raise UnsupportedError(f"mounts[{index}]: tmpcopyup (copy-up mounts) not supported by this version of capsa")
-        if mountopts.is_idmapped(mount):
-            _refuse_unsupported_idmap(mount, f"mounts[{index}]")
-
-
-def _refuse_unsupported_idmap(mount: dict[str, Any], field: str) -> None:
-    """What capsa cannot do with an idmapped mount (capsa.idmapped makes the others)."""
-    from capsa import mountopts
-
-    if not (mount.get("type") == "bind" or mountopts.parse_mount_options(mount.get("options") or []).is_bind):
-        raise UnsupportedError(f"{field}: idmapped mounts are supported for bind mounts only (as runc), not for a new "
-                               f"{mount.get('type') or 'untyped'} filesystem")
-    if posix.geteuid() != 0:
-        raise UnsupportedError(f"{field}: idmapped mounts need root: mount_setattr(MOUNT_ATTR_IDMAP) needs "
-                               "CAP_SYS_ADMIN over the source's filesystem (runc refuses them in rootless containers too)")
-
-
-def _refuse_unsupported_process(process: dict[str, Any], field: str) -> None:
-    if process.get("execCPUAffinity"):
-        raise UnsupportedError(f"{field}.execCPUAffinity is not supported by this version of capsa")
-    if process.get("apparmorProfile") or process.get("selinuxLabel"):
-        from capsa import lsm
-
-        lsm.check_available(process, None, field)
-
-
-def _rootfs_path(bundle: str, spec: dict[str, Any]) -> str:
-    path = spec["root"]["path"]
-    path = posixlite.realpath(posixlite.join(bundle, path))
-    if not posixlite.isdir(path):
-        raise ConfigError("root.path", f"{path} does not exist or is not a directory")
-    return path
-
-
-def _new_record(container_id: str, bundle: str, rootfs_path: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": container_id,
-        "ociVersion": spec.get("ociVersion", OCI_VERSION),
-        "status": st.CREATING,
-        "pid": 0,
-        "bundle": bundle,
-        "rootfs": rootfs_path,
-        "created": st.now_rfc3339(),
-        "annotations": spec.get("annotations") or {},
-        "creator": {"pid": posix.getpid(), "startTime": procfs.start_time(posix.getpid())},
-        "hooks": {k: v for k, v in (spec.get("hooks") or {}).items() if k in ("poststart", "poststop") and v},
-    }
-
-
-def _write_pid_file(path: str, pid: int) -> None:
-    path = posixlite.abspath(path)
-    st.write_atomic(path, str(pid), 0o644)
-
-
-def _start_listener(directory: str) -> int:
-    import _socket
-
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    dirfd = posix.open(directory, posix.O_PATH | posix.O_CLOEXEC)
-    try:
-        # Through /proc/self/fd the path stays short whatever the length of --root (sun_path is 108 bytes).
-        sock.bind(f"/proc/self/fd/{dirfd}/{st.START_SOCKET}")
-        sock.listen(1)
-    except BaseException:
-        sock.close()
-        raise
-    finally:
-        posix.close(dirfd)
-    return sock.detach()
 
 
 def _signal_start(directory: str) -> None:
@@ -710,22 +473,18 @@ def _signal_start(directory: str) -> None:
         raise ContainerStartError(message.removeprefix("error ").strip())
 
 
-def _warn_unavailable_capabilities(process: dict[str, Any] | None, spec: dict[str, Any], warn: Any) -> None:
-    capabilities = (process or {}).get("capabilities")
-    if not capabilities:
-        return
-    from capsa.caps import grantable_by, unavailable
+def _replace_checkpointed(store: st.StateStore, container_id: str) -> None:
+    """Remove the container of that id that a checkpoint stopped, before its restore; any other
+    container of that id is an ExistsError."""
+    from capsa.errors import ExistsError, NotFoundError
 
-    ignored = unavailable(capabilities, grantable_by((spec.get("linux") or {}).get("namespaces") or []))
-    if ignored and warn is not None:
-        warn(f"ignoring unknown or unavailable capabilities: [{' '.join(ignored)}]")
-
-
-def _destroy_quietly(cgroup: Cgroup) -> None:
     try:
-        cgroup.destroy()
-    except CapsaError:
-        pass
+        old = Container(store, store.read(container_id))
+    except NotFoundError:
+        return
+    if not old.record.get("checkpoint") or old.status() != st.STOPPED:
+        raise ExistsError(container_id)
+    old.delete()
 
 
 def _signal_quietly(pid: int, signal: int) -> bool:

@@ -40,8 +40,23 @@ _IGNORED = ("--restore-detached", "--page-server")  # swrk restores detached; ps
 _IGNORED_WITH_VALUE = ("--pidfile",)  # the pid comes back in the response
 
 
+class CriuError(CapsaError):
+    """CRIU could not do what was asked (its log's errors are in the message)."""
+
+
 class CriuRpcError(CapsaError):
     pass
+
+
+def log_errors(log_path: str) -> str:
+    """The Error lines of a criu log (the last few), for the message; the whole log stays on disk."""
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if "Error" in line or "error" in line][-8:] or lines[-5:]
+    return (":\n" + "\n".join(errors)) if errors else ""
 
 
 # -- protobuf, the little that is needed --------------------------------------------------------
@@ -165,13 +180,12 @@ def _option(argv: list[str], name: str) -> str | None:
 
 # -- criu swrk ----------------------------------------------------------------------------------
 def run(argv: list[str], log_path: str, *, pass_fds: tuple[int, ...] = (), preexec_fn: Any = None,
-        console_socket: str | None = None) -> int:
+        console_socket: str | None = None, started: Any = None) -> int:
     """Run the request that `argv` (a criu command line) describes over `criu swrk`; answer its
-    notifications, send an orphan pty master to `console_socket`. Returns the restored pid
-    (restore) or 0."""
+    notifications, send an orphan pty master to `console_socket`. `started(pid)`, if given, is
+    called with criu's pid before it gets the request (a restore placed in a cgroup that systemd
+    makes around criu, as runc's criuApplyCgroups). Returns the restored pid (restore) or 0."""
     import _socket
-
-    from capsa.checkpoint import CriuError, _log_errors
 
     images_fd = os.open(_option(argv, "--images-dir"), os.O_RDONLY | os.O_DIRECTORY)
     work = _option(argv, "--work-dir")
@@ -187,6 +201,8 @@ def run(argv: list[str], log_path: str, *, pass_fds: tuple[int, ...] = (), preex
             raise CriuError(f"cannot run {argv[0]}: {err.strerror}") from None
         theirs.close()
         try:
+            if started is not None:
+                started(process.pid)
             ours.send(field_varint(1, request_type) + field_bytes(2, opts))
             pid = _serve(ours, request_type, console_socket)
         except BaseException:
@@ -195,7 +211,7 @@ def run(argv: list[str], log_path: str, *, pass_fds: tuple[int, ...] = (), preex
         finally:
             process.wait()
         if pid is None:
-            raise CriuError(f"criu {argv[1]} failed{_log_errors(log_path)}\nlog file: {log_path}")
+            raise CriuError(f"criu {argv[1]} failed{log_errors(log_path)}\nlog file: {log_path}")
         return pid
     finally:
         ours.close()

@@ -30,52 +30,63 @@ if TYPE_CHECKING:
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class InitConfig:
-    """What the parent hands to the init: all plain data and already-open file descriptors."""
-
-    __slots__ = (
-        "spec", "rootfs", "bundle", "container_id", "sync_fd", "listen_fd", "console_fd",
-        "keep_fds", "no_pivot", "no_new_keyring", "new_namespaces", "in_userns", "state", "cgroups",
-        "cgroup_join", "cgroup_wait", "seccomp_listener_fd", "seccomp_cache", "mount_trees",
-    )
-
-    def __init__(self, **values: Any):
-        for name in self.__slots__:
-            setattr(self, name, values.get(name))
-
-
-def run(config: InitConfig, channel: Channel) -> NoReturn:
-    """Set the container up and exec its process; on any failure report it and exit."""
+def run(plan: Any, fds: Any, channel: Channel) -> NoReturn:
+    """A new container's init (capsa.launch: plan.init): set the container up, report "ready",
+    wait for `start` and exec the process; on any failure report it and exit."""
     try:
-        _setup_and_exec(config, channel)
+        _setup_and_exec(plan, fds, channel)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
     posix._exit(1)
 
 
-def run_tenant(
-    process: dict[str, Any], channel: Channel, console_fd: int, keep: int, seccomp_filter: Any, exec_trampoline: int | None,
-    seccomp_fd: int = -1, labels: Any = None, memory_policy: dict[str, Any] | None = None,
-) -> NoReturn:
-    """exec: set up and exec `process` in a running container whose namespaces we have joined;
-    `memory_policy` is the container's linux.memoryPolicy."""
+class Tenant:
+    """What a process joining existing namespaces (exec) makes before it enters them: the
+    seccomp filter (libseccomp, the cache), the exec trampoline and the LSM labels (through the
+    host's procfs), all out of reach after setns(mnt)."""
+
+    __slots__ = ("seccomp_filter", "trampoline", "labels")
+
+    def __init__(self, *, seccomp_filter: Any, trampoline: int | None, labels: Any):
+        self.seccomp_filter = seccomp_filter
+        self.trampoline = trampoline
+        self.labels = labels
+
+
+def prepare_tenant(plan: Any) -> Tenant:
+    return Tenant(seccomp_filter=build_seccomp(plan.seccomp, plan.seccomp_cache), trampoline=trampoline_fd(),
+                  labels=exec_labels(plan.process))
+
+
+def run_tenant(plan: Any, fds: Any, channel: Channel, tenant: Tenant) -> NoReturn:
+    """exec: set up and exec plan.process in a running container whose namespaces we have
+    joined; the container's memory policy and seccomp filter apply to it."""
+    process = plan.process
     try:
         listener_state = channel.expect("go")
-        _prepare_listener(seccomp_filter, seccomp_fd, listener_state)
+        _prepare_listener(tenant.seccomp_filter, fds.seccomp_listener, listener_state)
         posix.setsid()
         if process.get("terminal"):
-            _setup_terminal(rootfs.Rootfs("/"), console_fd, process, bind=False)
-        _apply_rlimits(process.get("rlimits") or [])
-        enter_cwd(process["cwd"])
-        env = _environment(process)
-        executable = find_executable(process["args"][0], env)
-        _prepare_fds(keep)
-        apply_scheduling(process, memory_policy)
-        _become_process(process, labels, seccomp_filter)
-        exec_program(executable, process["args"], env, exec_trampoline)
+            _setup_terminal(rootfs.Rootfs("/"), fds.console, process, bind=False)
+        executable, env = _prepare_process(process, plan.inherited_fds, plan.listen_fds, plan.memory_policy)
+        _become_process(process, tenant.labels, tenant.seccomp_filter)
+        exec_program(executable, process["args"], env, tenant.trampoline)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
     posix._exit(127)
+
+
+def _prepare_process(process: dict[str, Any], keep: int, listen_fds: int | None, memory_policy: dict[str, Any] | None,
+                     ) -> tuple[str, dict[str, str]]:
+    """What every payload does last, in the container's root, before it becomes the process: its
+    rlimits, cwd, environment and executable, the fds that survive exec, its scheduling."""
+    _apply_rlimits(process.get("rlimits") or [])
+    enter_cwd(process["cwd"])
+    env = _environment(process, listen_fds)
+    executable = find_executable(process["args"][0], env)
+    _prepare_fds(keep)
+    apply_scheduling(process, memory_policy)
+    return executable, env
 
 
 def load_modules(process: dict[str, Any], spec: dict[str, Any] | None = None) -> None:
@@ -136,17 +147,20 @@ def _report(channel: Channel, err: BaseException) -> None:
         pass
 
 
-def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
+def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
+    config = plan.init
     spec = config.spec
-    process = spec["process"]
+    process = plan.process
     linux_spec = spec.get("linux") or {}
+    new_namespaces = {ns.type for ns in plan.namespaces if not ns.joined}
+    in_userns = any(ns.type == "user" for ns in plan.namespaces)
     listener_state = channel.expect("go")
-    if "cgroup" in config.new_namespaces:
+    if "cgroup" in new_namespaces:
         linux.unshare(linux.CLONE_NEWCGROUP)
     posix.setsid()
     if not config.no_new_keyring:
         _new_session_keyring(config.container_id)
-    if "network" in config.new_namespaces:
+    if "network" in new_namespaces:
         linux.loopback_up()
 
     dev_null = posix.open("/dev/null", posix.O_PATH | posix.O_CLOEXEC)
@@ -154,26 +168,26 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     # The host's procfs, before any mount of the container's exists: where the LSM labels go.
     labels = exec_labels(process)
     mounts = spec.get("mounts") or []
-    if "mount" in config.new_namespaces:
+    if "mount" in new_namespaces:
         propagation = _propagation(linux_spec.get("rootfsPropagation"))
         rootfs.prepare_root(config.rootfs, propagation)
     # Opened only now: the fd must be the rootfs bind mount that prepare_root put on top.
     root = rootfs.Rootfs(config.rootfs)
-    if "mount" in config.new_namespaces:
-        rootfs.mount_all(root, mounts, config.in_userns, config.cgroups, linux_spec.get("mountLabel"),
-                         config.mount_trees, _detached_source(channel) if config.in_userns else None)
+    if "mount" in new_namespaces:
+        rootfs.mount_all(root, mounts, in_userns, config.cgroup_sources, linux_spec.get("mountLabel"),
+                         fds.mount_trees, _detached_source(channel) if in_userns else None)
         if not rootfs.dev_is_bind_mounted(mounts):
-            rootfs.create_devices(root, linux_spec.get("devices") or [], config.in_userns)
+            rootfs.create_devices(root, linux_spec.get("devices") or [], in_userns)
             rootfs.create_dev_links(root)
     if process.get("terminal"):
-        _setup_terminal(root, config.console_fd, process)
+        _setup_terminal(root, fds.console, process)
 
     if _has_hooks(spec, "prestart", "createRuntime"):
         channel.send("hooks")
         channel.expect("ok")
-    hooks.run_hooks(spec, "createContainer", config.state)
-    seccomp_filter = build_seccomp(linux_spec.get("seccomp"), config.seccomp_cache)
-    _prepare_listener(seccomp_filter, config.seccomp_listener_fd, listener_state)
+    hooks.run_hooks(spec, "createContainer", plan.state)
+    seccomp_filter = build_seccomp(plan.seccomp, plan.seccomp_cache)
+    _prepare_listener(seccomp_filter, fds.seccomp_listener, listener_state)
     exec_trampoline = trampoline_fd()
 
     cwd = process["cwd"]
@@ -184,18 +198,18 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     # The container's procfs, checked once (CVE-2025-52881 class: a fake one, or a /proc swapped
     # after it was mounted); sysctls, masks and read-only paths under /proc go through this fd.
     proc = None
-    if "mount" in config.new_namespaces and any(m["destination"].rstrip("/") == "/proc" for m in mounts):
+    if "mount" in new_namespaces and any(m["destination"].rstrip("/") == "/proc" for m in mounts):
         proc = rootfs.open_procfs_root(root, "mounts")
     try:
         # sysctl goes through the container's /proc before readonlyPaths can make /proc/sys read-only.
         _apply_sysctl(root, proc, linux_spec.get("sysctl") or {})
-        if "mount" in config.new_namespaces:
+        if "mount" in new_namespaces:
             rootfs.mask_paths(root, linux_spec.get("maskedPaths") or [], dev_null, proc)
             rootfs.readonly_paths(root, linux_spec.get("readonlyPaths") or [], proc)
     finally:
         if proc is not None:
             posix.close(proc)
-    if "mount" in config.new_namespaces:
+    if "mount" in new_namespaces:
         if config.no_pivot:
             rootfs.move_into(config.rootfs)
         else:
@@ -211,12 +225,7 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     posix.chdir("/")
 
     _set_names(spec)
-    _apply_rlimits(process.get("rlimits") or [])
-    enter_cwd(cwd)
-    env = _environment(process)
-    executable = find_executable(process["args"][0], env)
-    _prepare_fds(config.keep_fds)
-    apply_scheduling(process, linux_spec.get("memoryPolicy"))
+    executable, env = _prepare_process(process, plan.inherited_fds, plan.listen_fds, plan.memory_policy)
 
     # As runc: the LSM labels, the user, the capabilities and no_new_privs are set before the
     # init waits for `start`, which then only releases the exec (and startContainer hooks, which
@@ -230,8 +239,8 @@ def _setup_and_exec(config: InitConfig, channel: Channel) -> None:
     channel.close()
     start = _wait_for_start(config.listen_fd)
     try:
-        config.state["status"] = "created"
-        hooks.run_hooks(spec, "startContainer", config.state)
+        plan.state["status"] = "created"
+        hooks.run_hooks(spec, "startContainer", plan.state)
         if not drop_early:
             _become_process(process, labels, seccomp_filter)
         elif seccomp_filter is not None:
@@ -375,15 +384,14 @@ def _rlim(value: int, infinity: int) -> int:
     return infinity if value >= 2**63 - 1 else value
 
 
-def _environment(process: dict[str, Any]) -> dict[str, str]:
+def _environment(process: dict[str, Any], listen_fds: int | None) -> dict[str, str]:
     env: dict[str, str] = {}
     for entry in process.get("env") or ():
         key, _, value = entry.partition("=")
         env[key] = value
-    listen_fds = posixlite.getenv("LISTEN_FDS", "")
-    if listen_fds.isdigit():
+    if listen_fds is not None:
         # Socket activation passes through: the fds are 3.. and the process is the listener.
-        env["LISTEN_FDS"] = listen_fds
+        env["LISTEN_FDS"] = str(listen_fds)
         env["LISTEN_PID"] = str(posix.getpid())
     if "HOME" not in env:
         env["HOME"] = _home_of((process.get("user") or {}).get("uid", 0))

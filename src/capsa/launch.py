@@ -1,33 +1,48 @@
-"""Starting a container's init process: the parent's side of create.
+"""Starting a process in a container: one typed launch plan, and the one path that carries it out.
 
-    capsa create (parent)          child                         init (pid 1 of the container)
-    ---------------------          -----                         -----------------------------
-    mkdir cgroups
-    fork ───────────────────────▶  joins the cgroups ("0" > tasks)
-                                   unshare(user) ─"userns"─▶ write uid/gid maps ─"ok"─▶
-                                   setns(paths), unshare(rest)
-                                   fork ──────────────────────▶  (child exits, init is reparented)
-    ◀──────────────"pid N"───────  (reports the init's host pid)
-    cgroup limits, "go" ───────────────────────────────────────▶ mounts, devices, console
-    ◀────────────"hooks"──────────────────────────────────────── (if prestart/createRuntime hooks)
-    run hooks, "ok" ───────────────────────────────────────────▶ createContainer hooks, pivot_root,
-                                                                 sysctl, rlimits, cwd, lookup of args[0]
-    ◀────────────"ready"─────────────────────────────────────── accept() on start.sock ... exec
+A LaunchPlan says everything a launch needs: the process to exec, the namespaces to create or to
+join (by path or by fd), where the cgroup comes from and whether its limits are written, the
+console, the inherited fds, the state the hooks and the seccomp listener get, seccomp, and what
+the process is: a new container's init (`init`: rootfs setup, start socket) or a process in
+existing namespaces (exec). Three builders make plans, as youki's init and tenant builders do:
+plan_for_container (create, run), plan_for_exec (exec) and plan_for_member (a new container that
+joins a sandbox's namespaces by path).
+
+start(plan) carries out any of them on one path, with one protocol:
+
+    parent (start)                    child                             payload process
+    --------------                    -----                             ---------------
+    console, seccomp listener,
+    idmapped trees, channel: fds
+    above the inherited ones
+    fork (clone3 into the cgroup) ──▶ non-dumpable; loads its modules
+                                      (systemd: waits for "cgroup")
+                                      joins the cgroup ("0" > tasks)
+                                      new user ns ─"userns"─▶ maps ─"ok"─▶
+                                      setns(paths, fds: user first, mount last), unshare(rest)
+                                      fork, if a pid/time namespace needs it ─▶ (child exits)
+    ◀──────────────"pid N"──────────  (reports the payload's host pid)
+    limits, oom_score_adj, "go" ──────────────────────────────────────────────▶ init: mounts, /dev,
+    ◀───────"mountfd" / "hooks" ─────────────────────────────────────────────── console, hooks,
+    detached source / hooks, "ok" ────────────────────────────────────────────▶ pivot_root, ...
+    ◀────────────"ready"─────────────────────────────────────────────────────── init: waits for start
+    ◀────────────EOF─────────────────────────────────────────────────────────── exec: execve closed
+                                                                                the channel
+    An "error <message>" at any point: the parent kills what it started and raises.
 """
 
 from __future__ import annotations
 
 import posix
 
-from capsa import hooks, linux, posixlite
+from capsa import hooks, init, linux, posixlite
 from capsa.errors import CapsaError, ContainerStartError
-from capsa.init import InitConfig
 from capsa.procfs import write_file
 from capsa.syncpipe import Channel
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
     from capsa.cgroups import Cgroup
 
@@ -45,111 +60,372 @@ NAMESPACE_FLAGS = {
 NAMESPACE_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
                    "user": "user", "cgroup": "cgroup", "time": "time"}
 
-
-class LaunchOptions:
-    __slots__ = ("console_socket", "console_fd", "no_pivot", "no_new_keyring", "preserve_fds", "state_dir", "container_id", "bundle", "state",
-                 "rootless_cgroups", "warn", "seccomp_cache")
-
-    def __init__(self, **values: Any):
-        for name in self.__slots__:
-            setattr(self, name, values.get(name))
+# Where the process's cgroup comes from (LaunchPlan.cgroup_placement).
+CGROUP_CHILD = "child"  # the child is born in it (clone3 CLONE_INTO_CGROUP) or joins it first thing
+CGROUP_MANAGER = "manager"  # a manager (systemd) makes it with the waiting child in it (create_with)
 
 
-def spawn_init(spec: dict[str, Any], rootfs_path: str, options: LaunchOptions, listen_fd: int, cgroup: Cgroup | None) -> int:
-    """Fork the container's init and drive it until it waits for `start`; return its host pid.
-    The cgroup is made already (Container.create), unless a manager makes it with the child in
-    it (placed_by_manager: systemd).
+# -- the plan ---------------------------------------------------------------------------------------
+class Namespace:
+    """One namespace of a plan: a new one of `type`, or an existing one joined by `path` or by `fd`
+    (an fd of the caller's, above the inherited ones; the child closes its copy once joined)."""
 
-    `listen_fd` (the start socket) stays the caller's to close, and must be above the inherited
-    fds: it is, when the caller checked them (check_inherited_fds) before opening anything.
-    On failure the init is killed and a CapsaError says what went wrong.
-    """
-    namespaces = spec.get("linux", {}).get("namespaces") or []
-    new = {ns["type"] for ns in namespaces if not ns.get("path")}
-    keep = check_inherited_fds(options.preserve_fds)
-    if listen_fd < 3 + keep:
-        raise ContainerStartError(f"internal error: the start socket (fd {listen_fd}) is among the fds the container inherits")
-    console_fd = _connect_console(spec["process"].get("terminal"), options.console_socket, options.console_fd)
-    seccomp_fd = _connect_seccomp_listener((spec.get("linux") or {}).get("seccomp"), console_fd)
-    trees = _idmapped_trees(spec, console_fd, seccomp_fd)
-    parent_fd, child_fd = _socketpair()
-    internal = _move_above([child_fd, console_fd, seccomp_fd, *trees.values()], 3 + keep)
-    child_fd, console_fd, seccomp_fd = internal[:3]
-    trees = dict(zip(trees, internal[3:], strict=True))
-    config = InitConfig(
-        spec=spec, rootfs=rootfs_path, bundle=options.bundle, container_id=options.container_id,
-        sync_fd=child_fd, listen_fd=listen_fd, console_fd=console_fd, keep_fds=keep,
-        no_pivot=options.no_pivot, no_new_keyring=options.no_new_keyring, new_namespaces=new, in_userns="user" in _all_types(namespaces),
-        state=options.state, cgroups=_cgroup_sources(spec, cgroup), seccomp_listener_fd=seccomp_fd,
-        seccomp_cache=options.seccomp_cache, mount_trees=trees,
+    __slots__ = ("type", "path", "fd")
+
+    def __init__(self, type: str, *, path: str | None = None, fd: int = -1):
+        if type not in NAMESPACE_FLAGS:
+            raise CapsaError(f"unknown namespace type {type!r}")
+        self.type = type
+        self.path = path
+        self.fd = fd
+
+    @property
+    def joined(self) -> bool:
+        return self.path is not None or self.fd >= 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Namespace) and (self.type, self.path, self.fd) == (other.type, other.path, other.fd)
+
+    def __repr__(self) -> str:
+        how = f" path={self.path!r}" if self.path is not None else f" fd={self.fd}" if self.fd >= 0 else " new"
+        return f"Namespace({self.type}{how})"
+
+
+class Console:
+    """Where the pty master of a process with a terminal goes: to the AF_UNIX socket at `socket`
+    (runc's --console-socket), or over `fd`, a socket of the caller's already connected (capsa run's
+    terminal proxy). The plan's process must have process.terminal; the launch checks both ways."""
+
+    __slots__ = ("socket", "fd")
+
+    def __init__(self, *, socket: str | None = None, fd: int | None = None):
+        if (socket is None) == (fd is None):
+            raise CapsaError("a console is a socket path or a connected fd: give one of them")
+        self.socket = socket
+        self.fd = fd
+
+
+class InitConfig:
+    """What makes a plan a new container's init: its config, its rootfs, the start socket it
+    waits on, and the flags of its setup. An exec's plan has none."""
+
+    __slots__ = ("spec", "rootfs", "container_id", "listen_fd", "no_pivot", "no_new_keyring", "cgroup_sources")
+
+    def __init__(self, *, spec: dict[str, Any], rootfs: str, container_id: str, listen_fd: int,
+                 no_pivot: bool = False, no_new_keyring: bool = False, cgroup_sources: dict[str, str] | None = None):
+        self.spec = spec
+        self.rootfs = rootfs
+        self.container_id = container_id
+        self.listen_fd = listen_fd
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        # Directory name under /sys/fs/cgroup -> the cgroup directory a cgroup mount shows there.
+        self.cgroup_sources = cgroup_sources or {}
+
+
+class LaunchPlan:
+    """Everything start() needs to start one process in a container; see the module's doc."""
+
+    __slots__ = (
+        "process", "namespaces", "fork", "cgroup", "cgroup_placement", "cgroup_limits", "rootless_cgroups", "warn",
+        "console", "inherited_fds", "listen_fds", "state", "listener_status", "seccomp", "seccomp_cache",
+        "memory_policy", "id_mappings", "time_offsets", "oom_score_adj", "init",
     )
-    managed = cgroup is not None and cgroup.placed_by_manager
-    # Under systemd the cgroup is made with the child in it: the child is forked here and waits.
-    child, config.cgroup_join = (posix.fork(), []) if managed else _fork_into(cgroup)
-    config.cgroup_wait = managed
+
+    def __init__(
+        self, *, process: dict[str, Any], namespaces: list[Namespace], fork: bool, state: dict[str, Any],
+        listener_status: str, cgroup: Cgroup | None = None, cgroup_placement: str = CGROUP_CHILD,
+        cgroup_limits: tuple[Any, Any] | None = None,
+        rootless_cgroups: bool = False, warn: Any = None, console: Console | None = None, inherited_fds: int = 0,
+        listen_fds: int | None = None, seccomp: dict[str, Any] | None = None, seccomp_cache: str | None = None,
+        memory_policy: dict[str, Any] | None = None, id_mappings: dict[str, Any] | None = None,
+        time_offsets: dict[str, Any] | None = None, oom_score_adj: int | None = None, init: InitConfig | None = None,
+    ):
+        self.process = process  # the OCI process the payload execs
+        self.namespaces = namespaces  # entered in this order, but user first and mount last
+        self.fork = fork  # the child forks the payload (a pid namespace applies to children only)
+        self.cgroup = cgroup
+        self.cgroup_placement = cgroup_placement  # CGROUP_CHILD or CGROUP_MANAGER
+        # (linux.resources, linux.devices) written to the cgroup before "go": the container's own
+        # cgroup. None: a cgroup joined as it is (exec).
+        self.cgroup_limits = cgroup_limits
+        self.rootless_cgroups = rootless_cgroups
+        self.warn = warn
+        self.console = console
+        self.inherited_fds = inherited_fds  # fds 3 .. 3+N-1 pass to the process
+        # Socket activation (sd_listen_fds): the first N of them listen; the process gets LISTEN_FDS=N
+        # and LISTEN_PID (None: no socket activation).
+        self.listen_fds = listen_fds
+        self.state = state  # the OCI state the hooks get (an init's gets its pid at "pid")
+        self.listener_status = listener_status  # the status seccomp's listener is told
+        self.seccomp = seccomp
+        self.seccomp_cache = seccomp_cache
+        self.memory_policy = memory_policy
+        self.id_mappings = id_mappings  # linux's uidMappings and gidMappings, written for a new user namespace
+        self.time_offsets = time_offsets
+        self.oom_score_adj = oom_score_adj
+        self.init = init  # a new container's init; None: a process in existing namespaces (exec)
+
+
+# -- the builders -----------------------------------------------------------------------------------
+def plan_for_container(
+    *, spec: dict[str, Any], rootfs: str, container_id: str, state: dict[str, Any], listen_fd: int,
+    cgroup: Cgroup | None, console: Console | None = None, inherited_fds: int = 0, listen_fds: int | None = None,
+    no_pivot: bool = False, no_new_keyring: bool = False, rootless_cgroups: bool = False, warn: Any = None,
+    seccomp_cache: str | None = None,
+) -> LaunchPlan:
+    """A new container's init: the namespaces of linux.namespaces (new, or joined by path), the
+    container's own cgroup with its limits, the init that sets the rootfs up and waits on
+    `listen_fd` for `start`. `state` is what the create-time hooks get."""
+    linux_spec = spec.get("linux") or {}
+    namespaces = [Namespace(ns["type"], path=ns.get("path")) for ns in linux_spec.get("namespaces") or []]
+    process = spec["process"]
+    return LaunchPlan(
+        process=process, namespaces=namespaces, fork=_needs_fork(namespaces), state=state,
+        listener_status="creating",  # as runc: the seccomp listener of an init is told "creating"
+        cgroup=cgroup, cgroup_placement=CGROUP_MANAGER if cgroup is not None and cgroup.placed_by_manager else CGROUP_CHILD,
+        cgroup_limits=(linux_spec.get("resources"), linux_spec.get("devices")),
+        rootless_cgroups=rootless_cgroups, warn=warn, console=console, inherited_fds=inherited_fds,
+        listen_fds=listen_fds, seccomp=linux_spec.get("seccomp"), seccomp_cache=seccomp_cache,
+        memory_policy=linux_spec.get("memoryPolicy"), id_mappings=linux_spec, time_offsets=linux_spec.get("timeOffsets"),
+        oom_score_adj=process.get("oomScoreAdj"),
+        init=InitConfig(spec=spec, rootfs=rootfs, container_id=container_id, listen_fd=listen_fd, no_pivot=no_pivot,
+                        no_new_keyring=no_new_keyring, cgroup_sources=cgroup_sources(spec, cgroup)),
+    )
+
+
+def plan_for_member(sandbox_namespaces: dict[str, str], **container: Any) -> LaunchPlan:
+    """A sandbox member: a new container (plan_for_container's arguments) that joins the
+    sandbox's namespaces, type -> path, whatever its own linux.namespaces say of those types.
+    Its cgroup is the member's child of the sandbox's parent cgroup (Cgroup.child), made by create."""
+    plan = plan_for_container(**container)
+    plan.namespaces = join_namespaces(plan.namespaces, sandbox_namespaces)
+    plan.fork = _needs_fork(plan.namespaces)
+    return plan
+
+
+def plan_for_exec(container: Any, process: dict[str, Any], *, console: Console | None = None, inherited_fds: int = 0,
+                  listen_fds: int | None = None, cgroup: Cgroup | None = None, seccomp_cache: str | None = None) -> LaunchPlan:
+    """A process in the running container `container` (a capsa.container.Container): it joins,
+    by path, every namespace of the container's init that differs from ours, and `cgroup` (the
+    container's, or a sub-cgroup) as it is; it gets the container's seccomp filter and memory
+    policy, as runc's exec does."""
+    linux_spec = container.spec.get("linux") or {}
+    return LaunchPlan(
+        process=process, namespaces=namespaces_of(container.pid),
+        fork=True,  # always, as runc's exec: the process is not the caller's child
+        state=container.hook_state("running"),
+        listener_status="running",  # as runc: an exec'd process's listener is told "running" and its own pid
+        cgroup=cgroup, cgroup_placement=CGROUP_CHILD,  # it exists: the child joins it, under systemd too
+        console=console, inherited_fds=inherited_fds, listen_fds=listen_fds, seccomp=linux_spec.get("seccomp"), seccomp_cache=seccomp_cache, memory_policy=linux_spec.get("memoryPolicy"),
+    )
+
+
+def join_namespaces(namespaces: list[Namespace], joins: dict[str, str]) -> list[Namespace]:
+    """`namespaces` with each type of `joins` joined by its path (added if it was not there)."""
+    result = [Namespace(ns.type, path=joins[ns.type]) if ns.type in joins else ns for ns in namespaces]
+    present = {ns.type for ns in namespaces}
+    return result + [Namespace(kind, path=path) for kind, path in joins.items() if kind not in present]
+
+
+def namespaces_of(pid: int) -> list[Namespace]:
+    """The namespaces of `pid` that differ from ours, each joined by its /proc path."""
+    joined = []
+    for kind, name in NAMESPACE_FILES.items():
+        path = f"/proc/{pid}/ns/{name}"
+        try:
+            if posix.readlink(path) != posix.readlink(f"/proc/self/ns/{name}"):
+                joined.append(Namespace(kind, path=path))
+        except FileNotFoundError:
+            continue  # a namespace type this kernel does not have
+    return joined
+
+
+def _needs_fork(namespaces: list[Namespace]) -> bool:
+    # A new or joined pid namespace applies to children only; so does a new time namespace.
+    return any(ns.type in ("pid", "time") for ns in namespaces)
+
+
+def cgroup_sources(spec: dict[str, Any], cgroup: Cgroup | None) -> dict[str, str]:
+    """Directory name under /sys/fs/cgroup -> the container's cgroup directory in that hierarchy:
+    what a cgroup mount in config.json shows the container.
+
+    Where the container has no cgroup of its own (rootless: one it could not create), it lives
+    in the caller's, and that is what it is shown, as runc does.
+    """
+    if not any(m.get("type") in ("cgroup", "cgroup2") for m in spec.get("mounts") or []):
+        return {}
+    from capsa.cgroups import CGROUP_ROOT, hierarchies, own_cgroups
+
+    paths = cgroup.paths if cgroup is not None else {}
+    found = hierarchies()
+    own = own_cgroups() if set(found.values()) - set(paths) else {}
+    sources = {}
+    for point, controllers in found.items():
+        if not point.startswith(CGROUP_ROOT):
+            continue
+        if controllers in paths:
+            sources[point[len(CGROUP_ROOT):].lstrip("/")] = paths[controllers]
+            continue
+        key = next((c for c in controllers.split(",") if c in own), "" if not controllers else None)
+        if key is not None and key in own:
+            sources[point[len(CGROUP_ROOT):].lstrip("/")] = point + own[key].rstrip("/")
+    return sources
+
+
+# -- the parent's side ------------------------------------------------------------------------------
+class ChildFds:
+    """The fds of its own a launch hands the child, all above the inherited range."""
+
+    __slots__ = ("sync", "console", "seccomp_listener", "mount_trees", "cgroup_join")
+
+    def __init__(self, sync: int, console: int, seccomp_listener: int, mount_trees: dict[int, int]):
+        self.sync = sync
+        self.console = console  # -1: no terminal
+        self.seccomp_listener = seccomp_listener  # -1: no SCMP_ACT_NOTIFY
+        self.mount_trees = mount_trees  # index in mounts -> detached idmapped tree (init only)
+        self.cgroup_join: list[str] = []  # files the child writes "0" to, to join the rest of its cgroup
+
+    def all(self) -> set[int]:
+        return {self.sync, self.console, self.seccomp_listener, *self.mount_trees.values()} - {-1}
+
+
+def start(plan: LaunchPlan) -> int:
+    """Carry the plan out; return the payload's host pid once it is ready (an init waiting for
+    `start`) or has exec'd (exec). On failure whatever was started is killed, and a CapsaError
+    says what went wrong.
+
+    The fds the plan passes (3 .. 3+inherited_fds-1) must be open, and every fd of the caller's
+    that the plan names (the start socket, namespaces joined by fd) above them: true when the
+    caller checked them (require_inherited_fds) before it opened anything."""
+    keep = require_inherited_fds(plan.inherited_fds)
+    _check_own_fds(plan, 3 + keep)
+    parent_fd, fds = _child_fds(plan, 3 + keep)
+    managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
+    # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
+    try:
+        child, fds.cgroup_join = _fork_into(None if managed else plan.cgroup)
+    except BaseException:
+        _close_if_open(parent_fd, *fds.all())
+        raise
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
-        _close_fds_except(set(range(3 + keep)) | {child_fd, listen_fd, console_fd, seccomp_fd, *trees.values()})
-        _child(config, namespaces)
-    posix.close(child_fd)
-    _close_if_open(console_fd, seccomp_fd, *trees.values())
-    channel = Channel(parent_fd)
+        _close_fds_except(set(range(3 + keep)) | fds.all() | _own_fds(plan))
+        _child(plan, fds)
+    _close_if_open(*fds.all())
+    driver = _Driver(plan, Channel(parent_fd), child)
     try:
         if managed:
-            cgroup.create_with(child, (spec.get("linux") or {}).get("resources"))
-            channel.send("cgroup")
-        init_pid = _drive(channel, spec, child, options, cgroup)
+            plan.cgroup.create_with(child, (plan.cgroup_limits or (None, None))[0])
+            driver.channel.send("cgroup")
+        driver.run()
     except BaseException:
-        init_pid = options.state.get("pid") or 0
-        if init_pid:
-            kill_init(init_pid)  # reaps it too when it is the child itself
-        if init_pid != child:
+        if driver.pid:
+            kill_init(driver.pid)  # reaps it too when it is the child itself
+        if driver.pid != child:
             _kill_quietly(child)
             _reap(child)
         raise
     finally:
-        channel.close()
-    if init_pid != child:
-        _reap(child)  # the intermediate child, which exited once it had forked the init
-    return init_pid
+        driver.channel.close()
+    if driver.pid != child:
+        _reap(child)  # the intermediate child, which exited once it had forked the payload
+    return driver.pid
 
 
-def _drive(channel: Channel, spec: dict[str, Any], child: int, options: LaunchOptions, cgroup: Cgroup | None) -> int:
-    init_pid = 0
-    while True:
-        kind, payload = channel.receive()
-        if kind == "userns":
-            from capsa import idmap
+class _Driver:
+    """The parent's end of the protocol: answers the child's requests until the final step."""
 
-            idmap.write_mappings(child, spec["linux"])
-            channel.send("ok")
-        elif kind == "pid":
-            init_pid = int(payload)
-            options.state["pid"] = init_pid
-            if cgroup is not None:
-                # The init is already in its cgroup (the child joined it first thing); the limits
-                # are in place before "go", so no user code ever runs outside them.
-                linux_spec = spec.get("linux") or {}
-                cgroup.apply(linux_spec.get("resources"), linux_spec.get("devices"), rootless=bool(options.rootless_cgroups),
-                             warn=options.warn)
-            if "oomScoreAdj" in spec["process"]:
-                _set_oom_score_adj(init_pid, spec["process"]["oomScoreAdj"])
-            # runc gives the seccomp listener the state "creating" and the init's pid.
-            channel.send("go", _listener_state((spec.get("linux") or {}).get("seccomp"), init_pid,
-                                               dict(options.state, pid=init_pid, status="creating")))
-        elif kind == "hooks":
-            hooks.run_hooks(spec, "prestart", options.state)
-            hooks.run_hooks(spec, "createRuntime", options.state)
-            channel.send("ok")
-        elif kind == "mountfd":
-            _send_detached_source(channel, spec, payload)
-        elif kind == "ready":
-            return init_pid
-        elif kind == "error":
-            raise ContainerStartError(payload)
-        else:
-            raise ContainerStartError("container init exited before it was ready")
+    def __init__(self, plan: LaunchPlan, channel: Channel, child: int):
+        self.plan = plan
+        self.channel = channel
+        self.child = child
+        self.pid = 0  # the payload's host pid, once reported
+
+    def run(self) -> None:
+        # An init's last step is "ready"; an exec's is the EOF of its execve (the channel is close-on-exec).
+        final = "ready" if self.plan.init is not None else "eof"
+        while True:
+            kind, payload = self.channel.receive()
+            if kind == final and self.pid:
+                return
+            if kind == "error":
+                raise ContainerStartError(payload)
+            handler = _HANDLERS.get(kind)
+            if handler is None or (kind in _INIT_ONLY and self.plan.init is None):
+                if self.plan.init is not None:
+                    raise ContainerStartError("container init exited before it was ready")
+                raise ContainerStartError(f"container setup was interrupted (expected 'pid', got {kind!r})")
+            handler(self, payload)
+
+    def on_userns(self, payload: str) -> None:
+        from capsa import idmap
+
+        idmap.write_mappings(self.child, self.plan.id_mappings or {})
+        self.channel.send("ok")
+
+    def on_pid(self, payload: str) -> None:
+        plan = self.plan
+        self.pid = int(payload)
+        if plan.init is not None:
+            plan.state["pid"] = self.pid  # the init is the container's process: the hooks get its pid
+        if plan.cgroup is not None and plan.cgroup_limits is not None:
+            # The process is already in its cgroup (the child joined it first thing); the limits
+            # are in place before "go", so no user code ever runs outside them.
+            resources, devices = plan.cgroup_limits
+            plan.cgroup.apply(resources, devices, rootless=plan.rootless_cgroups, warn=plan.warn)
+        if plan.oom_score_adj is not None:
+            _set_oom_score_adj(self.pid, plan.oom_score_adj)
+        self.channel.send("go", _listener_state(plan.seccomp, self.pid, dict(plan.state, status=plan.listener_status)))
+
+    def on_hooks(self, payload: str) -> None:
+        spec = self.plan.init.spec
+        hooks.run_hooks(spec, "prestart", self.plan.state)
+        hooks.run_hooks(spec, "createRuntime", self.plan.state)
+        self.channel.send("ok")
+
+    def on_mountfd(self, payload: str) -> None:
+        _send_detached_source(self.channel, self.plan.init.spec, payload)
+
+
+_HANDLERS = {"userns": _Driver.on_userns, "pid": _Driver.on_pid, "hooks": _Driver.on_hooks, "mountfd": _Driver.on_mountfd}
+_INIT_ONLY = ("hooks", "mountfd")
+
+
+def _own_fds(plan: LaunchPlan) -> set[int]:
+    """The caller's fds the plan names, which the child keeps."""
+    fds = {ns.fd for ns in plan.namespaces if ns.fd >= 0}
+    if plan.init is not None:
+        fds.add(plan.init.listen_fd)
+    return fds
+
+
+def _check_own_fds(plan: LaunchPlan, lowest: int) -> None:
+    for fd in sorted(_own_fds(plan)):
+        if fd < lowest:
+            raise ContainerStartError(f"internal error: fd {fd} of the launch is among the fds the container inherits")
+
+
+def _child_fds(plan: LaunchPlan, lowest: int) -> tuple[int, ChildFds]:
+    """Connect the console and the seccomp listener, make the idmapped trees and the channel
+    (the parent's end, and the child's fds moved above the inherited range); all closed again
+    if any of it fails."""
+    opened: list[int] = []
+    try:
+        console = _connect_console(plan.process.get("terminal"), plan.console)
+        opened.append(console)
+        listener = _connect_seccomp_listener(plan.seccomp)
+        opened.append(listener)
+        trees = _idmapped_trees(plan.init.spec) if plan.init is not None else {}
+        opened += trees.values()
+        parent_fd, child_fd = _socketpair()
+        opened += [parent_fd, child_fd]
+        moved = _move_above([child_fd, console, listener, *trees.values()], lowest)
+    except BaseException:
+        _close_if_open(*opened)
+        raise
+    return parent_fd, ChildFds(moved[0], moved[1], moved[2], dict(zip(trees, moved[3:], strict=True)))
 
 
 def _send_detached_source(channel: Channel, spec: dict[str, Any], index: str) -> None:
@@ -172,18 +448,14 @@ def _send_detached_source(channel: Channel, spec: dict[str, Any], index: str) ->
         posix.close(fd)
 
 
-def _connect_seccomp_listener(seccomp: dict[str, Any] | None, console_fd: int) -> int:
+def _connect_seccomp_listener(seccomp: dict[str, Any] | None) -> int:
     """The socket to seccomp's listenerPath (-1 without SCMP_ACT_NOTIFY), connected here, on the
     host side: the path resolves as the caller sees it, whatever the container's namespaces."""
     if not seccomp:
         return -1
     from capsa.seccomp import connect_listener
 
-    try:
-        return connect_listener(seccomp)
-    except BaseException:
-        _close_if_open(console_fd)
-        raise
+    return connect_listener(seccomp)
 
 
 def _listener_state(seccomp: dict[str, Any] | None, pid: int, state: dict[str, Any]) -> str:
@@ -195,7 +467,7 @@ def _listener_state(seccomp: dict[str, Any] | None, pid: int, state: dict[str, A
     return process_state(seccomp, pid, state) if uses_notify(seccomp) else ""
 
 
-def _idmapped_trees(spec: dict[str, Any], *close_on_failure: int) -> dict[int, int]:
+def _idmapped_trees(spec: dict[str, Any]) -> dict[int, int]:
     """The detached trees of the idmapped mounts, made here, on the host's side (capsa.idmapped)."""
     from capsa.mountopts import is_idmapped
 
@@ -203,11 +475,7 @@ def _idmapped_trees(spec: dict[str, Any], *close_on_failure: int) -> dict[int, i
         return {}
     from capsa import idmapped
 
-    try:
-        return idmapped.prepare(spec)
-    except BaseException:
-        _close_if_open(*close_on_failure)
-        raise
+    return idmapped.prepare(spec)
 
 
 def _close_if_open(*fds: int) -> None:
@@ -259,33 +527,6 @@ def _kill_quietly(pid: int) -> None:
             pass
 
 
-def _cgroup_sources(spec: dict[str, Any], cgroup: Cgroup | None) -> dict[str, str]:
-    """Directory name under /sys/fs/cgroup -> the container's cgroup directory in that hierarchy:
-    what a cgroup mount in config.json shows the container.
-
-    Where the container has no cgroup of its own (rootless: one it could not create), it lives
-    in the caller's, and that is what it is shown, as runc does.
-    """
-    if not any(m.get("type") in ("cgroup", "cgroup2") for m in spec.get("mounts") or []):
-        return {}
-    from capsa.cgroups import CGROUP_ROOT, hierarchies, own_cgroups
-
-    paths = cgroup.paths if cgroup is not None else {}
-    found = hierarchies()
-    own = own_cgroups() if set(found.values()) - set(paths) else {}
-    sources = {}
-    for point, controllers in found.items():
-        if not point.startswith(CGROUP_ROOT):
-            continue
-        if controllers in paths:
-            sources[point[len(CGROUP_ROOT):].lstrip("/")] = paths[controllers]
-            continue
-        key = next((c for c in controllers.split(",") if c in own), "" if not controllers else None)
-        if key is not None and key in own:
-            sources[point[len(CGROUP_ROOT):].lstrip("/")] = point + own[key].rstrip("/")
-    return sources
-
-
 def _close_fds_except(keep: set[int]) -> None:
     for name in posix.listdir("/proc/self/fd"):
         fd = int(name)
@@ -304,8 +545,8 @@ def _socketpair() -> tuple[int, int]:
 
 
 def _move_above(fds: list[int], lowest: int) -> list[int]:
-    """Fds of ours (closed here when moved) out of the range the container inherits (3 .. 3+preserved-1):
-    a second guard, check_inherited_fds keeps them out already."""
+    """Fds of ours (closed here when moved) out of the range the container inherits (3 .. 3+inherited-1):
+    a second guard, require_inherited_fds keeps them out already."""
     import fcntl
 
     moved = []
@@ -318,80 +559,74 @@ def _move_above(fds: list[int], lowest: int) -> list[int]:
     return moved
 
 
-def check_inherited_fds(preserve_fds: int | None) -> int:
-    """How many fds after stdio the container inherits: the socket activation fds (LISTEN_FDS),
-    then --preserve-fds; each must be open, as runc requires of the preserved ones.
+def require_inherited_fds(count: int) -> int:
+    """Check that the `count` fds after stdio a process is to inherit are all open; return count.
 
     Call it before opening anything that outlives the call: the kernel gives a new fd the lowest
     free number, so an fd of capsa's (the state directory's lock, the start socket) would fill a
     hole in the range and reach the container (the CVE-2024-21626 pattern). With every fd of the
-    range open, and never closed by capsa, every fd capsa opens is numbered above it.
+    range open, and never closed by capsa, every fd capsa opens is numbered above it. (The CLI
+    checks them first, naming LISTEN_FDS or --preserve-fds: capsa.cli.create.inherited_fds.)
     """
-    if preserve_fds and preserve_fds < 0:
-        raise CapsaError("--preserve-fds must not be negative")
-    listen = posixlite.getenv("LISTEN_FDS", "")
-    listen_count = int(listen) if listen.isdigit() else 0
-    count = listen_count + (preserve_fds or 0)
+    if count < 0:
+        raise CapsaError(f"the number of inherited fds must not be negative (got {count})")
     for fd in range(3, 3 + count):
         try:
             posix.fstat(fd)
         except OSError:
-            if fd < 3 + listen_count:
-                what, first, last = f"LISTEN_FDS={listen_count}", 3, 2 + listen_count
-            else:
-                what, first, last = f"--preserve-fds {preserve_fds}", 3 + listen_count, 2 + count
-            passed = f"fd {first}" if first == last else f"fds {first} to {last}"
-            raise CapsaError(f"{what}: fd {fd} is not open (the container is to get {passed}; each must be open)") from None
+            passed = "fd 3" if count == 1 else f"fds 3 to {2 + count}"
+            raise CapsaError(f"fd {fd} is not open (the container is to inherit {passed}; each must be open)") from None
     return count
 
 
-def _connect_console(terminal: bool, console_socket: str | None, console_fd: int | None) -> int:
-    if console_fd is not None:
-        return posix.dup(console_fd) if terminal else -1
+def _connect_console(terminal: bool, console: Console | None) -> int:
+    if console is not None and console.fd is not None:
+        return posix.dup(console.fd) if terminal else -1
+    socket = console.socket if console is not None else None
     if not terminal:
-        if console_socket:
+        if socket:
             raise CapsaError("--console-socket given but process.terminal is false")
         return -1
-    if not console_socket:
+    if not socket:
         raise CapsaError("process.terminal is true: a --console-socket is needed to receive the terminal")
-    from capsa import console
+    from capsa import console as console_module
 
     try:
-        return console.connect(console_socket)
+        return console_module.connect(socket)
     except OSError as err:
-        raise CapsaError(f"cannot connect to console socket {console_socket}: {err.strerror or err}") from None
+        raise CapsaError(f"cannot connect to console socket {socket}: {err.strerror or err}") from None
 
 
-def _all_types(namespaces: list[dict[str, Any]]) -> set[str]:
-    return {ns["type"] for ns in namespaces}
-
-
-# -- the child's side ---------------------------------------------------------------------------
-def _child(config: InitConfig, namespaces: list[dict[str, Any]]) -> None:
-    """Enter the namespaces, fork the init if a pid or time namespace needs it, then run it."""
-    from capsa import init
-
-    channel = Channel(config.sync_fd)
+# -- the child's side ---------------------------------------------------------------------------------
+def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
+    """The one child path: into the cgroup, into the namespaces, fork if a pid or time namespace
+    needs it, report the payload's pid, then run the payload (capsa.init)."""
+    channel = Channel(fds.sync)
+    tenant = None
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
-        init.load_modules(config.spec["process"], config.spec)  # the host's files are out of reach later
-        if config.cgroup_wait:
-            channel.expect("cgroup")  # systemd has moved this process into the container's scope
-        # Into the container's cgroup while still in the host's namespaces: the init forked
-        # below inherits it.
-        _join_cgroup(config.cgroup_join)
-        _enter_namespaces(namespaces, channel, config.spec.get("linux", {}).get("timeOffsets"))
-        if any(ns["type"] in ("pid", "time") for ns in namespaces):
+        # The host's files (capsa, Python, libseccomp) are out of reach once in the namespaces.
+        init.load_modules(plan.process, plan.init.spec if plan.init is not None else None)
+        if plan.init is None:
+            tenant = init.prepare_tenant(plan)  # through the host's procfs too, before setns(mnt)
+        if plan.cgroup_placement == CGROUP_MANAGER and plan.cgroup is not None:
+            channel.expect("cgroup")  # the manager has moved this process into the cgroup
+        # Into the cgroup while still in the host's namespaces: the process forked below inherits it.
+        _join_cgroup(fds.cgroup_join)
+        _enter_namespaces(plan.namespaces, channel, plan.time_offsets)
+        if plan.fork:
             pid = posix.fork()
             if pid:
                 channel.send("pid", str(pid))
                 posix._exit(0)
         else:
             channel.send("pid", str(posix.getpid()))
-    except BaseException as err:  # noqa: BLE001
+    except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         init._report(channel, err)
         posix._exit(1)
-    init.run(config, channel)
+    if plan.init is not None:
+        init.run(plan, fds, channel)
+    init.run_tenant(plan, fds, channel, tenant)
 
 
 # What the child and the init import as they need it. A threaded caller imports them before it
@@ -433,44 +668,29 @@ def _join_cgroup(task_files: list[str]) -> None:
             raise ContainerStartError(f"cannot join cgroup {posixlite.dirname(path)}: {err.strerror}") from None
 
 
-def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_offsets: dict | None) -> None:
+def _enter_namespaces(namespaces: list[Namespace], channel: Channel, time_offsets: dict[str, Any] | None) -> None:
+    """Join and create the plan's namespaces: a user namespace first (joined, or new with its
+    maps written by the parent), then the other joins, mount last, then the new ones at once."""
     # Open every path first: after setns(mnt) the paths would resolve in the container's mounts.
     joins = []
     for ns in namespaces:
-        if ns.get("path"):
+        if ns.path is not None:
             try:
-                fd = posix.open(ns["path"], posix.O_RDONLY | posix.O_CLOEXEC)
+                fd = posix.open(ns.path, posix.O_RDONLY | posix.O_CLOEXEC)
             except OSError as err:
-                raise ContainerStartError(f"cannot open {ns['type']} namespace {ns['path']}: {err.strerror}") from None
-            joins.append((ns["type"], fd, ns["path"]))
+                raise ContainerStartError(f"cannot open {ns.type} namespace {ns.path}: {err.strerror}") from None
+            joins.append((ns.type, fd, ns.path))
+        elif ns.fd >= 0:
+            joins.append((ns.type, ns.fd, f"(fd {ns.fd})"))
     joins.sort(key=lambda j: (j[0] != "user", j[0] == "mount"))
     new_flags = 0
     for ns in namespaces:
-        if not ns.get("path"):
-            new_flags |= NAMESPACE_FLAGS[ns["type"]]
+        if not ns.joined:
+            new_flags |= NAMESPACE_FLAGS[ns.type]
     if joins and joins[0][0] == "user":
         _setns(*joins.pop(0))
     elif new_flags & linux.CLONE_NEWUSER:
-        rootless = posix.geteuid() != 0
-        try:
-            linux.unshare(linux.CLONE_NEWUSER)
-        except OSError as err:
-            from capsa.rootless import running_in_userns
-
-            hint = (" (this host may forbid unprivileged user namespaces: see the sysctls "
-                    "kernel.unprivileged_userns_clone, kernel.apparmor_restrict_unprivileged_userns "
-                    "and user.max_user_namespaces)") if rootless or running_in_userns() else ""
-            raise ContainerStartError(f"cannot create a user namespace: {err.strerror}{hint}") from None
-        if rootless:
-            # An unprivileged parent (and newuidmap, which checks who owns /proc/PID) can write
-            # our maps only while our /proc files are ours, not root's: dumpable until the
-            # namespaces are set up (end of this function), as runc's nsexec. Nothing of the
-            # container runs yet.
-            linux.prctl(linux.PR_SET_DUMPABLE, 1)
-        channel.send("userns")
-        channel.expect("ok")
-        posix.setresgid(0, 0, 0)
-        posix.setresuid(0, 0, 0)
+        _new_user_namespace(channel)
     for join in joins:
         _setns(*join)
     # The cgroup namespace is created by the init once it is in its cgroup (after "go"), so that
@@ -488,6 +708,30 @@ def _enter_namespaces(namespaces: list[dict[str, Any]], channel: Channel, time_o
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
 
 
+def _new_user_namespace(channel: Channel) -> None:
+    """unshare(CLONE_NEWUSER), the maps written by the parent ("userns" ... "ok"), root in it."""
+    rootless = posix.geteuid() != 0
+    try:
+        linux.unshare(linux.CLONE_NEWUSER)
+    except OSError as err:
+        from capsa.rootless import running_in_userns
+
+        hint = (" (this host may forbid unprivileged user namespaces: see the sysctls "
+                "kernel.unprivileged_userns_clone, kernel.apparmor_restrict_unprivileged_userns "
+                "and user.max_user_namespaces)") if rootless or running_in_userns() else ""
+        raise ContainerStartError(f"cannot create a user namespace: {err.strerror}{hint}") from None
+    if rootless:
+        # An unprivileged parent (and newuidmap, which checks who owns /proc/PID) can write
+        # our maps only while our /proc files are ours, not root's: dumpable until the
+        # namespaces are set up (end of _enter_namespaces), as runc's nsexec. Nothing of the
+        # container runs yet.
+        linux.prctl(linux.PR_SET_DUMPABLE, 1)
+    channel.send("userns")
+    channel.expect("ok")
+    posix.setresgid(0, 0, 0)
+    posix.setresuid(0, 0, 0)
+
+
 def _write_time_offsets(offsets: dict[str, Any]) -> None:
     """Clock offsets of a new time namespace: settable only before a process enters it."""
     lines = "".join(f"{clock} {value.get('secs', 0)} {value.get('nanosecs', 0)}\n" for clock, value in offsets.items())
@@ -497,91 +741,10 @@ def _write_time_offsets(offsets: dict[str, Any]) -> None:
         raise ContainerStartError(f"linux.timeOffsets: cannot set the clock offsets: {err.strerror}") from None
 
 
-def _setns(kind: str, fd: int, path: str) -> None:
+def _setns(kind: str, fd: int, where: str) -> None:
     try:
         linux.setns(fd, NAMESPACE_FLAGS[kind])
     except OSError as err:
-        raise ContainerStartError(f"cannot join {kind} namespace {path}: {err.strerror}") from None
+        raise ContainerStartError(f"cannot join {kind} namespace {where}: {err.strerror}") from None
     finally:
         posix.close(fd)
-
-
-# -- joining a running container (exec) ------------------------------------------------------------
-def spawn_tenant(init_pid: int, process: dict[str, Any], options: LaunchOptions, cgroup: Cgroup | None, seccomp: Any = None,
-                 memory_policy: dict[str, Any] | None = None) -> int:
-    """Start `process` inside the namespaces and cgroup of the container whose init is `init_pid`;
-    `seccomp` and `memory_policy` are the container's.
-
-    The same path as the init's: a child joins the namespaces (user first, mount last), forks
-    the process that will exec (a pid namespace applies to children only), and that process
-    reports through the channel until exec closes it. Returns the new process's host pid.
-    """
-    namespaces = namespaces_of(init_pid)
-    keep = check_inherited_fds(options.preserve_fds)
-    console_fd = _connect_console(process.get("terminal"), options.console_socket, options.console_fd)
-    seccomp_fd = _connect_seccomp_listener(seccomp, console_fd)
-    parent_fd, child_fd = _socketpair()
-    child_fd, console_fd, seccomp_fd = _move_above([child_fd, console_fd, seccomp_fd], 3 + keep)
-    child, join = _fork_into(cgroup)
-    if child == 0:
-        _close_fds_except(set(range(3 + keep)) | {child_fd, console_fd, seccomp_fd})
-        _tenant_child(child_fd, namespaces, process, console_fd, keep, seccomp, join, seccomp_fd, options.seccomp_cache,
-                      memory_policy)
-    posix.close(child_fd)
-    _close_if_open(console_fd, seccomp_fd)
-    channel = Channel(parent_fd)
-    pid = 0
-    try:
-        pid = int(channel.expect("pid"))  # already in the cgroup: forked after the child joined it
-        # runc gives the seccomp listener of an exec'd process its own pid and the state "running".
-        channel.send("go", _listener_state(seccomp, pid, dict(options.state or {}, status="running")))
-        kind, payload = channel.receive()  # EOF: the exec closed the channel
-        if kind == "error":
-            raise ContainerStartError(payload)
-        return pid
-    except BaseException:
-        _kill_quietly(pid or child)
-        raise
-    finally:
-        channel.close()
-        if pid != child:
-            _reap(child)
-
-
-def namespaces_of(pid: int) -> list[dict[str, Any]]:
-    """The namespaces of `pid` that differ from ours, as config.json entries joining them by path."""
-    joined = []
-    for kind, name in NAMESPACE_FILES.items():
-        path = f"/proc/{pid}/ns/{name}"
-        try:
-            if posix.readlink(path) != posix.readlink(f"/proc/self/ns/{name}"):
-                joined.append({"type": kind, "path": path})
-        except FileNotFoundError:
-            continue  # a namespace type this kernel does not have
-    return joined
-
-
-def _tenant_child(
-    sync_fd: int, namespaces: list[dict[str, Any]], process: dict[str, Any], console_fd: int, keep: int, seccomp: Any,
-    cgroup_join: list[str], seccomp_fd: int, seccomp_cache: str | None = None, memory_policy: dict[str, Any] | None = None,
-) -> None:
-    from capsa import init
-
-    channel = Channel(sync_fd)
-    try:
-        linux.prctl(linux.PR_SET_DUMPABLE, 0)
-        # Modules, libseccomp and the trampoline are loaded here: after setns(mnt) the host's files are out of reach.
-        init.load_modules(process)
-        seccomp_filter = init.build_seccomp(seccomp, seccomp_cache)
-        exec_trampoline = init.trampoline_fd()
-        labels = init.exec_labels(process)  # through the host's procfs, opened before setns(mnt)
-        _join_cgroup(cgroup_join)
-        _enter_namespaces(namespaces, channel, None)
-        pid = posix.fork()
-        if pid:
-            channel.send("pid", str(pid))
-            posix._exit(0)
-    except BaseException as err:  # noqa: BLE001
-        init._report(channel, err)
-        posix._exit(1)
-    init.run_tenant(process, channel, console_fd, keep, seccomp_filter, exec_trampoline, seccomp_fd, labels, memory_policy)

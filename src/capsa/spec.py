@@ -10,7 +10,7 @@ from __future__ import annotations
 import posix
 
 from capsa import jsonfast, posixlite
-from capsa.errors import CapsaError, ConfigError
+from capsa.errors import CapsaError, ConfigError, UnsupportedError
 from capsa.mountopts import PROPAGATION, is_idmapped
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -182,6 +182,25 @@ def validate(spec: Any) -> dict[str, Any]:
         _str(value, f"annotations.{key}")
     _validate_linux(spec)
     return spec
+
+
+def with_joined_namespaces(spec: dict[str, Any], joins: dict[str, str]) -> dict[str, Any]:
+    """A copy of `spec` that joins each namespace type of `joins` by its path (a sandbox's),
+    whatever its own linux.namespaces says of that type; validated again, since what a config
+    may ask depends on its namespaces (a hostname needs a uts namespace of its own)."""
+    for kind, path in joins.items():
+        if kind not in NAMESPACE_TYPES:
+            raise ConfigError("join_namespaces", f"unknown namespace type {kind!r}")
+        _abs_path(path, f"join_namespaces.{kind}")
+    linux = dict(spec.get("linux") or {})
+    namespaces = [dict(ns) for ns in linux.get("namespaces") or []]
+    for ns in namespaces:
+        if ns["type"] in joins:
+            ns["path"] = joins[ns["type"]]
+    present = {ns["type"] for ns in namespaces}
+    namespaces += [{"type": kind, "path": path} for kind, path in joins.items() if kind not in present]
+    linux["namespaces"] = namespaces
+    return validate(dict(spec, linux=linux))
 
 
 def validate_process(process: Any, field: str = "process") -> dict[str, Any]:
@@ -591,3 +610,50 @@ def _validate_sysctl(sysctl: Any, types: set[str]) -> None:
                 raise ConfigError(field, "needs a uts namespace in linux.namespaces (it would change the host's)")
         else:
             raise ConfigError(field, "is not namespaced: a container must not change it on the host")
+
+
+# -- what this version cannot honour ------------------------------------------------------------
+def refuse_unsupported(spec: dict[str, Any]) -> None:
+    """Features this version cannot honour fail clearly instead of being ignored."""
+    linux_spec = spec.get("linux") or {}
+    if linux_spec.get("seccomp"):
+        from capsa.seccomp import validate_profile
+
+        validate_profile(linux_spec["seccomp"])
+    refuse_unsupported_process(spec.get("process") or {}, "process")
+    for key in ("intelRdt", "netDevices"):
+        if linux_spec.get(key):
+            raise UnsupportedError(f"linux.{key} is not supported by this version of capsa")
+    personality = linux_spec.get("personality")
+    if personality and (personality.get("domain") not in (None, "LINUX") or personality.get("flags")):
+        raise UnsupportedError("linux.personality: domains other than LINUX, and flags, are not supported by this version of capsa")
+    if linux_spec.get("mountLabel"):
+        from capsa import lsm
+
+        lsm.check_available({}, linux_spec["mountLabel"])
+    for index, mount in enumerate(spec.get("mounts") or []):
+        if "tmpcopyup" in (mount.get("options") or []):
+            raise UnsupportedError(f"mounts[{index}]: tmpcopyup (copy-up mounts) not supported by this version of capsa")
+        if is_idmapped(mount):
+            _refuse_unsupported_idmap(mount, f"mounts[{index}]")
+
+
+def _refuse_unsupported_idmap(mount: dict[str, Any], field: str) -> None:
+    """What capsa cannot do with an idmapped mount (capsa.idmapped makes the others)."""
+    from capsa import mountopts
+
+    if not (mount.get("type") == "bind" or mountopts.parse_mount_options(mount.get("options") or []).is_bind):
+        raise UnsupportedError(f"{field}: idmapped mounts are supported for bind mounts only (as runc), not for a new "
+                               f"{mount.get('type') or 'untyped'} filesystem")
+    if posix.geteuid() != 0:
+        raise UnsupportedError(f"{field}: idmapped mounts need root: mount_setattr(MOUNT_ATTR_IDMAP) needs "
+                               "CAP_SYS_ADMIN over the source's filesystem (runc refuses them in rootless containers too)")
+
+
+def refuse_unsupported_process(process: dict[str, Any], field: str) -> None:
+    if process.get("execCPUAffinity"):
+        raise UnsupportedError(f"{field}.execCPUAffinity is not supported by this version of capsa")
+    if process.get("apparmorProfile") or process.get("selinuxLabel"):
+        from capsa import lsm
+
+        lsm.check_available(process, None, field)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import posix
 import time
 
-from capsa import jsonfast, posixlite
+from capsa import OCI_VERSION, jsonfast, posixlite
 from capsa.errors import (
     AmbiguousIdError,
     CapsaError,
@@ -96,6 +96,15 @@ def now_rfc3339() -> str:
     text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     fraction = f"{frac:09d}".rstrip("0")
     return f"{text}.{fraction}Z" if fraction else f"{text}Z"
+
+
+def hook_state(record: dict[str, Any], status: str) -> dict[str, Any]:
+    """The state a container's hooks receive on stdin (the runtime-spec's fields only)."""
+    result = {"ociVersion": record.get("ociVersion", OCI_VERSION), "id": record["id"], "status": status,
+              "pid": record.get("pid") or 0, "bundle": record["bundle"]}
+    if record.get("annotations"):
+        result["annotations"] = record["annotations"]
+    return result
 
 
 def write_atomic(path: str, data: str | bytes, mode: int = 0o600) -> None:

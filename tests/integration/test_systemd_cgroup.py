@@ -245,3 +245,49 @@ def test_sandbox_slice_with_member_scopes(sdbundle):
         sleeper.kill()
         sleeper.wait()
         subprocess.run(["systemctl", "stop", "capsatest.slice"], capture_output=True)
+
+
+@needs_systemd
+def test_restore_into_a_scope_systemd_makes_around_criu(sdbundle, tmp_path):
+    """Before: `restore --systemd-cgroup` was refused. As runc does, restore starts criu swrk,
+    has systemd make the scope around it (with the limits), then sends the request: the
+    restored shell comes back in the scope and goes on counting."""
+    from test_checkpoint import (
+        CRIU_SAID,
+        CRIU_WORKS,
+        Detached,
+        _counting_bundle,
+        _status,
+        _stays_still,
+        _wait_counting,
+    )
+
+    if not CRIU_WORKS:
+        pytest.skip("criu check fails here: " + CRIU_SAID[-200:])
+    cid = unique_id()
+    unit = f"capsa-{cid}.scope"
+    sdbundle.config["linux"]["cgroupsPath"] = f"system.slice:capsa:{cid}"
+    sdbundle.config["linux"]["resources"] = {"pids": {"limit": 42}}
+    counter = _counting_bundle(sdbundle)
+    images = str(tmp_path / "images")
+    pipes = Detached()
+    try:
+        result = pipes.call(sdbundle, "--systemd-cgroup", "run", "-d", "--bundle", sdbundle.path, cid)
+        assert result.returncode == 0, result.output
+        _wait_counting(counter, above=3)
+        result = pipes.call(sdbundle, "--systemd-cgroup", "checkpoint", "--image-path", images, cid)
+        assert result.returncode == 0, result.output
+        stopped_at = _stays_still(counter)
+        result = pipes.call(sdbundle, "--systemd-cgroup", "restore", "-d", "--image-path", images, "--bundle",
+                            sdbundle.path, cid)
+        assert result.returncode == 0, result.output
+        assert _status(sdbundle, cid) == "running"
+        assert _wait_counting(counter, above=stopped_at) > stopped_at
+        pid = state(sdbundle, cid)["pid"]
+        assert read(f"/proc/{pid}/cgroup") == f"0::/system.slice/{unit}"
+        assert systemctl_show(unit, "ActiveState", "TasksMax") == {"ActiveState": "active", "TasksMax": "42"}
+        sdbundle.capsa("--systemd-cgroup", "delete", "--force", cid)
+        assert systemctl_show(unit, "LoadState")["LoadState"] == "not-found"
+    finally:
+        sdbundle.capsa("delete", "--force", cid, check=False)
+        pipes.close()

@@ -57,8 +57,9 @@ class FakeCgroup:
 
 
 class FakeLaunch:
-    """launch.spawn_init: a real `sleep` stands for the init, which then waits for `start` on the
-    start socket (a thread here); `fail` makes the launch fail as an init reporting an error does."""
+    """launch.start of a container's plan: a real `sleep` stands for the init, which then waits for
+    `start` on the start socket (a thread here); `fail` makes the launch fail as an init reporting
+    an error does."""
 
     def __init__(self):
         self.fail: BaseException | None = None
@@ -68,8 +69,9 @@ class FakeLaunch:
         self.killed: list[int] = []
         self._threads: list[threading.Thread] = []
 
-    def spawn_init(self, spec, rootfs_path, options, listen_fd, cgroup, *args, **kwargs):
-        self.calls.append((spec["process"]["args"], rootfs_path, options.container_id, cgroup))
+    def start(self, plan):
+        listen_fd = plan.init.listen_fd
+        self.calls.append((plan.process["args"], plan.init.rootfs, plan.init.container_id, plan.cgroup))
         process = subprocess.Popen(["sleep", "60"])
         self.processes.append(process)
         if self.fail is not None:
@@ -118,12 +120,12 @@ def world(kernel, monkeypatch, tmp_path):
         log.append("cgroup")
         return FakeCgroup(log, init_pids)
 
-    def spawn_init(*args, **kwargs):
-        pid = fake.spawn_init(*args, **kwargs)
+    def start(plan):
+        pid = fake.start(plan)
         init_pids.append(pid)
         return pid
 
-    monkeypatch.setattr(launch, "spawn_init", spawn_init)
+    monkeypatch.setattr(launch, "start", start)
     monkeypatch.setattr(launch, "kill_init", fake.kill_init)
     monkeypatch.setattr(cgroups, "for_spec", new_cgroup)
     monkeypatch.setattr(cgroups, "from_record", lambda record: FakeCgroup(log, init_pids))

@@ -33,6 +33,11 @@ class FakeChannel:
         return ""
 
 
+def _plan(entries):
+    """linux.namespaces entries as a launch plan has them (plan_for_container's conversion)."""
+    return [launch.Namespace(ns["type"], path=ns.get("path")) for ns in entries]
+
+
 def _namespace_files(tmp_path, *kinds):
     """Stand-ins for /proc/PID/ns/* files: what matters is when they are opened."""
     paths = {}
@@ -66,7 +71,7 @@ def test_joined_namespaces_user_first_mount_last_paths_opened_before_any_setns(k
                   {"type": "uts"}, {"type": "cgroup"}]
     _record_setns_by_path(kernel, paths)
     before = open_fds()
-    launch._enter_namespaces(namespaces, FakeChannel(kernel), None)
+    launch._enter_namespaces(_plan(namespaces), FakeChannel(kernel), None)
     joined = [(args[0], args[1]) for args in kernel.calls_of("setns-target")]
     assert joined == [("ns-user", linux.CLONE_NEWUSER), ("ns-network", linux.CLONE_NEWNET),
                       ("ns-ipc", linux.CLONE_NEWIPC), ("ns-mount", linux.CLONE_NEWNS)]
@@ -83,7 +88,7 @@ def test_a_new_user_namespace_is_mapped_before_the_other_namespaces_are_entered(
     monkeypatch.setattr(posix, "setresgid", lambda *ids: kernel.note("setresgid", *ids))
     monkeypatch.setattr(posix, "setresuid", lambda *ids: kernel.note("setresuid", *ids))
     _record_setns_by_path(kernel, paths)
-    launch._enter_namespaces([{"type": "user"}, {"type": "network", "path": paths["network"]}, {"type": "mount"}],
+    launch._enter_namespaces(_plan([{"type": "user"}, {"type": "network", "path": paths["network"]}, {"type": "mount"}]),
                              FakeChannel(kernel), None)
     assert [name for name in kernel.names() if name != "setns-target"] == [
         "unshare", "send userns", "expect ok", "setresgid", "setresuid", "setns", "unshare", "prctl"]
@@ -95,7 +100,7 @@ def test_rootless_child_stays_dumpable_only_while_its_maps_are_written(kernel, m
     monkeypatch.setattr(posix, "geteuid", lambda: 1000)
     monkeypatch.setattr(posix, "setresgid", lambda *ids: None)
     monkeypatch.setattr(posix, "setresuid", lambda *ids: None)
-    launch._enter_namespaces([{"type": "user"}, {"type": "mount"}], FakeChannel(kernel), None)
+    launch._enter_namespaces(_plan([{"type": "user"}, {"type": "mount"}]), FakeChannel(kernel), None)
     assert kernel.names() == ["unshare", "prctl", "send userns", "expect ok", "unshare", "prctl"]
     assert kernel.calls_of("prctl") == [(linux.PR_SET_DUMPABLE, 1), (linux.PR_SET_DUMPABLE, 0)]
 
@@ -105,14 +110,14 @@ def test_a_refused_user_namespace_is_a_clear_error(kernel, monkeypatch):
     monkeypatch.setattr("capsa.rootless.running_in_userns", lambda: False)
     kernel.fail("unshare", EPERM)
     with pytest.raises(ContainerStartError, match="cannot create a user namespace: unshare: Operation not permitted$"):
-        launch._enter_namespaces([{"type": "user"}], FakeChannel(kernel), None)
+        launch._enter_namespaces(_plan([{"type": "user"}]), FakeChannel(kernel), None)
 
 
 def test_a_refused_join_names_the_namespace_and_closes_every_fd(kernel, tmp_path):
     paths = _namespace_files(tmp_path, "network", "ipc")
     kernel.fail("setns", EINVAL)
     with pytest.raises(ContainerStartError, match=f"cannot join network namespace {paths['network']}: setns: Invalid"):
-        launch._enter_namespaces([{"type": "network", "path": paths["network"]}, {"type": "ipc", "path": paths["ipc"]}],
+        launch._enter_namespaces(_plan([{"type": "network", "path": paths["network"]}, {"type": "ipc", "path": paths["ipc"]}]),
                                  FakeChannel(kernel), None)
     assert kernel.names() == ["setns"]  # nothing entered after the refusal
 
@@ -262,10 +267,11 @@ def fake_init(kernel, monkeypatch):
 def _spawn(tmp_path):
     listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     listener.bind(str(tmp_path / "start.sock"))
-    options = launch.LaunchOptions(preserve_fds=0, container_id="c1", bundle=str(tmp_path), state={"id": "c1"})
     spec = {"process": {"args": ["true"], "cwd": "/"}, "linux": {"namespaces": [{"type": "mount"}]}}
+    plan = launch.plan_for_container(spec=spec, rootfs=str(tmp_path), container_id="c1", state={"id": "c1"},
+                                     listen_fd=listener.fileno(), cgroup=None)
     try:
-        return launch.spawn_init(spec, str(tmp_path), options, listener.fileno(), None)
+        return launch.start(plan)
     finally:
         listener.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from capsa import posixlite
 from capsa.cli import command_usage, parse_command
 from capsa.cli.flags import BOOL, INT, LIST, STRING, Flag, UsageError
 
@@ -38,16 +37,16 @@ def run(g, argv: list[str]) -> int:
         raise UsageError('"exec" requires at least 1 argument')
     if parsed.preserve_fds < 0:
         raise UsageError("--preserve-fds must not be negative")
+    from capsa.cli.create import console, inherited_fds
     from capsa.container import Container
-    from capsa.launch import check_inherited_fds
 
-    check_inherited_fds(parsed.preserve_fds)  # first: the terminal proxy's sockets must land above them
+    count, listen = inherited_fds(parsed.preserve_fds)  # first: the terminal proxy's sockets must land above them
 
     container = Container.load(g.root, parsed.args[0])
     process = _process(container, parsed)
     if parsed.detach:
-        pid = container.exec(process, console_socket=parsed.console_socket, preserve_fds=parsed.preserve_fds,
-                             ignore_paused=parsed.ignore_paused, sub_cgroup=parsed.cgroup, warn=g.warn)
+        pid = container.exec(process, console=console(parsed.console_socket, None), inherited_fds=count,
+                             listen_fds=listen, ignore_paused=parsed.ignore_paused, sub_cgroup=parsed.cgroup, warn=g.warn)
         _write_pid_file(parsed.pid_file, pid)
         return 0
     from capsa import process as processes
@@ -59,9 +58,9 @@ def run(g, argv: list[str]) -> int:
         from capsa.terminal import TerminalProxy
 
         proxy = TerminalProxy()
-    pid = container.exec(process, console_socket=parsed.console_socket, console_fd=proxy.child_end if proxy else None,
-                         preserve_fds=parsed.preserve_fds, ignore_paused=parsed.ignore_paused, sub_cgroup=parsed.cgroup,
-                         warn=g.warn)
+    pid = container.exec(process, console=console(parsed.console_socket, proxy.child_end if proxy else None),
+                         inherited_fds=count, listen_fds=listen, ignore_paused=parsed.ignore_paused,
+                         sub_cgroup=parsed.cgroup, warn=g.warn)
     # Our child now (we are its subreaper): its pid cannot be reused before we reap it.
     handle = processes.Process.open(pid)
     _write_pid_file(parsed.pid_file, pid)
@@ -115,6 +114,6 @@ def _process(container, parsed) -> dict:
 
 def _write_pid_file(path: str | None, pid: int) -> None:
     if path:
-        from capsa.state import write_atomic
+        from capsa.cli.create import write_pid_file
 
-        write_atomic(posixlite.abspath(path), str(pid), 0o644)
+        write_pid_file(path, pid)

@@ -41,13 +41,11 @@ def run(g, argv: list[str]) -> int:
     if parsed is None:
         return 0
     require_args(parsed, "restore", 1)
-    if g.systemd_cgroup:
-        from capsa.errors import UnsupportedError
-
-        # CRIU would have to restore into a scope systemd makes first: not done (docs/cgroups.md).
-        raise UnsupportedError("restore --systemd-cgroup: restoring into a systemd scope is not supported yet")
     from capsa.checkpoint import CriuOptions
+    from capsa.cli.create import console, write_pid_file
     from capsa.container import Container
+    from capsa.create import CreateConfig
+    from capsa.rootless import rootless_cgroups
 
     options = CriuOptions(**{flag.key: getattr(parsed, flag.key) for flag in CRIU_FLAGS})
     if not parsed.detach and not parsed.no_subreaper:
@@ -56,8 +54,11 @@ def run(g, argv: list[str]) -> int:
         # The restored init is our child (criu --restore-sibling); as a subreaper we also reap
         # what it leaves behind, as runc restore does.
         process.become_subreaper()
-    container = Container.restore(g.root, parsed.args[0], parsed.bundle or ".", g.criu, options,
-                                  console_socket=parsed.console_socket, pid_file=parsed.pid_file)
+    config = CreateConfig(parsed.args[0], parsed.bundle or ".", console=console(parsed.console_socket, None),
+                          rootless_cgroups=rootless_cgroups(g.rootless), systemd_cgroup=g.systemd_cgroup, warn=g.warn)
+    container = Container.restore(g.root, config, g.criu, options)
+    if parsed.pid_file:
+        write_pid_file(parsed.pid_file, container.pid)
     if parsed.detach:
         return 0
     from capsa import process

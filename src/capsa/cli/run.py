@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from capsa.cli import command_usage, parse_command, require_args
 from capsa.cli.create import FLAGS as CREATE_FLAGS
-from capsa.cli.create import create_from_flags
+from capsa.cli.create import create_from_flags, inherited_fds
 from capsa.cli.flags import BOOL, Flag
 
 FLAGS = CREATE_FLAGS + [
@@ -23,11 +23,9 @@ def run(g, argv: list[str]) -> int:
     if parsed is None:
         return 0
     require_args(parsed, "run", 1)
-    from capsa.launch import check_inherited_fds
-
-    check_inherited_fds(parsed.preserve_fds)  # first: the terminal proxy's sockets must land above them
+    fds = inherited_fds(parsed.preserve_fds)  # first: the terminal proxy's sockets must land above them
     if parsed.detach:
-        container = create_from_flags(g, parsed)
+        container = create_from_flags(g, parsed, fds)
         return _start_or_clean(container, g)
     from capsa import process
 
@@ -42,7 +40,7 @@ def run(g, argv: list[str]) -> int:
         from capsa.terminal import TerminalProxy
 
         proxy = TerminalProxy()
-    container = create_from_flags(g, parsed, console_fd=proxy.child_end if proxy else None, spec=spec)
+    container = create_from_flags(g, parsed, fds, console_fd=proxy.child_end if proxy else None, spec=spec)
     if proxy:
         proxy.receive_master()
     status = _start_or_clean(container, g)
