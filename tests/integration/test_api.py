@@ -1,0 +1,485 @@
+"""capsa's Python API (capsa.run, capsa.Sandbox): real sandboxes, adversarial programs.
+
+Each scenario runs in a Python program of its own: the API makes its caller a subreaper, which
+must not stay with the test process. Every run has a timeout; nothing asserts timing.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from capsa.bundle import make_rootfs
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the API's sandboxes are made as root")
+
+STATE_ROOT = "/run/capsa-api/state"
+
+PRELUDE = """
+import json, os, sys
+import capsa
+ROOTFS = sys.argv[1]
+
+def show(r):
+    print(json.dumps({k: (v.decode(errors="replace") if isinstance(v, bytes) else v) for k, v in vars(r).items()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("api") / "rootfs"
+    make_rootfs(str(path))
+    searchable(path)
+    return str(path)
+
+
+def searchable(path) -> None:
+    """The sandbox's root (an unprivileged host uid) must reach the rootfs."""
+    path = str(path)
+    while path != "/":
+        os.chmod(path, os.stat(path).st_mode | 0o055)
+        path = os.path.dirname(path)
+
+
+def scenario(rootfs: str, code: str, timeout: float = 120) -> list:
+    """Run code after PRELUDE in a program of its own; each line it prints is JSON."""
+    result = subprocess.run([sys.executable, "-c", PRELUDE + code, rootfs], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def one(rootfs: str, call: str, timeout: float = 120) -> dict:
+    return scenario(rootfs, f"show({call})", timeout)[0]
+
+
+def leftovers(pid: int | None = None) -> list[str]:
+    """Containers the API left in its state root, and cgroups named after them."""
+    names = os.listdir(STATE_ROOT) if os.path.isdir(STATE_ROOT) else []
+    found = [n for n in names if n.startswith("api-") and (pid is None or n.startswith(f"api-{pid}-"))]
+    for hierarchy in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
+        for directory, subdirs, _ in os.walk(hierarchy):
+            found += [os.path.join(directory, d) for d in subdirs if d.startswith("api-")]
+            if directory.count("/") > 6:
+                subdirs.clear()
+    return found
+
+
+def api_path() -> str:
+    from capsa.api import PATH
+
+    return PATH
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+# -- output and exit codes ----------------------------------------------------------------------
+def test_output_exit_code_and_accounting(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'echo out; echo err >&2; exit 3'], rootfs=ROOTFS, timeout=30)")
+    assert (r["stdout"], r["stderr"], r["exit_code"], r["signal"]) == ("out\n", "err\n", 3, None)
+    assert not (r["timed_out"] or r["oom_killed"] or r["output_truncated"])
+    assert r["cpu_time"] > 0 and r["peak_memory"] > 0
+
+
+def test_stdin_env_and_cwd_are_the_callers_choice_and_nothing_of_the_host_leaks(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'cat; pwd; env | sort'], rootfs=ROOTFS, timeout=30, stdin=b'in\\n', "
+                    "cwd='/tmp', env={'A': 'b'})")
+    lines = r["stdout"].splitlines()
+    assert lines[:2] == ["in", "/tmp"]
+    names = {line.split("=", 1)[0] for line in lines[2:]}
+    assert {"A", "PATH"} <= names and not names & {"USER", "LOGNAME", "SSH_AUTH_SOCK", "PYTHONPATH", "VIRTUAL_ENV"}
+
+
+def test_host_python_runs_in_the_host_tools_view(rootfs):
+    r = one(rootfs, "capsa.run(['python3', '-c', 'import sys; print(sys.version_info[0])'], "
+                    "rootfs=capsa.HostTools(), timeout=60)")
+    assert (r["stdout"], r["exit_code"]) == ("3\n", 0), r["stderr"]
+
+
+def test_an_oci_bundle_is_a_rootfs(rootfs, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"root": {"path": rootfs}}))
+    searchable(bundle)
+    r = one(str(bundle), "capsa.run(['echo', 'bundled'], rootfs=ROOTFS, timeout=30)")
+    assert r["stdout"] == "bundled\n"
+
+
+# -- isolation ----------------------------------------------------------------------------------
+def test_root_inside_is_an_unprivileged_host_id_without_capabilities_and_with_seccomp(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'cat /proc/self/uid_map; grep -E \"^(CapEff|CapBnd|NoNewPrivs|Seccomp):\" "
+                    "/proc/self/status; id -u'], rootfs=ROOTFS, timeout=30)")
+    lines = r["stdout"].split("\n")
+    inside, host, _ = lines[0].split()
+    assert inside == "0" and int(host) >= 65536
+    fields = dict(line.split(":\t") for line in lines[1:5])
+    assert fields == {"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
+    assert lines[5] == "0"
+
+
+def test_namespace_creation_and_mount_are_refused(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'unshare -U true && echo unshared; mount -t tmpfs t /tmp && echo mounted; "
+                    "echo done'], rootfs=ROOTFS, timeout=30)")
+    assert r["stdout"] == "done\n"
+
+
+def test_writes_to_the_rootfs_are_refused(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'for f in /bin/planted /etc/planted /planted; do echo x > $f && echo $f; "
+                    "done; echo done'], rootfs=ROOTFS, timeout=30)")
+    assert r["stdout"] == "done\n"
+    assert not any(os.path.exists(os.path.join(rootfs, p)) for p in ("bin/planted", "etc/planted", "planted"))
+
+
+def test_network_is_loopback_only(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'tail -n +3 /proc/net/dev | cut -d: -f1; nc -w 2 1.1.1.1 80 </dev/null "
+                    "&& echo connected; echo done'], rootfs=ROOTFS, timeout=30)")
+    assert r["stdout"].split() == ["lo", "done"]
+
+
+def test_host_files_outside_the_rootfs_are_unreachable(rootfs, tmp_path):
+    secret = tmp_path / f"secret-{uuid.uuid4().hex}"
+    secret.write_text("host secret")
+    searchable(tmp_path)  # only the sandbox stands between the run and the file
+    r = one(rootfs, f"capsa.run(['sh', '-c', 'cat {secret} /etc/shadow /proc/1/root/etc/shadow; "
+                    f"cat /tmp/{secret.name}; echo done'], rootfs=capsa.HostTools(), timeout=30)")
+    assert "host secret" not in r["stdout"] and "root:" not in r["stdout"]
+    assert r["stdout"].endswith("done\n")
+
+
+# -- limits -------------------------------------------------------------------------------------
+def test_timeout_kills_a_process_tree_that_ignores_sigterm(rootfs):
+    marker = str(900000 + os.getpid() % 90000)
+    r = one(rootfs, f"capsa.run(['sh', '-c', 'trap \"\" TERM; (trap \"\" TERM; exec sleep {marker}) & "
+                    f"setsid sleep {marker} & sleep {marker}'], rootfs=ROOTFS, timeout=1)")
+    assert r["timed_out"] and r["signal"] == 9 and r["exit_code"] == 137
+    assert processes_with(f"sleep\0{marker}") == []
+
+
+def test_memory_hog_is_oom_killed(rootfs):
+    # dd's 64 MiB buffer does not fit under 16 MiB: the kernel's OOM killer ends it.
+    r = one(rootfs, "capsa.run(['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], rootfs=ROOTFS, "
+                    "memory='16M', timeout=30)")
+    assert r["oom_killed"] and r["signal"] == 9 and not r["timed_out"]
+
+
+def test_fork_bomb_is_contained_by_the_pids_limit(rootfs):
+    code = "i=0; while [ $i -lt 200 ]; do sleep 30 & echo started; i=$((i+1)); done"
+    r = one(rootfs, f"capsa.run(['sh', '-c', {code!r}], rootfs=ROOTFS, pids=16, timeout=20)")
+    assert 0 < r["stdout"].count("started") < 16 and "can't fork" in r["stderr"]
+    # A real fork bomb ends at the timeout, and the host still forks.
+    r = one(rootfs, "capsa.run(['sh', '-c', 'b() { b | b & }; b; sleep 30'], rootfs=ROOTFS, pids=32, timeout=2)")
+    assert r["timed_out"] or r["exit_code"] != 0
+    assert subprocess.run(["true"], timeout=10).returncode == 0
+    assert leftovers() == []
+
+
+def test_huge_output_is_truncated_at_the_cap_and_reported(rootfs):
+    r = one(rootfs, "capsa.run(['yes'], rootfs=ROOTFS, output_limit='64K', timeout=20)")
+    assert r["output_truncated"] and len(r["stdout"]) == 64 * 1024 and not r["timed_out"]
+    r = one(rootfs, "capsa.run(['sh', '-c', 'echo small'], rootfs=ROOTFS, output_limit='64K', timeout=20)")
+    assert not r["output_truncated"]
+
+
+def test_file_size_limit(rootfs):
+    r = one(rootfs, "capsa.run(['sh', '-c', 'dd if=/dev/zero of=/work/big bs=1k count=100 2>/dev/null; "
+                    "wc -c < /work/big'], rootfs=ROOTFS, file_size='10K', timeout=20)")
+    assert int(r["stdout"]) <= 10 * 1024
+
+
+# -- scratch and sandboxes ----------------------------------------------------------------------
+def test_a_run_cannot_see_what_an_earlier_run_left(rootfs):
+    out = scenario(rootfs, """
+show(capsa.run(['sh', '-c', 'echo a > /work/left; echo b > /tmp/left; echo c > /dev/shm/left; sleep 60 &'], rootfs=ROOTFS, timeout=30))
+show(capsa.run(['sh', '-c', 'ls /work /tmp /dev/shm; pidof sleep || echo no sleep'], rootfs=ROOTFS, timeout=30))
+with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
+    show(sb.run(['sh', '-c', 'echo a > /work/kept; echo b > /tmp/left; echo c > /dev/shm/left']))
+    show(sb.run(['sh', '-c', 'ls /work /tmp /dev/shm']))
+""")
+    assert out[1]["stdout"].split() == ["/dev/shm:", "/tmp:", "/work:", "no", "sleep"]
+    assert out[3]["stdout"].split() == ["/dev/shm:", "/tmp:", "/work:", "kept"]
+
+
+def test_sandbox_files_in_and_out(rootfs):
+    out = scenario(rootfs, """
+with capsa.Sandbox(rootfs=capsa.HostTools(), memory='256M', pids=64) as sb:
+    sb.write_file('/work/main.py', "import json; json.dump({'n': int(input()) * 2}, open('/work/out.json', 'w'))")
+    show(sb.run(['python3', '/work/main.py'], stdin=b'21', timeout=60))
+    print(json.dumps(sb.read_file('/work/out.json').decode()))
+""")
+    assert out[0]["exit_code"] == 0, out[0]["stderr"]
+    assert json.loads(out[1]) == {"n": 42}
+
+
+def test_read_file_cannot_follow_a_planted_symlink_out(rootfs):
+    out = scenario(rootfs, """
+with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
+    sb.run(['sh', '-c', 'ln -s /etc/shadow /work/abs; ln -s ../../../../../../etc/shadow /work/rel'])
+    for name in ('abs', 'rel'):
+        try:
+            print(json.dumps(sb.read_file('/work/' + name).decode(errors='replace')))
+        except capsa.SandboxError as err:
+            print(json.dumps(type(err).__name__))
+""")
+    assert out == ["SandboxError", "SandboxError"]
+
+
+# -- errors -------------------------------------------------------------------------------------
+def test_bad_arguments_raise_typed_errors_and_leave_nothing(rootfs):
+    out = scenario(rootfs, """
+calls = [
+    lambda: capsa.run([], rootfs=ROOTFS),
+    lambda: capsa.run('echo hi', rootfs=ROOTFS),
+    lambda: capsa.run(['true'], rootfs=ROOTFS, memory='lots'),
+    lambda: capsa.run(['true'], rootfs=ROOTFS, timeout=-1),
+    lambda: capsa.run(['true'], rootfs='/nonexistent/rootfs'),
+    lambda: capsa.run(['true'], rootfs=ROOTFS, env={'A=B': 'c'}),
+    lambda: capsa.run(['true'], rootfs=ROOTFS, cwd='relative'),
+    lambda: capsa.run(['/no/such/program'], rootfs=ROOTFS, timeout=10),
+    lambda: capsa.Sandbox(rootfs=ROOTFS, pids=0),
+]
+for call in calls:
+    try:
+        call()
+        print(json.dumps(None))
+    except capsa.SandboxError as err:
+        print(json.dumps([type(err).__name__, isinstance(err, ValueError), str(err)]))
+print(json.dumps(os.getpid()))
+""")
+    *errors, pid = out
+    kinds = [e[0] for e in errors]
+    assert kinds[:7] == ["InvalidArgumentError"] * 4 + ["RootfsError"] + ["InvalidArgumentError"] * 2
+    assert kinds[7] == "SandboxStartError" and "/no/such/program" in errors[7][2]
+    assert kinds[8] == "InvalidArgumentError" and errors[8][2].startswith("pids:")
+    assert all(e[1] for e in errors[:7])
+    assert "memory" in errors[2][2] and "lots" in errors[2][2]
+    assert leftovers(pid) == []
+    assert not [n for n in os.listdir("/run/capsa-api/sandboxes") if n.startswith(f"{pid}-")]
+
+
+def test_concurrent_runs_from_threads_get_their_own_output(rootfs):
+    out = scenario(rootfs, """
+from concurrent.futures import ThreadPoolExecutor
+def one(i):
+    r = capsa.run(['sh', '-c', f'echo {i}; echo e{i} >&2'], rootfs=ROOTFS, timeout=60)
+    return r.stdout.decode(), r.stderr.decode(), r.exit_code
+with ThreadPoolExecutor(8) as pool:
+    print(json.dumps(list(pool.map(one, range(24)))))
+""", timeout=300)
+    assert out[0] == [[f"{i}\n", f"e{i}\n", 0] for i in range(24)]
+
+
+def test_stream_gives_output_as_it_comes_then_the_result(rootfs):
+    out = scenario(rootfs, """
+with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
+    stream = sb.stream(['sh', '-c', 'echo one; echo two >&2; read line; echo got $line'], stdin=b'three\\n')
+    chunks = [[name, data.decode()] for name, data in stream]
+    print(json.dumps(chunks))
+    show(stream.result)
+""")
+    chunks, result = out
+    assert "".join(d for n, d in chunks if n == "stdout") == "one\ngot three\n"
+    assert [d for n, d in chunks if n == "stderr"] == ["two\n"]
+    assert result["stdout"] == "one\ngot three\n" and result["exit_code"] == 0
+
+
+def test_leaving_a_stream_early_kills_the_run(rootfs):
+    marker = str(800000 + os.getpid() % 90000)
+    out = scenario(rootfs, f"""
+with capsa.Sandbox(rootfs=ROOTFS, timeout=60) as sb:
+    with sb.stream(['sh', '-c', 'echo started; exec sleep {marker}']) as stream:
+        for name, data in stream:
+            break
+    print(json.dumps(os.getpid()))
+""")
+    assert processes_with(f"sleep\0{marker}") == []
+    assert leftovers(out[0]) == []
+
+
+def test_arun_runs_many_at_once_from_asyncio(rootfs):
+    out = scenario(rootfs, """
+import asyncio
+async def main():
+    results = await asyncio.gather(*(capsa.arun(['sh', '-c', f'echo {i}'], rootfs=ROOTFS, timeout=60) for i in range(50)))
+    print(json.dumps([r.stdout.decode() for r in results]))
+asyncio.run(main())
+""", timeout=300)
+    assert out[0] == [f"{i}\n" for i in range(50)]
+
+
+# -- pools --------------------------------------------------------------------------------------
+def test_pool_runs_and_a_run_never_meets_an_earlier_ones_leftovers(rootfs):
+    out = scenario(rootfs, """
+with capsa.Pool(2, rootfs=ROOTFS, memory='64M', pids=32, timeout=30) as pool:
+    show(pool.run(['sh', '-c', 'echo out; echo err >&2; cat; pwd; env'], stdin=b'in\\n', env={'A': "it's"}, cwd='/tmp'))
+    show(pool.run(['sh', '-c', 'exit 5']))
+    show(pool.run(['sh', '-c', 'echo a > /work/left; echo b > /tmp/left; echo c > /dev/shm/left; sleep 60 &']))
+    for _ in range(3):
+        show(pool.run(['sh', '-c', 'ls /work /tmp /dev/shm; pidof sleep | wc -w']))
+    print(json.dumps(os.getpid()))
+""")
+    *results, pid = out
+    lines = results[0]["stdout"].splitlines()
+    assert lines[:3] == ["out", "in", "/tmp"] and results[0]["stderr"] == "err\n"
+    assert {"A=it's", api_path()} <= set(lines[3:]) and not {"HOME", "USER"} & {v.split("=")[0] for v in lines[3:]}
+    assert results[1]["exit_code"] == 5
+    for r in results[3:]:
+        assert r["stdout"].split() == ["/dev/shm:", "/tmp:", "/work:", "0"], r
+    assert leftovers(pid) == []
+
+
+def test_pool_limits_hold_and_the_pool_survives_runs_that_break_their_sandbox(rootfs):
+    marker = str(700000 + os.getpid() % 90000)
+    out = scenario(rootfs, f"""
+with capsa.Pool(1, rootfs=ROOTFS, memory='16M', pids=16) as pool:
+    show(pool.run(['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], timeout=30))
+    show(pool.run(['sh', '-c', 'trap "" TERM; sleep {marker} & sleep {marker}'], timeout=1))
+    show(pool.run(['sh', '-c', 'b() {{ b | b & }}; b; sleep 30'], timeout=2))
+    show(pool.run(['/no/such/program'], timeout=10))
+    show(pool.run(['echo', 'still here'], timeout=30))
+    print(json.dumps(os.getpid()))
+""", timeout=300)
+    oom, timeout, bomb, error, after, pid = out
+    assert oom["oom_killed"] and oom["signal"] == 9
+    assert timeout["timed_out"] and processes_with(f"sleep\0{marker}") == []
+    assert bomb["timed_out"] or bomb["exit_code"] != 0
+    assert error["exit_code"] == 127 and "/no/such/program" in error["stderr"]  # as a shell says it
+    assert after["stdout"] == "still here\n"
+    assert leftovers(pid) == []
+
+
+def test_pool_arun_many_at_once_and_the_callers_stdout_stays_its_own(rootfs):
+    out = subprocess.run([sys.executable, "-c", PRELUDE + """
+import asyncio, threading
+stop = threading.Event()
+def noise():
+    while not stop.is_set():
+        print('noise', flush=True)
+noisy = threading.Thread(target=noise, daemon=True)
+noisy.start()
+async def main():
+    with capsa.Pool(4, rootfs=ROOTFS, timeout=60) as pool:
+        results = await asyncio.gather(*(pool.arun(['sh', '-c', f'echo {i}']) for i in range(40)))
+    stop.set()
+    noisy.join()
+    print('RESULTS ' + json.dumps([r.stdout.decode() for r in results]), flush=True)
+asyncio.run(main())
+""", rootfs], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    results = json.loads(next(line for line in lines if line.startswith("RESULTS "))[len("RESULTS "):])
+    assert results == [f"{i}\n" for i in range(40)]
+    assert "noise" in lines
+
+
+def test_sigkill_of_the_calling_program_leaves_nothing_behind(rootfs):
+    marker = str(600000 + os.getpid() % 90000)
+    program = subprocess.Popen([sys.executable, "-c", PRELUDE + f"""
+import threading, time
+sandbox = capsa.Sandbox(rootfs=ROOTFS)
+pool = capsa.Pool(1, rootfs=ROOTFS)
+threading.Thread(target=lambda: capsa.run(['sh', '-c', 'trap "" TERM; sleep {marker}'], rootfs=ROOTFS)).start()
+threading.Thread(target=lambda: sandbox.run(['sleep', '{marker}'])).start()
+threading.Thread(target=lambda: pool.run(['sleep', '{marker}'])).start()
+print('ready', flush=True)
+time.sleep(600)
+""", rootfs], stdout=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 60
+        while len(processes_with(f"sleep\0{marker}")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(processes_with(f"sleep\0{marker}")) == 3
+    finally:
+        program.kill()
+        program.wait()
+    deadline = time.monotonic() + 60
+    while (processes_with(f"sleep\0{marker}") or leftovers(program.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(f"sleep\0{marker}") == [] and leftovers(program.pid) == []
+    assert not [n for n in os.listdir("/run/capsa-api/sandboxes") if n.startswith(f"{program.pid}-")]
+    with open("/proc/self/mountinfo") as f:
+        assert f"/run/capsa-api/sandboxes/{program.pid}-" not in f.read()
+
+
+def test_the_code_runner_example_serves_snippets(rootfs):
+    import signal
+    import urllib.request
+
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "code_runner.py")
+    server = subprocess.Popen([sys.executable, example, "--port", "0", "--pool", "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().split()[-1]
+        answers = []
+        for snippet in (b"print(sum(range(10)))", b"while True: pass", b"import os; print(os.listdir('/'))"):
+            with urllib.request.urlopen(url, data=snippet, timeout=60) as response:
+                answers.append(json.loads(response.read()))
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+    assert (answers[0]["stdout"], answers[0]["exit_code"]) == ("45\n", 0)
+    assert answers[1]["timed_out"]
+    # The host-tools skeleton, not the host's root.
+    from capsa.api_rootfs import HOST_TOOL_DIRS, SKELETON_DIRS
+
+    listing = set(ast.literal_eval(answers[2]["stdout"]))
+    assert "work" in listing and listing <= set(SKELETON_DIRS) | set(HOST_TOOL_DIRS) | {".complete"}
+    assert leftovers(server.pid) == []
+
+
+def test_ptrace_is_refused(rootfs):
+    code = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+            "print(libc.ptrace(16, 1, 0, 0), ctypes.get_errno(), libc.ptrace(0, 0, 0, 0), ctypes.get_errno())")
+    r = one(rootfs, f"capsa.run(['python3', '-c', {code!r}], rootfs=capsa.HostTools(), timeout=60)")
+    assert r["stdout"].split() == ["-1", "1", "-1", "1"], r["stderr"]  # PTRACE_ATTACH, PTRACE_TRACEME: EPERM
+
+
+def test_runs_leak_no_fd_and_no_child_and_a_bad_pool_leaves_nothing(rootfs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    searchable(empty)
+    out = scenario(rootfs, f"""
+def fds():
+    return len(os.listdir('/proc/self/fd'))
+capsa.run(['true'], rootfs=ROOTFS, timeout=30)
+with capsa.Pool(2, rootfs=ROOTFS) as pool:
+    pool.run(['true'])
+before = fds()
+for _ in range(5):
+    capsa.run(['sh', '-c', 'yes | head -c 100000'], rootfs=ROOTFS, timeout=30, output_limit='1K')
+    with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
+        sb.write_file('/work/f', 'x')
+        list(sb.stream(['cat', '/work/f']))
+    with capsa.Pool(2, rootfs=ROOTFS) as pool:
+        pool.run(['/no/such/program'])
+print(json.dumps([before, fds()]))
+for bad in (lambda: capsa.Pool(0, rootfs=ROOTFS), lambda: capsa.Pool(2, rootfs={str(empty)!r})):
+    try:
+        bad()
+    except capsa.SandboxError as err:
+        print(json.dumps(type(err).__name__))
+children = [l.split()[1] for l in os.popen(f'ps -o pid=,stat= --ppid {{os.getpid()}}') if l.split()[1].startswith('Z')]
+print(json.dumps(children))
+print(json.dumps(os.getpid()))
+""", timeout=300)
+    (before, after), small, no_shell, zombies, pid = out
+    assert after == before
+    assert (small, no_shell) == ("InvalidArgumentError", "SandboxStartError")
+    assert zombies == []
+    assert leftovers(pid) == []
