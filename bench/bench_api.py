@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from hostns import rerun_without_unified_cgroup2
+
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
@@ -113,10 +115,9 @@ def spawned_contenders(bundle: str, state: str) -> dict:
 
 def main() -> int:
     runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 100
-    if os.environ.get("CAPSA_BENCH_NS") != "1" and os.path.ismount("/sys/fs/cgroup/unified"):
-        env = dict(os.environ, CAPSA_BENCH_NS="1")
-        script = f"umount /sys/fs/cgroup/unified && exec {sys.executable} {' '.join(sys.argv)}"
-        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env).returncode
+    rerun = rerun_without_unified_cgroup2(sys.argv)
+    if rerun is not None:
+        return rerun
     work = tempfile.mkdtemp(prefix="capsa-bench-api-")
     state = tempfile.mkdtemp(prefix="capsa-bench-api-", dir="/run")
     try:

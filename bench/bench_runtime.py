@@ -32,6 +32,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from hostns import rerun_without_unified_cgroup2
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMAGE = "localhost/capsa-bench-busybox:latest"
 
@@ -221,10 +223,9 @@ def main() -> int:
     runs = int(argv[argv.index("--runs") + 1]) if "--runs" in argv else 30
     batch_rounds = int(argv[argv.index("--batch-rounds") + 1]) if "--batch-rounds" in argv else 3
     capsa = find_capsa(argv[argv.index("--capsa") + 1] if "--capsa" in argv else None)
-    if os.environ.get("CAPSA_BENCH_NS") != "1" and os.path.ismount("/sys/fs/cgroup/unified"):
-        env = dict(os.environ, CAPSA_BENCH_NS="1")
-        script = f"umount /sys/fs/cgroup/unified && exec {sys.executable} {' '.join(argv)}"
-        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env).returncode
+    rerun = rerun_without_unified_cgroup2(argv)
+    if rerun is not None:
+        return rerun
     work = tempfile.mkdtemp(prefix="capsa-bench-")
     state_base = tempfile.mkdtemp(prefix="capsa-bench-", dir="/run")
     podman = None
