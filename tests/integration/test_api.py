@@ -436,7 +436,7 @@ def test_the_code_runner_example_serves_snippets(rootfs):
     assert (answers[0]["stdout"], answers[0]["exit_code"]) == ("45\n", 0)
     assert answers[1]["timed_out"]
     # The host-tools skeleton, not the host's root.
-    from capsa.api_rootfs import HOST_TOOL_DIRS, SKELETON_DIRS
+    from capsa.api.rootfs import HOST_TOOL_DIRS, SKELETON_DIRS
 
     listing = set(ast.literal_eval(answers[2]["stdout"]))
     assert "work" in listing and listing <= set(SKELETON_DIRS) | set(HOST_TOOL_DIRS) | {".complete"}
