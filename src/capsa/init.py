@@ -225,6 +225,12 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
     posix.chdir("/")
 
     _set_names(spec)
+    if config.serve is not None:
+        channel.send("ready")
+        channel.close()
+        posix.close(config.listen_fd)
+        config.serve(plan, seccomp_filter, exec_trampoline)
+        posix._exit(0)
     executable, env = _prepare_process(process, plan.inherited_fds, plan.listen_fds, plan.memory_policy)
 
     # As runc: the LSM labels, the user, the capabilities and no_new_privs are set before the
@@ -237,7 +243,11 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
         _become_process(process, labels, None)
     channel.send("ready")
     channel.close()
-    start = _wait_for_start(config.listen_fd)
+    if config.exec_at_once:
+        posix.close(config.listen_fd)
+        start = -1
+    else:
+        start = _wait_for_start(config.listen_fd)
     try:
         plan.state["status"] = "created"
         hooks.run_hooks(spec, "startContainer", plan.state)
@@ -247,7 +257,8 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
             seccomp_filter.load()  # with no_new_privs: as late as possible, just before exec
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
-        _report(Channel(start), err)
+        if start >= 0:
+            _report(Channel(start), err)
         posix._exit(127)
 
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from capsa import api
-from capsa.api import arguments, pool
+from capsa.api import arguments
 from capsa.api import spec as api_spec
 from capsa.api.errors import InvalidArgumentError, SandboxError
 from capsa.api.rootfs import Rootfs
@@ -97,19 +97,3 @@ def test_import_capsa_does_not_load_the_api_until_a_name_is_used():
             "print(hasattr(capsa, 'no_such_name'))")
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "True", "False"]
-
-
-def test_a_pooled_runs_command_line_is_quoted_word_by_word():
-    import shlex
-
-    line = pool._command_line(["printf", "%s|", "a b", "it's", "$HOME", "`x`"], ["PATH=/bin", "A=1 2"], "/work dir")
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
-    head, _, command = line.decode().rstrip("\n").partition(" && ")
-    assert shlex.split(head) == ["cd", "--", "/work dir"]
-    assert shlex.split(command) == ["exec", "env", "-i", "PATH=/bin", "A=1 2", "printf", "%s|", "a b", "it's", "$HOME",
-                                    "`x`"]
-
-
-def test_a_pooled_runs_command_line_refuses_newlines():
-    with pytest.raises(InvalidArgumentError, match="^argv: "):
-        pool._command_line(["echo", "a\nb"], [api.PATH], "/work")

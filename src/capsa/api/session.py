@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 
 from capsa.api.errors import SandboxStartError
 from capsa.api.rootfs import API_DIR
@@ -104,9 +105,44 @@ def clean_leftovers() -> None:
                 container.delete(force=True)
             except CapsaError:
                 pass
+    listed = {container.id for container in Container.list(STATE_ROOT, warn=lambda message: None)}
+    for name in os.listdir(STATE_ROOT) if os.path.isdir(STATE_ROOT) else []:
+        if name.startswith("api-") and name not in listed and not _owner_alive(name):
+            _remove_half_made(name)
     for name in os.listdir(SANDBOX_DIR) if os.path.isdir(SANDBOX_DIR) else []:
         if not _owner_alive(name):
             remove_scratch(os.path.join(SANDBOX_DIR, name))
+
+
+def _remove_half_made(name: str) -> None:
+    """A container whose creator died before it wrote its record (create: state directory,
+    cgroup, then the record): its cgroups, named after it where the API's user made them (under
+    its own cgroups; the same program's are the same), and its state directory."""
+    import shutil
+
+    from capsa.cgroups import hierarchies, own_cgroups
+
+    own = own_cgroups()
+    for mount_point, controllers in hierarchies().items():
+        key = controllers.split(",")[0] if controllers else ""
+        directory = os.path.join(mount_point + own.get(key, "/").rstrip("/"), name)
+        if not os.path.isdir(directory):
+            continue
+        try:
+            with open(os.path.join(directory, "cgroup.procs")) as f:
+                for pid in f.read().split():
+                    os.kill(int(pid), 9)
+        except OSError:
+            pass
+        for _ in range(100):
+            try:
+                os.rmdir(directory)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.01)  # its processes are still dying
+    shutil.rmtree(os.path.join(STATE_ROOT, name), ignore_errors=True)
 
 
 def new_id() -> str:
