@@ -30,11 +30,12 @@ if TYPE_CHECKING:
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def run(plan: Any, fds: Any, channel: Channel) -> NoReturn:
+def run(plan: Any, fds: Any, channel: Channel, seccomp_filter: Any = None) -> NoReturn:
     """A new container's init (capsa.launch: plan.init): set the container up, report "ready",
-    wait for `start` and exec the process; on any failure report it and exit."""
+    wait for `start` and exec the process; on any failure report it and exit. seccomp_filter:
+    plan.seccomp built (build_seccomp) before the namespaces were entered."""
     try:
-        _setup_and_exec(plan, fds, channel)
+        _setup_and_exec(plan, fds, channel, seccomp_filter)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
     posix._exit(1)
@@ -147,7 +148,7 @@ def _report(channel: Channel, err: BaseException) -> None:
         pass
 
 
-def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
+def _setup_and_exec(plan: Any, fds: Any, channel: Channel, seccomp_filter: Any) -> None:
     config = plan.init
     spec = config.spec
     process = plan.process
@@ -186,7 +187,6 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
         channel.send("hooks")
         channel.expect("ok")
     hooks.run_hooks(spec, "createContainer", plan.state)
-    seccomp_filter = build_seccomp(plan.seccomp, plan.seccomp_cache)
     _prepare_listener(seccomp_filter, fds.seccomp_listener, listener_state)
     exec_trampoline = trampoline_fd()
 

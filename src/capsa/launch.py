@@ -621,7 +621,7 @@ def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
     """The one child path: into the cgroup, into the namespaces, fork if a pid or time namespace
     needs it, report the payload's pid, then run the payload (capsa.init)."""
     channel = Channel(fds.sync)
-    tenant = None
+    tenant = seccomp_filter = None
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
         if plan.stdio is not None:
@@ -630,6 +630,10 @@ def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
         init.load_modules(plan.process, plan.init.spec if plan.init is not None else None)
         if plan.init is None:
             tenant = init.prepare_tenant(plan)  # through the host's procfs too, before setns(mnt)
+        else:
+            # As an exec's: compiled (or read from the cache, which a new user namespace's root
+            # may not read) while the host's files are in reach.
+            seccomp_filter = init.build_seccomp(plan.seccomp, plan.seccomp_cache)
         if plan.cgroup_placement == CGROUP_MANAGER and plan.cgroup is not None:
             channel.expect("cgroup")  # the manager has moved this process into the cgroup
         # Into the cgroup while still in the host's namespaces: the process forked below inherits it.
@@ -646,7 +650,7 @@ def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
         init._report(channel, err)
         posix._exit(1)
     if plan.init is not None:
-        init.run(plan, fds, channel)
+        init.run(plan, fds, channel, seccomp_filter)
     init.run_tenant(plan, fds, channel, tenant)
 
 
@@ -671,11 +675,17 @@ def _fork_into(cgroup: Cgroup | None) -> tuple[int, list[str]]:
 
     A caller with other threads (a Python program; the capsa command has one) gets glibc's fork()
     (linux.fork_into_cgroup says why) and imports the child's modules first."""
-    if linux.thread_count() > 1:
+    threaded = linux.thread_count() > 1
+    if threaded:
         for name in _CHILD_IMPORTS:
             __import__(name)
     if cgroup is None:
         return posix.fork(), []
+    if threaded:
+        # fork_into_cgroup would say no (it re-checks): not even asked, as the interpreter's
+        # fork hooks it runs around its check are not for threads racing each other (a second
+        # thread's hooks in between release the first's import lock: "release unlocked lock").
+        return posix.fork(), cgroup.self_join_files()
     directory = cgroup.cgroup2_dir()
     if directory is not None:
         fd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)

@@ -194,10 +194,11 @@ def test_fork_bomb_is_contained_by_the_pids_limit(rootfs):
     r = one(rootfs, f"capsa.run(['sh', '-c', {code!r}], rootfs=ROOTFS, pids=16, timeout=20)")
     assert 0 < r["stdout"].count("started") < 16 and "can't fork" in r["stderr"]
     # A real fork bomb ends at the timeout, and the host still forks.
-    r = one(rootfs, "capsa.run(['sh', '-c', 'b() { b | b & }; b; sleep 30'], rootfs=ROOTFS, pids=32, timeout=2)")
+    r, pid = scenario(rootfs, "show(capsa.run(['sh', '-c', 'b() { b | b & }; b; sleep 30'], rootfs=ROOTFS, pids=32, "
+                              "timeout=2)); print(json.dumps(os.getpid()))")
     assert r["timed_out"] or r["exit_code"] != 0
     assert subprocess.run(["true"], timeout=10).returncode == 0
-    assert leftovers() == []
+    assert leftovers(pid) == []
 
 
 def test_huge_output_is_truncated_at_the_cap_and_reported(rootfs):
@@ -429,10 +430,10 @@ def test_a_pooled_sandbox_serves_runs_that_never_see_each_others_leftovers(rootf
     marker = str(800000 + os.getpid() % 90000)
     out = scenario(rootfs, f"""
 with capsa.Pool(1, rootfs=capsa.HostTools(), timeout=60) as pool:
-    before = sorted(os.listdir({STATE_ROOT!r}))
+    before = sorted(n for n in os.listdir({STATE_ROOT!r}) if n.startswith(f"api-{{os.getpid()}}-"))
     show(pool.run(['python3', '-c', {LEAVE_BEHIND!r}, '{marker}'], env={{'SECRET': 'of the first run'}}))
     show(pool.run(['python3', '-c', {LOOK!r}]))
-    after = sorted(os.listdir({STATE_ROOT!r}))
+    after = sorted(n for n in os.listdir({STATE_ROOT!r}) if n.startswith(f"api-{{os.getpid()}}-"))
     print(json.dumps(before == after))
     print(json.dumps(os.getpid()))
 """, timeout=300)
@@ -467,12 +468,12 @@ def test_a_pooled_run_cannot_reach_its_agent_and_the_pool_survives_a_run_that_ki
               "        os.kill(p, signal.SIGKILL)\n"
               "    except OSError: pass\n")
     out = scenario(rootfs, f"""
-with capsa.Pool(1, rootfs=capsa.HostTools(), timeout=60) as pool:
-    before = sorted(os.listdir({STATE_ROOT!r}))
+with capsa.Pool(1, rootfs=capsa.HostTools(), pids=64, timeout=60) as pool:
+    before = sorted(n for n in os.listdir({STATE_ROOT!r}) if n.startswith(f"api-{{os.getpid()}}-"))
     show(pool.run(['python3', '-c', {attack!r}]))
     show(pool.run(['sh', '-c', 'b() {{ b | b & }}; b; sleep 30'], timeout=3))
     show(pool.run(['echo', 'still here']))
-    print(json.dumps(before == sorted(os.listdir({STATE_ROOT!r}))))
+    print(json.dumps(before == sorted(n for n in os.listdir({STATE_ROOT!r}) if n.startswith(f"api-{{os.getpid()}}-"))))
     print(json.dumps(os.getpid()))
 """, timeout=300)
     attack_result, bomb, after, same_sandbox, pid = out

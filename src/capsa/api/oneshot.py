@@ -1,11 +1,10 @@
 """A run of capsa's Python API in a fresh container: capsa.run, capsa.arun, and what Sandbox
-runs each time (run_spec, run_events): create it with the run's stdio, start it, supervise it,
-delete it."""
+runs each time (run_spec, run_events): create it with the run's stdio (its init execs at once),
+supervise it, delete it."""
 
 from __future__ import annotations
 
 import os
-import time
 
 from capsa.api.arguments import (
     Limits,
@@ -36,93 +35,30 @@ def _stdin_fd(data: bytes | None) -> int:
     return fd
 
 
-def _release_state_locks() -> None:
-    """In with_stdio's child: close our copies of the state root's lock files. flock belongs to
-    the open file, which the fork shared: a lock another thread of ours held at the fork would
-    otherwise stay held, after that thread let it go, until the child ends."""
-    prefix = STATE_ROOT + "/"
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith(prefix):
-                os.close(int(name))
-        except OSError:
-            pass
-
-
-def _reap_children(timeout: float = 2.0) -> None:
-    """In with_stdio's child, after a failure: wait for every child it has (all of them were
-    started by the failed call), for `timeout` seconds at most."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            time.sleep(0.002)
-
-
-def create_container(spec: dict, stdin: int, stdout: int, stderr: int):
-    """Container.create, the init's fds 0-2 being stdin, stdout and stderr (see with_stdio)."""
+def create_container(spec: dict, stdin: int, stdout: int, stderr: int, *, exec_at_once: bool = False, serve=None):
+    """Container.create, the init's fds 0-2 being stdin, stdout and stderr: the launch makes them
+    the init's own (launch's stdio option), so this program's stdio is never pointed at a run.
+    exec_at_once: the init execs as soon as it is set up (no start). A failure is a
+    SandboxStartError with the runtime's message; nothing of the container is left."""
     from capsa.container import Container
 
-    container_id = new_id()
-    with_stdio(lambda: Container.create(STATE_ROOT, container_id, API_DIR, spec=spec, rootless_cgroups=False).id,
-                stdin, stdout, stderr)
-    return Container.load(STATE_ROOT, container_id)
-
-
-def with_stdio(call, stdin: int, stdout: int, stderr: int) -> str:
-    """call() (which returns a str) in a forked child of ours whose fds 0-2 are the run's.
-
-    A container's init and an exec'd process inherit their creator's fds 0-2, as runc's do. Doing
-    that here would point this program's own stdio at the run for a while, under every thread of
-    it; the child points its own. What the child starts is forked by an intermediate process that
-    exits; the child is a subreaper while it lives, then that process is re-parented to us (a
-    subreaper too). When the call fails, the child reaps what it started (a failed exec's process:
-    left a zombie of ours, it would keep its container's init from dying). A CapsaError (or any
-    other) in the child comes back as a SandboxStartError with its message."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child)
-        try:
-            os.close(read_end)
-            _release_state_locks()
-            for target, fd in enumerate((stdin, stdout, stderr)):
-                os.dup2(fd, target)
-            from capsa import process
-
-            process.become_subreaper()
-            message = "ok:" + call()
-        except BaseException as err:
-            message = "error:" + (str(err) or type(err).__name__)
-            _reap_children()
-        finally:
-            try:
-                view = memoryview(message.encode())
-                while view:
-                    view = view[os.write(write_end, view):]
-            finally:
-                os._exit(0)
-    os.close(write_end)
-    # Wait for the child, then read: what it started may hold a copy of write_end for a while
-    # (until it closes the fds it does not keep), so EOF would come late. The message is small
-    # enough for the pipe's buffer.
+    low = [fd for fd in (stdin, stdout, stderr) if fd <= 2]  # only if this program closed its own 0-2
+    moved = {fd: _fcntl_dup_above(fd) for fd in low}
     try:
-        os.waitpid(pid, 0)
-        os.set_blocking(read_end, False)
-        chunks = []
-        try:
-            while chunk := os.read(read_end, 65536):
-                chunks.append(chunk)
-        except BlockingIOError:
-            pass
+        return Container.create(STATE_ROOT, new_id(), API_DIR, spec=spec, rootless_cgroups=False,
+                                stdio=tuple(moved.get(fd, fd) for fd in (stdin, stdout, stderr)),
+                                exec_at_once=exec_at_once, serve=serve)
+    except CapsaError as err:
+        raise SandboxStartError(str(err)) from None
     finally:
-        os.close(read_end)
-    kind, _, value = b"".join(chunks).decode(errors="replace").partition(":")
-    if kind != "ok":
-        raise SandboxStartError(value or "the sandbox's creator died")
-    return value
+        for fd in moved.values():
+            os.close(fd)
+
+
+def _fcntl_dup_above(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
 
 
 def run_spec(spec: dict, stdin: bytes | None, timeout: float | None, output_limit: int) -> Result:
@@ -146,16 +82,14 @@ def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_li
     supervised = False
     try:
         try:
-            container = create_container(spec, stdin_fd, out_w, err_w)
+            # Created running: the init execs once set up, without a start (its state write and
+            # socket round trip); the record's "created" is never read before the delete below.
+            container = create_container(spec, stdin_fd, out_w, err_w, exec_at_once=True)
         except SandboxStartError as err:
             raise SandboxStartError(f"cannot create the sandbox: {err}") from None
         finally:
             for fd in (stdin_fd, out_w, err_w):
                 os.close(fd)
-        try:
-            container.start()
-        except CapsaError as err:
-            raise SandboxStartError(f"cannot start the sandbox: {err}") from err
         supervised = True
         return (yield from supervise(container, out_r, err_r, timeout, output_limit))  # closes out_r, err_r
     finally:

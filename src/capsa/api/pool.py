@@ -29,9 +29,10 @@ from capsa.api.arguments import (
     check_timeout,
 )
 from capsa.api.errors import InvalidArgumentError, SandboxClosedError, SandboxStartError
+from capsa.api.oneshot import create_container
 from capsa.api.result import Result
-from capsa.api.rootfs import API_DIR, resolve
-from capsa.api.session import STATE_ROOT, new_id, setup
+from capsa.api.rootfs import resolve
+from capsa.api.session import setup
 from capsa.api.spec import build_spec
 from capsa.api.supervise import DRAIN_GRACE, Output
 from capsa.errors import CapsaError
@@ -68,14 +69,11 @@ class PooledSandbox:
     def make(cls, spec: dict, settings: agent.Settings, watch_oom: bool) -> PooledSandbox:
         from functools import partial
 
-        from capsa.container import Container
-
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         try:
-            container = Container.create(STATE_ROOT, new_id(), API_DIR, spec=spec, rootless_cgroups=False,
-                                         stdio=(theirs.fileno(), null, null), serve=partial(agent.serve, settings))
-        except CapsaError as err:
+            container = create_container(spec, theirs.fileno(), null, null, serve=partial(agent.serve, settings))
+        except SandboxStartError as err:
             ours.close()
             raise SandboxStartError(f"cannot create a pooled sandbox: {err}") from None
         finally:

