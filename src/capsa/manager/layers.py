@@ -1,0 +1,159 @@
+"""Unpacking an image layer (a tar, maybe gzip- or zstd-compressed) into a directory that
+overlayfs can use as a lower layer.
+
+OCI whiteouts become overlayfs's own: `.wh.NAME` a character device 0:0 named NAME, and
+`.wh..wh..opq` the xattr trusted.overlay.opaque=y on its directory. No member may reach outside
+the layer: absolute names and `..` are refused, and no path is followed through a symlink that
+an earlier member made (each parent is checked with lstat, the directory is fresh and private).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+
+from capsa.manager.errors import ImageError
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+
+class HashingReader:
+    """A file object that hashes what is read through it (the diff id of an uncompressed layer)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def digest(self) -> str:
+        return "sha256:" + self.sha256.hexdigest()
+
+
+def _safe_name(name: str) -> str:
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise ImageError(f"layer member {name!r} reaches outside the layer")
+    return "/".join(parts)
+
+
+def _check_parents(root: str, relative: str) -> str:
+    """Make the parents of `relative` inside `root` as directories; refuse a symlink among them."""
+    path = root
+    for part in relative.split("/")[:-1]:
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            os.mkdir(path, 0o755)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise ImageError(f"layer member {relative!r} goes through {part!r}, which is not a directory")
+    return os.path.join(root, relative)
+
+
+def _remove(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def unpack(fileobj, target: str) -> tuple[str, int]:
+    """Unpack the layer tar read from `fileobj` (compressed or not) into the empty directory
+    `target`; return (diff id, unpacked size). Raises ImageError for a truncated or foreign tar."""
+    hashing = HashingReader(_decompressed(fileobj))
+    size = 0
+    try:
+        with tarfile.open(fileobj=hashing, mode="r|") as tar:
+            for member in tar:
+                size += _extract(tar, member, target)
+            # Read to the end: the diff id covers the padding after the last member too.
+            while hashing.read(1 << 16):
+                pass
+    except (tarfile.TarError, EOFError, OSError) as err:
+        if isinstance(err, OSError) and err.errno is not None and err.errno not in (0,):
+            raise
+        raise ImageError(f"layer is not a valid tar archive or is truncated: {err}") from None
+    return hashing.digest(), size
+
+
+def _decompressed(fileobj):
+    head = fileobj.peek(4)[:4] if hasattr(fileobj, "peek") else b""
+    if head[:2] == b"\x1f\x8b":
+        import gzip
+
+        return gzip.GzipFile(fileobj=fileobj, mode="rb")
+    if head == b"\x28\xb5\x2f\xfd":
+        raise ImageError("zstd-compressed layers are not supported (no zstd in Python's standard library)")
+    return fileobj
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) -> int:
+    name = _safe_name(member.name)
+    if not name:
+        return 0
+    base = os.path.basename(name)
+    if base == OPAQUE:
+        directory = _check_parents(root, name).rpartition("/")[0]
+        os.setxattr(directory, "trusted.overlay.opaque", b"y")
+        return 0
+    if base.startswith(WHITEOUT_PREFIX):
+        hidden = _check_parents(root, name[: -len(base)] + base[len(WHITEOUT_PREFIX):])
+        _remove(hidden)
+        os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+        return 0
+    path = _check_parents(root, name)
+    if member.isdir():
+        if not os.path.isdir(path) or os.path.islink(path):
+            _remove(path)
+            os.mkdir(path, 0o700)
+    else:
+        _remove(path)
+        if member.isreg():
+            source = tar.extractfile(member)
+            with open(path, "xb") as out:
+                while chunk := source.read(1 << 20):
+                    out.write(chunk)
+        elif member.issym():
+            os.symlink(member.linkname, path)
+        elif member.islnk():
+            link = _safe_name(member.linkname)
+            source = os.path.join(root, link)
+            if os.path.islink(os.path.dirname(source)) or not os.path.lexists(source):
+                raise ImageError(f"layer member {name!r} is a hard link to {member.linkname!r}, not in the layer")
+            os.link(source, path, follow_symlinks=False)
+            return 0
+        elif member.ischr() or member.isblk():
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            os.mknod(path, kind | member.mode, os.makedev(member.devmajor, member.devminor))
+        elif member.isfifo():
+            os.mkfifo(path, member.mode)
+        else:
+            return 0
+    os.lchown(path, member.uid, member.gid)
+    if not member.issym():
+        os.chmod(path, member.mode & 0o7777)
+        os.utime(path, (member.mtime, member.mtime))
+    for key, value in (member.pax_headers or {}).items():
+        if key.startswith("SCHILY.xattr."):
+            try:
+                os.setxattr(path, key[len("SCHILY.xattr."):], value.encode("utf-8", "surrogateescape"),
+                            follow_symlinks=False)
+            except OSError:
+                pass  # an xattr namespace this file system refuses (security.*, ...)
+    return member.size if member.isreg() else 0
