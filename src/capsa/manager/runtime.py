@@ -101,15 +101,16 @@ class CliRuntime:
 
     def create(self, container_id: str, bundle: str, console_socket: str | None = None) -> int:
         pid_file = os.path.join(bundle, "runtime.pid")
+        log_file = os.path.join(bundle, "runtime.log")
         args = ["create", "--bundle", bundle, "--pid-file", pid_file]
         if console_socket is not None:
             args += ["--console-socket", console_socket]
-        command = [self.path, "--root", self.root, *args, container_id]
-        # stdio: the caller's fds 0-2 are the container's (the runtime passes them to the init).
-        result = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+        # stdio: the caller's fds 0-2 are the container's (the runtime passes them to the init);
+        # so the runtime's errors are read from its --log, as conmon reads them.
+        command = [self.path, "--root", self.root, "--log", log_file, "--log-format", "json", *args, container_id]
+        result = subprocess.run(command)
         if result.returncode != 0:
-            lines = result.stderr.strip().splitlines()
-            raise ManagerError(f"{self.name} create: {lines[-1] if lines else f'exit {result.returncode}'}")
+            raise ManagerError(f"{self.name} create: {_last_log_message(log_file) or f'exit {result.returncode}'}")
         with open(pid_file) as f:
             return int(f.read().strip())
 
@@ -137,3 +138,22 @@ class CliRuntime:
 
     def resume(self, container_id: str) -> None:
         self._run("resume", container_id)
+
+
+def _last_log_message(log_file: str) -> str:
+    """The last error of a runtime's JSON log (runc's and crun's --log-format json)."""
+    import json
+
+    message = ""
+    try:
+        with open(log_file) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("level") in ("error", "fatal"):
+                    message = entry.get("msg", "")
+    except OSError:
+        pass
+    return message
