@@ -199,3 +199,19 @@ def test_networks_named_by_stored_containers():
     assert network._networks_named('{"networks": ["a", "b"]}', "{}") == ["a", "b"]
     assert network._networks_named("{}", '{"network": {"mode": "bridge", "networks": ["c"]}}') == ["c"]
     assert network._networks_named("not json", "{}") == []
+
+
+def test_network_ls_templates_and_filters():
+    from capsa.ctl.network import list_fields, matches_filters, render
+
+    net = dict(network.default_network(), labels={"a": "b"})
+    rows = [list_fields(net)]
+    assert render("{{.Name}} {{.ID}} {{.Labels}} {{.Internal}}", rows, {}) == "podman 2f259bab93aa a=b false\n"
+    assert render("table {{.ID}}\t{{.Name}}\t{{.Driver}}", rows, {"ID": "NETWORK ID", "Name": "NAME",
+                                                                   "Driver": "DRIVER"}) == \
+        "NETWORK ID    NAME        DRIVER\n2f259bab93aa  podman      bridge\n"
+    assert matches_filters(net, ["name=pod", "driver=bridge", "label=a=b"])
+    assert matches_filters(net, ["name=x", "name=^podman$"]) and not matches_filters(net, ["label!=a"])
+    assert not matches_filters(net, ["id=3"])
+    with pytest.raises(NetworkError, match="invalid filter 'colour=red'"):
+        matches_filters(net, ["colour=red"])
