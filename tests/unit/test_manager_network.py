@@ -192,7 +192,28 @@ def test_resolv_conf_and_hosts(tmp_path):
     info = {"status": status}
     assert network.resolv_conf(info, str(host)) == ("search dns.podman example.org\nnameserver 10.89.0.1\n"
                                                     "nameserver 192.0.2.53\noptions edns0\n")
-    assert network.hosts_entries(info, "web") == "10.89.0.5\tweb\n10.89.0.1\thost.containers.internal\n"
+    assert network.hosts_entries(info, "abc", "web") == "10.89.0.1\thost.containers.internal\n10.89.0.5\tabc web\n"
+
+
+def test_inspect_settings_and_ps_ports_as_podmans():
+    info = {"netns": "/run/netns/x", "aliases": {"podman": ["e3871607128c"]},
+            "ports": [mapping("", 18080, 80), mapping("127.0.0.1", 43107, 81, protocol="udp"),
+                      mapping("", 8000, 90, count=2)],
+            "status": {"podman": {"interfaces": {"eth0": {"mac_address": "32:98:68:c0:36:e9", "subnets": [
+                {"ipnet": "10.88.0.26/16", "gateway": "10.88.0.1"}]}}}}}
+    settings = network.inspect_settings(info)
+    assert (settings["IPAddress"], settings["IPPrefixLen"], settings["Gateway"], settings["MacAddress"]) == \
+        ("10.88.0.26", 16, "10.88.0.1", "32:98:68:c0:36:e9")
+    assert settings["Ports"] == {"80/tcp": [{"HostIp": "", "HostPort": "18080"}],
+                                 "81/udp": [{"HostIp": "127.0.0.1", "HostPort": "43107"}],
+                                 "90/tcp": [{"HostIp": "", "HostPort": "8000"}],
+                                 "91/tcp": [{"HostIp": "", "HostPort": "8001"}]}
+    assert settings["SandboxKey"] == "/run/netns/x"
+    assert settings["Networks"]["podman"]["Aliases"] == ["e3871607128c"]
+    assert settings["Networks"]["podman"]["NetworkID"] == "podman"
+    assert network.ports_text(info["ports"]) == ("0.0.0.0:18080->80/tcp, 127.0.0.1:43107->81/udp, "
+                                                 "0.0.0.0:8000-8001->90-91/tcp")
+    assert network.inspect_settings(None)["Networks"] == {}
 
 
 def test_networks_named_by_stored_containers():
@@ -215,3 +236,14 @@ def test_network_ls_templates_and_filters():
     assert not matches_filters(net, ["id=3"])
     with pytest.raises(NetworkError, match="invalid filter 'colour=red'"):
         matches_filters(net, ["colour=red"])
+
+
+def test_forget_after_reboot(paths):
+    import os
+
+    network._write_json(network._record_path(paths), {"last": {}, "containers": {"a" * 64: {"networks": {}}}})
+    os.makedirs(f"{paths.run_root}/netns")
+    open(f"{paths.run_root}/netns/netns-{'a' * 64}", "w").close()
+    network.forget_after_reboot(paths)
+    assert network.container_record(paths, "a" * 64) is None
+    assert os.listdir(f"{paths.run_root}/netns") == []

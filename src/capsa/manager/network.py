@@ -33,16 +33,22 @@ For `run`/`create` (the containers code calls this, and stores the returned info
                   and set up through netavark; the OCI spec's network namespace gets path =
                   netns_path. info["status"] has netavark's answer (addresses, gateways,
                   dns_server_ips: write the container's /etc/resolv.conf with resolv_conf(info)
-                  and /etc/hosts lines with hosts_entries(info, hostname)).
+                  and /etc/hosts lines with hosts_entries(info, hostname, name); `inspect`'s
+                  NetworkSettings is inspect_settings(info), `ps`'s PORTS ports_text(info["ports"])).
                   "none": no namespace made here: the spec has a network namespace without a path
                   (a new empty one: loopback only). "host": the spec has no network namespace.
                   "ns:PATH": the spec's network namespace path is PATH (nothing set up).
     ports         -p specs ("[ip:][hostPort:]containerPort[/tcp|udp|sctp]"), parsed and checked
                   here (a port already published or bound on the host is a clear error); only
                   for bridge networks.
-    info          a JSON-serialisable dict: {"mode", "netns", "networks", "ports", "status"}.
+    info          a JSON-serialisable dict: {"mode", "netns", "networks", "ports", "aliases",
+                  "status"}.
                   cleanup(paths, container_id, info) undoes it all (netavark teardown, addresses
                   freed, namespace file removed); it is idempotent, for the exit hook and rm -f.
+
+When: for_run when the container starts (before the runtime creates it), cleanup after its init
+exited (the monitor's exit hook) or at rm -f; a restart does both again, as podman sets a
+container's network up at start and tears it down at stop. After a reboot, forget_after_reboot.
 
 Rootless: netavark needs root; bridge networks are refused with a clear error (no slirp4netns).
 """
@@ -702,8 +708,7 @@ def setup(paths, container_id: str, name: str, netns_path: str, networks, port_m
             static = [str(_address(ip, "static ip")) for ip in options.get("static_ips") or []]
             entry["networks"][network["name"]] = allocate(record, network, container_id, static)
             aliases = list(options.get("aliases") or [])
-            if network.get("dns_enabled"):
-                aliases = list(dict.fromkeys([container_id[:12], *aliases]))
+            aliases = list(dict.fromkeys([container_id[:12], *aliases]))  # podman: the short id, always
             entry["aliases"][network["name"]] = aliases
             entry["interfaces"][network["name"]] = options.get("interface_name") or f"eth{index}"
         published = [p for c in record["containers"].values() for p in c.get("ports") or []]
@@ -751,6 +756,28 @@ def container_record(paths, container_id: str) -> dict | None:
 
 # --- what run/create call ------------------------------------------------------------------------
 
+def forget_after_reboot(paths) -> None:
+    """After a reboot no namespace, interface or aardvark-dns of before exists: the record of
+    addresses and the namespace files (plain files now, if the run root is not a tmpfs) go.
+    For store.refresh_after_reboot: `lambda db: network.forget_after_reboot(paths)`."""
+    import shutil
+
+    with _locked(os.path.join(run_dir(paths), "ipam.lock")):
+        for path in (_record_path(paths), os.path.join(run_dir(paths), "aardvark-dns")):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.unlink(path)
+    from capsa.manager import netns
+
+    try:
+        names = os.listdir(netns.netns_dir(paths))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        netns.remove_netns(os.path.join(netns.netns_dir(paths), name))
+
+
 def default_network_mode() -> str:
     """podman's default: the bridge for root; without root capsactl has no user-mode networking."""
     return "bridge" if os.geteuid() == 0 else "none"
@@ -782,7 +809,7 @@ def for_run(paths, container_id: str, name: str, network_mode: str | None, ports
         raise
     record = container_record(paths, container_id) or {}
     return path, {"mode": "bridge", "netns": path, "networks": list(record.get("networks", names)),
-                  "ports": record.get("ports", []), "status": status}
+                  "ports": record.get("ports", []), "aliases": record.get("aliases", {}), "status": status}
 
 
 def cleanup(paths, container_id: str, info: dict | None = None) -> None:
@@ -827,16 +854,75 @@ def resolv_conf(info: dict, host_resolv: str = "/etc/resolv.conf") -> str:
     return "\n".join(lines) + "\n"
 
 
-def hosts_entries(info: dict, hostname: str) -> str:
-    """/etc/hosts lines for a bridged container: its addresses with its hostname, and the gateway
-    as host.containers.internal (podman's name for the host)."""
+def hosts_entries(info: dict, *names: str) -> str:
+    """/etc/hosts lines for a bridged container, as podman writes them: the gateway as
+    host.containers.internal (podman's name for the host), then its addresses with its names
+    (hostname, container name)."""
     lines = []
+    addresses, gateways = [], []
     for block in (info.get("status") or {}).values():
         for interface in (block.get("interfaces") or {}).values():
             for subnet in interface.get("subnets") or []:
-                lines.append(f"{subnet['ipnet'].split('/')[0]}\t{hostname}")
-    gateways = [s.get("gateway") for b in (info.get("status") or {}).values()
-                for i in (b.get("interfaces") or {}).values() for s in i.get("subnets") or [] if s.get("gateway")]
+                addresses.append(subnet["ipnet"].split("/")[0])
+                if subnet.get("gateway"):
+                    gateways.append(subnet["gateway"])
     if gateways:
         lines.append(f"{gateways[0]}\thost.containers.internal")
+    shown = " ".join(dict.fromkeys(n for n in names if n))
+    lines.extend(f"{address}\t{shown}" for address in addresses)
     return "".join(line + "\n" for line in lines)
+
+
+_ENDPOINT = {"EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+             "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": ""}
+
+
+def inspect_settings(info: dict | None) -> dict:
+    """podman's NetworkSettings (container inspect) from for_run's info: the first network's
+    address at the top, each network's under Networks, published ports under Ports."""
+    info = info or {}
+    settings = dict(_ENDPOINT, Bridge="", SandboxID="", HairpinMode=False, LinkLocalIPv6Address="",
+                    LinkLocalIPv6PrefixLen=0, Ports=ports_by_container_port(info.get("ports") or []),
+                    SandboxKey=info.get("netns") or "")
+    networks = {}
+    for network_name, block in (info.get("status") or {}).items():
+        endpoint = dict(_ENDPOINT, NetworkID=network_name, DriverOpts=None, IPAMConfig=None, Links=None,
+                        Aliases=list((info.get("aliases") or {}).get(network_name, [])))
+        for interface in (block.get("interfaces") or {}).values():
+            endpoint["MacAddress"] = interface.get("mac_address", "")
+            for subnet in interface.get("subnets") or []:
+                address, _, prefix = subnet["ipnet"].partition("/")
+                if ":" in address:
+                    endpoint.update(GlobalIPv6Address=address, GlobalIPv6PrefixLen=int(prefix),
+                                    IPv6Gateway=subnet.get("gateway") or "")
+                else:
+                    endpoint.update(IPAddress=address, IPPrefixLen=int(prefix), Gateway=subnet.get("gateway") or "")
+        networks[network_name] = endpoint
+    if networks:
+        first = next(iter(networks.values()))
+        settings.update({key: first[key] for key in _ENDPOINT})
+    settings["Networks"] = networks
+    return settings
+
+
+def ports_by_container_port(mappings: list[dict]) -> dict:
+    """{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}: inspect's Ports, one key per port of a range."""
+    ports: dict = {}
+    for mapping in mappings:
+        for offset in range(mapping["range"]):
+            key = f"{mapping['container_port'] + offset}/{mapping['protocol']}"
+            ports.setdefault(key, []).append({"HostIp": mapping["host_ip"],
+                                              "HostPort": str(mapping["host_port"] + offset)})
+    return ports
+
+
+def ports_text(mappings: list[dict]) -> str:
+    """`ps`'s PORTS column: 0.0.0.0:8080->80/tcp, 127.0.0.1:8000-8001->80-81/tcp."""
+    shown = []
+    for m in mappings:
+        host, container = str(m["host_port"]), str(m["container_port"])
+        if m["range"] > 1:
+            host += f"-{m['host_port'] + m['range'] - 1}"
+            container += f"-{m['container_port'] + m['range'] - 1}"
+        shown.append(f"{m['host_ip'] or '0.0.0.0'}:{host}->{container}/{m['protocol']}")
+    return ", ".join(shown)
