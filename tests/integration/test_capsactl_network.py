@@ -88,7 +88,14 @@ class Host:
 
 @pytest.fixture
 def host(host_netns, tmp_path):
-    return Host(host_netns, tmp_path)
+    host = Host(host_netns, tmp_path)
+    yield host
+    # a test that failed half-way leaves no namespace mounted under its tmp_path
+    from capsa.manager import netns
+
+    directory = os.path.join(host.paths[1], "netns")
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        netns.remove_netns(os.path.join(directory, name))
 
 
 def bridged_bundle(tmp_path, rootfs_template, name: str, netns: str, info: dict, *args: str) -> Bundle:
@@ -213,3 +220,24 @@ def test_none_and_host_modes_make_no_namespace(host):
     bad = host.call("for_run", "d4" * 32, "d4", "none", ["80"], check=False)
     assert bad.returncode != 0 and "-p/--publish needs a bridge network" in bad.stderr
 
+
+
+def test_parallel_setups_get_distinct_addresses(host):
+    # four capsactl processes set up containers at once: the address record's lock keeps them apart
+    ids = [f"{n}e" * 32 for n in range(4)]
+    calls = [subprocess.Popen(["nsenter", f"--net={host.netns}", sys.executable, "-c", CALL, "for_run",
+                               json.dumps([host.paths, cid, f"p{n}", "bridge", []])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n, cid in enumerate(ids)]
+    results = [call.communicate(timeout=60) + (call.returncode,) for call in calls]
+    infos = [json.loads(out)[1] if code == 0 else {} for out, _, code in results]
+    try:
+        assert [code for _, _, code in results] == [0] * 4, [err for _, err, _ in results]
+        addresses = [address_of(info)[0] for info in infos]
+        assert len(set(addresses)) == 4 and all(a.startswith("10.88.0.") for a in addresses), addresses
+        assert "podman0" in host.run("ip", "-o", "link").stdout
+    finally:
+        for cid, info in zip(ids, infos, strict=True):
+            host.call("cleanup", cid, info, check=False)
+    assert len(host.run("ip", "-o", "link").stdout.splitlines()) == 1
+    assert os.listdir(os.path.join(host.paths[1], "netns")) == []
