@@ -496,6 +496,8 @@ def check_ports_free(mappings: list[dict]) -> None:
             continue  # an SCTP socket needs the sctp module; netavark checks nothing either
         for port in range(mapping["host_port"], mapping["host_port"] + mapping["range"]):
             with socket.socket(family, kind) as probe:
+                if kind == socket.SOCK_STREAM:  # a connection in TIME_WAIT does not hold the port; a listener does
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((mapping["host_ip"] or "0.0.0.0", port))
                 except OSError as err:
