@@ -241,3 +241,26 @@ def test_parallel_setups_get_distinct_addresses(host):
             host.call("cleanup", cid, info, check=False)
     assert len(host.run("ip", "-o", "link").stdout.splitlines()) == 1
     assert os.listdir(os.path.join(host.paths[1], "netns")) == []
+
+
+def test_network_commands_as_podmans(host):
+    assert host.capsactl("network", "ls").stdout == "NETWORK ID    NAME        DRIVER\n2f259bab93aa  podman      bridge\n"
+    host.capsactl("network", "create", "--subnet", "10.77.0.0/24", "--internal", "--label", "team=a", "lab")
+    host.capsactl("network", "create", "--disable-dns", "plain")
+    (lab,) = json.loads(host.capsactl("network", "inspect", "lab").stdout)
+    assert list(lab) == ["name", "id", "driver", "network_interface", "created", "subnets", "ipv6_enabled",
+                         "internal", "dns_enabled", "labels", "ipam_options"]
+    assert lab["subnets"] == [{"subnet": "10.77.0.0/24", "gateway": "10.77.0.1"}] and lab["internal"]
+    with open(os.path.join(host.paths[0], "networks", "lab.json")) as f:
+        assert json.load(f) == lab
+    assert host.capsactl("network", "ls", "-q", "--filter", "label=team=a").stdout == "lab\n"
+    assert host.capsactl("network", "ls", "--format", "{{.Name}} {{.DNSEnabled}}").stdout == \
+        "lab true\nplain false\npodman false\n"
+    assert host.capsactl("network", "exists", "lab").returncode == 0
+    assert host.capsactl("network", "exists", "nosuch", check=False).returncode == 1
+    missing = host.capsactl("network", "rm", "nosuch", check=False)
+    assert missing.returncode == 1 and "unable to find network with name or ID nosuch" in missing.stderr
+    taken = host.capsactl("network", "create", "--subnet", "10.77.0.128/25", "again", check=False)
+    assert taken.returncode == 125 and "subnet 10.77.0.128/25 is already used" in taken.stderr
+    assert host.capsactl("network", "prune", "-f").stdout.split() == ["lab", "plain"]
+    assert host.capsactl("network", "ls", "-q").stdout == "podman\n"
