@@ -247,3 +247,22 @@ def test_forget_after_reboot(paths):
     network.forget_after_reboot(paths)
     assert network.container_record(paths, "a" * 64) is None
     assert os.listdir(f"{paths.run_root}/netns") == []
+
+
+def test_reserved_ports_are_held_until_closed():
+    import os
+    import socket
+
+    (mapping_,) = network.assign_free_ports([mapping("127.0.0.1", 0, 80)])
+    fds = network.reserve_ports([mapping_, dict(mapping_, protocol="udp")])
+    try:
+        assert len(fds) == 2 and all(os.get_inheritable(fd) for fd in fds)
+        with pytest.raises(NetworkError, match="the port is already in use"):
+            network.check_ports_free([mapping_])
+        with socket.socket() as other, pytest.raises(OSError):
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", mapping_["host_port"]))
+    finally:
+        for fd in fds:
+            os.close(fd)
+    network.check_ports_free([mapping_])

@@ -46,6 +46,10 @@ For `run`/`create` (the containers code calls this, and stores the returned info
                   cleanup(paths, container_id, info) undoes it all (netavark teardown, addresses
                   freed, namespace file removed); it is idempotent, for the exit hook and rm -f.
 
+Holding the ports (podman's conmon keeps them bound): reserve_ports(info["ports"]) after for_run
+gives inheritable fds for the monitor to keep open until the container exits (and to close before
+cleanup and before a restart's for_run, whose check would otherwise find the ports taken).
+
 When: for_run when the container starts (before the runtime creates it), cleanup after its init
 exited (the monitor's exit hook) or at rm -f; a restart does both again, as podman sets a
 container's network up at start and tears it down at stop. After a reboot, forget_after_reboot.
@@ -508,6 +512,41 @@ def check_ports_free(mappings: list[dict]) -> None:
                         raise NetworkError(f"cannot publish {address}: {mapping['host_ip']} is not an address "
                                            f"of this host") from None
                     raise NetworkError(f"cannot publish {address}: {err.strerror}") from None
+
+
+def reserve_ports(mappings: list[dict]) -> list[int]:
+    """Hold each published host port with a socket of the caller's (podman gives them to conmon):
+    a process that tries to bind the port later fails instead of losing its traffic to the DNAT
+    rule. The fds are inheritable, for the monitor to keep until the container exits; TCP ones
+    listen (a listener is what refuses others' SO_REUSEADDR binds) but never accept, as the
+    traffic goes to the container before reaching them."""
+    import socket
+
+    fds: list[int] = []
+    try:
+        for mapping in mappings:
+            if mapping["protocol"] not in ("tcp", "udp"):
+                continue
+            family = socket.AF_INET6 if ":" in mapping["host_ip"] else socket.AF_INET
+            kind = socket.SOCK_DGRAM if mapping["protocol"] == "udp" else socket.SOCK_STREAM
+            for port in range(mapping["host_port"], mapping["host_port"] + mapping["range"]):
+                sock = socket.socket(family, kind)
+                try:
+                    sock.bind((mapping["host_ip"] or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+                    if kind == socket.SOCK_STREAM:
+                        sock.listen(1)
+                except OSError as err:
+                    sock.close()
+                    raise NetworkError(f"cannot hold {mapping['host_ip'] or '0.0.0.0'}:{port}/"
+                                       f"{mapping['protocol']}: {err.strerror}") from None
+                fd = sock.detach()
+                os.set_inheritable(fd, True)
+                fds.append(fd)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 def assign_free_ports(mappings: list[dict]) -> list[dict]:
