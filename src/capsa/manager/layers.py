@@ -13,6 +13,7 @@ import hashlib
 import os
 import stat
 import tarfile
+import zlib
 
 from capsa.manager.errors import ImageError
 
@@ -60,6 +61,20 @@ def _check_parents(root: str, relative: str) -> str:
     return os.path.join(root, relative)
 
 
+def _real_parents(root: str, relative: str) -> bool:
+    """Whether every parent of `relative` inside `root` is a directory, not a symlink (a hard
+    link's target is looked up without following any link a member made)."""
+    path = root
+    for part in relative.split("/")[:-1]:
+        path = os.path.join(path, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return False
+        except FileNotFoundError:
+            return False
+    return True
+
+
 def _remove(path: str) -> None:
     try:
         st = os.lstat(path)
@@ -75,21 +90,21 @@ def _remove(path: str) -> None:
 
 def unpack(fileobj, target: str) -> tuple[str, int]:
     """Unpack the layer tar read from `fileobj` (compressed or not) into the empty directory
-    `target`; return (diff id, unpacked size). Raises ImageError for a truncated or foreign tar."""
+    `target`; return (diff id, size of the uncompressed tar: podman's layer size). Raises
+    ImageError for a truncated or foreign tar."""
     hashing = HashingReader(_decompressed(fileobj))
-    size = 0
     try:
         with tarfile.open(fileobj=hashing, mode="r|") as tar:
             for member in tar:
-                size += _extract(tar, member, target)
+                _extract(tar, member, target)
             # Read to the end: the diff id covers the padding after the last member too.
             while hashing.read(1 << 16):
                 pass
-    except (tarfile.TarError, EOFError, OSError) as err:
-        if isinstance(err, OSError) and err.errno is not None and err.errno not in (0,):
-            raise
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        if isinstance(err, OSError) and err.errno:
+            raise  # the store's disk (ENOSPC, ...): the caller says so
         raise ImageError(f"layer is not a valid tar archive or is truncated: {err}") from None
-    return hashing.digest(), size
+    return hashing.digest(), hashing.size
 
 
 def _decompressed(fileobj):
@@ -134,7 +149,8 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) -> int:
         elif member.islnk():
             link = _safe_name(member.linkname)
             source = os.path.join(root, link)
-            if os.path.islink(os.path.dirname(source)) or not os.path.lexists(source):
+            if not link or not _real_parents(root, link) or not os.path.lexists(source) \
+                    or os.path.isdir(source) and not os.path.islink(source):
                 raise ImageError(f"layer member {name!r} is a hard link to {member.linkname!r}, not in the layer")
             os.link(source, path, follow_symlinks=False)
             return 0
@@ -151,6 +167,8 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) -> int:
         os.utime(path, (member.mtime, member.mtime))
     for key, value in (member.pax_headers or {}).items():
         if key.startswith("SCHILY.xattr."):
+            if key.startswith("SCHILY.xattr.trusted.overlay."):
+                continue  # overlayfs's own (redirect, metacopy, ...): a layer must not forge them
             try:
                 os.setxattr(path, key[len("SCHILY.xattr."):], value.encode("utf-8", "surrogateescape"),
                             follow_symlinks=False)
