@@ -32,8 +32,20 @@ class Ctl:
             raise AssertionError(f"capsactl {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
 
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(os.path.join(self.root, "db.sqlite"))
+    def db(self):
+        """A connection that commits and closes at the end of the `with`."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def connection():
+            db = sqlite3.connect(os.path.join(self.root, "db.sqlite"))
+            try:
+                with db:
+                    yield db
+            finally:
+                db.close()
+
+        return connection()
 
     def count(self, table: str) -> int:
         with self.db() as db:

@@ -133,9 +133,10 @@ class Ctl:
         return ImageStore(Store(Paths.default(self.root, self.runroot)))
 
     def assert_empty_store(self) -> None:
+        import contextlib
         import sqlite3
 
-        with sqlite3.connect(os.path.join(self.root, "db.sqlite")) as db:
+        with contextlib.closing(sqlite3.connect(os.path.join(self.root, "db.sqlite"))) as db:
             assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
             assert db.execute("SELECT COUNT(*) FROM layers").fetchone()[0] == 0
         for parts in (("layers",), ("blobs", "sha256"), ("tmp",)):
@@ -454,3 +455,174 @@ def test_gzip_layer_of_podman_with_a_corrupt_blob(registries, capsactl, podman, 
     assert out.returncode == 125
     assert "truncated" in out.stderr, out.stderr
     capsactl.assert_empty_store()
+
+
+# --- bad registries, full disks, kill -9 ------------------------------------------------------
+
+class FakeServer:
+    """A server on 127.0.0.1 whose `handle(path) -> (status, headers, body)` decides each answer;
+    a body that is a list is sent piece by piece, a threading.Event among the pieces waited on."""
+
+    def __init__(self, handle):
+        import http.server
+
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self, head: bool):
+                status, headers, body = server.handle(self.command, self.path)
+                pieces = body if isinstance(body, list) else [body]
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                if "Content-Length" not in headers:
+                    self.send_header("Content-Length", str(sum(len(p) for p in pieces if isinstance(p, bytes))))
+                self.end_headers()
+                if head:
+                    return
+                for piece in pieces:
+                    if isinstance(piece, threading.Event):
+                        piece.wait(60)
+                    else:
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+
+            def do_GET(self):  # noqa: N802
+                self._answer(False)
+
+            def do_HEAD(self):  # noqa: N802
+                self._answer(True)
+
+            def log_message(self, *args):
+                pass
+
+        self.handle = handle
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_registry_down_or_answering_garbage(capsactl, tmp_path):
+    down = capsactl("pull", "--tls-verify=false", f"127.0.0.1:{free_port()}/x/y:1", check=False)
+    assert down.returncode == 125 and "cannot reach the registry" in down.stderr
+
+    # Not HTTP at all: a line of noise and the connection closed.
+    noise = socket.socket()
+    noise.bind(("127.0.0.1", 0))
+    noise.listen(8)
+
+    def serve_noise():
+        while True:
+            try:
+                connection, _ = noise.accept()
+            except OSError:
+                return
+            connection.sendall(b"garbage garbage\r\n\r\n")
+            connection.close()
+
+    threading.Thread(target=serve_noise, daemon=True).start()
+    try:
+        out = capsactl("pull", "--tls-verify=false", f"127.0.0.1:{noise.getsockname()[1]}/x/y:1", check=False)
+        assert out.returncode == 125 and "does not answer HTTP" in out.stderr, out.stderr
+    finally:
+        noise.close()
+
+    answers = {
+        "/v2/notjson/manifests/1": (200, {"Content-Type": "application/json"}, b"<html>hello</html>"),
+        "/v2/nolayers/manifests/1": (200, {}, b'{"schemaVersion": 2}'),
+        "/v2/badconfig/manifests/1": (200, {}, json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"digest": "sha256:" + "a" * 64, "size": 5}, "layers": []}).encode()),
+        "/v2/badconfig/blobs/sha256:" + "a" * 64: (200, {}, b"hello"),
+        "/v2/error/manifests/1": (500, {}, b'{"errors":[{"code":"UNKNOWN","message":"disk on fire"}]}'),
+    }
+    fake = FakeServer(lambda method, path: answers.get(path, (200, {}, b"{}") if path == "/v2/" else (404, {}, b"")))
+    try:
+        for repository, message in (("notjson", "not JSON"), ("nolayers", "has no config or layers"),
+                                    ("badconfig", "blob digest mismatch"), ("error", "500 Internal Server Error: "
+                                                                            "UNKNOWN: disk on fire"),
+                                    ("missing", "not found in the registry")):
+            out = capsactl("pull", "--tls-verify=false", f"{fake.host}/{repository}:1", check=False)
+            assert out.returncode == 125 and message in out.stderr, (repository, out.stderr)
+            assert "Traceback" not in out.stderr
+    finally:
+        fake.stop()
+    capsactl.assert_empty_store()
+
+
+def test_full_disk_during_pull(registries, capsactl, rootfs_tar, tmp_path):
+    registry = registries()
+    pusher = Ctl(tmp_path / "pusher")
+    pusher("import", "-q", rootfs_tar, "mine")
+    pusher("push", "--tls-verify=false", "mine", f"{registry.host}/big/img:1")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        full = Ctl(small)
+        full.runroot = str(tmp_path / "run")
+        out = full("pull", "--tls-verify=false", f"{registry.host}/big/img:1", check=False)
+        assert out.returncode == 125
+        assert "no space left" in out.stderr and "Traceback" not in out.stderr, out.stderr
+        full.assert_empty_store()
+        assert full("images", "-q").stdout == ""
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_kill_9_in_the_middle_of_a_pull(registries, capsactl, rootfs_tar, tmp_path):
+    """capsactl killed while a layer streams in (a proxy holds the blob's second half back): the
+    next call finds no image, no layer and, once it cleaned tmp/, no scratch file; the pull works."""
+    import http.client
+
+    registry = registries()
+    pusher = Ctl(tmp_path / "pusher")
+    image_id = pusher("import", "-q", rootfs_tar, "mine").stdout.strip()
+    pusher("push", "--tls-verify=false", "mine", f"{registry.host}/slow/img:1")
+    halfway, release = threading.Event(), threading.Event()
+
+    def forward(method, path):
+        connection = http.client.HTTPConnection(registry.host, timeout=30)
+        connection.request(method, path, headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                                                  "application/vnd.docker.distribution.manifest.v2+json"})
+        response = connection.getresponse()
+        body = response.read()
+        headers = {k: v for k, v in response.getheaders() if k in ("Content-Type", "Docker-Content-Digest")}
+        headers["Content-Length"] = str(len(body))
+        if "/blobs/" in path and len(body) > 1 << 20 and method == "GET":
+            halfway.set()
+            return response.status, headers, [body[: len(body) // 2], release, body[len(body) // 2:]]
+        return response.status, headers, body
+
+    proxy = FakeServer(forward)
+    try:
+        process = subprocess.Popen([CAPSACTL, "--root", capsactl.root, "--runroot", capsactl.runroot, "pull",
+                                    "--tls-verify=false", f"{proxy.host}/slow/img:1"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert halfway.wait(60), "the pull never reached the layer"
+        tmp = os.path.join(capsactl.root, "tmp")
+        deadline = time.monotonic() + 30
+        while not any(os.path.exists(os.path.join(tmp, e, "blob")) and os.path.getsize(os.path.join(tmp, e, "blob"))
+                      for e in os.listdir(tmp)):
+            assert time.monotonic() < deadline, "no partial layer appeared in tmp/"
+            time.sleep(0.01)
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
+        release.set()
+        assert capsactl("images", "-q").stdout == ""
+        assert os.listdir(os.path.join(capsactl.root, "layers")) == []
+        out = capsactl("pull", "--tls-verify=false", f"{proxy.host}/slow/img:1")
+        assert out.stdout == f"{image_id}\n"
+        assert os.listdir(tmp) == []
+        check_rootfs(capsactl, image_id)
+    finally:
+        release.set()
+        proxy.stop()
