@@ -139,9 +139,9 @@ class Ctl:
         with contextlib.closing(sqlite3.connect(os.path.join(self.root, "db.sqlite"))) as db:
             assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
             assert db.execute("SELECT COUNT(*) FROM layers").fetchone()[0] == 0
-        for parts in (("layers",), ("blobs", "sha256"), ("tmp",)):
+        for parts in (("layers",), ("layers", "l"), ("blobs", "sha256"), ("tmp",)):
             path = os.path.join(self.root, *parts)
-            assert not os.path.isdir(path) or os.listdir(path) == [], parts
+            assert not os.path.isdir(path) or os.listdir(path) in ([], ["l"]), parts
 
 
 @pytest.fixture
@@ -618,7 +618,7 @@ def test_kill_9_in_the_middle_of_a_pull(registries, capsactl, rootfs_tar, tmp_pa
         process.stderr.close()
         release.set()
         assert capsactl("images", "-q").stdout == ""
-        assert os.listdir(os.path.join(capsactl.root, "layers")) == []
+        assert os.listdir(os.path.join(capsactl.root, "layers")) in ([], ["l"])
         out = capsactl("pull", "--tls-verify=false", f"{proxy.host}/slow/img:1")
         assert out.stdout == f"{image_id}\n"
         assert os.listdir(tmp) == []

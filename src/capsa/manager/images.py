@@ -310,7 +310,8 @@ class ImageStore:
             os.makedirs(os.path.join(work, "diff"), mode=0o700)
             with open(os.path.join(work, "blob"), "xb") as blob:
                 tee = _TeeToFile(fileobj, blob)
-                diff_id, size = layer_files.unpack(_Peekable(tee), os.path.join(work, "diff"))
+                diff_id, size = layer_files.unpack(_Peekable(tee), os.path.join(work, "diff"),
+                                                   native_whiteouts=layer_files.driver_name(self.paths) == "overlay")
                 tee.drain()  # what follows the compressed stream is the blob's too
             got_blob = tee.digest()
             if blob_digest is not None and got_blob != blob_digest:
@@ -673,6 +674,7 @@ class ImageStore:
 
     def _delete_files(self, dead_layers: list[str], dead_blobs: list[str]) -> None:
         for layer_id in dead_layers:
+            layer_files.remove_short_link(self.paths, layer_id)
             shutil.rmtree(self.paths.layer(layer_id), ignore_errors=True)
         for blob in dead_blobs:
             try:
@@ -700,7 +702,7 @@ class ImageStore:
             dead_layers, dead_blobs = self._unused(db)
             known = {r["id"] for r in db.all("SELECT id FROM layers")}
         try:
-            stray = [d for d in os.listdir(self.paths.layers) if d not in known]
+            stray = [d for d in os.listdir(self.paths.layers) if d not in known and d != "l"]
         except FileNotFoundError:
             stray = []
         self._delete_files(dead_layers + stray, dead_blobs)
