@@ -44,10 +44,9 @@ def timestamp(text: str) -> float:
         return float(text)
     except ValueError:
         pass
-    for pattern in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+    for pattern, text_part in (("%Y-%m-%dT%H:%M:%S", text[:19]), ("%Y-%m-%d", text)):
         try:
-            return calendar.timegm(time.strptime(text[:19] + ("Z" if pattern.endswith("Z") else ""), pattern)
-                                   if pattern != "%Y-%m-%d" else time.strptime(text, pattern))
+            return calendar.timegm(time.strptime(text_part, pattern))
         except ValueError:
             continue
     total, number = 0.0, ""
