@@ -90,6 +90,8 @@ class Registry:
         return os.path.join(self.data, "docker", "registry", "v2", "blobs", "sha256", hexdigest[:2], hexdigest, "data")
 
     def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -626,3 +628,23 @@ def test_kill_9_in_the_middle_of_a_pull(registries, capsactl, rootfs_tar, tmp_pa
     finally:
         release.set()
         proxy.stop()
+
+
+def test_pull_if_missing_pulls_once(registries, capsactl, rootfs_tar, tmp_path):
+    """What run and create call: the first time it pulls, then the store answers (the registry
+    is gone by then)."""
+    from capsa.manager.registry import pull_if_missing
+
+    registry = registries()
+    pusher = Ctl(tmp_path / "pusher")
+    image_id = pusher("import", "-q", rootfs_tar, "mine").stdout.strip()
+    pusher("push", "--tls-verify=false", "mine", f"{registry.host}/lazy/img:1")
+    images = capsactl.store()
+    try:
+        assert pull_if_missing(images, f"{registry.host}/lazy/img:1", tls_verify=False).id == image_id
+        registry.stop()
+        assert pull_if_missing(images.store, f"{registry.host}/lazy/img:1", tls_verify=False).id == image_id
+        with pytest.raises(Exception, match="cannot reach the registry"):
+            pull_if_missing(images, f"{registry.host}/lazy/other:1", tls_verify=False)
+    finally:
+        images.store.close()

@@ -778,26 +778,6 @@ def inspect_data(image: Image, images: ImageStore | None = None) -> dict:
     }
 
 
-def pull_if_missing(ctx_or_store, reference: str, progress=None, **options) -> Image:
-    """The image `reference` names, pulled first if it is not in the store (podman's
-    --pull=missing, for run and create). `ctx_or_store`: a capsa.ctl Context, a Store or an
-    ImageStore; `options`: tls_verify, creds, as registry.pull takes."""
-    if isinstance(ctx_or_store, ImageStore):
-        images = ctx_or_store
-    elif isinstance(ctx_or_store, Store):
-        images = ImageStore(ctx_or_store)
-    else:
-        images = ImageStore(ctx_or_store.store)
-    try:
-        return images.resolve(reference)
-    except NoSuchImage:
-        pass
-    from capsa.manager import registry
-
-    image_id = registry.pull(images, reference, progress=progress, **options)
-    return images.get(image_id)
-
-
 class _Peekable:
     """A file object with peek(), for the compression sniffing of layers.unpack."""
 

@@ -28,12 +28,13 @@ import re
 import ssl
 import urllib.parse
 
-from capsa.manager.errors import ImageError
+from capsa.manager.errors import ImageError, NoSuchImage
 from capsa.manager.images import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
+    Image,
     ImageStore,
     Reference,
     clean_tmp,
@@ -471,6 +472,26 @@ def _json(data: bytes) -> dict:
     return value
 
 
+def pull_if_missing(ctx_or_store, reference: str, progress=None, **options) -> Image:
+    """The image `reference` names, pulled first if it is not in the store (podman's
+    --pull=missing, for run and create). `ctx_or_store`: a capsa.ctl Context, a Store or an
+    ImageStore; `options`: tls_verify, creds, cert_dir, platform, as `pull` takes."""
+    from capsa.manager.store import Store
+
+    if isinstance(ctx_or_store, ImageStore):
+        images = ctx_or_store
+    elif isinstance(ctx_or_store, Store):
+        images = ImageStore(ctx_or_store)
+    else:
+        images = ImageStore(ctx_or_store.store)
+    try:
+        return images.resolve(reference)
+    except NoSuchImage:
+        pass
+    image_id = pull(images, reference, progress=progress, **options)
+    return images.get(image_id)
+
+
 # --- push ------------------------------------------------------------------------------------
 
 def push(images: ImageStore, image, destination: str, progress=None, tls_verify: bool = True,
@@ -515,4 +536,4 @@ def push(images: ImageStore, image, destination: str, progress=None, tls_verify:
     return digest
 
 
-__all__ = ["Client", "RegistryError", "pull", "push"]
+__all__ = ["Client", "RegistryError", "pull", "pull_if_missing", "push"]
