@@ -50,6 +50,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "untag": ("images", "untag", "Remove names from a local image"),
     "rmi": ("images", "rmi", "Remove one or more images from local storage"),
     "import": ("images", "import_", "Import a tarball to create a filesystem image"),
+    "history": ("images", "history", "Show history of a specified image"),
     # volumes and the system (capsa.ctl.volumes, capsa.ctl.system)
     "info": ("system", "info", "Display capsactl system information"),
     "version": ("system", "version", "Display the capsactl version information"),
