@@ -29,9 +29,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q ".[test]"
 # The launcher runs isolated and without site (see bin/capsa); pip writes a plain "#!<python>".
-sed -i '1s|^#!\(.*python[0-9.]*\)$|#!\1 -IS|' .venv/bin/capsa
+sed -i '1s|^#!\(.*python[0-9.]*\)$|#!\1 -IS|' .venv/bin/capsa .venv/bin/capsactl
 # CAPSA_NO_LINK=1: a second checkout (a git worktree) keeps its own venv and leaves the link alone.
-if [ -z "${CAPSA_NO_LINK:-}" ]; then ln -sf "$PWD/.venv/bin/capsa" /usr/local/bin/capsa; fi
+if [ -z "${CAPSA_NO_LINK:-}" ]; then
+  ln -sf "$PWD/.venv/bin/capsa" /usr/local/bin/capsa
+  ln -sf "$PWD/.venv/bin/capsactl" /usr/local/bin/capsactl
+fi
 
 if [ "${1:-}" != "--no-demo" ]; then
   bundle=/var/lib/capsa/bundles/busybox

@@ -1,0 +1,159 @@
+"""How the manager runs a container: capsa's library in this process (the default: no runtime
+binary per call), or any runc-compatible binary (runc, crun, capsa itself) through its command
+line, as podman drives them (`--runtime PATH`, kept per container).
+
+The create call gives the container the caller's fds 0-2 as its stdio (the monitor arranges
+them first), or a pty whose master goes to `console_socket` (runc's --console-socket).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from capsa.manager.errors import ManagerError
+
+
+def for_container(paths, runtime_path: str | None):
+    """The runtime a container was created with (None: capsa's library)."""
+    if runtime_path is None:
+        return LibraryRuntime(paths.state_root)
+    return CliRuntime(runtime_path, os.path.join(paths.run_root, "runtime", os.path.basename(runtime_path)))
+
+
+class LibraryRuntime:
+    """capsa's library, in process."""
+
+    name = "capsa"
+    path = None
+
+    def __init__(self, state_root: str):
+        self.root = state_root
+
+    def _load(self, container_id: str):
+        from capsa.container import Container
+
+        return Container.load(self.root, container_id)
+
+    def create(self, container_id: str, bundle: str, console_socket: str | None = None) -> int:
+        """Create the container (its init waits for start); return the init's pid."""
+        from capsa.container import Container
+
+        options = {}
+        if console_socket is not None:
+            from capsa.launch import Console
+
+            options["console"] = Console(socket=console_socket)
+        return Container.create(self.root, container_id, bundle, **options).pid
+
+    def start(self, container_id: str) -> None:
+        self._load(container_id).start()
+
+    def kill(self, container_id: str, signal: int, all_processes: bool = False) -> None:
+        self._load(container_id).kill(signal, all_processes)
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        from capsa.errors import NotFoundError
+
+        try:
+            self._load(container_id).delete(force=force)
+        except NotFoundError:
+            pass
+
+    def state(self, container_id: str) -> dict | None:
+        """The OCI state, or None when the runtime does not know the container."""
+        from capsa.errors import NotFoundError
+
+        try:
+            return self._load(container_id).state()
+        except NotFoundError:
+            return None
+
+    def pause(self, container_id: str) -> None:
+        self._load(container_id).pause()
+
+    def resume(self, container_id: str) -> None:
+        self._load(container_id).resume()
+
+
+class CliRuntime:
+    """A runc-compatible binary, through the commands and flags conmon and podman use."""
+
+    def __init__(self, path: str, root: str):
+        import shutil
+
+        found = shutil.which(path)
+        if found is None:
+            raise ManagerError(f"OCI runtime {path!r} not found: give a path to runc, crun or capsa")
+        self.path = found
+        self.name = os.path.basename(found)
+        self.root = root
+
+    def _run(self, *args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+        command = [self.path, "--root", self.root, *args]
+        result = subprocess.run(command, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE if capture else None,
+                                stderr=subprocess.PIPE, text=True)
+        if check and result.returncode != 0:
+            message = (result.stderr or result.stdout or "").strip().splitlines()
+            raise ManagerError(f"{self.name} {args[0]}: {message[-1] if message else f'exit {result.returncode}'}")
+        return result
+
+    def create(self, container_id: str, bundle: str, console_socket: str | None = None) -> int:
+        pid_file = os.path.join(bundle, "runtime.pid")
+        log_file = os.path.join(bundle, "runtime.log")
+        args = ["create", "--bundle", bundle, "--pid-file", pid_file]
+        if console_socket is not None:
+            args += ["--console-socket", console_socket]
+        # stdio: the caller's fds 0-2 are the container's (the runtime passes them to the init);
+        # so the runtime's errors are read from its --log, as conmon reads them.
+        command = [self.path, "--root", self.root, "--log", log_file, "--log-format", "json", *args, container_id]
+        result = subprocess.run(command)
+        if result.returncode != 0:
+            raise ManagerError(f"{self.name} create: {_last_log_message(log_file) or f'exit {result.returncode}'}")
+        with open(pid_file) as f:
+            return int(f.read().strip())
+
+    def start(self, container_id: str) -> None:
+        self._run("start", container_id)
+
+    def kill(self, container_id: str, signal: int, all_processes: bool = False) -> None:
+        self._run("kill", *(["--all"] if all_processes else []), container_id, str(signal))
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        result = self._run("delete", *(["--force"] if force else []), container_id, check=False)
+        if result.returncode != 0 and "not exist" not in result.stderr:
+            raise ManagerError(f"{self.name} delete: {result.stderr.strip()}")
+
+    def state(self, container_id: str) -> dict | None:
+        result = self._run("state", container_id, check=False)
+        if result.returncode != 0:
+            return None
+        import json
+
+        return json.loads(result.stdout)
+
+    def pause(self, container_id: str) -> None:
+        self._run("pause", container_id)
+
+    def resume(self, container_id: str) -> None:
+        self._run("resume", container_id)
+
+
+def _last_log_message(log_file: str) -> str:
+    """The last error of a runtime's JSON log (runc's and crun's --log-format json)."""
+    import json
+
+    message = ""
+    try:
+        with open(log_file) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("level") in ("error", "fatal"):
+                    message = entry.get("msg", "")
+    except OSError:
+        pass
+    return message
