@@ -107,7 +107,15 @@ def _owner_alive(name: str) -> bool:
     pid = name.removeprefix("api-").split("-", 1)[0]
     if not pid.isdigit():
         return True
-    return int(pid) == os.getpid() or os.path.exists(f"/proc/{pid}")
+    if int(pid) == os.getpid():
+        return True
+    # A zombie is gone: the guard sees its pipe's EOF as the program exits, before its parent
+    # reaps it.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 def clean_leftovers() -> None:
