@@ -150,6 +150,48 @@ def test_namespace_creation_and_mount_are_refused(rootfs):
     assert r["stdout"] == "done\n"
 
 
+# syscall(2) numbers of x86_64, the errno each call gets: Docker's default profile as an allowlist.
+SYSCALL_PROBE = """
+import ctypes, errno, socket
+libc = ctypes.CDLL(None, use_errno=True)
+def call(*args):
+    result = libc.syscall(*[ctypes.c_long(a) for a in args])
+    return errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno()) if result == -1 else "ok"
+print(" ".join([
+    call(250, 0, 0, 0, 0, 0),                     # keyctl: not in the allowlist
+    call(248, 0, 0, 0, 0, 0),                     # add_key
+    call(425, 1, 0),                              # io_uring_setup: not in Docker's list since 25.0
+    call(272, 0x10000000),                        # unshare(CLONE_NEWUSER)
+    call(165, 0, 0, 0, 0, 0),                     # mount
+    call(101, 16, 1, 0, 0),                       # ptrace(PTRACE_ATTACH, 1): stricter than Docker
+    call(1000),                                   # a syscall no kernel has (yet): the default action
+    call(41, 40, 1, 0),                           # socket(AF_VSOCK)
+    call(56, 0x10000000 | 17, 0, 0, 0, 0),        # clone(CLONE_NEWUSER | SIGCHLD)
+    call(435, 0, 0),                              # clone3: ENOSYS, libc falls back to clone
+    call(135, 0x0040000),                         # personality(ADDR_NO_RANDOMIZE)
+    call(135, 0xffffffff),                        # personality(query): allowed
+    "ok" if socket.socket(socket.AF_UNIX) else "no",  # socket(AF_UNIX): allowed
+]))
+"""
+EXPECTED_ERRNOS = "EPERM EPERM EPERM EPERM EPERM EPERM EPERM EPERM EPERM ENOSYS EPERM ok ok"
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86_64 syscall numbers")
+def test_the_default_seccomp_profile_is_an_allowlist_cold_and_pooled(rootfs):
+    out = scenario(rootfs, f"""
+code = {SYSCALL_PROBE!r}
+show(capsa.run(['python3', '-c', code], rootfs=capsa.HostTools(), timeout=60))
+with capsa.Pool(1, rootfs=capsa.HostTools()) as pool:
+    show(pool.run(['python3', '-c', code], timeout=60))
+    show(pool.run(['sh', '-c', 'echo $((6 * 7)) | cat; ls /work; true'], timeout=60))
+show(capsa.run(['sh', '-c', 'echo busybox | tr a-z A-Z'], rootfs=ROOTFS, timeout=60))
+""")
+    for r in out[:2]:
+        assert r["stdout"].split() == EXPECTED_ERRNOS.split(), r["stderr"]
+    assert out[2]["stdout"] == "42\n" and out[2]["exit_code"] == 0
+    assert out[3]["stdout"] == "BUSYBOX\n" and out[3]["exit_code"] == 0
+
+
 def test_writes_to_the_rootfs_are_refused(rootfs):
     r = one(rootfs, "capsa.run(['sh', '-c', 'for f in /bin/planted /etc/planted /planted; do echo x > $f && echo $f; "
                     "done; echo done'], rootfs=ROOTFS, timeout=30)")

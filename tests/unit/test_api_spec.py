@@ -1,5 +1,6 @@
 """capsa.api's pure parts: argument checks, the spec of a run, the seccomp profile, lazy loading."""
 
+import os
 import subprocess
 import sys
 
@@ -88,8 +89,39 @@ def test_the_seccomp_profile_validates():
     spec = spec_of()
     spec["root"]["path"] = "rootfs"
     validate(spec)
-    denied = api.default_seccomp()["syscalls"][0]["names"]
-    assert {"ptrace", "mount", "unshare", "setns", "bpf", "keyctl", "kexec_load"} <= set(denied)
+    profile = api.default_seccomp()
+    assert profile["defaultAction"] == "SCMP_ACT_ERRNO" and profile["defaultErrnoRet"] == 1
+    allowed = set(profile["syscalls"][0]["names"])
+    assert not {"ptrace", "mount", "unshare", "setns", "bpf", "keyctl", "add_key", "kexec_load", "io_uring_setup",
+                "clone", "clone3", "personality", "socket", "pivot_root", "userfaultfd"} & allowed
+    assert {"read", "execve", "execveat", "openat2", "close_range", "wait4", "rseq", "getrandom"} <= allowed
+
+
+# What podman's (and Docker's) profile allows whatever the arguments and capabilities, and this one
+# does not: namespace and mount calls (capability-gated there), ptrace and process_vm_* (allowed
+# there from kernel 4.8), what Docker's documentation lists as refused, and MIPS's indirect syscall.
+REFUSED_HERE = {"clock_adjtime", "clock_adjtime64", "clone", "clone3", "fsconfig", "fsmount", "fsopen", "fspick",
+                "get_mempolicy", "keyctl", "mbind", "mount", "mount_setattr", "move_mount", "name_to_handle_at",
+                "open_tree", "pidfd_getfd", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "reboot",
+                "set_mempolicy", "setns", "syscall", "syslog", "umount", "umount2", "unshare"}
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/containers/seccomp.json"), reason="podman's profile is not here")
+def test_the_seccomp_profile_is_podmans_allowlist_in_substance():
+    import json
+
+    with open("/usr/share/containers/seccomp.json") as f:
+        podman = json.load(f)
+    theirs = set().union(*(rule["names"] for rule in podman["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW"
+                           and not rule.get("args") and not rule.get("includes") and not rule.get("excludes")))
+    ours = set(api.default_seccomp("x86_64")["syscalls"][0]["names"])
+    assert theirs - ours <= REFUSED_HERE and not REFUSED_HERE & ours
+    refused_by_them = {name for rule in podman["syscalls"] if rule["action"] == "SCMP_ACT_ERRNO"
+                       and not rule.get("includes") and not rule.get("args") for name in rule["names"]}
+    assert not ours & refused_by_them
+    # personality, clone, clone3 and socket: conditional rules, as theirs
+    conditional = {rule["names"][0]: rule for rule in api.default_seccomp("x86_64")["syscalls"][1:]}
+    assert set(conditional) == {"personality", "clone", "clone3", "socket"}
 
 
 def test_import_capsa_does_not_load_the_api_until_a_name_is_used():

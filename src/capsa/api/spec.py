@@ -30,36 +30,12 @@ def host_id_range() -> int:
     return DEFAULT_HOST_ID
 
 
-# A blocklist (default allow): the syscalls Docker's and podman's default profile refuse to a
-# container without capabilities, plus namespace creation (a new user namespace would hand the
-# process every capability over a fresh set of kernel code). Refused with EPERM; clone3 with
-# ENOSYS so that libc falls back to clone, whose flags the filter can see, as Docker does.
-_DENIED_SYSCALLS = [
-    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module", "finit_module",
-    "fsconfig", "fsmount", "fsopen", "fspick", "get_kernel_syms", "get_mempolicy", "init_module", "ioperm", "iopl",
-    "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mbind", "mount", "mount_setattr",
-    "move_mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at", "open_tree",
-    "perf_event_open", "personality", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace",
-    "query_module", "quotactl", "quotactl_fd", "reboot", "request_key", "set_mempolicy", "setns", "settimeofday",
-    "stime", "swapoff", "swapon", "sysfs", "syslog", "_sysctl", "umount", "umount2", "unshare", "uselib",
-    "userfaultfd", "ustat", "vm86", "vm86old", "fanotify_init", "pidfd_getfd",
-]
-_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+def default_seccomp(machine: str | None = None) -> dict:
+    """The default seccomp profile of a run: Docker's default allowlist for a process without
+    capabilities (capsa.api.seccomp_profile says what it allows and where it is stricter)."""
+    from capsa.api.seccomp_profile import profile
 
-
-def default_seccomp() -> dict:
-    clone_rules = [{"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
-                    "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}]}
-                   for flag in _NAMESPACE_FLAGS]
-    return {
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": [
-            {"names": list(_DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
-            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
-            *clone_rules,
-        ],
-    }
+    return profile(machine)
 
 
 def can_limit_swap() -> bool:
