@@ -77,18 +77,23 @@ def contenders(bundle: str, state: str, pools: list) -> dict:
     return found
 
 
+def smaps_rollup(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return {line.split()[0].rstrip(":"): int(line.split()[1]) for line in f if line[0].isupper()}
+
+
 def idle_memory(pool) -> None:
     """What an idle pooled sandbox holds outside any run: its agent and its prepared process
-    (USS: pages only they have; PSS: their share of what they share with the caller, from
-    which they were forked), and its memory cgroup's charge."""
+    (USS: pages only they have; PSS: their share of what they share with the zygote they were
+    forked from, and with each other), and its memory cgroup's charge; and the pool's zygote
+    (capsa.api.zygote: one per program, whatever the number of sandboxes)."""
     time.sleep(1)  # every sandbox idle, its next run's process prepared
     rows = []
     for sandbox in list(pool._all):
         cgroup = sandbox.container.cgroup()
         uss = pss = 0
         for pid in cgroup.pids():
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                fields = {line.split()[0].rstrip(":"): int(line.split()[1]) for line in f if line[0].isupper()}
+            fields = smaps_rollup(pid)
             uss += fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
             pss += fields.get("Pss", 0)
         memory = cgroup.path_for("memory")
@@ -99,6 +104,15 @@ def idle_memory(pool) -> None:
     uss, pss, charged = (statistics.median(column) for column in zip(*rows, strict=True))
     print(f"\nidle pooled sandbox (agent + prepared process), median of {len(rows)}: USS {uss / 1024:.1f} MiB, "
           f"PSS {pss / 1024:.1f} MiB, memory cgroup charge {charged / 1024:.1f} MiB")
+    try:
+        from capsa.api.zygote import zygote
+
+        fields = smaps_rollup(zygote().pid)
+        print(f"the program's zygote: RSS {fields['Rss'] / 1024:.1f} MiB, USS "
+              f"{(fields.get('Private_Clean', 0) + fields.get('Private_Dirty', 0)) / 1024:.1f} MiB, "
+              f"PSS {fields['Pss'] / 1024:.1f} MiB")
+    except (ImportError, TypeError, OSError):
+        pass  # a version without a zygote
 
 
 def throughput(count: int, bundle: str, state: str) -> None:

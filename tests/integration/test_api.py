@@ -550,6 +550,11 @@ asyncio.run(main())
     assert "noise" in lines
 
 
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("PPid:")).split()[1])
+
+
 def test_sigkill_of_the_calling_program_leaves_nothing_behind(rootfs):
     marker = str(600000 + os.getpid() % 90000)
     program = subprocess.Popen([sys.executable, "-c", PRELUDE + f"""
@@ -559,11 +564,18 @@ pool = capsa.Pool(1, rootfs=ROOTFS)
 threading.Thread(target=lambda: capsa.run(['sh', '-c', 'trap "" TERM; sleep {marker}'], rootfs=ROOTFS)).start()
 threading.Thread(target=lambda: sandbox.run(['sleep', '{marker}'])).start()
 threading.Thread(target=lambda: pool.run(['sleep', '{marker}'])).start()
-print('ready', flush=True)
+from capsa.api.zygote import zygote
+agent = next(iter(pool._all)).container.pid
+print('ready', zygote().pid, agent, flush=True)
 time.sleep(600)
 """, rootfs], stdout=subprocess.PIPE, text=True)
     try:
-        assert program.stdout.readline() == "ready\n"
+        ready, zygote, agent = program.stdout.readline().split()
+        assert ready == "ready"
+        # The pool's agents are forks of its zygote, a fresh interpreter, not of the program
+        assert parent_of(int(agent)) == int(zygote) and parent_of(int(zygote)) == program.pid
+        with open(f"/proc/{zygote}/cmdline", "rb") as f:
+            assert b"capsa.api.zygote" in f.read()
         deadline = time.monotonic() + 60
         while len(processes_with(f"sleep\0{marker}")) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -575,6 +587,9 @@ time.sleep(600)
     while (processes_with(f"sleep\0{marker}") or leftovers(program.pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with(f"sleep\0{marker}") == [] and leftovers(program.pid) == []
+    while os.path.exists(f"/proc/{zygote}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{zygote}")  # the zygote went with the program
     assert not [n for n in os.listdir("/run/capsa-api/sandboxes") if n.startswith(f"{program.pid}-")]
     with open("/proc/self/mountinfo") as f:
         assert f"/run/capsa-api/sandboxes/{program.pid}-" not in f.read()

@@ -27,24 +27,34 @@ it. Its modules, by concept (docs/api.md has the whole picture):
 
 from __future__ import annotations
 
-from capsa.api.arguments import PATH, Limits, parse_size
-from capsa.api.errors import (
-    InvalidArgumentError,
-    RootfsError,
-    SandboxClosedError,
-    SandboxError,
-    SandboxStartError,
-)
-from capsa.api.oneshot import arun, run
-from capsa.api.pool import Pool
-from capsa.api.result import Result
-from capsa.api.rootfs import HostTools
-from capsa.api.sandbox import Sandbox
-from capsa.api.spec import build_spec, default_seccomp
-from capsa.api.supervise import Stream
+# Names of the API and the module each lives in: loaded on first use (PEP 562), so that a
+# process that needs one module of the package (the pool's zygote, capsa.api.agent) does not
+# import them all.
+_WHERE = {
+    "PATH": "arguments", "Limits": "arguments", "parse_size": "arguments",
+    "InvalidArgumentError": "errors", "RootfsError": "errors", "SandboxClosedError": "errors",
+    "SandboxError": "errors", "SandboxStartError": "errors",
+    "arun": "oneshot", "run": "oneshot", "Pool": "pool", "Result": "result", "HostTools": "rootfs",
+    "Sandbox": "sandbox", "build_spec": "spec", "default_seccomp": "spec", "Stream": "supervise",
+}
 
 __all__ = [
     "run", "arun", "Sandbox", "Stream", "Pool", "Result", "HostTools", "SandboxError", "InvalidArgumentError",
     "RootfsError", "SandboxStartError", "SandboxClosedError", "parse_size", "Limits", "PATH", "build_spec",
     "default_seccomp",
 ]
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'capsa.api' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"capsa.api.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

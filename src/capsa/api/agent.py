@@ -30,7 +30,7 @@ Protocol on the socket (SOCK_SEQPACKET, one message each):
 The request goes to the slot itself, which reads the socket while it waits: the agent does not
 wake up for it.
 
-Everything here runs in the container, after pivot_root: it uses only modules the caller had
+Everything here runs in the container, after pivot_root: it uses only modules the zygote (capsa.api.zygote)
 imported (this one imports them at load time).
 """
 
@@ -75,7 +75,7 @@ def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> N
     linux_spec = plan.init.spec.get("linux") or {}
     masked, readonly = linux_spec.get("maskedPaths") or [], linux_spec.get("readonlyPaths") or []
     sock = _socket.socket(fileno=posix.dup(control))
-    # What the caller had made stays shared with it (copy-on-write): the collector must not walk
+    # What the zygote had made stays shared with it (copy-on-write): the collector must not walk
     # (and so write to) those objects.
     gc.freeze()
     while True:

@@ -29,12 +29,12 @@ from capsa.api.arguments import (
     check_timeout,
 )
 from capsa.api.errors import InvalidArgumentError, SandboxClosedError, SandboxStartError
-from capsa.api.oneshot import create_container
 from capsa.api.result import Result
-from capsa.api.rootfs import resolve
-from capsa.api.session import setup
+from capsa.api.rootfs import API_DIR, resolve
+from capsa.api.session import STATE_ROOT, new_id, setup
 from capsa.api.spec import build_spec
 from capsa.api.supervise import DRAIN_GRACE, Output
+from capsa.api.zygote import zygote
 from capsa.errors import CapsaError
 
 # The agent and the slot it prepares for the next run are processes of the sandbox too: a pool's
@@ -67,19 +67,21 @@ class PooledSandbox:
 
     @classmethod
     def make(cls, spec: dict, settings: agent.Settings, watch_oom: bool) -> PooledSandbox:
-        from functools import partial
+        """Made by the program's zygote (capsa.api.zygote), so that the agent is a fork of a small
+        process that stays idle, not of the calling program."""
+        from capsa.container import Container
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        container_id = new_id()
         try:
-            container = create_container(spec, theirs.fileno(), null, null, serve=partial(agent.serve, settings))
-        except SandboxStartError as err:
-            ours.close()
+            _, control = zygote().create(container_id, spec, STATE_ROOT, API_DIR, settings.scratch, settings.shm_size)
+        except RuntimeError as err:
             raise SandboxStartError(f"cannot create a pooled sandbox: {err}") from None
-        finally:
-            theirs.close()
-            os.close(null)
-        return cls(container, ours, watch_oom)
+        try:
+            container = Container.load(STATE_ROOT, container_id)
+        except CapsaError as err:
+            control.close()
+            raise SandboxStartError(f"cannot create a pooled sandbox: {err}") from None
+        return cls(container, control, watch_oom)
 
     def _oom_kills(self) -> int:
         if not self.watch_oom:

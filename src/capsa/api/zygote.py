@@ -1,0 +1,179 @@
+"""The zygote of capsa.Pool: a small process, exec'd once per program, that creates the pooled
+sandboxes, so that their agents (capsa.api.agent) are forks of it and not of the calling program.
+
+Why: a forked agent shares its parent's pages until one side writes to them. Forked from the
+calling program, an agent and the slot it prepares held 2.8 MiB of their own (USS), and more as
+the program went on writing to its heap (each page it touches is copied for it, and the agent's
+copy becomes the agent's alone). The zygote is a fresh interpreter that imports only what
+creating a container and serving runs need (no site, no user code) and then only waits: its
+pages stay shared with every agent it made, and the calling program's memory is never theirs.
+
+    python3 -I -S -c '... from capsa.api.zygote import main; main()'   (fd 0: the socket)
+
+Protocol on the socket (SOCK_SEQPACKET, one message each, one request at a time):
+    caller -> zygote  marshal((id, spec, state root, bundle dir, scratch, shm size))
+    zygote -> caller  b"K" + marshal(init pid), the new sandbox's control socket as SCM_RIGHTS;
+                      or b"E" + the runtime's message (nothing of the sandbox is left)
+The zygote is a subreaper: each sandbox's init (its agent) is re-parented to it, and reaped by
+it. It ends when the calling program closes the socket (and, by PR_SET_PDEATHSIG, with it);
+the agents see their own sockets close and end too; the guard (capsa.api.guard) deletes what is left.
+"""
+
+from __future__ import annotations
+
+import _socket
+import _thread
+import marshal
+import posix
+
+MESSAGE_MAX = 1 << 22
+_PR_SET_PDEATHSIG = 1
+OK, ERROR = b"K", b"E"
+
+
+# -- in the zygote ---------------------------------------------------------------------------------
+def main() -> None:
+    import gc
+    import select
+    import signal
+
+    from capsa import linux, process
+    from capsa.api import agent
+    from capsa.container import Container
+
+    linux.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    process.become_subreaper()
+    wake_r, wake_w = posix.pipe()
+    posix.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sock = _socket.socket(fileno=posix.dup(0))
+    gc.collect()
+    gc.freeze()  # what is here now is shared with every agent: the collector must not write to it
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd == wake_r:
+                posix.read(wake_r, 512)
+                _reap()
+            elif not _serve_one(sock, Container, agent):
+                return
+
+
+def _serve_one(sock, container_class, agent) -> bool:
+    """Create the sandbox one request asks for and answer; False when the caller is gone."""
+    from functools import partial
+
+    try:
+        data = sock.recv(MESSAGE_MAX)
+    except OSError:
+        return False
+    if not data:
+        return False
+    container_id, spec, state_root, bundle, scratch, shm_size = marshal.loads(data)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
+    try:
+        container = container_class.create(
+            state_root, container_id, bundle, spec=spec, rootless_cgroups=False, stdio=(theirs.fileno(), null, null),
+            serve=partial(agent.serve, agent.Settings(scratch, shm_size)))
+        answer, fds = OK + marshal.dumps(container.pid), [ours.fileno()]
+    except Exception as err:  # noqa: BLE001 - the caller raises it as a SandboxStartError
+        answer, fds = ERROR + str(err).encode(errors="replace"), []
+    finally:
+        theirs.close()
+        posix.close(null)
+    try:
+        sock.sendmsg([answer], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, "little") for fd in fds))]
+                     if fds else [])
+    except OSError:
+        return False
+    finally:
+        ours.close()
+    return True
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = posix.waitpid(-1, posix.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+# -- in the calling program ------------------------------------------------------------------------
+class Zygote:
+    """The calling program's end: start() once, create() from any thread (one at a time)."""
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._sock = None
+        self._process = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def _start(self) -> None:
+        import os
+        import socket
+        import subprocess
+        import sys
+
+        import capsa
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(capsa.__file__)))
+        code = f"import sys; sys.path.insert(0, {package_parent!r}); from capsa.api.zygote import main; main()"
+        try:
+            self._process = subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=theirs,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+                                             cwd="/")
+        finally:
+            theirs.close()
+        self._sock = ours
+
+    def create(self, container_id: str, spec: dict, state_root: str, bundle: str, scratch: int,
+               shm_size: int) -> tuple[int, object]:
+        """Have the zygote create a pooled sandbox: (its init's pid, our end of its control
+        socket). Raises RuntimeError with the runtime's message if it cannot."""
+        import socket
+
+        request = marshal.dumps((container_id, spec, state_root, bundle, scratch, shm_size))
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._start()
+            try:
+                self._sock.send(request)
+                data, ancillary, _, _ = self._sock.recvmsg(1 << 16, socket.CMSG_SPACE(4))
+            except OSError as err:
+                data, ancillary = ERROR + f"the pool's zygote is gone: {err.strerror}".encode(), []
+            if not data:
+                data = ERROR + b"the pool's zygote is gone"
+        fds = [int.from_bytes(payload[i:i + 4], "little") for level, kind, payload in ancillary
+               if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS for i in range(0, len(payload) - 3, 4)]
+        if data[:1] != OK or len(fds) != 1:
+            for fd in fds:
+                posix.close(fd)
+            raise RuntimeError(data[1:].decode(errors="replace"))
+        return marshal.loads(data[1:]), socket.socket(fileno=fds[0])
+
+
+_zygote: Zygote | None = None
+_made = _thread.allocate_lock()
+
+
+def zygote() -> Zygote:
+    """This program's zygote (made on first use; started on the first create)."""
+    global _zygote
+    with _made:
+        if _zygote is None:
+            _zygote = Zygote()
+    return _zygote
+
