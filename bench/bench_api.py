@@ -82,6 +82,34 @@ def smaps_rollup(pid: int) -> dict[str, int]:
         return {line.split()[0].rstrip(":"): int(line.split()[1]) for line in f if line[0].isupper()}
 
 
+def unique_pages(pids: list[int]) -> int:
+    """KiB of the pages mapped by these processes and by no other: what would be freed if they
+    all ended (USS misses the pages they share only with each other: those a process wrote
+    before it forked the other). Through /proc/<pid>/pagemap and /proc/kpagecount (root)."""
+    import struct
+
+    seen: dict[int, int] = {}
+    for pid in pids:
+        with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+            for line in maps:
+                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                if line.rstrip().endswith("[vsyscall]"):
+                    continue
+                pagemap.seek(start // 4096 * 8)
+                data = pagemap.read((end - start) // 4096 * 8)
+                for (entry,) in struct.iter_unpack("Q", data):
+                    if entry >> 63:
+                        pfn = entry & ((1 << 55) - 1)
+                        seen[pfn] = seen.get(pfn, 0) + 1
+    unique = 0
+    with open("/proc/kpagecount", "rb") as counts:
+        for pfn, mapped_here in seen.items():
+            counts.seek(pfn * 8)
+            (count,) = struct.unpack("Q", counts.read(8))
+            unique += count == mapped_here
+    return unique * 4
+
+
 def idle_memory(pool) -> None:
     """What an idle pooled sandbox holds outside any run: its agent and its prepared process
     (USS: pages only they have; PSS: their share of what they share with the zygote they were
@@ -92,6 +120,7 @@ def idle_memory(pool) -> None:
     for sandbox in list(pool._all):
         cgroup = sandbox.container.cgroup()
         uss = pss = 0
+        unique = unique_pages(cgroup.pids())
         for pid in cgroup.pids():
             fields = smaps_rollup(pid)
             uss += fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
@@ -100,10 +129,11 @@ def idle_memory(pool) -> None:
         usage = "memory.current" if cgroup.cgroup2_dir() == memory else "memory.usage_in_bytes"
         with open(f"{memory}/{usage}") as f:
             charged = int(f.read()) // 1024
-        rows.append((uss, pss, charged))
-    uss, pss, charged = (statistics.median(column) for column in zip(*rows, strict=True))
+        rows.append((uss, pss, unique, charged))
+    uss, pss, unique, charged = (statistics.median(column) for column in zip(*rows, strict=True))
     print(f"\nidle pooled sandbox (agent + prepared process), median of {len(rows)}: USS {uss / 1024:.1f} MiB, "
-          f"PSS {pss / 1024:.1f} MiB, memory cgroup charge {charged / 1024:.1f} MiB")
+          f"PSS {pss / 1024:.1f} MiB, pages of its own {unique / 1024:.1f} MiB, "
+          f"memory cgroup charge {charged / 1024:.1f} MiB")
     try:
         from capsa.api.zygote import zygote
 
