@@ -638,6 +638,26 @@ def test_the_next_program_cleans_a_container_its_creator_died_making(rootfs):
                 os.rmdir(path)
 
 
+def test_a_script_whose_interpreter_is_proc_self_exe_runs_nothing_of_the_host(rootfs):
+    # CVE-2019-5736 class: the kernel would run the exec'ing process's own binary as the
+    # interpreter; capsa execs from a sealed memfd (trampoline, pooled slot's waiter) that refuses.
+    script = os.path.join(rootfs, "bin", f"selfexe-{uuid.uuid4().hex[:8]}")
+    with open(script, "w") as f:
+        f.write("#!/proc/self/exe\n")
+    os.chmod(script, 0o755)
+    try:
+        name = "/bin/" + os.path.basename(script)
+        out = scenario(rootfs, f"""
+show(capsa.run([{name!r}], rootfs=ROOTFS, timeout=30))
+with capsa.Pool(1, rootfs=ROOTFS) as pool:
+    show(pool.run([{name!r}], timeout=30))
+    show(pool.run(['echo', 'fine'], timeout=30))
+""")
+    finally:
+        os.unlink(script)
+    assert [r["exit_code"] for r in out] == [126, 126, 0] and out[2]["stdout"] == "fine\n"
+
+
 def test_ptrace_is_refused(rootfs):
     code = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
             "print(libc.ptrace(16, 1, 0, 0), ctypes.get_errno(), libc.ptrace(0, 0, 0, 0), ctypes.get_errno())")

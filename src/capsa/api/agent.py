@@ -8,10 +8,15 @@ with the pool's end of a socket as its stdin. For each run it prepares, ahead of
 slot: a process (fork, unshare, fork) that is pid 1 of a new pid namespace, in new mount, IPC,
 UTS and network namespaces, with fresh mounts of its own over the
 container's: tmpfs /tmp, /work and /dev/shm, a new mqueue, a new /proc (masked as the spec
-says), /dev read-only. The slot then waits for the run's request (argv, env, cwd, and its stdio
-fds over SCM_RIGHTS), which the pool sends on the socket and the slot reads itself; it applies
-the process settings (rlimits, cwd, no capabilities, no_new_privs, seccomp, default signals),
-closes every other fd and execs. Nothing of a run outlives it: when the slot (pid 1 of its pid
+says), /dev read-only, the process settings applied (rlimits, no capabilities, no_new_privs,
+seccomp, default signals). On x86-64 the slot then execs capsa.api.waiter, a few hundred bytes
+of machine code from a sealed memfd, which waits in a process of a few KB (not a fork of
+Python: an idle sandbox holds its agent's pages and little more) for the run's request (argv,
+env, cwd, the program's candidate paths, and its stdio fds over SCM_RIGHTS), which the pool
+sends on the socket and the slot reads itself; it takes the fds, enters the cwd and execs the
+program (one exec: the waiter is its own trampoline). Elsewhere the slot waits in Python, and
+does the same (the cwd resolved inside the root, the program found on PATH, every other fd
+closed, exec through the trampoline). Nothing of a run outlives it: when the slot (pid 1 of its pid
 namespace) ends, the kernel kills every process of the namespace; its mounts, IPC objects,
 sockets and keyring go with the namespaces. Nothing repeats either: the agent's Python state
 (its RNG included) never reaches a run, which execs before running any code of its own.
@@ -22,21 +27,25 @@ reports how each run ended (wait4: status, CPU time of the run's processes, the 
 peak RSS) on the socket.
 
 Protocol on the socket (SOCK_SEQPACKET, one message each):
-    agent -> pool  b"P", the prepared slot's pidfd as SCM_RIGHTS: the pool's timeout kills the
-                   slot with it (pidfd_send_signal), and so the run, without a word to the agent
-    pool -> slot   b"R" + marshal((argv, env, cwd)), the run's stdin, stdout, stderr as SCM_RIGHTS
+    agent -> pool  b"P" + the run's default HOME, the prepared slot's pidfd as SCM_RIGHTS: the
+                   pool's timeout kills the slot with it (pidfd_send_signal), and so the run,
+                   without a word to the agent
+    pool -> slot   the waiter's request (capsa.api.waiter), or b"R" + marshal((argv, env, cwd));
+                   the run's stdin, stdout, stderr as SCM_RIGHTS
     agent -> pool  b"D" + marshal((wait status, cpu seconds, peak rss bytes, error)) once the
-                   slot has ended; error: why a run could not exec (None when it did)
+                   slot has ended; error: why a run could not exec (None when it did), bytes:
+                   the waiter's b"\0" + step + errno, or the Python slot's message
 The request goes to the slot itself, which reads the socket while it waits: the agent does not
 wake up for it.
 
-Everything here runs in the container, after pivot_root: it uses only modules the zygote (capsa.api.zygote)
-imported (this one imports them at load time).
+Everything here runs in the container, after pivot_root: it uses only modules the zygote
+(capsa.api.zygote) imported (this one imports them at load time).
 """
 
 from __future__ import annotations
 
 import _socket
+import fcntl  # noqa: F401 - capsa.api.waiter seals its memfd with it: imported before the agent is in the container
 import gc
 import marshal
 import posix
@@ -44,6 +53,7 @@ import resource  # noqa: F401 - posix.wait4 makes its rusage with it: imported b
 import select
 
 from capsa import init, linux, rootfs
+from capsa.api import waiter
 
 RUN, PIDFD, DONE = b"R", b"P", b"D"
 TAKEN, FAILED = b"T", b"E"
@@ -57,11 +67,23 @@ class Settings:
     """What the pool tells its agents of every run: the scratch size (/tmp, /work), and the
     OCI process (rlimits, capabilities, no_new_privs) and masked paths of the spec."""
 
-    __slots__ = ("scratch", "shm_size")
+    __slots__ = ("scratch", "shm_size", "waiter")
 
-    def __init__(self, scratch: int, shm_size: int = 64 << 20):
+    def __init__(self, scratch: int, shm_size: int = 64 << 20, waiter: bool = False):
         self.scratch = scratch
         self.shm_size = shm_size
+        self.waiter = waiter  # slots exec capsa.api.waiter to wait (the pool sends its requests)
+
+
+class _Setup:
+    """What every slot is made with: the settings, the spec's process and masked paths, the
+    seccomp filter, the trampoline's and the waiter's sealed fds (None where there are none)."""
+
+    __slots__ = ("settings", "process", "masked", "readonly", "seccomp_filter", "trampoline", "waiter")
+
+    def __init__(self, settings, process, masked, readonly, seccomp_filter, trampoline, waiter_fd):
+        self.settings, self.process, self.masked, self.readonly = settings, process, masked, readonly
+        self.seccomp_filter, self.trampoline, self.waiter = seccomp_filter, trampoline, waiter_fd
 
 
 def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> None:
@@ -73,7 +95,10 @@ def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> N
     posix.dup2(null, 2)
     posix.close(null)
     linux_spec = plan.init.spec.get("linux") or {}
-    masked, readonly = linux_spec.get("maskedPaths") or [], linux_spec.get("readonlyPaths") or []
+    setup = _Setup(settings, plan.process, linux_spec.get("maskedPaths") or [], linux_spec.get("readonlyPaths") or [],
+                   seccomp_filter, trampoline, waiter.sealed_fd() if settings.waiter else None)
+    # The run's HOME if its env has none, as capsa.init sets it: sent with each slot's pidfd
+    home = init._home_of((plan.process.get("user") or {}).get("uid", 0)).encode()
     sock = _socket.socket(fileno=posix.dup(control))
     # What the zygote had made stays shared with it (copy-on-write): the collector must not walk
     # (and so write to) those objects.
@@ -81,12 +106,11 @@ def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> N
     while True:
         status_r, status_w = posix.pipe()  # close-on-exec: a run never has it after its exec
         try:
-            slot = _spawn_slot_retrying(settings, plan.process, masked, readonly, seccomp_filter, trampoline,
-                                        status_w)
+            slot = _spawn_slot_retrying(setup, status_w)
         finally:
             posix.close(status_w)
         try:
-            report = _wait_for(control, sock, slot, status_r)
+            report = _wait_for(control, sock, slot, status_r, home)
         finally:
             posix.close(status_r)
         if report is None:
@@ -105,8 +129,7 @@ def _spawn_slot_retrying(*arguments) -> int:
     return _spawn_slot(*arguments)
 
 
-def _spawn_slot(settings: Settings, process: dict, masked: list, readonly: list, seccomp_filter, trampoline,
-                status_w: int) -> int:
+def _spawn_slot(setup: _Setup, status_w: int) -> int:
     """The next run's process: pid 1 of new namespaces, set up, waiting for its request; a
     child of ours (its intermediate parent exits at once, so the agent, the container's pid 1,
     inherits it). Raises if it cannot be made (the agent then ends: the pool replaces it)."""
@@ -119,7 +142,7 @@ def _spawn_slot(settings: Settings, process: dict, masked: list, readonly: list,
             pid = posix.fork()
             if pid == 0:
                 posix.close(pid_w)
-                _slot(settings, process, masked, readonly, seccomp_filter, trampoline, status_w)
+                _slot(setup, status_w)
             posix.write(pid_w, pid.to_bytes(4, "little"))
         finally:
             posix._exit(0)
@@ -134,13 +157,13 @@ def _spawn_slot(settings: Settings, process: dict, masked: list, readonly: list,
     return int.from_bytes(data, "little")
 
 
-def _wait_for(control: int, sock, slot: int, status_r: int):
+def _wait_for(control: int, sock, slot: int, status_r: int, home: bytes):
     """Hand the pool the slot's pidfd (its timeout kills the slot, and so the run, with it), wait
     for the slot's end; the report of the run it took, or None if it took none (the pool closed
     the socket, which the slot reads) or the pool is gone."""
     pidfd = posix.pidfd_open(slot)
     try:
-        sock.sendmsg([PIDFD], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pidfd.to_bytes(4, "little"))])
+        sock.sendmsg([PIDFD + home], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pidfd.to_bytes(4, "little"))])
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         poller.register(control, select.POLLRDHUP)  # not POLLIN: the slot reads the requests
@@ -158,8 +181,7 @@ def _wait_for(control: int, sock, slot: int, status_r: int):
     said = posix.read(status_r, MESSAGE_MAX)
     if said[:1] != TAKEN:
         return None
-    return (status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
-            said[2:].decode(errors="replace") if said[1:2] == FAILED else None)
+    return (status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, said[2:] if said[1:2] == FAILED else None)
 
 
 def _kill(pid: int) -> None:
@@ -177,17 +199,20 @@ def _send(sock, data: bytes) -> None:
 
 
 # -- the slot: pid 1 of the run's namespaces -------------------------------------------------------
-def _slot(settings: Settings, process: dict, masked: list, readonly: list, seccomp_filter, trampoline,
-          status_w: int) -> None:
+def _slot(setup: _Setup, status_w: int) -> None:
     """Set up the run's mounts, become the run's process but for its exec (rlimits, no
     capabilities, no_new_privs, seccomp, default signals), wait for the request, exec (never
     returns). All the privileged work is done before the request: once the request is read, only
-    the cwd, the environment, the stdio and the exec are left."""
+    the cwd, the environment, the stdio and the exec are left. Where there is a waiter
+    (capsa.api.waiter) the slot execs it to wait and do those."""
+    process = setup.process
     try:
-        _fresh_mounts(settings, masked, readonly)
+        _fresh_mounts(setup.settings, setup.masked, setup.readonly)
         linux.loopback_up()
         init._apply_rlimits(process.get("rlimits") or [])
-        init._become_process(process, None, seccomp_filter)
+        init._become_process(process, None, setup.seccomp_filter)
+        if setup.waiter is not None:
+            _exec_waiter(setup.waiter, status_w)
         argv, env, cwd, fds = _receive(0)
     except BaseException:  # noqa: BLE001 - no run taken: the agent sees the slot end
         posix._exit(1)
@@ -203,12 +228,26 @@ def _slot(settings: Settings, process: dict, masked: list, readonly: list, secco
         environment = init._environment(run_process, None)
         executable = init.find_executable(argv[0], environment)
         linux.close_range_cloexec(3)
-        init.exec_program(executable, argv, environment, trampoline)
+        init.exec_program(executable, argv, environment, setup.trampoline)
     except BaseException as err:  # noqa: BLE001 - the pool reports it as a start error
         try:
             posix.write(status_w, FAILED + init_message(err).encode())
         finally:
             posix._exit(127)
+
+
+def _exec_waiter(waiter_fd: int, status_w: int) -> None:
+    """Exec the waiter (see capsa.api.waiter): the socket at fd 0, the status pipe at fd 3, no
+    other fd."""
+    if waiter_fd == 3:
+        waiter_fd = posix.dup(waiter_fd)  # close-on-exec, as the one it copies
+    posix.set_inheritable(0, True)
+    if status_w == 3:
+        posix.set_inheritable(3, True)
+    else:
+        posix.dup2(status_w, 3)  # inheritable
+    linux.close_range_cloexec(4)
+    posix.execve(waiter_fd, ["capsa-slot"], {})
 
 
 def _receive(control: int) -> tuple:

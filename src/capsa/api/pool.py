@@ -56,10 +56,12 @@ class PooledSandbox:
     """One sandbox of a pool: its container (whose init is the agent) and our end of the
     agent's socket. Runs one run at a time (the pool hands it to one caller at a time)."""
 
-    def __init__(self, container, control: socket.socket, watch_oom: bool):
+    def __init__(self, container, control: socket.socket, watch_oom: bool, waiter: bool = False):
         self.container = container
         self.control = control
         self.watch_oom = watch_oom
+        self.waiter = waiter  # the slots wait in capsa.api.waiter: requests in its format
+        self.home = "/"  # HOME of a run whose env has none (the agent sends it with each slot)
         self.slot = -1  # the pidfd of the prepared slot (capsa.api.agent), once the agent sent it
         self.unreported = False  # a killed run's end is not reported yet: see reclaim()
         self.oom_kills = self._oom_kills()
@@ -73,7 +75,7 @@ class PooledSandbox:
 
         container_id = new_id()
         try:
-            _, control = zygote().create(container_id, spec, STATE_ROOT, API_DIR, settings.scratch, settings.shm_size)
+            _, control = zygote().create(container_id, spec, STATE_ROOT, API_DIR, settings)
         except RuntimeError as err:
             raise SandboxStartError(f"cannot create a pooled sandbox: {err}") from None
         try:
@@ -81,7 +83,20 @@ class PooledSandbox:
         except CapsaError as err:
             control.close()
             raise SandboxStartError(f"cannot create a pooled sandbox: {err}") from None
-        return cls(container, control, watch_oom)
+        sandbox = cls(container, control, watch_oom, settings.waiter)
+        try:
+            sandbox.wait_ready()
+        except BaseException:
+            sandbox.discard()
+            raise
+        return sandbox
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for the agent's first slot (its pidfd, and HOME): the sandbox is then ready."""
+        readable, _, _ = select.select([self.control], [], [], timeout)
+        message = self._receive() if readable else None
+        if message is None or message[:1] != agent.PIDFD:
+            raise SandboxStartError("cannot create a pooled sandbox: its agent did not start")
 
     def _oom_kills(self) -> int:
         if not self.watch_oom:
@@ -98,13 +113,11 @@ class PooledSandbox:
         """A generator of one run: yields ("stdout" | "stderr", bytes) as the run writes, returns
         its Result; raises _Broken (with the Result as its second argument) if the agent died
         under the run. Closed early, it kills the run."""
-        import marshal
-
+        request = self._request(argv, env, cwd)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         stdin_fd = _stdin_fd(stdin)
         try:
-            request = agent.RUN + marshal.dumps((argv, env, cwd))
             try:
                 self.control.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                                   _fd_bytes(stdin_fd, out_w, err_w))])
@@ -142,7 +155,7 @@ class PooledSandbox:
             raise _Broken("the run ended its sandbox", killed)
         status, cpu_time, _, error = report
         if error is not None:
-            raise SandboxStartError(f"cannot start the run: {error}")
+            raise SandboxStartError(f"cannot start the run: {_start_error(error, argv, cwd)}")
         exit_code, signal = _exit_of(status)
         return Result(stdout=stdout, stderr=stderr, exit_code=exit_code, signal=signal, timed_out=timed_out,
                       oom_killed=oom_killed, output_truncated=truncated, wall_time=ended - started,
@@ -211,6 +224,21 @@ class PooledSandbox:
                 return True
         return False
 
+    def _request(self, argv: list[str], env: list[str], cwd: str) -> bytes:
+        """The run's request, as the slot reads it: capsa.api.waiter's, or the agent's marshal."""
+        if not any(entry.startswith("HOME=") for entry in env):
+            env = [*env, f"HOME={self.home}"]
+        if not self.waiter:
+            import marshal
+
+            return agent.RUN + marshal.dumps((argv, env, cwd))
+        from capsa.api import waiter
+
+        try:
+            return waiter.request(argv, env, cwd)
+        except ValueError as err:
+            raise InvalidArgumentError("argv", str(err)) from None
+
     def _receive(self) -> bytes | None:
         """The agent's next message; a slot's pidfd is kept (self.slot). None: the agent is gone."""
         try:
@@ -221,6 +249,8 @@ class PooledSandbox:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 for i in range(0, len(payload) - 3, 4):
                     self._set_slot(int.from_bytes(payload[i:i + 4], "little"))
+        if data[:1] == agent.PIDFD and len(data) > 1:
+            self.home = data[1:].decode(errors="replace")
         return data or None
 
     def _set_slot(self, pidfd: int) -> None:
@@ -298,6 +328,16 @@ class _PeakMemory:
             self.fd = -1
 
 
+def _start_error(error: bytes, argv: list[str], cwd: str) -> str:
+    """Why a run could not start, from the agent's report: the waiter's step and errno, or the
+    Python slot's message."""
+    if error[:1] == b"\0":
+        from capsa.api import waiter
+
+        return waiter.error_message(error, argv, cwd)
+    return error.decode(errors="replace")
+
+
 def _fd_bytes(*fds: int) -> bytes:
     return b"".join(fd.to_bytes(4, "little") for fd in fds)
 
@@ -324,6 +364,12 @@ def _exit_of(status: int) -> tuple[int, int | None]:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status), os.WTERMSIG(status)
     return os.WEXITSTATUS(status), None
+
+
+def _waiter_supported() -> bool:
+    from capsa.api import waiter
+
+    return waiter.supported()
 
 
 class Pool:
@@ -354,7 +400,7 @@ class Pool:
         self._closed = False
         self._failure: BaseException | None = None
         self._spec = self._agent_spec()
-        self._settings = agent.Settings(scratch=self._limits.scratch)
+        self._settings = agent.Settings(scratch=self._limits.scratch, waiter=_waiter_supported())
         self._add(self._make())  # the first one here: a rootfs it cannot be made in fails now
         self._count = 1
         self._threads = [threading.Thread(target=self._keep_warm, name=f"capsa-pool-{n}", daemon=True)

@@ -11,7 +11,7 @@ pages stay shared with every agent it made, and the calling program's memory is 
     python3 -I -S -c '... from capsa.api.zygote import main; main()'   (fd 0: the socket)
 
 Protocol on the socket (SOCK_SEQPACKET, one message each, one request at a time):
-    caller -> zygote  marshal((id, spec, state root, bundle dir, scratch, shm size))
+    caller -> zygote  marshal((id, spec, state root, bundle dir, (scratch, shm size, waiter)))
     zygote -> caller  b"K" + marshal(init pid), the new sandbox's control socket as SCM_RIGHTS;
                       or b"E" + the runtime's message (nothing of the sandbox is left)
 The zygote is a subreaper: each sandbox's init (its agent) is re-parented to it, and reaped by
@@ -43,43 +43,54 @@ def main() -> None:
 
     linux.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     process.become_subreaper()
-    wake_r, wake_w = posix.pipe()
-    posix.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
     sock = _socket.socket(fileno=posix.dup(0))
     gc.collect()
     gc.freeze()  # what is here now is shared with every agent: the collector must not write to it
+    # Each agent's pidfd, to reap it when it ends. Not SIGCHLD: a handler and wakeup fd of
+    # Python's would be the agents' too (they are forks of this process), and write the
+    # signal's number on whatever fd an agent has by that number.
     poller = select.poll()
     poller.register(0, select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
+    agents: dict[int, int] = {}
     while True:
         for fd, _ in poller.poll():
-            if fd == wake_r:
-                posix.read(wake_r, 512)
-                _reap()
-            elif not _serve_one(sock, Container, agent):
+            if fd != 0:
+                poller.unregister(fd)
+                _reap(agents.pop(fd), fd)
+                continue
+            pid = _serve_one(sock, Container, agent)
+            if pid is None:
                 return
+            if pid:
+                try:
+                    pidfd = posix.pidfd_open(pid)
+                except OSError:
+                    continue  # gone already (reaped by the next _reap)
+                agents[pidfd] = pid
+                poller.register(pidfd, select.POLLIN)
 
 
-def _serve_one(sock, container_class, agent) -> bool:
-    """Create the sandbox one request asks for and answer; False when the caller is gone."""
+def _serve_one(sock, container_class, agent) -> int | None:
+    """Create the sandbox one request asks for and answer: its init's pid (0 if it could not be
+    made); None when the caller is gone."""
     from functools import partial
 
     try:
         data = sock.recv(MESSAGE_MAX)
     except OSError:
-        return False
+        return None
     if not data:
-        return False
-    container_id, spec, state_root, bundle, scratch, shm_size = marshal.loads(data)
+        return None
+    pid = 0
+    container_id, spec, state_root, bundle, settings = marshal.loads(data)
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
     try:
         container = container_class.create(
             state_root, container_id, bundle, spec=spec, rootless_cgroups=False, stdio=(theirs.fileno(), null, null),
-            serve=partial(agent.serve, agent.Settings(scratch, shm_size)))
-        answer, fds = OK + marshal.dumps(container.pid), [ours.fileno()]
+            serve=partial(agent.serve, agent.Settings(*settings)))
+        pid = container.pid
+        answer, fds = OK + marshal.dumps(pid), [ours.fileno()]
     except Exception as err:  # noqa: BLE001 - the caller raises it as a SandboxStartError
         answer, fds = ERROR + str(err).encode(errors="replace"), []
     finally:
@@ -89,19 +100,24 @@ def _serve_one(sock, container_class, agent) -> bool:
         sock.sendmsg([answer], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, "little") for fd in fds))]
                      if fds else [])
     except OSError:
-        return False
+        return None
     finally:
         ours.close()
-    return True
+    return pid
 
 
-def _reap() -> None:
+def _reap(pid: int, pidfd: int) -> None:
+    """The agent `pid` ended: reap it, and any other child that ended (re-parented orphans)."""
+    posix.close(pidfd)
+    try:
+        posix.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
     while True:
         try:
-            pid, _ = posix.waitpid(-1, posix.WNOHANG)
+            if posix.waitpid(-1, posix.WNOHANG)[0] == 0:
+                return
         except ChildProcessError:
-            return
-        if pid == 0:
             return
 
 
@@ -139,13 +155,13 @@ class Zygote:
             theirs.close()
         self._sock = ours
 
-    def create(self, container_id: str, spec: dict, state_root: str, bundle: str, scratch: int,
-               shm_size: int) -> tuple[int, object]:
+    def create(self, container_id: str, spec: dict, state_root: str, bundle: str, settings) -> tuple[int, object]:
         """Have the zygote create a pooled sandbox: (its init's pid, our end of its control
         socket). Raises RuntimeError with the runtime's message if it cannot."""
         import socket
 
-        request = marshal.dumps((container_id, spec, state_root, bundle, scratch, shm_size))
+        request = marshal.dumps((container_id, spec, state_root, bundle,
+                                 (settings.scratch, settings.shm_size, settings.waiter)))
         with self._lock:
             if self._process is None or self._process.poll() is not None:
                 self._start()
