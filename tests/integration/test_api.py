@@ -526,6 +526,81 @@ with capsa.Pool(1, rootfs=capsa.HostTools(), pids=64, timeout=60) as pool:
     assert leftovers(pid) == []
 
 
+def test_pool_arun_50_at_once_on_the_event_loop_with_unmixed_outputs_and_no_thread_per_run(rootfs):
+    marker = str(500000 + os.getpid() % 90000)
+    out = scenario(rootfs, f"""
+import asyncio, threading
+async def main():
+    with capsa.Pool(4, rootfs=ROOTFS, timeout=60) as pool:
+        before = threading.active_count()
+        runs = [pool.arun(['sh', '-c', f'head -c {{i * 1000}} /dev/zero | tr "\\\\0" {{chr(97 + i % 26)}}; echo; '
+                           f'echo err{{i}} >&2; cat; exit {{i % 5}}'], stdin=f'in{{i}}') for i in range(50)]
+        threads = []
+        async def count_threads():
+            while True:
+                threads.append(threading.active_count())
+                await asyncio.sleep(0.001)
+        counting = asyncio.create_task(count_threads())
+        results = await asyncio.gather(*runs)
+        counting.cancel()
+        print(json.dumps([before, max(threads)]))
+        print(json.dumps([[r.stdout.decode(), r.stderr.decode(), r.exit_code] for r in results]))
+        # A task cancelled while its run goes on: the run is killed, its sandbox serves again
+        try:
+            await asyncio.wait_for(pool.arun(['sleep', '{marker}']), 0.5)
+        except TimeoutError:
+            print(json.dumps('cancelled'))
+        show(await pool.arun(['echo', 'after']))
+        print(json.dumps(os.getpid()))
+asyncio.run(main())
+""", timeout=300)
+    (before, most), results, cancelled, after, pid = out
+    assert most == before  # waits on the event loop: no thread was started for the runs
+    assert results == [[chr(97 + i % 26) * (i * 1000) + "\n" + f"in{i}", f"err{i}\n", i % 5] for i in range(50)]
+    assert cancelled == "cancelled" and after["stdout"] == "after\n"
+    assert processes_with(f"sleep\0{marker}") == [] and leftovers(pid) == []
+
+
+def test_pool_stream_gives_output_while_the_run_goes_on(rootfs):
+    marker = str(400000 + os.getpid() % 90000)
+    out = scenario(rootfs, f"""
+with capsa.Pool(1, rootfs=ROOTFS, timeout=60) as pool:
+    stream = pool.stream(['sh', '-c', 'echo one; echo two >&2; exec sleep {marker}'])
+    seen = []
+    for name, data in stream:
+        seen.append([name, data.decode()])
+        if ''.join(d for _, d in seen).count('\\n') == 2:
+            break
+    # the run still goes on (its sleep comes, however long it takes): its output came as written
+    def sleeping():
+        for p in os.listdir('/proc'):
+            try:
+                if p.isdigit() and open(f'/proc/{{p}}/cmdline', 'rb').read() == b'sleep\\x00{marker}\\x00':
+                    return 1
+            except OSError:
+                pass
+        return 0
+    import time
+    deadline = time.monotonic() + 30
+    while not sleeping() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(json.dumps([seen, sleeping()]))
+    stream.close()  # kills it
+    show(stream.result or pool.run(['echo', 'after']))
+    with pool.stream(['sh', '-c', 'echo a; echo b >&2; exit 4']) as whole:
+        chunks = [[name, data.decode()] for name, data in whole]
+    print(json.dumps(chunks))
+    show(whole.result)
+    print(json.dumps(os.getpid()))
+""")
+    (seen, running), after, chunks, result, pid = out
+    assert sorted(seen) == [["stderr", "two\n"], ["stdout", "one\n"]] and running == 1
+    assert after["stdout"] == "after\n"
+    assert sorted(chunks) == [["stderr", "b\n"], ["stdout", "a\n"]]
+    assert result["stdout"] == "a\n" and result["stderr"] == "b\n" and result["exit_code"] == 4
+    assert processes_with(f"sleep\0{marker}") == [] and leftovers(pid) == []
+
+
 def test_pool_arun_many_at_once_and_the_callers_stdout_stays_its_own(rootfs):
     out = subprocess.run([sys.executable, "-c", PRELUDE + """
 import asyncio, threading

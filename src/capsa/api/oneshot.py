@@ -20,7 +20,7 @@ from capsa.api.result import Result
 from capsa.api.rootfs import API_DIR, resolve
 from capsa.api.session import STATE_ROOT, new_id, setup
 from capsa.api.spec import build_spec
-from capsa.api.supervise import supervise
+from capsa.api.supervise import adrive, drive, supervise
 from capsa.errors import CapsaError
 
 
@@ -63,12 +63,7 @@ def _fcntl_dup_above(fd: int) -> int:
 
 def run_spec(spec: dict, stdin: bytes | None, timeout: float | None, output_limit: int) -> Result:
     """Create, start, supervise and delete one container; the Result of its run."""
-    events = run_events(spec, stdin, timeout, output_limit)
-    while True:
-        try:
-            next(events)
-        except StopIteration as done:
-            return done.value
+    return drive(run_events(spec, stdin, timeout, output_limit))
 
 
 def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_limit: int):
@@ -117,9 +112,14 @@ def run(argv, *, rootfs, timeout=None, memory=None, cpus=None, pids=None, networ
     return run_spec(spec, stdin, timeout, output_limit)
 
 
-async def arun(argv, **options) -> Result:
-    """run() for asyncio: the run is supervised in a thread of the loop's default executor, so
-    that many runs go on at once (their creations take turns; see docs/api.md)."""
-    import asyncio
-
-    return await asyncio.to_thread(run, argv, **options)
+async def arun(argv, *, rootfs, timeout=None, memory=None, cpus=None, pids=None, network=False, stdin=None,
+               env=None, cwd="/work", output_limit=None, cpu_time=None, file_size=None, scratch=None) -> Result:
+    """run() for asyncio: the container is created in the loop's default executor (~10 ms of
+    kernel work), then the run's output and end are waits on the event loop (pipes, the init's
+    pidfd); no thread waits for a run."""
+    argv = check_argv(argv)
+    limits = Limits.from_arguments(memory, cpus, pids, cpu_time, file_size, scratch, network)
+    env_list, cwd = check_env(env), check_cwd(cwd)
+    stdin, timeout, output_limit = check_stdin(stdin), check_timeout(timeout), check_output_limit(output_limit)
+    spec = build_spec(argv, resolve(rootfs), limits, env_list, cwd)
+    return await adrive(run_events(spec, stdin, timeout, output_limit), first_step_in_thread=True)

@@ -10,9 +10,9 @@ CPU, pids) and its seccomp filter, capabilities and read-only root hold for ever
 
 from __future__ import annotations
 
+import collections
 import os
 import select
-import selectors
 import socket
 import threading
 import time
@@ -33,7 +33,7 @@ from capsa.api.result import Result
 from capsa.api.rootfs import API_DIR, resolve
 from capsa.api.session import STATE_ROOT, new_id, setup
 from capsa.api.spec import build_spec
-from capsa.api.supervise import DRAIN_GRACE, Output
+from capsa.api.supervise import DRAIN_GRACE, Output, Wait, adrive, drive
 from capsa.api.zygote import zygote
 from capsa.errors import CapsaError
 
@@ -168,41 +168,39 @@ class PooledSandbox:
         deadline = None if timeout is None else started + timeout
         report = ended = None
         timed_out = False
-        with selectors.DefaultSelector() as selector:
-            for fd in outputs:
-                selector.register(fd, selectors.EVENT_READ)
-            selector.register(control, selectors.EVENT_READ)
-            while len(selector.get_map()):
-                now = time.monotonic()
-                if ended is None and deadline is not None and now >= deadline:
-                    if timed_out:
-                        self.unreported = True  # killed, no word from the agent yet: see reclaim()
-                        break
-                    timed_out = True
-                    self._kill()
-                    deadline = now + KILL_GRACE
-                elif ended is not None and now >= ended + DRAIN_GRACE:
-                    break  # the run is over; a pipe someone still holds is given up on
-                limit = deadline if ended is None else ended + DRAIN_GRACE
-                for key, _ in selector.select(None if limit is None else max(0.0, limit - now)):
-                    if key.fd == control:
-                        message = self._receive()
-                        if message is None or message[:1] == agent.DONE:
-                            # The run's end; or the agent's, and every process of the sandbox
-                            # with it (the pipes reach EOF now).
-                            selector.unregister(control)
-                            ended = time.monotonic()
-                            report = None if message is None else _loads(message[1:])
-                        elif timed_out:
-                            self._kill()  # the pidfd came after the deadline
-                    else:
-                        output = outputs[key.fd]
-                        data = output.read()
-                        if output.done:
-                            selector.unregister(key.fd)
-                            output.close()
-                        if data:
-                            yield output.name, data
+        watched = [*outputs, control]
+        while watched:
+            now = time.monotonic()
+            if ended is None and deadline is not None and now >= deadline:
+                if timed_out:
+                    self.unreported = True  # killed, no word from the agent yet: see reclaim()
+                    break
+                timed_out = True
+                self._kill()
+                deadline = now + KILL_GRACE
+            elif ended is not None and now >= ended + DRAIN_GRACE:
+                break  # the run is over; a pipe someone still holds is given up on
+            limit = deadline if ended is None else ended + DRAIN_GRACE
+            ready = yield Wait(watched, None if limit is None else max(0.0, limit - now))
+            for fd in ready:
+                if fd == control:
+                    message = self._receive()
+                    if message is None or message[:1] == agent.DONE:
+                        # The run's end; or the agent's, and every process of the sandbox
+                        # with it (the pipes reach EOF now).
+                        watched.remove(control)
+                        ended = time.monotonic()
+                        report = None if message is None else _loads(message[1:])
+                    elif timed_out:
+                        self._kill()  # the pidfd came after the deadline
+                else:
+                    output = outputs[fd]
+                    data = output.read()
+                    if output.done:
+                        watched.remove(fd)
+                        output.close()
+                    if data:
+                        yield output.name, data
         return report, timed_out, ended if ended is not None else time.monotonic()
 
     def reclaim(self) -> bool:
@@ -394,6 +392,8 @@ class Pool:
         import queue
 
         self._idle: queue.Queue = queue.Queue()
+        # asyncio tasks waiting for a sandbox (arun): (loop, future), served before threads
+        self._async_waiters: collections.deque = collections.deque()
         self._lock = threading.Condition()
         self._count = 0  # sandboxes that exist or are being made
         self._all: set[PooledSandbox] = set()
@@ -427,7 +427,26 @@ class Pool:
     def _add(self, sandbox: PooledSandbox) -> None:
         with self._lock:
             self._all.add(sandbox)
-        self._idle.put(sandbox)
+        self._put_idle(sandbox)
+
+    def _put_idle(self, sandbox: PooledSandbox) -> None:
+        """An idle sandbox: to the first asyncio task waiting for one, else to the queue."""
+        with self._lock:
+            while self._async_waiters:
+                loop, future = self._async_waiters.popleft()
+                try:
+                    loop.call_soon_threadsafe(self._deliver, future, sandbox)
+                    return
+                except RuntimeError:
+                    continue  # its loop is closed
+            self._idle.put(sandbox)
+
+    def _deliver(self, future, sandbox: PooledSandbox) -> None:
+        """In the waiting task's loop: hand it the sandbox, or back if it stopped waiting."""
+        if future.done():
+            self._put_idle(sandbox)
+        else:
+            future.set_result(sandbox)
 
     def _keep_warm(self) -> None:
         """Make sandboxes until `size` exist (one such thread per CPU: creations side by side)."""
@@ -464,7 +483,7 @@ class Pool:
             if sandbox.unreported:
                 threading.Thread(target=self._reclaim, args=(sandbox,), name="capsa-pool-reclaim", daemon=True).start()
             else:
-                self._idle.put(sandbox)
+                self._put_idle(sandbox)
             return
         with self._lock:
             self._all.discard(sandbox)
@@ -475,29 +494,69 @@ class Pool:
     def _reclaim(self, sandbox: PooledSandbox) -> None:
         self._give_back(sandbox, broken=not sandbox.reclaim())
 
+    async def _atake(self) -> PooledSandbox:
+        """_take() for asyncio: the task waits on its event loop, no thread blocks."""
+        import asyncio
+        import queue
+
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._closed:
+                raise SandboxClosedError("the pool is closed")
+            future = loop.create_future()
+            with self._lock:
+                try:
+                    return self._idle.get_nowait()
+                except queue.Empty:
+                    self._async_waiters.append((loop, future))
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), 0.5)
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._put_idle(future.result())  # handed to us as we were cancelled
+                future.cancel()
+                raise
+            finally:
+                if not future.done():
+                    future.cancel()  # a sandbox delivered to it now goes back (_deliver)
+                with self._lock:
+                    try:
+                        self._async_waiters.remove((loop, future))
+                    except ValueError:
+                        pass  # served (or being served)
+            if self._failure is not None and self._idle.empty():
+                raise SandboxStartError(f"the pool cannot make sandboxes: {self._failure}") from None
+
     def run(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None) -> Result:
         """Run argv in a warm sandbox (see the class)."""
-        events = self._events(argv, stdin, timeout, cwd, env, output_limit)
-        while True:
-            try:
-                next(events)
-            except StopIteration as done:
-                return done.value
+        arguments = self._arguments(argv, stdin, timeout, cwd, env, output_limit)
+        return drive(self._events(self._take(), *arguments))
+
+    async def arun(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None) -> Result:
+        """run() for asyncio: waiting for a sandbox, the run's output and its end are waits on the
+        event loop (pipes, the agent's socket): no thread per run, so thousands may wait at once."""
+        arguments = self._arguments(argv, stdin, timeout, cwd, env, output_limit)
+        sandbox = await self._atake()
+        return await adrive(self._events(sandbox, *arguments))  # started at once: it owns the sandbox
 
     def stream(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None):
         """run(), giving the output as it comes: a capsa.Stream (see Sandbox.stream)."""
         from capsa.api.supervise import Stream
 
-        return Stream(self._events(argv, stdin, timeout, cwd, env, output_limit))
+        arguments = self._arguments(argv, stdin, timeout, cwd, env, output_limit)
+        return Stream(self._events(None, *arguments))
 
-    def _events(self, argv, stdin, timeout, cwd, env, output_limit):
-        argv = check_argv(argv)
-        env_list = check_env(self._env if env is None else env)
-        cwd = check_cwd(cwd)
-        stdin = check_stdin(stdin)
-        timeout = self._timeout if timeout is None else check_timeout(timeout)
-        output_limit = self._output_limit if output_limit is None else check_output_limit(output_limit)
-        sandbox = self._take()
+    def _arguments(self, argv, stdin, timeout, cwd, env, output_limit) -> tuple:
+        return (check_argv(argv), check_env(self._env if env is None else env), check_cwd(cwd), check_stdin(stdin),
+                self._timeout if timeout is None else check_timeout(timeout),
+                self._output_limit if output_limit is None else check_output_limit(output_limit))
+
+    def _events(self, sandbox, argv, env_list, cwd, stdin, timeout, output_limit):
+        """A run's generator (see supervise.Wait) in `sandbox`, or in one taken when it starts."""
+        if sandbox is None:
+            sandbox = self._take()
         broken = True
         try:
             result = yield from sandbox.events(argv, env_list, cwd, stdin, timeout, output_limit)
@@ -512,12 +571,6 @@ class Pool:
             raise
         finally:
             self._give_back(sandbox, broken)
-
-    async def arun(self, argv, **options) -> Result:
-        """run() for asyncio (a thread per run)."""
-        import asyncio
-
-        return await asyncio.to_thread(self.run, argv, **options)
 
     def close(self) -> None:
         """Delete every sandbox of the pool; runs under way finish first."""

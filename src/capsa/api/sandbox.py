@@ -64,11 +64,13 @@ class Sandbox:
         """Run argv in the sandbox (a fresh container over this sandbox's /work)."""
         return run_spec(*self._prepare(argv, stdin, timeout, cwd, env, output_limit))
 
-    async def arun(self, argv, **options) -> Result:
-        """run() for asyncio: the run is supervised in a thread of the loop's default executor."""
-        import asyncio
+    async def arun(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None) -> Result:
+        """run() for asyncio: the container is created in the loop's default executor, the run
+        supervised on the event loop (see capsa.arun)."""
+        from capsa.api.supervise import adrive
 
-        return await asyncio.to_thread(self.run, argv, **options)
+        return await adrive(run_events(*self._prepare(argv, stdin, timeout, cwd, env, output_limit)),
+                            first_step_in_thread=True)
 
     def stream(self, argv, *, stdin=None, timeout=None, cwd="/work", env=None, output_limit=None) -> Stream:
         """Run argv, giving its output as it comes: iterate the returned Stream for

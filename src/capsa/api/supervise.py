@@ -4,13 +4,90 @@ on every process of the run, the Result put together; Stream, the output as it c
 from __future__ import annotations
 
 import os
-import selectors
+import select
 import time
 
 from capsa.api.result import Result
 
 # After the init exits the kernel kills the rest of its pid namespace; the pipes reach EOF soon.
 DRAIN_GRACE = 5.0
+
+
+class Wait:
+    """What a run's generator (pool.PooledSandbox.events, oneshot.run_events) waits for: one of
+    `fds` readable (or at EOF), or `timeout` seconds (None: no limit). It yields a Wait and is
+    sent the list of the fds that are ready: wait() blocks for it, await_ready() waits on the
+    asyncio event loop. It also yields ("stdout" | "stderr", bytes) as output comes."""
+
+    __slots__ = ("fds", "timeout")
+
+    def __init__(self, fds: list[int], timeout: float | None):
+        self.fds = fds
+        self.timeout = timeout
+
+    def wait(self) -> list[int]:
+        poller = select.poll()
+        for fd in self.fds:
+            poller.register(fd, select.POLLIN)
+        milliseconds = None if self.timeout is None else int(self.timeout * 1000) + 1
+        return [fd for fd, _ in poller.poll(milliseconds)]
+
+    async def await_ready(self) -> list[int]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        ready: list[int] = []
+
+        def readable(fd: int) -> None:
+            if fd not in ready:  # the loop may call it again before this task resumes
+                ready.append(fd)
+            if not woken.done():
+                woken.set_result(None)
+
+        for fd in self.fds:
+            loop.add_reader(fd, readable, fd)
+        try:
+            await asyncio.wait_for(woken, self.timeout)
+        except TimeoutError:
+            pass
+        finally:
+            for fd in self.fds:
+                loop.remove_reader(fd)
+        return ready
+
+
+def drive(events):
+    """Run a run's generator to its end here, blocking; its Result (the output it yields is in
+    the Result too)."""
+    value = None
+    while True:
+        try:
+            item = events.send(value)
+        except StopIteration as done:
+            return done.value
+        value = item.wait() if isinstance(item, Wait) else None
+
+
+async def adrive(events, first_step_in_thread: bool = False):
+    """drive() on the asyncio event loop: no thread waits for the run. first_step_in_thread: the
+    generator's first step (a cold run's container creation, ~10 ms of kernel work) runs in the
+    loop's default executor, so that it does not hold the loop."""
+    import asyncio
+
+    try:
+        if first_step_in_thread:
+            item = await asyncio.get_running_loop().run_in_executor(None, events.send, None)
+        else:
+            item = events.send(None)
+        while True:
+            value = await item.await_ready() if isinstance(item, Wait) else None
+            item = events.send(value)
+    except StopIteration as done:
+        return done.value
+    except BaseException:
+        events.close()  # cancelled (or failed): the run is killed and its container deleted
+        raise
 
 
 class Output:
@@ -75,35 +152,33 @@ def _collect(container, outputs: dict[int, Output], deadline: float | None) -> t
     run at the deadline, or if its pipes stay open DRAIN_GRACE seconds after the init exited
     (a process that left the pid namespace's reach cannot exist, but no wait is unbounded).
     Returns (timed out, when the init exited)."""
-    main = container.init_process()
+    main = container.init_process().fileno()
     timed_out = killed = False
     ended = None
-    with selectors.DefaultSelector() as selector:
-        for fd in outputs:
-            selector.register(fd, selectors.EVENT_READ)
-        selector.register(main.fileno(), selectors.EVENT_READ)
-        while len(selector.get_map()):
-            now = time.monotonic()
-            limit = deadline if ended is None else ended + DRAIN_GRACE
-            if limit is not None and now >= limit:
-                if killed:
-                    break  # killed and still not at EOF: give up on what is left unread
-                timed_out, killed = ended is None, True
-                _kill_all(container)
-                deadline, ended = None, ended or now
-                limit = now + DRAIN_GRACE
-            for key, _ in selector.select(None if limit is None else max(0.0, limit - now)):
-                if key.fd == main.fileno():
-                    selector.unregister(key.fd)
-                    ended = ended or time.monotonic()
-                else:
-                    output = outputs[key.fd]
-                    data = output.read()
-                    if output.done:
-                        selector.unregister(key.fd)
-                        output.close()
-                    if data:
-                        yield output.name, data
+    watched = [*outputs, main]
+    while watched:
+        now = time.monotonic()
+        limit = deadline if ended is None else ended + DRAIN_GRACE
+        if limit is not None and now >= limit:
+            if killed:
+                break  # killed and still not at EOF: give up on what is left unread
+            timed_out, killed = ended is None, True
+            _kill_all(container)
+            deadline, ended = None, ended or now
+            limit = now + DRAIN_GRACE
+        ready = yield Wait(watched, None if limit is None else max(0.0, limit - now))
+        for fd in ready:
+            if fd == main:
+                watched.remove(fd)
+                ended = ended or time.monotonic()
+            else:
+                output = outputs[fd]
+                data = output.read()
+                if output.done:
+                    watched.remove(fd)
+                    output.close()
+                if data:
+                    yield output.name, data
     return timed_out, ended if ended is not None else time.monotonic()
 
 
@@ -160,8 +235,13 @@ class Stream:
     def __next__(self) -> tuple[str, bytes]:
         if self.result is not None:
             raise StopIteration
+        value = None
         try:
-            return next(self._events)
+            while True:
+                item = self._events.send(value)
+                if not isinstance(item, Wait):
+                    return item
+                value = item.wait()
         except StopIteration as done:
             self.result = done.value
             raise StopIteration from None
