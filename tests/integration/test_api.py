@@ -205,6 +205,39 @@ def test_network_is_loopback_only(rootfs):
     assert r["stdout"].split() == ["lo", "done"]
 
 
+def test_network_true_is_the_hosts_network_namespace_with_its_resolv_conf(rootfs):
+    out = scenario(rootfs, """
+import socket, threading
+listener = socket.socket()
+listener.bind(('127.0.0.1', 0))
+listener.listen(8)
+port = listener.getsockname()[1]
+got = []
+def serve():
+    for _ in range(2):
+        connection, _ = listener.accept()
+        got.append(connection.recv(100).decode())
+        connection.close()
+threading.Thread(target=serve, daemon=True).start()
+code = ("import os, socket; print(os.readlink('/proc/self/ns/net')); print(open('/etc/resolv.conf').read() == "
+        "open('/etc/resolv.conf').read()); socket.create_connection(('127.0.0.1', %d)).sendall(b'%s')")
+show(capsa.run(['python3', '-c', code % (port, 'cold')], rootfs=capsa.HostTools(), network=True, timeout=60))
+with capsa.Pool(1, rootfs=capsa.HostTools(), network=True, timeout=60) as pool:
+    show(pool.run(['python3', '-c', code % (port, 'pooled')]))
+    show(pool.run(['cat', '/etc/resolv.conf']))
+listener.close()
+print(json.dumps(sorted(got)))
+print(json.dumps(os.readlink('/proc/self/ns/net')))
+""")
+    cold, pooled, resolv, got, host_net = out
+    for r in (cold, pooled):
+        assert r["exit_code"] == 0, r["stderr"]
+        assert r["stdout"].split()[0] == host_net
+    with open("/etc/resolv.conf") as f:
+        assert resolv["stdout"] == f.read()
+    assert got == ["cold", "pooled"]
+
+
 def test_host_files_outside_the_rootfs_are_unreachable(rootfs, tmp_path):
     secret = tmp_path / f"secret-{uuid.uuid4().hex}"
     secret.write_text("host secret")

@@ -37,7 +37,7 @@ def test_no_swap_limit_where_the_host_does_not_account_swap(monkeypatch):
 
 
 def test_limits_refuse_bad_values():
-    for kwargs in ({"cpus": 0}, {"pids": 2.5}, {"pids": True}, {"network": "yes"}, {"cpu_time": -1}):
+    for kwargs in ({"cpus": 0}, {"pids": 2.5}, {"pids": True}, {"network": "yes"}, {"network": 1.0}, {"cpu_time": -1}):
         with pytest.raises(InvalidArgumentError, match=f"^{next(iter(kwargs))}: "):
             api.Limits.from_arguments(**kwargs)
 
@@ -68,6 +68,18 @@ def test_the_spec_has_the_safe_defaults():
     destinations = [m["destination"] for m in spec["mounts"]]
     assert "/sys/fs/cgroup" not in destinations and {"/usr", "/tmp", "/work"} <= set(destinations)
     assert {"type": "RLIMIT_CORE", "hard": 0, "soft": 0} in process["rlimits"]
+
+
+def test_network_true_keeps_the_hosts_network_namespace_and_binds_its_resolv_conf(tmp_path):
+    (tmp_path / "etc").mkdir()
+    limits = api.Limits.from_arguments(network=True)
+    spec = api.build_spec(["true"], Rootfs(str(tmp_path)), limits, [api.PATH], "/work")
+    assert {ns["type"] for ns in spec["linux"]["namespaces"]} == {"pid", "ipc", "uts", "mount", "user"}
+    assert "/etc/resolv.conf" not in [m["destination"] for m in spec["mounts"]]  # nowhere to mount it
+    (tmp_path / "etc" / "resolv.conf").write_text("")
+    spec = api.build_spec(["true"], Rootfs(str(tmp_path)), limits, [api.PATH], "/work")
+    resolv = [m for m in spec["mounts"] if m["destination"] == "/etc/resolv.conf"]
+    assert os.path.exists("/etc/resolv.conf") <= (len(resolv) == 1 and "ro" in resolv[0]["options"])
 
 
 def test_the_spec_carries_the_limits(monkeypatch):

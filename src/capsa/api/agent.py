@@ -67,12 +67,13 @@ class Settings:
     """What the pool tells its agents of every run: the scratch size (/tmp, /work), and the
     OCI process (rlimits, capabilities, no_new_privs) and masked paths of the spec."""
 
-    __slots__ = ("scratch", "shm_size", "waiter")
+    __slots__ = ("scratch", "shm_size", "waiter", "network")
 
-    def __init__(self, scratch: int, shm_size: int = 64 << 20, waiter: bool = False):
+    def __init__(self, scratch: int, shm_size: int = 64 << 20, waiter: bool = False, network: bool = False):
         self.scratch = scratch
         self.shm_size = shm_size
         self.waiter = waiter  # slots exec capsa.api.waiter to wait (the pool sends its requests)
+        self.network = network  # runs keep the sandbox's network namespace (the host's: network=True)
 
 
 class _Setup:
@@ -138,7 +139,8 @@ def _spawn_slot(setup: _Setup, status_w: int) -> int:
     if middle == 0:
         try:
             posix.close(pid_r)
-            linux.unshare(_RUN_NAMESPACES)  # the pid namespace is the next child's
+            # the pid namespace is the next child's
+            linux.unshare(_RUN_NAMESPACES & ~linux.CLONE_NEWNET if setup.settings.network else _RUN_NAMESPACES)
             pid = posix.fork()
             if pid == 0:
                 posix.close(pid_w)
@@ -208,7 +210,8 @@ def _slot(setup: _Setup, status_w: int) -> None:
     process = setup.process
     try:
         _fresh_mounts(setup.settings, setup.masked, setup.readonly)
-        linux.loopback_up()
+        if not setup.settings.network:
+            linux.loopback_up()
         init._apply_rlimits(process.get("rlimits") or [])
         init._become_process(process, None, setup.seccomp_filter)
         if setup.waiter is not None:

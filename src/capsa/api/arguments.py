@@ -54,15 +54,13 @@ class Limits:
     cpu_time: int | None = None  # seconds of CPU per process (RLIMIT_CPU)
     file_size: int | None = None  # bytes per file written (RLIMIT_FSIZE)
     scratch: int = DEFAULT_SCRATCH  # bytes of /work and of /tmp (tmpfs size)
-    network: bool = False
+    network: bool = False  # True: the host's network namespace (docs/api.md says what that gives)
 
     @classmethod
     def from_arguments(cls, memory=None, cpus=None, pids=None, cpu_time=None, file_size=None, scratch=None,
                        network=False) -> Limits:
-        if network not in (False, True):
+        if not isinstance(network, bool):
             raise InvalidArgumentError("network", f"must be False or True, not {network!r}")
-        if network:
-            raise InvalidArgumentError("network", "network=True is not implemented yet: sandboxes have loopback only")
         return cls(
             memory=None if memory is None else parse_size(memory, "memory"),
             cpus=_positive(cpus, "cpus"),

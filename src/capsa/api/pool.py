@@ -400,7 +400,8 @@ class Pool:
         self._closed = False
         self._failure: BaseException | None = None
         self._spec = self._agent_spec()
-        self._settings = agent.Settings(scratch=self._limits.scratch, waiter=_waiter_supported())
+        self._settings = agent.Settings(scratch=self._limits.scratch, waiter=_waiter_supported(),
+                                        network=self._limits.network)
         self._add(self._make())  # the first one here: a rootfs it cannot be made in fails now
         self._count = 1
         self._threads = [threading.Thread(target=self._keep_warm, name=f"capsa-pool-{n}", daemon=True)

@@ -23,6 +23,8 @@ HOST_TOOL_DIRS = ("usr", "lib", "lib32", "lib64", "libx32", "bin", "sbin")
 # The few files of /etc programs need: the dynamic linker's cache, names of users and groups,
 # name service switch, the time zone, and Debian's alternatives (python3 may be one).
 HOST_ETC_FILES = ("ld.so.cache", "ld.so.conf", "passwd", "group", "nsswitch.conf", "localtime", "hosts")
+# Mount points only, bound when asked for (resolv.conf: network=True, capsa.api.spec)
+SKELETON_FILES = ("resolv.conf",)
 HOST_ETC_DIRS = ("alternatives", "ld.so.conf.d", "ssl")
 SKELETON_DIRS = ("proc", "sys", "dev", "tmp", "work", "etc", "root", "home", "run", "var", "var/tmp")
 
@@ -77,6 +79,9 @@ def _skeleton() -> str:
     with _skeleton_lock:
         if not os.path.exists(os.path.join(path, ".complete")):
             _make_skeleton(path)
+        for name in SKELETON_FILES:  # a skeleton an earlier version made
+            if not os.path.exists(os.path.join(path, "etc", name)):
+                open(os.path.join(path, "etc", name), "a").close()
     return path
 
 
@@ -100,6 +105,8 @@ def _make_skeleton(path: str) -> None:
     for name in HOST_ETC_FILES:
         if os.path.exists("/etc/" + name):
             open(os.path.join(staging, "etc", name), "w").close()
+    for name in SKELETON_FILES:
+        open(os.path.join(staging, "etc", name), "w").close()
     for name in HOST_ETC_DIRS:
         if os.path.exists("/etc/" + name):
             os.makedirs(os.path.join(staging, "etc", name), exist_ok=True)

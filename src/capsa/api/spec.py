@@ -45,6 +45,18 @@ def can_limit_swap() -> bool:
         "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 
 
+def _resolv_conf(rootfs: Rootfs) -> list[dict]:
+    """With the host's network, its DNS configuration too: /etc/resolv.conf bound read-only
+    where the root has that file to mount it on (the sandbox's root is read-only: nothing is
+    made in a caller's rootfs; HostTools' skeleton has it)."""
+    source = os.path.realpath("/etc/resolv.conf")
+    target = os.path.join(rootfs.path, "etc", "resolv.conf")
+    if not os.path.isfile(source) or os.path.islink(target) or not os.path.isfile(target):
+        return []
+    return [{"destination": "/etc/resolv.conf", "type": "bind", "source": source,
+             "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}]
+
+
 def build_spec(argv: list[str], rootfs: Rootfs, limits: Limits, env: list[str], cwd: str,
                work_source: str | None = None) -> dict:
     """The OCI spec of one run: runc's default config made stricter (see the module's doc).
@@ -69,7 +81,16 @@ def build_spec(argv: list[str], rootfs: Rootfs, limits: Limits, env: list[str], 
     spec["hostname"] = "sandbox"
     scratch = ["nosuid", "nodev", "mode=1777", f"size={limits.scratch}"]
     mounts = [m for m in spec["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+    if limits.network:
+        # A sysfs is mounted only by the owner of the network namespace: the host's /sys instead,
+        # read-only, as rootless runc does (with its submounts: a user namespace may not bind a
+        # tree without the mounts over it; the cgroups are masked below)
+        mounts = [{"destination": "/sys", "type": "bind", "source": "/sys",
+                   "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]} if m["destination"] == "/sys" else m
+                  for m in mounts]
     mounts += rootfs.mounts
+    if limits.network:
+        mounts += _resolv_conf(rootfs)
     mounts.append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": list(scratch)})
     if work_source:
         mounts.append({"destination": "/work", "type": "bind", "source": work_source,
@@ -78,10 +99,13 @@ def build_spec(argv: list[str], rootfs: Rootfs, limits: Limits, env: list[str], 
         mounts.append({"destination": "/work", "type": "tmpfs", "source": "tmpfs", "options": list(scratch)})
     spec["mounts"] = mounts
     linux = spec["linux"]
-    linux["namespaces"] = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user")]
+    namespaces = ("pid", "ipc", "uts", "mount", "user") if limits.network else ("pid", "network", "ipc", "uts", "mount",
+                                                                                "user")
+    linux["namespaces"] = [{"type": t} for t in namespaces]
     linux["uidMappings"] = [{"containerID": 0, "hostID": host_id, "size": ID_RANGE}]
     linux["gidMappings"] = [{"containerID": 0, "hostID": host_id, "size": ID_RANGE}]
-    linux["maskedPaths"] = linux["maskedPaths"] + ["/proc/kallsyms", "/sys/devices/virtual/powercap"]
+    linux["maskedPaths"] = linux["maskedPaths"] + ["/proc/kallsyms", "/sys/devices/virtual/powercap"] + (
+        ["/sys/fs/cgroup"] if limits.network else [])
     linux["seccomp"] = default_seccomp()
     resources = linux.setdefault("resources", {})
     if limits.memory:

@@ -11,7 +11,7 @@ pages stay shared with every agent it made, and the calling program's memory is 
     python3 -I -S -c '... from capsa.api.zygote import main; main()'   (fd 0: the socket)
 
 Protocol on the socket (SOCK_SEQPACKET, one message each, one request at a time):
-    caller -> zygote  marshal((id, spec, state root, bundle dir, (scratch, shm size, waiter)))
+    caller -> zygote  marshal((id, spec, state root, bundle dir, (scratch, shm size, waiter, network)))
     zygote -> caller  b"K" + marshal(init pid), the new sandbox's control socket as SCM_RIGHTS;
                       or b"E" + the runtime's message (nothing of the sandbox is left)
 The zygote is a subreaper: each sandbox's init (its agent) is re-parented to it, and reaped by
@@ -161,7 +161,7 @@ class Zygote:
         import socket
 
         request = marshal.dumps((container_id, spec, state_root, bundle,
-                                 (settings.scratch, settings.shm_size, settings.waiter)))
+                                 (settings.scratch, settings.shm_size, settings.waiter, settings.network)))
         with self._lock:
             if self._process is None or self._process.poll() is not None:
                 self._start()
