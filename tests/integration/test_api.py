@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -808,3 +809,41 @@ print(json.dumps(os.getpid()))
     assert (small, no_shell) == ("InvalidArgumentError", "SandboxStartError")
     assert zombies == []
     assert leftovers(pid) == []
+
+
+# -- rootless -----------------------------------------------------------------------------------
+from test_rootless import user  # noqa: E402, F401 - the unprivileged test user (useradd, subordinate ids)
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in ("useradd", "userdel", "setpriv", "newuidmap", "newgidmap")),
+                    reason="needs useradd, userdel, setpriv and newuidmap/newgidmap")
+def test_an_unprivileged_program_runs_cold_pooled_and_kept_sandboxes(user):  # noqa: F811 - the fixture
+    python = user.command[0] if user.env_extra.get("PYTHONPATH") else sys.executable
+    rootfs = os.path.join(user.workspace, "rootfs")
+    code = PRELUDE + """
+show(capsa.run(['sh', '-c', 'id -u; cat /proc/self/uid_map; echo hi > /work/x; cat /work/x; touch /etc/x'],
+               rootfs=ROOTFS, timeout=60))
+with capsa.Pool(1, rootfs=ROOTFS, timeout=60) as pool:
+    show(pool.run(['sh', '-c', 'id -u; grep -c . /proc/self/uid_map; cat'], stdin='in'))
+with capsa.Sandbox(rootfs=ROOTFS, timeout=60) as sb:
+    sb.write_file('/work/in', 'kept')
+    show(sb.run(['sh', '-c', 'cat /work/in; echo more >> /work/in']))
+    print(json.dumps(sb.read_file('/work/in').decode()))
+try:
+    print(json.dumps(capsa.run(['true'], rootfs=ROOTFS, memory='64M', timeout=60).exit_code))
+except capsa.InvalidArgumentError as err:
+    print(json.dumps(str(err)))
+print(json.dumps([os.getpid(), capsa.api.rootfs.API_DIR]))
+"""
+    result = user.run(python, "-c", code, rootfs, env=user.env(**user.env_extra))
+    assert result.returncode == 0, result.stderr
+    cold, pooled, kept, content, memory, (pid, api_dir) = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = cold["stdout"].split("\n")
+    assert lines[0] == "0" and lines[1].split() == ["0", str(user.uid), "1"]  # root inside is the caller
+    assert lines[2].split() == ["1", str(user.subuid), "65535"] and lines[3] == "hi"
+    assert "Read-only file system" in cold["stderr"]
+    assert pooled["stdout"] == "0\n2\nin" and pooled["exit_code"] == 0
+    assert kept["stdout"] == "kept" and content == "keptmore\n"
+    assert memory == 0 or memory.startswith("memory: a rootless sandbox's memory, cpus and pids limits need")
+    assert api_dir == os.path.join(user.runtime_dir, "capsa-api")
+    assert not [n for n in os.listdir(os.path.join(api_dir, "state")) if n.startswith(f"api-{pid}-")]

@@ -141,3 +141,32 @@ def test_import_capsa_does_not_load_the_api_until_a_name_is_used():
             "print(hasattr(capsa, 'no_such_name'))")
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "True", "False"]
+
+
+def test_rootless_problems_name_what_is_missing(monkeypatch):
+    from capsa.api import rootless
+
+    files = {"/proc/sys/user/max_user_namespaces": "0", "/proc/sys/kernel/unprivileged_userns_clone": "0"}
+    monkeypatch.setattr(rootless, "_read", files.get)
+    monkeypatch.setattr("shutil.which", lambda tool: None if tool == "newgidmap" else f"/usr/bin/{tool}")
+    monkeypatch.setattr(rootless, "subordinate_range", lambda path: None if path == "/etc/subgid" else 100000)
+    monkeypatch.setattr(rootless, "_user_name", lambda: "alice")
+    found = rootless.problems()
+    assert len(found) == 4
+    assert "max_user_namespaces is 0" in found[0] and "unprivileged_userns_clone is 0" in found[1]
+    assert found[2].startswith("newgidmap not found on PATH (Debian package uidmap)")
+    assert found[3].startswith("/etc/subgid grants user alice no range of 65536 ids")
+    assert "usermod --add-subgids 100000-165535 alice" in found[3]
+
+
+def test_rootless_limits_without_a_delegated_cgroup_are_refused_naming_the_argument(monkeypatch):
+    from capsa.api import rootless
+
+    monkeypatch.setattr(api_spec.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(rootless, "delegated_cgroup", lambda: None)
+    api_spec.check_limits_possible(api.Limits())  # no limits: nothing to refuse
+    with pytest.raises(InvalidArgumentError) as caught:
+        api_spec.check_limits_possible(api.Limits.from_arguments(pids=10))
+    assert caught.value.argument == "pids" and "delegated" in str(caught.value)
+    monkeypatch.setattr(rootless, "delegated_cgroup", lambda: "/sys/fs/cgroup/user.slice/me")
+    api_spec.check_limits_possible(api.Limits.from_arguments(memory="1G"))

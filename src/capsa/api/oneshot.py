@@ -45,7 +45,7 @@ def create_container(spec: dict, stdin: int, stdout: int, stderr: int, *, exec_a
     low = [fd for fd in (stdin, stdout, stderr) if fd <= 2]  # only if this program closed its own 0-2
     moved = {fd: _fcntl_dup_above(fd) for fd in low}
     try:
-        return Container.create(STATE_ROOT, new_id(), API_DIR, spec=spec, rootless_cgroups=False,
+        return Container.create(STATE_ROOT, new_id(), API_DIR, spec=spec, rootless_cgroups=os.geteuid() != 0,
                                 stdio=tuple(moved.get(fd, fd) for fd in (stdin, stdout, stderr)),
                                 exec_at_once=exec_at_once, serve=serve)
     except CapsaError as err:

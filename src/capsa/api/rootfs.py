@@ -14,8 +14,19 @@ from dataclasses import dataclass, field
 
 from capsa.api.errors import RootfsError
 
-# Where the API keeps what it makes (skeletons, container state): private to root.
-API_DIR = "/run/capsa-api"
+
+def _api_dir() -> str:
+    """Where the API keeps what it makes (skeletons, container state): /run/capsa-api for root,
+    private to it; an unprivileged caller's runtime directory (capsa.api.rootless)."""
+    if os.geteuid() == 0:
+        return "/run/capsa-api"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.geteuid():
+        return os.path.join(runtime, "capsa-api")
+    return f"/tmp/capsa-api-{os.geteuid()}"
+
+
+API_DIR = _api_dir()
 
 # Host directories HostTools binds read-only; one that is a symlink on the host (merged /usr:
 # /bin -> usr/bin) is the same symlink in the skeleton.
@@ -86,7 +97,9 @@ def _skeleton() -> str:
 
 
 def _make_skeleton(path: str) -> None:
-    os.makedirs(API_DIR, mode=0o755, exist_ok=True)
+    os.makedirs(API_DIR, mode=0o755 if os.geteuid() == 0 else 0o700, exist_ok=True)
+    if os.stat(API_DIR).st_uid != os.geteuid():
+        raise RootfsError(f"{API_DIR} belongs to another user: capsa's API keeps its state there")
     staging = f"{path}.{os.getpid()}"
     if os.path.exists(staging):  # a crashed attempt of an earlier program with our pid
         import shutil
@@ -139,7 +152,8 @@ def resolve(rootfs) -> Rootfs:
         path = os.path.join(path, root) if not os.path.isabs(root) else root
         if not os.path.isdir(path):
             raise RootfsError(f"rootfs {path} (root.path of the bundle's config.json): not a directory")
-    _check_reachable(path)
+    if os.geteuid() == 0:  # rootless, root inside is the caller: what it reaches, the sandbox does
+        _check_reachable(path)
     _ensure_mount_point(path, "work")
     return Rootfs(path)
 

@@ -20,7 +20,7 @@ from capsa.api.oneshot import run_events, run_spec
 from capsa.api.result import Result
 from capsa.api.rootfs import resolve
 from capsa.api.session import make_scratch, remove_scratch, setup
-from capsa.api.spec import build_spec, host_id_range
+from capsa.api.spec import build_spec, root_host_ids
 from capsa.api.supervise import Stream
 
 
@@ -101,7 +101,7 @@ class Sandbox:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fchown(fd, host_id_range(), host_id_range())
+            os.fchown(fd, *root_host_ids())
         finally:
             os.close(fd)
 

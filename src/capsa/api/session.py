@@ -32,10 +32,15 @@ def setup() -> None:
         if _set_up:
             return
         if os.geteuid() != 0:
-            raise SandboxStartError("capsa's Python API runs as root for now (rootless sandboxes are not done yet)")
+            from capsa.api.rootless import problems
+
+            missing = problems()
+            if missing:
+                raise SandboxStartError("an unprivileged program cannot make sandboxes here: " + "; ".join(missing))
         from capsa import process
 
         _preload()
+        os.makedirs(API_DIR, mode=0o755 if os.geteuid() == 0 else 0o700, exist_ok=True)
         os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
         os.makedirs(SANDBOX_DIR, mode=0o711, exist_ok=True)
         process.become_subreaper()
@@ -173,13 +178,16 @@ def new_id() -> str:
 
 
 def make_scratch(size: int) -> str:
-    """A tmpfs of `size` bytes for a Sandbox's /work, owned by the sandbox's root."""
+    """A tmpfs of `size` bytes for a Sandbox's /work, owned by the sandbox's root. Rootless, a
+    directory of the caller's (who is root inside), without a size: it may not mount a tmpfs."""
     from capsa import linux
 
     host_id = host_id_range()
     directory = os.path.join(SANDBOX_DIR, f"{os.getpid()}-{next(counter)}")
     work = os.path.join(directory, "work")
     os.makedirs(work, mode=0o755)
+    if os.geteuid() != 0:
+        return work
     try:
         linux.mount("tmpfs", work, "tmpfs", _MS_NOSUID | _MS_NODEV,
                     f"size={size},mode=0755,uid={host_id},gid={host_id}")

@@ -38,6 +38,43 @@ def default_seccomp(machine: str | None = None) -> dict:
     return profile(machine)
 
 
+def id_mappings() -> tuple[list[dict], list[dict]]:
+    """Root inside is an unprivileged host id and the 65535 after it (as root); rootless, the
+    caller and its subordinate ids (capsa.api.rootless)."""
+    if os.geteuid() != 0:
+        from capsa.api.rootless import id_mappings as rootless_mappings
+
+        return rootless_mappings()
+    host_id = host_id_range()
+    return ([{"containerID": 0, "hostID": host_id, "size": ID_RANGE}],
+            [{"containerID": 0, "hostID": host_id, "size": ID_RANGE}])
+
+
+def root_host_ids() -> tuple[int, int]:
+    """The host uid and gid of root inside a sandbox: who owns what a Sandbox's write_file writes."""
+    if os.geteuid() != 0:
+        return os.geteuid(), os.getegid()
+    return host_id_range(), host_id_range()
+
+
+def check_limits_possible(limits: Limits) -> None:
+    """Rootless, cgroup limits need a cgroup delegated to the caller: refuse them (naming the
+    argument) where there is none, rather than run without them."""
+    if os.geteuid() == 0:
+        return
+    asked = [name for name in ("memory", "cpus", "pids") if getattr(limits, name) is not None]
+    if not asked:
+        return
+    from capsa.api.rootless import delegated_cgroup
+
+    if delegated_cgroup() is None:
+        from capsa.api.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(asked[0], "a rootless sandbox's memory, cpus and pids limits need a cgroup v2 "
+                                   "delegated to the user (memory, pids and cpu enabled in a cgroup it may write, as "
+                                   "systemd's Delegate=yes gives): this host has none for it")
+
+
 def can_limit_swap() -> bool:
     """The host accounts swap (v1: memory.memsw files; v2: memory.swap.max, where capsa accepts
     "no swap" even without accounting)."""
@@ -65,8 +102,8 @@ def build_spec(argv: list[str], rootfs: Rootfs, limits: Limits, env: list[str], 
     /work is a fresh tmpfs."""
     from capsa.specgen import default_spec
 
+    check_limits_possible(limits)
     spec = default_spec(cgroup_namespace=False)
-    host_id = host_id_range()
     process = spec["process"]
     process.update(terminal=False, args=argv, env=env, cwd=cwd, noNewPrivileges=True,
                    capabilities={kind: [] for kind in ("bounding", "effective", "permitted", "ambient", "inheritable")})
@@ -102,8 +139,7 @@ def build_spec(argv: list[str], rootfs: Rootfs, limits: Limits, env: list[str], 
     namespaces = ("pid", "ipc", "uts", "mount", "user") if limits.network else ("pid", "network", "ipc", "uts", "mount",
                                                                                 "user")
     linux["namespaces"] = [{"type": t} for t in namespaces]
-    linux["uidMappings"] = [{"containerID": 0, "hostID": host_id, "size": ID_RANGE}]
-    linux["gidMappings"] = [{"containerID": 0, "hostID": host_id, "size": ID_RANGE}]
+    linux["uidMappings"], linux["gidMappings"] = id_mappings()
     linux["maskedPaths"] = linux["maskedPaths"] + ["/proc/kallsyms", "/sys/devices/virtual/powercap"] + (
         ["/sys/fs/cgroup"] if limits.network else [])
     linux["seccomp"] = default_seccomp()

@@ -87,7 +87,8 @@ def _serve_one(sock, container_class, agent) -> int | None:
     null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
     try:
         container = container_class.create(
-            state_root, container_id, bundle, spec=spec, rootless_cgroups=False, stdio=(theirs.fileno(), null, null),
+            state_root, container_id, bundle, spec=spec, rootless_cgroups=posix.geteuid() != 0,
+            stdio=(theirs.fileno(), null, null),
             serve=partial(agent.serve, agent.Settings(*settings)))
         pid = container.pid
         answer, fds = OK + marshal.dumps(pid), [ours.fileno()]
