@@ -158,3 +158,14 @@ def test_log_options():
     for bad in ("max-size=ten", "max-file=0", "max-file", "colour=red"):
         with pytest.raises(ManagerError, match="--log-opt"):
             logs.LogOptions.parse([bad])
+
+
+def test_join_partial_per_stream():
+    def record(stream, partial, text):
+        return logs.Record("2026-01-01T00:00:00.000000000+00:00", stream, partial, text)
+
+    joined = logs.join_partial([record("stdout", True, b"he"), record("stderr", False, b"e"),
+                                record("stdout", True, b"ll"), record("stdout", False, b"o"),
+                                record("stdout", True, b"tail")])
+    assert [(r.stream, r.partial, r.text) for r in joined] == [
+        ("stderr", False, b"e"), ("stdout", False, b"hello"), ("stdout", True, b"tail")]

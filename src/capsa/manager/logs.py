@@ -215,6 +215,23 @@ def parse_line(line: bytes) -> Record | None:
     return Record(stamp, parts[1].decode(), parts[2] == b"P", parts[3] if len(parts) == 4 else b"")
 
 
+def join_partial(records) -> Iterator[Record]:
+    """Records with each run of partial (P) records joined to the record that ends it, per
+    stream: whole lines, as the container wrote them."""
+    pending: dict[str, list[Record]] = {}
+    for record in records:
+        parts = pending.get(record.stream)
+        if record.partial:
+            pending.setdefault(record.stream, []).append(record)
+            continue
+        if parts:
+            del pending[record.stream]
+            record = Record(parts[0].time, record.stream, False, b"".join(p.text for p in parts) + record.text)
+        yield record
+    for parts in pending.values():
+        yield Record(parts[0].time, parts[0].stream, True, b"".join(p.text for p in parts))
+
+
 def _snapshot_once(path: str, max_names: int) -> list[tuple[int, int]]:
     """(inode, fd) of the log's files, oldest first, each inode once."""
     found: list[tuple[int, int]] = []

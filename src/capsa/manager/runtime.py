@@ -35,15 +35,17 @@ class LibraryRuntime:
 
         return Container.load(self.root, container_id)
 
-    def create(self, container_id: str, bundle: str, console_socket: str | None = None) -> int:
-        """Create the container (its init waits for start); return the init's pid."""
+    def create(self, container_id: str, bundle: str, console_socket: str | None = None,
+               console_fd: int | None = None) -> int:
+        """Create the container (its init waits for start); return the init's pid. A pty
+        master goes to `console_fd` (a connected socket) or to the socket at `console_socket`."""
         from capsa.container import Container
 
         options = {}
-        if console_socket is not None:
+        if console_socket is not None or console_fd is not None:
             from capsa.launch import Console
 
-            options["console"] = Console(socket=console_socket)
+            options["console"] = Console(socket=console_socket) if console_fd is None else Console(fd=console_fd)
         return Container.create(self.root, container_id, bundle, **options).pid
 
     def start(self, container_id: str) -> None:
@@ -99,7 +101,10 @@ class CliRuntime:
             raise ManagerError(f"{self.name} {args[0]}: {message[-1] if message else f'exit {result.returncode}'}")
         return result
 
-    def create(self, container_id: str, bundle: str, console_socket: str | None = None) -> int:
+    def create(self, container_id: str, bundle: str, console_socket: str | None = None,
+               console_fd: int | None = None) -> int:
+        if console_fd is not None:
+            raise ManagerError(f"{self.name}: a console is given to a runtime binary as --console-socket PATH")
         pid_file = os.path.join(bundle, "runtime.pid")
         log_file = os.path.join(bundle, "runtime.log")
         args = ["create", "--bundle", bundle, "--pid-file", pid_file]
