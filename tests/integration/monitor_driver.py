@@ -20,6 +20,18 @@ def main(action: str, options: dict) -> int:
     paths.ensure()
     cid = options["id"]
     stdin = 0 if options.get("stdin") else None
+    if action == "exec":
+        from capsa.manager import execs
+
+        try:
+            code = execs.exec_process(paths, cid, options.get("runtime"), options["args"], env=options.get("env", []),
+                                      user=options.get("user"), workdir=options.get("workdir"),
+                                      tty=options.get("tty", False), interactive=bool(options.get("stdin")),
+                                      detach=options.get("detach", False))
+        except execs.ManagerError as err:
+            sys.stderr.write(f"Error: {err}\n")
+            return err.exit_code
+        return _report(code)
     if action == "attach":
         code = attach.attach(paths, cid, stdin=stdin, tty=options.get("tty", False))
         return _report(code)

@@ -44,12 +44,41 @@ class Setup:
         spec = default_spec()
         spec["process"]["args"] = args
         spec["process"]["terminal"] = terminal
+        spec["root"]["readonly"] = False  # as podman's containers
         spec["linux"]["cgroupsPath"] = f"/capsa-test-io.{cid}"
         (path / "config.json").write_text(jsonfast.dumps_indent(spec))
         return cid, str(path)
 
     def log(self, cid: str) -> str:
-        return str(self.tmp / cid / "ctr.log")
+        """Where capsactl keeps a container's log (ctl.logs finds it there)."""
+        userdata = os.path.join(self.paths.container(cid), "userdata")
+        os.makedirs(userdata, exist_ok=True)
+        return os.path.join(userdata, "ctr.log")
+
+    def record(self, cid: str, name: str, **config) -> None:
+        """A row in the store's containers table, as ctr's create writes it (what logs, attach
+        and exec read of it)."""
+        from capsa.manager.store import Store, dumps
+
+        store = Store(self.paths)
+        with store.transaction() as db:
+            db.execute("INSERT INTO containers (id, name, image_id, status, config, state, created) "
+                       "VALUES (?, ?, NULL, 'running', ?, '{}', '2026-12-07T00:00:00Z')",
+                       (cid, name, dumps({"Name": name, **config})))
+        store.close()
+
+    def _capsactl_command(self, args) -> list[str]:
+        launcher = os.path.join(os.path.dirname(sys.executable), "capsactl")
+        command = [launcher] if os.access(launcher, os.X_OK) else [sys.executable, "-c",
+                                                                   "import sys; from capsa.ctl import main; sys.exit(main())"]
+        return [*command, "--root", self.paths.graph_root, "--runroot", self.paths.run_root, *args]
+
+    def capsactl(self, *args: str, input: bytes | None = b"", timeout: float = 120):
+        return subprocess.run(self._capsactl_command(args), input=input, capture_output=True, timeout=timeout, env=ENV)
+
+    def popen_capsactl(self, *args: str):
+        return subprocess.Popen(self._capsactl_command(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=ENV)
 
     def driver(self, action: str, cid: str, bundle: str | None = None, input: bytes | None = b"", **options):
         options = {"root": self.paths.graph_root, "runroot": self.paths.run_root, "id": cid, "bundle": bundle,

@@ -265,10 +265,10 @@ def snapshot(path: str, max_names: int = 64) -> list[tuple[int, int]]:
     return previous
 
 
-def _records(chunk: bytes) -> Iterator[Record]:
+def _records(chunk: bytes, parse: Callable = parse_line) -> Iterator:
     for line in chunk.split(b"\n"):
         if line:
-            record = parse_line(line)
+            record = parse(line)
             if record is not None:
                 yield record
 
@@ -311,16 +311,18 @@ def _filtered(records, since: int | None, until: int | None, tail: int | None) -
 class Follower:
     """Reads a log and then follows it, across rotations: see the module's docstring."""
 
-    def __init__(self, path: str, poll_interval: float = 0.1):
+    def __init__(self, path: str, poll_interval: float = 0.1, parse: Callable = parse_line, max_names: int = 64):
         self.path = path
         self.poll_interval = poll_interval
+        self.parse = parse  # a line (without its newline) -> a record, or None to skip it
+        self.max_names = max_names
         self.held: list[tuple[int, int]] = []  # (inode, fd), oldest first; held[0] is being read
         self.pending = b""  # the start of a line whose end is not written yet
 
     def _refresh(self) -> None:
         """Hold the files that are newer than the newest held one."""
         held_inodes = {inode for inode, _ in self.held}
-        files = snapshot(self.path)
+        files = snapshot(self.path, self.max_names)
         positions = [i for i, (inode, _) in enumerate(files) if inode in held_inodes]
         start = max(positions) + 1 if positions else 0
         for i, (inode, fd) in enumerate(files):
@@ -334,9 +336,9 @@ class Follower:
         data = self.pending + _read_all(self.held[0][1])
         end = data.rfind(b"\n") + 1
         self.pending = data[end:]
-        yield from _records(data[:end])
+        yield from _records(data[:end], self.parse)
 
-    def records(self, done: Callable[[], bool]) -> Iterator[Record]:
+    def records(self, done: Callable[[], bool]) -> Iterator:
         """Every record, oldest first, until `done()` (the writer has ended) and all is read."""
         finishing = False
         try:

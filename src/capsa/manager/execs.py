@@ -1,0 +1,243 @@
+"""exec: a new process in a running managed container (podman's `exec [-it] [-e] [-u] [-w] [-d]`).
+
+The process is the container's own (its config.json's process: environment, capabilities,
+rlimits, AppArmor/SELinux, no-new-privileges) with the command, terminal, environment, user and
+working directory changed as asked, run through the container's runtime:
+    - capsa's library: Container.exec in this process (no runtime binary), which becomes a
+      child subreaper first so that it learns the exit status; a terminal is the pty master
+      sent back to us and copied to our stdio (capsa.terminal.TerminalProxy);
+    - a runc-compatible binary: `RUNTIME exec --process FILE` with our stdio (the runtime
+      copies a terminal itself), its errors read from its JSON --log.
+Foreground, the result is the process's exit code (128 + N for a signal); our signals are
+passed on to it. Detached (-d), it runs with /dev/null as its stdio and the result is None.
+"""
+
+from __future__ import annotations
+
+import os
+
+from capsa.manager.errors import InvalidState, ManagerError
+
+
+def error_exit_code(message: str) -> int:
+    """podman's exit code for a process that could not be run: 127 not found, 126 not runnable."""
+    lowered = message.lower()
+    if "not found" in lowered or "no such file" in lowered:
+        return 127
+    if "permission denied" in lowered or "exec format error" in lowered or "is a directory" in lowered:
+        return 126
+    return 125
+
+
+class ExecError(ManagerError):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.exit_code = error_exit_code(message)
+
+
+def exec_process(paths, container_id: str, runtime_path: str | None, args: list[str], *, env: list[str] = (),
+                 user: str | None = None, workdir: str | None = None, tty: bool = False, interactive: bool = False,
+                 detach: bool = False) -> int | None:
+    """Run `args` in the running container; its exit code (None when detached)."""
+    if not args:
+        raise ManagerError("exec needs a command to run in the container")
+    from capsa.manager import runtime as runtimes
+
+    runtime = runtimes.for_container(paths, runtime_path)
+    state = runtime.state(container_id)
+    if state is None or state.get("status") not in ("running", "paused"):
+        raise InvalidState(f"container {container_id[:12]} is not running: can only exec in a running container")
+    if state["status"] == "paused":
+        raise InvalidState(f"container {container_id[:12]} is paused: unpause it first")
+    spec = _read_spec(state["bundle"])
+    process = build_process(spec.get("process") or {}, args, env=env, tty=tty, workdir=workdir,
+                            user=resolve_user(state.get("pid", 0), user) if user else None)
+    if runtime.path is None:
+        return _exec_library(paths, container_id, process, interactive, detach)
+    return _exec_cli(runtime, container_id, process, interactive, detach)
+
+
+def _read_spec(bundle: str) -> dict:
+    import json
+
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise ManagerError(f"cannot read the container's config.json in {bundle}: {err}") from None
+
+
+def build_process(base: dict, args: list[str], *, env: list[str] = (), tty: bool = False,
+                  workdir: str | None = None, user: dict | None = None) -> dict:
+    """The exec'd process: the container's process with these changes (-e KEY=VALUE replaces
+    KEY; -e KEY takes our own KEY's value, as podman; -w; -u)."""
+    import copy
+
+    process = copy.deepcopy(base)
+    process["args"] = list(args)
+    process["terminal"] = bool(tty)
+    process.pop("consoleSize", None)
+    environment = list(process.get("env") or [])
+    for item in env:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise ManagerError(f"-e {item!r}: give KEY=VALUE or KEY")
+        if not eq:
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        environment = [e for e in environment if e.partition("=")[0] != key] + [f"{key}={value}"]
+    process["env"] = environment
+    if workdir:
+        if not workdir.startswith("/"):
+            raise ManagerError(f"-w {workdir!r}: give an absolute path in the container")
+        process["cwd"] = workdir
+    if user is not None:
+        process["user"] = user
+    return process
+
+
+def resolve_user(pid: int, text: str) -> dict:
+    """-u USER[:GROUP] (names or numbers) into an OCI user, names looked up in the container's
+    /etc/passwd and /etc/group (opened inside its root: a symlink cannot lead out of it)."""
+    name, _, group = text.partition(":")
+    passwd = _container_file(pid, "/etc/passwd") if not (name.isdigit() and (not group or group.isdigit())) else ""
+    uid = gid = None
+    if name.isdigit():
+        uid = int(name)
+        for fields in _entries(passwd):
+            if fields[2] == name:
+                gid = int(fields[3])
+    else:
+        for fields in _entries(passwd):
+            if fields[0] == name:
+                uid, gid = int(fields[2]), int(fields[3])
+                break
+        if uid is None:
+            raise ManagerError(f"-u {text!r}: no user {name!r} in the container's /etc/passwd")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            found = [fields for fields in _entries(_container_file(pid, "/etc/group")) if fields[0] == group]
+            if not found:
+                raise ManagerError(f"-u {text!r}: no group {group!r} in the container's /etc/group")
+            gid = int(found[0][2])
+    return {"uid": uid, "gid": gid if gid is not None else 0}
+
+
+def _entries(text: str) -> list[list[str]]:
+    rows = []
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and not line.startswith("#") and fields[2].isdigit():
+            rows.append(fields)
+    return rows
+
+
+def _container_file(pid: int, path: str) -> str:
+    from capsa import linux
+
+    try:
+        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        fd = linux.openat2(root, path, os.O_RDONLY, linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
+    except OSError:
+        return ""
+    finally:
+        os.close(root)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(1 << 20).decode(errors="replace")
+
+
+class _Stdin:
+    """Our stdin, or /dev/null in its place (a process without -i reads nothing of ours)."""
+
+    def __init__(self, interactive: bool, detach: bool):
+        self.saved = None
+        if detach or not interactive:
+            self.saved = os.dup(0)
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 0)
+            if detach:
+                self.saved_out = (os.dup(1), os.dup(2))
+                os.dup2(null, 1)
+                os.dup2(null, 2)
+            os.close(null)
+        self.detach = detach
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            os.dup2(self.saved, 0)
+            os.close(self.saved)
+            self.saved = None
+            if self.detach:
+                for fd, saved in zip((1, 2), self.saved_out, strict=True):
+                    os.dup2(saved, fd)
+                    os.close(saved)
+
+
+def _exec_library(paths, container_id: str, process: dict, interactive: bool, detach: bool) -> int | None:
+    from capsa import process as processes
+    from capsa.container import Container
+    from capsa.errors import CapsaError
+
+    container = Container.load(paths.state_root, container_id)
+    proxy = None
+    if not detach:
+        processes.become_subreaper()  # the exec'd process is forked by a child that exits
+        if process["terminal"]:
+            from capsa.terminal import TerminalProxy
+
+            proxy = TerminalProxy()
+    stdin = _Stdin(interactive, detach)
+    try:
+        from capsa.launch import Console
+
+        console = Console(fd=proxy.child_end) if proxy else None
+        try:
+            pid = container.exec(process, console=console)
+        except CapsaError as err:
+            raise ExecError(str(err)) from None
+    finally:
+        if detach or proxy is None:
+            stdin.restore()
+    if detach:
+        return None
+    handle = processes.Process.open(pid)
+    try:
+        if proxy:
+            proxy.receive_master()
+        status = processes.supervise(handle, proxy)
+    finally:
+        stdin.restore()
+    return status.exit_code if status.exit_code is not None else 0
+
+
+def _exec_cli(runtime, container_id: str, process: dict, interactive: bool, detach: bool) -> int | None:
+    import json
+    import subprocess
+    import tempfile
+
+    from capsa.manager.runtime import _last_log_message
+
+    with tempfile.TemporaryDirectory(prefix="capsactl-exec-") as scratch:
+        process_file = os.path.join(scratch, "process.json")
+        with open(process_file, "w") as f:
+            json.dump(process, f)
+        log_file = os.path.join(scratch, "runtime.log")
+        command = [runtime.path, "--root", runtime.root, "--log", log_file, "--log-format", "json", "exec",
+                   "--process", process_file, *(["--detach"] if detach else []), container_id]
+        stdin = None if interactive and not detach else subprocess.DEVNULL
+        output = subprocess.DEVNULL if detach else None
+        result = subprocess.run(command, stdin=stdin, stdout=output, stderr=output)
+        failure = _last_log_message(log_file)
+    if failure:
+        raise ExecError(f"{runtime.name} exec: {failure}")
+    if detach:
+        if result.returncode != 0:
+            raise ExecError(f"{runtime.name} exec: exit {result.returncode}")
+        return None
+    return result.returncode
