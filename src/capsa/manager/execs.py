@@ -52,9 +52,10 @@ def exec_process(paths, container_id: str, runtime_path: str | None, args: list[
     spec = _read_spec(state["bundle"])
     process = build_process(spec.get("process") or {}, args, env=env, tty=tty, workdir=workdir,
                             user=resolve_user(state.get("pid", 0), user) if user else None)
-    if runtime.path is None:
-        return _exec_library(paths, container_id, process, interactive, detach)
-    return _exec_cli(runtime, container_id, process, interactive, detach)
+    try:
+        return runtime.exec(container_id, process, interactive=interactive, detach=detach)
+    except ManagerError as err:
+        raise ExecError(str(err)) from None
 
 
 def _read_spec(bundle: str) -> dict:
@@ -150,94 +151,3 @@ def _container_file(pid: int, path: str) -> str:
         os.close(root)
     with os.fdopen(fd, "rb") as f:
         return f.read(1 << 20).decode(errors="replace")
-
-
-class _Stdin:
-    """Our stdin, or /dev/null in its place (a process without -i reads nothing of ours)."""
-
-    def __init__(self, interactive: bool, detach: bool):
-        self.saved = None
-        if detach or not interactive:
-            self.saved = os.dup(0)
-            null = os.open("/dev/null", os.O_RDWR)
-            os.dup2(null, 0)
-            if detach:
-                self.saved_out = (os.dup(1), os.dup(2))
-                os.dup2(null, 1)
-                os.dup2(null, 2)
-            os.close(null)
-        self.detach = detach
-
-    def restore(self) -> None:
-        if self.saved is not None:
-            os.dup2(self.saved, 0)
-            os.close(self.saved)
-            self.saved = None
-            if self.detach:
-                for fd, saved in zip((1, 2), self.saved_out, strict=True):
-                    os.dup2(saved, fd)
-                    os.close(saved)
-
-
-def _exec_library(paths, container_id: str, process: dict, interactive: bool, detach: bool) -> int | None:
-    from capsa import process as processes
-    from capsa.container import Container
-    from capsa.errors import CapsaError
-
-    container = Container.load(paths.state_root, container_id)
-    proxy = None
-    if not detach:
-        processes.become_subreaper()  # the exec'd process is forked by a child that exits
-        if process["terminal"]:
-            from capsa.terminal import TerminalProxy
-
-            proxy = TerminalProxy()
-    stdin = _Stdin(interactive, detach)
-    try:
-        from capsa.launch import Console
-
-        console = Console(fd=proxy.child_end) if proxy else None
-        try:
-            pid = container.exec(process, console=console)
-        except CapsaError as err:
-            raise ExecError(str(err)) from None
-    finally:
-        if detach or proxy is None:
-            stdin.restore()
-    if detach:
-        return None
-    handle = processes.Process.open(pid)
-    try:
-        if proxy:
-            proxy.receive_master()
-        status = processes.supervise(handle, proxy)
-    finally:
-        stdin.restore()
-    return status.exit_code if status.exit_code is not None else 0
-
-
-def _exec_cli(runtime, container_id: str, process: dict, interactive: bool, detach: bool) -> int | None:
-    import json
-    import subprocess
-    import tempfile
-
-    from capsa.manager.runtime import _last_log_message
-
-    with tempfile.TemporaryDirectory(prefix="capsactl-exec-") as scratch:
-        process_file = os.path.join(scratch, "process.json")
-        with open(process_file, "w") as f:
-            json.dump(process, f)
-        log_file = os.path.join(scratch, "runtime.log")
-        command = [runtime.path, "--root", runtime.root, "--log", log_file, "--log-format", "json", "exec",
-                   "--process", process_file, *(["--detach"] if detach else []), container_id]
-        stdin = None if interactive and not detach else subprocess.DEVNULL
-        output = subprocess.DEVNULL if detach else None
-        result = subprocess.run(command, stdin=stdin, stdout=output, stderr=output)
-        failure = _last_log_message(log_file)
-    if failure:
-        raise ExecError(f"{runtime.name} exec: {failure}")
-    if detach:
-        if result.returncode != 0:
-            raise ExecError(f"{runtime.name} exec: exit {result.returncode}")
-        return None
-    return result.returncode
