@@ -117,6 +117,23 @@ def setup(tmp_path, rootfs_template):
     s.cleanup()
 
 
+def readline(process, timeout: float = 60) -> bytes:
+    """A line of the process's stdout; a failure, not a hang, if none comes."""
+    import select
+
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no line from {process.args[:3]} (so far {line!r})"
+        if select.select([process.stdout], [], [], remaining)[0]:
+            byte = os.read(process.stdout.fileno(), 1)
+            if not byte:
+                break
+            line += byte
+    return line
+
+
 def texts(path: str) -> list[tuple[str, bytes]]:
     return [(r.stream, r.text) for r in logs.read(path)]
 
@@ -185,7 +202,7 @@ def test_create_error_of_a_runtime_binary_has_what_it_printed(setup):
 def test_monitor_survives_the_callers_kill_9(setup):
     cid, bundle = setup.bundle(["sh", "-c", "echo waiting; read line; echo got $line; exit 4"])
     caller = setup.popen("run", cid, bundle, stdin=True)
-    assert caller.stdout.readline() == b"waiting\n"
+    assert readline(caller) == b"waiting\n"
     caller.kill()
     caller.wait()
     assert monitor.is_running(setup.paths, cid)
@@ -210,7 +227,7 @@ def test_detach_keys_leave_the_container_running(setup):
 def test_signals_reach_the_init_through_the_monitor(setup):
     cid, bundle = setup.bundle(["sh", "-c", "trap 'echo term; exit 7' TERM; echo ready; while :; do sleep 0.1; done"])
     caller = setup.popen("run", cid, bundle)
-    assert caller.stdout.readline() == b"ready\n"
+    assert readline(caller) == b"ready\n"
     caller.send_signal(signal.SIGTERM)  # podman's --sig-proxy: passed on to the container
     out, err = caller.communicate(timeout=60)
     assert caller.returncode == 7, err
@@ -228,7 +245,7 @@ def test_no_host_fd_reaches_the_container_or_stays_in_the_monitor(setup, tmp_pat
         caller = subprocess.Popen([sys.executable, DRIVER, "run", json.dumps(options)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, pass_fds=(fd,))
         listing = []
-        while (line := caller.stdout.readline()) and line.strip().isdigit():
+        while (line := readline(caller)) and line.strip().isdigit():
             listing.append(int(line))
             if listing[-1] == 2:
                 break

@@ -182,11 +182,11 @@ class _Stdio:
             os.close(self.console_ours)
         else:
             self.console_listener.settimeout(30)
-            connection, _ = self.console_listener.accept()
+            connection, _ = self.console_listener._accept()
             try:
-                master = console.receive_fd(connection.fileno())
+                master = console.receive_fd(connection)
             finally:
-                connection.close()
+                os.close(connection)
                 self.console_listener.close()
                 _remove_console_socket(self.console_socket)
         os.set_inheritable(master, False)
@@ -202,13 +202,13 @@ class _Stdio:
 def _console_listener(monitor_dir: str):
     """A listening --console-socket for a runtime binary, at a path short enough for a socket
     address (the monitor's directory, or a private directory under /tmp)."""
-    import socket
+    import _socket
     import tempfile
 
     path = os.path.join(monitor_dir, "console.sock")
     if len(path) >= 100:
         path = os.path.join(tempfile.mkdtemp(prefix="capsa-console-"), "console.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     listener.bind(path)
     listener.listen(1)
     return path, listener
@@ -262,11 +262,90 @@ def _run_monitor(paths, container_id, bundle, report_fd, options) -> int:
     _write_pid_file(monitor_dir)
     os.write(report_fd, f"pid {pid}\n{warnings}".encode())
     os.close(report_fd)
+    state = {"graph": paths.graph_root, "run": paths.run_root, "state": paths.state_root, "id": container_id,
+             "pid": str(pid), "streams": ",".join(f"{fd}:{name}" for fd, name in stdio.streams.items()),
+             "stdin": str(stdio.stdin_target if stdio.stdin_target is not None else -1),
+             "tty": "1" if options["tty"] else "", "listener": str(listener.fileno()), "directory": str(directory_fd),
+             "log": options["log_path"], "max_size": str(options["log_max_size"] or ""),
+             "max_files": str(options["log_max_files"]), "on_exit": options["on_exit"] or ""}
+    _reexec_lean(state)  # returns only where it cannot exec
+    return _serve(paths, container_id, process, stdio.streams, stdio.stdin_target, options["tty"], listener,
+                  directory_fd, options)
 
+
+# The lean monitor: what the monitor runs once the container is created. The forked monitor
+# holds all the caller (capsactl) had imported and the runtime library used to create the
+# container (about 7 MB of private memory); a new interpreter with only what copying needs
+# holds about 4 MB. It keeps the pid (so it is still the init's parent and subreaper), the fds
+# it is told about, and its stderr (monitor.log).
+_LEAN_BOOT = ("import sys; sys.path[:0] = [sys.argv[1]]; "
+              "from capsa.manager.monitor import serve_lean; serve_lean(sys.argv[2:])")
+
+
+def _reexec_lean(state: dict) -> None:
+    import sys
+
+    import capsa
+
+    executable = sys.executable
+    if not executable or not os.access(executable, os.X_OK) or os.environ.get("CAPSA_MONITOR_NO_REEXEC"):
+        return
+    keep = [int(fd.split(":")[0]) for fd in state["streams"].split(",") if fd]
+    keep += [int(state["stdin"]), int(state["listener"]), int(state["directory"])]
+    for fd in keep:
+        if fd >= 0:
+            os.set_inheritable(fd, True)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(capsa.__file__)))
+    arguments = [f"{key}={value}" for key, value in state.items()]
+    try:
+        os.execv(executable, [executable, "-I", "-S", "-c", _LEAN_BOOT, package_parent, *arguments])
+    except OSError:
+        for fd in keep:
+            if fd >= 0:
+                os.set_inheritable(fd, False)
+
+
+def serve_lean(arguments: list[str]) -> None:
+    """The lean monitor's entry (see _reexec_lean): never returns."""
+    code = 1
+    try:
+        import _socket
+
+        from capsa.manager.paths import Paths
+        from capsa.process import Process
+
+        state = dict(argument.split("=", 1) for argument in arguments)
+        paths = Paths(state["graph"], state["run"], state["state"])
+        streams = {}
+        for item in filter(None, state["streams"].split(",")):
+            fd, _, name = item.partition(":")
+            streams[int(fd)] = name
+        stdin_target = int(state["stdin"]) if int(state["stdin"]) >= 0 else None
+        fds = [*streams, int(state["listener"]), int(state["directory"])] + ([stdin_target] if stdin_target else [])
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        listener = _socket.socket(fileno=int(state["listener"]))
+        options = {"log_path": state["log"], "log_max_size": int(state["max_size"]) if state["max_size"] else None,
+                   "log_max_files": int(state["max_files"]), "on_exit": state["on_exit"] or None}
+        process = Process.open(int(state["pid"]))
+        code = _serve(paths, state["id"], process, streams, stdin_target, bool(state["tty"]), listener,
+                      int(state["directory"]), options)
+    except BaseException:  # noqa: BLE001 - the monitor has no one to raise to: its log says what happened
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _serve(paths, container_id, process, streams, stdin_target, tty, listener, directory_fd, options) -> int:
+    """Copy output to the log and the clients and input to the container until the init exits;
+    then the exit file, the clients' exit message, the exit hook."""
     from capsa.manager.logs import LogWriter
 
+    monitor_dir = paths.monitor(container_id)
     with LogWriter(options["log_path"], options["log_max_size"], options["log_max_files"]) as log:
-        loop = _Loop(process, stdio, listener, log)
+        loop = _Loop(process, streams, stdin_target, tty, listener, log)
         loop.run()
         status = _reap(process)
         _write_exit_file(paths, container_id, status)
@@ -283,9 +362,9 @@ def _run_monitor(paths, container_id, bundle, report_fd, options) -> int:
 
 
 def _attach_listener(directory_fd: int):
-    import socket
+    import _socket
 
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     address = f"/proc/self/fd/{directory_fd}/attach"
     try:
         os.unlink(address)
@@ -344,17 +423,18 @@ class _Loop:
     """The monitor's work while the container runs: output to the log and the clients, clients'
     input to the container, until the init exits."""
 
-    def __init__(self, process, stdio: _Stdio, listener, log):
+    def __init__(self, process, streams: dict[int, str], stdin_target: int | None, tty: bool, listener, log):
         self.process = process
-        self.stdio = stdio
-        self.streams = dict(stdio.streams)
+        self.streams = dict(streams)
+        self.stdin_target = stdin_target  # the stdin pipe's write end (-i), or the pty master (-t)
+        self.tty = tty
         self.listener = listener
         self.log = log
         self.clients: dict[int, object] = {}
         self.stdin_buffer = bytearray()
         self.stdin_eof = False
-        if stdio.stdin_target is not None:
-            os.set_blocking(stdio.stdin_target, False)
+        if stdin_target is not None:
+            os.set_blocking(stdin_target, False)
 
     def run(self) -> None:
         import select
@@ -367,18 +447,21 @@ class _Loop:
             readers = [*self.streams, self.listener.fileno(), *self.clients]
             if exit_fd is not None:
                 readers.append(exit_fd)
-            writers = [self.stdio.stdin_target] if self.stdin_buffer and self.stdio.stdin_target is not None else []
+            writers = [self.stdin_target] if self.stdin_buffer and self.stdin_target is not None else []
             readable, writable, _ = select.select(readers, writers, [], None if exit_fd is not None else 0.5)
             if writable:
                 self._flush_stdin()
+            # Clients first: one that connected before the output was written gets all of it
+            # (a foreground run connects before it starts the container).
+            if self.listener.fileno() in readable:
+                self._accept()
             for fd in readable:
                 if fd in self.streams:
                     self._copy_output(fd)
-                elif fd == self.listener.fileno():
-                    self._accept()
                 elif fd in self.clients:
                     self._client_message(fd)
             if (exit_fd in readable) if exit_fd is not None else self.process.poll() is not None:
+                self._accept()
                 self._drain()
                 return
 
@@ -392,8 +475,8 @@ class _Loop:
         if not data:
             os.close(fd)
             del self.streams[fd]
-            if fd == self.stdio.stdin_target:
-                self.stdio.stdin_target = None
+            if fd == self.stdin_target:
+                self.stdin_target = None
             return False
         stream = self.streams[fd]
         self.log.write(stream, data)
@@ -417,14 +500,19 @@ class _Loop:
                     self._drop(fd)
 
     def _accept(self) -> None:
-        import socket
+        """Every client waiting in the listener's backlog."""
+        import _socket
 
-        try:
-            client, _ = self.listener.accept()
-        except OSError:
-            return
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(_CLIENT_SEND_TIMEOUT))
-        self.clients[client.fileno()] = client
+        self.listener.setblocking(False)
+        while True:
+            try:
+                fd, _ = self.listener._accept()  # accept4 with SOCK_CLOEXEC
+            except OSError:  # BlockingIOError: none left
+                return
+            client = _socket.socket(fileno=fd)
+            client.setblocking(True)
+            client.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, _timeval(_CLIENT_SEND_TIMEOUT))
+            self.clients[client.fileno()] = client
 
     def _drop(self, fd: int) -> None:
         client = self.clients.pop(fd, None)
@@ -440,20 +528,20 @@ class _Loop:
             self._drop(fd)
             return
         kind, payload = message[0], message[1:]
-        if kind == STDIN and self.stdio.stdin_target is not None and not self.stdin_eof:
+        if kind == STDIN and self.stdin_target is not None and not self.stdin_eof:
             self.stdin_buffer += payload
             self._flush_stdin()
-        elif kind == STDIN_EOF and not self.stdio.tty:
+        elif kind == STDIN_EOF and not self.tty:
             self.stdin_eof = True
             self._flush_stdin()
-        elif kind == RESIZE and self.stdio.tty and len(payload) == 4 and self.stdio.stdin_target is not None:
+        elif kind == RESIZE and self.tty and len(payload) == 4 and self.stdin_target is not None:
             import _struct
 
             from capsa.linux import tty
 
             rows, columns = _struct.unpack("HH", payload)
             try:
-                tty.set_window_size(self.stdio.stdin_target, rows, columns)
+                tty.set_window_size(self.stdin_target, rows, columns)
             except OSError:
                 pass
         elif kind == SIGNAL and len(payload) == 4:
@@ -465,7 +553,7 @@ class _Loop:
                 pass
 
     def _flush_stdin(self) -> None:
-        target = self.stdio.stdin_target
+        target = self.stdin_target
         if target is None:
             self.stdin_buffer.clear()
             return
@@ -477,9 +565,9 @@ class _Loop:
             return
         except OSError:  # the container closed its stdin (EPIPE)
             self.stdin_buffer.clear()
-        if self.stdin_eof and not self.stdin_buffer and not self.stdio.tty:
+        if self.stdin_eof and not self.stdin_buffer and not self.tty:
             os.close(target)
-            self.stdio.stdin_target = None
+            self.stdin_target = None
 
     def send_exit(self, code: int | None) -> None:
         packet = bytes([EXIT]) + (str(code).encode() if code is not None else b"")
