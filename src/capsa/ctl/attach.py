@@ -40,9 +40,12 @@ def attach(ctx, argv: list[str]) -> int:
     attaching.parse_detach_keys(args.detach_keys)  # a bad value is an error before anything happens
     container = find_container(ctx, args.container)
     interactive = bool(container.config.get("Interactive")) and not args.no_stdin
-    code = attaching.attach(ctx.paths, container.id, stdin=0 if interactive else None,
-                            tty=bool(container.config.get("Tty")), detach_keys=args.detach_keys,
-                            sig_proxy=args.sig_proxy)
+    session = attaching.connect(ctx.paths, container.id)
+    from capsa.manager import events
+
+    events.emit(ctx.paths, "attach", id=container.id, name=container.name, image=container.config.get("ImageName", ""))
+    code = session.run(stdin=0 if interactive else None, tty=bool(container.config.get("Tty")),
+                       detach_keys=args.detach_keys, sig_proxy=args.sig_proxy)
     return 0 if code is None else code
 
 
@@ -65,6 +68,9 @@ def exec_command(ctx, argv: list[str]) -> int:
 
     container = find_container(ctx, args.container)  # running or not: the runtime's state says
     env = _env_files(args.env_file) + args.env
+    from capsa.manager import events
+
+    events.emit(ctx.paths, "exec", id=container.id, name=container.name, image=container.config.get("ImageName", ""))
     code = exec_process(ctx.paths, container.id, container.runtime_path, args.command, env=env, user=args.user,
                         workdir=args.workdir, tty=args.tty, interactive=args.interactive, detach=args.detach)
     return 0 if code is None else code

@@ -17,16 +17,7 @@ from __future__ import annotations
 import os
 
 from capsa.manager.errors import InvalidState, ManagerError
-
-
-def error_exit_code(message: str) -> int:
-    """podman's exit code for a process that could not be run: 127 not found, 126 not runnable."""
-    lowered = message.lower()
-    if "not found" in lowered or "no such file" in lowered:
-        return 127
-    if "permission denied" in lowered or "exec format error" in lowered or "is a directory" in lowered:
-        return 126
-    return 125
+from capsa.manager.monitor import error_exit_code
 
 
 class ExecError(ManagerError):
@@ -88,6 +79,8 @@ def build_process(base: dict, args: list[str], *, env: list[str] = (), tty: bool
                 continue
             value = os.environ[key]
         environment = [e for e in environment if e.partition("=")[0] != key] + [f"{key}={value}"]
+    if tty and not any(e.startswith("TERM=") for e in environment):
+        environment.append("TERM=xterm")  # as podman's exec -t
     process["env"] = environment
     if workdir:
         if not workdir.startswith("/"):

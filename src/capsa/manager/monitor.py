@@ -56,11 +56,18 @@ class CreateError(ManagerError):
 
     def __init__(self, message: str):
         super().__init__(message)
-        lowered = message.lower()
-        if "not found" in lowered or "no such file" in lowered:
-            self.exit_code = 127
-        elif "permission denied" in lowered or "exec format error" in lowered or "is a directory" in lowered:
-            self.exit_code = 126
+        self.exit_code = error_exit_code(message)
+
+
+def error_exit_code(message: str) -> int:
+    """podman's exit code for a process that could not be run: 127 not found, 126 not runnable,
+    125 anything else."""
+    lowered = message.lower()
+    if "not found" in lowered or "no such file" in lowered:
+        return 127
+    if "permission denied" in lowered or "exec format error" in lowered or "is a directory" in lowered:
+        return 126
+    return 125
 
 
 def attach_socket(paths, container_id: str) -> str:
