@@ -36,10 +36,21 @@ def main(action: str, options: dict) -> int:
         code = attach.attach(paths, cid, stdin=stdin, tty=options.get("tty", False))
         return _report(code)
     try:
+        keep = []
+        if options.get("hold_port"):  # as ctr does with network.reserve_ports: a socket the monitor holds
+            import socket
+
+            held = socket.socket()
+            held.bind(("127.0.0.1", 0))
+            held.listen(1)
+            print(f"port {held.getsockname()[1]}", flush=True)
+            keep.append(held.fileno())
         pid = monitor.launch(paths, cid, options["bundle"], runtime_path=options.get("runtime"),
                              log_path=options["log"], stdin=bool(options.get("stdin")), tty=options.get("tty", False),
                              log_max_size=options.get("max_size"), log_max_files=options.get("max_files", 1),
-                             warn=lambda text: sys.stderr.write(f"warning: {text}\n"))
+                             keep_fds=keep, warn=lambda text: sys.stderr.write(f"warning: {text}\n"))
+        if keep:
+            held.close()  # the monitor has its own copy
     except monitor.CreateError as err:
         sys.stderr.write(f"Error: {err}\n")
         return err.exit_code

@@ -260,6 +260,24 @@ def test_no_host_fd_reaches_the_container_or_stays_in_the_monitor(setup, tmp_pat
         os.close(fd)
 
 
+def test_kept_fds_are_held_by_the_monitor_until_the_exit_and_never_seen_by_the_container(setup):
+    """keep_fds (the published ports' sockets, network.reserve_ports): the monitor holds them
+    while the container runs, closes them when it exits; the container has only 0-2."""
+    import socket
+
+    cid, bundle = setup.bundle(["sh", "-c", "ls /proc/1/fd; read line"])
+    caller = setup.popen("run", cid, bundle, stdin=True, hold_port=True)
+    port = int(readline(caller).split()[1])
+    assert [readline(caller) for _ in range(3)] == [b"0\n", b"1\n", b"2\n"]
+    probe = socket.create_connection(("127.0.0.1", port), timeout=30)  # held: the listener's backlog takes it
+    probe.close()
+    caller.communicate(b"done\n", timeout=60)
+    assert caller.returncode == 0
+    setup.wait_monitor_gone(cid)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=30)
+
+
 def test_logs_follow_across_rotations_sees_each_line_once(setup):
     """issue 18: a container writing numbered lines fast through several rotations; a follower
     started with it sees each exactly once (max-file large enough that no file is deleted

@@ -76,24 +76,28 @@ def attach_socket(paths, container_id: str) -> str:
 
 def launch(paths, container_id: str, bundle: str, *, runtime_path: str | None, log_path: str,
            on_exit: str | None = None, stdin: bool = False, tty: bool = False, log_max_size: int | None = None,
-           log_max_files: int = 1, warn=None) -> int:
+           log_max_files: int = 1, keep_fds: tuple[int, ...] | list[int] = (), warn=None) -> int:
     """Fork the container's monitor and have it create the container; return the init's pid.
 
     stdin: keep the container's stdin open for attached clients (-i); tty: the container's
-    process has a terminal (process.terminal in its config.json: -t). warn(text) gets what the
-    runtime printed while creating it (runc's warnings); a failed create is a CreateError."""
+    process has a terminal (process.terminal in its config.json: -t). keep_fds: fds of the
+    caller's the monitor holds until the init exits and closes before the exit hook (the
+    published ports' sockets: capsa.manager.network.reserve_ports); never the container's.
+    warn(text) gets what the runtime printed while creating it (runc's warnings); a failed
+    create is a CreateError."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     first = os.fork()
     if first == 0:
         try:
             os.close(read_end)
-            report = _close_inherited_fds(write_end)
+            report = _close_inherited_fds(write_end, keep_fds)
             os.chdir("/")
             os.setsid()
             if os.fork() == 0:
                 _monitor(paths, container_id, bundle, report,
                          {"runtime_path": runtime_path, "log_path": log_path, "on_exit": on_exit, "stdin": stdin,
-                          "tty": tty, "log_max_size": log_max_size, "log_max_files": log_max_files})
+                          "tty": tty, "log_max_size": log_max_size, "log_max_files": log_max_files,
+                          "keep_fds": list(keep_fds)})
         finally:
             os._exit(0)
     os.close(write_end)
@@ -110,18 +114,24 @@ def launch(paths, container_id: str, bundle: str, *, runtime_path: str | None, l
     raise ManagerError(message or f"the monitor of container {container_id[:12]} ended before creating it")
 
 
-def _close_inherited_fds(keep: int) -> int:
-    """Close every fd but `keep` (moved to 3) and 0-2 (set to /dev/null): nothing of the
-    caller's stays open in the monitor or reaches the container."""
-    if keep != 3:
-        os.dup2(keep, 3, inheritable=False)
-        os.close(keep)
-    os.closerange(4, 1 << 20)
+def _close_inherited_fds(report: int, keep_fds) -> int:
+    """Close every fd but the report pipe, `keep_fds` (made close-on-exec: the runtime never passes
+    them on) and 0-2 (set to /dev/null): nothing else of the caller's stays open in the monitor or
+    reaches the container."""
+    keep = sorted({report, *keep_fds})
+    low = 3
+    for fd in keep:
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1 << 20)
+    for fd in keep_fds:
+        os.set_inheritable(fd, False)
     devnull = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
-    return 3
+    return report
 
 
 def _monitor(paths, container_id, bundle, report_fd, options) -> None:
@@ -280,7 +290,8 @@ def _run_monitor(paths, container_id, bundle, report_fd, options) -> int:
              "stdin": str(stdio.stdin_target if stdio.stdin_target is not None else -1),
              "tty": "1" if options["tty"] else "", "listener": str(listener.fileno()), "directory": str(directory_fd),
              "log": options["log_path"], "max_size": str(options["log_max_size"] or ""),
-             "max_files": str(options["log_max_files"]), "on_exit": options["on_exit"] or ""}
+             "max_files": str(options["log_max_files"]), "on_exit": options["on_exit"] or "",
+             "keep": ",".join(str(fd) for fd in options["keep_fds"])}
     _reexec_lean(state)  # returns only where it cannot exec
     return _serve(paths, container_id, process, stdio.streams, stdio.stdin_target, options["tty"], listener,
                   directory_fd, options)
@@ -305,6 +316,7 @@ def _reexec_lean(state: dict) -> None:
         return
     keep = [int(fd.split(":")[0]) for fd in state["streams"].split(",") if fd]
     keep += [int(state["stdin"]), int(state["listener"]), int(state["directory"])]
+    keep += [int(fd) for fd in state["keep"].split(",") if fd]
     for fd in keep:
         if fd >= 0:
             os.set_inheritable(fd, True)
@@ -334,12 +346,15 @@ def serve_lean(arguments: list[str]) -> None:
             fd, _, name = item.partition(":")
             streams[int(fd)] = name
         stdin_target = int(state["stdin"]) if int(state["stdin"]) >= 0 else None
-        fds = [*streams, int(state["listener"]), int(state["directory"])] + ([stdin_target] if stdin_target else [])
+        kept = [int(fd) for fd in state["keep"].split(",") if fd]
+        fds = [*streams, int(state["listener"]), int(state["directory"]), *kept]
+        fds += [stdin_target] if stdin_target else []
         for fd in fds:
             os.set_inheritable(fd, False)
         listener = _socket.socket(fileno=int(state["listener"]))
         options = {"log_path": state["log"], "log_max_size": int(state["max_size"]) if state["max_size"] else None,
-                   "log_max_files": int(state["max_files"]), "on_exit": state["on_exit"] or None}
+                   "log_max_files": int(state["max_files"]), "on_exit": state["on_exit"] or None,
+                   "keep_fds": kept}
         process = Process.open(int(state["pid"]))
         code = _serve(paths, state["id"], process, streams, stdin_target, bool(state["tty"]), listener,
                       int(state["directory"]), options)
@@ -365,6 +380,8 @@ def _serve(paths, container_id, process, streams, stdin_target, tty, listener, d
         os.unlink(f"/proc/self/fd/{directory_fd}/attach")
         listener.close()
         loop.send_exit(status.exit_code)
+    for fd in options.get("keep_fds") or ():
+        os.close(fd)  # the published ports are free again before the clean-up (or a restart)
     if options["on_exit"]:
         module_name, _, function = options["on_exit"].partition(":")
         import importlib
