@@ -73,7 +73,11 @@ CREATE TABLE IF NOT EXISTS volumes (
 
 
 def boot_id() -> str:
-    with open("/proc/sys/kernel/random/boot_id") as f:
+    """The kernel's boot id. CAPSA_BOOT_ID_FILE, when set, names a file read instead: the tests'
+    way to simulate a reboot (a new id) without one."""
+    import os
+
+    with open(os.environ.get("CAPSA_BOOT_ID_FILE") or "/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()
 
 
