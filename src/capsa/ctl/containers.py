@@ -1,0 +1,914 @@
+"""capsactl's container commands: podman's create, run, start, stop, kill, restart, rm, ps,
+inspect, wait, rename, pause, unpause, top, stats, cp, export, mount, unmount, container prune,
+container exists, container cleanup (and exec, through the io part's capsa.manager.execs).
+
+Each parses its flags as podman's does and calls capsa.manager.containers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from capsa.manager.errors import ManagerError
+
+
+def _manager(ctx):
+    from capsa.manager.containers import Containers
+
+    return Containers(ctx.store)
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    # -h is --hostname in create/run, as in podman: help is --help only.
+    parser = argparse.ArgumentParser(prog=f"capsactl {prog}", description=description, add_help=False)
+    parser.add_argument("--help", action="help", help="show this help and exit")
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]):
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise SystemExit(125) from None
+        raise
+
+
+def _each(names: list[str], action, quiet_errors: bool = False) -> int:
+    """Run `action(name)` for each name, printing podman's "Error: ..." for each failure; the
+    exit code is 125 if any failed (the last error's code), else 0."""
+    from capsa.errors import CapsaError
+
+    code = 0
+    for name in names:
+        try:
+            action(name)
+        except CapsaError as err:
+            sys.stderr.write(f"Error: {err}\n")
+            code = getattr(err, "exit_code", 125)
+    return code
+
+
+# --- create and run ----------------------------------------------------------------------------------
+
+def _add_create_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--name", help="assign a name to the container")
+    add("-e", "--env", action="append", default=[], help="set an environment variable (KEY=VALUE, or KEY)")
+    add("--env-file", action="append", default=[], help="read environment variables from a file")
+    add("-v", "--volume", action="append", default=[], dest="volumes",
+        help="bind mount a volume: HOST-DIR:CONTAINER-DIR[:ro] or NAME:CONTAINER-DIR[:ro]")
+    add("--tmpfs", action="append", default=[], help="mount a tmpfs: CONTAINER-DIR[:OPTIONS]")
+    add("-w", "--workdir", help="working directory inside the container")
+    add("-u", "--user", help="user[:group] to run as (name or id)")
+    add("--entrypoint", help="override the image's ENTRYPOINT (a word, or a JSON array)")
+    add("-h", "--hostname", help="the container's host name")
+    add("--read-only", action="store_true", help="mount the container's root filesystem read-only")
+    add("-m", "--memory", help="memory limit (such as 512m, 1g)")
+    add("--cpus", help="number of CPUs")
+    add("--pids-limit", type=int, help="limit on the number of processes (-1: none)")
+    add("--cap-add", action="append", default=[], help="add a capability (or ALL)")
+    add("--cap-drop", action="append", default=[], help="drop a capability (or ALL)")
+    add("--security-opt", action="append", default=[],
+        help="seccomp=unconfined|PROFILE, no-new-privileges, label=..., apparmor=...")
+    add("--init", action="store_true", help="run an init (catatonit) as PID 1 that forwards signals and reaps")
+    add("-l", "--label", action="append", default=[], dest="labels", help="set a label KEY=VALUE")
+    add("--stop-signal", help="signal to stop the container (default: the image's, else SIGTERM)")
+    add("--stop-timeout", type=int, help="seconds to wait before killing after the stop signal (default 10)")
+    add("--network", "--net", default="none", help="none or host (bridge: not yet)")
+    add("--rm", action="store_true", help="remove the container when it exits")
+    add("-i", "--interactive", action="store_true", help="keep STDIN open")
+    add("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    add("--log-opt", action="append", default=[], help="logging driver options (max-size=, max-file=)")
+    add("--pull", choices=["always", "missing", "never", "newer"], default="missing", help="pull policy")
+    add("image")
+    add("command", nargs=argparse.REMAINDER)
+
+
+def _create_options(ctx, args, argv: list[str]) -> dict:
+    if args.restart if hasattr(args, "restart") else False:
+        raise ManagerError("--restart is not supported yet (issue 18)")
+    return {
+        "name": args.name, "env": args.env, "env_file": args.env_file, "volumes": args.volumes,
+        "tmpfs": args.tmpfs, "workdir": args.workdir, "user": args.user, "entrypoint": args.entrypoint,
+        "hostname": args.hostname, "read_only": args.read_only, "memory": args.memory, "cpus": args.cpus,
+        "pids_limit": args.pids_limit, "cap_add": args.cap_add, "cap_drop": args.cap_drop,
+        "security_opt": args.security_opt, "init": args.init, "labels": args.labels,
+        "stop_signal": args.stop_signal, "stop_timeout": args.stop_timeout, "network": args.network,
+        "rm": args.rm, "interactive": args.interactive, "tty": args.tty, "command": args.command,
+        "runtime": ctx.runtime, "log_opts": args.log_opt, "create_command": ["capsactl", *argv],
+    }
+
+
+def _image_for(ctx, reference: str, pull: str) -> str:
+    """The image to create from: pulled first if missing (the images part's pull_if_missing)."""
+    if pull == "never":
+        return reference
+    try:
+        from capsa.manager.images import pull_if_missing
+    except ImportError:
+        return reference
+    pull_if_missing(ctx.store, reference, None)
+    return reference
+
+
+def _create(ctx, args, argv):
+    manager = _manager(ctx)
+    image = _image_for(ctx, args.image, args.pull)
+    return manager, manager.create(image, _create_options(ctx, args, argv))
+
+
+def create(ctx, argv: list[str]) -> int:
+    parser = _parser("create", "Create but do not start a container")
+    _add_create_flags(parser)
+    args = _parse(parser, argv)
+    _, container = _create(ctx, args, argv)
+    print(container.id)
+    return 0
+
+
+def run(ctx, argv: list[str]) -> int:
+    parser = _parser("run", "Run a command in a new container")
+    _add_create_flags(parser)
+    parser.add_argument("-d", "--detach", action="store_true", help="run in the background and print its ID")
+    args = _parse(parser, argv)
+    if args.tty:
+        sys.stderr.write("Warning: -t: terminals are not supported yet; running without one\n")
+    manager, container = _create(ctx, args, argv)
+    if args.detach:
+        try:
+            manager.start(container.id)
+        except BaseException:
+            if args.rm:
+                _remove_quietly(manager, container.id)
+            raise
+        print(container.id)
+        return 0
+    return _run_foreground(manager, container, args.rm)
+
+
+def _run_foreground(manager, container, autoremove: bool) -> int:
+    """Start, wait for the exit, show the output, exit with the container's code. Signals that
+    stop capsactl (Ctrl-C, SIGTERM) are forwarded to the container, as podman's --sig-proxy."""
+    import signal
+
+    from capsa.manager.containers import StartError
+
+    # The exit hook leaves a --rm container to us while we are there to read its exit code.
+    manager.attach_marker(container.id, True)
+    previous = {}
+
+    def forward(signum, frame):
+        try:
+            manager.kill(container.id, signum)
+        except ManagerError:
+            pass
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        previous[signum] = signal.signal(signum, forward)
+    try:
+        try:
+            manager.start(container.id)
+        except StartError:
+            raise
+        code = manager.wait(container.id)
+        # until attach lands: the output is shown once the container has exited, from its log
+        # (the io part's attach streams it live: capsa.manager.attach).
+        _print_log(manager.log_path(container.id))
+        return code
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if autoremove:
+            _remove_quietly(manager, container.id)
+        else:
+            manager.attach_marker(container.id, False)
+
+
+def _print_log(path: str) -> None:
+    """until attach lands: a k8s-file log's records to stdout and stderr, partial lines joined."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with f:
+        out, err = sys.stdout.buffer, sys.stderr.buffer
+        for line in f:
+            parts = line.rstrip(b"\n").split(b" ", 3)
+            if len(parts) < 3:
+                continue
+            stream = err if parts[1] == b"stderr" else out
+            text = parts[3] if len(parts) > 3 else b""
+            stream.write(text + (b"\n" if parts[2] == b"F" else b""))
+        out.flush()
+        err.flush()
+
+
+def _remove_quietly(manager, container_id: str) -> None:
+    try:
+        manager.remove(container_id, force=True, timeout=0)
+    except ManagerError:
+        pass
+
+
+# --- start, stop, kill, restart, rm, wait ------------------------------------------------------------------
+
+def start(ctx, argv: list[str]) -> int:
+    parser = _parser("start", "Start one or more containers")
+    parser.add_argument("-a", "--attach", action="store_true", help="attach to the container's output and wait")
+    parser.add_argument("-i", "--interactive", action="store_true")
+    parser.add_argument("containers", nargs="+")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    if args.attach:
+        if len(args.containers) != 1:
+            raise ManagerError("start --attach takes one container")
+        container = manager.get(args.containers[0])
+        manager.attach_marker(container.id, True)
+        try:
+            manager.start(container.id)
+            code = manager.wait(container.id)
+            _print_log(manager.log_path(container.id))  # until attach lands
+            return code
+        finally:
+            if manager.exists(container.id):
+                current = manager.get(container.id, sync=False)
+                if current.config.get("AutoRemove"):
+                    _remove_quietly(manager, container.id)
+                else:
+                    manager.attach_marker(container.id, False)
+    return _each(args.containers, lambda name: (manager.start(name), print(name)))
+
+
+def stop(ctx, argv: list[str]) -> int:
+    parser = _parser("stop", "Stop one or more containers")
+    parser.add_argument("-t", "--time", type=int, help="seconds to wait before killing the container")
+    parser.add_argument("-a", "--all", action="store_true", help="stop all running containers")
+    parser.add_argument("-i", "--ignore", action="store_true", help="ignore containers that do not exist")
+    parser.add_argument("containers", nargs="*")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    names = _names_or_all(manager, args, lambda c: c.status in ("running", "paused", "stopping"))
+    return _each(names, lambda name: _ignoring(args.ignore, lambda: (manager.stop(name, args.time), print(name))))
+
+
+def _ignoring(ignore: bool, action) -> None:
+    from capsa.manager.errors import NoSuchContainer
+
+    try:
+        action()
+    except NoSuchContainer:
+        if not ignore:
+            raise
+
+
+def _names_or_all(manager, args, selected) -> list[str]:
+    if getattr(args, "all", False):
+        if args.containers:
+            raise ManagerError("--all and container names cannot be given together")
+        return [c.name for c in manager.list() if selected(c)]
+    if not args.containers:
+        raise ManagerError("give at least one container name or ID (or --all)")
+    return args.containers
+
+
+def kill(ctx, argv: list[str]) -> int:
+    parser = _parser("kill", "Kill one or more running containers with a specific signal")
+    parser.add_argument("-s", "--signal", default="KILL", help="signal to send (default SIGKILL)")
+    parser.add_argument("-a", "--all", action="store_true")
+    parser.add_argument("containers", nargs="*")
+    args = _parse(parser, argv)
+    from capsa.manager.ocispec import parse_signal
+
+    signal = parse_signal(args.signal, "--signal")
+    manager = _manager(ctx)
+    names = _names_or_all(manager, args, lambda c: c.status in ("running", "paused"))
+    return _each(names, lambda name: (manager.kill(name, signal), print(name)))
+
+
+def restart(ctx, argv: list[str]) -> int:
+    parser = _parser("restart", "Restart one or more containers")
+    parser.add_argument("-t", "--time", type=int, help="seconds to wait before killing the container")
+    parser.add_argument("-a", "--all", action="store_true")
+    parser.add_argument("--running", action="store_true", help="restart only running containers")
+    parser.add_argument("containers", nargs="*")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    names = _names_or_all(manager, args, lambda c: not args.running or c.status == "running")
+    return _each(names, lambda name: (manager.restart(name, args.time), print(manager.get(name).id)))
+
+
+def rm(ctx, argv: list[str]) -> int:
+    parser = _parser("rm", "Remove one or more containers")
+    parser.add_argument("-f", "--force", action="store_true", help="stop and remove a running container")
+    parser.add_argument("-v", "--volumes", action="store_true", help="remove the container's anonymous volumes")
+    parser.add_argument("-a", "--all", action="store_true", help="remove all containers")
+    parser.add_argument("-i", "--ignore", action="store_true", help="ignore containers that do not exist")
+    parser.add_argument("-t", "--time", type=int, help="seconds to wait for stop before killing (with -f)")
+    parser.add_argument("containers", nargs="*")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    names = _names_or_all(manager, args, lambda c: True)
+    return _each(names, lambda name: _ignoring(args.ignore, lambda: print(
+        manager.remove(name, force=args.force, volumes=args.volumes, timeout=args.time))))
+
+
+def wait(ctx, argv: list[str]) -> int:
+    parser = _parser("wait", "Block on one or more containers")
+    parser.add_argument("--condition", action="append", default=[],
+                        help="state to wait for (default exited; also running, paused, created, stopped)")
+    parser.add_argument("-i", "--interval", default="250ms", help="time between checks (such as 250ms, 1s)")
+    parser.add_argument("containers", nargs="+")
+    args = _parse(parser, argv)
+    conditions = tuple("exited" if c == "stopped" else c for c in args.condition) or ("exited",)
+    interval = _duration(args.interval)
+    manager = _manager(ctx)
+    codes = []
+
+    def one(name):
+        codes.append(manager.wait(name, conditions, interval))
+        print(codes[-1])
+
+    failed = _each(args.containers, one)
+    return failed if failed else 0
+
+
+def _duration(text: str) -> float:
+    text = text.strip()
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(suffix):
+            try:
+                return float(text[: -len(suffix)]) * factor
+            except ValueError:
+                break
+    try:
+        return float(text) / 1000  # podman: a bare number is milliseconds
+    except ValueError:
+        raise ManagerError(f"invalid duration {text!r} (such as 250ms, 1s)") from None
+
+
+# --- ps and inspect ----------------------------------------------------------------------------------
+
+PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedHuman": "CREATED",
+              "Created": "CREATED", "CreatedAt": "CREATED", "RunningFor": "CREATED", "Status": "STATUS",
+              "Ports": "PORTS", "Names": "NAMES", "State": "STATE", "ExitCode": "EXIT CODE", "Pid": "PID",
+              "Labels": "LABELS", "Mounts": "MOUNTS", "Size": "SIZE", "Networks": "NETWORKS", "Pod": "POD ID",
+              "PodName": "PODNAME", "ImageID": "IMAGE ID"}
+
+
+def status_text(container) -> str:
+    """podman's STATUS column: Up 5 seconds ago, Exited (0) 3 minutes ago, Created, Paused, ..."""
+    from capsa.ctl.output import human_time
+
+    state = container.state
+    if container.status in ("running", "stopping"):
+        return f"Up {human_time(state.get('StartedAt', ''))}" if state.get("StartedAt") else "Up"
+    if container.status == "paused":
+        return "Paused"
+    if container.status == "exited":
+        return f"Exited ({container.exit_code}) {human_time(state.get('FinishedAt', ''))}"
+    return container.status.capitalize()
+
+
+def _unix(rfc3339: str | None) -> int:
+    import calendar
+    import time
+
+    if not rfc3339 or rfc3339.startswith("0001"):
+        return -62135596800
+    try:
+        return calendar.timegm(time.strptime(rfc3339[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return -62135596800
+
+
+def ps_entry(container) -> dict:
+    """podman's `ps --format json` keys."""
+    from capsa.ctl.output import human_time
+
+    state = container.state
+    return {
+        "AutoRemove": bool(container.config.get("AutoRemove")),
+        "Command": container.command,
+        "CreatedAt": human_time(container.created),
+        "Exited": container.status == "exited",
+        "ExitedAt": _unix(state.get("FinishedAt")),
+        "ExitCode": container.exit_code,
+        "Id": container.id,
+        "Image": container.config.get("ImageName", ""),
+        "ImageID": container.image_id or "",
+        "IsInfra": False,
+        "Labels": container.config.get("Labels") or None,
+        "Mounts": [m["destination"] for m in container.config.get("Mounts") or []],
+        "Names": [container.name],
+        "Namespaces": {},
+        "Networks": [],
+        "Pid": container.pid,
+        "Pod": "",
+        "PodName": "",
+        "Ports": None,
+        "Size": None,
+        "StartedAt": _unix(state.get("StartedAt")),
+        "State": container.status,
+        "Status": status_text(container),
+        "Created": _unix(container.created),
+    }
+
+
+def ps_template_entry(container) -> dict:
+    """The fields of a ps Go template (podman's psReporter): strings as the table shows them."""
+    from capsa.ctl.output import human_time
+
+    entry = ps_entry(container)
+    entry.update(ID=container.id[:12], Names=container.name, Command=" ".join(container.command),
+                 CreatedHuman=human_time(container.created), RunningFor=human_time(container.created),
+                 Labels=container.config.get("Labels") or {}, Ports="", Mounts=",".join(entry["Mounts"]))
+    return entry
+
+
+def _matches(container, filters: list[str]) -> bool:
+    """podman's ps --filter: id, name, status, label, exited, ancestor; several filters of one
+    key are ORed, different keys ANDed."""
+    import fnmatch
+
+    by_key: dict[str, list[str]] = {}
+    for item in filters:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ManagerError(f"--filter {item!r}: give KEY=VALUE")
+        by_key.setdefault(key, []).append(value)
+    for key, values in by_key.items():
+        if key == "id":
+            ok = any(container.id.startswith(v) for v in values)
+        elif key == "name":
+            ok = any(v in container.name or fnmatch.fnmatch(container.name, v) for v in values)
+        elif key == "status":
+            ok = container.status in values or ("stopped" in values and container.status == "exited")
+        elif key == "label":
+            labels = container.config.get("Labels") or {}
+            ok = all(_label_match(labels, v) for v in values)
+        elif key == "exited":
+            ok = container.status == "exited" and str(container.exit_code) in values
+        elif key == "ancestor":
+            ok = any(v in (container.config.get("ImageName", ""), container.config.get("Image", ""))
+                     or container.image_id.startswith(v) for v in values)
+        else:
+            raise ManagerError(f"--filter {key!r}: unsupported (id, name, status, label, exited, ancestor)")
+        if not ok:
+            return False
+    return True
+
+
+def _label_match(labels: dict, wanted: str) -> bool:
+    key, eq, value = wanted.partition("=")
+    return key in labels and (not eq or labels[key] == value)
+
+
+def ps(ctx, argv: list[str]) -> int:
+    parser = _parser("ps", "List containers")
+    parser.add_argument("-a", "--all", action="store_true", help="show all containers, not only running ones")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the container IDs")
+    parser.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
+    parser.add_argument("-f", "--filter", action="append", default=[], help="filter: KEY=VALUE")
+    parser.add_argument("--format", help="json, or a Go template such as {{.ID}} {{.Names}}")
+    parser.add_argument("-n", "--last", type=int, default=-1, help="the N last created containers")
+    parser.add_argument("-l", "--latest", action="store_true", help="the last created container")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    containers = [c for c in manager.list()
+                  if (args.all or args.filter or c.status in ("running", "paused", "stopping") or args.last > 0
+                      or args.latest) and _matches(c, args.filter)]
+    containers.reverse()  # newest first, as podman
+    if args.latest:
+        containers = containers[:1]
+    elif args.last >= 0:
+        containers = containers[:args.last]
+    out = sys.stdout
+    if args.quiet:
+        out.write("".join(f"{c.id if args.no_trunc else c.id[:12]}\n" for c in containers))
+        return 0
+    from capsa.ctl import format as fmt
+
+    if args.format and fmt.is_json(args.format):
+        out.write(fmt.dump_json([ps_entry(c) for c in containers]))
+        return 0
+    if args.format:
+        out.write(fmt.render(args.format, [ps_template_entry(c) for c in containers], PS_HEADERS))
+        return 0
+    template = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.CreatedHuman}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+    entries = []
+    for c in containers:
+        entry = ps_template_entry(c)
+        if args.no_trunc:
+            entry["ID"] = c.id
+        elif len(entry["Command"]) > 17:
+            entry["Command"] = entry["Command"][:17] + "…"
+        entries.append(entry)
+    out.write(fmt.render(template, entries, PS_HEADERS))
+    return 0
+
+
+def inspect(ctx, argv: list[str], kind: str | None = None) -> int:
+    parser = _parser("inspect", "Display the configuration of object denoted by ID")
+    parser.add_argument("-f", "--format", help="json (default) or a Go template such as {{.State.Status}}")
+    parser.add_argument("-s", "--size", action="store_true", help="show the container's size (ignored)")
+    parser.add_argument("-l", "--latest", action="store_true", help="the last created container")
+    parser.add_argument("-t", "--type", default=kind or "all", choices=["all", "container", "image", "volume"])
+    parser.add_argument("names", nargs="*")
+    args = _parse(parser, argv)
+    from capsa.errors import CapsaError
+    from capsa.manager.containers import inspect_data
+
+    manager = _manager(ctx)
+    names = list(args.names)
+    if args.latest:
+        latest = manager.list()
+        if not latest:
+            raise ManagerError("no containers to inspect")
+        names.append(latest[-1].id)
+    if not names:
+        raise ManagerError("give at least one name or ID to inspect")
+    documents = []
+    code = 0
+    for name in names:
+        try:
+            documents.append(_inspect_one(ctx, manager, name, args.type, inspect_data))
+        except CapsaError as err:
+            sys.stderr.write(f"Error: {err}\n")
+            code = 125
+    from capsa.ctl import format as fmt
+
+    if args.format and not fmt.is_json(args.format):
+        sys.stdout.write(fmt.render(args.format, documents))
+    else:
+        sys.stdout.write(fmt.dump_json(documents))
+    return code
+
+
+def _inspect_one(ctx, manager, name: str, kind: str, inspect_data) -> dict:
+    from capsa.manager.errors import NoSuchContainer, NoSuchImage, NoSuchVolume
+
+    if kind in ("all", "container"):
+        try:
+            return inspect_data(manager, manager.get(name))
+        except NoSuchContainer:
+            if kind == "container":
+                raise
+    if kind in ("all", "image"):
+        try:
+            image = ctx.images.resolve(name)
+        except NoSuchImage:
+            if kind == "image":
+                raise
+        else:
+            return image_inspect_data(image)
+    if kind in ("all", "volume"):
+        try:
+            volume = manager.volumes.get(name)
+        except NoSuchVolume:
+            if kind == "volume":
+                raise
+        else:
+            return volume.inspect()
+    raise ManagerError(f"no such object: {name!r}")
+
+
+def image_inspect_data(image) -> dict:
+    """The images part's `images.inspect_data(image)`, or the key fields if it is not there yet."""
+    try:
+        from capsa.manager.images import inspect_data
+    except ImportError:
+        inspect_data = None
+    if inspect_data is not None:
+        return inspect_data(image)
+    config = image.config
+    return {"Id": image.id, "Digest": image.digest or "", "RepoTags": image.names, "RepoDigests": [],
+            "Created": config.get("created", image.created), "Config": config.get("config") or {},
+            "Architecture": config.get("architecture", ""), "Os": config.get("os", ""), "Size": image.size,
+            "RootFS": {"Type": "layers", "Layers": (config.get("rootfs") or {}).get("diff_ids", [])},
+            "History": config.get("history") or [], "NamesHistory": image.names}
+
+
+def container_inspect(ctx, argv: list[str]) -> int:
+    return inspect(ctx, argv, kind="container")
+
+
+def exists(ctx, argv: list[str]) -> int:
+    parser = _parser("container exists", "Check if a container exists in local storage")
+    parser.add_argument("name")
+    args = _parse(parser, argv)
+    return 0 if _manager(ctx).exists(args.name) else 1
+
+
+# --- rename, pause, unpause, top, stats -------------------------------------------------------------------
+
+def rename(ctx, argv: list[str]) -> int:
+    parser = _parser("rename", "Rename an existing container")
+    parser.add_argument("container")
+    parser.add_argument("new_name")
+    args = _parse(parser, argv)
+    _manager(ctx).rename(args.container, args.new_name)
+    return 0
+
+
+def pause(ctx, argv: list[str]) -> int:
+    return _freeze_command(ctx, argv, "pause")
+
+
+def unpause(ctx, argv: list[str]) -> int:
+    return _freeze_command(ctx, argv, "unpause")
+
+
+def _freeze_command(ctx, argv: list[str], word: str) -> int:
+    parser = _parser(word, f"{word.capitalize()} all the processes in one or more containers")
+    parser.add_argument("-a", "--all", action="store_true")
+    parser.add_argument("containers", nargs="*")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    names = _names_or_all(manager, args, lambda c: c.status == ("running" if word == "pause" else "paused"))
+    action = manager.pause if word == "pause" else manager.unpause
+    return _each(names, lambda name: (action(name), print(manager.get(name).id)))
+
+
+TOP_DEFAULT = ["user", "pid", "ppid", "pcpu", "etime", "tty", "time", "args"]
+TOP_HEADERS = {"user": "USER", "pid": "PID", "ppid": "PPID", "pcpu": "%CPU", "etime": "ELAPSED", "tty": "TTY",
+               "time": "TIME", "args": "COMMAND", "comm": "COMMAND", "group": "GROUP", "nice": "NI",
+               "rss": "RSS", "vsz": "VSZ", "pgid": "PGID", "stat": "STAT", "huser": "HUSER", "hpid": "HPID"}
+TOP_ALIASES = {"%cpu": "pcpu", "etime": "etime", "cmd": "args", "command": "args", "ni": "nice"}
+
+
+def top(ctx, argv: list[str]) -> int:
+    parser = _parser("top", "Display the running processes of a container")
+    parser.add_argument("container")
+    parser.add_argument("descriptors", nargs="*", help="ps(1) format descriptors (default: podman's)")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    pids = manager.processes(args.container)
+    descriptors = []
+    for item in args.descriptors or TOP_DEFAULT:
+        for word in item.split(","):
+            word = TOP_ALIASES.get(word.lower(), word.lower())
+            if word not in TOP_HEADERS:
+                raise ManagerError(f"top: unknown descriptor {word!r} ({', '.join(sorted(TOP_HEADERS))})")
+            descriptors.append(word)
+    container = manager.get(args.container)
+    from capsa.ctl import format as fmt
+
+    rows = ["\t".join(TOP_HEADERS[d] for d in descriptors)]
+    rootfs = manager.storage.merged(container.id)
+    names = _passwd_names(rootfs)
+    for pid in pids:
+        info = _process_info(pid, names)
+        if info is not None:
+            rows.append("\t".join(str(info.get(d, "")) for d in descriptors))
+    sys.stdout.write(fmt.align("\n".join(rows) + "\n", padding=3))
+    return 0
+
+
+def _passwd_names(rootfs: str) -> dict[int, str]:
+    from capsa.manager.ocispec import _read_in_root
+
+    names = {}
+    for line in _read_in_root(rootfs, "/etc/passwd").splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2].isdigit():
+            names.setdefault(int(fields[2]), fields[0])
+    return names
+
+
+def _process_info(pid: int, names: dict[int, str]) -> dict | None:
+    """podman top's columns from /proc (the container's view of its users; host pids)."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    started = int(fields[19]) / ticks
+    elapsed = max(uptime - started, 0.0)
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    uid = int(status["Uid"].split()[1])
+    gid = int(status["Gid"].split()[1])
+    tty = int(fields[4])
+    return {"user": names.get(uid, str(uid)), "pid": pid, "ppid": int(fields[1]),
+            "pcpu": f"{100 * cpu / elapsed:.3f}" if elapsed > 0 else "0.000",
+            "etime": _elapsed(elapsed), "tty": "?" if tty == 0 else f"pts/{tty & 0xff}",
+            "time": _cpu_time(cpu), "args": cmdline or f"[{comm}]", "comm": comm, "group": str(gid),
+            "nice": int(fields[16]), "rss": int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024,
+            "vsz": int(fields[20]) // 1024, "pgid": int(fields[2]), "stat": fields[0], "huser": str(uid),
+            "hpid": pid}
+
+
+def _elapsed(seconds: float) -> str:
+    """Go's time.Duration as podman top prints it: 1m2.5s, 3.2s, 1h0m5s."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{int(hours)}h{int(minutes)}m{secs:.0f}s"
+    if minutes:
+        return f"{int(minutes)}m{secs:.0f}s"
+    return f"{secs:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _cpu_time(seconds: float) -> str:
+    return f"{int(seconds)}s"
+
+
+STATS_TEMPLATE = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t"
+                  "{{.BlockIO}}\t{{.PIDs}}\t{{.CPU}}\t{{.AVGCPU}}")
+STATS_HEADERS = {"ID": "ID", "Name": "NAME", "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT",
+                 "MemPerc": "MEM %", "NetIO": "NET IO", "BlockIO": "BLOCK IO", "PIDs": "PIDS", "CPU": "CPU TIME",
+                 "AVGCPU": "AVG CPU %"}
+
+
+def stats(ctx, argv: list[str]) -> int:
+    parser = _parser("stats", "Display a live stream of container resource usage statistics")
+    parser.add_argument("--no-stream", action="store_true", help="print one sample and exit")
+    parser.add_argument("-a", "--all", action="store_true", help="all containers (default: running ones)")
+    parser.add_argument("--format", help="json or a Go template")
+    parser.add_argument("--no-reset", action="store_true")
+    parser.add_argument("-i", "--interval", type=int, default=5)
+    parser.add_argument("containers", nargs="*")
+    args = _parse(parser, argv)
+    if not args.no_stream:
+        raise ManagerError("stats: only --no-stream is supported yet")
+    manager = _manager(ctx)
+    if args.containers:
+        containers = [manager.get(name) for name in args.containers]
+        for container in containers:
+            if container.status not in ("running", "paused", "stopping"):
+                raise ManagerError(f"container {container.name} is not running: no statistics")
+    else:
+        containers = [c for c in manager.list() if c.status in ("running", "paused", "stopping")]
+    entries = [_stats_entry(manager, c) for c in containers]
+    from capsa.ctl import format as fmt
+
+    if args.format and fmt.is_json(args.format):
+        sys.stdout.write(fmt.dump_json(entries))
+    else:
+        sys.stdout.write(fmt.render(args.format or STATS_TEMPLATE, entries, STATS_HEADERS))
+    return 0
+
+
+def _stats_entry(manager, container) -> dict:
+    """podman's stats fields from the cgroup's figures (runc's events --stats shape)."""
+    import time
+
+    from capsa.ctl.output import human_size
+
+    try:
+        data = manager.stats(container)
+    except Exception as err:  # noqa: BLE001 - the container went away while we looked
+        raise ManagerError(f"cannot read the statistics of {container.name}: {err}") from None
+    cpu_ns = ((data.get("cpu") or {}).get("usage") or {}).get("total", 0)
+    memory = data.get("memory") or {}
+    usage = (memory.get("usage") or {}).get("usage", 0)
+    limit = (memory.get("usage") or {}).get("limit", 0)
+    try:
+        with open("/proc/meminfo") as f:
+            total = int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        total = 0
+    if not limit or limit > total > 0:
+        limit = total
+    blkio = data.get("blkio") or {}
+    read = sum(e.get("value", 0) for e in blkio.get("ioServiceBytesRecursive") or [] if e.get("op", "").lower() == "read")
+    write = sum(e.get("value", 0) for e in blkio.get("ioServiceBytesRecursive") or []
+                if e.get("op", "").lower() == "write")
+    pids = (data.get("pids") or {}).get("current", 0)
+    started = _unix(container.state.get("StartedAt"))
+    uptime = max(time.time() - started, 1e-9)
+    average = 100 * cpu_ns / 1e9 / uptime
+    net_rx = sum(i.get("rx_bytes", 0) for i in data.get("network_interfaces") or [])
+    net_tx = sum(i.get("tx_bytes", 0) for i in data.get("network_interfaces") or [])
+    return {"ID": container.id[:12], "ContainerID": container.id, "Name": container.name,
+            "CPUPerc": f"{average:.2f}%", "CPU": f"{cpu_ns / 1e9:.6g}s", "CPUNano": cpu_ns,
+            "AVGCPU": f"{average:.2f}%", "MemUsage": f"{human_size(usage)} / {human_size(limit)}",
+            "MemPerc": f"{100 * usage / limit:.2f}%" if limit else "0.00%", "MemUsageBytes": usage,
+            "MemLimit": limit, "NetIO": f"{human_size(net_rx)} / {human_size(net_tx)}",
+            "BlockIO": f"{human_size(read)} / {human_size(write)}", "PIDs": pids}
+
+
+# --- cp, export, mount, unmount ----------------------------------------------------------------------------
+
+def cp(ctx, argv: list[str]) -> int:
+    parser = _parser("cp", "Copy files/folders between a container and the local filesystem")
+    parser.add_argument("-a", "--archive", action="store_true", default=True, help="keep ownership (default)")
+    parser.add_argument("source")
+    parser.add_argument("destination")
+    args = _parse(parser, argv)
+    source, destination = _cp_side(args.source), _cp_side(args.destination)
+    if (source[0] is None) == (destination[0] is None):
+        raise ManagerError("cp: exactly one of the source and the destination must be CONTAINER:PATH")
+    manager = _manager(ctx)
+    from capsa.manager import copy
+
+    if source[0] is not None:
+        with manager.mounted_rootfs(source[0]) as (_, rootfs):
+            copy.copy_out(rootfs, source[1], destination[1])
+    else:
+        with manager.mounted_rootfs(destination[0]) as (_, rootfs):
+            copy.copy_in(source[1], rootfs, destination[1])
+    return 0
+
+
+def _cp_side(text: str) -> tuple[str | None, str]:
+    if text.startswith("/") or text.startswith(".") or ":" not in text:
+        return None, text
+    name, _, path = text.partition(":")
+    return name, path or "/"
+
+
+def export(ctx, argv: list[str]) -> int:
+    parser = _parser("export", "Export container's filesystem contents as a tar archive")
+    parser.add_argument("-o", "--output", help="write to a file (default: stdout)")
+    parser.add_argument("container")
+    args = _parse(parser, argv)
+    if args.output is None and sys.stdout.isatty():
+        raise ManagerError("refusing to export to a terminal: use -o FILE or redirect stdout")
+    manager = _manager(ctx)
+    from capsa.manager import copy
+
+    with manager.mounted_rootfs(args.container) as (_, rootfs):
+        if args.output:
+            with open(args.output, "wb") as f:
+                copy.export_tar(rootfs, f)
+        else:
+            copy.export_tar(rootfs, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+    return 0
+
+
+def mount(ctx, argv: list[str]) -> int:
+    parser = _parser("mount", "Mount a working container's root filesystem")
+    parser.add_argument("--notruncate", action="store_true")
+    parser.add_argument("containers", nargs="*")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    if not args.containers:
+        for container in manager.list():
+            if container.state.get("UserMounts"):
+                print(f"{container.id if args.notruncate else container.id[:12]}  "
+                      f"{manager.storage.merged(container.id)}")
+        return 0
+    return _each(args.containers, lambda name: print(manager.mount(name)))
+
+
+def unmount(ctx, argv: list[str]) -> int:
+    parser = _parser("unmount", "Unmount working container's root filesystem")
+    parser.add_argument("-f", "--force", action="store_true", help="unmount however many times it was mounted")
+    parser.add_argument("-a", "--all", action="store_true")
+    parser.add_argument("containers", nargs="*")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    names = _names_or_all(manager, args, lambda c: bool(c.state.get("UserMounts")))
+    return _each(names, lambda name: (manager.unmount(name, args.force), print(manager.get(name).id)))
+
+
+# --- prune, cleanup, exec ------------------------------------------------------------------------------------
+
+def prune(ctx, argv: list[str]) -> int:
+    parser = _parser("container prune", "Remove all non running containers")
+    parser.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    args = _parse(parser, argv)
+    if not args.force and sys.stdin.isatty():
+        sys.stdout.write("WARNING! This will remove all non running containers.\nAre you sure you want to "
+                         "continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    for container_id, _ in _manager(ctx).prune():
+        print(container_id)
+    return 0
+
+
+def cleanup(ctx, argv: list[str]) -> int:
+    """podman's `container cleanup`: finish what a container's exit left (the monitor does it;
+    this is for a container whose monitor was killed)."""
+    parser = _parser("container cleanup", "Clean up network and mountpoints of one or more containers")
+    parser.add_argument("-a", "--all", action="store_true")
+    parser.add_argument("containers", nargs="*")
+    args = _parse(parser, argv)
+    manager = _manager(ctx)
+    names = _names_or_all(manager, args, lambda c: True)
+    return _each(names, lambda name: print(manager.get(name).id))  # get() syncs: that is the clean-up
+
+
+def exec(ctx, argv: list[str]) -> int:  # noqa: A001 - podman's command name
+    """podman's exec: the io part's capsa.manager.execs does it."""
+    try:
+        from capsa.manager import execs
+    except ImportError:
+        raise ManagerError("exec is not available yet (capsa.manager.execs)") from None
+    return execs.exec_command(_manager(ctx), argv)
