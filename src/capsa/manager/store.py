@@ -145,6 +145,20 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def closed_for_fork(self) -> Iterator[None]:
+        """Closed while the block forks a process that will open the store itself (a monitor):
+        SQLite's table of the process's file locks is in memory a fork copies, and a child whose
+        copy names the parent's locks can lose its own commits (or the parent's). Reopened after."""
+        # close() leaves a "zombie" connection, its files open, while prepared statements
+        # live (the connection's statement cache): dropping the connection finalises them.
+        self.db.close()
+        self.db = None
+        try:
+            yield
+        finally:
+            self.__init__(self.paths)
+
 
 class _Cursor:
     """The connection inside a transaction, with JSON helpers for the JSON columns."""
