@@ -424,11 +424,14 @@ class Containers:
 
         write_atomic(os.path.join(bundle, "config.json"), dumps(spec), 0o600)
         try:
-            pid = monitor.launch(self.paths, container.id, bundle, runtime_path=container.runtime_path,
-                                 log_path=self.log_path(container.id), on_exit=ON_EXIT)
-        except ManagerError as err:
+            with self.store.closed_for_fork():
+                pid = monitor.launch(self.paths, container.id, bundle, runtime_path=container.runtime_path,
+                                     log_path=self.log_path(container.id), on_exit=ON_EXIT)
+        except (ManagerError, OSError) as err:  # OSError: no fork (EAGAIN: the machine's process limit)
             storage.unmount(container.id)
-            raise StartError(f"{container.name}: {err}", start_error_code(str(err))) from None
+            code = start_error_code(str(err))
+            self._record_exit(container.id, code, error=str(err))
+            raise StartError(f"{container.name}: {err}", code) from None
         monitor_entry = self._read_monitor(container.id)
         with self.store.transaction() as db:
             current = self._read(container.id, db)
@@ -866,11 +869,19 @@ def on_exit(paths, container_id: str, status) -> None:
     opens a Store of its own."""
     from capsa.manager.store import Store
 
-    store = Store(paths)
     try:
-        Containers(store, refresh=False).exited(container_id, status)
-    finally:
-        store.close()
+        store = Store(paths)
+        try:
+            Containers(store, refresh=False).exited(container_id, status)
+        finally:
+            store.close()
+    except BaseException:
+        # The monitor has no stdio: the failure goes where `inspect` and a person can find it.
+        import traceback
+
+        with open(os.path.join(paths.monitor(container_id), "exit-hook.error"), "a") as f:
+            f.write(traceback.format_exc())
+        raise
 
 
 def inspect_data(manager: Containers, container: Container) -> dict:

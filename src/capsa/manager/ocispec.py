@@ -475,9 +475,11 @@ def _mounts(defaults: list[dict], options: dict, volumes: list[dict], userdata: 
         mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": os.path.join(userdata, name),
                        "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev"]})
     if options.get("read_only"):
-        for destination in ("/tmp", "/var/tmp", "/run"):
+        # podman's read-only-tmpfs (without its tmpcopyup, which capsa does not do: the
+        # image's files under these directories are not copied in)
+        for destination, mode in (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")):
             mounts.append({"destination": destination, "type": "tmpfs", "source": "tmpfs",
-                           "options": ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]})
+                           "options": ["rw", "rprivate", "nosuid", "nodev", f"mode={mode}"]})
     if options.get("init"):
         mounts.append({"destination": INIT_PATH, "type": "bind", "source": INIT_BINARY,
                        "options": ["bind", "ro", "nosuid", "nodev"]})

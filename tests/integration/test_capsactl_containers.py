@@ -1,0 +1,366 @@
+"""capsactl's containers end to end, as root, through the worktree's capsactl: records, the
+monitor's exit hook, the flags seen from inside the container, parallel calls, crashes and the
+boot refresh (issue 17, containers part)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def capsactl_command() -> list[str]:
+    launcher = os.path.join(os.path.dirname(sys.executable), "capsactl")
+    if os.access(launcher, os.X_OK):
+        return [launcher]
+    return [sys.executable, "-c", "import sys; from capsa.ctl import main; sys.exit(main())"]
+
+
+class Ctl:
+    """capsactl with a private --root/--runroot under the test's tmp_path."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.root = os.path.join(base, "graph")
+        self.runroot = os.path.join(base, "run")
+        self.command = [*capsactl_command(), "--root", self.root, "--runroot", self.runroot]
+
+    def __call__(self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 120,
+                 input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([*self.command, *args], capture_output=True, text=True, timeout=timeout,
+                                env={**os.environ, **(env or {})}, input=input)
+        if check and result.returncode != 0:
+            raise AssertionError(f"capsactl {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def popen(self, *args: str, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen([*self.command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, **kwargs)
+
+    def inspect(self, name: str) -> dict:
+        return json.loads(self("inspect", name).stdout)[0]
+
+    def ps(self) -> list[dict]:
+        return json.loads(self("ps", "-a", "--format", "json").stdout)
+
+    def events(self) -> list[dict]:
+        path = os.path.join(self.root, "events", "events.log")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f]
+
+
+def mounts_under(path: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(path)]
+
+
+def monitors_of(ctl: Ctl) -> list[int]:
+    """Processes still running with this store's run root in their environment or arguments:
+    the container's monitors are forks of capsactl, recognised by their monitors/ pid files."""
+    found = []
+    directory = os.path.join(ctl.runroot, "monitors")
+    if not os.path.isdir(directory):
+        return found
+    for container_id in os.listdir(directory):
+        try:
+            with open(os.path.join(directory, container_id, "pid")) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            continue
+        if os.path.exists(f"/proc/{pid}"):
+            found.append(pid)
+    return found
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(rootfs_template):
+    return rootfs_template
+
+
+@pytest.fixture
+def ctl(tmp_path, busybox_rootfs):
+    ctl = Ctl(str(tmp_path))
+    ctl("import", "-q", "-c", 'CMD ["sh"]', busybox_rootfs, "busybox")
+    yield ctl
+    ctl("rm", "-a", "-f", "-t", "0", check=False)
+    leftovers = mounts_under(str(tmp_path))
+    for pid in monitors_of(ctl):
+        os.kill(pid, signal.SIGKILL)
+    for mount in reversed(leftovers):
+        subprocess.run(["umount", "-l", mount], check=False)
+    assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- step 1: lifecycle ----------------------------------------------------------------------------------
+
+def test_run_foreground_gives_output_and_exit_code(ctl):
+    result = ctl("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert result.returncode == 3
+    assert result.stdout == "out\n"
+    assert "err" in result.stderr
+    assert ctl.ps() == []
+
+
+def test_run_detached_then_stop_records_the_exit(ctl):
+    container_id = ctl("run", "-d", "--name", "web", "busybox", "sleep", "1000").stdout.strip()
+    assert len(container_id) == 64
+    [entry] = json.loads(ctl("ps", "--format", "json").stdout)
+    assert entry["Names"] == ["web"] and entry["State"] == "running"
+    state = ctl.inspect("web")["State"]
+    assert state["Running"] and state["Status"] == "running"
+    with open(f"/proc/{state['Pid']}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[0] == b"sleep"
+    merged = ctl.inspect("web")["GraphDriver"]["Data"]["MergedDir"]
+    assert merged in mounts_under(ctl.base)
+    # sleep as pid 1 ignores SIGTERM: stop sends SIGKILL after the timeout, as podman's stop.
+    assert ctl("stop", "-t", "1", "web").stdout == "web\n"
+    state = ctl.inspect("web")["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 137 and state["Pid"] == 0
+    assert not state["FinishedAt"].startswith("0001") and not state["OOMKilled"]
+    assert merged not in mounts_under(ctl.base)  # the exit hook unmounted the rootfs
+    assert not os.path.exists(os.path.join(ctl.runroot, "runtime", container_id))  # and deleted the container
+    died = [e for e in ctl.events() if e["Status"] == "died" and e["ID"] == container_id]
+    assert died and died[-1]["Attributes"]["containerExitCode"] == "137"
+    assert "Exited (137)" in ctl("ps", "-a").stdout
+
+
+def test_stop_sends_the_stop_signal_first(ctl):
+    ctl("run", "-d", "--name", "trapper", "--stop-signal", "USR1", "busybox", "sh", "-c",
+        "trap 'exit 7' USR1; while true; do sleep 0.1; done")
+    ctl("stop", "-t", "60", "trapper")
+    assert ctl.inspect("trapper")["State"]["ExitCode"] == 7
+
+
+def test_kill_and_wait(ctl):
+    ctl("run", "-d", "--name", "k", "busybox", "sh", "-c", "trap 'exit 5' TERM; while true; do sleep 0.1; done")
+    waiter = ctl.popen("wait", "k")
+    ctl("kill", "-s", "TERM", "k")
+    out, _ = waiter.communicate(timeout=60)
+    assert out.strip() == "5"
+    assert waiter.returncode == 0
+    assert ctl.inspect("k")["State"]["Status"] == "exited"
+
+
+def test_create_start_wait_rm(ctl):
+    container_id = ctl("create", "--name", "c", "busybox", "sh", "-c", "exit 4").stdout.strip()
+    assert ctl.inspect("c")["State"]["Status"] == "created"
+    assert ctl("start", "c").stdout == "c\n"
+    assert ctl("wait", "c").stdout.strip() == "4"
+    assert ctl("rm", "c").stdout.strip() == container_id
+    assert ctl.ps() == []
+    assert not os.path.exists(os.path.join(ctl.root, "containers", container_id))
+
+
+def test_detached_rm_container_removes_itself(ctl):
+    ctl("run", "-d", "--rm", "--name", "gone", "busybox", "true")
+    wait_until(lambda: ctl.ps() == [], "the --rm container to remove itself")
+    assert [e["Status"] for e in ctl.events() if e["Name"] == "gone"][-1] == "remove"
+
+
+def test_rm_of_a_running_container_needs_force(ctl):
+    ctl("run", "-d", "--name", "busy", "busybox", "sleep", "1000")
+    result = ctl("rm", "busy", check=False)
+    assert result.returncode == 125
+    assert "busy" in result.stderr and "running" in result.stderr and "--force" in result.stderr
+    assert ctl.inspect("busy")["State"]["Status"] == "running"
+    ctl("rm", "-f", "-t", "0", "busy")
+    assert ctl.ps() == []
+
+
+def test_command_not_found_is_127(ctl):
+    result = ctl("run", "--name", "nf", "busybox", "nosuchcommand", check=False)
+    assert result.returncode == 127
+    assert "nosuchcommand" in result.stderr
+    state = ctl.inspect("nf")["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 127
+
+
+def test_unknown_and_ambiguous_containers_are_clear_errors(ctl):
+    result = ctl("inspect", "--type", "container", "nosuch", check=False)
+    assert result.returncode == 125 and "no container with name or ID 'nosuch'" in result.stderr
+    for verb in ("start", "stop", "rm", "kill", "wait"):
+        result = ctl(verb, "nosuch", check=False)
+        assert result.returncode == 125 and "nosuch" in result.stderr, verb
+    ids = [ctl("create", "busybox", "true").stdout.strip() for _ in range(40)]
+    # Among 40 ids some share their first hex digit: that prefix is ambiguous.
+    first = {}
+    for container_id in ids:
+        first.setdefault(container_id[0], []).append(container_id)
+    prefix = next(p for p, members in first.items() if len(members) > 1)
+    result = ctl("inspect", prefix, check=False)
+    assert result.returncode == 125 and "more than one container matches" in result.stderr
+    unique = ids[0][:12]
+    assert ctl.inspect(unique)["Id"] == ids[0]
+
+
+# --- step 2: the spec, seen from inside --------------------------------------------------------------------
+
+def run_output(ctl, *args: str) -> str:
+    result = ctl("run", "--rm", *args, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def status_field(text: str, field: str) -> str:
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {field} in {text!r}")
+
+
+def test_image_config_gives_the_default_process(ctl, busybox_rootfs):
+    ctl("import", "-q", "-c", 'ENTRYPOINT ["/bin/sh", "-c"]', "-c", 'CMD ["echo $GREETING from $(pwd)"]',
+        "-c", "ENV GREETING=hello", "-c", "WORKDIR /etc", "-c", "USER 1000", busybox_rootfs, "configured")
+    assert run_output(ctl, "configured") == "hello from /etc\n"
+    assert run_output(ctl, "configured", "id -u") == "1000\n"
+    assert run_output(ctl, "-e", "GREETING=hi", "-w", "/tmp", "configured") == "hi from /tmp\n"
+    assert run_output(ctl, "--entrypoint", "echo", "configured", "plain") == "plain\n"
+    assert run_output(ctl, "--entrypoint", '["printf", "%s-%s"]', "configured", "a", "b") == "a-b"
+
+
+def test_env_user_workdir_hostname(ctl, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nFROM_FILE=1\nBOTH=file\n")
+    out = run_output(ctl, "--env-file", str(env_file), "-e", "BOTH=flag", "-e", "HOME_X", "-u", "1000:1000",
+                     "-w", "/tmp", "--hostname", "box1", "busybox", "sh", "-c",
+                     'echo $FROM_FILE $BOTH; id -u; id -g; pwd; hostname; cat /etc/hostname', )
+    assert out.split("\n")[:6] == ["1 flag", "1000", "1000", "/tmp", "box1", "box1"]
+    # a user name is looked up in the image's /etc/passwd
+    assert run_output(ctl, "-u", "nobody", "busybox", "id", "-un") == "nobody\n"
+    result = ctl("run", "--rm", "-u", "nosuchuser", "busybox", "true", check=False)
+    assert result.returncode == 125 and "nosuchuser" in result.stderr
+
+
+def test_read_only_tmpfs_and_bind_volumes(ctl, tmp_path):
+    host = tmp_path / "share"
+    host.mkdir()
+    (host / "file").write_text("from the host\n")
+    out = run_output(ctl, "--read-only", "--tmpfs", "/scratch:size=1m", "-v", f"{host}:/data:ro",
+                     "-v", f"{host}:/rw", "busybox", "sh", "-c",
+                     "touch /x 2>/dev/null && echo root-writable || echo root-ro; "
+                     "touch /tmp/x && echo tmp-writable; "
+                     "grep ' /scratch ' /proc/mounts | cut -d' ' -f3; "
+                     "cat /data/file; touch /data/y 2>/dev/null && echo data-writable || echo data-ro; "
+                     "echo written > /rw/new")
+    assert out.splitlines() == ["root-ro", "tmp-writable", "tmpfs", "from the host", "data-ro"]
+    assert (host / "new").read_text() == "written\n"
+    result = ctl("run", "--rm", "-v", f"{tmp_path}/missing:/m", "busybox", "true", check=False)
+    assert result.returncode == 125 and "does not exist" in result.stderr
+    assert ctl.ps() == []
+
+
+def test_named_volumes_persist_and_are_refcounted(ctl):
+    ctl("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f")
+    assert run_output(ctl, "-v", "data:/data:ro", "busybox", "cat", "/data/f") == "kept\n"
+    volume = json.loads(ctl("volume", "inspect", "data").stdout)[0]
+    assert volume["Name"] == "data" and volume["Driver"] == "local"
+    with open(os.path.join(volume["Mountpoint"], "f")) as f:
+        assert f.read() == "kept\n"
+    ctl("create", "--name", "user", "-v", "data:/data", "busybox", "true")
+    result = ctl("volume", "rm", "data", check=False)
+    assert result.returncode == 125 and "user" in result.stderr
+    assert ctl("volume", "prune", "-f").stdout == ""
+    ctl("rm", "user")
+    assert ctl("volume", "ls", "-q").stdout == "data\n"
+    assert ctl("volume", "prune", "-f").stdout == "data\n"
+    assert ctl("volume", "ls", "-q").stdout == ""
+    # an anonymous volume goes with rm -v
+    ctl("create", "--name", "anon", "-v", "/scratch", "busybox", "true")
+    assert len(ctl("volume", "ls", "-q").stdout.split()) == 1
+    ctl("rm", "-v", "anon")
+    assert ctl("volume", "ls", "-q").stdout == ""
+
+
+def test_resources_are_the_cgroups_limits(ctl):
+    out = run_output(ctl, "--memory", "64m", "--pids-limit", "50", "--cpus", "0.5", "busybox", "sh", "-c",
+                     "for f in memory/memory.limit_in_bytes pids/pids.max cpu/cpu.cfs_quota_us "
+                     "memory.max pids.max cpu.max; do [ -f /sys/fs/cgroup/$f ] && cat /sys/fs/cgroup/$f; done; true")
+    values = out.split()
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        assert values[:2] == ["67108864", "50"] and values[2].startswith("50000")
+    else:
+        assert values == ["67108864", "50", "50000"]
+    result = ctl("run", "--rm", "--memory", "lots", "busybox", "true", check=False)
+    assert result.returncode == 125 and "--memory" in result.stderr
+
+
+def test_capabilities_and_security_options(ctl):
+    default = run_output(ctl, "busybox", "cat", "/proc/self/status")
+    assert int(status_field(default, "CapEff"), 16) == 0x800405FB  # podman's default set
+    assert status_field(default, "Seccomp") == "2"  # the default profile
+    assert status_field(default, "NoNewPrivs") == "0"
+    tight = run_output(ctl, "--cap-drop", "ALL", "--cap-add", "NET_RAW", "--security-opt", "no-new-privileges",
+                       "--security-opt", "seccomp=unconfined", "busybox", "cat", "/proc/self/status")
+    assert int(status_field(tight, "CapBnd"), 16) == 1 << 13  # CAP_NET_RAW alone
+    assert status_field(tight, "Seccomp") == "0" and status_field(tight, "NoNewPrivs") == "1"
+    assert int(status_field(run_output(ctl, "-u", "1000", "busybox", "cat", "/proc/self/status"), "CapEff"), 16) == 0
+    result = ctl("run", "--rm", "--cap-add", "CAP_NOPE", "busybox", "true", check=False)
+    assert result.returncode == 125 and "CAP_NOPE" in result.stderr
+    result = ctl("run", "--rm", "--security-opt", "bogus", "busybox", "true", check=False)
+    assert result.returncode == 125 and "bogus" in result.stderr
+    # seccomp=PROFILE: an OCI profile file that refuses mkdir
+    profile = os.path.join(ctl.base, "seccomp.json")
+    with open(profile, "w") as f:
+        json.dump({"defaultAction": "SCMP_ACT_ALLOW",
+                   "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}, f)
+    out = run_output(ctl, "--security-opt", f"seccomp={profile}", "busybox", "sh", "-c",
+                     "mkdir /tmp/d 2>/dev/null && echo made || echo refused")
+    assert out == "refused\n"
+
+
+def test_init_network_labels_stop_timeout(ctl):
+    out = run_output(ctl, "--init", "busybox", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo")
+    assert out.startswith("/run/capsa-init -- sh -c")
+    assert run_output(ctl, "busybox", "ls", "/sys/class/net") == "lo\n"
+    host_interfaces = sorted(os.listdir("/sys/class/net"))
+    assert run_output(ctl, "--network", "host", "busybox", "ls", "/sys/class/net").split() == host_interfaces
+    ctl("create", "--name", "l", "--label", "a=b", "--label", "c", "--stop-timeout", "3", "busybox", "true")
+    data = ctl.inspect("l")
+    assert data["Config"]["Labels"] == {"a": "b", "c": ""}
+    assert data["Config"]["StopTimeout"] == 3
+    assert ctl("ps", "-a", "--filter", "label=a=b", "--format", "{{.Names}}").stdout == "l\n"
+    result = ctl("run", "--rm", "--network", "bridge", "busybox", "true", check=False)
+    assert result.returncode == 125 and "bridge" in result.stderr
+
+
+# --- step 3: parallel calls ----------------------------------------------------------------------------------
+
+def test_parallel_runs_of_distinct_names_all_succeed(ctl):
+    procs = [ctl.popen("run", "-d", "--name", f"p{i}", "busybox", "sleep", "1000") for i in range(20)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    entries = ctl.ps()
+    assert sorted(e["Names"][0] for e in entries) == sorted(f"p{i}" for i in range(20))
+    assert all(e["State"] == "running" for e in entries)
+    ctl("rm", "-a", "-f", "-t", "0")
+    assert ctl.ps() == [] and not monitors_of(ctl)
+
+
+def test_parallel_creates_of_one_name_one_wins(ctl):
+    procs = [ctl.popen("create", "--name", "same", "busybox", "true") for _ in range(10)]
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    winners = [r for r in results if r[0] == 0]
+    assert len(winners) == 1, results
+    for code, _, err in results:
+        if code != 0:
+            assert code == 125 and "name 'same' is already in use" in err, err
+    [entry] = ctl.ps()
+    assert entry["Id"] == winners[0][1].strip()
+    assert os.listdir(os.path.join(ctl.root, "containers")) in ([], [entry["Id"]])
