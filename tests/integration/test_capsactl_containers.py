@@ -364,3 +364,186 @@ def test_parallel_creates_of_one_name_one_wins(ctl):
     [entry] = ctl.ps()
     assert entry["Id"] == winners[0][1].strip()
     assert os.listdir(os.path.join(ctl.root, "containers")) in ([], [entry["Id"]])
+
+
+# --- step 4: boot refresh -----------------------------------------------------------------------------------
+
+def test_a_new_boot_id_turns_running_containers_into_exited_ones(ctl, tmp_path, monkeypatch):
+    boot_file = tmp_path / "boot_id"
+    boot_file.write_text("boot-one\n")
+    monkeypatch.setenv("CAPSA_BOOT_ID_FILE", str(boot_file))  # store.boot_id's test hook
+    ctl("ps")  # the store records boot-one
+    ctl("run", "-d", "--name", "survivor", "busybox", "sleep", "1000")
+    ctl("create", "--name", "fresh", "busybox", "true")
+    data = ctl.inspect("survivor")
+    pid, monitor = data["State"]["Pid"], data["State"]["ConmonPid"]
+    merged = data["GraphDriver"]["Data"]["MergedDir"]
+    exit_file = os.path.join(ctl.runroot, "exits", "stale")
+    with open(exit_file, "w") as f:
+        f.write("0")
+    # "Reboot": the processes would be gone; here they are killed by hand, the monitor first, so
+    # that nothing but the refresh fixes the records.
+    os.kill(monitor, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    boot_file.write_text("boot-two\n")
+    entries = {e["Names"][0]: e for e in ctl.ps()}
+    assert entries["survivor"]["State"] == "exited"
+    assert entries["fresh"]["State"] == "created"
+    data = ctl.inspect("survivor")
+    assert data["State"]["ExitCode"] == -1 and "rebooted" in data["State"]["Error"]
+    assert not os.path.exists(exit_file)  # stale run-time files are gone
+    assert not os.path.exists(os.path.join(ctl.runroot, "monitors"))
+    assert not os.path.exists(os.path.join(ctl.runroot, "runtime", data["Id"]))
+    assert merged not in mounts_under(ctl.base)
+    # and the container starts again
+    ctl("start", "survivor")
+    assert ctl.inspect("survivor")["State"]["Status"] == "running"
+
+
+# --- step 5: the other commands ------------------------------------------------------------------------------
+
+def test_restart_rename_pause_unpause(ctl):
+    ctl("run", "-d", "--name", "r", "busybox", "sleep", "1000")
+    first_pid = ctl.inspect("r")["State"]["Pid"]
+    ctl("restart", "-t", "0", "r")
+    state = ctl.inspect("r")["State"]
+    assert state["Status"] == "running" and state["Pid"] != first_pid
+    ctl("rename", "r", "renamed")
+    assert ctl.inspect("renamed")["Name"] == "renamed"
+    ctl("create", "--name", "other", "busybox", "true")
+    result = ctl("rename", "renamed", "other", check=False)
+    assert result.returncode == 125 and "already in use" in result.stderr
+    ctl("pause", "renamed")
+    assert ctl.inspect("renamed")["State"]["Status"] == "paused"
+    freezer = f"/sys/fs/cgroup/freezer/capsactl/{ctl.inspect('renamed')['Id']}/freezer.state"
+    if os.path.exists(freezer):
+        with open(freezer) as f:
+            assert f.read().strip() == "FROZEN"
+    result = ctl("pause", "renamed", check=False)
+    assert result.returncode == 125 and "paused" in result.stderr
+    ctl("unpause", "renamed")
+    assert ctl.inspect("renamed")["State"]["Status"] == "running"
+    statuses = [e["Status"] for e in ctl.events() if e["Name"] == "renamed"]
+    assert "pause" in statuses and "unpause" in statuses and "rename" in statuses
+
+
+def test_top_and_stats(ctl):
+    ctl("run", "-d", "--name", "t", "busybox", "sh", "-c", "sleep 1000 & sleep 1001")
+    wait_until(lambda: "sleep 1000" in ctl("top", "t").stdout, "both sleeps to run")
+    lines = ctl("top", "t").stdout.splitlines()
+    assert lines[0].split() == ["USER", "PID", "PPID", "%CPU", "ELAPSED", "TTY", "TIME", "COMMAND"]
+    commands = [line.split(None, 7)[-1] for line in lines[1:]]
+    assert "sleep 1000" in commands and "sleep 1001" in commands
+    assert all(line.split()[0] == "root" for line in lines[1:])
+    assert sorted(int(line.split()[1]) for line in lines[1:])[0] == 1  # pids as the container sees them
+    assert ctl("top", "t", "pid,args").stdout.splitlines()[0].split() == ["PID", "COMMAND"]
+    stats = json.loads(ctl("stats", "--no-stream", "--format", "json").stdout)
+    [entry] = stats
+    assert entry["Name"] == "t" and entry["PIDs"] >= 2 and entry["MemUsageBytes"] > 0
+    table = ctl("stats", "--no-stream", "t").stdout.splitlines()
+    assert table[0].split()[:3] == ["ID", "NAME", "CPU"] and table[1].split()[1] == "t"
+    ctl("stop", "-t", "0", "t")
+    result = ctl("top", "t", check=False)
+    assert result.returncode == 125 and "exited" in result.stderr
+
+
+def test_cp_export_mount(ctl, tmp_path, busybox_rootfs):
+    ctl("create", "--name", "files", "busybox", "sh", "-c", "echo made-inside > /made")
+    ctl("start", "files")
+    ctl("wait", "files")
+    # out of a stopped container: its rootfs is mounted for the copy
+    ctl("cp", "files:/made", str(tmp_path / "made"))
+    assert (tmp_path / "made").read_text() == "made-inside\n"
+    ctl("cp", "files:/etc", str(tmp_path / "etc-copy"))
+    assert (tmp_path / "etc-copy" / "passwd").exists()
+    # in, then seen by the container's next run
+    (tmp_path / "in.txt").write_text("from the host\n")
+    ctl("cp", str(tmp_path / "in.txt"), "files:/tmp/")
+    # a symlink in the container cannot lead a copy out of its rootfs
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ctl("run", "--name", "linker", "busybox", "ln", "-s", str(outside), "/escape")
+    ctl("cp", str(tmp_path / "in.txt"), "linker:/escape/", check=False)  # refused, or inside the rootfs
+    ctl("cp", str(tmp_path / "in.txt"), "linker:/escape/in.txt", check=False)
+    assert not (outside / "in.txt").exists()
+    ctl("run", "--name", "linker2", "busybox", "ln", "-s", "/", "/up")
+    # /up/../../.. resolves inside the rootfs (RESOLVE_IN_ROOT): the image's passwd, not the host's
+    ctl("cp", "linker2:/up/../../../../etc/passwd", str(tmp_path / "passwd-copy"))
+    assert (tmp_path / "passwd-copy").read_text() == open(os.path.join(busybox_rootfs, "etc", "passwd")).read()
+    archive = tmp_path / "files.tar"
+    ctl("export", "-o", str(archive), "files")
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        assert "made" in names and "tmp/in.txt" in names and "bin/busybox" in names
+        assert tar.extractfile("made").read() == b"made-inside\n"
+    merged = ctl("mount", "files").stdout.strip()
+    assert merged in mounts_under(ctl.base)
+    with open(os.path.join(merged, "made")) as f:
+        assert f.read() == "made-inside\n"
+    assert ctl.inspect("files")["GraphDriver"]["Data"]["MergedDir"] == merged
+    ctl("unmount", "files")
+    assert merged not in mounts_under(ctl.base)
+    assert ctl("cp", "files:/nope", str(tmp_path), check=False).returncode == 125
+
+
+def test_container_prune_and_system_commands(ctl):
+    ctl("run", "-d", "--name", "keep", "busybox", "sleep", "1000")
+    ctl("run", "--name", "done", "busybox", "true")
+    ctl("create", "--name", "never", "-v", "vol:/v", "busybox", "true")
+    df = {row["Type"]: row for row in json.loads(ctl("system", "df", "--format", "json").stdout)}
+    assert df["Containers"]["Total"] == 3 and df["Containers"]["Active"] == 1
+    assert df["Images"]["Total"] == 1 and df["Images"]["Active"] == 1
+    assert df["Local Volumes"]["Total"] == 1
+    info = json.loads(ctl("info", "--format", "json").stdout)
+    assert info["store"]["containerStore"] == {"number": 3, "running": 1, "paused": 0, "stopped": 2}
+    assert info["store"]["graphRoot"] == ctl.root
+    assert ctl("info", "--format", "{{.Store.GraphRoot}}").stdout.strip() == ctl.root
+    assert json.loads(ctl("version", "--format", "json").stdout)["Client"]["Version"]
+    pruned = ctl("container", "prune", "-f").stdout.split()
+    assert len(pruned) == 2
+    assert [e["Names"][0] for e in ctl.ps()] == ["keep"]
+    out = ctl("system", "prune", "-f", "--volumes").stdout
+    assert "Deleted Volumes\nvol\n" in out
+    assert [e["Names"][0] for e in ctl.ps()] == ["keep"]
+
+
+def test_ps_formats_and_filters(ctl):
+    ctl("run", "-d", "--name", "up", "--label", "tier=web", "busybox", "sleep", "1000")
+    ctl("run", "--name", "down", "busybox", "sh", "-c", "exit 2", check=False)
+    assert ctl("ps", "--format", "{{.Names}}").stdout == "up\n"
+    assert sorted(ctl("ps", "-a", "--format", "{{.Names}} {{.State}}").stdout.splitlines()) == \
+        ["down exited", "up running"]
+    assert ctl("ps", "-a", "--filter", "status=exited", "-q").stdout.strip() == ctl.inspect("down")["Id"][:12]
+    assert ctl("ps", "-a", "--filter", "exited=2", "--format", "{{.Names}}").stdout == "down\n"
+    assert ctl("ps", "--filter", "label=tier=web", "--format", "{{.Names}}").stdout == "up\n"
+    table = ctl("ps", "-a", "--format", "table {{.ID}}\t{{.Names}}").stdout.splitlines()
+    assert table[0].split() == ["CONTAINER", "ID", "NAMES"] and len(table) == 3
+    assert ctl("inspect", "--format", "{{.State.ExitCode}}", "down").stdout == "2\n"
+    assert ctl("container", "exists", "up").returncode == 0
+    assert ctl("container", "exists", "nope", check=False).returncode == 1
+
+
+# --- step 6: kill -9 of capsactl in the middle of run ----------------------------------------------------------
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5])
+def test_kill_9_during_run_leaves_a_consistent_store(ctl, delay):
+    proc = ctl.popen("run", "--name", "victim", "busybox", "sleep", "1000")
+    time.sleep(delay)
+    proc.kill()
+    proc.wait()
+    # Whatever moment it died at, the next calls agree on a state and can clean it all up.
+    entries = ctl.ps()
+    assert len(entries) <= 1
+    if entries:
+        assert entries[0]["State"] in ("created", "running", "exited")
+        ctl.inspect("victim")
+        ctl("rm", "-f", "-t", "0", "victim")
+    assert ctl.ps() == []
+    assert not mounts_under(ctl.base)
+    runtime_root = os.path.join(ctl.runroot, "runtime")
+    assert not [d for d in os.listdir(runtime_root) if not d.startswith("@")] if os.path.isdir(runtime_root) else True
+    wait_until(lambda: not monitors_of(ctl), "the monitor to end")
+    # and the name can be used again
+    ctl("run", "--rm", "--name", "victim", "busybox", "true")

@@ -658,10 +658,13 @@ def top(ctx, argv: list[str]) -> int:
     rows = ["\t".join(TOP_HEADERS[d] for d in descriptors)]
     rootfs = manager.storage.merged(container.id)
     names = _passwd_names(rootfs)
-    for pid in pids:
-        info = _process_info(pid, names)
-        if info is not None:
-            rows.append("\t".join(str(info.get(d, "")) for d in descriptors))
+    infos = [info for info in (_process_info(pid, names) for pid in pids) if info is not None]
+    # pid and ppid as the container sees them (its pid namespace), as podman's top shows them
+    in_namespace = {info["hpid"]: info["nspid"] for info in infos}
+    for info in infos:
+        info["pid"] = info["nspid"]
+        info["ppid"] = in_namespace.get(info["hppid"], 0)
+        rows.append("\t".join(str(info.get(d, "")) for d in descriptors))
     sys.stdout.write(fmt.align("\n".join(rows) + "\n", padding=3))
     return 0
 
@@ -701,7 +704,8 @@ def _process_info(pid: int, names: dict[int, str]) -> dict | None:
     uid = int(status["Uid"].split()[1])
     gid = int(status["Gid"].split()[1])
     tty = int(fields[4])
-    return {"user": names.get(uid, str(uid)), "pid": pid, "ppid": int(fields[1]),
+    nspid = int(status.get("NSpid", str(pid)).split()[-1])
+    return {"user": names.get(uid, str(uid)), "nspid": nspid, "hppid": int(fields[1]),
             "pcpu": f"{100 * cpu / elapsed:.3f}" if elapsed > 0 else "0.000",
             "etime": _elapsed(elapsed), "tty": "?" if tty == 0 else f"pts/{tty & 0xff}",
             "time": _cpu_time(cpu), "args": cmdline or f"[{comm}]", "comm": comm, "group": str(gid),

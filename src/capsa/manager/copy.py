@@ -56,7 +56,9 @@ def copy_out(rootfs: str, path: str, destination: str) -> None:
             shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True, copy_function=_copy_file)
         else:
             target = os.path.join(destination, name) if os.path.isdir(destination) else destination
-            _copy_file(source, target)
+            # source is /proc/self/fd/N, a magic link to the file: copied through, not as a link
+            shutil.copy2(source, target)
+            os.chown(target, st.st_uid, st.st_gid)
     except OSError as err:
         raise ManagerError(f"cp: {err.filename or destination}: {err.strerror}") from None
     finally:
