@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -547,3 +548,24 @@ def test_kill_9_during_run_leaves_a_consistent_store(ctl, delay):
     wait_until(lambda: not monitors_of(ctl), "the monitor to end")
     # and the name can be used again
     ctl("run", "--rm", "--name", "victim", "busybox", "true")
+
+
+# --- --runtime: runc through its command line ---------------------------------------------------------------
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_runc_as_the_runtime(ctl):
+    runc = ["--runtime", shutil.which("runc")]
+    # A process that exits at once: its exit hook must wait for runc's start to finish (runc's
+    # start removes its exec.fifo last, and failed when the hook had deleted the container first).
+    for _ in range(10):
+        ctl(*runc, "run", "--rm", "busybox", "true")
+    assert ctl(*runc, "run", "--rm", "busybox", "sh", "-c", "echo via runc; exit 3", check=False).returncode == 3
+    container_id = ctl(*runc, "run", "-d", "--name", "r", "busybox", "sleep", "1000").stdout.strip()
+    state_dir = os.path.join(ctl.runroot, "runtime", "runc", container_id)
+    assert os.path.isdir(state_dir)
+    assert ctl.inspect("r")["OCIRuntime"] == shutil.which("runc")
+    ctl("stop", "-t", "0", "r")  # the container keeps its runtime: no --runtime needed
+    assert ctl.inspect("r")["State"]["ExitCode"] == 137
+    assert not os.path.exists(state_dir)
+    result = ctl(*runc, "run", "--rm", "busybox", "nosuchcommand", check=False)
+    assert result.returncode == 127 and "nosuchcommand" in result.stderr

@@ -456,6 +456,7 @@ class Containers:
 
     def _fail_start(self, container: Container, message: str) -> None:
         code = start_error_code(message)
+        self._drop_claim(container)  # the monitor's exit hook waits for the starter to let go
         runtime = self.runtime(container)
         try:
             runtime.delete(container.id, force=True)
@@ -520,7 +521,7 @@ class Containers:
     # -- the exit (the monitor's hook) -------------------------------------------------------------
     def exited(self, container_id: str, status) -> None:
         """The monitor's exit hook: clean up, record the exit, emit `died`, remove a --rm one."""
-        container = self._read(container_id)
+        container = self._wait_for_starter(container_id)
         if container is None:
             return  # removed meanwhile: its rm cleans up
         oom = self._oom_killed(container)
@@ -537,6 +538,17 @@ class Containers:
                 self.remove(recorded.id, force=True)
             except ManagerError:
                 pass
+
+    def _wait_for_starter(self, container_id: str, timeout: float = 30.0) -> Container | None:
+        """The container once no process is starting it (libpod's container lock): a process
+        that exits at once (`true`) must not have its runtime container deleted while the
+        runtime's start is still at work on it (runc's start removes its exec.fifo last)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            container = self._read(container_id)
+            if container is None or not _alive(container.state.get("Starter")) or time.monotonic() > deadline:
+                return container
+            time.sleep(0.002)
 
     def _oom_killed(self, container: Container) -> bool:
         from capsa.cgroups import for_spec
