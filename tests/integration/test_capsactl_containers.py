@@ -569,3 +569,51 @@ def test_runc_as_the_runtime(ctl):
     assert not os.path.exists(state_dir)
     result = ctl(*runc, "run", "--rm", "busybox", "nosuchcommand", check=False)
     assert result.returncode == 127 and "nosuchcommand" in result.stderr
+
+
+# --- more of the lifecycle -------------------------------------------------------------------------------------
+
+def test_a_corrupt_record_is_a_message_and_rm_force_removes_it(ctl):
+    import sqlite3
+
+    container_id = ctl("create", "--name", "broken", "busybox", "true").stdout.strip()
+    ctl("create", "--name", "fine", "busybox", "true")
+    db = sqlite3.connect(os.path.join(ctl.root, "db.sqlite"))
+    db.execute("UPDATE containers SET config = '{not json' WHERE id = ?", (container_id,))
+    db.commit()
+    db.close()
+    result = ctl("inspect", "broken", check=False)
+    assert result.returncode == 125 and "corrupt" in result.stderr and "Traceback" not in result.stderr
+    listing = ctl("ps", "-a", "--format", "{{.Names}}")
+    assert listing.stdout == "fine\n" and "broken" in listing.stderr and "corrupt" in listing.stderr
+    result = ctl("rm", "broken", check=False)
+    assert result.returncode == 125 and "corrupt" in result.stderr
+    assert ctl("rm", "-f", "broken").stdout.strip() == container_id
+    assert ctl("ps", "-a", "--format", "{{.Names}}").stdout == "fine\n"
+
+
+def test_oom_kill_is_recorded(ctl):
+    result = ctl("run", "--name", "hog", "--memory", "16m", "busybox", "sh", "-c",
+                 "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived", check=False)
+    state = ctl.inspect("hog")["State"]
+    assert result.returncode == state["ExitCode"] != 0
+    assert state["OOMKilled"], state
+
+
+def test_start_attach_and_the_events_of_a_life(ctl):
+    container_id = ctl("create", "--name", "life", "busybox", "sh", "-c", "echo hello; exit 6").stdout.strip()
+    result = ctl("start", "-a", "life", check=False)
+    assert result.returncode == 6 and result.stdout == "hello\n"
+    ctl("rm", "life")
+    statuses = [e["Status"] for e in ctl.events() if e["ID"] == container_id]
+    assert statuses == ["create", "init", "start", "died", "remove"]
+
+
+def test_foreground_run_forwards_sigterm(ctl):
+    proc = ctl.popen("run", "--rm", "--name", "fg", "busybox", "sh", "-c",
+                     "trap 'echo got-term; exit 9' TERM; while true; do sleep 0.1; done")
+    wait_until(lambda: any(e["Names"] == ["fg"] and e["State"] == "running" for e in ctl.ps()), "fg to run")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 9 and "got-term" in out
+    assert ctl.ps() == []

@@ -309,7 +309,9 @@ def rm(ctx, argv: list[str]) -> int:
     parser.add_argument("containers", nargs="*")
     args = _parse(parser, argv)
     manager = _manager(ctx)
-    names = _names_or_all(manager, args, lambda c: True)
+    if args.all and args.containers:
+        raise ManagerError("--all and container names cannot be given together")
+    names = manager.all_ids() if args.all else _names_or_all(manager, args, lambda c: True)
     return _each(names, lambda name: _ignoring(args.ignore, lambda: print(
         manager.remove(name, force=args.force, volumes=args.volumes, timeout=args.time))))
 

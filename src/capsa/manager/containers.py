@@ -236,6 +236,10 @@ class Containers:
             containers.append(self.sync(container) if sync else container)
         return containers
 
+    def all_ids(self) -> list[str]:
+        """Every container's id, readable record or not (rm --all --force removes both)."""
+        return [r["id"] for r in self.store.query("SELECT id FROM containers ORDER BY created")]
+
     def exists(self, text: str) -> bool:
         try:
             self.resolve_id(text)
@@ -320,6 +324,7 @@ class Containers:
             "SecurityOpt": list(options.get("security_opt") or []), "CapAdd": list(options.get("cap_add") or []),
             "CapDrop": list(options.get("cap_drop") or []), "Tty": bool(options.get("tty")),
             "Interactive": bool(options.get("interactive")), "CreateCommand": options.get("create_command") or [],
+            "LogOpts": list(options.get("log_opts") or []),  # --log-opt: the monitor's (max-size=, max-file=)
         }
         if options.get("runtime"):
             from capsa.manager import runtime
@@ -650,7 +655,14 @@ class Containers:
     # -- remove ------------------------------------------------------------------------------------
     def remove(self, text: str, force: bool = False, volumes: bool = False, timeout: int | None = None) -> str:
         """Remove a container (a running one only with `force`: it is stopped first); its id."""
-        container = self.get(text)
+        from capsa.manager.errors import StoreError
+
+        try:
+            container = self.get(text)
+        except StoreError:
+            if not force:
+                raise
+            return self._remove_unreadable(self.resolve_id(text))
         if container.status in ACTIVE or (container.status == CREATED and _alive(container.state.get("Starter"))):
             if not force:
                 raise InvalidState(f"cannot remove container {container.name} as it is {container.status}: "
@@ -689,6 +701,28 @@ class Containers:
                         pass
         events.emit(self.paths, "remove", id=container.id, name=container.name, image=container.config["ImageName"])
         return container.id
+
+    def _remove_unreadable(self, container_id: str) -> str:
+        """rm --force of a container whose record cannot be read: what can be found of it goes
+        (capsa's runtime state, the rootfs mount, its files), then the row."""
+        import shutil
+
+        from capsa.manager import runtime
+
+        try:
+            runtime.for_container(self.paths, None).delete(container_id, force=True)
+        except Exception:  # noqa: BLE001 - nothing of it in capsa's runtime
+            pass
+        self.storage.remove(container_id)
+        shutil.rmtree(self.paths.monitor(container_id), ignore_errors=True)
+        try:
+            os.unlink(self.exit_file(container_id))
+        except FileNotFoundError:
+            pass
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+        events.emit(self.paths, "remove", id=container_id)
+        return container_id
 
     def prune(self) -> list[tuple[str, int]]:
         """Remove every container that is not running (created or exited); (id, bytes) of each."""

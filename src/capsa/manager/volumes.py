@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from capsa.manager.errors import InvalidState, ManagerError, NameInUse, NoSuchVolume
+from capsa.manager.errors import InvalidState, ManagerError, NoSuchVolume
 from capsa.manager.store import dumps, is_unique_violation, loads
 
 
@@ -87,13 +87,13 @@ class Volumes:
                 volume = Volume.from_row(row)
                 os.makedirs(volume.mountpoint, mode=0o755, exist_ok=True)
                 return volume
-            raise NameInUse("volume", name, name)
+            raise ManagerError(f"volume with name {name} already exists: choose another name")
         created = now()
         try:
             db.execute("INSERT INTO volumes VALUES (?, ?, ?)", (name, dumps(config), created))
         except sqlite3.IntegrityError as err:
             if is_unique_violation(err):
-                raise NameInUse("volume", name, name) from None
+                raise ManagerError(f"volume with name {name} already exists: choose another name") from None
             raise
         # Inside the transaction: a failure here rolls the row back.
         if os.path.lexists(self._path(name)):
