@@ -261,24 +261,44 @@ def test_preserved_fds_that_are_not_open_are_refused(bundle):
         _kill_leftovers(bundle)
 
 
+def _capsa_as_listener(bundle, *args, listen_pid="$$"):
+    """capsa with LISTEN_FDS=1 and LISTEN_PID set by a shell that then execs capsa ($$: capsa's
+    own pid, as systemd and conmon give it), fd 3 closed."""
+    from conftest import capsa_command
+
+    command = " ".join([*capsa_command(), "--root", bundle.root, *args])
+    script = f"exec 3<&-; LISTEN_FDS=1 LISTEN_PID={listen_pid} exec {command}"
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+
+
 def test_listen_fds_that_are_not_open_are_refused(bundle):
     """Before: LISTEN_FDS=1 with fd 3 closed made capsa's lock on the state directory fd 3, and the
     init inherited it: run, start and delete -f blocked for ever in flock, and the container held a
     host directory among its inherited fds (the CVE-2024-21626 pattern)."""
-    env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID="1")
     bundle.set_args("sleep", "60")
+    bundle.write()
     try:
         for command in (["run", "-d"], ["run"], ["create"]):
-            result = bundle.capsa(*command, "--bundle", bundle.path, "c1", check=False, env=env, timeout=30)
+            result = _capsa_as_listener(bundle, *command, "--bundle", bundle.path, "c1")
             assert result.returncode == 1 and "LISTEN_FDS=1: fd 3 is not open" in result.stderr, result.stderr
             assert _leftovers(bundle) == []
         bundle.create("c1")
         bundle.capsa("start", "c1")
-        result = bundle.capsa("exec", "c1", "true", check=False, env=env, timeout=30)
+        result = _capsa_as_listener(bundle, "exec", "c1", "true")
         assert result.returncode == 1 and "LISTEN_FDS=1: fd 3 is not open" in result.stderr, result.stderr
         bundle.capsa("delete", "--force", "c1", timeout=30)
     finally:
         _kill_leftovers(bundle)
+
+
+def test_listen_fds_of_another_process_are_ignored(bundle):
+    """LISTEN_FDS is for the process LISTEN_PID names (sd_listen_fds(3); runc through go-systemd):
+    before, capsa took fds meant for its parent, here refusing the run for a closed fd 3."""
+    bundle.set_args("sh", "-c", 'echo "[$LISTEN_FDS]"')
+    bundle.write()
+    result = _capsa_as_listener(bundle, "run", "--bundle", bundle.path, "c1", listen_pid="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("command", [["create"], ["run", "-d"]])

@@ -77,8 +77,8 @@ def create_from_flags(g, parsed, fds: tuple[int, int | None], console_fd: int | 
 
 
 def inherited_fds(preserve_fds: int | None) -> tuple[int, int | None]:
-    """The fds after stdio the container inherits: the socket activation ones (LISTEN_FDS), then
-    --preserve-fds; each must be open, as runc requires of the preserved ones. Returns how many
+    """The fds after stdio the container inherits: the socket activation ones (LISTEN_FDS, when
+    LISTEN_PID is this process), then --preserve-fds; each must be open, as runc requires of the preserved ones. Returns how many
     in all, and how many are socket activation's (None without LISTEN_FDS).
 
     Called first, before anything is opened: see capsa.launch.require_inherited_fds, which the
@@ -87,6 +87,10 @@ def inherited_fds(preserve_fds: int | None) -> tuple[int, int | None]:
     if preserve_fds and preserve_fds < 0:
         raise CapsaError("--preserve-fds must not be negative")
     listen = posixlite.getenv("LISTEN_FDS", "")
+    if posixlite.getenv("LISTEN_PID", "") != str(posix.getpid()):
+        # sd_listen_fds(3) and runc (go-systemd's activation.Files): the fds are this process's
+        # only if LISTEN_PID names it; else they were meant for a parent that exec'd or forked us.
+        listen = ""
     listen_count = int(listen) if listen.isdigit() else 0
     count = listen_count + (preserve_fds or 0)
     for fd in range(3, 3 + count):

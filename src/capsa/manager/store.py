@@ -113,18 +113,33 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[_Cursor]:
-        """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception. Not re-entrant."""
-        self.db.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception. Not re-entrant. The database's
+        own failures (a full disk, a lock held past the timeout, a damaged file) are StoreErrors
+        naming the store; the transaction is then rolled back, nothing of it kept."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as err:
+            raise self._error(err) from None
         try:
             yield _Cursor(self.db)
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
+        except BaseException as err:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            # IntegrityError stays itself: callers turn a UNIQUE violation into "name in use".
+            if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.IntegrityError):
+                raise self._error(err) from None
             raise
-        self.db.execute("COMMIT")
+
+    def _error(self, err: sqlite3.DatabaseError) -> StoreError:
+        return StoreError(f"the store {self.paths.database} failed: {err}")
 
     def query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
         """A read outside any transaction (a consistent snapshot of one statement)."""
-        return self.db.execute(sql, parameters).fetchall()
+        try:
+            return self.db.execute(sql, parameters).fetchall()
+        except sqlite3.DatabaseError as err:
+            raise self._error(err) from None
 
     def refresh_after_reboot(self, handlers: list[Callable[[_Cursor], None]]) -> bool:
         """Run `handlers` once per boot, in the transaction that records the new boot id."""
