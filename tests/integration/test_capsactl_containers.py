@@ -337,8 +337,8 @@ def test_init_network_labels_stop_timeout(ctl):
     assert data["Config"]["Labels"] == {"a": "b", "c": ""}
     assert data["Config"]["StopTimeout"] == 3
     assert ctl("ps", "-a", "--filter", "label=a=b", "--format", "{{.Names}}").stdout == "l\n"
-    result = ctl("run", "--rm", "--network", "bridge", "busybox", "true", check=False)
-    assert result.returncode == 125 and "bridge" in result.stderr
+    result = ctl("run", "--rm", "--network", "slirp4netns", "busybox", "true", check=False)
+    assert result.returncode == 125 and "slirp4netns" in result.stderr
 
 
 # --- step 3: parallel calls ----------------------------------------------------------------------------------
@@ -617,3 +617,65 @@ def test_foreground_run_forwards_sigterm(ctl):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 9 and "got-term" in out
     assert ctl.ps() == []
+
+
+# --- bridge networks (capsa.manager.network, wired in by run/start and the exit hook) -------------------------
+
+@pytest.fixture
+def host_netns():
+    """A network namespace that plays the host of the bridges (as test_capsactl_network's): capsactl,
+    netavark and the containers' bridge live there; deleting it removes everything."""
+    for tool in ("nsenter", "ip", "iptables"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is needed for the bridge tests")
+    if not os.path.exists("/usr/lib/podman/netavark"):
+        pytest.skip("netavark (podman's network backend) is not installed")
+    name = f"capsa-ctr-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    path = f"/run/netns/{name}"
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        probe = subprocess.run(["nsenter", f"--net={path}", "iptables", "-t", "nat", "-L", "-n"],
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            pytest.skip(f"iptables cannot make NAT rules here: {probe.stderr.strip()}")
+        yield path
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_bridge_network_and_published_port(ctl, host_netns):
+    ctl.command = ["nsenter", f"--net={host_netns}", *ctl.command]
+    ctl("run", "-d", "--name", "web", "--network", "bridge", "-p", "18080:80", "busybox", "sh", "-c",
+        "mkdir -p /www && echo served > /www/index.html && httpd -f -p 80 -h /www")
+    data = ctl.inspect("web")
+    address = data["NetworkSettings"]["IPAddress"]
+    assert address.startswith("10.88.") and data["NetworkSettings"]["Gateway"] == "10.88.0.1"
+    assert data["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "", "HostPort": "18080"}]}
+    assert "0.0.0.0:18080->80/tcp" in ctl("ps").stdout
+    netns_file = data["NetworkSettings"]["SandboxKey"]
+    assert os.path.exists(netns_file)
+    out = ctl("run", "--rm", "--network", "bridge", "busybox", "sh", "-c",
+              f"cat /etc/hosts; ip -4 addr show eth0 | grep -c inet; "
+              f"wget -q -O - http://{address}/index.html").stdout
+    assert "host.containers.internal" in out and out.endswith("1\nserved\n")
+    # the published port on the "host"
+    fetched = subprocess.run(["nsenter", f"--net={host_netns}", sys.executable, "-c",
+                              "import urllib.request; print(urllib.request.urlopen("
+                              "'http://127.0.0.1:18080/index.html', timeout=5).read().decode(), end='')"],
+                             capture_output=True, text=True, timeout=60)
+    assert fetched.stdout == "served\n", fetched.stderr
+    result = ctl("run", "--rm", "--network", "none", "-p", "1:1", "busybox", "true", check=False)
+    assert result.returncode == 125 and "bridge" in result.stderr
+    result = ctl("run", "--rm", "--network", "nosuchnet", "busybox", "true", check=False)
+    assert result.returncode == 125 and "nosuchnet" in result.stderr
+    ctl("stop", "-t", "0", "web")  # the exit hook tears the network down
+    assert not os.path.exists(netns_file)
+    links = subprocess.run(["ip", "-n", os.path.basename(host_netns), "-o", "link"], capture_output=True,
+                           text=True).stdout
+    assert "veth" not in links
+    ctl("start", "web")  # set up again, same port
+    assert ctl.inspect("web")["NetworkSettings"]["IPAddress"].startswith("10.88.")
+    ctl("rm", "-f", "-t", "0", "web")
+    assert "veth" not in subprocess.run(["ip", "-n", os.path.basename(host_netns), "-o", "link"],
+                                        capture_output=True, text=True).stdout

@@ -76,7 +76,10 @@ def _add_create_flags(parser: argparse.ArgumentParser) -> None:
     add("-l", "--label", action="append", default=[], dest="labels", help="set a label KEY=VALUE")
     add("--stop-signal", help="signal to stop the container (default: the image's, else SIGTERM)")
     add("--stop-timeout", type=int, help="seconds to wait before killing after the stop signal (default 10)")
-    add("--network", "--net", default="none", help="none or host (bridge: not yet)")
+    add("--network", "--net", help="bridge, a network's name (or several, comma-separated), none (default) "
+        "or host")
+    add("-p", "--publish", action="append", default=[], dest="ports",
+        help="publish a port: [ip:][hostPort:]containerPort[/tcp|udp|sctp] (bridge networks)")
     add("--rm", action="store_true", help="remove the container when it exits")
     add("-i", "--interactive", action="store_true", help="keep STDIN open")
     add("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
@@ -97,20 +100,33 @@ def _create_options(ctx, args, argv: list[str]) -> dict:
         "security_opt": args.security_opt, "init": args.init, "labels": args.labels,
         "stop_signal": args.stop_signal, "stop_timeout": args.stop_timeout, "network": args.network,
         "rm": args.rm, "interactive": args.interactive, "tty": args.tty, "command": args.command,
+        "ports": args.ports,
         "runtime": ctx.runtime, "log_opts": args.log_opt, "create_command": ["capsactl", *argv],
     }
 
 
 def _image_for(ctx, reference: str, pull: str) -> str:
-    """The image to create from: pulled first if missing (the images part's pull_if_missing)."""
-    if pull == "never":
-        return reference
+    """The image to create from: pulled first if missing (registry.pull_if_missing; --pull=always
+    and newer are taken as missing)."""
+    from capsa.manager.errors import NoSuchImage
+
     try:
-        from capsa.manager.images import pull_if_missing
-    except ImportError:
-        return reference
-    pull_if_missing(ctx.store, reference, None)
+        ctx.images.resolve(reference)
+        return reference  # here already: the registry module (ssl, http) is not even imported
+    except NoSuchImage:
+        if pull == "never":
+            raise
+    from capsa.manager.registry import pull_if_missing
+
+    pull_if_missing(ctx.store, reference, _pull_progress())
     return reference
+
+
+def _pull_progress():
+    """The images part's progress: bars on a terminal, lines otherwise (on stderr)."""
+    from capsa.ctl.images import _progress
+
+    return _progress(False)
 
 
 def _create(ctx, args, argv):
@@ -425,8 +441,18 @@ def ps_template_entry(container) -> dict:
     entry = ps_entry(container)
     entry.update(ID=container.id[:12], Names=container.name, Command=" ".join(container.command),
                  CreatedHuman=human_time(container.created), RunningFor=human_time(container.created),
-                 Labels=container.config.get("Labels") or {}, Ports="", Mounts=",".join(entry["Mounts"]))
+                 Labels=container.config.get("Labels") or {}, Ports=_ports_text(container),
+                 Mounts=",".join(entry["Mounts"]))
     return entry
+
+
+def _ports_text(container) -> str:
+    ports = (container.state.get("network") or {}).get("ports")
+    if not ports or container.status not in ("running", "paused", "stopping"):
+        return ""
+    from capsa.manager import network
+
+    return network.ports_text(ports)
 
 
 def _matches(container, filters: list[str]) -> bool:

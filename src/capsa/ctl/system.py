@@ -199,15 +199,11 @@ def prune(ctx, argv: list[str]) -> int:
             print(name)
             reclaimed += size
     images = ctx.images
-    prune_images = getattr(images, "prune", None)
+    sizes = {image.id: image.size for image in images.list()}
     print("Deleted Images")
-    if prune_images is None:
-        sys.stderr.write("Warning: image pruning is not available yet (capsa.manager.images' prune)\n")
-    else:
-        for item in prune_images(all=args.all) or []:
-            image_id, size = item if isinstance(item, tuple) else (item, 0)
-            print(image_id)
-            reclaimed += size or 0
+    for image_id in images.prune(all_images=args.all):
+        print(image_id)
+        reclaimed += sizes.get(image_id, 0)
     print(f"Total reclaimed space: {human_size(reclaimed).replace(' ', '')}")
     return 0
 

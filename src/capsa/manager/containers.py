@@ -48,6 +48,10 @@ ACTIVE = (RUNNING, PAUSED, STOPPING)  # a monitor and a runtime container exist
 ON_EXIT = "capsa.manager.containers:on_exit"
 ZERO_TIME = "0001-01-01T00:00:00Z"
 DEFAULT_STOP_TIMEOUT = 10
+# podman's default for root is its bridge network (capsa.manager.network.default_network_mode());
+# capsactl's is none, so that a plain `run` makes no bridge, veth or iptables rule on the host:
+# `--network bridge` (or a network's name) asks for one.
+DEFAULT_NETWORK_MODE = "none"
 
 
 class StartError(ManagerError):
@@ -307,8 +311,11 @@ class Containers:
         stop_signal = ocispec.parse_signal(options.get("stop_signal") or process_defaults.get("StopSignal") or 15)
         options = dict(options, stop_signal_number=stop_signal)
         mounts = self._volume_mounts(options.get("volumes") or [])
+        mode = options.get("network") or DEFAULT_NETWORK_MODE
+        options = dict(options, network=mode)
+        netns_path = self._check_network(container_id, mode, list(options.get("ports") or []))
         spec = ocispec.build(container_id, image.config, options, rootfs=self.storage.merged(container_id),
-                             userdata=self.userdata(container_id), mounts=mounts)
+                             userdata=self.userdata(container_id), mounts=mounts, netns_path=netns_path)
         labels = dict(process_defaults.get("Labels") or {})
         labels.update(ocispec.parse_labels(options.get("labels") or []))
         config = {
@@ -319,7 +326,7 @@ class Containers:
             "AutoRemove": bool(options.get("rm")), "OCIRuntime": options.get("runtime"),
             "User": options.get("user") or process_defaults.get("User") or "",
             "Entrypoint": options.get("entrypoint"), "Cmd": list(options.get("command") or []),
-            "Network": options.get("network") or "none", "Init": bool(options.get("init")),
+            "Network": mode, "Ports": list(options.get("ports") or []), "Init": bool(options.get("init")),
             "Tmpfs": list(options.get("tmpfs") or []), "ReadOnly": bool(options.get("read_only")),
             "SecurityOpt": list(options.get("security_opt") or []), "CapAdd": list(options.get("cap_add") or []),
             "CapDrop": list(options.get("cap_drop") or []), "Tty": bool(options.get("tty")),
@@ -351,6 +358,42 @@ class Containers:
             raise
         events.emit(self.paths, "create", id=container_id, name=name, image=config["ImageName"])
         return self._read(container_id)
+
+    def _check_network(self, container_id: str, mode: str, ports: list[str]) -> str | None:
+        """--network and -p checked at create (capsa.manager.network: an unknown network, a bad
+        port spec, ports without a bridge are errors now); the network namespace path the spec
+        joins (made at start), or None for none (a new empty one) and host (none at all)."""
+        if mode in ("none", "host"):
+            if ports:
+                raise ManagerError(f"-p/--publish needs a bridge network: --network {mode} has none to publish on")
+            return None
+        from capsa.manager import netns, network
+
+        if mode.startswith("ns:"):
+            return mode[3:]
+        if mode in ("slirp4netns", "pasta", "private") or mode.startswith("container:"):
+            raise ManagerError(f"--network {mode} is not supported by capsactl: use bridge, a network's name, "
+                               "none or host")
+        for name in mode.split(","):
+            if name:
+                network.get_network(self.paths, network.DEFAULT_NETWORK if name == "bridge" else name)
+        network.parse_ports(ports)
+        return netns.netns_path(self.paths, container_id)
+
+    def _is_bridged(self, container: Container) -> bool:
+        mode = container.config.get("Network", "none")
+        return mode not in ("none", "host") and not mode.startswith("ns:")
+
+    def _network_cleanup(self, container: Container, info: dict | None = None) -> None:
+        """netavark teardown, addresses freed, namespace file removed: idempotent."""
+        if not self._is_bridged(container):
+            return
+        from capsa.manager import network
+
+        try:
+            network.cleanup(self.paths, container.id, info if info is not None else container.state.get("network"))
+        except ManagerError:
+            pass
 
     def _volume_mounts(self, items: list[str]) -> list[dict]:
         """-v items -> mounts with their host paths (a named volume's path is known before it
@@ -421,19 +464,22 @@ class Containers:
         rootfs = storage.mount(container.id, image.layers)
         userdata = self.userdata(container.id)
         spec = container.spec
-        ocispec.write_userdata_files(userdata, spec["hostname"], container.config.get("Network", "none"))
-        spec["process"]["user"] = ocispec.resolve_user(rootfs, container.config.get("User", ""))
-        self._prepare_volumes(container)
-        bundle = userdata
-        from capsa.state import write_atomic
-
-        write_atomic(os.path.join(bundle, "config.json"), dumps(spec), 0o600)
+        network_info = self._setup_network(container)
         try:
+            ocispec.write_userdata_files(userdata, spec["hostname"], container.config.get("Network", "none"),
+                                         network_info, container.name)
+            spec["process"]["user"] = ocispec.resolve_user(rootfs, container.config.get("User", ""))
+            self._prepare_volumes(container)
+            bundle = userdata
+            from capsa.state import write_atomic
+
+            write_atomic(os.path.join(bundle, "config.json"), dumps(spec), 0o600)
             with self.store.closed_for_fork():
                 pid = monitor.launch(self.paths, container.id, bundle, runtime_path=container.runtime_path,
                                      log_path=self.log_path(container.id), on_exit=ON_EXIT)
         except (ManagerError, OSError) as err:  # OSError: no fork (EAGAIN: the machine's process limit)
             storage.unmount(container.id)
+            self._network_cleanup(container, network_info)
             code = start_error_code(str(err))
             self._record_exit(container.id, code, error=str(err))
             raise StartError(f"{container.name}: {err}", code) from None
@@ -441,7 +487,7 @@ class Containers:
         with self.store.transaction() as db:
             current = self._read(container.id, db)
             current.state.update(Pid=pid, Monitor=monitor_entry, StartedAt=now(), ExitCode=0, Error="",
-                                 OOMKilled=False)
+                                 OOMKilled=False, network=network_info)
             current.state.pop("FinishedAt", None)
             self._write(db, current, current.status)
         events.emit(self.paths, "init", id=container.id, name=container.name, image=container.config["ImageName"])
@@ -458,6 +504,25 @@ class Containers:
             self._write(db, current, current.status if current.state.get("Exited") else RUNNING)
         events.emit(self.paths, "start", id=container.id, name=container.name, image=container.config["ImageName"])
         return current
+
+    def _setup_network(self, container: Container) -> dict | None:
+        """A bridged container's namespace set up by netavark (capsa.manager.network.for_run),
+        recorded in the state at once (its clean-up needs it); None for none and host."""
+        if not self._is_bridged(container) and not container.config.get("Network", "").startswith("ns:"):
+            return None
+        from capsa.manager import network
+
+        _, info = network.for_run(self.paths, container.id, container.name, container.config["Network"],
+                                  container.config.get("Ports") or [])
+        try:
+            with self.store.transaction() as db:
+                current = self._read(container.id, db)
+                current.state["network"] = info
+                self._write(db, current, current.status)
+        except BaseException:
+            self._network_cleanup(container, info)
+            raise
+        return info
 
     def _fail_start(self, container: Container, message: str) -> None:
         code = start_error_code(message)
@@ -493,6 +558,7 @@ class Containers:
         monitor_entry = container.state.get("Monitor") or self._read_monitor(container.id)
         if _alive(monitor_entry):
             self._wait_monitor(container, 10, monitor_entry)
+        self._network_cleanup(container)  # a run that was not cleaned up holds its addresses and ports
         for path in (self.exit_file(container.id), os.path.join(self.paths.monitor(container.id), "pid")):
             try:
                 os.unlink(path)
@@ -572,6 +638,7 @@ class Containers:
             self.runtime(container).delete(container.id, force=True)
         except ManagerError:
             pass
+        self._network_cleanup(container)
         if not container.state.get("UserMounts"):
             self.storage.unmount(container.id)
 
@@ -681,6 +748,7 @@ class Containers:
         except ManagerError:
             pass
         self._wait_monitor(container, 30, container.state.get("Monitor") or self._read_monitor(container.id))
+        self._network_cleanup(container)
         self.storage.remove(container.id)
         for path in (self.exit_file(container.id),):
             try:
@@ -895,7 +963,7 @@ class Containers:
             except ManagerError:
                 continue
             state = container.state
-            for key in ("Starter", "Monitor", "Attached", "UserMounts"):
+            for key in ("Starter", "Monitor", "Attached", "UserMounts", "network"):
                 state.pop(key, None)
             status = container.status
             if status in ACTIVE:
@@ -908,6 +976,9 @@ class Containers:
         for directory in (self.paths.exits, os.path.join(self.paths.run_root, "monitors")):
             shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(self.paths.exits, mode=0o700, exist_ok=True)
+        from capsa.manager import network
+
+        network.forget_after_reboot(self.paths)
 
 
 def on_exit(paths, container_id: str, status) -> None:
@@ -990,6 +1061,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
             "WorkDir": os.path.join(manager.paths.container(container.id), "work")}},
         "Mounts": mounts,
         "LogPath": manager.log_path(container.id),
+        "NetworkSettings": _network_settings(state.get("network")),
         "Config": {
             "Hostname": spec.get("hostname", ""),
             "Domainname": "",
@@ -1032,6 +1104,21 @@ def inspect_data(manager: Containers, container: Container) -> dict:
             "CpuPeriod": cpu.get("period", 0),
             "CpuQuota": cpu.get("quota", 0),
             "PidsLimit": (resources.get("pids") or {}).get("limit", 0),
+            "PortBindings": _port_bindings(state.get("network")),
             "RestartPolicy": {"Name": "", "MaximumRetryCount": 0},
         },
     }
+
+
+def _network_settings(info: dict | None) -> dict:
+    from capsa.manager import network
+
+    return network.inspect_settings(info)
+
+
+def _port_bindings(info: dict | None) -> dict:
+    if not info or not info.get("ports"):
+        return {}
+    from capsa.manager import network
+
+    return network.ports_by_container_port(info["ports"])

@@ -359,18 +359,17 @@ def _kernel_version() -> tuple[int, ...]:
 # --- the spec --------------------------------------------------------------------------------------
 
 def build(container_id: str, image_config: dict, options: dict, *, rootfs: str, userdata: str,
-          mounts: list[dict]) -> dict:
+          mounts: list[dict], netns_path: str | None = None) -> dict:
     """The config.json of a new container. `options` are create's flags (see ctl.containers:
     command, entrypoint, env, env_file, workdir, user, hostname, read_only, memory, cpus,
     pids_limit, cap_add, cap_drop, security_opt, init, tmpfs, network, tty, interactive);
     `mounts` the resolved -v mounts (host source paths); `userdata` the directory of the files
-    bound in (/etc/hostname, /etc/hosts, /etc/resolv.conf)."""
+    bound in (/etc/hostname, /etc/hosts, /etc/resolv.conf); `netns_path` the network namespace
+    a bridged container joins (capsa.manager.network.for_run makes it at start)."""
     from capsa.specgen import default_spec
 
     process_defaults = image_config.get("config") or {}
     network = options.get("network") or "none"
-    if network not in ("none", "host"):
-        raise SpecError(f"--network {network!r}: only none and host are supported (bridge: a later issue)")
     spec = default_spec(cgroup_namespace=os.path.exists("/sys/fs/cgroup/cgroup.controllers"))
     spec["ociVersion"] = OCI_VERSION
     security = parse_security_opts(options.get("security_opt") or [])
@@ -409,6 +408,10 @@ def build(container_id: str, image_config: dict, options: dict, *, rootfs: str, 
 
     linux = spec["linux"]
     linux["namespaces"] = [ns for ns in linux["namespaces"] if not (network == "host" and ns["type"] == "network")]
+    if netns_path is not None:  # a bridge or a namespace of its own: joined, not made
+        for ns in linux["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = netns_path
     linux["cgroupsPath"] = f"{CGROUP_PARENT}/{container_id}"
     linux["resources"] = _resources(options)
     masked = set(linux["maskedPaths"]) - set(security.get("unmask") or [])
@@ -500,8 +503,10 @@ def _mounts(defaults: list[dict], options: dict, volumes: list[dict], userdata: 
     return list(by_destination.values())
 
 
-def write_userdata_files(userdata: str, hostname: str, network: str) -> None:
-    """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container (podman's userdata)."""
+def write_userdata_files(userdata: str, hostname: str, network: str, network_info: dict | None = None,
+                         name: str = "") -> None:
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container (podman's userdata); a
+    bridged container's from its network's addresses and DNS (capsa.manager.network)."""
     os.makedirs(userdata, mode=0o700, exist_ok=True)
     with open(os.path.join(userdata, "hostname"), "w") as f:
         f.write(hostname + "\n")
@@ -514,13 +519,21 @@ def write_userdata_files(userdata: str, hostname: str, network: str) -> None:
                 hosts = f.read()
         except OSError:
             pass
+    bridged = bool(network_info and network_info.get("mode") == "bridge")
+    if bridged:
+        from capsa.manager import network as networks
+
+        hosts += networks.hosts_entries(network_info, hostname, name)
     with open(os.path.join(userdata, "hosts"), "w") as f:
         f.write(hosts)
-    try:
-        with open("/etc/resolv.conf") as f:
-            resolv = f.read()
-    except OSError:
-        resolv = ""
+    if bridged:
+        resolv = networks.resolv_conf(network_info)
+    else:
+        try:
+            with open("/etc/resolv.conf") as f:
+                resolv = f.read()
+        except OSError:
+            resolv = ""
     with open(os.path.join(userdata, "resolv.conf"), "w") as f:
         f.write(resolv)
     for name in ("hostname", "hosts", "resolv.conf"):
