@@ -1,7 +1,7 @@
 """capsactl against podman, side by side in one run (issue 17's performance part).
 
-    capsactl run --rm IMAGE true                   (capsa's library in process, its own monitor)
-    capsactl --runtime runc|crun run --rm IMAGE true
+    capsactl run --rm --network none IMAGE true    (capsa's library in process, its own monitor)
+    capsactl --runtime runc|crun run --rm --network none IMAGE true
     podman --runtime capsa|runc|crun run --rm --network none IMAGE true    (conmon)
     capsactl ps -a / podman ps -a, each with 100 containers created
 
@@ -55,7 +55,7 @@ class Capsactl:
 
     def run(self, runtime: str | None) -> float:
         flags = ["--runtime", runtime] if runtime else []
-        return timed([*self.command, *flags, "run", "--rm", IMAGE, "true"])
+        return timed([*self.command, *flags, "run", "--rm", "--network", "none", IMAGE, "true"])
 
     def create(self, count: int) -> None:
         for i in range(count):
