@@ -124,9 +124,9 @@ def _image_for(ctx, reference: str, pull: str) -> str:
 
 def _pull_progress():
     """The images part's progress: bars on a terminal, lines otherwise (on stderr)."""
-    from capsa.ctl.images import _progress
+    from capsa.manager.progress import Progress
 
-    return _progress(False)
+    return Progress(sys.stderr)
 
 
 def _create(ctx, args, argv):
