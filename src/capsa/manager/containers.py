@@ -121,11 +121,12 @@ class Container:
         self.config = loads(row["config"], f"container {row['name']}")
         self.state = loads(row["state"], f"container {row['name']}")
         self.created = row["created"]
-        if not isinstance(self.config, dict) or not isinstance(self.state, dict):
+        if not isinstance(self.config, dict) or not isinstance(self.state, dict) \
+                or not isinstance(self.config.get("Spec"), dict):
             from capsa.manager.errors import StoreError
 
-            raise StoreError(f"the store's record of container {row['name']} is corrupt (not an object); "
-                             "remove it with rm --force")
+            raise StoreError(f"the store's record of container {row['name']} is corrupt (no config of a "
+                             "container in it); remove it with rm --force")
 
     @property
     def spec(self) -> dict:
