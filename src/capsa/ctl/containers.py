@@ -328,8 +328,9 @@ def rm(ctx, argv: list[str]) -> int:
     if args.all and args.containers:
         raise ManagerError("--all and container names cannot be given together")
     names = manager.all_ids() if args.all else _names_or_all(manager, args, lambda c: True)
-    return _each(names, lambda name: _ignoring(args.ignore, lambda: print(
-        manager.remove(name, force=args.force, volumes=args.volumes, timeout=args.time))))
+    # podman prints each container as it was named on the command line
+    return _each(names, lambda name: _ignoring(args.ignore, lambda: (
+        manager.remove(name, force=args.force, volumes=args.volumes, timeout=args.time), print(name))))
 
 
 def wait(ctx, argv: list[str]) -> int:
