@@ -679,3 +679,42 @@ def test_bridge_network_and_published_port(ctl, host_netns):
     ctl("rm", "-f", "-t", "0", "web")
     assert "veth" not in subprocess.run(["ip", "-n", os.path.basename(host_netns), "-o", "link"],
                                         capture_output=True, text=True).stdout
+
+
+def test_inspect_and_ps_keys_are_podmans(ctl, busybox_rootfs, tmp_path):
+    """The same keys as podman 4.3's `container inspect` (top level, State, Config) and `ps --format
+    json`, for a container created by each from the same rootfs."""
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    import tempfile
+
+    runroot = tempfile.mkdtemp(prefix="ctr-p-")  # podman wants a run root of at most 50 characters
+    podman = ["podman", "--root", str(tmp_path / "p-root"), "--runroot", runroot,
+              "--storage-driver", "vfs", "--tmpdir", str(tmp_path / "p-tmp"), "--cgroup-manager", "cgroupfs",
+              "--events-backend", "file"]
+    archive = tmp_path / "rootfs.tar"
+    subprocess.run(["tar", "-C", busybox_rootfs, "-cf", str(archive), "."], check=True)
+
+    def call(*args: str) -> str:
+        result = subprocess.run([*podman, *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    try:
+        call("import", str(archive), "localhost/busybox")
+        call("create", "--name", "c", "--network", "none", "localhost/busybox", "true")
+        theirs = json.loads(call("inspect", "c"))[0]
+        theirs_ps = json.loads(call("ps", "-a", "--format", "json"))[0]
+    finally:
+        subprocess.run([*podman, "rm", "-a", "-f"], capture_output=True)
+        subprocess.run(["umount", "-R", str(tmp_path / "p-root")], capture_output=True)
+        shutil.rmtree(runroot, ignore_errors=True)
+    ctl("create", "--name", "c", "busybox", "true")
+    ours = ctl.inspect("c")
+    assert set(theirs) <= set(ours), set(theirs) - set(ours)
+    assert set(theirs["State"]) <= set(ours["State"]), set(theirs["State"]) - set(ours["State"])
+    assert set(theirs["Config"]) <= set(ours["Config"]), set(theirs["Config"]) - set(ours["Config"])
+    assert set(ctl.ps()[0]) == set(theirs_ps)
+    for key in ("Path", "Args", "Name"):
+        assert ours[key] == theirs[key], key
+    assert ours["State"]["Status"] == theirs["State"]["Status"] == "created"
