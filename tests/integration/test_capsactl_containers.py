@@ -718,3 +718,21 @@ def test_inspect_and_ps_keys_are_podmans(ctl, busybox_rootfs, tmp_path):
     for key in ("Path", "Args", "Name"):
         assert ours[key] == theirs[key], key
     assert ours["State"]["Status"] == theirs["State"]["Status"] == "created"
+
+
+@pytest.mark.parametrize("verb", ["rm", "stop"])
+@pytest.mark.parametrize("delay", [0.02, 0.1, 0.3])
+def test_kill_9_during_rm_or_stop_leaves_a_consistent_store(ctl, verb, delay):
+    ctl("run", "-d", "--name", "victim", "busybox", "sleep", "1000")
+    proc = ctl.popen(*(["rm", "-f", "-t", "0"] if verb == "rm" else ["stop", "-t", "0"]), "victim")
+    time.sleep(delay)
+    proc.kill()
+    proc.wait()
+    entries = ctl.ps()
+    assert len(entries) <= 1
+    if entries:
+        assert entries[0]["State"] in ("running", "stopping", "exited", "removing")
+        ctl("rm", "-f", "-t", "0", "victim")
+    assert ctl.ps() == [] and not mounts_under(ctl.base)
+    wait_until(lambda: not monitors_of(ctl), "the monitor to end")
+    ctl("run", "--rm", "--name", "victim", "busybox", "true")
