@@ -53,7 +53,9 @@ def info_data(ctx) -> dict:
     containers = Containers(ctx.store).list()
     statuses = [c.status for c in containers]
     cgroup2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-    overlay = _overlay_supported()
+    from capsa.manager.layers import driver_name
+
+    driver = driver_name(ctx.paths)
     return {
         "host": {
             "arch": go_arch(), "os": "linux", "kernel": platform.release(), "hostname": platform.node(),
@@ -64,8 +66,8 @@ def info_data(ctx) -> dict:
         },
         "store": {
             "graphRoot": ctx.paths.graph_root, "runRoot": ctx.paths.run_root, "stateRoot": ctx.paths.state_root,
-            "graphDriverName": "overlay" if overlay else "vfs",
-            "graphStatus": {"overlayfs": "supported" if overlay else "not available: layers are copied (vfs)"},
+            "graphDriverName": driver,
+            "graphStatus": {"overlayfs": "used" if driver == "overlay" else "not available here: layers are copied (vfs)"},
             "containerStore": {"number": len(containers), "running": sum(s in ACTIVE and s != PAUSED for s in statuses),
                                "paused": statuses.count(PAUSED),
                                "stopped": sum(s not in ACTIVE for s in statuses)},
@@ -74,14 +76,6 @@ def info_data(ctx) -> dict:
         },
         "version": {"Version": __version__, "PythonVersion": platform.python_version(), "OsArch": f"linux/{go_arch()}"},
     }
-
-
-def _overlay_supported() -> bool:
-    try:
-        with open("/proc/filesystems") as f:
-            return any(line.split()[-1] == "overlay" for line in f if line.strip())
-    except OSError:
-        return False
 
 
 def info(ctx, argv: list[str]) -> int:

@@ -1062,13 +1062,13 @@ def inspect_data(manager: Containers, container: Container) -> dict:
         "ConmonPidFile": os.path.join(manager.paths.monitor(container.id), "pid"),
         "Name": container.name,
         "RestartCount": 0,
-        "Driver": "overlay",
+        "Driver": manager.storage.driver,
         "MountLabel": "",
         "ProcessLabel": process.get("selinuxLabel", ""),
         "AppArmorProfile": process.get("apparmorProfile", ""),
         "EffectiveCaps": (process.get("capabilities") or {}).get("effective", []),
         "BoundingCaps": (process.get("capabilities") or {}).get("bounding", []),
-        "GraphDriver": {"Name": "overlay", "Data": {
+        "GraphDriver": {"Name": manager.storage.driver, "Data": {
             "MergedDir": manager.storage.merged(container.id),
             "UpperDir": os.path.join(manager.paths.container(container.id), "upper"),
             "WorkDir": os.path.join(manager.paths.container(container.id), "work")}},
