@@ -267,7 +267,7 @@ def test_read_only_tmpfs_and_bind_volumes(ctl, tmp_path):
     assert ctl.ps() == []
 
 
-def test_named_volumes_persist_and_are_refcounted(ctl):
+def test_named_volumes_persist_and_are_refcounted(ctl, busybox_rootfs):
     ctl("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f")
     assert run_output(ctl, "-v", "data:/data:ro", "busybox", "cat", "/data/f") == "kept\n"
     volume = json.loads(ctl("volume", "inspect", "data").stdout)[0]
@@ -282,7 +282,30 @@ def test_named_volumes_persist_and_are_refcounted(ctl):
     assert ctl("volume", "ls", "-q").stdout == "data\n"
     assert ctl("volume", "prune", "-f").stdout == "data\n"
     assert ctl("volume", "ls", "-q").stdout == ""
+    # a new volume gets what the image has at its mount point (podman's copy-up), owners kept
+    out = run_output(ctl, "-v", "etcvol:/etc", "busybox", "sh", "-c", "cat /etc/passwd | head -1")
+    assert out == "root:x:0:0:root:/root:/bin/sh\n" or out.startswith("root:")
+    copied = json.loads(ctl("volume", "inspect", "etcvol").stdout)[0]
+    assert os.path.exists(os.path.join(copied["Mountpoint"], "passwd")) and not copied["NeedsCopyUp"]
+    # ...once: what the first container leaves is what the next one sees
+    ctl("run", "--rm", "-v", "etcvol:/etc", "busybox", "rm", "/etc/group")
+    assert run_output(ctl, "-v", "etcvol:/etc", "busybox", "sh", "-c", "ls /etc/group 2>/dev/null || echo gone") \
+        == "gone\n"
+    # owners and modes of what is copied up are the image's
+    image_root = os.path.join(ctl.base, "owned-rootfs")
+    subprocess.run(["cp", "-a", busybox_rootfs, image_root], check=True)
+    os.makedirs(os.path.join(image_root, "srv", "app", "sub"))
+    with open(os.path.join(image_root, "srv", "app", "sub", "f"), "w") as f:
+        f.write("seed\n")
+    for path in ("srv/app", "srv/app/sub", "srv/app/sub/f"):
+        os.chown(os.path.join(image_root, path), 1000, 1001)
+    os.chmod(os.path.join(image_root, "srv", "app"), 0o750)
+    ctl("import", "-q", image_root, "owned")
+    out = run_output(ctl, "-v", "appvol:/srv/app", "owned", "sh", "-c",
+                     "stat -c '%u:%g %a' /srv/app /srv/app/sub /srv/app/sub/f; cat /srv/app/sub/f")
+    assert out == "1000:1001 750\n1000:1001 755\n1000:1001 644\nseed\n"
     # an anonymous volume goes with rm -v
+    ctl("volume", "prune", "-f")
     ctl("create", "--name", "anon", "-v", "/scratch", "busybox", "true")
     assert len(ctl("volume", "ls", "-q").stdout.split()) == 1
     ctl("rm", "-v", "anon")

@@ -470,7 +470,7 @@ class Containers:
             ocispec.write_userdata_files(userdata, spec["hostname"], container.config.get("Network", "none"),
                                          network_info, container.name)
             spec["process"]["user"] = ocispec.resolve_user(rootfs, container.config.get("User", ""))
-            self._prepare_volumes(container)
+            self._prepare_volumes(container, rootfs)
             bundle = userdata
             from capsa.state import write_atomic
 
@@ -566,10 +566,22 @@ class Containers:
             except FileNotFoundError:
                 pass
 
-    def _prepare_volumes(self, container: Container) -> None:
+    def _prepare_volumes(self, container: Container, rootfs: str) -> None:
+        """Named volumes exist, and a new one gets what the image has at its mount point
+        (podman's copy-up), if it is still empty."""
         for mount in container.config.get("Mounts") or []:
-            if mount["type"] == "volume":
-                os.makedirs(mount["host_path"], mode=0o755, exist_ok=True)
+            if mount["type"] != "volume":
+                continue
+            os.makedirs(mount["host_path"], mode=0o755, exist_ok=True)
+            volume = self.volumes.claim_copy_up(mount["source"])
+            if volume is None or os.listdir(mount["host_path"]):
+                continue
+            from capsa.manager import copy
+
+            try:
+                copy.copy_out(rootfs, mount["destination"].rstrip("/") + "/.", mount["host_path"])
+            except ManagerError:
+                pass  # nothing there in the image: the volume stays empty
 
     def _wait_monitor(self, container: Container, timeout: float | None, entry=None) -> bool:
         """Wait for the container's monitor to end (it ends after its exit hook); True if it has."""

@@ -54,6 +54,7 @@ def copy_out(rootfs: str, path: str, destination: str) -> None:
             else:
                 target = destination
             shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True, copy_function=_copy_file)
+            _chown_directories(source, target)
         else:
             target = os.path.join(destination, name) if os.path.isdir(destination) else destination
             # source is /proc/self/fd/N, a magic link to the file: copied through, not as a link
@@ -105,6 +106,24 @@ def copy_in(source: str, rootfs: str, path: str) -> None:
     finally:
         if target_fd is not None:
             os.close(target_fd)
+
+
+def _chown_directories(source: str, target: str) -> None:
+    """copytree copies files' owners (_copy_file) but makes directories as the caller: give them
+    their owners and modes (a volume's copy-up of /var/lib/app owned by the app's user)."""
+    for directory, dirs, _ in os.walk(source):
+        relative = os.path.relpath(directory, source)
+        for name in [".", *dirs] if relative == "." else dirs:
+            src = os.path.normpath(os.path.join(directory, name))
+            dst = os.path.normpath(os.path.join(target, relative, name))
+            try:
+                # the top is /proc/self/fd/N: followed, it is the directory (lstat: the fd's link)
+                st = os.stat(src) if src == os.path.normpath(source) else os.lstat(src)
+                if stat.S_ISDIR(st.st_mode):
+                    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+                    os.chmod(dst, stat.S_IMODE(st.st_mode))
+            except OSError:
+                pass
 
 
 def _copy_file(source: str, target: str) -> str:

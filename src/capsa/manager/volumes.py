@@ -44,7 +44,8 @@ class Volume:
         """podman's `volume inspect` keys."""
         return {"Name": self.name, "Driver": self.config.get("Driver", "local"), "Mountpoint": self.mountpoint,
                 "CreatedAt": self.created, "Labels": self.config.get("Labels") or {}, "Scope": "local",
-                "Options": self.config.get("Options") or {}, "MountCount": 0, "NeedsCopyUp": False,
+                "Options": self.config.get("Options") or {}, "MountCount": 0,
+                "NeedsCopyUp": bool(self.config.get("NeedsCopyUp")),
                 "NeedsChown": False, "Anonymous": bool(self.config.get("Anonymous")), "UsedBy": users}
 
 
@@ -72,7 +73,10 @@ class Volumes:
             if options.get("type") or options.get("device"):
                 raise ManagerError(f"volume {name}: mounted volumes (-o type=, device=) are not supported yet")
         config = {"Driver": "local", "Labels": labels or {}, "Options": options or {},
-                  "Mountpoint": os.path.join(self._path(name), "_data"), "Anonymous": anonymous}
+                  "Mountpoint": os.path.join(self._path(name), "_data"), "Anonymous": anonymous,
+                  # podman's copy-up: the first container to mount it fills it with what its
+                  # image has at the mount point (copy_up_done then clears this)
+                  "NeedsCopyUp": True}
         if db is None:
             with self.store.transaction() as tx:
                 return self._insert(tx, name, config, exist_ok)
@@ -100,6 +104,20 @@ class Volumes:
             shutil.rmtree(self._path(name), ignore_errors=True)  # left by a crash before its row
         os.makedirs(config["Mountpoint"], mode=0o755)
         return Volume(name, config, created)
+
+    def claim_copy_up(self, name: str) -> Volume | None:
+        """The volume if it still needs its copy-up, now marked done (one transaction: of two
+        containers starting at once, one copies)."""
+        with self.store.transaction() as db:
+            row = db.one("SELECT * FROM volumes WHERE name = ?", (name,))
+            if row is None:
+                return None
+            volume = Volume.from_row(row)
+            if not volume.config.get("NeedsCopyUp"):
+                return None
+            volume.config["NeedsCopyUp"] = False
+            db.execute("UPDATE volumes SET config = ? WHERE name = ?", (dumps(volume.config), name))
+        return volume
 
     def get(self, name: str) -> Volume:
         rows = self.store.query("SELECT * FROM volumes WHERE name = ?", (name,))
