@@ -466,7 +466,12 @@ def test_top_and_stats(ctl):
     assert entry["Name"] == "t" and entry["PIDs"] >= 2 and entry["MemUsageBytes"] > 0
     table = ctl("stats", "--no-stream", "t").stdout.splitlines()
     assert table[0].split()[:3] == ["ID", "NAME", "CPU"] and table[1].split()[1] == "t"
+    # streaming: a table per interval, until the containers named have stopped
+    stream = ctl.popen("stats", "--interval", "1", "t")
+    assert stream.stdout.readline().split()[:2] == ["ID", "NAME"]
+    assert stream.stdout.readline().split()[1] == "t"
     ctl("stop", "-t", "0", "t")
+    assert stream.wait(timeout=60) == 0
     result = ctl("top", "t", check=False)
     assert result.returncode == 125 and "exited" in result.stderr
 

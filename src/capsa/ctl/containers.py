@@ -770,32 +770,52 @@ def stats(ctx, argv: list[str]) -> int:
     parser.add_argument("--no-stream", action="store_true", help="print one sample and exit")
     parser.add_argument("-a", "--all", action="store_true", help="all containers (default: running ones)")
     parser.add_argument("--format", help="json or a Go template")
-    parser.add_argument("--no-reset", action="store_true")
-    parser.add_argument("-i", "--interval", type=int, default=5)
+    parser.add_argument("--no-reset", action="store_true", help="do not clear the terminal between samples")
+    parser.add_argument("-i", "--interval", type=int, default=5, help="seconds between samples (default 5)")
     parser.add_argument("containers", nargs="*")
     args = _parse(parser, argv)
-    if not args.no_stream:
-        raise ManagerError("stats: only --no-stream is supported yet")
+    if args.interval < 1:
+        raise ManagerError(f"--interval {args.interval}: give at least 1 second")
     manager = _manager(ctx)
+    running = ("running", "paused", "stopping")
     if args.containers:
-        containers = [manager.get(name) for name in args.containers]
-        for container in containers:
-            if container.status not in ("running", "paused", "stopping"):
+        for container in [manager.get(name) for name in args.containers]:
+            if container.status not in running:
                 raise ManagerError(f"container {container.name} is not running: no statistics")
-    else:
-        containers = [c for c in manager.list() if c.status in ("running", "paused", "stopping")]
-    entries = [_stats_entry(manager, c) for c in containers]
+    previous: dict[str, tuple[int, float]] = {}
     from capsa.ctl import format as fmt
 
-    if args.format and fmt.is_json(args.format):
-        sys.stdout.write(fmt.dump_json(entries))
-    else:
-        sys.stdout.write(fmt.render(args.format or STATS_TEMPLATE, entries, STATS_HEADERS))
-    return 0
+    while True:
+        if args.containers:
+            containers = [c for c in (manager.get(name) for name in args.containers) if c.status in running]
+        else:
+            containers = [c for c in manager.list() if c.status in running]
+        if args.containers and not containers:
+            return 0  # the containers named have all stopped
+        entries = []
+        for container in containers:
+            try:
+                entries.append(_stats_entry(manager, container, previous.get(container.id)))
+            except ManagerError:
+                continue  # it exited while we looked
+            previous[container.id] = (entries[-1]["CPUNano"], entries[-1]["SampledAt"])
+        if not args.no_stream and not args.no_reset and sys.stdout.isatty():
+            sys.stdout.write("\033[2J\033[H")  # podman's: the table in place
+        if args.format and fmt.is_json(args.format):
+            sys.stdout.write(fmt.dump_json(entries))
+        else:
+            sys.stdout.write(fmt.render(args.format or STATS_TEMPLATE, entries, STATS_HEADERS))
+        sys.stdout.flush()
+        if args.no_stream:
+            return 0
+        import time
+
+        time.sleep(args.interval)
 
 
-def _stats_entry(manager, container) -> dict:
-    """podman's stats fields from the cgroup's figures (runc's events --stats shape)."""
+def _stats_entry(manager, container, previous: tuple[int, float] | None = None) -> dict:
+    """podman's stats fields from the cgroup's figures (runc's events --stats shape). CPU %: over
+    the time since `previous` (cpu ns, time) when streaming, else since the container started."""
     import time
 
     from capsa.ctl.output import human_size
@@ -820,13 +840,17 @@ def _stats_entry(manager, container) -> dict:
     write = sum(e.get("value", 0) for e in blkio.get("ioServiceBytesRecursive") or []
                 if e.get("op", "").lower() == "write")
     pids = (data.get("pids") or {}).get("current", 0)
+    now = time.time()
     started = _unix(container.state.get("StartedAt"))
-    uptime = max(time.time() - started, 1e-9)
+    uptime = max(now - started, 1e-9)
     average = 100 * cpu_ns / 1e9 / uptime
+    current = average
+    if previous is not None and now > previous[1]:
+        current = 100 * max(cpu_ns - previous[0], 0) / 1e9 / (now - previous[1])
     net_rx = sum(i.get("rx_bytes", 0) for i in data.get("network_interfaces") or [])
     net_tx = sum(i.get("tx_bytes", 0) for i in data.get("network_interfaces") or [])
     return {"ID": container.id[:12], "ContainerID": container.id, "Name": container.name,
-            "CPUPerc": f"{average:.2f}%", "CPU": f"{cpu_ns / 1e9:.6g}s", "CPUNano": cpu_ns,
+            "CPUPerc": f"{current:.2f}%", "CPU": f"{cpu_ns / 1e9:.6g}s", "CPUNano": cpu_ns, "SampledAt": now,
             "AVGCPU": f"{average:.2f}%", "MemUsage": f"{human_size(usage)} / {human_size(limit)}",
             "MemPerc": f"{100 * usage / limit:.2f}%" if limit else "0.00%", "MemUsageBytes": usage,
             "MemLimit": limit, "NetIO": f"{human_size(net_rx)} / {human_size(net_tx)}",
