@@ -208,13 +208,15 @@ def test_fields_functions_and_pipelines():
     assert fmt.render("{{if .Running}}up{{else}}down{{end}}", ITEMS) == "up\n"
     assert fmt.render("{{if .Ports}}p{{else}}none{{end}}", ITEMS) == "none\n"
     assert fmt.render("{{.id}}", ITEMS) == "abc\n"  # podman matches field names loosely too
-    assert fmt.render("{{.ID}}\\t{{.Names}}", ITEMS) == "abc  web\n"  # a typed \t is a tab, aligned
+    assert fmt.render("{{.ID}}\\t{{.Names}}", ITEMS) == "abc\tweb\n"  # a typed \t is a tab (aligned in tables)
 
 
 def test_table_headers_and_alignment():
     items = [{"ID": "a", "Names": "long-name"}, {"ID": "bbbbbb", "Names": "n"}]
     out = fmt.render("table {{.ID}}\t{{.Names}}", items, {"ID": "CONTAINER ID"})
     assert out.splitlines() == ["CONTAINER ID  NAMES", "a             long-name", "bbbbbb        n"]
+    out = fmt.render("table {{.Names}}\t{{.ID}}", items)
+    assert out.splitlines()[0] == "NAMES       ID"  # at least 12 wide, as podman's tabwriter
     assert fmt.header_of("{{.CreatedAt}}\t{{.State.Status}}") == "CREATED AT\tSTATUS"
 
 

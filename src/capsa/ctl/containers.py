@@ -532,7 +532,7 @@ def ps(ctx, argv: list[str]) -> int:
         if args.no_trunc:
             entry["ID"] = c.id
         elif len(entry["Command"]) > 17:
-            entry["Command"] = entry["Command"][:17] + "…"
+            entry["Command"] = entry["Command"][:17] + "..."  # podman's psReporter.Command
         entries.append(entry)
     out.write(fmt.render(template, entries, PS_HEADERS))
     return 0
@@ -694,7 +694,7 @@ def top(ctx, argv: list[str]) -> int:
         info["pid"] = info["nspid"]
         info["ppid"] = in_namespace.get(info["hppid"], 0)
         rows.append("\t".join(str(info.get(d, "")) for d in descriptors))
-    sys.stdout.write(fmt.align("\n".join(rows) + "\n", padding=3))
+    sys.stdout.write(fmt.align("\n".join(rows) + "\n"))
     return 0
 
 

@@ -3,8 +3,9 @@
 Supported: fields `{{.ID}}`, `{{.State.Status}}`, `{{.}}`; functions `json`, `upper`, `lower`,
 `title`, `index`, `join`, `len`, `truncate`, `printf` (%s %d %v %q), pipelines (`{{.Labels | json}}`),
 `{{range .X}}...{{end}}` and `{{if .X}}...{{else}}...{{end}}`; a `table ` prefix makes an aligned
-table whose header names the fields (podman's headers: `{{.ID}}` is CONTAINER ID in ps); `\\t`
-and `\\n` typed on a command line are a tab and a newline, as in podman.
+table whose header names the fields (podman's headers: `{{.ID}}` is CONTAINER ID in ps), its
+columns aligned as podman's tabwriter does (minwidth 12, padding 2); `\\t` and `\\n` typed on a
+command line are a tab and a newline, as in podman.
 
 Values print as Go prints them: a list as [a b], a map as map[k:v], nothing as <no value>.
 """
@@ -348,19 +349,20 @@ def render(template: str, items: list, headers: dict[str, str] | None = None) ->
     if table:
         lines = [header_of(template, headers)] + lines
     text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-    return align(text) if table or "\t" in template else text
+    return align(text) if table else text  # podman aligns only a table; elsewhere a tab stays a tab
 
 
-def align(text: str, padding: int = 2) -> str:
-    """Go's tabwriter (minwidth 0, padding 2): tab-separated cells in aligned columns."""
+def align(text: str, padding: int = 2, minwidth: int = 12) -> str:
+    """Go's tabwriter as podman sets it (minwidth 12, padding 2): tab-separated cells in aligned
+    columns, each at least 12 wide."""
     rows = [line.split("\t") for line in text.split("\n")]
     widths: dict[int, int] = {}
     for row in rows:
         for i, cell in enumerate(row[:-1]):
-            widths[i] = max(widths.get(i, 0), len(cell))
+            widths[i] = max(widths.get(i, 0), len(cell) + padding, minwidth)
     out = []
     for row in rows:
-        cells = [cell.ljust(widths[i] + padding) for i, cell in enumerate(row[:-1])]
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         out.append("".join(cells) + row[-1])
     return "\n".join(out)
 

@@ -114,7 +114,7 @@ def version(ctx, argv: list[str]) -> int:
     else:
         sys.stdout.write(fmt.align(f"Client:\tcapsactl\nVersion:\t{client['Version']}\n"
                                    f"Python Version:\t{client['PythonVersion']}\nOS/Arch:\t{client['OsArch']}\n",
-                                   padding=1))
+                                   padding=2, minwidth=0))
     return 0
 
 
