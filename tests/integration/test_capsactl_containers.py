@@ -764,3 +764,52 @@ def test_kill_9_during_rm_or_stop_leaves_a_consistent_store(ctl, verb, delay):
     assert ctl.ps() == [] and not mounts_under(ctl.base)
     wait_until(lambda: not monitors_of(ctl), "the monitor to end")
     ctl("run", "--rm", "--name", "victim", "busybox", "true")
+
+
+def test_cp_tar_streams(ctl):
+    import io
+    import tarfile
+
+    ctl("create", "--name", "box", "busybox", "true")
+    out = subprocess.run([*ctl.command, "cp", "box:/etc", "-"], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
+        names = tar.getnames()
+        assert "etc" in names and "etc/passwd" in names and tar.getmember("etc").isdir()
+    # in: a tar on stdin, into a directory of the container
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("dir/file", b"payload\n"),):
+            info = tarfile.TarInfo(name)
+            info.size, info.uid, info.mode = len(data), 1000, 0o640
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("evil")
+        link.type, link.linkname = tarfile.SYMTYPE, "/"
+        tar.addfile(link)
+        info = tarfile.TarInfo("evil/tmp/planted")  # through the symlink: inside the rootfs, never the host's /
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"in\n"))
+    result = subprocess.run([*ctl.command, "cp", "-", "box:/tmp"], input=buffer.getvalue(), capture_output=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not os.path.exists("/tmp/planted")
+    ctl("start", "box")
+    ctl("wait", "box")
+    merged = ctl("mount", "box").stdout.strip()
+    with open(os.path.join(merged, "tmp", "dir", "file")) as f:
+        assert f.read() == "payload\n"
+    st = os.stat(os.path.join(merged, "tmp", "dir", "file"))
+    assert (st.st_uid, st.st_mode & 0o777) == (1000, 0o640)
+    with open(os.path.join(merged, "tmp", "planted")) as f:
+        assert f.read() == "in\n"
+    ctl("unmount", "box")
+    # a member outside the directory is refused, a non-tar is a clear error
+    bad = io.BytesIO()
+    with tarfile.open(fileobj=bad, mode="w") as tar:
+        info = tarfile.TarInfo("../../outside")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    result = subprocess.run([*ctl.command, "cp", "-", "box:/tmp"], input=bad.getvalue(), capture_output=True)
+    assert result.returncode == 125 and b"outside" in result.stderr
+    result = subprocess.run([*ctl.command, "cp", "-", "box:/tmp"], input=b"not a tar" * 100, capture_output=True)
+    assert result.returncode == 125 and b"not a tar" in result.stderr

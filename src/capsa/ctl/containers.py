@@ -871,6 +871,17 @@ def cp(ctx, argv: list[str]) -> int:
     manager = _manager(ctx)
     from capsa.manager import copy
 
+    if destination == (None, "-"):  # a tar stream of the container's path on stdout
+        if sys.stdout.isatty():
+            raise ManagerError("cp: refusing to write a tar archive to a terminal")
+        with manager.mounted_rootfs(source[0]) as (_, rootfs):
+            copy.tar_out(rootfs, source[1], sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return 0
+    if source == (None, "-"):  # a tar stream on stdin, unpacked into the container's directory
+        with manager.mounted_rootfs(destination[0]) as (_, rootfs):
+            copy.tar_in(sys.stdin.buffer, rootfs, destination[1])
+        return 0
     if source[0] is not None:
         with manager.mounted_rootfs(source[0]) as (_, rootfs):
             copy.copy_out(rootfs, source[1], destination[1])

@@ -148,3 +148,126 @@ def export_tar(rootfs: str, fileobj) -> None:
     with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for entry in sorted(os.listdir(rootfs)):
             tar.add(os.path.join(rootfs, entry), arcname=entry)
+
+
+# --- tar streams: cp CONTAINER:PATH - and cp - CONTAINER:DIR ------------------------------------------
+
+def tar_out(rootfs: str, path: str, fileobj) -> None:
+    """The container's `path` as a tar stream (podman's `cp CONTAINER:PATH -`): its members are
+    named from the path's last component, as tar -C parent -c name makes them."""
+    import tarfile
+
+    try:
+        fd = _open_in_root(rootfs, path)
+    except FileNotFoundError:
+        raise ManagerError(f"cp: {path}: no such file or directory in the container") from None
+    try:
+        source = _fd_path(fd)
+        name = os.path.basename(os.path.normpath(path)) or "."
+        with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            top = tar.gettarinfo(source, arcname=name)  # /proc/self/fd/N: lstat would see the link
+            st = os.stat(source)
+            top.type = tarfile.DIRTYPE if stat.S_ISDIR(st.st_mode) else tarfile.REGTYPE
+            top.mode, top.uid, top.gid, top.mtime = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime
+            top.size = 0 if top.isdir() else st.st_size
+            top.linkname = ""
+            if top.isdir():
+                tar.addfile(top)
+                for entry in sorted(os.listdir(source)):
+                    tar.add(os.path.join(source, entry), arcname=f"{name}/{entry}")
+            else:
+                with open(source, "rb") as f:
+                    tar.addfile(top, f)
+    finally:
+        os.close(fd)
+
+
+def tar_in(fileobj, rootfs: str, path: str) -> None:
+    """A tar stream unpacked into the container's directory `path` (`cp - CONTAINER:DIR`). Each
+    member's parent is opened inside the rootfs (RESOLVE_IN_ROOT) and the member made relative
+    to it, never through a name: a symlink in the tar or in the container (evil -> /) leads
+    inside the rootfs, not to the host's files; absolute names and `..` are refused."""
+    import tarfile
+
+    try:
+        target_fd = _open_in_root(rootfs, path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        raise ManagerError(f"cp: {path}: not a directory in the container ({err.strerror})") from None
+    os.close(target_fd)
+    base = path.rstrip("/") or "/"
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            for member in tar:
+                name = os.path.normpath(member.name)
+                if member.name.startswith("/") or name == ".." or name.startswith("../"):
+                    raise ManagerError(f"cp: the tar member {member.name!r} reaches outside {path}")
+                if name == ".":
+                    continue
+                _extract_member(tar, member, rootfs, os.path.join(base, name))
+    except tarfile.TarError as err:
+        raise ManagerError(f"cp: the input is not a tar archive, or is truncated ({err})") from None
+
+
+def _open_parent(rootfs: str, parent: str) -> int:
+    """The directory `parent` inside the rootfs, made (each level inside the rootfs) if missing:
+    a tar need not list the directories of its files."""
+    try:
+        return _open_in_root(rootfs, parent, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise ManagerError(f"cp: {parent}: {err.strerror} in the container") from None
+    above, name = os.path.split(parent.rstrip("/"))
+    if not name:
+        raise ManagerError(f"cp: {parent}: no such directory in the container")
+    fd = _open_parent(rootfs, above or "/")
+    try:
+        os.mkdir(name, 0o755, dir_fd=fd)
+    except FileExistsError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        return _open_in_root(rootfs, parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        raise ManagerError(f"cp: {parent}: {err.strerror} in the container") from None
+
+
+def _extract_member(tar, member, rootfs: str, path: str) -> None:
+    parent, leaf = os.path.split(path)
+    dir_fd = _open_parent(rootfs, parent)
+    try:
+        if member.isdir():
+            try:
+                os.mkdir(leaf, 0o700, dir_fd=dir_fd)
+            except FileExistsError:
+                pass
+        elif member.issym():
+            _unlink_at(leaf, dir_fd)
+            os.symlink(member.linkname, leaf, dir_fd=dir_fd)
+        elif member.isfile():
+            _unlink_at(leaf, dir_fd)
+            fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dir_fd)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(tar.extractfile(member), out)
+        else:
+            return  # devices, fifos, hard links: not copied (podman copies them; rare in cp)
+        try:
+            os.chown(leaf, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
+            if not member.issym():
+                os.chmod(leaf, member.mode & 0o7777, dir_fd=dir_fd)
+        except OSError:
+            pass
+    finally:
+        os.close(dir_fd)
+
+
+def _unlink_at(name: str, dir_fd: int) -> None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise ManagerError(f"cp: {name}: a directory is in the way of a file")
+    os.unlink(name, dir_fd=dir_fd)
