@@ -813,3 +813,57 @@ def test_cp_tar_streams(ctl):
     assert result.returncode == 125 and b"outside" in result.stderr
     result = subprocess.run([*ctl.command, "cp", "-", "box:/tmp"], input=b"not a tar" * 100, capture_output=True)
     assert result.returncode == 125 and b"not a tar" in result.stderr
+
+
+# --- an unprivileged user ---------------------------------------------------------------------------------------
+
+def test_rootless_containers_as_an_unprivileged_user(busybox_rootfs):
+    """capsactl run by `nobody`: its store under $HOME/.local/share/capsa (vfs: overlayfs needs
+    root here), its containers in a user namespace mapping it to root, no cgroup limits."""
+    import pwd
+    import tempfile
+
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv is needed to run as another user")
+    user = pwd.getpwnam("nobody")
+    base = tempfile.mkdtemp(prefix="ctr-rootless-")
+    os.chmod(base, 0o755)
+    rootfs = os.path.join(base, "rootfs")
+    subprocess.run(["cp", "-a", busybox_rootfs, rootfs], check=True)
+    subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", base], check=True)
+    command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "env",
+               f"HOME={base}", f"XDG_RUNTIME_DIR={base}/run", *capsactl_command()]
+
+    def as_user(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, cwd=base)
+        if check and result.returncode != 0:
+            raise AssertionError(f"capsactl {' '.join(args)} as nobody exited {result.returncode}: {result.stderr}")
+        return result
+
+    try:
+        if as_user("ps", check=False).returncode != 0:
+            pytest.skip("nobody cannot run this checkout's capsactl")
+        as_user("import", "-q", rootfs, "busybox")
+        probe = as_user("run", "--rm", "busybox", "true", check=False)
+        if probe.returncode != 0 and "user namespace" in probe.stderr:
+            pytest.skip(f"this host does not let an unprivileged user make user namespaces: {probe.stderr}")
+        out = as_user("run", "--rm", "busybox", "sh", "-c", "id -u; cat /proc/self/uid_map; cat /proc/net/dev").stdout
+        lines = out.splitlines()
+        assert lines[0] == "0" and lines[1].split() == ["0", str(user.pw_uid), "1"]
+        assert [line.split(":")[0].strip() for line in lines[4:]] == ["lo"]  # a network namespace of its own
+        info = json.loads(as_user("info", "--format", "json").stdout)
+        assert info["store"]["graphRoot"] == os.path.join(base, ".local", "share", "capsa")
+        assert info["host"]["security"]["rootless"] is True
+        as_user("run", "-d", "--name", "bg", "busybox", "sleep", "1000")
+        assert as_user("ps", "--format", "{{.Names}} {{.State}}").stdout == "bg running\n"
+        as_user("stop", "-t", "0", "bg")
+        assert json.loads(as_user("inspect", "bg").stdout)[0]["State"]["ExitCode"] == 137
+        as_user("rm", "bg")
+        assert as_user("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f").stdout == ""
+        assert as_user("run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/f").stdout == "kept\n"
+        result = as_user("run", "--rm", "--memory", "16m", "busybox", "true", check=False)
+        assert result.returncode == 125 and "need root" in result.stderr
+        assert as_user("ps", "-a", "-q").stdout == ""
+    finally:
+        subprocess.run([*command, "rm", "-a", "-f", "-t", "0"], capture_output=True, cwd=base)
+        shutil.rmtree(base, ignore_errors=True)

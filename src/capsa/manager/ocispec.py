@@ -421,7 +421,37 @@ def build(container_id: str, image_config: dict, options: dict, *, rootfs: str, 
         if path is not None:
             linux["seccomp"] = load_seccomp_profile(path, caps)
     spec["mounts"] = _mounts(spec["mounts"], options, mounts, userdata, network)
+    if os.geteuid() != 0:
+        _make_rootless(spec, options)
     return spec
+
+
+def _make_rootless(spec: dict, options: dict) -> None:
+    """An unprivileged caller's container (podman rootless without subuids): a user namespace
+    mapping the caller to root, /sys bound from the host (sysfs needs the network namespace's
+    owner), no uid=/gid= mount options (those ids are not mapped), and no cgroup: limits need
+    root here (no cgroup of its own to delegate), so asking for one is an error."""
+    for flag, key in (("--memory", "memory"), ("--cpus", "cpus"), ("--pids-limit", "pids_limit")):
+        if options.get(key) is not None:
+            raise SpecError(f"{flag}: resource limits need root (a rootless container has no cgroup here)")
+    linux = spec["linux"]
+    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("user", "cgroup")]
+    linux["namespaces"].append({"type": "user"})
+    linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+    linux.pop("resources", None)
+    linux.pop("cgroupsPath", None)
+    mounts = []
+    for mount in spec["mounts"]:
+        if mount["destination"] == "/sys":
+            mount = {"destination": "/sys", "type": "none", "source": "/sys",
+                     "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+        elif mount["destination"] == "/sys/fs/cgroup":
+            continue
+        elif "options" in mount:
+            mount = dict(mount, options=[o for o in mount["options"] if not o.startswith(("uid=", "gid="))])
+        mounts.append(mount)
+    spec["mounts"] = mounts
 
 
 def _nofile() -> int:
