@@ -867,3 +867,17 @@ def test_rootless_containers_as_an_unprivileged_user(busybox_rootfs):
     finally:
         subprocess.run([*command, "rm", "-a", "-f", "-t", "0"], capture_output=True, cwd=base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_foreground_output_comes_while_the_container_runs(ctl):
+    proc = ctl.popen("run", "--name", "live", "busybox", "sh", "-c", "echo first; exec sleep 1000")
+    assert proc.stdout.readline() == "first\n"  # before the container has exited
+    assert ctl.inspect("live")["State"]["Status"] == "running"
+    ctl("kill", "live")
+    proc.wait(timeout=60)
+    assert proc.returncode == 137
+    # start -a of the exited container shows this run's output only
+    ctl("rm", "live")
+    ctl("create", "--name", "again", "busybox", "sh", "-c", "echo run; exit 1")
+    assert ctl("start", "-a", "again", check=False).stdout == "run\n"
+    assert ctl("start", "-a", "again", check=False).stdout == "run\n"

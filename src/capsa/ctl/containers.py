@@ -169,8 +169,6 @@ def _run_foreground(manager, container, autoremove: bool) -> int:
     stop capsactl (Ctrl-C, SIGTERM) are forwarded to the container, as podman's --sig-proxy."""
     import signal
 
-    from capsa.manager.containers import StartError
-
     # The exit hook leaves a --rm container to us while we are there to read its exit code.
     manager.attach_marker(container.id, True)
     previous = {}
@@ -184,15 +182,11 @@ def _run_foreground(manager, container, autoremove: bool) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         previous[signum] = signal.signal(signum, forward)
     try:
-        try:
-            manager.start(container.id)
-        except StartError:
-            raise
-        code = manager.wait(container.id)
-        # until attach lands: the output is shown once the container has exited, from its log
-        # (the io part's attach streams it live: capsa.manager.attach).
-        _print_log(manager.log_path(container.id))
-        return code
+        # until attach lands: the output is followed in the container's log while it runs
+        # (the io part's attach gives it straight from the monitor: capsa.manager.attach).
+        log = _LogFollower(manager.log_path(container.id))
+        manager.start(container.id)
+        return _follow_log_until_exit(manager, container.id, log)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -202,23 +196,55 @@ def _run_foreground(manager, container, autoremove: bool) -> int:
             manager.attach_marker(container.id, False)
 
 
-def _print_log(path: str) -> None:
-    """until attach lands: a k8s-file log's records to stdout and stderr, partial lines joined."""
+def _follow_log_until_exit(manager, container_id: str, log: _LogFollower) -> int:
+    """until attach lands: the log's new records every tenth of a second, and the rest once the
+    container has exited; its exit code."""
     try:
-        f = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        return
-    with f:
+        while True:
+            code = manager.wait(container_id, timeout=0.1)
+            log.pump()
+            if code is not None:
+                return code
+    finally:
+        log.close()
+
+
+class _LogFollower:
+    """until attach lands: a k8s-file log's records, as they come, to stdout and stderr."""
+
+    def __init__(self, path: str):
+        """Made before the start: what the log already holds (an earlier run's) is skipped."""
+        self.path = path
+        self.file = None
+        self.rest = b""
+        try:
+            self.file = open(path, "rb")  # noqa: SIM115 - kept open across pumps
+            self.file.seek(0, 2)
+        except FileNotFoundError:
+            pass
+
+    def pump(self) -> None:
+        if self.file is None:
+            try:
+                self.file = open(self.path, "rb")  # noqa: SIM115 - kept open across pumps
+            except FileNotFoundError:
+                return
+        data = self.rest + self.file.read()
+        lines = data.split(b"\n")
+        self.rest = lines.pop()  # an incomplete record: the next pump finishes it
         out, err = sys.stdout.buffer, sys.stderr.buffer
-        for line in f:
-            parts = line.rstrip(b"\n").split(b" ", 3)
+        for line in lines:
+            parts = line.split(b" ", 3)
             if len(parts) < 3:
                 continue
             stream = err if parts[1] == b"stderr" else out
-            text = parts[3] if len(parts) > 3 else b""
-            stream.write(text + (b"\n" if parts[2] == b"F" else b""))
+            stream.write((parts[3] if len(parts) > 3 else b"") + (b"\n" if parts[2] == b"F" else b""))
         out.flush()
         err.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def _remove_quietly(manager, container_id: str) -> None:
@@ -243,10 +269,9 @@ def start(ctx, argv: list[str]) -> int:
         container = manager.get(args.containers[0])
         manager.attach_marker(container.id, True)
         try:
+            log = _LogFollower(manager.log_path(container.id))  # until attach lands
             manager.start(container.id)
-            code = manager.wait(container.id)
-            _print_log(manager.log_path(container.id))  # until attach lands
-            return code
+            return _follow_log_until_exit(manager, container.id, log)
         finally:
             if manager.exists(container.id):
                 current = manager.get(container.id, sync=False)

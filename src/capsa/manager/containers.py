@@ -716,17 +716,23 @@ class Containers:
                     attributes={"signal": str(signal)})
         return container
 
-    def wait(self, text: str, conditions: tuple[str, ...] = (EXITED,), interval: float = 0.25) -> int:
+    def wait(self, text: str, conditions: tuple[str, ...] = (EXITED,), interval: float = 0.25,
+             timeout: float | None = None) -> int | None:
         """Block until the container's status is one of `conditions` (exited: it has stopped);
-        its exit code."""
+        its exit code. With `timeout`: None if that has not happened within it."""
         container = self.get(text)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if container.status in conditions or (EXITED in conditions and container.status == EXITED):
+            if container.status in conditions:
                 return container.exit_code
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            step = interval * 4 if remaining is None else min(interval * 4, remaining)
             if container.status in ACTIVE and container.state.get("Monitor"):
-                self._wait_monitor(container, interval * 4)
+                self._wait_monitor(container, step)
             else:
-                time.sleep(interval)
+                time.sleep(min(interval, step))
             current = self._read(container.id)
             if current is None:
                 raise NoSuchContainer(text)
