@@ -27,6 +27,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# pip builds in the tree: setuptools' build/ would put back modules this checkout no longer has.
+rm -rf build
 .venv/bin/pip install -q ".[test]"
 # The launcher runs isolated and without site (see bin/capsa); pip writes a plain "#!<python>".
 sed -i '1s|^#!\(.*python[0-9.]*\)$|#!\1 -IS|' .venv/bin/capsa .venv/bin/capsactl

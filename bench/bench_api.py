@@ -5,10 +5,10 @@
 Every contender is timed from this one Python program, call to result, in turns (round-robin, so
 that the machine's drift hits them alike): capsa.run in-process; `bwrap --unshare-all --ro-bind /
 / true`, `runc run` and `crun run` (busybox bundle, /bin/true, runc's default config) spawned with
-subprocess; the same in a capsa.Pool of 4 warm sandboxes (pool.run: one run each, the pool
-making the next ones meanwhile). Also `python3 -c 'print(1)'` in capsa.HostTools() against bwrap over the host's root (with a
+subprocess; the same in a capsa.Pool of 4 warm sandboxes (pool.run: each sandbox's agent
+prepares the next run's process meanwhile). Also `python3 -c 'print(1)'` in capsa.HostTools() against bwrap over the host's root (with a
 /dev of its own: the host's /dev/null is not writable from bwrap's user namespace).
-Prints median and p99 in milliseconds. As bench_runtime.py, crun 1.8 needs this host's hybrid cgroup
+Prints median and p99 in milliseconds, and the memory an idle pooled sandbox holds. As bench_runtime.py, crun 1.8 needs this host's hybrid cgroup
 layout hidden: the bench re-runs itself in a private mount namespace with /sys/fs/cgroup/unified
 unmounted. Not a test: nothing fails on a timing.
 """
@@ -77,6 +77,30 @@ def contenders(bundle: str, state: str, pools: list) -> dict:
     return found
 
 
+def idle_memory(pool) -> None:
+    """What an idle pooled sandbox holds outside any run: its agent and its prepared process
+    (USS: pages only they have; PSS: their share of what they share with the caller, from
+    which they were forked), and its memory cgroup's charge."""
+    time.sleep(1)  # every sandbox idle, its next run's process prepared
+    rows = []
+    for sandbox in list(pool._all):
+        cgroup = sandbox.container.cgroup()
+        uss = pss = 0
+        for pid in cgroup.pids():
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                fields = {line.split()[0].rstrip(":"): int(line.split()[1]) for line in f if line[0].isupper()}
+            uss += fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+            pss += fields.get("Pss", 0)
+        memory = cgroup.path_for("memory")
+        usage = "memory.current" if cgroup.cgroup2_dir() == memory else "memory.usage_in_bytes"
+        with open(f"{memory}/{usage}") as f:
+            charged = int(f.read()) // 1024
+        rows.append((uss, pss, charged))
+    uss, pss, charged = (statistics.median(column) for column in zip(*rows, strict=True))
+    print(f"\nidle pooled sandbox (agent + prepared process), median of {len(rows)}: USS {uss / 1024:.1f} MiB, "
+          f"PSS {pss / 1024:.1f} MiB, memory cgroup charge {charged / 1024:.1f} MiB")
+
+
 def throughput(count: int, bundle: str, state: str) -> None:
     """Runs per second for `count` short runs (/bin/true), 4 and 8 at a time: through a
     capsa.Pool of that size, and bwrap, runc and crun spawned from as many threads."""
@@ -140,6 +164,7 @@ def main() -> int:
         print(f"{'contender':32} {'median':>8} {'p99':>8}")
         for name, values in times.items():
             print(f"{name:32} {statistics.median(values):8.1f} {percentile(values, 0.99):8.1f}")
+        idle_memory(pools[0])
         if "--throughput" in sys.argv:
             throughput(int(sys.argv[sys.argv.index("--throughput") + 1]), bundle, state)
         for pool in pools:

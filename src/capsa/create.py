@@ -58,16 +58,23 @@ class CreateConfig:
     join_namespaces: namespace type -> path the container joins (a sandbox's), whatever
         linux.namespaces says of that type; the config kept with the container says so too.
     warn: called with the text of each setting the host ignores (memory.kernel, unknown capabilities).
+    stdio: the init's fds 0-2, fds of the caller's above 2 (None: the caller's own 0-2, as runc).
+    exec_at_once: the init execs as soon as it is set up, without waiting for start (the
+        record then says "created" of a running container: for a caller that deletes it itself).
+    serve: instead of exec'ing, the set-up init calls serve(plan, seccomp_filter, trampoline_fd)
+        (capsa.api.agent); it never returns. Library use only, as exec_at_once.
     """
 
     __slots__ = ("id", "bundle", "spec", "console", "inherited_fds", "listen_fds", "no_pivot", "no_new_keyring",
-                 "rootless_cgroups", "systemd_cgroup", "cgroup_parent", "join_namespaces", "warn")
+                 "rootless_cgroups", "systemd_cgroup", "cgroup_parent", "join_namespaces", "warn", "stdio",
+                 "exec_at_once", "serve")
 
     def __init__(
         self, id: str, bundle: str, *, spec: dict[str, Any] | None = None, console: Console | None = None,
         inherited_fds: int = 0, listen_fds: int | None = None, no_pivot: bool = False, no_new_keyring: bool = False,
         rootless_cgroups: bool | None = None, systemd_cgroup: bool = False, cgroup_parent: Cgroup | None = None,
         join_namespaces: dict[str, str] | None = None, warn: Callable[[str], None] | None = None,
+        stdio: tuple[int, int, int] | None = None, exec_at_once: bool = False, serve: Callable[..., Any] | None = None,
     ):
         self.id = id
         self.bundle = bundle
@@ -82,6 +89,9 @@ class CreateConfig:
         self.cgroup_parent = cgroup_parent
         self.join_namespaces = join_namespaces
         self.warn = warn
+        self.stdio = stdio
+        self.exec_at_once = exec_at_once
+        self.serve = serve
 
 
 class Prepared:
@@ -212,6 +222,7 @@ def launch_init(allocation: Allocation) -> None:
             inherited_fds=config.inherited_fds, listen_fds=config.listen_fds, no_pivot=config.no_pivot,
             no_new_keyring=config.no_new_keyring, rootless_cgroups=prepared.rootless_cgroups, warn=config.warn,
             seccomp_cache=posixlite.join(allocation.store.root, st.SECCOMP_CACHE),
+            stdio=config.stdio, exec_at_once=config.exec_at_once, serve=config.serve,
         )
         if config.join_namespaces:
             plan = launch.plan_for_member(config.join_namespaces, **arguments)

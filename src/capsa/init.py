@@ -30,11 +30,12 @@ if TYPE_CHECKING:
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def run(plan: Any, fds: Any, channel: Channel) -> NoReturn:
+def run(plan: Any, fds: Any, channel: Channel, seccomp_filter: Any = None) -> NoReturn:
     """A new container's init (capsa.launch: plan.init): set the container up, report "ready",
-    wait for `start` and exec the process; on any failure report it and exit."""
+    wait for `start` and exec the process; on any failure report it and exit. seccomp_filter:
+    plan.seccomp built (build_seccomp) before the namespaces were entered."""
     try:
-        _setup_and_exec(plan, fds, channel)
+        _setup_and_exec(plan, fds, channel, seccomp_filter)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         _report(channel, err)
     posix._exit(1)
@@ -147,7 +148,7 @@ def _report(channel: Channel, err: BaseException) -> None:
         pass
 
 
-def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
+def _setup_and_exec(plan: Any, fds: Any, channel: Channel, seccomp_filter: Any) -> None:
     config = plan.init
     spec = config.spec
     process = plan.process
@@ -186,7 +187,6 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
         channel.send("hooks")
         channel.expect("ok")
     hooks.run_hooks(spec, "createContainer", plan.state)
-    seccomp_filter = build_seccomp(plan.seccomp, plan.seccomp_cache)
     _prepare_listener(seccomp_filter, fds.seccomp_listener, listener_state)
     exec_trampoline = trampoline_fd()
 
@@ -225,6 +225,12 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
     posix.chdir("/")
 
     _set_names(spec)
+    if config.serve is not None:
+        channel.send("ready")
+        channel.close()
+        posix.close(config.listen_fd)
+        config.serve(plan, seccomp_filter, exec_trampoline)
+        posix._exit(0)
     executable, env = _prepare_process(process, plan.inherited_fds, plan.listen_fds, plan.memory_policy)
 
     # As runc: the LSM labels, the user, the capabilities and no_new_privs are set before the
@@ -237,7 +243,11 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
         _become_process(process, labels, None)
     channel.send("ready")
     channel.close()
-    start = _wait_for_start(config.listen_fd)
+    if config.exec_at_once:
+        posix.close(config.listen_fd)
+        start = -1
+    else:
+        start = _wait_for_start(config.listen_fd)
     try:
         plan.state["status"] = "created"
         hooks.run_hooks(spec, "startContainer", plan.state)
@@ -247,7 +257,8 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel) -> None:
             seccomp_filter.load()  # with no_new_privs: as late as possible, just before exec
         exec_program(executable, process["args"], env, exec_trampoline)
     except BaseException as err:  # noqa: BLE001 - tell `capsa start` why, then give up
-        _report(Channel(start), err)
+        if start >= 0:
+            _report(Channel(start), err)
         posix._exit(127)
 
 

@@ -109,10 +109,12 @@ class InitConfig:
     """What makes a plan a new container's init: its config, its rootfs, the start socket it
     waits on, and the flags of its setup. An exec's plan has none."""
 
-    __slots__ = ("spec", "rootfs", "container_id", "listen_fd", "no_pivot", "no_new_keyring", "cgroup_sources")
+    __slots__ = ("spec", "rootfs", "container_id", "listen_fd", "no_pivot", "no_new_keyring", "cgroup_sources",
+                 "exec_at_once", "serve")
 
     def __init__(self, *, spec: dict[str, Any], rootfs: str, container_id: str, listen_fd: int,
-                 no_pivot: bool = False, no_new_keyring: bool = False, cgroup_sources: dict[str, str] | None = None):
+                 no_pivot: bool = False, no_new_keyring: bool = False, cgroup_sources: dict[str, str] | None = None,
+                 exec_at_once: bool = False, serve: Any = None):
         self.spec = spec
         self.rootfs = rootfs
         self.container_id = container_id
@@ -121,6 +123,12 @@ class InitConfig:
         self.no_new_keyring = no_new_keyring
         # Directory name under /sys/fs/cgroup -> the cgroup directory a cgroup mount shows there.
         self.cgroup_sources = cgroup_sources or {}
+        # The init execs as soon as it is ready, without waiting for `start` (a caller whose
+        # create is its start: capsa.api's one-shot runs).
+        self.exec_at_once = exec_at_once
+        # Instead of exec'ing the process, the set-up init calls serve(plan, seccomp_filter,
+        # trampoline_fd), which never returns (capsa.api.agent: a pooled sandbox's agent).
+        self.serve = serve
 
 
 class LaunchPlan:
@@ -129,7 +137,7 @@ class LaunchPlan:
     __slots__ = (
         "process", "namespaces", "fork", "cgroup", "cgroup_placement", "cgroup_limits", "rootless_cgroups", "warn",
         "console", "inherited_fds", "listen_fds", "state", "listener_status", "seccomp", "seccomp_cache",
-        "memory_policy", "id_mappings", "time_offsets", "oom_score_adj", "init",
+        "memory_policy", "id_mappings", "time_offsets", "oom_score_adj", "init", "stdio",
     )
 
     def __init__(
@@ -140,6 +148,7 @@ class LaunchPlan:
         listen_fds: int | None = None, seccomp: dict[str, Any] | None = None, seccomp_cache: str | None = None,
         memory_policy: dict[str, Any] | None = None, id_mappings: dict[str, Any] | None = None,
         time_offsets: dict[str, Any] | None = None, oom_score_adj: int | None = None, init: InitConfig | None = None,
+        stdio: tuple[int, int, int] | None = None,
     ):
         self.process = process  # the OCI process the payload execs
         self.namespaces = namespaces  # entered in this order, but user first and mount last
@@ -165,6 +174,10 @@ class LaunchPlan:
         self.time_offsets = time_offsets
         self.oom_score_adj = oom_score_adj
         self.init = init  # a new container's init; None: a process in existing namespaces (exec)
+        # The payload's fds 0-2: fds of the caller's (above 2) the child puts there first thing;
+        # None: the caller's own 0-2, as runc's. A library caller gives the run's pipes this way
+        # without ever pointing its own stdio at them.
+        self.stdio = stdio
 
 
 # -- the builders -----------------------------------------------------------------------------------
@@ -172,7 +185,8 @@ def plan_for_container(
     *, spec: dict[str, Any], rootfs: str, container_id: str, state: dict[str, Any], listen_fd: int,
     cgroup: Cgroup | None, console: Console | None = None, inherited_fds: int = 0, listen_fds: int | None = None,
     no_pivot: bool = False, no_new_keyring: bool = False, rootless_cgroups: bool = False, warn: Any = None,
-    seccomp_cache: str | None = None,
+    seccomp_cache: str | None = None, stdio: tuple[int, int, int] | None = None, exec_at_once: bool = False,
+    serve: Any = None,
 ) -> LaunchPlan:
     """A new container's init: the namespaces of linux.namespaces (new, or joined by path), the
     container's own cgroup with its limits, the init that sets the rootfs up and waits on
@@ -188,9 +202,10 @@ def plan_for_container(
         rootless_cgroups=rootless_cgroups, warn=warn, console=console, inherited_fds=inherited_fds,
         listen_fds=listen_fds, seccomp=linux_spec.get("seccomp"), seccomp_cache=seccomp_cache,
         memory_policy=linux_spec.get("memoryPolicy"), id_mappings=linux_spec, time_offsets=linux_spec.get("timeOffsets"),
-        oom_score_adj=process.get("oomScoreAdj"),
+        oom_score_adj=process.get("oomScoreAdj"), stdio=stdio,
         init=InitConfig(spec=spec, rootfs=rootfs, container_id=container_id, listen_fd=listen_fd, no_pivot=no_pivot,
-                        no_new_keyring=no_new_keyring, cgroup_sources=cgroup_sources(spec, cgroup)),
+                        no_new_keyring=no_new_keyring, cgroup_sources=cgroup_sources(spec, cgroup),
+                        exec_at_once=exec_at_once, serve=serve),
     )
 
 
@@ -398,10 +413,14 @@ def _own_fds(plan: LaunchPlan) -> set[int]:
     fds = {ns.fd for ns in plan.namespaces if ns.fd >= 0}
     if plan.init is not None:
         fds.add(plan.init.listen_fd)
+    if plan.stdio is not None:
+        fds.update(plan.stdio)
     return fds
 
 
 def _check_own_fds(plan: LaunchPlan, lowest: int) -> None:
+    if plan.stdio is not None and (len(plan.stdio) != 3 or min(plan.stdio) < 3):
+        raise ContainerStartError(f"internal error: the launch's stdio {plan.stdio!r} must be three fds above 2")
     for fd in sorted(_own_fds(plan)):
         if fd < lowest:
             raise ContainerStartError(f"internal error: fd {fd} of the launch is among the fds the container inherits")
@@ -602,13 +621,19 @@ def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
     """The one child path: into the cgroup, into the namespaces, fork if a pid or time namespace
     needs it, report the payload's pid, then run the payload (capsa.init)."""
     channel = Channel(fds.sync)
-    tenant = None
+    tenant = seccomp_filter = None
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        if plan.stdio is not None:
+            _take_stdio(plan.stdio)
         # The host's files (capsa, Python, libseccomp) are out of reach once in the namespaces.
         init.load_modules(plan.process, plan.init.spec if plan.init is not None else None)
         if plan.init is None:
             tenant = init.prepare_tenant(plan)  # through the host's procfs too, before setns(mnt)
+        else:
+            # As an exec's: compiled (or read from the cache, which a new user namespace's root
+            # may not read) while the host's files are in reach.
+            seccomp_filter = init.build_seccomp(plan.seccomp, plan.seccomp_cache)
         if plan.cgroup_placement == CGROUP_MANAGER and plan.cgroup is not None:
             channel.expect("cgroup")  # the manager has moved this process into the cgroup
         # Into the cgroup while still in the host's namespaces: the process forked below inherits it.
@@ -625,8 +650,16 @@ def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
         init._report(channel, err)
         posix._exit(1)
     if plan.init is not None:
-        init.run(plan, fds, channel)
+        init.run(plan, fds, channel, seccomp_filter)
     init.run_tenant(plan, fds, channel, tenant)
+
+
+def _take_stdio(stdio: tuple[int, int, int]) -> None:
+    """Make the plan's stdio fds (all above 2: _check_own_fds) our 0-2, and close them."""
+    for target, fd in enumerate(stdio):
+        posix.dup2(fd, target)
+    for fd in set(stdio):
+        posix.close(fd)
 
 
 # What the child and the init import as they need it. A threaded caller imports them before it
@@ -642,11 +675,17 @@ def _fork_into(cgroup: Cgroup | None) -> tuple[int, list[str]]:
 
     A caller with other threads (a Python program; the capsa command has one) gets glibc's fork()
     (linux.fork_into_cgroup says why) and imports the child's modules first."""
-    if linux.thread_count() > 1:
+    threaded = linux.thread_count() > 1
+    if threaded:
         for name in _CHILD_IMPORTS:
             __import__(name)
     if cgroup is None:
         return posix.fork(), []
+    if threaded:
+        # fork_into_cgroup would say no (it re-checks): not even asked, as the interpreter's
+        # fork hooks it runs around its check are not for threads racing each other (a second
+        # thread's hooks in between release the first's import lock: "release unlocked lock").
+        return posix.fork(), cgroup.self_join_files()
     directory = cgroup.cgroup2_dir()
     if directory is not None:
         fd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)

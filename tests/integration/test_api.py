@@ -33,11 +33,19 @@ def show(r):
 
 
 @pytest.fixture(scope="module")
-def rootfs(tmp_path_factory):
-    path = tmp_path_factory.mktemp("api") / "rootfs"
-    make_rootfs(str(path))
+def rootfs():
+    # Not under pytest's basetemp: another pytest session on the machine makes
+    # /tmp/pytest-of-root private again (0700) at its start, out of the sandbox's reach.
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="capsa-api-test-")
+    os.chmod(top, 0o755)
+    path = os.path.join(top, "rootfs")
+    make_rootfs(path)
     searchable(path)
-    return str(path)
+    yield path
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def searchable(path) -> None:
@@ -63,10 +71,12 @@ def one(rootfs: str, call: str, timeout: float = 120) -> dict:
 def leftovers(pid: int | None = None) -> list[str]:
     """Containers the API left in its state root, and cgroups named after them."""
     names = os.listdir(STATE_ROOT) if os.path.isdir(STATE_ROOT) else []
-    found = [n for n in names if n.startswith("api-") and (pid is None or n.startswith(f"api-{pid}-"))]
+    prefix = "api-" if pid is None else f"api-{pid}-"
+    found = [n for n in names if n.startswith(prefix)]
     for hierarchy in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
         for directory, subdirs, _ in os.walk(hierarchy):
-            found += [os.path.join(directory, d) for d in subdirs if d.startswith("api-")]
+            # Named after the program when one is given: another program's runs may be under way.
+            found += [os.path.join(directory, d) for d in subdirs if d.startswith(prefix)]
             if directory.count("/") > 6:
                 subdirs.clear()
     return found
@@ -184,10 +194,11 @@ def test_fork_bomb_is_contained_by_the_pids_limit(rootfs):
     r = one(rootfs, f"capsa.run(['sh', '-c', {code!r}], rootfs=ROOTFS, pids=16, timeout=20)")
     assert 0 < r["stdout"].count("started") < 16 and "can't fork" in r["stderr"]
     # A real fork bomb ends at the timeout, and the host still forks.
-    r = one(rootfs, "capsa.run(['sh', '-c', 'b() { b | b & }; b; sleep 30'], rootfs=ROOTFS, pids=32, timeout=2)")
+    r, pid = scenario(rootfs, "show(capsa.run(['sh', '-c', 'b() { b | b & }; b; sleep 30'], rootfs=ROOTFS, pids=32, "
+                              "timeout=2)); print(json.dumps(os.getpid()))")
     assert r["timed_out"] or r["exit_code"] != 0
     assert subprocess.run(["true"], timeout=10).returncode == 0
-    assert leftovers() == []
+    assert leftovers(pid) == []
 
 
 def test_huge_output_is_truncated_at_the_cap_and_reported(rootfs):
@@ -337,7 +348,7 @@ with capsa.Pool(2, rootfs=ROOTFS, memory='64M', pids=32, timeout=30) as pool:
     *results, pid = out
     lines = results[0]["stdout"].splitlines()
     assert lines[:3] == ["out", "in", "/tmp"] and results[0]["stderr"] == "err\n"
-    assert {"A=it's", api_path()} <= set(lines[3:]) and not {"HOME", "USER"} & {v.split("=")[0] for v in lines[3:]}
+    assert {"A=it's", api_path()} <= set(lines[3:]) and not {"USER", "LOGNAME"} & {v.split("=")[0] for v in lines[3:]}
     assert results[1]["exit_code"] == 5
     for r in results[3:]:
         assert r["stdout"].split() == ["/dev/shm:", "/tmp:", "/work:", "0"], r
@@ -351,7 +362,10 @@ with capsa.Pool(1, rootfs=ROOTFS, memory='16M', pids=16) as pool:
     show(pool.run(['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], timeout=30))
     show(pool.run(['sh', '-c', 'trap "" TERM; sleep {marker} & sleep {marker}'], timeout=1))
     show(pool.run(['sh', '-c', 'b() {{ b | b & }}; b; sleep 30'], timeout=2))
-    show(pool.run(['/no/such/program'], timeout=10))
+    try:
+        pool.run(['/no/such/program'], timeout=10)
+    except capsa.SandboxError as err:
+        print(json.dumps({{"error": type(err).__name__, "names": "/no/such/program" in str(err)}}))
     show(pool.run(['echo', 'still here'], timeout=30))
     print(json.dumps(os.getpid()))
 """, timeout=300)
@@ -359,8 +373,114 @@ with capsa.Pool(1, rootfs=ROOTFS, memory='16M', pids=16) as pool:
     assert oom["oom_killed"] and oom["signal"] == 9
     assert timeout["timed_out"] and processes_with(f"sleep\0{marker}") == []
     assert bomb["timed_out"] or bomb["exit_code"] != 0
-    assert error["exit_code"] == 127 and "/no/such/program" in error["stderr"]  # as a shell says it
+    assert error == {"error": "SandboxStartError", "names": True}  # as capsa.run says it
     assert after["stdout"] == "still here\n"
+    assert leftovers(pid) == []
+
+
+# One sandbox serves every run of a Pool(1) in turn: what a run leaves must not reach the next.
+LEAVE_BEHIND = r"""
+import ctypes, os, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+for path in ('/tmp/left', '/work/left', '/dev/shm/left'):
+    open(path, 'w').write('left')
+for path in ('/dev/left', '/left', '/proc/left'):
+    try:
+        open(path, 'w').write('left')
+        print('wrote', path)
+    except OSError:
+        pass
+print('shm', libc.shmget(4242, 4096, 0o1000 | 0o666))           # IPC_CREAT: a SysV segment, key 4242
+print('msg', libc.msgget(4242, 0o1000 | 0o666))                 # and a message queue
+rt = ctypes.CDLL('librt.so.1', use_errno=True)
+print('mq', rt.mq_open(b'/capsa-left', os.O_CREAT | os.O_RDWR, 0o666, None))
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(b'\0capsa-left')                                  # an abstract unix socket
+listener.listen(1)
+os.set_inheritable(listener.fileno(), True)
+if os.fork() == 0:                                               # a sleeper that keeps all of it
+    os.setsid()
+    os.execv('/bin/sleep', ['sleep', sys.argv[1]])
+print('left', flush=True)
+"""
+
+LOOK = r"""
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+rt = ctypes.CDLL('librt.so.1', use_errno=True)
+seen = {}
+seen['files'] = sorted(p for p in ('/tmp/left', '/work/left', '/dev/shm/left', '/dev/left', '/left', '/proc/left')
+                       if os.path.exists(p))
+seen['pids'] = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
+seen['shm'] = libc.shmget(4242, 0, 0)
+seen['msg'] = libc.msgget(4242, 0)
+seen['mq'] = rt.mq_open(b'/capsa-left', os.O_RDWR, 0, None)
+seen['mqueue'] = os.listdir('/dev/mqueue')
+try:
+    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(b'\0capsa-left')
+    seen['socket'] = 'connected'
+except OSError as err:
+    seen['socket'] = err.errno
+seen['env'] = sorted(k for k in os.environ if k not in ('PATH', 'HOME', 'LC_CTYPE'))
+print(repr(seen))
+"""
+
+
+def test_a_pooled_sandbox_serves_runs_that_never_see_each_others_leftovers(rootfs):
+    marker = str(800000 + os.getpid() % 90000)
+    out = scenario(rootfs, f"""
+with capsa.Pool(1, rootfs=capsa.HostTools(), timeout=60) as pool:
+    before = sorted(n for n in os.listdir({STATE_ROOT!r}) if n.startswith(f"api-{{os.getpid()}}-"))
+    show(pool.run(['python3', '-c', {LEAVE_BEHIND!r}, '{marker}'], env={{'SECRET': 'of the first run'}}))
+    show(pool.run(['python3', '-c', {LOOK!r}]))
+    after = sorted(n for n in os.listdir({STATE_ROOT!r}) if n.startswith(f"api-{{os.getpid()}}-"))
+    print(json.dumps(before == after))
+    print(json.dumps(os.getpid()))
+""", timeout=300)
+    first, second, same_sandbox, pid = out
+    assert first["stdout"].splitlines()[-1] == "left", first
+    assert "wrote" not in first["stdout"]  # /dev, the root and /proc are read-only
+    assert all(int(line.split()[1]) >= 0 for line in first["stdout"].splitlines()[:3]), first  # all made
+    seen = ast.literal_eval(second["stdout"])
+    assert seen["files"] == [] and seen["mqueue"] == []
+    assert seen["pids"] == [1]  # the run's own pid namespace: no sleeper, no agent, no earlier run
+    assert (seen["shm"], seen["msg"], seen["mq"]) == (-1, -1, -1)
+    assert seen["socket"] in (111, 2)  # ECONNREFUSED or ENOENT: no listener of the first run
+    assert seen["env"] == []
+    assert same_sandbox  # the same sandbox (its agent) served both runs
+    assert processes_with(f"sleep\0{marker}") == []  # the first run's sleeper died with it
+    assert leftovers(pid) == []
+
+
+def test_a_pooled_run_cannot_reach_its_agent_and_the_pool_survives_a_run_that_kills_all_it_can(rootfs):
+    # ptrace and kill every pid that exists or could (1 .. 400), then kill(-1): the run is alone
+    # in its pid namespace, so none of it reaches the agent (nor anything outside).
+    attack = ("import ctypes, os, signal; libc = ctypes.CDLL(None, use_errno=True); "
+              "traced = [p for p in range(1, 400) if libc.ptrace(16, p, 0, 0) == 0]; "
+              "killed = [] \n"
+              "for p in range(2, 400):\n"
+              "    try:\n"
+              "        os.kill(p, signal.SIGKILL); killed.append(p)\n"
+              "    except OSError: pass\n"
+              "print(traced, killed, flush=True) \n"
+              "for p in (-1, 1):\n"
+              "    try:\n"
+              "        os.kill(p, signal.SIGKILL)\n"
+              "    except OSError: pass\n")
+    out = scenario(rootfs, f"""
+with capsa.Pool(1, rootfs=capsa.HostTools(), pids=64, timeout=60) as pool:
+    before = sorted(n for n in os.listdir({STATE_ROOT!r}) if n.startswith(f"api-{{os.getpid()}}-"))
+    show(pool.run(['python3', '-c', {attack!r}]))
+    show(pool.run(['sh', '-c', 'b() {{ b | b & }}; b; sleep 30'], timeout=3))
+    show(pool.run(['echo', 'still here']))
+    print(json.dumps(before == sorted(n for n in os.listdir({STATE_ROOT!r}) if n.startswith(f"api-{{os.getpid()}}-"))))
+    print(json.dumps(os.getpid()))
+""", timeout=300)
+    attack_result, bomb, after, same_sandbox, pid = out
+    assert attack_result["stdout"] == "[] []\n", attack_result  # nothing to trace, nothing to kill
+    assert bomb["timed_out"] or bomb["exit_code"] != 0
+    assert after["stdout"] == "still here\n"
+    assert same_sandbox  # its agent lived through both
     assert leftovers(pid) == []
 
 
@@ -436,11 +556,29 @@ def test_the_code_runner_example_serves_snippets(rootfs):
     assert (answers[0]["stdout"], answers[0]["exit_code"]) == ("45\n", 0)
     assert answers[1]["timed_out"]
     # The host-tools skeleton, not the host's root.
-    from capsa.api_rootfs import HOST_TOOL_DIRS, SKELETON_DIRS
+    from capsa.api.rootfs import HOST_TOOL_DIRS, SKELETON_DIRS
 
     listing = set(ast.literal_eval(answers[2]["stdout"]))
     assert "work" in listing and listing <= set(SKELETON_DIRS) | set(HOST_TOOL_DIRS) | {".complete"}
     assert leftovers(server.pid) == []
+
+
+def test_the_next_program_cleans_a_container_its_creator_died_making(rootfs):
+    # create's steps: state directory, cgroup, then the record; a creator killed in between
+    # leaves a directory without a record and a cgroup, which the next program deletes.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    name = f"api-{dead.pid}-0"
+    os.makedirs(os.path.join(STATE_ROOT, name))
+    cgroup = f"/sys/fs/cgroup/pids/{name}"
+    os.mkdir(cgroup)
+    try:
+        scenario(rootfs, "capsa.run(['true'], rootfs=ROOTFS, timeout=30)")
+        assert not os.path.exists(os.path.join(STATE_ROOT, name)) and not os.path.exists(cgroup)
+    finally:
+        for path in (cgroup, os.path.join(STATE_ROOT, name)):
+            if os.path.isdir(path):
+                os.rmdir(path)
 
 
 def test_ptrace_is_refused(rootfs):
@@ -451,9 +589,8 @@ def test_ptrace_is_refused(rootfs):
 
 
 def test_runs_leak_no_fd_and_no_child_and_a_bad_pool_leaves_nothing(rootfs, tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    searchable(empty)
+    empty = os.path.join(os.path.dirname(rootfs), "empty")  # reachable (see the rootfs fixture)
+    os.makedirs(empty, mode=0o755, exist_ok=True)
     out = scenario(rootfs, f"""
 def fds():
     return len(os.listdir('/proc/self/fd'))
@@ -467,7 +604,10 @@ for _ in range(5):
         sb.write_file('/work/f', 'x')
         list(sb.stream(['cat', '/work/f']))
     with capsa.Pool(2, rootfs=ROOTFS) as pool:
-        pool.run(['/no/such/program'])
+        try:
+            pool.run(['/no/such/program'])
+        except capsa.SandboxStartError:
+            pass
 print(json.dumps([before, fds()]))
 for bad in (lambda: capsa.Pool(0, rootfs=ROOTFS), lambda: capsa.Pool(2, rootfs={str(empty)!r})):
     try:

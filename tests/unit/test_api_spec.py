@@ -6,8 +6,10 @@ import sys
 import pytest
 
 from capsa import api
-from capsa.api_errors import InvalidArgumentError, SandboxError
-from capsa.api_rootfs import Rootfs
+from capsa.api import arguments
+from capsa.api import spec as api_spec
+from capsa.api.errors import InvalidArgumentError, SandboxError
+from capsa.api.rootfs import Rootfs
 from capsa.errors import CapsaError
 
 
@@ -29,7 +31,7 @@ def test_errors_are_capsa_errors_and_value_errors():
 
 
 def test_no_swap_limit_where_the_host_does_not_account_swap(monkeypatch):
-    monkeypatch.setattr(api, "can_limit_swap", lambda: False)
+    monkeypatch.setattr(api_spec, "can_limit_swap", lambda: False)
     assert spec_of(memory="64M")["linux"]["resources"]["memory"] == {"limit": 64 << 20}
 
 
@@ -40,11 +42,11 @@ def test_limits_refuse_bad_values():
 
 
 def test_env_is_the_callers_only():
-    assert api._check_env(None) == [api.PATH]
-    assert api._check_env({"A": "1"}) == [api.PATH, "A=1"]
-    assert api._check_env({"PATH": "/x"}) == ["PATH=/x"]
+    assert arguments.check_env(None) == [api.PATH]
+    assert arguments.check_env({"A": "1"}) == [api.PATH, "A=1"]
+    assert arguments.check_env({"PATH": "/x"}) == ["PATH=/x"]
     with pytest.raises(InvalidArgumentError, match="^env: "):
-        api._check_env({"A=B": "c"})
+        arguments.check_env({"A=B": "c"})
 
 
 def spec_of(**limits):
@@ -68,7 +70,7 @@ def test_the_spec_has_the_safe_defaults():
 
 
 def test_the_spec_carries_the_limits(monkeypatch):
-    monkeypatch.setattr(api, "can_limit_swap", lambda: True)
+    monkeypatch.setattr(api_spec, "can_limit_swap", lambda: True)
     spec = spec_of(memory="64M", cpus=0.5, pids=10, cpu_time=2.5, file_size="1M", scratch="8M")
     resources = spec["linux"]["resources"]
     assert resources["memory"] == {"limit": 64 << 20, "swap": 64 << 20}  # memory + swap: no swap
@@ -95,19 +97,3 @@ def test_import_capsa_does_not_load_the_api_until_a_name_is_used():
             "print(hasattr(capsa, 'no_such_name'))")
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "True", "False"]
-
-
-def test_a_pooled_runs_command_line_is_quoted_word_by_word():
-    import shlex
-
-    line = api._command_line(["printf", "%s|", "a b", "it's", "$HOME", "`x`"], ["PATH=/bin", "A=1 2"], "/work dir")
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
-    head, _, command = line.decode().rstrip("\n").partition(" && ")
-    assert shlex.split(head) == ["cd", "--", "/work dir"]
-    assert shlex.split(command) == ["exec", "env", "-i", "PATH=/bin", "A=1 2", "printf", "%s|", "a b", "it's", "$HOME",
-                                    "`x`"]
-
-
-def test_a_pooled_runs_command_line_refuses_newlines():
-    with pytest.raises(InvalidArgumentError, match="^argv: "):
-        api._command_line(["echo", "a\nb"], [api.PATH], "/work")

@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "mount": ("containers", "mount", "Mount a working container's root filesystem"),
     "unmount": ("containers", "unmount", "Unmount working container's root filesystem"),
     "umount": ("containers", "unmount", "Unmount working container's root filesystem"),
-    "exec": ("containers", "exec", "Run a process in a running container"),
+    "exec": ("attach", "exec_command", "Run a process in a running container"),
     # monitor, logs, events (capsa.ctl.logs, capsa.ctl.events, capsa.ctl.attach)
     "logs": ("logs", "logs", "Fetch the logs of one or more containers"),
     "events": ("events", "events", "Show podman-style events"),

@@ -35,19 +35,59 @@ class LibraryRuntime:
 
         return Container.load(self.root, container_id)
 
-    def create(self, container_id: str, bundle: str, console_socket: str | None = None) -> int:
-        """Create the container (its init waits for start); return the init's pid."""
+    def create(self, container_id: str, bundle: str, console_socket: str | None = None,
+               console_fd: int | None = None) -> int:
+        """Create the container (its init waits for start); return the init's pid. A pty
+        master goes to `console_fd` (a connected socket) or to the socket at `console_socket`."""
         from capsa.container import Container
 
         options = {}
-        if console_socket is not None:
+        if console_socket is not None or console_fd is not None:
             from capsa.launch import Console
 
-            options["console"] = Console(socket=console_socket)
+            options["console"] = Console(socket=console_socket) if console_fd is None else Console(fd=console_fd)
         return Container.create(self.root, container_id, bundle, **options).pid
 
     def start(self, container_id: str) -> None:
         self._load(container_id).start()
+
+    def exec(self, container_id: str, process: dict, *, interactive: bool = False, detach: bool = False) -> int | None:
+        """Run `process` (an OCI Process) in the running container: its exit code, once it has
+        exited (we are its subreaper), or None when detached (stdio /dev/null). Our stdin is its
+        stdin with `interactive`, else /dev/null; a terminal is copied through TerminalProxy."""
+        from capsa import process as processes
+        from capsa.errors import CapsaError
+
+        container = self._load(container_id)
+        proxy = None
+        if not detach:
+            processes.become_subreaper()  # the exec'd process is forked by a child that exits
+            if process["terminal"]:
+                from capsa.terminal import TerminalProxy
+
+                proxy = TerminalProxy()
+        stdin = _Stdin(interactive, detach)
+        try:
+            from capsa.launch import Console
+
+            console = Console(fd=proxy.child_end) if proxy else None
+            try:
+                pid = container.exec(process, console=console)
+            except CapsaError as err:
+                raise ManagerError(str(err)) from None
+        finally:
+            if detach or proxy is None:
+                stdin.restore()
+        if detach:
+            return None
+        handle = processes.Process.open(pid)
+        try:
+            if proxy:
+                proxy.receive_master()
+            status = processes.supervise(handle, proxy)
+        finally:
+            stdin.restore()
+        return status.exit_code if status.exit_code is not None else 0
 
     def kill(self, container_id: str, signal: int, all_processes: bool = False) -> None:
         self._load(container_id).kill(signal, all_processes)
@@ -99,7 +139,10 @@ class CliRuntime:
             raise ManagerError(f"{self.name} {args[0]}: {message[-1] if message else f'exit {result.returncode}'}")
         return result
 
-    def create(self, container_id: str, bundle: str, console_socket: str | None = None) -> int:
+    def create(self, container_id: str, bundle: str, console_socket: str | None = None,
+               console_fd: int | None = None) -> int:
+        if console_fd is not None:
+            raise ManagerError(f"{self.name}: a console is given to a runtime binary as --console-socket PATH")
         pid_file = os.path.join(bundle, "runtime.pid")
         log_file = os.path.join(bundle, "runtime.log")
         args = ["create", "--bundle", bundle, "--pid-file", pid_file]
@@ -116,6 +159,31 @@ class CliRuntime:
 
     def start(self, container_id: str) -> None:
         self._run("start", container_id)
+
+    def exec(self, container_id: str, process: dict, *, interactive: bool = False, detach: bool = False) -> int | None:
+        """`RUNTIME exec --process FILE` with our stdio (the runtime copies a terminal itself);
+        its errors from its JSON --log."""
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="capsactl-exec-") as scratch:
+            process_file = os.path.join(scratch, "process.json")
+            with open(process_file, "w") as f:
+                json.dump(process, f)
+            log_file = os.path.join(scratch, "runtime.log")
+            command = [self.path, "--root", self.root, "--log", log_file, "--log-format", "json", "exec",
+                       "--process", process_file, *(["--detach"] if detach else []), container_id]
+            stdin = None if interactive and not detach else subprocess.DEVNULL
+            output = subprocess.DEVNULL if detach else None
+            result = subprocess.run(command, stdin=stdin, stdout=output, stderr=output)
+            failure = _last_log_message(log_file)
+        if failure:
+            raise ManagerError(f"{self.name} exec: {failure}")
+        if detach:
+            if result.returncode != 0:
+                raise ManagerError(f"{self.name} exec: exit {result.returncode}")
+            return None
+        return result.returncode
 
     def kill(self, container_id: str, signal: int, all_processes: bool = False) -> None:
         self._run("kill", *(["--all"] if all_processes else []), container_id, str(signal))
@@ -138,6 +206,33 @@ class CliRuntime:
 
     def resume(self, container_id: str) -> None:
         self._run("resume", container_id)
+
+
+class _Stdin:
+    """Our stdin, or /dev/null in its place (a process without -i reads nothing of ours)."""
+
+    def __init__(self, interactive: bool, detach: bool):
+        self.saved = None
+        if detach or not interactive:
+            self.saved = os.dup(0)
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 0)
+            if detach:
+                self.saved_out = (os.dup(1), os.dup(2))
+                os.dup2(null, 1)
+                os.dup2(null, 2)
+            os.close(null)
+        self.detach = detach
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            os.dup2(self.saved, 0)
+            os.close(self.saved)
+            self.saved = None
+            if self.detach:
+                for fd, saved in zip((1, 2), self.saved_out, strict=True):
+                    os.dup2(saved, fd)
+                    os.close(saved)
 
 
 def _last_log_message(log_file: str) -> str:

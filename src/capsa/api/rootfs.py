@@ -12,7 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from capsa.api_errors import RootfsError
+from capsa.api.errors import RootfsError
 
 # Where the API keeps what it makes (skeletons, container state): private to root.
 API_DIR = "/run/capsa-api"

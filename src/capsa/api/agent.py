@@ -1,0 +1,271 @@
+"""The agent of a pooled sandbox (capsa.Pool): a long-lived container's init that, instead of
+exec'ing a program, runs each run of the pool in namespaces of its own.
+
+A pooled sandbox is a container made once (user namespace, cgroup limits, read-only root with
+its mounts, seccomp filter compiled, masked /proc): the expensive part. Its init, once set up
+(capsa.init calls serve() where it would exec), stays as this agent, pid 1 of the container,
+with the pool's end of a socket as its stdin. For each run it prepares, ahead of the request, a
+slot: a process (fork, unshare, fork) that is pid 1 of a new pid namespace, in new mount, IPC,
+UTS and network namespaces, with fresh mounts of its own over the
+container's: tmpfs /tmp, /work and /dev/shm, a new mqueue, a new /proc (masked as the spec
+says), /dev read-only. The slot then waits for the run's request (argv, env, cwd, and its stdio
+fds over SCM_RIGHTS), which the pool sends on the socket and the slot reads itself; it applies
+the process settings (rlimits, cwd, no capabilities, no_new_privs, seccomp, default signals),
+closes every other fd and execs. Nothing of a run outlives it: when the slot (pid 1 of its pid
+namespace) ends, the kernel kills every process of the namespace; its mounts, IPC objects,
+sockets and keyring go with the namespaces. Nothing repeats either: the agent's Python state
+(its RNG included) never reaches a run, which execs before running any code of its own.
+
+The run cannot reach the agent: the agent is outside its pid namespace (no pid to signal or
+trace), non-dumpable, and holds the socket only in fds the slot closes before exec. The agent
+reports how each run ended (wait4: status, CPU time of the run's processes, the largest one's
+peak RSS) on the socket.
+
+Protocol on the socket (SOCK_SEQPACKET, one message each):
+    agent -> pool  b"P", the prepared slot's pidfd as SCM_RIGHTS: the pool's timeout kills the
+                   slot with it (pidfd_send_signal), and so the run, without a word to the agent
+    pool -> slot   b"R" + marshal((argv, env, cwd)), the run's stdin, stdout, stderr as SCM_RIGHTS
+    agent -> pool  b"D" + marshal((wait status, cpu seconds, peak rss bytes, error)) once the
+                   slot has ended; error: why a run could not exec (None when it did)
+The request goes to the slot itself, which reads the socket while it waits: the agent does not
+wake up for it.
+
+Everything here runs in the container, after pivot_root: it uses only modules the caller had
+imported (this one imports them at load time).
+"""
+
+from __future__ import annotations
+
+import _socket
+import gc
+import marshal
+import posix
+import resource  # noqa: F401 - posix.wait4 makes its rusage with it: imported before the agent is in the container
+import select
+
+from capsa import init, linux, rootfs
+
+RUN, PIDFD, DONE = b"R", b"P", b"D"
+TAKEN, FAILED = b"T", b"E"
+MESSAGE_MAX = 1 << 20  # a request: argv and env, at most ARG_MAX-like
+_RUN_NAMESPACES = (linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS | linux.CLONE_NEWPID
+                   | linux.CLONE_NEWNET)
+_SCRATCH_FLAGS = linux.MS_NOSUID | linux.MS_NODEV
+
+
+class Settings:
+    """What the pool tells its agents of every run: the scratch size (/tmp, /work), and the
+    OCI process (rlimits, capabilities, no_new_privs) and masked paths of the spec."""
+
+    __slots__ = ("scratch", "shm_size")
+
+    def __init__(self, scratch: int, shm_size: int = 64 << 20):
+        self.scratch = scratch
+        self.shm_size = shm_size
+
+
+def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> None:
+    """The agent's loop (in the container's init, once set up): prepare a slot and hand the pool
+    its pidfd, wait for the slot's end, report the run it took; until the pool closes the socket."""
+    control = 0
+    null = posix.open("/dev/null", posix.O_RDWR)
+    posix.dup2(null, 1)
+    posix.dup2(null, 2)
+    posix.close(null)
+    linux_spec = plan.init.spec.get("linux") or {}
+    masked, readonly = linux_spec.get("maskedPaths") or [], linux_spec.get("readonlyPaths") or []
+    sock = _socket.socket(fileno=posix.dup(control))
+    # What the caller had made stays shared with it (copy-on-write): the collector must not walk
+    # (and so write to) those objects.
+    gc.freeze()
+    while True:
+        status_r, status_w = posix.pipe()  # close-on-exec: a run never has it after its exec
+        try:
+            slot = _spawn_slot_retrying(settings, plan.process, masked, readonly, seccomp_filter, trampoline,
+                                        status_w)
+        finally:
+            posix.close(status_w)
+        try:
+            report = _wait_for(control, sock, slot, status_r)
+        finally:
+            posix.close(status_r)
+        if report is None:
+            return  # the pool is gone: the init's end kills whatever is left
+        _send(sock, DONE + marshal.dumps(report))
+
+
+def _spawn_slot_retrying(*arguments) -> int:
+    """_spawn_slot, tried again for a second while the kernel refuses the fork (EAGAIN: the
+    pids limit or the host's, while what the last run left is being reaped)."""
+    for _ in range(20):
+        try:
+            return _spawn_slot(*arguments)
+        except BlockingIOError:
+            select.select([], [], [], 0.05)
+    return _spawn_slot(*arguments)
+
+
+def _spawn_slot(settings: Settings, process: dict, masked: list, readonly: list, seccomp_filter, trampoline,
+                status_w: int) -> int:
+    """The next run's process: pid 1 of new namespaces, set up, waiting for its request; a
+    child of ours (its intermediate parent exits at once, so the agent, the container's pid 1,
+    inherits it). Raises if it cannot be made (the agent then ends: the pool replaces it)."""
+    pid_r, pid_w = posix.pipe()
+    middle = posix.fork()
+    if middle == 0:
+        try:
+            posix.close(pid_r)
+            linux.unshare(_RUN_NAMESPACES)  # the pid namespace is the next child's
+            pid = posix.fork()
+            if pid == 0:
+                posix.close(pid_w)
+                _slot(settings, process, masked, readonly, seccomp_filter, trampoline, status_w)
+            posix.write(pid_w, pid.to_bytes(4, "little"))
+        finally:
+            posix._exit(0)
+    posix.close(pid_w)
+    try:
+        posix.waitpid(middle, 0)
+        data = posix.read(pid_r, 4)
+    finally:
+        posix.close(pid_r)
+    if len(data) != 4:
+        raise OSError("cannot make the namespaces of a run")
+    return int.from_bytes(data, "little")
+
+
+def _wait_for(control: int, sock, slot: int, status_r: int):
+    """Hand the pool the slot's pidfd (its timeout kills the slot, and so the run, with it), wait
+    for the slot's end; the report of the run it took, or None if it took none (the pool closed
+    the socket, which the slot reads) or the pool is gone."""
+    pidfd = posix.pidfd_open(slot)
+    try:
+        sock.sendmsg([PIDFD], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pidfd.to_bytes(4, "little"))])
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(control, select.POLLRDHUP)  # not POLLIN: the slot reads the requests
+        while True:
+            events = dict(poller.poll())
+            if pidfd in events:
+                break
+            if control in events:  # the pool is gone (the calling program died)
+                _kill(slot)
+    except OSError:
+        _kill(slot)
+    finally:
+        posix.close(pidfd)
+    _, status, usage = posix.wait4(slot, 0)
+    said = posix.read(status_r, MESSAGE_MAX)
+    if said[:1] != TAKEN:
+        return None
+    return (status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
+            said[2:].decode(errors="replace") if said[1:2] == FAILED else None)
+
+
+def _kill(pid: int) -> None:
+    try:
+        posix.kill(pid, 9)  # pid 1 of its namespace: the kernel kills every process in it
+    except ProcessLookupError:
+        pass
+
+
+def _send(sock, data: bytes) -> None:
+    try:
+        sock.send(data)
+    except OSError:
+        pass  # the pool is gone: the slot's end says so
+
+
+# -- the slot: pid 1 of the run's namespaces -------------------------------------------------------
+def _slot(settings: Settings, process: dict, masked: list, readonly: list, seccomp_filter, trampoline,
+          status_w: int) -> None:
+    """Set up the run's mounts, become the run's process but for its exec (rlimits, no
+    capabilities, no_new_privs, seccomp, default signals), wait for the request, exec (never
+    returns). All the privileged work is done before the request: once the request is read, only
+    the cwd, the environment, the stdio and the exec are left."""
+    try:
+        _fresh_mounts(settings, masked, readonly)
+        linux.loopback_up()
+        init._apply_rlimits(process.get("rlimits") or [])
+        init._become_process(process, None, seccomp_filter)
+        argv, env, cwd, fds = _receive(0)
+    except BaseException:  # noqa: BLE001 - no run taken: the agent sees the slot end
+        posix._exit(1)
+    posix.write(status_w, TAKEN)
+    try:
+        for target, fd in enumerate(fds):
+            posix.dup2(fd, target)  # over the socket (0) too: the run never holds it
+        for fd in set(fds):
+            if fd > 2:
+                posix.close(fd)
+        run_process = dict(process, args=argv, env=env, cwd=cwd, rlimits=None)
+        init.enter_cwd(cwd)
+        environment = init._environment(run_process, None)
+        executable = init.find_executable(argv[0], environment)
+        linux.close_range_cloexec(3)
+        init.exec_program(executable, argv, environment, trampoline)
+    except BaseException as err:  # noqa: BLE001 - the pool reports it as a start error
+        try:
+            posix.write(status_w, FAILED + init_message(err).encode())
+        finally:
+            posix._exit(127)
+
+
+def _receive(control: int) -> tuple:
+    """The run's request: argv, env (NAME=value strings), cwd and its three stdio fds; EOF (the
+    pool closed the socket) ends the slot."""
+    sock = _socket.socket(fileno=posix.dup(control))
+    try:
+        while True:
+            data, ancillary, _, _ = sock.recvmsg(MESSAGE_MAX, _socket.CMSG_SPACE(3 * 4))
+            fds = []
+            for level, kind, payload in ancillary:
+                if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                    fds += [int.from_bytes(payload[i:i + 4], "little") for i in range(0, len(payload) - 3, 4)]
+            if not data:
+                posix._exit(0)  # the pool closed the socket
+            if data[:1] == RUN and len(fds) == 3:
+                break
+            for fd in fds:
+                posix.close(fd)
+    finally:
+        sock.close()
+    argv, env, cwd = marshal.loads(data[1:])
+    return argv, env, cwd, fds
+
+
+def _fresh_mounts(settings: Settings, masked: list, readonly: list) -> None:
+    """The run's own /tmp, /work, /dev/shm, mqueue and /proc over the container's; /dev read-only
+    (a run could otherwise leave a file there for the next)."""
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing of ours propagates back
+    scratch = f"mode=1777,size={settings.scratch}"
+    linux.mount("tmpfs", "/tmp", "tmpfs", _SCRATCH_FLAGS, scratch)
+    linux.mount("tmpfs", "/work", "tmpfs", _SCRATCH_FLAGS, scratch)
+    linux.mount(None, "/dev", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | rootfs._mount_flags_of("/dev"))
+    _mount_if_there("shm", "/dev/shm", "tmpfs", _SCRATCH_FLAGS | linux.MS_NOEXEC, f"mode=1777,size={settings.shm_size}")
+    _mount_if_there("mqueue", "/dev/mqueue", "mqueue", _SCRATCH_FLAGS | linux.MS_NOEXEC, None)
+    linux.mount("proc", "/proc", "proc", _SCRATCH_FLAGS | linux.MS_NOEXEC, None)
+    root = rootfs.Rootfs("/")
+    dev_null = posix.open("/dev/null", posix.O_PATH | posix.O_CLOEXEC)
+    proc = rootfs.open_procfs_root(root, "the run's /proc")
+    try:
+        rootfs.mask_paths(root, masked, dev_null, proc)
+        rootfs.readonly_paths(root, readonly, proc)
+    finally:
+        for fd in (proc, dev_null):
+            posix.close(fd)
+        root.close()
+
+
+def _mount_if_there(source: str, target: str, fstype: str, flags: int, data: str | None) -> None:
+    try:
+        linux.mount(source, target, fstype, flags, data)
+    except FileNotFoundError:
+        pass  # a spec without it: the run has none either
+
+
+def init_message(err: BaseException) -> str:
+    """A failure's message as capsa.init reports it (a CapsaError's text, an OSError's reason)."""
+    if isinstance(err, OSError):
+        return f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+    return str(err) or type(err).__name__
