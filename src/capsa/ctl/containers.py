@@ -1,6 +1,6 @@
 """capsactl's container commands: podman's create, run, start, stop, kill, restart, rm, ps,
 inspect, wait, rename, pause, unpause, top, stats, cp, export, mount, unmount, container prune,
-container exists, container cleanup (and exec, through the io part's capsa.manager.execs).
+container exists, container cleanup (exec and attach: capsa.ctl.attach, the io part's).
 
 Each parses its flags as podman's does and calls capsa.manager.containers.
 """
@@ -148,9 +148,9 @@ def run(ctx, argv: list[str]) -> int:
     parser = _parser("run", "Run a command in a new container")
     _add_create_flags(parser)
     parser.add_argument("-d", "--detach", action="store_true", help="run in the background and print its ID")
+    _add_attach_flags(parser)
     args = _parse(parser, argv)
-    if args.tty:
-        sys.stderr.write("Warning: -t: terminals are not supported yet; running without one\n")
+    _check_detach_keys(args)
     manager, container = _create(ctx, args, argv)
     if args.detach:
         try:
@@ -161,90 +161,60 @@ def run(ctx, argv: list[str]) -> int:
             raise
         print(container.id)
         return 0
-    return _run_foreground(manager, container, args.rm)
+    return _start_attached(manager, container, args)
 
 
-def _run_foreground(manager, container, autoremove: bool) -> int:
-    """Start, wait for the exit, show the output, exit with the container's code. Signals that
-    stop capsactl (Ctrl-C, SIGTERM) are forwarded to the container, as podman's --sig-proxy."""
-    import signal
+def _add_attach_flags(parser: argparse.ArgumentParser) -> None:
+    from capsa.ctl.attach import _boolean
 
-    # The exit hook leaves a --rm container to us while we are there to read its exit code.
+    parser.add_argument("--detach-keys", default=None,
+                        help="the keys that detach from the container (default ctrl-p,ctrl-q; '' disables)")
+    parser.add_argument("--sig-proxy", type=_boolean, nargs="?", const=True, default=True,
+                        help="pass the signals capsactl receives on to the container (default true)")
+
+
+def _check_detach_keys(args) -> None:
+    from capsa.manager import attach as attaching
+
+    if args.detach_keys is None:
+        args.detach_keys = attaching.DEFAULT_DETACH_KEYS
+    attaching.parse_detach_keys(args.detach_keys)  # a bad value fails before anything is made
+
+
+def _start_attached(manager, container, args, interactive: bool | None = None) -> int:
+    """A foreground `run` and `start -a`: connected to the container's monitor before its process
+    starts (capsa.manager.attach: no output is lost), our stdin to it with -i, until it exits (its
+    code) or we detach (0, and it goes on). The exit hook leaves a --rm container to us while we
+    are attached, so that we have its code before it goes."""
+    from capsa.manager import attach as attaching
+
+    autoremove = bool(container.config.get("AutoRemove"))
+    interactive = bool(container.config.get("Interactive")) if interactive is None else interactive
+    tty = bool(container.config.get("Tty"))
+    sessions = []
+
+    def connect(current) -> None:
+        sessions.append(attaching.connect(manager.paths, current.id))
+
     manager.attach_marker(container.id, True)
-    previous = {}
-
-    def forward(signum, frame):
-        try:
-            manager.kill(container.id, signum)
-        except ManagerError:
-            pass
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        previous[signum] = signal.signal(signum, forward)
+    code = None
     try:
-        # until attach lands: the output is followed in the container's log while it runs
-        # (the io part's attach gives it straight from the monitor: capsa.manager.attach).
-        log = _LogFollower(manager.log_path(container.id))
-        manager.start(container.id)
-        return _follow_log_until_exit(manager, container.id, log)
+        manager.start(container.id, before_start=connect)
+        if not sessions:  # it was running already (start -a of a running container)
+            connect(container)
+        code = sessions[0].run(stdin=0 if interactive else None, tty=tty, detach_keys=args.detach_keys,
+                               sig_proxy=args.sig_proxy)
+        if code is None:
+            return 0  # detached: the container goes on
+        manager.wait(container.id)  # its exit recorded (the monitor's hook) before we return
+        return code
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if autoremove:
+        for session in sessions:
+            session.close()
+        if autoremove and code is not None:
             _remove_quietly(manager, container.id)
-        else:
+        elif manager.exists(container.id):
             manager.attach_marker(container.id, False)
-
-
-def _follow_log_until_exit(manager, container_id: str, log: _LogFollower) -> int:
-    """until attach lands: the log's new records every tenth of a second, and the rest once the
-    container has exited; its exit code."""
-    try:
-        while True:
-            code = manager.wait(container_id, timeout=0.1)
-            log.pump()
-            if code is not None:
-                return code
-    finally:
-        log.close()
-
-
-class _LogFollower:
-    """until attach lands: a k8s-file log's records, as they come, to stdout and stderr."""
-
-    def __init__(self, path: str):
-        """Made before the start: what the log already holds (an earlier run's) is skipped."""
-        self.path = path
-        self.file = None
-        self.rest = b""
-        try:
-            self.file = open(path, "rb")  # noqa: SIM115 - kept open across pumps
-            self.file.seek(0, 2)
-        except FileNotFoundError:
-            pass
-
-    def pump(self) -> None:
-        if self.file is None:
-            try:
-                self.file = open(self.path, "rb")  # noqa: SIM115 - kept open across pumps
-            except FileNotFoundError:
-                return
-        data = self.rest + self.file.read()
-        lines = data.split(b"\n")
-        self.rest = lines.pop()  # an incomplete record: the next pump finishes it
-        out, err = sys.stdout.buffer, sys.stderr.buffer
-        for line in lines:
-            parts = line.split(b" ", 3)
-            if len(parts) < 3:
-                continue
-            stream = err if parts[1] == b"stderr" else out
-            stream.write((parts[3] if len(parts) > 3 else b"") + (b"\n" if parts[2] == b"F" else b""))
-        out.flush()
-        err.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
 
 
 def _remove_quietly(manager, container_id: str) -> None:
@@ -259,26 +229,18 @@ def _remove_quietly(manager, container_id: str) -> None:
 def start(ctx, argv: list[str]) -> int:
     parser = _parser("start", "Start one or more containers")
     parser.add_argument("-a", "--attach", action="store_true", help="attach to the container's output and wait")
-    parser.add_argument("-i", "--interactive", action="store_true")
+    parser.add_argument("-i", "--interactive", action="store_true", help="attach our stdin (with -a)")
+    _add_attach_flags(parser)
     parser.add_argument("containers", nargs="+")
     args = _parse(parser, argv)
     manager = _manager(ctx)
     if args.attach:
         if len(args.containers) != 1:
             raise ManagerError("start --attach takes one container")
+        _check_detach_keys(args)
         container = manager.get(args.containers[0])
-        manager.attach_marker(container.id, True)
-        try:
-            log = _LogFollower(manager.log_path(container.id))  # until attach lands
-            manager.start(container.id)
-            return _follow_log_until_exit(manager, container.id, log)
-        finally:
-            if manager.exists(container.id):
-                current = manager.get(container.id, sync=False)
-                if current.config.get("AutoRemove"):
-                    _remove_quietly(manager, container.id)
-                else:
-                    manager.attach_marker(container.id, False)
+        interactive = args.interactive and bool(container.config.get("Interactive"))
+        return _start_attached(manager, container, args, interactive)
     return _each(args.containers, lambda name: (manager.start(name), print(name)))
 
 
@@ -996,12 +958,3 @@ def cleanup(ctx, argv: list[str]) -> int:
     manager = _manager(ctx)
     names = _names_or_all(manager, args, lambda c: True)
     return _each(names, lambda name: print(manager.get(name).id))  # get() syncs: that is the clean-up
-
-
-def exec(ctx, argv: list[str]) -> int:  # noqa: A001 - podman's command name
-    """podman's exec: the io part's capsa.manager.execs does it."""
-    try:
-        from capsa.manager import execs
-    except ImportError:
-        raise ManagerError("exec is not available yet (capsa.manager.execs)") from None
-    return execs.exec_command(_manager(ctx), argv)

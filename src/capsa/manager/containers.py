@@ -64,12 +64,38 @@ class StartError(ManagerError):
 
 
 def start_error_code(message: str) -> int:
-    text = message.lower()
-    if "not found" in text or "no such file" in text:
-        return 127
-    if "permission denied" in text or "not executable" in text or "exec format error" in text:
-        return 126
-    return 125
+    """podman's: 127 not found, 126 cannot be run, else 125 (the monitor's one mapping)."""
+    from capsa.manager.monitor import error_exit_code
+
+    return error_exit_code(message)
+
+
+def _warn(text: str) -> None:
+    """What the runtime printed while creating the container (runc's warnings), as podman shows it."""
+    import sys
+
+    for line in text.splitlines():
+        sys.stderr.write(f"WARN[0000] {line}\n")
+
+
+def _log_options(items: list[str]) -> tuple[int | None, int]:
+    """--log-opt max-size=10m, max-file=3 (podman's k8s-file options); others are errors."""
+    from capsa.manager.ocispec import parse_size
+
+    max_size, max_files = None, 1
+    for item in items:
+        key, _, value = item.partition("=")
+        if key == "max-size":
+            max_size = parse_size(value, "--log-opt max-size")
+        elif key == "max-file":
+            if not value.isdigit() or int(value) < 1:
+                raise ManagerError(f"--log-opt {item!r}: max-file is a number of files, at least 1")
+            max_files = int(value)
+        elif key in ("path", "tag"):
+            raise ManagerError(f"--log-opt {key}: not supported by capsactl (the log is userdata/ctr.log)")
+        else:
+            raise ManagerError(f"--log-opt {item!r}: unknown option (max-size=, max-file=)")
+    return max_size, max_files
 
 
 def now() -> str:
@@ -475,9 +501,18 @@ class Containers:
             from capsa.state import write_atomic
 
             write_atomic(os.path.join(bundle, "config.json"), dumps(spec), 0o600)
-            with self.store.closed_for_fork():
-                pid = monitor.launch(self.paths, container.id, bundle, runtime_path=container.runtime_path,
-                                     log_path=self.log_path(container.id), on_exit=ON_EXIT)
+            max_size, max_files = _log_options(container.config.get("LogOpts") or [])
+            held = self._reserve_ports(network_info)
+            try:
+                with self.store.closed_for_fork():
+                    pid = monitor.launch(self.paths, container.id, bundle, runtime_path=container.runtime_path,
+                                         log_path=self.log_path(container.id), on_exit=ON_EXIT,
+                                         stdin=bool(container.config.get("Interactive")),
+                                         tty=bool(container.config.get("Tty")), log_max_size=max_size,
+                                         log_max_files=max_files, keep_fds=held, warn=_warn)
+            finally:
+                for fd in held:  # the monitor holds its own copies until the container exits
+                    os.close(fd)
         except (ManagerError, OSError) as err:  # OSError: no fork (EAGAIN: the machine's process limit)
             storage.unmount(container.id)
             self._network_cleanup(container, network_info)
@@ -505,6 +540,15 @@ class Containers:
             self._write(db, current, current.status if current.state.get("Exited") else RUNNING)
         events.emit(self.paths, "start", id=container.id, name=container.name, image=container.config["ImageName"])
         return current
+
+    def _reserve_ports(self, network_info: dict | None) -> list[int]:
+        """The published ports bound (podman's conmon holds them), for the monitor to hold while
+        the container runs: no other process can take them meanwhile."""
+        if not network_info or not network_info.get("ports"):
+            return []
+        from capsa.manager import network
+
+        return network.reserve_ports(network_info["ports"])
 
     def _setup_network(self, container: Container) -> dict | None:
         """A bridged container's namespace set up by netavark (capsa.manager.network.for_run),
@@ -538,14 +582,17 @@ class Containers:
         raise StartError(f"{container.name}: {message}", code)
 
     def _read_monitor(self, container_id: str) -> list | None:
+        """[pid, start time] of the container's monitor, from its pid file ("pid start-time")."""
         from capsa import procfs
 
         try:
             with open(os.path.join(self.paths.monitor(container_id), "pid")) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
+                fields = f.read().split()
+            pid = int(fields[0])
+            start_time = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else procfs.start_time(pid)
+        except (OSError, ValueError, IndexError):
             return None
-        return [pid, procfs.start_time(pid)]
+        return [pid, start_time]
 
     def _clear_leftovers(self, container: Container) -> None:
         """What an earlier life left: a monitor (an interrupted start), a runtime container, an
@@ -1005,19 +1052,12 @@ def on_exit(paths, container_id: str, status) -> None:
     opens a Store of its own."""
     from capsa.manager.store import Store
 
+    # A failure's traceback goes to the monitor's log (monitors/<id>/monitor.log, then kept).
+    store = Store(paths)
     try:
-        store = Store(paths)
-        try:
-            Containers(store, refresh=False).exited(container_id, status)
-        finally:
-            store.close()
-    except BaseException:
-        # The monitor has no stdio: the failure goes where `inspect` and a person can find it.
-        import traceback
-
-        with open(os.path.join(paths.monitor(container_id), "exit-hook.error"), "a") as f:
-            f.write(traceback.format_exc())
-        raise
+        Containers(store, refresh=False).exited(container_id, status)
+    finally:
+        store.close()
 
 
 def inspect_data(manager: Containers, container: Container) -> dict:
