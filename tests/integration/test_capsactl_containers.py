@@ -881,3 +881,15 @@ def test_foreground_output_comes_while_the_container_runs(ctl):
     ctl("create", "--name", "again", "busybox", "sh", "-c", "echo run; exit 1")
     assert ctl("start", "-a", "again", check=False).stdout == "run\n"
     assert ctl("start", "-a", "again", check=False).stdout == "run\n"
+
+
+def test_run_interactive_tty_and_detach(ctl):
+    result = ctl("run", "--rm", "-i", "busybox", "sh", "-c", "read line; echo got $line", input="hello\n")
+    assert result.returncode == 0 and result.stdout == "got hello\n"
+    out = ctl("run", "--rm", "-t", "busybox", "sh", "-c", "tty; echo $TERM").stdout
+    assert out.replace("\r\n", "\n") == "/dev/pts/0\nxterm\n"
+    # ctrl-p ctrl-q on stdin detaches: capsactl exits 0, the container goes on
+    result = ctl("run", "-i", "--name", "stays", "busybox", "sh", "-c", "cat; sleep 1000", input="\x10\x11")
+    assert result.returncode == 0
+    assert ctl.inspect("stays")["State"]["Status"] == "running"
+    ctl("rm", "-f", "-t", "0", "stays")
