@@ -206,7 +206,7 @@ def _start_attached(manager, container, args, interactive: bool | None = None) -
                                sig_proxy=args.sig_proxy)
         if code is None:
             return 0  # detached: the container goes on
-        manager.wait(container.id)  # its exit recorded (the monitor's hook) before we return
+        manager.clean_up_after_exit(container.id, code)  # recorded before we return, by us or the hook
         return code
     finally:
         for session in sessions:

@@ -45,7 +45,7 @@ from capsa.manager.store import dumps, is_unique_violation, loads
 
 CREATED, RUNNING, PAUSED, STOPPING, EXITED, REMOVING = "created", "running", "paused", "stopping", "exited", "removing"
 ACTIVE = (RUNNING, PAUSED, STOPPING)  # a monitor and a runtime container exist
-ON_EXIT = "capsa.manager.containers:on_exit"
+ON_EXIT = "capsa.manager.exithook:on_exit"  # light to import; it calls on_exit below when it has to
 ZERO_TIME = "0001-01-01T00:00:00Z"
 DEFAULT_STOP_TIMEOUT = 10
 # podman's default for root is its bridge network (capsa.manager.network.default_network_mode());
@@ -607,7 +607,8 @@ class Containers:
         if _alive(monitor_entry):
             self._wait_monitor(container, 10, monitor_entry)
         self._network_cleanup(container)  # a run that was not cleaned up holds its addresses and ports
-        for path in (self.exit_file(container.id), os.path.join(self.paths.monitor(container.id), "pid")):
+        for path in (self.exit_file(container.id), self.exit_file(container.id) + ".cleanup",
+                     os.path.join(self.paths.monitor(container.id), "pid")):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -669,6 +670,18 @@ class Containers:
                 self.remove(recorded.id, force=True)
             except ManagerError:
                 pass
+
+    def clean_up_after_exit(self, container_id: str, code: int) -> None:
+        """An attached client told the exit code by the monitor: the clean-up here, if the
+        monitor's hook has not claimed it (capsa.manager.exithook); else wait for the hook's."""
+        from capsa.manager import exithook
+
+        if exithook.claim(self.paths, container_id):
+            from capsa.process import ExitStatus
+
+            self.exited(container_id, ExitStatus(code=code))
+        else:
+            self.wait(container_id)
 
     def _wait_for_starter(self, container_id: str, timeout: float = 30.0) -> Container | None:
         """The container once no process is starting it (libpod's container lock): a process
@@ -816,7 +829,7 @@ class Containers:
         self._wait_monitor(container, 30, container.state.get("Monitor") or self._read_monitor(container.id))
         self._network_cleanup(container)
         self.storage.remove(container.id)
-        for path in (self.exit_file(container.id),):
+        for path in (self.exit_file(container.id), self.exit_file(container.id) + ".cleanup"):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -849,10 +862,11 @@ class Containers:
             pass
         self.storage.remove(container_id)
         shutil.rmtree(self.paths.monitor(container_id), ignore_errors=True)
-        try:
-            os.unlink(self.exit_file(container_id))
-        except FileNotFoundError:
-            pass
+        for path in (self.exit_file(container_id), self.exit_file(container_id) + ".cleanup"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         with self.store.transaction() as db:
             db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
         events.emit(self.paths, "remove", id=container_id)
