@@ -198,6 +198,7 @@ def _start_attached(manager, container, args, interactive: bool | None = None) -
 
     manager.attach_marker(container.id, True)
     code = None
+    cleaned = False
     try:
         manager.start(container.id, before_start=connect)
         if not sessions:  # it was running already (start -a of a running container)
@@ -206,20 +207,20 @@ def _start_attached(manager, container, args, interactive: bool | None = None) -
                                sig_proxy=args.sig_proxy)
         if code is None:
             return 0  # detached: the container goes on
-        manager.clean_up_after_exit(container.id, code)  # recorded before we return, by us or the hook
+        cleaned = manager.clean_up_after_exit(container.id, code)  # recorded before we return, by us or the hook
         return code
     finally:
         for session in sessions:
             session.close()
         if autoremove and code is not None:
-            _remove_quietly(manager, container.id)
+            _remove_quietly(manager, container.id, wait_monitor=not cleaned)
         elif manager.exists(container.id):
             manager.attach_marker(container.id, False)
 
 
-def _remove_quietly(manager, container_id: str) -> None:
+def _remove_quietly(manager, container_id: str, wait_monitor: bool = True) -> None:
     try:
-        manager.remove(container_id, force=True, timeout=0)
+        manager.remove(container_id, force=True, timeout=0, wait_monitor=wait_monitor)
     except ManagerError:
         pass
 

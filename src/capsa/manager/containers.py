@@ -671,17 +671,19 @@ class Containers:
             except ManagerError:
                 pass
 
-    def clean_up_after_exit(self, container_id: str, code: int) -> None:
+    def clean_up_after_exit(self, container_id: str, code: int) -> bool:
         """An attached client told the exit code by the monitor: the clean-up here, if the
-        monitor's hook has not claimed it (capsa.manager.exithook); else wait for the hook's."""
+        monitor's hook has not claimed it (capsa.manager.exithook; True), else wait for the
+        hook's (False)."""
         from capsa.manager import exithook
 
         if exithook.claim(self.paths, container_id):
             from capsa.process import ExitStatus
 
             self.exited(container_id, ExitStatus(code=code))
-        else:
-            self.wait(container_id)
+            return True
+        self.wait(container_id)
+        return False
 
     def _wait_for_starter(self, container_id: str, timeout: float = 30.0) -> Container | None:
         """The container once no process is starting it (libpod's container lock): a process
@@ -799,8 +801,11 @@ class Containers:
             container = self.sync(current)
 
     # -- remove ------------------------------------------------------------------------------------
-    def remove(self, text: str, force: bool = False, volumes: bool = False, timeout: int | None = None) -> str:
-        """Remove a container (a running one only with `force`: it is stopped first); its id."""
+    def remove(self, text: str, force: bool = False, volumes: bool = False, timeout: int | None = None,
+               wait_monitor: bool = True) -> str:
+        """Remove a container (a running one only with `force`: it is stopped first); its id.
+        wait_monitor False: its monitor's exit hook has nothing left to do (the caller cleaned
+        up after the exit itself), so its end is not waited for."""
         from capsa.manager.errors import StoreError
 
         try:
@@ -826,7 +831,8 @@ class Containers:
             runtime.delete(container.id, force=True)
         except ManagerError:
             pass
-        self._wait_monitor(container, 30, container.state.get("Monitor") or self._read_monitor(container.id))
+        if wait_monitor:
+            self._wait_monitor(container, 30, container.state.get("Monitor") or self._read_monitor(container.id))
         self._network_cleanup(container)
         self.storage.remove(container.id)
         for path in (self.exit_file(container.id), self.exit_file(container.id) + ".cleanup"):
