@@ -893,3 +893,21 @@ def test_run_interactive_tty_and_detach(ctl):
     assert result.returncode == 0
     assert ctl.inspect("stays")["State"]["Status"] == "running"
     ctl("rm", "-f", "-t", "0", "stays")
+
+
+def test_hooks_dir_hooks_are_merged_at_create(ctl, tmp_path):
+    hooks = tmp_path / "hooks.d"
+    hooks.mkdir()
+    marker = tmp_path / "hook-ran"
+    (hooks / "50-mark.json").write_text(json.dumps({
+        "version": "1.0.0",
+        "hook": {"path": "/bin/sh", "args": ["sh", "-c", f"cat > {marker}"]},
+        "when": {"commands": [".*/?true$"]},
+        "stages": ["poststop"]}))
+    (hooks / "bad.json").write_text("{not json")
+    ctl.command[1:1] = ["--hooks-dir", str(hooks)]
+    result = ctl("run", "--name", "hooked", "busybox", "true")
+    assert "bad.json" in result.stderr  # reported, skipped
+    wait_until(marker.exists, "the poststop hook to run")
+    assert json.loads(marker.read_text())["id"] == ctl.inspect("hooked")["Id"]
+    ctl("run", "--rm", "busybox", "echo", "no hook")  # args[0] echo: the condition does not match

@@ -101,6 +101,7 @@ def _create_options(ctx, args, argv: list[str]) -> dict:
         "stop_signal": args.stop_signal, "stop_timeout": args.stop_timeout, "network": args.network,
         "rm": args.rm, "interactive": args.interactive, "tty": args.tty, "command": args.command,
         "ports": args.ports,
+        "hooks_dirs": [ctx.options["--hooks-dir"]] if ctx.options.get("--hooks-dir") else None,
         "runtime": ctx.runtime, "log_opts": args.log_opt, "create_command": ["capsactl", *argv],
     }
 

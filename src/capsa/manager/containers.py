@@ -70,6 +70,20 @@ def start_error_code(message: str) -> int:
     return error_exit_code(message)
 
 
+def _merge_hook_dirs(spec: dict, directories: list[str] | None) -> list[str]:
+    """OCI hooks directories (podman's --hooks-dir; by default /usr/share/containers/oci/hooks.d
+    and /etc/containers/oci/hooks.d): the matching hooks merged into the spec at create
+    (capsa.manager.hooksdir); the names of the files that matched. Not even imported when none of
+    the directories exists (most machines)."""
+    if directories is None:
+        directories = ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"]
+    if not any(os.path.isdir(d) for d in directories):
+        return []
+    from capsa.manager import hooksdir
+
+    return hooksdir.merge(spec, hooksdir.load(directories, warn=_warn))
+
+
 def _warn(text: str) -> None:
     """What the runtime printed while creating the container (runc's warnings), as podman shows it."""
     import sys
@@ -343,6 +357,7 @@ class Containers:
         netns_path = self._check_network(container_id, mode, list(options.get("ports") or []))
         spec = ocispec.build(container_id, image.config, options, rootfs=self.storage.merged(container_id),
                              userdata=self.userdata(container_id), mounts=mounts, netns_path=netns_path)
+        hooks = _merge_hook_dirs(spec, options.get("hooks_dirs"))
         labels = dict(process_defaults.get("Labels") or {})
         labels.update(ocispec.parse_labels(options.get("labels") or []))
         config = {
@@ -359,6 +374,7 @@ class Containers:
             "CapDrop": list(options.get("cap_drop") or []), "Tty": bool(options.get("tty")),
             "Interactive": bool(options.get("interactive")), "CreateCommand": options.get("create_command") or [],
             "LogOpts": list(options.get("log_opts") or []),  # --log-opt: the monitor's (max-size=, max-file=)
+            "HooksFiles": hooks,
         }
         if options.get("runtime"):
             from capsa.manager import runtime
@@ -675,9 +691,9 @@ class Containers:
         """An attached client told the exit code by the monitor: the clean-up here, if the
         monitor's hook has not claimed it (capsa.manager.exithook; True), else wait for the
         hook's (False)."""
-        from capsa.manager import exithook
+        from capsa.manager.cleanupclaim import claim
 
-        if exithook.claim(self.paths, container_id):
+        if claim(self.paths, container_id):
             from capsa.process import ExitStatus
 
             self.exited(container_id, ExitStatus(code=code))

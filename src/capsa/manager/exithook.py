@@ -13,24 +13,7 @@ file (Containers.sync). The claim is removed with the exit file (start, rm, boot
 
 from __future__ import annotations
 
-import os
-
-
-def claim_path(paths, container_id: str) -> str:
-    return os.path.join(paths.exits, f"{container_id}.cleanup")
-
-
-def claim(paths, container_id: str) -> bool:
-    """True for the one caller that gets to clean up after this exit."""
-    try:
-        fd = os.open(claim_path(paths, container_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        return False
-    except FileNotFoundError:  # no exits directory: a boot refresh removed it meanwhile
-        os.makedirs(paths.exits, mode=0o700, exist_ok=True)
-        return claim(paths, container_id)
-    os.close(fd)
-    return True
+from capsa.manager.cleanupclaim import claim
 
 
 def on_exit(paths, container_id: str, status) -> None:
