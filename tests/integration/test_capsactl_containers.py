@@ -499,6 +499,13 @@ def test_cp_export_mount(ctl, tmp_path, busybox_rootfs):
     # /up/../../.. resolves inside the rootfs (RESOLVE_IN_ROOT): the image's passwd, not the host's
     ctl("cp", "linker2:/up/../../../../etc/passwd", str(tmp_path / "passwd-copy"))
     assert (tmp_path / "passwd-copy").read_text() == open(os.path.join(busybox_rootfs, "etc", "passwd")).read()
+    # a tree in: into an existing directory, and as a new name
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "leaf").write_text("leaf\n")
+    os.symlink("sub/leaf", tree / "link")
+    ctl("cp", str(tree), "files:/tmp")
+    ctl("cp", f"{tree}/.", "files:/tmp/renamed")
     archive = tmp_path / "files.tar"
     ctl("export", "-o", str(archive), "files")
     import tarfile
@@ -507,6 +514,9 @@ def test_cp_export_mount(ctl, tmp_path, busybox_rootfs):
         names = tar.getnames()
         assert "made" in names and "tmp/in.txt" in names and "bin/busybox" in names
         assert tar.extractfile("made").read() == b"made-inside\n"
+        assert tar.extractfile("tmp/tree/sub/leaf").read() == b"leaf\n"
+        assert tar.getmember("tmp/tree/link").linkname == "sub/leaf"
+        assert tar.extractfile("tmp/renamed/sub/leaf").read() == b"leaf\n"
     merged = ctl("mount", "files").stdout.strip()
     assert merged in mounts_under(ctl.base)
     with open(os.path.join(merged, "made")) as f:

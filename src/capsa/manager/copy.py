@@ -67,45 +67,60 @@ def copy_out(rootfs: str, path: str, destination: str) -> None:
 
 
 def copy_in(source: str, rootfs: str, path: str) -> None:
-    """Host path -> container path."""
+    """Host path -> container path (cp semantics: into an existing directory, else as that name;
+    "dir/." copies the directory's contents). The copy goes through a tar stream unpacked member
+    by member inside the rootfs (tar_in): a running container that swaps a directory for a
+    symlink while we copy still cannot lead a write outside its rootfs."""
     if not os.path.lexists(source):
         raise ManagerError(f"cp: {source}: no such file or directory")
     contents_only = source.endswith("/.")
-    directory, name = os.path.split(os.path.normpath(path)) if path.rstrip("/") else ("/", "")
     try:
         target_fd = _open_in_root(rootfs, path)
     except FileNotFoundError:
         target_fd = None
     except OSError as err:
         raise ManagerError(f"cp: {path}: {err.strerror}") from None
-    try:
-        if target_fd is not None and stat.S_ISDIR(os.stat(_fd_path(target_fd)).st_mode):
-            parent_fd, leaf = target_fd, ("" if contents_only else os.path.basename(os.path.normpath(source)))
-            target_fd = None
-        else:
-            if target_fd is not None:
-                os.close(target_fd)
-                target_fd = None
-            try:
-                parent_fd = _open_in_root(rootfs, directory or "/")
-            except OSError as err:
-                raise ManagerError(f"cp: {directory}: {err.strerror} in the container") from None
-            leaf = name
+    if target_fd is not None:
+        is_directory = stat.S_ISDIR(os.stat(_fd_path(target_fd)).st_mode)
+        os.close(target_fd)
+    else:
+        is_directory = False
+    if is_directory:
+        directory, name = path, ("." if contents_only else os.path.basename(os.path.normpath(source)))
+    else:
+        directory, name = os.path.split(os.path.normpath(path))
+        if not name:
+            raise ManagerError(f"cp: {path}: not a directory in the container")
+    _stream_into(source, name, rootfs, directory or "/")
+
+
+def _stream_into(source: str, name: str, rootfs: str, directory: str) -> None:
+    """`source` as the tar member `name` (a directory with its tree), written by a thread into a
+    pipe that tar_in reads."""
+    import tarfile
+    import threading
+
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    failure: list[BaseException] = []
+
+    def produce() -> None:
         try:
-            target = os.path.join(_fd_path(parent_fd), leaf) if leaf else _fd_path(parent_fd)
-            if os.path.isdir(source) and not os.path.islink(source):
-                shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True, copy_function=_copy_file)
-            else:
-                if os.path.islink(target) or (leaf and "/" in leaf):
-                    raise ManagerError(f"cp: {path}: refusing to write through a symlink in the container")
-                _copy_file(source, target)
-        except OSError as err:
-            raise ManagerError(f"cp: {path}: {err.strerror}") from None
-        finally:
-            os.close(parent_fd)
+            with os.fdopen(write_end, "wb") as out, tarfile.open(fileobj=out, mode="w|",
+                                                                 format=tarfile.PAX_FORMAT) as tar:
+                tar.add(source, arcname=name)
+        except BaseException as err:  # noqa: BLE001 - reported by the caller
+            failure.append(err)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    try:
+        with os.fdopen(read_end, "rb") as stream:
+            tar_in(stream, rootfs, directory)
     finally:
-        if target_fd is not None:
-            os.close(target_fd)
+        producer.join()
+    if failure and not isinstance(failure[0], BrokenPipeError):
+        error = failure[0]
+        raise ManagerError(f"cp: {source}: {getattr(error, 'strerror', None) or error}") from None
 
 
 def _chown_directories(source: str, target: str) -> None:
