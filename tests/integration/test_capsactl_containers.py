@@ -85,18 +85,35 @@ def busybox_rootfs(rootfs_template):
     return rootfs_template
 
 
+def container_cgroups() -> set[str]:
+    """The cgroups of capsactl's containers (linux.cgroupsPath /capsactl/<id>), every hierarchy."""
+    import glob
+
+    return set(glob.glob("/sys/fs/cgroup/*/capsactl/*")) | set(glob.glob("/sys/fs/cgroup/capsactl/*"))
+
+
 @pytest.fixture
 def ctl(tmp_path, busybox_rootfs):
     ctl = Ctl(str(tmp_path))
     ctl("import", "-q", "-c", 'CMD ["sh"]', busybox_rootfs, "busybox")
+    cgroups_before = container_cgroups()
     yield ctl
     ctl("rm", "-a", "-f", "-t", "0", check=False)
     leftovers = mounts_under(str(tmp_path))
-    for pid in monitors_of(ctl):
+    monitors = monitors_of(ctl)
+    for pid in monitors:
         os.kill(pid, signal.SIGKILL)
     for mount in reversed(leftovers):
         subprocess.run(["umount", "-l", mount], check=False)
+    cgroups = container_cgroups() - cgroups_before
+    for path in cgroups:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
     assert not leftovers, f"mounts left behind: {leftovers}"
+    assert not monitors, f"monitors left running: {monitors}"
+    assert not cgroups, f"cgroups left behind: {sorted(cgroups)}"
 
 
 def wait_until(predicate, what: str, timeout: float = 30.0):
@@ -392,7 +409,8 @@ def test_parallel_creates_of_one_name_one_wins(ctl):
 
 # --- step 4: boot refresh -----------------------------------------------------------------------------------
 
-def test_a_new_boot_id_turns_running_containers_into_exited_ones(ctl, tmp_path, monkeypatch):
+def test_a_new_boot_id_turns_running_containers_into_exited_ones(monkeypatch, ctl, tmp_path):
+    # monkeypatch first: its environment is undone after ctl's teardown has removed everything
     boot_file = tmp_path / "boot_id"
     boot_file.write_text("boot-one\n")
     monkeypatch.setenv("CAPSA_BOOT_ID_FILE", str(boot_file))  # store.boot_id's test hook

@@ -1052,6 +1052,23 @@ class Containers:
             self._write(db, current, current.status)
 
     # -- boot refresh ------------------------------------------------------------------------------
+    def _forget_runtime_container(self, container: Container) -> None:
+        """After a reboot nothing of the container's run is left; where something is (a
+        simulated reboot, a boot id misread), its monitor is killed before it can record
+        anything and the runtime deletes the container, its cgroup with it."""
+        import signal
+
+        monitor = container.state.get("Monitor")
+        if _alive(monitor):
+            try:
+                os.kill(monitor[0], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.runtime(container).delete(container.id, force=True)
+        except Exception:  # noqa: BLE001 - nothing of it is there: the usual case after a reboot
+            pass
+
     def _refresh_after_reboot(self, db) -> None:
         """A new boot: no container runs and nothing is mounted any more. Running containers
         become exited (exit code unknown), starts in progress are forgotten, and the run-time
@@ -1065,6 +1082,8 @@ class Containers:
             except ManagerError:
                 continue
             state = container.state
+            if container.status in ACTIVE:
+                self._forget_runtime_container(container)
             for key in ("Starter", "Monitor", "Attached", "UserMounts", "network"):
                 state.pop(key, None)
             status = container.status
