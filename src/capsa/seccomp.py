@@ -270,7 +270,11 @@ class Filter:
                 continue  # a syscall this architecture does not have
             for group in groups:
                 array = b"".join(_struct.pack(_ARG_CMP, *c) for c in group) if group else None
-                self._check(self._lib.seccomp_rule_add_array(self._ctx, action, number, len(group), array), f"{field} ({name})")
+                result = self._lib.seccomp_rule_add_array(self._ctx, action, number, len(group), array)
+                # EEXIST: libseccomp has the rule already (podman's default profile allows socket
+                # twice, for two capability cases): runc accepts such a profile, and so do we.
+                if result < 0 and -result != EEXIST:
+                    self._check(result, f"{field} ({name})")
 
     @staticmethod
     def _condition(arg: dict[str, Any], field: str) -> tuple[int, int, int, int]:

@@ -73,7 +73,11 @@ CREATE TABLE IF NOT EXISTS volumes (
 
 
 def boot_id() -> str:
-    with open("/proc/sys/kernel/random/boot_id") as f:
+    """The kernel's boot id. CAPSA_BOOT_ID_FILE, when set, names a file read instead: the tests'
+    way to simulate a reboot (a new id) without one."""
+    import os
+
+    with open(os.environ.get("CAPSA_BOOT_ID_FILE") or "/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()
 
 
@@ -155,6 +159,20 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def closed_for_fork(self) -> Iterator[None]:
+        """Closed while the block forks a process that will open the store itself (a monitor):
+        SQLite's table of the process's file locks is in memory a fork copies, and a child whose
+        copy names the parent's locks can lose its own commits (or the parent's). Reopened after."""
+        # close() leaves a "zombie" connection, its files open, while prepared statements
+        # live (the connection's statement cache): dropping the connection finalises them.
+        self.db.close()
+        self.db = None
+        try:
+            yield
+        finally:
+            self.__init__(self.paths)
 
 
 class _Cursor:
