@@ -564,17 +564,19 @@ def _socketpair() -> tuple[int, int]:
 
 
 def _move_above(fds: list[int], lowest: int) -> list[int]:
-    """Fds of ours (closed here when moved) out of the range the container inherits (3 .. 3+inherited-1):
-    a second guard, require_inherited_fds keeps them out already."""
+    """Fds of ours out of the range the container inherits (3 .. 3+inherited-1): a second guard,
+    require_inherited_fds keeps them out already. The originals are closed only once every copy
+    is made, so a failure leaves the caller's list of fds to close true (no double close)."""
     import fcntl
 
-    moved = []
-    for fd in fds:
-        if 0 <= fd < lowest:
-            new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
-            posix.close(fd)
-            fd = new
-        moved.append(fd)
+    moved: list[int] = []
+    try:
+        for fd in fds:
+            moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest) if 0 <= fd < lowest else fd)
+    except BaseException:
+        _close_if_open(*(new for new, old in zip(moved, fds, strict=False) if new != old))
+        raise
+    _close_if_open(*(old for new, old in zip(moved, fds, strict=True) if new != old))
     return moved
 
 
