@@ -341,6 +341,10 @@ def start(plan: LaunchPlan) -> int:
         if driver.pid != child:
             _kill_quietly(child)
             _reap(child)
+            if driver.pid:
+                # Had the intermediate not exited yet when kill_init looked, the payload's zombie
+                # is re-parented to us (a subreaper) only now.
+                _reap_if_ours(driver.pid)
         raise
     finally:
         driver.channel.close()
@@ -525,6 +529,13 @@ def kill_init(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while is_alive(pid, None) and time.monotonic() < deadline:
         time.sleep(0.002)
+    try:
+        posix.waitpid(pid, posix.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _reap_if_ours(pid: int) -> None:
     try:
         posix.waitpid(pid, posix.WNOHANG)
     except ChildProcessError:

@@ -297,3 +297,34 @@ def test_run_and_exec_hold_the_terminal_themselves(bundle):
     bundle.capsa("start", "c2")
     result = bundle.capsa("exec", "-t", "c2", "sh", "-c", "tty; exit 6", check=False, stdin=subprocess.DEVNULL)
     assert result.returncode == 6 and result.stdout.replace("\r", "").startswith("/dev/pts/")
+
+
+def test_a_failed_exec_leaves_no_zombie_under_a_subreaper(bundle):
+    """An exec whose program cannot run is killed and reaped by the library: under a subreaper
+    the failed process is re-parented to the caller when the launch's intermediate exits, and
+    must not stay there as a zombie (one per failed exec, for the life of a manager)."""
+    bundle.set_args("sleep", "60")
+    out = library(bundle, """
+from capsa.errors import CapsaError
+process.become_subreaper()
+c = Container.create(root, "c1", bundle)
+c.start()
+failures = 0
+for _ in range(20):
+    try:
+        c.exec({"args": ["/no/such/program"], "cwd": "/"} if _ % 2 else {"args": ["true"], "cwd": "/no/such/dir"})
+    except CapsaError:
+        failures += 1
+time.sleep(0.2)
+zombies = []
+for tid in os.listdir("/proc/self/task"):
+    for pid in open(f"/proc/self/task/{tid}/children").read().split():
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            zombies.append(pid)
+print(failures, len(zombies))
+c.kill(9)
+c.wait(timeout=30)
+c.delete()
+""")
+    assert out[-1] == "20 0"
