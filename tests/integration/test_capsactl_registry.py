@@ -120,9 +120,10 @@ class Ctl:
         self.root = str(base / "graph")
         self.runroot = str(base / "run")
 
-    def __call__(self, *args: str, check: bool = True, timeout: int = 180) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, check: bool = True, timeout: int = 180,
+                 input: str | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run([CAPSACTL, "--root", self.root, "--runroot", self.runroot, *args],
-                                capture_output=True, text=True, timeout=timeout)
+                                capture_output=True, text=True, timeout=timeout, input=input)
         if check and result.returncode != 0:
             raise AssertionError(f"capsactl {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
@@ -316,11 +317,42 @@ def test_basic_auth(registries, capsactl, rootfs_tar):
     assert anonymous.returncode == 125 and "--creds" in anonymous.stderr
     wrong = capsactl("push", "--tls-verify=false", "--creds", "alice:nope", "mine", f"{registry.host}/auth/img:1",
                      check=False)
-    assert wrong.returncode == 125 and "wrong --creds" in wrong.stderr
+    assert wrong.returncode == 125 and "wrong credentials" in wrong.stderr
     capsactl("push", "--tls-verify=false", "--creds", "alice:s3cret", "mine", f"{registry.host}/auth/img:1")
     capsactl("rmi", "mine")
     assert capsactl("pull", "--tls-verify=false", f"{registry.host}/auth/img:1", check=False).returncode == 125
     capsactl("pull", "--tls-verify=false", "--creds", "alice:s3cret", f"{registry.host}/auth/img:1")
+
+
+def test_login_stores_credentials_that_pull_and_push_use_and_logout_forgets(registries, capsactl, rootfs_tar,
+                                                                              tmp_path):
+    registry = registries(htpasswd=("alice", "s3cret"))
+    authfile = str(tmp_path / "auth.json")
+    capsactl("import", "-q", rootfs_tar, "mine")
+    wrong = capsactl("login", "--tls-verify=false", "--authfile", authfile, "-u", "alice", "-p", "nope",
+                     registry.host, check=False)
+    assert wrong.returncode == 125 and "refuses the credentials" in wrong.stderr
+    assert not os.path.exists(authfile)  # nothing stored for a refused login
+    ok = capsactl("login", "--tls-verify=false", "--authfile", authfile, "-u", "alice", "-p", "s3cret", registry.host)
+    assert ok.stdout == "Login Succeeded!\n"
+    assert os.stat(authfile).st_mode & 0o077 == 0
+    assert capsactl("login", "--get-login", "--authfile", authfile, registry.host).stdout == "alice\n"
+    capsactl("push", "--tls-verify=false", "--authfile", authfile, "mine", f"{registry.host}/auth/img:1")
+    capsactl("rmi", "mine")
+    # REGISTRY_AUTH_FILE, as podman: the file is found without --authfile
+    env = {**os.environ, "REGISTRY_AUTH_FILE": authfile}
+    pulled = subprocess.run([CAPSACTL, "--root", capsactl.root, "--runroot", capsactl.runroot, "pull", "-q",
+                             "--tls-verify=false", f"{registry.host}/auth/img:1"], env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert pulled.returncode == 0, pulled.stderr
+    assert capsactl("logout", "--authfile", authfile, registry.host).stdout == f"Removed login credentials for " \
+                                                                             f"{registry.host}\n"
+    again = capsactl("logout", "--authfile", authfile, registry.host, check=False)
+    assert again.returncode == 125 and f"not logged into {registry.host}" in again.stderr
+    capsactl("rmi", f"{registry.host}/auth/img:1")
+    refused = capsactl("pull", "--tls-verify=false", "--authfile", authfile, f"{registry.host}/auth/img:1",
+                       check=False)
+    assert refused.returncode == 125 and "capsactl login" in refused.stderr
 
 
 def test_https_with_a_self_signed_certificate(registries, capsactl, rootfs_tar, tmp_path):
@@ -414,6 +446,15 @@ def test_bearer_token_auth(registries, capsactl, rootfs_tar, tmp_path):
         assert any("scope=repository%3Atok%2Fimg%3Apull%2Cpush" in r for r in tokens.requests), tokens.requests
         capsactl("rmi", "mine")
         out = capsactl("pull", "--tls-verify=false", "--creds", "bob:hunter2", f"{registry.host}/tok/img:1")
+        assert out.stdout == f"{image_id}\n"
+        authfile = str(tmp_path / "auth.json")  # login checks the credentials through the token server too
+        bad = capsactl("login", "--tls-verify=false", "--authfile", authfile, "-u", "bob", "-p", "x", registry.host,
+                       check=False)
+        assert bad.returncode == 125 and "token server" in bad.stderr
+        capsactl("login", "--tls-verify=false", "--authfile", authfile, "-u", "bob", "--password-stdin",
+                 registry.host, input="hunter2\n")
+        capsactl("rmi", f"{registry.host}/tok/img:1")
+        out = capsactl("pull", "--tls-verify=false", "--authfile", authfile, f"{registry.host}/tok/img:1")
         assert out.stdout == f"{image_id}\n"
     finally:
         tokens.stop()

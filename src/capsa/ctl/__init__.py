@@ -51,6 +51,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rmi": ("images", "rmi", "Remove one or more images from local storage"),
     "import": ("images", "import_", "Import a tarball to create a filesystem image"),
     "history": ("images", "history", "Show history of a specified image"),
+    "login": ("images", "login", "Log in to a container registry"),
+    "logout": ("images", "logout", "Log out of a container registry"),
     # volumes and the system (capsa.ctl.volumes, capsa.ctl.system)
     "info": ("system", "info", "Display capsactl system information"),
     "version": ("system", "version", "Display the capsactl version information"),

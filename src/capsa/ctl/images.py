@@ -190,7 +190,7 @@ def _registry_options(parser: argparse.ArgumentParser) -> None:
                         help="require HTTPS and verify certificates (default true); false allows plain HTTP")
     parser.add_argument("--creds", help="user[:password] for the registry")
     parser.add_argument("--cert-dir", help="a directory of CA certificates (*.crt) to trust")
-    parser.add_argument("--authfile", help="accepted for podman's sake; use --creds")
+    parser.add_argument("--authfile", help="credentials file of capsactl login (default: podman's auth.json)")
     parser.add_argument("-q", "--quiet", action="store_true", help="suppress the progress output")
 
 
@@ -221,7 +221,8 @@ def pull(ctx, argv: list[str]) -> int:
         text = text.removeprefix("docker://")
         progress = _progress(args.quiet)
         image_id = registry.pull(ctx.images, text, progress=progress, tls_verify=args.tls_verify,
-                                 creds=_credentials(args), cert_dir=args.cert_dir, platform=platform)
+                                 creds=_credentials(args), cert_dir=args.cert_dir, platform=platform,
+                                 authfile=args.authfile)
         _emit(ctx, "pull", image_id, text)
         print(image_id)
     return 0
@@ -256,7 +257,7 @@ def push(ctx, argv: list[str]) -> int:
         raise ImageError(f"unsupported --format {args.format!r}: oci or v2s2")
     digest = registry.push(ctx.images, image, destination, progress=_progress(args.quiet),
                            tls_verify=args.tls_verify, creds=_credentials(args), cert_dir=args.cert_dir,
-                           media_type=media_type)
+                           media_type=media_type, authfile=args.authfile)
     if args.digestfile:
         with open(args.digestfile, "w") as f:
             f.write(digest)
@@ -624,3 +625,101 @@ def _go_print(value) -> str:
     if isinstance(value, list):
         return "[" + " ".join(_go_print(v) for v in value) + "]"
     return str(value)
+
+
+# --- login, logout ---------------------------------------------------------------------------
+
+def _auth_key(text: str) -> str:
+    """podman's argument: a registry, or registry/repository, maybe with a scheme or docker://."""
+    for prefix in ("docker://", "https://", "http://"):
+        text = text.removeprefix(prefix)
+    key = text.rstrip("/")
+    if not key or " " in key:
+        from capsa.manager.auth import AuthError
+
+        raise AuthError(f"invalid registry {text!r}")
+    return key
+
+
+def login(ctx, argv: list[str]) -> int:
+    parser = _parser("login", "Log in to a container registry")
+    parser.add_argument("-u", "--username")
+    parser.add_argument("-p", "--password")
+    parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    parser.add_argument("--authfile", help="the credentials file (default: podman's auth.json)")
+    parser.add_argument("--tls-verify", type=_bool, default=True, nargs="?", const=True)
+    parser.add_argument("--cert-dir")
+    parser.add_argument("--get-login", action="store_true", help="print the user logged in to the registry")
+    parser.add_argument("registry")
+    args = parser.parse_args(argv)
+    from capsa.manager import auth, registry
+
+    key = _auth_key(args.registry)
+    host = key.split("/", 1)[0]
+    if args.get_login:
+        stored = auth.lookup(host, key.partition("/")[2] or None, args.authfile)
+        if stored is None:
+            raise auth.AuthError(f"not logged into {key}")
+        print(stored[0])
+        return 0
+    if args.password is not None and args.password_stdin:
+        raise auth.AuthError("--password and --password-stdin cannot be given together")
+    if args.username is None and args.password is None and not args.password_stdin:
+        stored = auth.lookup(host, key.partition("/")[2] or None, args.authfile)
+        if stored is not None:
+            print(f"Authenticating with existing credentials for {key}")
+            registry.check_login(host, stored, args.tls_verify, args.cert_dir)
+            print(f"Existing credentials are valid. Already logged in to {key}")
+            return 0
+    user, password = _ask_login(args)
+    registry.check_login(host, (user, password), args.tls_verify, args.cert_dir)
+    auth.store(key, user, password, args.authfile)
+    print("Login Succeeded!")
+    return 0
+
+
+def _ask_login(args) -> tuple[str, str]:
+    """The user and password from the flags, stdin or the terminal (podman's order)."""
+    import sys
+
+    from capsa.manager.auth import AuthError
+
+    user = args.username
+    if user is None:
+        if not sys.stdin.isatty() or args.password_stdin:
+            raise AuthError("give the user name with --username")
+        user = input("Username: ").strip()
+    if args.password_stdin:
+        password = sys.stdin.read().rstrip("\n")
+    elif args.password is not None:
+        password = args.password
+    elif sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    else:
+        raise AuthError("give the password with --password or --password-stdin")
+    if not user or not password:
+        raise AuthError("the user name and the password must not be empty")
+    return user, password
+
+
+def logout(ctx, argv: list[str]) -> int:
+    parser = _parser("logout", "Log out of a container registry")
+    parser.add_argument("--authfile", help="the credentials file (default: podman's auth.json)")
+    parser.add_argument("-a", "--all", action="store_true", help="remove the credentials of every registry")
+    parser.add_argument("registry", nargs="?")
+    args = parser.parse_args(argv)
+    from capsa.manager import auth
+
+    if args.all:
+        auth.remove_all(args.authfile)
+        print("Removed login credentials for all registries")
+        return 0
+    if not args.registry:
+        raise auth.AuthError("give a registry to log out of, or --all")
+    key = _auth_key(args.registry)
+    if not auth.remove(key, args.authfile):
+        raise auth.AuthError(f"not logged into {key}")
+    print(f"Removed login credentials for {key}")
+    return 0

@@ -221,7 +221,7 @@ class Client:
         subject = what or f"{method} {path}"
         if response.status == 401:
             return RegistryError(f"{subject}: the registry {self.name} refuses the credentials "
-                                 f"({'give --creds user:password' if not self.creds else 'wrong --creds'})"
+                                 f"({'give --creds user:password or capsactl login' if not self.creds else 'wrong credentials'})"
                                  + (f": {message}" if message else ""))
         if response.status == 404:
             return RegistryError(f"{subject}: not found in the registry {self.name}" + (f" ({message})" if message else ""))
@@ -234,7 +234,8 @@ class Client:
         params = dict(re.findall(r'(\w+)="([^"]*)"', params_text))
         if kind.lower() == "basic":
             if not self.creds:
-                raise RegistryError(f"the registry {self.name} wants a user and password: give --creds user:password")
+                raise RegistryError(f"the registry {self.name} wants a user and password: give --creds user:password "
+                                    "or capsactl login")
             self.authorization = "Basic " + _basic(self.creds)
         elif kind.lower() == "bearer":
             self.authorization = "Bearer " + self._token(params, scope)
@@ -265,7 +266,7 @@ class Client:
             body = response.read_limited(1 << 20, "token answer")
         if response.status in (401, 403):
             raise RegistryError(f"the token server of {self.name} refuses the credentials "
-                                f"({'give --creds user:password' if not self.creds else 'wrong --creds'})")
+                                f"({'give --creds user:password or capsactl login' if not self.creds else 'wrong credentials'})")
         if response.status != 200:
             raise RegistryError(f"the token server of {self.name} answered {response.status}")
         try:
@@ -411,15 +412,17 @@ def _basic(creds: tuple[str, str]) -> str:
 # --- pull ------------------------------------------------------------------------------------
 
 def pull(images: ImageStore, text: str, progress=None, tls_verify: bool = True, creds: tuple[str, str] | None = None,
-         cert_dir: str | None = None, platform: tuple[str, str | None, str | None] | None = None) -> str:
-    """Pull `text` (a reference) into the store; return the image id."""
+         cert_dir: str | None = None, platform: tuple[str, str | None, str | None] | None = None,
+         authfile: str | None = None) -> str:
+    """Pull `text` (a reference) into the store; return the image id. Without `creds`, those
+    `capsactl login` stored (manager.auth, in `authfile` or the default files) are used."""
     from capsa.manager.archive import choose_platform
     from capsa.manager.progress import QUIET
 
     progress = progress or QUIET
     clean_tmp(images.paths)
     reference = Reference.parse(text)
-    client = Client(reference.registry, tls_verify, creds, cert_dir)
+    client = Client(reference.registry, tls_verify, creds or stored_creds(reference, authfile), cert_dir)
     repository = reference.repository
     progress.say(f"Trying to pull {reference}...")
     data, media_type = client.manifest(repository, reference.digest or reference.tag or "latest")
@@ -452,6 +455,20 @@ def pull(images: ImageStore, text: str, progress=None, tls_verify: bool = True, 
     names = [reference.name] if reference.tag and not reference.digest else []
     return images.ingest(config_bytes, sources, names, manifest=data, digest=digest, progress=progress,
                          extra=extra)
+
+
+def stored_creds(reference: Reference, authfile: str | None) -> tuple[str, str] | None:
+    from capsa.manager import auth
+
+    return auth.lookup(reference.registry, reference.repository, authfile)
+
+
+def check_login(registry: str, creds: tuple[str, str], tls_verify: bool = True, cert_dir: str | None = None) -> None:
+    """Raise RegistryError unless the registry accepts `creds` (`GET /v2/`, authenticating as
+    its challenge asks, as podman login checks them)."""
+    client = Client(registry, tls_verify, creds, cert_dir)
+    with client.request("GET", "/v2/", what=f"log in to {registry}") as response:
+        response.read()
 
 
 class _BlobOpener:
@@ -496,7 +513,7 @@ def pull_if_missing(ctx_or_store, reference: str, progress=None, **options) -> I
 
 def push(images: ImageStore, image, destination: str, progress=None, tls_verify: bool = True,
          creds: tuple[str, str] | None = None, cert_dir: str | None = None, media_type: str | None = None,
-         chunk_size: int = CHUNK_SIZE) -> str:
+         chunk_size: int = CHUNK_SIZE, authfile: str | None = None) -> str:
     """Push `image` (images.Image) to `destination` (registry/repository[:tag]); return the
     manifest's digest."""
     import io
@@ -507,7 +524,7 @@ def push(images: ImageStore, image, destination: str, progress=None, tls_verify:
     reference = Reference.parse(destination)
     if reference.digest:
         raise ImageError(f"cannot push to a digest reference {destination!r}: give a tag")
-    client = Client(reference.registry, tls_verify, creds, cert_dir)
+    client = Client(reference.registry, tls_verify, creds or stored_creds(reference, authfile), cert_dir)
     repository = reference.repository
     manifest_bytes = images.manifest_for_push(image, media_type)
     manifest = json.loads(manifest_bytes)
