@@ -14,16 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from capsa.ctl.flags import boolean as _boolean
 from capsa.ctl.logs import find_container
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "t", "yes"):
-        return True
-    if lowered in ("false", "0", "f", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: give true or false")
 
 
 def attach(ctx, argv: list[str]) -> int:

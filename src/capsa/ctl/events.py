@@ -11,16 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from capsa.ctl.flags import boolean as _boolean
 from capsa.manager.errors import ManagerError
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "t", "yes"):
-        return True
-    if lowered in ("false", "0", "f", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: give true or false")
 
 
 def events(ctx, argv: list[str]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from capsa.ctl.flags import boolean as _bool
 from capsa.ctl.output import human_size, human_time
 
 
@@ -29,13 +30,6 @@ def _progress(quiet: bool):
     return QUIET if quiet else Progress(sys.stderr)
 
 
-def _bool(text: str) -> bool:
-    value = text.lower()
-    if value in ("true", "1", "yes", "t"):
-        return True
-    if value in ("false", "0", "no", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true or false)")
 
 
 # --- import, load, save ----------------------------------------------------------------------
