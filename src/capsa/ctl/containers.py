@@ -85,6 +85,7 @@ def _add_create_flags(parser: argparse.ArgumentParser) -> None:
     add("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
     add("--log-opt", action="append", default=[], help="logging driver options (max-size=, max-file=)")
     add("--pull", choices=["always", "missing", "never", "newer"], default="missing", help="pull policy")
+    add("--pod", help="run in this pod (name or ID), or new:NAME to create the pod first")
     add("image")
     add("command", nargs=argparse.REMAINDER)
 
@@ -103,6 +104,7 @@ def _create_options(ctx, args, argv: list[str]) -> dict:
         "ports": args.ports,
         "hooks_dirs": [ctx.options["--hooks-dir"]] if ctx.options.get("--hooks-dir") else None,
         "runtime": ctx.runtime, "log_opts": args.log_opt, "create_command": ["capsactl", *argv],
+        "pod": args.pod,
     }
 
 
@@ -133,7 +135,18 @@ def _pull_progress():
 def _create(ctx, args, argv):
     manager = _manager(ctx)
     image = _image_for(ctx, args.image, args.pull)
-    return manager, manager.create(image, _create_options(ctx, args, argv))
+    options = _create_options(ctx, args, argv)
+    if not (options.get("pod") or "").startswith("new:"):
+        return manager, manager.create(image, options)
+    from capsa.manager.pods import Pods  # --pod new:NAME: the pod first, removed if the container fails
+
+    pods = Pods(manager)
+    pod = pods.create({"name": options["pod"][4:], "runtime": ctx.runtime, "hooks_dirs": options["hooks_dirs"]})
+    try:
+        return manager, manager.create(image, dict(options, pod=pod.id))
+    except BaseException:
+        pods.remove(pod.id, force=True)
+        raise
 
 
 def create(ctx, argv: list[str]) -> int:
@@ -406,14 +419,14 @@ def ps_entry(container) -> dict:
         "Id": container.id,
         "Image": container.config.get("ImageName", ""),
         "ImageID": container.image_id or "",
-        "IsInfra": False,
+        "IsInfra": bool(container.config.get("IsInfra")),
         "Labels": container.config.get("Labels") or None,
         "Mounts": [m["destination"] for m in container.config.get("Mounts") or []],
         "Names": [container.name],
         "Namespaces": {},
         "Networks": [],
         "Pid": container.pid,
-        "Pod": "",
+        "Pod": container.config.get("Pod", ""),
         "PodName": "",
         "Ports": None,
         "Size": None,
