@@ -9,6 +9,7 @@ import os
 
 import pytest
 from test_capsactl_containers import busybox_rootfs, ctl, wait_until  # noqa: F401 - fixtures
+from test_capsactl_network import host, host_netns  # noqa: F401 - fixtures
 
 # a client that retries until the listener is up (a detached run returns once nc is exec'd, not
 # once it listens)
@@ -195,3 +196,23 @@ def test_bad_input_is_refused_and_leaves_nothing(pods):
     assert result.returncode == 125 and "already in use" in result.stderr
     assert [c["Names"][0] for c in pods.ps()] == ["x-infra"]
     assert len(pods("pod", "ps", "-q").stdout.split()) == 1
+
+
+def test_pod_publishes_a_port_that_a_member_serves(host, rootfs_template):  # noqa: F811
+    """-p on the pod: its infra container is on the bridge (netavark's DNAT), a member listens. In
+    a network namespace of the test's own that plays the host (test_capsactl_network's fixtures)."""
+    try:
+        host.capsactl("import", "-q", "-c", 'CMD ["sh"]', rootfs_template, "busybox")
+        host.capsactl("pod", "create", "-p", "18080:8080", "published")
+        host.capsactl("run", "-d", "--pod", "published", "--name", "srv", "busybox", "nc", "-l", "-p", "8080")
+        gateway = "10.88.0.1"  # the default network's, an address of the test's "host"
+        sent = host.run("sh", "-c", f"for i in $(seq 200); do echo hi | busybox nc {gateway} 18080 && exit 0; "
+                        "sleep 0.05; done; exit 1", check=False)
+        assert sent.returncode == 0, sent.stderr
+        assert host.capsactl("wait", "srv").stdout.strip() == "0"
+        assert host.capsactl("logs", "srv").stdout == "hi\n"
+        document = json.loads(host.capsactl("pod", "inspect", "published").stdout)
+        assert document["InfraConfig"]["PortBindings"] == {"8080/tcp": [{"HostIp": "", "HostPort": "18080"}]}
+    finally:
+        host.capsactl("pod", "rm", "-a", "-f", "-t", "0", check=False)
+    assert host.capsactl("ps", "-a", "-q").stdout == ""

@@ -117,6 +117,15 @@ def apply_to_spec(spec: dict, pod: Pod, container_id: str, infra: bool) -> None:
     linux["namespaces"] = namespaces + [{"type": kind} for kind in shared]
 
 
+def check_runtime(runtime_path: str | None) -> None:
+    """A pod's namespaces are shared by capsa's sandboxes: capsa's library (the default) or the
+    capsa binary read the CRI annotations; runc and crun would ignore them and run each member in
+    namespaces of its own, so they are refused."""
+    if runtime_path and os.path.basename(runtime_path) != "capsa":
+        raise ManagerError(f"--runtime {runtime_path}: a pod's containers join its namespaces through capsa's "
+                           "sandboxes, which runc and crun do not read: use capsa's runtime (the default)")
+
+
 class Pod:
     """One row of the pods table."""
 
@@ -220,6 +229,8 @@ class Pods:
             raise ManagerError(f"pod name {name!r} is not valid: letters, digits, '_', '.' and '-', "
                                "starting with a letter or digit")
         infra = options.get("infra", True)
+        if infra:
+            check_runtime(options.get("runtime"))
         share = parse_share(options.get("share"))
         ports = list(options.get("ports") or [])
         if not infra and (ports or options.get("network") or options.get("share") not in (None, "")):
@@ -299,6 +310,7 @@ class Pods:
         if options.get("pod_infra"):
             return pod, options
         if pod.has_infra:
+            check_runtime(options.get("runtime"))
             if options.get("network"):
                 raise ManagerError(f"--network cannot be set for a container in pod {pod.name}: it has the pod's "
                                    "network (give it to pod create)")
