@@ -186,6 +186,8 @@ def test_bad_input_is_refused_and_leaves_nothing(pods):
     assert result.returncode == 125 and "ipc, uts missing" in result.stderr
     result = pods("pod", "create", "--infra=false", "-p", "8080", "x", check=False)
     assert result.returncode == 125 and "--infra=true" in result.stderr
+    result = pods("--runtime", "runc", "pod", "create", "x", check=False)
+    assert result.returncode == 125 and "runc" in result.stderr and "sandboxes" in result.stderr
     result = pods("run", "--pod", "nope", "busybox", "true", check=False)
     assert result.returncode == 125 and "nope" in result.stderr
     pods("pod", "create", "x")
