@@ -86,6 +86,11 @@ def pod_status(statuses: list[str]) -> str:
     return "Degraded"
 
 
+def valid_name(name: str) -> bool:
+    """A container's rule (capsa.manager.containers.valid_name, not imported: it imports this)."""
+    return bool(name) and name[0].isalnum() and all(c.isalnum() or c in "_.-" for c in name) and len(name) <= 253
+
+
 def cgroup_parent(pod_id: str) -> str:
     return f"/capsactl/pod-{pod_id}"
 
@@ -221,10 +226,12 @@ class Pods:
     def create(self, options: dict) -> Pod:
         """A pod: its row, then its infra container (created, not started) unless infra is False.
         options: name, infra (bool), share (text), ports, network, hostname, labels."""
-        from capsa.manager.containers import now, random_name, valid_name
-        from capsa.manager.ocispec import parse_labels
+        import time
 
-        name = options.get("name") or random_name()
+        from capsa.manager.ocispec import parse_labels
+        from capsa.manager.times import format_rfc3339_nano
+
+        name = options.get("name") or f"pod_{os.urandom(5).hex()}"
         if not valid_name(name):
             raise ManagerError(f"pod name {name!r} is not valid: letters, digits, '_', '.' and '-', "
                                "starting with a letter or digit")
@@ -249,7 +256,7 @@ class Pods:
                 if owner is not None:
                     raise NameInUse("pod", name, owner["id"])
                 db.execute("INSERT INTO pods (id, name, config, state, created) VALUES (?, ?, ?, ?, ?)",
-                           (pod_id, name, dumps(config), dumps({}), now()))
+                           (pod_id, name, dumps(config), dumps({}), format_rfc3339_nano(time.time_ns())))
         except sqlite3.IntegrityError as err:
             if is_unique_violation(err):
                 raise NameInUse("pod", name, self.resolve_id(name)) from None
