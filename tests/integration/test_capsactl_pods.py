@@ -121,6 +121,11 @@ def test_pod_kill_signals_every_container_through_the_sandbox(pods):
     # killed pods start again: a new sandbox, the member in it
     pods("pod", "start", "k")
     assert ns(pid_of(pods, "a"), "net") == ns(pid_of(pods, "k-infra"), "net")
+    # a paused pod's processes act on the signal: it is thawed after the kill
+    pods("pod", "pause", "k")
+    pods("pod", "kill", "k")
+    for name in ("a", "k-infra"):
+        assert pods("wait", name).stdout.strip() == "137"
     assert pods("pod", "kill", "-s", "TERM", "nonexistent", check=False).returncode == 125
 
 

@@ -395,17 +395,26 @@ class Pods:
         running = [c for c in self.containers_of(pod) if c.status in ("running", "paused", "stopping")]
         if not running:
             raise InvalidState(f"cannot kill pod {pod.name}: no container of it is running")
+        paused = [c for c in running if c.status == "paused"]
         sandbox = self._sandbox(pod)
         if sandbox is not None:
             sandbox.kill(signal)
             for container in running:
                 events.emit(self.paths, "kill", id=container.id, name=container.name,
                              image=container.config.get("ImageName", ""), attributes={"signal": str(signal)})
+            if paused and sandbox.status() == "paused":
+                sandbox.resume()  # a frozen process acts on its signal (even SIGKILL, on cgroup v1) once thawed
+                self._record_status(paused, "paused", "running")
         else:
             for container in running:
                 try:
                     self.containers.kill(container.id, signal)
                 except InvalidState:
+                    pass  # exited meanwhile
+            for container in paused:
+                try:
+                    self.containers.unpause(container.id)
+                except ManagerError:
                     pass  # exited meanwhile
         events.emit(self.paths, "kill", "pod", id=pod.id, name=pod.name)
         return pod
