@@ -58,13 +58,16 @@ def frozen(pid: int) -> bool:
 def test_members_share_the_infra_containers_namespaces_and_see_each_other_on_localhost(pods):
     pod_id = pods("pod", "create", "--name", "web").stdout.strip()
     assert len(pod_id) == 64
-    pods("run", "-d", "--pod", "web", "--name", "server", "busybox", "nc", "-l", "-p", "8080")
+    # -i: busybox nc ends at its stdin's end; /dev/null could end it before the data came
+    pods("run", "-d", "-i", "--pod", "web", "--name", "server", "busybox", "nc", "-l", "-p", "8080")
     result = pods("run", "--rm", "--pod", "web", "busybox", "sh", "-c", f"{SEND_HELLO}", check=False)
     assert result.returncode == 0, result.stderr
     assert pods("wait", "server").stdout.strip() == "0"
     assert pods("logs", "server").stdout == "hello\n"
 
     pods("run", "-d", "--pod", "web", "--name", "other", "busybox", "sleep", "1000")
+    listed = pods("ps", "-a", "--filter", "pod=web", "--format", "{{.Names}}").stdout.split()
+    assert sorted(listed) == ["other", "server", "web-infra"]
     infra = pods.inspect("web-infra")
     assert infra["IsInfra"] and infra["Pod"] == pod_id
     other = pid_of(pods, "other")
@@ -211,7 +214,7 @@ def test_pod_publishes_a_port_that_a_member_serves(host, rootfs_template):  # no
     try:
         host.capsactl("import", "-q", "-c", 'CMD ["sh"]', rootfs_template, "busybox")
         host.capsactl("pod", "create", "-p", "18080:8080", "published")
-        host.capsactl("run", "-d", "--pod", "published", "--name", "srv", "busybox", "nc", "-l", "-p", "8080")
+        host.capsactl("run", "-d", "-i", "--pod", "published", "--name", "srv", "busybox", "nc", "-l", "-p", "8080")
         gateway = "10.88.0.1"  # the default network's, an address of the test's "host"
         sent = host.run("sh", "-c", f"for i in $(seq 200); do echo hi | busybox nc {gateway} 18080 && exit 0; "
                         "sleep 0.05; done; exit 1", check=False)

@@ -481,6 +481,8 @@ def _matches(container, filters: list[str]) -> bool:
             ok = all(_label_match(labels, v) for v in values)
         elif key == "exited":
             ok = container.status == "exited" and str(container.exit_code) in values
+        elif key == "pod":  # ids: _pod_filters resolved the names
+            ok = bool(container.config.get("Pod")) and any(container.config["Pod"].startswith(v) for v in values)
         elif key == "ancestor":
             ok = any(v in (container.config.get("ImageName", ""), container.config.get("Image", ""))
                      or container.image_id.startswith(v) for v in values)
@@ -489,6 +491,16 @@ def _matches(container, filters: list[str]) -> bool:
         if not ok:
             return False
     return True
+
+
+def _pod_filters(manager, filters: list[str]) -> list[str]:
+    """--filter pod=NAME|ID with the pod's id (a container's config names its pod by id)."""
+    if not any(item.startswith("pod=") for item in filters):
+        return filters
+    from capsa.manager.pods import Pods
+
+    pods = Pods(manager)
+    return [f"pod={pods.resolve_id(item[4:])}" if item.startswith("pod=") else item for item in filters]
 
 
 def _label_match(labels: dict, wanted: str) -> bool:
@@ -507,6 +519,7 @@ def ps(ctx, argv: list[str]) -> int:
     parser.add_argument("-l", "--latest", action="store_true", help="the last created container")
     args = _parse(parser, argv)
     manager = _manager(ctx)
+    args.filter = _pod_filters(manager, args.filter)
     containers = [c for c in manager.list()
                   if (args.all or args.filter or c.status in ("running", "paused", "stopping") or args.last > 0
                       or args.latest) and _matches(c, args.filter)]
