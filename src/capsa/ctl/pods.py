@@ -236,6 +236,8 @@ def inspect(ctx, argv: list[str]) -> int:
             code = 125
     from capsa.ctl import format as fmt
 
+    if not documents:
+        return code
     if args.format and not fmt.is_json(args.format):
         sys.stdout.write(fmt.render(args.format, documents))
     elif len(documents) == 1 and len(args.pods) == 1:
