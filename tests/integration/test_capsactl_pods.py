@@ -158,10 +158,17 @@ def test_pod_rm_with_members_is_refused_without_force_and_names_them(pods):
     assert pods("pod", "exists", "busy").returncode == 0 and len(pods.ps()) == 3
     result = pods("rm", "-f", "busy-infra", check=False)
     assert result.returncode == 125 and "pod rm" in result.stderr
-    pods("pod", "rm", "-f", "busy")
+    pods("pod", "rm", "-f", "-t", "0", "busy")
     assert pods("pod", "exists", "busy", check=False).returncode == 1
     assert pods.ps() == []
     assert [e["Status"] for e in pods.events() if e["Type"] == "pod"][-1] == "remove"
+    # rm --all leaves the infra container to pod rm (as podman's); the running pod then needs -f
+    pods("pod", "create", "again")
+    pods("run", "-d", "--pod", "again", "--name", "three", "busybox", "sleep", "1000")
+    assert pods("rm", "-a", "-f", "-t", "0").returncode == 0
+    assert [c["Names"][0] for c in pods.ps()] == ["again-infra"]
+    result = pods("pod", "rm", "again", check=False)
+    assert result.returncode == 125 and "running" in result.stderr
 
 
 def test_pod_without_members_removed_and_pruned(pods):

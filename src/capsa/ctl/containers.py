@@ -329,10 +329,17 @@ def rm(ctx, argv: list[str]) -> int:
     manager = _manager(ctx)
     if args.all and args.containers:
         raise ManagerError("--all and container names cannot be given together")
-    names = manager.all_ids() if args.all else _names_or_all(manager, args, lambda c: True)
+    names = _without_infra(manager, manager.all_ids()) if args.all else _names_or_all(manager, args, lambda c: True)
     # podman prints each container as it was named on the command line
     return _each(names, lambda name: _ignoring(args.ignore, lambda: (
         manager.remove(name, force=args.force, volumes=args.volumes, timeout=args.time), print(name))))
+
+
+def _without_infra(manager, ids: list[str]) -> list[str]:
+    """rm --all leaves pods' infra containers to pod rm, as podman's."""
+    infra = {row["id"] for row in manager.store.query(
+        "SELECT id FROM containers WHERE json_valid(config) AND json_extract(config, '$.IsInfra')")}
+    return [i for i in ids if i not in infra]
 
 
 def wait(ctx, argv: list[str]) -> int:

@@ -115,8 +115,8 @@ class LibraryRuntime:
 
             try:
                 sandbox.delete_container(self.root, container, force=force)
-            except NotFoundError:
-                pass
+            except (NotFoundError, sandbox.SandboxNotFoundError):
+                pass  # deleted meanwhile: the infra's exit hook and an rm race to delete the sandbox
             return
         try:
             container.delete(force=force)
