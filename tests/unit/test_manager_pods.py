@@ -78,3 +78,20 @@ def test_a_pod_without_infra_changes_nothing():
     spec = _spec()
     apply_to_spec(spec, _pod(infra=False, share=()), "c" * 64, infra=False)
     assert spec == _spec()
+
+
+def test_the_store_has_a_pods_table_whose_names_are_unique(tmp_path):
+    import sqlite3
+
+    from capsa.manager.paths import Paths
+    from capsa.manager.store import Store
+
+    store = Store(Paths(str(tmp_path / "g"), str(tmp_path / "r"), str(tmp_path / "s")))
+    try:
+        with store.transaction() as db:
+            db.execute("INSERT INTO pods (id, name, config, state, created) VALUES ('a', 'web', '{}', '{}', 'now')")
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"), store.transaction() as db:
+            db.execute("INSERT INTO pods (id, name, config, state, created) VALUES ('b', 'web', '{}', '{}', 'now')")
+        assert [row["id"] for row in store.query("SELECT id FROM pods")] == ["a"]
+    finally:
+        store.close()
