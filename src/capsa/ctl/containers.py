@@ -85,6 +85,7 @@ def _add_create_flags(parser: argparse.ArgumentParser) -> None:
     add("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
     add("--log-opt", action="append", default=[], help="logging driver options (max-size=, max-file=)")
     add("--pull", choices=["always", "missing", "never", "newer"], default="missing", help="pull policy")
+    add("--pod", help="run in this pod (name or ID), or new:NAME to create the pod first")
     add("image")
     add("command", nargs=argparse.REMAINDER)
 
@@ -103,6 +104,7 @@ def _create_options(ctx, args, argv: list[str]) -> dict:
         "ports": args.ports,
         "hooks_dirs": [ctx.options["--hooks-dir"]] if ctx.options.get("--hooks-dir") else None,
         "runtime": ctx.runtime, "log_opts": args.log_opt, "create_command": ["capsactl", *argv],
+        "pod": args.pod,
     }
 
 
@@ -133,7 +135,18 @@ def _pull_progress():
 def _create(ctx, args, argv):
     manager = _manager(ctx)
     image = _image_for(ctx, args.image, args.pull)
-    return manager, manager.create(image, _create_options(ctx, args, argv))
+    options = _create_options(ctx, args, argv)
+    if not (options.get("pod") or "").startswith("new:"):
+        return manager, manager.create(image, options)
+    from capsa.manager.pods import Pods  # --pod new:NAME: the pod first, removed if the container fails
+
+    pods = Pods(manager)
+    pod = pods.create({"name": options["pod"][4:], "runtime": ctx.runtime, "hooks_dirs": options["hooks_dirs"]})
+    try:
+        return manager, manager.create(image, dict(options, pod=pod.id))
+    except BaseException:
+        pods.remove(pod.id, force=True)
+        raise
 
 
 def create(ctx, argv: list[str]) -> int:
@@ -316,10 +329,17 @@ def rm(ctx, argv: list[str]) -> int:
     manager = _manager(ctx)
     if args.all and args.containers:
         raise ManagerError("--all and container names cannot be given together")
-    names = manager.all_ids() if args.all else _names_or_all(manager, args, lambda c: True)
+    names = _without_infra(manager, manager.all_ids()) if args.all else _names_or_all(manager, args, lambda c: True)
     # podman prints each container as it was named on the command line
     return _each(names, lambda name: _ignoring(args.ignore, lambda: (
         manager.remove(name, force=args.force, volumes=args.volumes, timeout=args.time), print(name))))
+
+
+def _without_infra(manager, ids: list[str]) -> list[str]:
+    """rm --all leaves pods' infra containers to pod rm, as podman's."""
+    infra = {row["id"] for row in manager.store.query(
+        "SELECT id FROM containers WHERE json_valid(config) AND json_extract(config, '$.IsInfra')")}
+    return [i for i in ids if i not in infra]
 
 
 def wait(ctx, argv: list[str]) -> int:
@@ -406,14 +426,14 @@ def ps_entry(container) -> dict:
         "Id": container.id,
         "Image": container.config.get("ImageName", ""),
         "ImageID": container.image_id or "",
-        "IsInfra": False,
+        "IsInfra": bool(container.config.get("IsInfra")),
         "Labels": container.config.get("Labels") or None,
         "Mounts": [m["destination"] for m in container.config.get("Mounts") or []],
         "Names": [container.name],
         "Namespaces": {},
         "Networks": [],
         "Pid": container.pid,
-        "Pod": "",
+        "Pod": container.config.get("Pod", ""),
         "PodName": "",
         "Ports": None,
         "Size": None,
@@ -468,6 +488,8 @@ def _matches(container, filters: list[str]) -> bool:
             ok = all(_label_match(labels, v) for v in values)
         elif key == "exited":
             ok = container.status == "exited" and str(container.exit_code) in values
+        elif key == "pod":  # ids: _pod_filters resolved the names
+            ok = bool(container.config.get("Pod")) and any(container.config["Pod"].startswith(v) for v in values)
         elif key == "ancestor":
             ok = any(v in (container.config.get("ImageName", ""), container.config.get("Image", ""))
                      or container.image_id.startswith(v) for v in values)
@@ -476,6 +498,16 @@ def _matches(container, filters: list[str]) -> bool:
         if not ok:
             return False
     return True
+
+
+def _pod_filters(manager, filters: list[str]) -> list[str]:
+    """--filter pod=NAME|ID with the pod's id (a container's config names its pod by id)."""
+    if not any(item.startswith("pod=") for item in filters):
+        return filters
+    from capsa.manager.pods import Pods
+
+    pods = Pods(manager)
+    return [f"pod={pods.resolve_id(item[4:])}" if item.startswith("pod=") else item for item in filters]
 
 
 def _label_match(labels: dict, wanted: str) -> bool:
@@ -494,6 +526,7 @@ def ps(ctx, argv: list[str]) -> int:
     parser.add_argument("-l", "--latest", action="store_true", help="the last created container")
     args = _parse(parser, argv)
     manager = _manager(ctx)
+    args.filter = _pod_filters(manager, args.filter)
     containers = [c for c in manager.list()
                   if (args.all or args.filter or c.status in ("running", "paused", "stopping") or args.last > 0
                       or args.latest) and _matches(c, args.filter)]

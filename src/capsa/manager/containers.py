@@ -348,6 +348,7 @@ class Containers:
         if not valid_name(name):
             raise ManagerError(f"container name {name!r} is not valid: letters, digits, '_', '.' and '-', "
                                "starting with a letter or digit")
+        pod, options = self._pod_for_create(options)
         process_defaults = image.config.get("config") or {}
         stop_signal = ocispec.parse_signal(options.get("stop_signal") or process_defaults.get("StopSignal") or 15)
         options = dict(options, stop_signal_number=stop_signal)
@@ -357,6 +358,10 @@ class Containers:
         netns_path = self._check_network(container_id, mode, list(options.get("ports") or []))
         spec = ocispec.build(container_id, image.config, options, rootfs=self.storage.merged(container_id),
                              userdata=self.userdata(container_id), mounts=mounts, netns_path=netns_path)
+        if pod is not None:
+            from capsa.manager import pods
+
+            pods.apply_to_spec(spec, pod, container_id, infra=bool(options.get("pod_infra")))
         hooks = _merge_hook_dirs(spec, options.get("hooks_dirs"))
         labels = dict(process_defaults.get("Labels") or {})
         labels.update(ocispec.parse_labels(options.get("labels") or []))
@@ -376,6 +381,8 @@ class Containers:
             "LogOpts": list(options.get("log_opts") or []),  # --log-opt: the monitor's (max-size=, max-file=)
             "HooksFiles": hooks,
         }
+        if pod is not None:
+            config.update(Pod=pod.id, IsInfra=bool(options.get("pod_infra")))
         if options.get("runtime"):
             from capsa.manager import runtime
 
@@ -401,6 +408,15 @@ class Containers:
             raise
         events.emit(self.paths, "create", id=container_id, name=name, image=config["ImageName"])
         return self._read(container_id)
+
+    def _pod_for_create(self, options: dict):
+        """`create --pod`: the pod (capsa.manager.pods) and the options as its member takes them;
+        (None, options) for a container outside any pod."""
+        if not options.get("pod"):
+            return None, options
+        from capsa.manager import pods
+
+        return pods.Pods(self).prepare_member(options)
 
     def _check_network(self, container_id: str, mode: str, ports: list[str]) -> str | None:
         """--network and -p checked at create (capsa.manager.network: an unknown network, a bad
@@ -467,6 +483,10 @@ class Containers:
         container = self.get(text)
         if container.status == RUNNING:
             return container
+        if container.config.get("Pod") and not container.config.get("IsInfra"):
+            from capsa.manager import pods
+
+            pods.Pods(self).ensure_infra_running(container.config["Pod"])  # the sandbox first
         container = self._claim_start(container)
         try:
             return self._start_claimed(container, before_start)
@@ -818,7 +838,7 @@ class Containers:
 
     # -- remove ------------------------------------------------------------------------------------
     def remove(self, text: str, force: bool = False, volumes: bool = False, timeout: int | None = None,
-               wait_monitor: bool = True) -> str:
+               wait_monitor: bool = True, infra_ok: bool = False) -> str:
         """Remove a container (a running one only with `force`: it is stopped first); its id.
         wait_monitor False: its monitor's exit hook has nothing left to do (the caller cleaned
         up after the exit itself), so its end is not waited for."""
@@ -830,6 +850,9 @@ class Containers:
             if not force:
                 raise
             return self._remove_unreadable(self.resolve_id(text))
+        if container.config.get("IsInfra") and not infra_ok:
+            raise InvalidState(f"container {container.name} is the infra container of pod {container.config['Pod'][:12]}: "
+                               "remove the pod (pod rm) instead")
         if container.status in ACTIVE or (container.status == CREATED and _alive(container.state.get("Starter"))):
             if not force:
                 raise InvalidState(f"cannot remove container {container.name} as it is {container.status}: "
@@ -1159,11 +1182,11 @@ def inspect_data(manager: Containers, container: Container) -> dict:
         "ImageDigest": "",
         "ImageName": config.get("ImageName", ""),
         "Rootfs": "",
-        "Pod": "",
+        "Pod": config.get("Pod", ""),
         "PidFile": "",
         "Dependencies": [],
         "Namespace": "",
-        "IsInfra": False,
+        "IsInfra": bool(config.get("IsInfra")),
         "IsService": False,
         "ExecIDs": [],
         "ResolvConfPath": os.path.join(userdata, "resolv.conf"),

@@ -46,7 +46,16 @@ class LibraryRuntime:
             from capsa.launch import Console
 
             options["console"] = Console(socket=console_socket) if console_fd is None else Console(fd=console_fd)
-        return Container.create(self.root, container_id, bundle, **options).pid
+        from capsa.spec import load_bundle
+
+        spec = load_bundle(bundle)
+        if _in_sandbox(spec.get("annotations")):
+            # A pod's infra container or member (capsa.manager.pods writes CRI annotations):
+            # capsa.sandbox makes the sandbox, or joins the member to its holder's namespaces.
+            from capsa import sandbox
+
+            return sandbox.create_container(self.root, container_id, bundle, spec, **options).pid
+        return Container.create(self.root, container_id, bundle, spec=spec, **options).pid
 
     def start(self, container_id: str) -> None:
         self._load(container_id).start()
@@ -96,7 +105,21 @@ class LibraryRuntime:
         from capsa.errors import NotFoundError
 
         try:
-            self._load(container_id).delete(force=force)
+            container = self._load(container_id)
+        except NotFoundError:
+            return
+        if _in_sandbox(container.record.get("annotations")):
+            # a member leaves its sandbox; the infra container takes the sandbox with it (its
+            # members killed first: with force, as every delete here)
+            from capsa import sandbox
+
+            try:
+                sandbox.delete_container(self.root, container, force=force)
+            except (NotFoundError, sandbox.SandboxNotFoundError):
+                pass  # deleted meanwhile: the infra's exit hook and an rm race to delete the sandbox
+            return
+        try:
+            container.delete(force=force)
         except NotFoundError:
             pass
 
@@ -114,6 +137,12 @@ class LibraryRuntime:
 
     def resume(self, container_id: str) -> None:
         self._load(container_id).resume()
+
+
+def _in_sandbox(annotations) -> bool:
+    from capsa.cli import sandbox_annotated
+
+    return sandbox_annotated(annotations)
 
 
 class CliRuntime:

@@ -64,6 +64,14 @@ CREATE TABLE IF NOT EXISTS containers (
     state    TEXT NOT NULL,        -- JSON: pid, exit code, started/finished times, monitor, ...
     created  TEXT NOT NULL
 );
+-- A pod (capsa.manager.pods): its members are the containers whose config names it ("Pod").
+CREATE TABLE IF NOT EXISTS pods (
+    id       TEXT PRIMARY KEY,     -- 64 hex digits
+    name     TEXT NOT NULL UNIQUE,
+    config   TEXT NOT NULL,        -- JSON: infra (bool), infra container id, shared namespaces, ports, labels
+    state    TEXT NOT NULL,        -- JSON: what pod-wide operations recorded
+    created  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS volumes (
     name     TEXT PRIMARY KEY,
     config   TEXT NOT NULL,        -- JSON: driver, labels, options, mountpoint
