@@ -51,8 +51,8 @@ def run_check(manager, text: str, scheduled: bool = False) -> str | None:
     if container.status != RUNNING:
         if scheduled:
             return None
-        raise InvalidState(f"container {container.name} is {container.status}: a health check runs only in a "
-                           "running container")
+        raise InvalidState(f"container {container.name} is not running (it is {container.status}): a health "
+                           "check runs only in a running container")
     from capsa.manager.containers import now
 
     start = now()
