@@ -56,7 +56,8 @@ def run_check(manager, text: str, scheduled: bool = False) -> str | None:
     from capsa.manager.containers import now
 
     start = now()
-    code, output = exec_with_timeout(manager.paths, container, config.command(), config.timeout)
+    with manager.store.closed_for_fork():  # the check's child must not share SQLite's lock table
+        code, output = exec_with_timeout(manager.paths, container, config.command(), config.timeout)
     end = now()
     status, changed = record_result(manager, container.id, config, code, output, start, end)
     if status is None:
