@@ -15,7 +15,11 @@ import os
 import tarfile
 import time
 
-from test_capsactl_containers import busybox_rootfs, ctl  # noqa: F401 - fixtures
+import test_capsactl_containers
+
+# The containers tests' fixtures: a store under tmp_path with the busybox image; nothing left after.
+ctl = test_capsactl_containers.ctl
+busybox_rootfs = test_capsactl_containers.busybox_rootfs
 
 DEADLINE = 60.0
 
@@ -149,7 +153,7 @@ def test_on_failure_restart_starts_it_again(ctl):
     assert [e["Status"] for e in ctl.events() if e["Name"] == "r"].count("start") >= 2
 
 
-def test_the_images_healthcheck_is_the_default(ctl, busybox_rootfs, tmp_path):  # noqa: F811
+def test_the_images_healthcheck_is_the_default(ctl, busybox_rootfs, tmp_path):
     archive = str(tmp_path / "hc.tar")
     _docker_archive(archive, busybox_rootfs, "hc:latest", {
         "Cmd": ["sleep", "1000"],

@@ -253,9 +253,11 @@ def scheduled_main(arguments: list[str]) -> None:
         store = Store(Paths(graph, run, state))
         try:
             run_check(Containers(store, refresh=False), container_id, scheduled=True)
-            code = 0
+        except ManagerError:
+            pass  # removed or stopped meanwhile: nothing to check, nothing to report
         finally:
             store.close()
+        code = 0
     except BaseException:  # noqa: BLE001 - nobody to raise to: the monitor's log gets the traceback
         import traceback
 
