@@ -95,6 +95,17 @@ def test_healthcheck_run_exit_codes(ctl):
     assert ctl("healthcheck", "run", "nosuch", check=False).returncode == 125
 
 
+def test_failures_in_the_start_period_do_not_count(ctl):
+    ctl("run", "-d", "--name", "slow", "--health-cmd", "false", "--health-interval", "disable",
+        "--health-retries", "1", "--health-start-period", "1h", "busybox", "sleep", "1000")
+    for _ in range(2):
+        result = ctl("healthcheck", "run", "slow", check=False)
+        assert result.returncode == 1 and result.stdout.strip() == "starting"
+    state = health(ctl, "slow")
+    assert state["Status"] == "starting" and state["FailingStreak"] == 0 and len(state["Log"]) == 2
+    assert ctl.inspect("slow")["Config"]["Healthcheck"]["StartPeriod"] == 3600 * 10**9
+
+
 def test_a_hanging_check_is_killed_at_its_timeout(ctl):
     ctl("run", "-d", "--name", "hang", "--health-cmd", "sleep 1000; echo never", "--health-timeout", "1s",
         "--health-interval", "disable", "--health-retries", "1", "busybox", "sleep", "1000")
