@@ -1,9 +1,11 @@
 """capsactl healthcheck run NAME: one health check now (podman's), as the monitor's schedule
 runs them (capsa.manager.healthcheck).
 
-Exit codes, podman's: 0 when the container is healthy after the check, 1 when it is not (the
-status, starting or unhealthy, is printed), 125 for an error: no such container, one that is
-not running, one without a health check.
+Exit codes, podman's: 0 when the check passed, 1 when it failed ("unhealthy" is printed, as
+podman prints it, whatever the status after it: a failure may leave it starting or healthy
+until --health-retries failures in a row), 125 for an error: no such container, one that is
+not running, one without a health check. A check killed at its timeout is a failure, 1
+(podman 4 says 125 and the timeout's error).
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ def run(ctx, argv: list[str]) -> int:
             return 125
         raise
     from capsa.manager.containers import Containers
-    from capsa.manager.health import HEALTHY
     from capsa.manager.healthcheck import run_check
 
-    status = run_check(Containers(ctx.store), args.container)
-    if status == HEALTHY:
+    _, code = run_check(Containers(ctx.store), args.container)
+    if code == 0:
         return 0
-    print(status)
+    print("unhealthy")
     return 1

@@ -37,9 +37,10 @@ def config_of(container):
     return HealthConfig.from_record(record) if record else None
 
 
-def run_check(manager, text: str, scheduled: bool = False) -> str | None:
-    """One check of the running container `text`: its result recorded; the health status after
-    it. Scheduled by the monitor: a container that is not running (any more) is no error, None."""
+def run_check(manager, text: str, scheduled: bool = False) -> tuple[str, int] | None:
+    """One check of the running container `text`, its result recorded: (the health status after
+    it, the check's exit code). Scheduled by the monitor: a container that is not running (any
+    more) is no error, None."""
     from capsa.manager.containers import RUNNING
 
     container = manager.get(text)
@@ -61,7 +62,9 @@ def run_check(manager, text: str, scheduled: bool = False) -> str | None:
     end = now()
     status, changed = record_result(manager, container.id, config, code, output, start, end)
     if status is None:
-        return None
+        if scheduled:
+            return None
+        raise InvalidState(f"container {container.name} stopped during its health check")
     if changed:
         from capsa.manager import events
 
@@ -71,7 +74,7 @@ def run_check(manager, text: str, scheduled: bool = False) -> str | None:
 
     if status == UNHEALTHY and code != 0:
         on_failure(manager, container, config.on_failure)
-    return status
+    return status, code
 
 
 def record_result(manager, container_id: str, config, code: int, output: str, start: str,
@@ -152,7 +155,7 @@ def _run_exec_child(paths, container, argv: list[str], write_end: int) -> None:
         os.write(2, f"{err}\n".encode())
         code = getattr(err, "exit_code", 125)
     except BaseException as err:  # noqa: BLE001 - the child must end here, whatever happened
-        os.write(2, f"{err!r}\n".encode())
+        os.write(2, f"the health check could not run: {err or type(err).__name__}\n".encode())
     finally:
         os._exit(code if code is not None and 0 <= code < 256 else 125)
 
