@@ -12,9 +12,11 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import time
 
+import pytest
 import test_capsactl_containers
 
 # The containers tests' fixtures: a store under tmp_path with the busybox image; nothing left after.
@@ -107,8 +109,11 @@ def test_failures_in_the_start_period_do_not_count(ctl):
     assert ctl.inspect("slow")["Config"]["Healthcheck"]["StartPeriod"] == 3600 * 10**9
 
 
-def test_a_hanging_check_is_killed_at_its_timeout(ctl):
-    ctl("run", "-d", "--name", "hang", "--health-cmd", "sleep 1000; echo never", "--health-timeout", "1s",
+@pytest.mark.parametrize("runtime", [[], ["--runtime", "runc"]], ids=["library", "runc"])
+def test_a_hanging_check_is_killed_at_its_timeout(ctl, runtime):
+    if runtime and not shutil.which(runtime[1]):
+        pytest.skip(f"{runtime[1]} is not installed")
+    ctl(*runtime, "run", "-d", "--name", "hang", "--health-cmd", "sleep 1000; echo never", "--health-timeout", "1s",
         "--health-interval", "disable", "--health-retries", "1", "busybox", "sleep", "1000")
     result = ctl("healthcheck", "run", "hang", check=False)
     assert result.returncode == 1 and result.stdout.strip() == "unhealthy"
