@@ -131,6 +131,10 @@ def exec_with_timeout(paths, container, argv: list[str], timeout: float) -> tupl
     os.close(write_end)
     try:
         output, finished = _collect(pid, read_end, time.monotonic() + timeout)
+    except BaseException:  # interrupted (^C on `healthcheck run`): nothing of the check is left
+        kill_tree(pid)
+        os.waitpid(pid, 0)
+        raise
     finally:
         os.close(read_end)
     if not finished:
