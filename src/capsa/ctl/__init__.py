@@ -79,6 +79,7 @@ GROUPS: dict[str, dict[str, str]] = {
             "logs": "pod-logs", "exists": "pod-exists", "prune": "pod-prune"},
     "system": {"info": "info", "df": "system-df", "prune": "system-prune", "events": "events",
                "migrate": "system-refresh"},
+    "healthcheck": {"run": "healthcheck-run"},
 }
 
 # Sub-commands reachable only through a group.
@@ -120,6 +121,7 @@ COMMANDS.update({
     "system-df": ("system", "df", "Show capsactl disk usage"),
     "system-prune": ("system", "prune", "Remove unused data"),
     "system-refresh": ("system", "refresh", "Refresh the store's state (as after a reboot)"),
+    "healthcheck-run": ("health", "run", "Run the health check of a container"),
 })
 
 USAGE = """Usage: capsactl [options] COMMAND [ARG...]

@@ -86,8 +86,34 @@ def _add_create_flags(parser: argparse.ArgumentParser) -> None:
     add("--log-opt", action="append", default=[], help="logging driver options (max-size=, max-file=)")
     add("--pull", choices=["always", "missing", "never", "newer"], default="missing", help="pull policy")
     add("--pod", help="run in this pod (name or ID), or new:NAME to create the pod first")
+    _add_health_flags(parser)
     add("image")
     add("command", nargs=argparse.REMAINDER)
+
+
+def _add_health_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--health-cmd", help="health check command: a string (run by /bin/sh -c), a JSON array (run directly), "
+        "or none")
+    add("--health-interval", help="time between health checks (default 30s; disable: only by hand)")
+    add("--health-timeout", help="a health check running longer is killed and fails (default 30s)")
+    add("--health-retries", help="failures in a row that make the container unhealthy (default 3)")
+    add("--health-start-period", help="failures during this time after start do not count (default 0s)")
+    add("--health-on-failure", help="once unhealthy: none (default), kill, restart or stop")
+    add("--no-healthcheck", action="store_true", help="no health check, not even the image's")
+
+
+def _health_options(args) -> dict:
+    """The --health-* flags for the manager (capsa.manager.health checks them)."""
+    retries = args.health_retries
+    if retries is not None:
+        try:
+            retries = int(retries)
+        except ValueError:
+            raise ManagerError(f"invalid --health-retries {retries!r}: a whole number of at least 1") from None
+    return {"cmd": args.health_cmd, "interval": args.health_interval, "timeout": args.health_timeout,
+            "retries": retries, "start_period": args.health_start_period, "on_failure": args.health_on_failure,
+            "none": args.no_healthcheck}
 
 
 def _create_options(ctx, args, argv: list[str]) -> dict:
@@ -135,7 +161,7 @@ def _pull_progress():
 def _create(ctx, args, argv):
     manager = _manager(ctx)
     image = _image_for(ctx, args.image, args.pull)
-    options = _create_options(ctx, args, argv)
+    options = dict(_create_options(ctx, args, argv), healthcheck=_health_options(args))
     if not (options.get("pod") or "").startswith("new:"):
         return manager, manager.create(image, options)
     from capsa.manager.pods import Pods  # --pod new:NAME: the pod first, removed if the container fails
@@ -391,12 +417,26 @@ def status_text(container) -> str:
 
     state = container.state
     if container.status in ("running", "stopping"):
-        return f"Up {human_time(state.get('StartedAt', ''))}" if state.get("StartedAt") else "Up"
+        up = f"Up {human_time(state.get('StartedAt', ''))}" if state.get("StartedAt") else "Up"
+        return up + _health_suffix(container)
     if container.status == "paused":
         return "Paused"
     if container.status == "exited":
         return f"Exited ({container.exit_code}) {human_time(state.get('FinishedAt', ''))}"
     return container.status.capitalize()
+
+
+def _health_suffix(container) -> str:
+    """podman's " (healthy)" after Up: the health status of a container with a health check."""
+    status = health_status(container)
+    return f" ({status})" if status else ""
+
+
+def health_status(container) -> str:
+    """starting, healthy or unhealthy; "" for a container without a health check."""
+    if not container.config.get("Healthcheck"):
+        return ""
+    return (container.state.get("Health") or {}).get("Status", "starting")
 
 
 def _unix(rfc3339: str | None) -> int:
@@ -490,11 +530,13 @@ def _matches(container, filters: list[str]) -> bool:
             ok = container.status == "exited" and str(container.exit_code) in values
         elif key == "pod":  # ids: _pod_filters resolved the names
             ok = bool(container.config.get("Pod")) and any(container.config["Pod"].startswith(v) for v in values)
+        elif key == "health":
+            ok = (health_status(container) or "none") in values
         elif key == "ancestor":
             ok = any(v in (container.config.get("ImageName", ""), container.config.get("Image", ""))
                      or container.image_id.startswith(v) for v in values)
         else:
-            raise ManagerError(f"--filter {key!r}: unsupported (id, name, status, label, exited, ancestor)")
+            raise ManagerError(f"--filter {key!r}: unsupported (id, name, status, label, exited, ancestor, health)")
         if not ok:
             return False
     return True

@@ -380,6 +380,7 @@ class Containers:
             "Interactive": bool(options.get("interactive")), "CreateCommand": options.get("create_command") or [],
             "LogOpts": list(options.get("log_opts") or []),  # --log-opt: the monitor's (max-size=, max-file=)
             "HooksFiles": hooks,
+            "Healthcheck": _healthcheck_record(process_defaults, options),
         }
         if pod is not None:
             config.update(Pod=pod.id, IsInfra=bool(options.get("pod_infra")))
@@ -545,7 +546,8 @@ class Containers:
                                          log_path=self.log_path(container.id), on_exit=ON_EXIT,
                                          stdin=bool(container.config.get("Interactive")),
                                          tty=bool(container.config.get("Tty")), log_max_size=max_size,
-                                         log_max_files=max_files, keep_fds=held, warn=_warn)
+                                         log_max_files=max_files, keep_fds=held, warn=_warn,
+                                         health_interval=_health_interval(container))
             finally:
                 for fd in held:  # the monitor holds its own copies until the container exits
                     os.close(fd)
@@ -561,6 +563,7 @@ class Containers:
             current.state.update(Pid=pid, Monitor=monitor_entry, StartedAt=now(), ExitCode=0, Error="",
                                  OOMKilled=False, network=network_info)
             current.state.pop("FinishedAt", None)
+            _reset_health(current)
             self._write(db, current, current.status)
         events.emit(self.paths, "init", id=container.id, name=container.name, image=container.config["ImageName"])
         if before_start is not None:
@@ -1125,6 +1128,46 @@ class Containers:
         network.forget_after_reboot(self.paths)
 
 
+def _healthcheck_record(image_config: dict, options: dict) -> dict | None:
+    """Config.Healthcheck: the --health-* flags over the image's Healthcheck (None: no check).
+    A malformed option is an error here, before anything is stored."""
+    from capsa.manager.health import HealthConfig
+
+    flags = options.get("healthcheck") or {}
+    config = HealthConfig.from_flags(flags.get("cmd"), flags.get("interval"), flags.get("timeout"),
+                                     flags.get("retries"), flags.get("start_period"), flags.get("on_failure"),
+                                     image_healthcheck=image_config.get("Healthcheck"),
+                                     no_healthcheck=bool(flags.get("none")))
+    return config.record() if config is not None else None
+
+
+def _health_interval(container: Container) -> float | None:
+    """How often the monitor runs the container's health check (None: never, or only by hand)."""
+    record = container.config.get("Healthcheck")
+    return record["Interval"] / 1e9 if record and record.get("Interval") else None
+
+
+def _reset_health(container: Container) -> None:
+    """A new run's health status starts over (starting), its log kept; no check: no Health."""
+    if container.config.get("Healthcheck"):
+        from capsa.manager.health import HealthState
+
+        previous = HealthState.from_record(container.state.get("Health"))
+        container.state["Health"] = HealthState(log=previous.log).record()
+    else:
+        container.state.pop("Health", None)
+
+
+def health_inspect(container: Container) -> dict:
+    """State.Health of podman's inspect: Status (starting, healthy, unhealthy; "" without a
+    check), FailingStreak, Log (the last results: Start, End, ExitCode, Output)."""
+    health = container.state.get("Health")
+    if not container.config.get("Healthcheck") or not health:
+        return {"Status": "", "FailingStreak": 0, "Log": None}
+    return {"Status": health.get("Status", ""), "FailingStreak": health.get("FailingStreak", 0),
+            "Log": health.get("Log") or []}
+
+
 def on_exit(paths, container_id: str, status) -> None:
     """The monitor's exit hook (monitor.launch on_exit): runs in the monitor's process, so it
     opens a Store of its own."""
@@ -1174,7 +1217,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
             "Error": state.get("Error", ""),
             "StartedAt": state.get("StartedAt", ZERO_TIME),
             "FinishedAt": state.get("FinishedAt", ZERO_TIME),
-            "Health": {"Status": "", "FailingStreak": 0, "Log": None},
+            "Health": health_inspect(container),
             "CheckpointedAt": ZERO_TIME,
             "RestoredAt": ZERO_TIME,
         },
@@ -1237,7 +1280,8 @@ def inspect_data(manager: Containers, container: Container) -> dict:
             "Timeout": 0,
             "Passwd": True,
             "sdNotifyMode": "container",
-            "HealthcheckOnFailureAction": "none",
+            "Healthcheck": config.get("Healthcheck"),
+            "HealthcheckOnFailureAction": (config.get("Healthcheck") or {}).get("OnFailure", "none"),
         },
         "HostConfig": {
             "Binds": [f"{m['source']}:{m['destination']}:{','.join(m['options']) or 'rw'}"

@@ -76,7 +76,8 @@ def attach_socket(paths, container_id: str) -> str:
 
 def launch(paths, container_id: str, bundle: str, *, runtime_path: str | None, log_path: str,
            on_exit: str | None = None, stdin: bool = False, tty: bool = False, log_max_size: int | None = None,
-           log_max_files: int = 1, keep_fds: tuple[int, ...] | list[int] = (), warn=None) -> int:
+           log_max_files: int = 1, keep_fds: tuple[int, ...] | list[int] = (), warn=None,
+           health_interval: float | None = None) -> int:
     """Fork the container's monitor and have it create the container; return the init's pid.
 
     stdin: keep the container's stdin open for attached clients (-i); tty: the container's
@@ -84,7 +85,8 @@ def launch(paths, container_id: str, bundle: str, *, runtime_path: str | None, l
     caller's the monitor holds until the init exits and closes before the exit hook (the
     published ports' sockets: capsa.manager.network.reserve_ports); never the container's.
     warn(text) gets what the runtime printed while creating it (runc's warnings); a failed
-    create is a CreateError."""
+    create is a CreateError. health_interval: run the container's health check that often
+    (seconds; capsa.manager.healthcheck), None: never."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     first = os.fork()
     if first == 0:
@@ -97,7 +99,7 @@ def launch(paths, container_id: str, bundle: str, *, runtime_path: str | None, l
                 _monitor(paths, container_id, bundle, report,
                          {"runtime_path": runtime_path, "log_path": log_path, "on_exit": on_exit, "stdin": stdin,
                           "tty": tty, "log_max_size": log_max_size, "log_max_files": log_max_files,
-                          "keep_fds": list(keep_fds)})
+                          "keep_fds": list(keep_fds), "health_interval": health_interval})
         finally:
             os._exit(0)
     os.close(write_end)
@@ -291,7 +293,8 @@ def _run_monitor(paths, container_id, bundle, report_fd, options) -> int:
              "tty": "1" if options["tty"] else "", "listener": str(listener.fileno()), "directory": str(directory_fd),
              "log": options["log_path"], "max_size": str(options["log_max_size"] or ""),
              "max_files": str(options["log_max_files"]), "on_exit": options["on_exit"] or "",
-             "keep": ",".join(str(fd) for fd in options["keep_fds"])}
+             "keep": ",".join(str(fd) for fd in options["keep_fds"]),
+             "health": str(options.get("health_interval") or "")}
     _reexec_lean(state)  # returns only where it cannot exec
     return _serve(paths, container_id, process, stdio.streams, stdio.stdin_target, options["tty"], listener,
                   directory_fd, options)
@@ -354,7 +357,7 @@ def serve_lean(arguments: list[str]) -> None:
         listener = _socket.socket(fileno=int(state["listener"]))
         options = {"log_path": state["log"], "log_max_size": int(state["max_size"]) if state["max_size"] else None,
                    "log_max_files": int(state["max_files"]), "on_exit": state["on_exit"] or None,
-                   "keep_fds": kept}
+                   "keep_fds": kept, "health_interval": float(state["health"]) if state.get("health") else None}
         process = Process.open(int(state["pid"]))
         code = _serve(paths, state["id"], process, streams, stdin_target, bool(state["tty"]), listener,
                       int(state["directory"]), options)
@@ -373,7 +376,9 @@ def _serve(paths, container_id, process, streams, stdin_target, tty, listener, d
 
     monitor_dir = paths.monitor(container_id)
     with LogWriter(options["log_path"], options["log_max_size"], options["log_max_files"]) as log:
-        loop = _Loop(process, streams, stdin_target, tty, listener, log)
+        health = _HealthTimer(options["health_interval"], paths, container_id) \
+            if options.get("health_interval") else None
+        loop = _Loop(process, streams, stdin_target, tty, listener, log, health)
         loop.run()
         status = _reap(process)
         _write_exit_file(paths, container_id, status)
@@ -453,13 +458,15 @@ class _Loop:
     """The monitor's work while the container runs: output to the log and the clients, clients'
     input to the container, until the init exits."""
 
-    def __init__(self, process, streams: dict[int, str], stdin_target: int | None, tty: bool, listener, log):
+    def __init__(self, process, streams: dict[int, str], stdin_target: int | None, tty: bool, listener, log,
+                 health=None):
         self.process = process
         self.streams = dict(streams)
         self.stdin_target = stdin_target  # the stdin pipe's write end (-i), or the pty master (-t)
         self.tty = tty
         self.listener = listener
         self.log = log
+        self.health = health  # a _HealthTimer, or None
         self.clients: dict[int, object] = {}
         self.stdin_buffer = bytearray()
         self.stdin_eof = False
@@ -477,8 +484,14 @@ class _Loop:
             readers = [*self.streams, self.listener.fileno(), *self.clients]
             if exit_fd is not None:
                 readers.append(exit_fd)
+            timeout = None if exit_fd is not None else 0.5
+            if self.health is not None:
+                readers += self.health.fds()
+                timeout = self.health.timeout(timeout)
             writers = [self.stdin_target] if self.stdin_buffer and self.stdin_target is not None else []
-            readable, writable, _ = select.select(readers, writers, [], None if exit_fd is not None else 0.5)
+            readable, writable, _ = select.select(readers, writers, [], timeout)
+            if self.health is not None:
+                self.health.tick(readable)
             if writable:
                 self._flush_stdin()
             # Clients first: one that connected before the output was written gets all of it
@@ -607,6 +620,63 @@ class _Loop:
             except OSError:
                 pass
             self._drop(fd)
+
+
+class _HealthTimer:
+    """--health-interval: a health check every interval, counted from the end of the previous
+    one (systemd's OnUnitInactiveSec, as podman's timer), never two at once. Each check runs in
+    a new `python -I -S` (capsa.manager.healthcheck.scheduled_main), so the monitor stays lean
+    and a check that hangs holds up nothing here (the check kills it at its timeout)."""
+
+    _BOOT = ("import sys; sys.path[:0] = [sys.argv[1]]; "
+             "from capsa.manager.healthcheck import scheduled_main; scheduled_main(sys.argv[2:])")
+
+    def __init__(self, interval: float, paths, container_id: str):
+        import time
+
+        self.interval = interval
+        self.due = time.monotonic() + interval
+        self.pid = self.pidfd = None
+        self.arguments = [paths.graph_root, paths.run_root, paths.state_root, container_id]
+
+    def fds(self) -> list[int]:
+        return [self.pidfd] if self.pidfd is not None else []
+
+    def timeout(self, other: float | None) -> float | None:
+        """select's timeout: `other`, or sooner if a check is due sooner."""
+        if self.pidfd is not None:
+            return other
+        import time
+
+        mine = max(0.0, self.due - time.monotonic())
+        return mine if other is None else min(mine, other)
+
+    def tick(self, readable: list[int]) -> None:
+        import time
+
+        if self.pidfd is not None and self.pidfd in readable:
+            os.waitpid(self.pid, 0)
+            os.close(self.pidfd)
+            self.pid = self.pidfd = None
+            self.due = time.monotonic() + self.interval
+        if self.pidfd is None and time.monotonic() >= self.due:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        import sys
+
+        import capsa
+
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(capsa.__file__)))
+        try:
+            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", self._BOOT, package_parent,
+                                                       *self.arguments], dict(os.environ))
+            self.pidfd = os.pidfd_open(self.pid)
+        except OSError as err:  # no process now (EAGAIN): the next interval tries again
+            import time
+
+            sys.stderr.write(f"health check not started: {err}\n")
+            self.due = time.monotonic() + self.interval
 
 
 def _timeval(seconds: float) -> bytes:
