@@ -94,10 +94,18 @@ def container_cgroups() -> set[str]:
 
 @pytest.fixture
 def ctl(tmp_path, busybox_rootfs):
+    """A store under tmp_path with the busybox image, and the checks that nothing is left
+    (mounts, monitors, cgroups). The cgroups are narrowed to this store's containers (the ids
+    its event log names): other test runs on the machine make and remove cgroups of their own
+    meanwhile, which a before/after comparison of the whole hierarchy took for leftovers (and
+    removed)."""
     ctl = Ctl(str(tmp_path))
     ctl("import", "-q", "-c", 'CMD ["sh"]', busybox_rootfs, "busybox")
-    cgroups_before = container_cgroups()
     yield ctl
+    check_nothing_left(ctl, tmp_path)
+
+
+def check_nothing_left(ctl: Ctl, tmp_path) -> None:
     ctl("rm", "-a", "-f", "-t", "0", check=False)
     leftovers = mounts_under(str(tmp_path))
     monitors = monitors_of(ctl)
@@ -105,7 +113,8 @@ def ctl(tmp_path, busybox_rootfs):
         os.kill(pid, signal.SIGKILL)
     for mount in reversed(leftovers):
         subprocess.run(["umount", "-l", mount], check=False)
-    cgroups = container_cgroups() - cgroups_before
+    mine = {event["ID"] for event in ctl.events() if event.get("Type") == "container"}
+    cgroups = [path for path in container_cgroups() if os.path.basename(path) in mine]
     for path in cgroups:
         try:
             os.rmdir(path)

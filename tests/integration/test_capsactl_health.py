@@ -13,43 +13,23 @@ import io
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tarfile
 import time
 
 import pytest
 import test_capsactl_containers
-from test_capsactl_containers import Ctl, container_cgroups, monitors_of, mounts_under
+from test_capsactl_containers import Ctl, check_nothing_left
 
 busybox_rootfs = test_capsactl_containers.busybox_rootfs
 
 
 @pytest.fixture
 def ctl(tmp_path, busybox_rootfs):
-    """The containers tests' store under tmp_path with the busybox image, and their checks that
-    nothing is left (mounts, monitors, cgroups), the cgroups narrowed to this store's containers:
-    other test runs on the machine make and remove cgroups of their own meanwhile."""
     ctl = Ctl(str(tmp_path))
     ctl("import", "-q", "-c", 'CMD ["sh"]', busybox_rootfs, "busybox")
     yield ctl
-    ctl("rm", "-a", "-f", "-t", "0", check=False)
-    leftovers = mounts_under(str(tmp_path))
-    monitors = monitors_of(ctl)
-    for pid in monitors:
-        os.kill(pid, signal.SIGKILL)
-    for mount in reversed(leftovers):
-        subprocess.run(["umount", "-l", mount], check=False)
-    mine = {event["ID"] for event in ctl.events() if event.get("Type") == "container"}
-    cgroups = [path for path in container_cgroups() if os.path.basename(path) in mine]
-    for path in cgroups:
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
-    assert not leftovers, f"mounts left behind: {leftovers}"
-    assert not monitors, f"monitors left running: {monitors}"
-    assert not cgroups, f"cgroups left behind: {sorted(cgroups)}"
+    check_nothing_left(ctl, tmp_path)
+
 
 DEADLINE = 60.0
 
