@@ -108,3 +108,23 @@ def test_the_monitors_timer_is_due_every_interval_after_the_last_check():
     timer.due = time.monotonic() - 1
     timer.tick([])
     assert spawned == [1]
+
+
+def test_a_stuck_scheduled_checker_is_ended_by_its_watchdog():
+    """The monitor runs one check at a time: a checker stuck past its check's timeout (plus the
+    grace) must end, or no check would run again."""
+    import os
+    import signal
+    import time
+
+    from capsa.manager.healthcheck import _watchdog
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _watchdog(0.5)
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM

@@ -57,9 +57,13 @@ def run_check(manager, text: str, scheduled: bool = False) -> tuple[str, int] | 
     from capsa.manager.containers import now
 
     start = now()
+    if scheduled:
+        _watchdog(config.timeout + WATCHDOG_GRACE)
     with manager.store.closed_for_fork():  # the check's child must not share SQLite's lock table
         code, output = exec_with_timeout(manager.paths, container, config.command(), config.timeout)
     end = now()
+    if scheduled:
+        _watchdog(WATCHDOG_AFTER_CHECK)
     status, changed = record_result(manager, container.id, config, code, output, start, end)
     if status is None:
         if scheduled:
@@ -75,6 +79,20 @@ def run_check(manager, text: str, scheduled: bool = False) -> tuple[str, int] | 
     if status == UNHEALTHY and code != 0:
         on_failure(manager, container, config.on_failure)
     return status, code
+
+
+# A scheduled checker that outlives its check by this much is stuck (a lock never granted, a
+# runtime call that never returns): SIGALRM's default action ends it, so that the monitor, which
+# never runs two checks at once, starts the next one on time.
+WATCHDOG_GRACE = 60
+WATCHDOG_AFTER_CHECK = 600  # recording the result and an on-failure stop (its own timeout included)
+
+
+def _watchdog(seconds: float) -> None:
+    import signal
+
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(max(1, int(seconds + 0.999)))
 
 
 def record_result(manager, container_id: str, config, code: int, output: str, start: str,
