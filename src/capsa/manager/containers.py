@@ -342,6 +342,7 @@ class Containers:
         """A new container (status created) from an image and create's flags (see ocispec.build)."""
         from capsa.manager import ocispec
 
+        restart_policy = _restart_policy_option(options)  # a bad --restart fails before anything is made
         image = self.images.resolve(image_text)
         container_id = os.urandom(32).hex()
         name = options.get("name") or random_name()
@@ -375,6 +376,7 @@ class Containers:
             "Interactive": bool(options.get("interactive")), "CreateCommand": options.get("create_command") or [],
             "LogOpts": list(options.get("log_opts") or []),  # --log-opt: the monitor's (max-size=, max-file=)
             "HooksFiles": hooks,
+            "RestartPolicy": restart_policy,
         }
         if options.get("runtime"):
             from capsa.manager import runtime
@@ -461,20 +463,21 @@ class Containers:
         return mounts
 
     # -- start -------------------------------------------------------------------------------------
-    def start(self, text: str, before_start=None) -> Container:
+    def start(self, text: str, before_start=None, by_policy: bool = False) -> Container:
         """Start a created or exited container; `before_start(container)` runs once it exists
-        in the runtime and before its process runs (to attach). Running already: nothing to do."""
+        in the runtime and before its process runs (to attach). Running already: nothing to do.
+        by_policy: the restarter's start (capsa.manager.restarts), not the user's."""
         container = self.get(text)
         if container.status == RUNNING:
             return container
-        container = self._claim_start(container)
+        container = self._claim_start(container, by_policy)
         try:
             return self._start_claimed(container, before_start)
         except BaseException:
             self._drop_claim(container)
             raise
 
-    def _claim_start(self, container: Container) -> Container:
+    def _claim_start(self, container: Container, by_policy: bool = False) -> Container:
         with self.store.transaction() as db:
             current = self._read(container.id, db)
             if current is None:
@@ -485,6 +488,7 @@ class Containers:
             if _alive(current.state.get("Starter")):
                 raise InvalidState(f"container {current.name} is being started by process "
                                    f"{current.state['Starter'][0]}")
+            _restart_bookkeeping(current, by_policy)
             current.state["Starter"] = _me()
             current.state.pop("Exited", None)
             self._write(db, current, current.status)
@@ -686,6 +690,40 @@ class Containers:
                 self.remove(recorded.id, force=True)
             except ManagerError:
                 pass
+        elif recorded is not None and recorded.status == EXITED and recorded.config.get("RestartPolicy", "no") != "no":
+            from capsa.manager import restarts
+
+            restarts.decide(self, recorded)
+
+    # -- restart policies (capsa.manager.restarts) --------------------------------------------------
+    def mark_restart_pending(self, container_id: str, streak: int) -> bool:
+        """The exited container is to be restarted by its policy: RestartPending (which stop,
+        kill, start and rm cancel), unless the user stopped it meanwhile."""
+        with self.store.transaction() as db:
+            current = self._read(container_id, db)
+            if current is None or current.status != EXITED or current.state.get("StoppedByUser"):
+                return False
+            current.state.update(RestartPending=True, RestartStreak=streak)
+            self._write(db, current, current.status)
+        return True
+
+    def restart_by_policy(self, container_id: str) -> bool:
+        """The restarter's work: wait the back-off, then start the container again, unless it
+        was stopped, started or removed meanwhile (the claim checks it); True if restarted."""
+        from capsa.manager import policy
+
+        container = self._read(container_id)
+        if container is None or not container.state.get("RestartPending"):
+            return False
+        time.sleep(policy.backoff(container.state.get("RestartStreak", 0)))
+        try:
+            container = self.start(container_id, by_policy=True)
+        except (InvalidState, NoSuchContainer):
+            return False  # the user stopped, started or removed it during the back-off
+        events.emit(self.paths, "restart", id=container.id, name=container.name,
+                    image=container.config["ImageName"],
+                    attributes={"restartCount": str(container.state.get("RestartCount", 0))})
+        return True
 
     def clean_up_after_exit(self, container_id: str, code: int) -> bool:
         """An attached client told the exit code by the monitor: the clean-up here, if the
@@ -751,7 +789,7 @@ class Containers:
         """The stop signal, then SIGKILL after `timeout` seconds (default: the container's)."""
         container = self.get(text)
         if container.status not in ACTIVE:
-            return container
+            return self._cancel_restart(container)
         timeout = container.stop_timeout if timeout is None else timeout
         runtime = self.runtime(container)
         with self.store.transaction() as db:
@@ -772,6 +810,28 @@ class Containers:
         events.emit(self.paths, "stop", id=container.id, name=container.name, image=container.config["ImageName"])
         return self.get(container.id)
 
+    def _cancel_restart(self, container: Container) -> Container:
+        """stop of a container waiting for its restart by policy: it stays exited (StoppedByUser)."""
+        if not container.state.get("RestartPending"):
+            return container
+        with self.store.transaction() as db:
+            current = self._read(container.id, db)
+            if current is None or not current.state.get("RestartPending"):
+                return current or container
+            current.state.pop("RestartPending", None)
+            current.state["StoppedByUser"] = True
+            self._write(db, current, current.status)
+        events.emit(self.paths, "stop", id=container.id, name=container.name, image=container.config["ImageName"])
+        return current
+
+    def _mark_stopped_by_user(self, container: Container) -> None:
+        """kill: the exit that follows is the user's doing, so no restart policy restarts it."""
+        with self.store.transaction() as db:
+            current = self._read(container.id, db)
+            if current is not None and current.status in ACTIVE:
+                current.state["StoppedByUser"] = True
+                self._write(db, current, current.status)
+
     def _signal(self, runtime, container: Container, signal: int, all_processes: bool = False) -> None:
         try:
             runtime.kill(container.id, signal, all_processes)
@@ -786,6 +846,7 @@ class Containers:
         container = self.get(text)
         if container.status not in ACTIVE:
             raise InvalidState(f"cannot kill container {container.name}: it is {container.status}, not running")
+        self._mark_stopped_by_user(container)
         try:
             self.runtime(container).kill(container.id, signal)
         except Exception as err:  # noqa: BLE001
@@ -1084,7 +1145,7 @@ class Containers:
             state = container.state
             if container.status in ACTIVE:
                 self._forget_runtime_container(container)
-            for key in ("Starter", "Monitor", "Attached", "UserMounts", "network"):
+            for key in ("Starter", "Monitor", "Attached", "UserMounts", "network", "RestartPending"):
                 state.pop(key, None)
             status = container.status
             if status in ACTIVE:
@@ -1100,6 +1161,43 @@ class Containers:
         from capsa.manager import network
 
         network.forget_after_reboot(self.paths)
+
+
+def _restart_policy_option(options: dict) -> str:
+    """--restart checked (policy.RestartPolicy.parse: a malformed one is an error naming it) and
+    kept in its canonical text; podman's refusal of --rm with a policy that restarts."""
+    from capsa.manager.policy import RestartPolicy
+
+    rule = RestartPolicy.parse(options.get("restart"))
+    if rule.name != "no" and options.get("rm"):
+        raise ManagerError(f"--rm conflicts with --restart {rule}: a container removed at its exit cannot be "
+                           "restarted (use --restart no)")
+    return str(rule)
+
+
+def _restart_bookkeeping(container: Container, by_policy: bool) -> None:
+    """In start's claim: the restarter's start counts one restart, and only happens while the
+    restart is still wanted (RestartPending, not StoppedByUser); the user's start is a new life
+    (podman resets RestartCount) that restart policies watch again."""
+    state = container.state
+    if by_policy:
+        if not state.get("RestartPending") or state.get("StoppedByUser"):
+            raise InvalidState(f"container {container.name}: its restart was cancelled")
+        state["RestartCount"] = state.get("RestartCount", 0) + 1
+        state["RestartStreak"] = state.get("RestartStreak", 0) + 1
+    else:
+        state.update(RestartCount=0, RestartStreak=0)
+        state.pop("StoppedByUser", None)
+    state.pop("RestartPending", None)
+
+
+def _restart_policy_record(text: str | None) -> dict:
+    from capsa.manager.policy import RestartPolicy
+
+    try:
+        return RestartPolicy.parse(text or "no").record()
+    except ManagerError:
+        return {"Name": "", "MaximumRetryCount": 0}
 
 
 def on_exit(paths, container_id: str, status) -> None:
@@ -1142,7 +1240,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
             "Status": status,
             "Running": status in (RUNNING, STOPPING),
             "Paused": status == PAUSED,
-            "Restarting": False,
+            "Restarting": bool(state.get("RestartPending")) and status == EXITED,
             "OOMKilled": bool(state.get("OOMKilled")),
             "Dead": False,
             "Pid": container.pid,
@@ -1174,7 +1272,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
         "OCIRuntime": config.get("OCIRuntime") or "capsa",
         "ConmonPidFile": os.path.join(manager.paths.monitor(container.id), "pid"),
         "Name": container.name,
-        "RestartCount": 0,
+        "RestartCount": state.get("RestartCount", 0),
         "Driver": manager.storage.driver,
         "MountLabel": "",
         "ProcessLabel": process.get("selinuxLabel", ""),
@@ -1236,7 +1334,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
             "CpuQuota": cpu.get("quota", 0),
             "PidsLimit": (resources.get("pids") or {}).get("limit", 0),
             "PortBindings": _port_bindings(state.get("network")),
-            "RestartPolicy": {"Name": "", "MaximumRetryCount": 0},
+            "RestartPolicy": _restart_policy_record(config.get("RestartPolicy")),
         },
     }
 

@@ -1,0 +1,166 @@
+"""capsactl's restart policies end to end (issue 18, restart part): --restart on create/run, the
+monitor's exit hook restarting per policy with a back-off, stop/kill ending restarts,
+RestartCount and the events, on-failure:N giving up, and the boot path after a simulated reboot
+(`start --all --filter restart-policy=...`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+from test_capsactl_containers import busybox_rootfs  # noqa: F401 - a fixture
+from test_capsactl_containers import Ctl, container_cgroups, monitors_of, mounts_under, wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def ctl(tmp_path, busybox_rootfs):  # noqa: F811
+    """test_capsactl_containers' fixture, but only this store's containers' cgroups are checked
+    (other tests may run on the machine at the same time and have cgroups of their own)."""
+    ctl = Ctl(str(tmp_path))
+    ctl("import", "-q", "-c", 'CMD ["sh"]', busybox_rootfs, "busybox")
+    yield ctl
+    ids = [entry["Id"] for entry in ctl.ps()]
+    ctl("rm", "-a", "-f", "-t", "0", check=False)
+    leftovers = mounts_under(str(tmp_path))
+    monitors = monitors_of(ctl)
+    for pid in monitors:
+        os.kill(pid, signal.SIGKILL)
+    for mount in reversed(leftovers):
+        subprocess.run(["umount", "-l", mount], check=False)
+    cgroups = {path for path in container_cgroups() if os.path.basename(path) in ids}
+    for path in cgroups:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+    assert not leftovers, f"mounts left behind: {leftovers}"
+    assert not monitors, f"monitors left running: {monitors}"
+    assert not cgroups, f"cgroups left behind: {sorted(cgroups)}"
+
+
+def restart_count(ctl: Ctl, name: str) -> int:
+    return ctl.inspect(name)["RestartCount"]
+
+
+def events_of(ctl: Ctl, name: str, status: str) -> list[dict]:
+    return [e for e in ctl.events() if e.get("Name") == name and e.get("Status") == status]
+
+
+def settled(ctl: Ctl, name: str, status: str = "running") -> dict:
+    """The container's inspect once it is `status` with no restart pending."""
+    def check():
+        data = ctl.inspect(name)
+        state = data["State"]
+        return data if state["Status"] == status and not state["Restarting"] else None
+
+    return wait_until(check, f"{name} to be {status}")
+
+
+def test_always_restarts_a_container_that_exits(ctl):
+    ctl("run", "-d", "--name", "phoenix", "--restart", "always", "busybox", "sh", "-c", "echo life; exit 3")
+    wait_until(lambda: restart_count(ctl, "phoenix") >= 2, "two restarts")
+    data = ctl.inspect("phoenix")
+    assert data["HostConfig"]["RestartPolicy"] == {"Name": "always", "MaximumRetryCount": 0}
+    assert len(events_of(ctl, "phoenix", "restart")) >= 2
+    logs = ctl("logs", "phoenix").stdout
+    assert logs.count("life") >= 2
+    # stop ends the restarts: it stays exited, whatever state the loop was in
+    ctl("stop", "-t", "1", "phoenix")
+    count = restart_count(ctl, "phoenix")
+    data = settled(ctl, "phoenix", "exited")
+    assert data["RestartCount"] == count
+
+
+def test_on_failure_n_gives_up_and_says_so(ctl):
+    ctl("run", "-d", "--name", "failing", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 7")
+    wait_until(lambda: events_of(ctl, "failing", "restart-gave-up"), "the gave-up event")
+    data = settled(ctl, "failing", "exited")
+    assert data["RestartCount"] == 2 and data["State"]["ExitCode"] == 7
+    assert data["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    assert len(events_of(ctl, "failing", "restart")) == 2
+    note = events_of(ctl, "failing", "restart-gave-up")[0]["Attributes"]
+    assert note["restartPolicy"] == "on-failure:2" and note["restartCount"] == "2"
+
+
+def test_on_failure_does_not_restart_a_success(ctl):
+    ctl("run", "-d", "--name", "fine", "--restart", "on-failure", "busybox", "true")
+    ctl("wait", "fine")
+    data = settled(ctl, "fine", "exited")
+    assert data["RestartCount"] == 0 and not events_of(ctl, "fine", "restart")
+
+
+@pytest.mark.parametrize("verb", ["stop", "kill"])
+def test_stop_and_kill_by_the_user_end_restarts(ctl, verb):
+    ctl("run", "-d", "--name", "svc", "--restart", "always", "busybox", "sleep", "1000")
+    pid = ctl.inspect("svc")["State"]["Pid"]
+    os.kill(pid, signal.SIGKILL)  # not the user's command: restarted
+    wait_until(lambda: restart_count(ctl, "svc") == 1, "the restart after a crash")
+    data = settled(ctl, "svc")
+    assert data["State"]["Pid"] != pid
+    ctl(verb, *(["-t", "1"] if verb == "stop" else []), "svc")
+    ctl("wait", "svc")
+    data = settled(ctl, "svc", "exited")
+    assert data["RestartCount"] == 1 and len(events_of(ctl, "svc", "restart")) == 1
+    # the user's start: running again, its count reset (podman's)
+    ctl("start", "svc")
+    assert settled(ctl, "svc")["RestartCount"] == 0
+
+
+def test_capsactl_restart_keeps_working(ctl):
+    ctl("run", "-d", "--name", "again", "--restart", "always", "busybox", "sleep", "1000")
+    pid = ctl.inspect("again")["State"]["Pid"]
+    ctl("restart", "-t", "1", "again")
+    data = settled(ctl, "again")
+    assert data["State"]["Pid"] != pid and data["RestartCount"] == 0
+    assert len(events_of(ctl, "again", "restart")) == 1  # the command's, no extra one from the policy
+
+
+@pytest.mark.parametrize("bad", ["sometimes", "always:3", "on-failure:x", "on-failure:-1", "no:1"])
+def test_a_malformed_policy_is_a_clear_error_and_nothing_is_made(ctl, bad):
+    for verb in ("create", "run"):
+        result = ctl(verb, "--name", "bad", "--restart", bad, "busybox", "true", check=False)
+        assert result.returncode != 0
+        assert "restart policy" in result.stderr and bad in result.stderr
+    assert ctl.ps() == []
+
+
+def test_rm_conflicts_with_a_restarting_policy(ctl):
+    result = ctl("run", "--rm", "--restart", "always", "busybox", "true", check=False)
+    assert result.returncode != 0 and "--rm" in result.stderr
+    assert ctl.ps() == []
+
+
+def test_boot_starts_always_and_unless_stopped_not_stopped_ones(monkeypatch, ctl, tmp_path):
+    boot_file = tmp_path / "boot_id"
+    boot_file.write_text("boot-one\n")
+    monkeypatch.setenv("CAPSA_BOOT_ID_FILE", str(boot_file))  # store.boot_id's test hook
+    for name, rule in (("a", "always"), ("u", "unless-stopped"), ("us", "unless-stopped"), ("n", "no"),
+                       ("f", "on-failure")):
+        ctl("run", "-d", "--name", name, "--restart", rule, "busybox", "sleep", "1000")
+    ctl("stop", "-t", "0", "us")  # the user stopped it: it stays down after the reboot
+    ctl("create", "--name", "c", "--restart", "always", "busybox", "sleep", "1000")
+    # "Reboot": the new boot id makes the next call refresh; it kills what the old boot left.
+    boot_file.write_text("boot-two\n")
+    assert all(e["State"] in ("exited", "created") for e in ctl.ps())
+    assert not any(ctl.inspect(name)["State"]["Restarting"] for name in ("a", "u", "n", "f"))
+    boot = ["start", "--all", "--filter", "restart-policy=always", "--filter", "restart-policy=unless-stopped"]
+    started = ctl(*boot).stdout.split()
+    assert sorted(started) == ["a", "c", "u"]
+    states = {e["Names"][0]: e["State"] for e in ctl.ps()}
+    assert states == {"a": "running", "c": "running", "u": "running", "us": "exited", "n": "exited",
+                      "f": "exited"}
+    # the boot command's line in the shipped units is this one
+    for unit in ("contrib/systemd/capsactl-restart.service", "contrib/systemd/user/capsactl-restart.service"):
+        with open(os.path.join(ROOT, unit)) as f:
+            assert " ".join(boot) in f.read()
+
+
+def test_start_all_filter_errors(ctl):
+    result = ctl("start", "--all", "--filter", "restart-policy=sometimes", check=False)
+    assert result.returncode != 0 and "restart-policy=sometimes" in result.stderr
+    result = ctl("start", "--filter", "restart-policy=always", check=False)
+    assert result.returncode != 0 and "--all" in result.stderr
