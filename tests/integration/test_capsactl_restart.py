@@ -10,8 +10,14 @@ import signal
 import subprocess
 
 import pytest
-from test_capsactl_containers import busybox_rootfs  # noqa: F401 - a fixture
-from test_capsactl_containers import Ctl, container_cgroups, monitors_of, mounts_under, wait_until
+from test_capsactl_containers import (
+    Ctl,
+    busybox_rootfs,  # noqa: F401 - a fixture
+    container_cgroups,
+    monitors_of,
+    mounts_under,
+    wait_until,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
