@@ -48,6 +48,20 @@ def ctl(tmp_path, busybox_rootfs):  # noqa: F811
     assert not cgroups, f"cgroups left behind: {sorted(cgroups)}"
 
 
+def restarters_of(ctl: Ctl) -> list[int]:
+    """The restarter processes (capsa.manager.restarts) of this store still alive."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                arguments = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"capsa.manager.restarts" in a for a in arguments) and ctl.runroot.encode() in arguments:
+            found.append(int(pid))
+    return found
+
+
 def restart_count(ctl: Ctl, name: str) -> int:
     return ctl.inspect(name)["RestartCount"]
 
@@ -68,17 +82,25 @@ def settled(ctl: Ctl, name: str, status: str = "running") -> dict:
 
 def test_always_restarts_a_container_that_exits(ctl):
     ctl("run", "-d", "--name", "phoenix", "--restart", "always", "busybox", "sh", "-c", "echo life; exit 3")
-    wait_until(lambda: restart_count(ctl, "phoenix") >= 2, "two restarts")
+    wait_until(lambda: len(events_of(ctl, "phoenix", "restart")) >= 2, "two restart events")
     data = ctl.inspect("phoenix")
     assert data["HostConfig"]["RestartPolicy"] == {"Name": "always", "MaximumRetryCount": 0}
-    assert len(events_of(ctl, "phoenix", "restart")) >= 2
+    assert data["RestartCount"] >= 2
     logs = ctl("logs", "phoenix").stdout
     assert logs.count("life") >= 2
     # stop ends the restarts: it stays exited, whatever state the loop was in
     ctl("stop", "-t", "1", "phoenix")
-    count = restart_count(ctl, "phoenix")
+    wait_until(lambda: not restarters_of(ctl), "the restarters to end")
     data = settled(ctl, "phoenix", "exited")
-    assert data["RestartCount"] == count
+    assert data["RestartCount"] == restart_count(ctl, "phoenix")
+
+
+def test_rm_during_the_restart_loop_leaves_nothing(ctl):
+    ctl("run", "-d", "--name", "loop", "--restart", "always", "busybox", "true")
+    wait_until(lambda: restart_count(ctl, "loop") >= 1, "a restart")
+    ctl("rm", "-f", "-t", "0", "loop")
+    wait_until(lambda: not restarters_of(ctl), "the restarters to end")
+    assert ctl.ps() == []  # and the fixture checks that no monitor, mount or cgroup is left
 
 
 def test_on_failure_n_gives_up_and_says_so(ctl):
@@ -104,7 +126,7 @@ def test_stop_and_kill_by_the_user_end_restarts(ctl, verb):
     ctl("run", "-d", "--name", "svc", "--restart", "always", "busybox", "sleep", "1000")
     pid = ctl.inspect("svc")["State"]["Pid"]
     os.kill(pid, signal.SIGKILL)  # not the user's command: restarted
-    wait_until(lambda: restart_count(ctl, "svc") == 1, "the restart after a crash")
+    wait_until(lambda: events_of(ctl, "svc", "restart"), "the restart after a crash")
     data = settled(ctl, "svc")
     assert data["State"]["Pid"] != pid
     ctl(verb, *(["-t", "1"] if verb == "stop" else []), "svc")

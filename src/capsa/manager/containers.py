@@ -789,7 +789,7 @@ class Containers:
         """The stop signal, then SIGKILL after `timeout` seconds (default: the container's)."""
         container = self.get(text)
         if container.status not in ACTIVE:
-            return self._cancel_restart(container)
+            return self._cancel_restart(container, timeout)
         timeout = container.stop_timeout if timeout is None else timeout
         runtime = self.runtime(container)
         with self.store.transaction() as db:
@@ -810,8 +810,14 @@ class Containers:
         events.emit(self.paths, "stop", id=container.id, name=container.name, image=container.config["ImageName"])
         return self.get(container.id)
 
-    def _cancel_restart(self, container: Container) -> Container:
-        """stop of a container waiting for its restart by policy: it stays exited (StoppedByUser)."""
+    def _cancel_restart(self, container: Container, timeout: int | None) -> Container:
+        """stop of a container waiting for its restart by policy: it stays exited (StoppedByUser).
+        One the restarter is starting right now is stopped once that start is done."""
+        if container.status == EXITED and _alive(container.state.get("Starter")):
+            current = self._wait_for_starter(container.id)
+            if current is not None and current.status in ACTIVE:
+                return self.stop(current.id, timeout)
+            return current or container
         if not container.state.get("RestartPending"):
             return container
         with self.store.transaction() as db:
@@ -891,7 +897,11 @@ class Containers:
             if not force:
                 raise
             return self._remove_unreadable(self.resolve_id(text))
-        if container.status in ACTIVE or (container.status == CREATED and _alive(container.state.get("Starter"))):
+        if force and container.status == EXITED and _alive(container.state.get("Starter")):
+            self._wait_for_starter(container.id)  # the restarter's start: done first, then stopped below
+            container = self.get(container.id)
+        if container.status in ACTIVE or (container.status in (CREATED, EXITED)
+                                          and _alive(container.state.get("Starter"))):
             if not force:
                 raise InvalidState(f"cannot remove container {container.name} as it is {container.status}: "
                                    "stop it first, or use rm --force")
