@@ -49,7 +49,7 @@ def ctl(tmp_path, busybox_rootfs):  # noqa: F811
 
 
 def restarters_of(ctl: Ctl) -> list[int]:
-    """The restarter processes (capsa.manager.restarts) of this store still alive."""
+    """The restarter processes (capsa.manager.restarter) of this store still alive."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -57,7 +57,7 @@ def restarters_of(ctl: Ctl) -> list[int]:
                 arguments = f.read().split(b"\0")
         except OSError:
             continue
-        if any(b"capsa.manager.restarts" in a for a in arguments) and ctl.runroot.encode() in arguments:
+        if any(b"capsa.manager.restarter" in a for a in arguments) and ctl.runroot.encode() in arguments:
             found.append(int(pid))
     return found
 

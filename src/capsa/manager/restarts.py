@@ -6,7 +6,7 @@ After the exit is recorded (Containers.exited, in the monitor's hook or in an at
     - yes: the state gets RestartPending, and a restarter is spawned: a detached process of its
       own (a new session, no fd of the caller's), since neither the monitor (it removes its own
       files once its hook returns) nor a foreground `run` (it returns the exit code) can wait.
-      It sleeps the back-off (policy.backoff of the streak of quick restarts), then starts the
+      It (capsa.manager.restarter) sleeps the back-off (policy.backoff of the streak of quick restarts), then starts the
       container "by policy" (Containers.start by_policy: RestartCount + 1, a `restart` event),
       unless meanwhile the user stopped, killed, started or removed it (the claim checks
       RestartPending and StoppedByUser in the store's transaction, so it is atomic);
@@ -26,7 +26,7 @@ from capsa.manager import events, policy
 # The restarter's entry, run by a fresh `python -I -S` (as the lean monitor's): the package's
 # parent directory first on its path.
 _BOOT = ("import sys; sys.path[:0] = [sys.argv[1]]; "
-         "from capsa.manager.restarts import main; main(sys.argv[2:])")
+         "from capsa.manager.restarter import main; main(sys.argv[2:])")
 
 
 def policy_of(container) -> policy.RestartPolicy:
@@ -85,28 +85,3 @@ def spawn(paths, container_id: str) -> None:
                           paths.state_root, container_id],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
                          start_new_session=True, cwd="/")
-
-
-def main(arguments: list[str]) -> None:
-    """The restarter: back-off, then the restart by policy (Containers.restart_by_policy)."""
-    from capsa.manager.containers import Containers
-    from capsa.manager.paths import Paths
-    from capsa.manager.store import Store
-
-    graph, run, state, container_id = arguments
-    paths = Paths(graph, run, state)
-    store = Store(paths)
-    try:
-        Containers(store, refresh=False).restart_by_policy(container_id)
-    finally:
-        store.close()
-        _drop_empty_log(paths, container_id)
-
-
-def _drop_empty_log(paths, container_id: str) -> None:
-    path = os.path.join(paths.run_root, "restarts", f"{container_id}.log")
-    try:
-        if os.path.getsize(path) == 0:
-            os.unlink(path)
-    except OSError:
-        pass
