@@ -114,6 +114,14 @@ def test_on_failure_n_gives_up_and_says_so(ctl):
     assert note["restartPolicy"] == "on-failure:2" and note["restartCount"] == "2"
 
 
+def test_a_failing_start_by_policy_is_retried_with_the_policy(ctl):
+    # the command removes itself: the next start fails (127), and the policy goes on
+    ctl("run", "-d", "--name", "gone", "--restart", "on-failure:3", "busybox", "sh", "-c", "rm /bin/sh; exit 1")
+    wait_until(lambda: events_of(ctl, "gone", "restart-gave-up"), "the gave-up event")
+    data = settled(ctl, "gone", "exited")
+    assert data["RestartCount"] == 3 and data["State"]["ExitCode"] == 127
+
+
 def test_on_failure_does_not_restart_a_success(ctl):
     ctl("run", "-d", "--name", "fine", "--restart", "on-failure", "busybox", "true")
     ctl("wait", "fine")

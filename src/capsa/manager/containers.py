@@ -720,6 +720,13 @@ class Containers:
             container = self.start(container_id, by_policy=True)
         except (InvalidState, NoSuchContainer):
             return False  # the user stopped, started or removed it during the back-off
+        except StartError:  # recorded as the exit (125-127): the policy decides again, the back-off grows
+            current = self._read(container_id)
+            if current is not None and current.status == EXITED:
+                from capsa.manager import restarts
+
+                restarts.decide(self, current, seconds_run=0.0)
+            return False
         events.emit(self.paths, "restart", id=container.id, name=container.name,
                     image=container.config["ImageName"],
                     attributes={"restartCount": str(container.state.get("RestartCount", 0))})

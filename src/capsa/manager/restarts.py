@@ -11,6 +11,7 @@ After the exit is recorded (Containers.exited, in the monitor's hook or in an at
       unless meanwhile the user stopped, killed, started or removed it (the claim checks
       RestartPending and StoppedByUser in the store's transaction, so it is atomic);
     - on-failure:N that used its N restarts: a `restart-gave-up` event says so.
+A start by policy that fails (its command gone: 127) is an exit like any other: decided again.
 
 The streak (state RestartStreak) counts the restarts since the container last ran for
 policy.RESET_AFTER seconds: the back-off is 100 ms, 200 ms, ... up to 1 min, and starts over
@@ -49,8 +50,9 @@ def next_streak(streak: int, seconds_run: float) -> int:
     return 0 if seconds_run >= policy.RESET_AFTER else streak
 
 
-def decide(manager, container) -> None:
-    """Called once an exit is recorded (status exited): restart, give up, or nothing."""
+def decide(manager, container, seconds_run: float | None = None) -> None:
+    """Called once an exit is recorded (status exited): restart, give up, or nothing.
+    seconds_run: how long it ran (a failed start: 0), else from StartedAt and FinishedAt."""
     rule = policy_of(container)
     if rule.name == "no":
         return
@@ -59,7 +61,7 @@ def decide(manager, container) -> None:
     code = state.get("ExitCode", 0)
     count = state.get("RestartCount", 0)
     if rule.should_restart(code, count, stopped):
-        streak = next_streak(state.get("RestartStreak", 0), ran_for(state))
+        streak = next_streak(state.get("RestartStreak", 0), ran_for(state) if seconds_run is None else seconds_run)
         if manager.mark_restart_pending(container.id, streak):
             spawn(manager.paths, container.id)
     elif rule.gave_up(code, count, stopped):
