@@ -122,6 +122,15 @@ def test_a_failing_start_by_policy_is_retried_with_the_policy(ctl):
     assert data["RestartCount"] == 3 and data["State"]["ExitCode"] == 127
 
 
+def test_a_foreground_run_returns_its_exit_and_the_restarts_go_on(ctl):
+    result = ctl("run", "--name", "fg", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo once; exit 4",
+                 check=False)
+    assert result.returncode == 4 and result.stdout == "once\n"
+    wait_until(lambda: events_of(ctl, "fg", "restart-gave-up"), "the gave-up event")
+    assert settled(ctl, "fg", "exited")["RestartCount"] == 2
+    assert ctl("logs", "fg").stdout.count("once") == 3
+
+
 def test_on_failure_does_not_restart_a_success(ctl):
     ctl("run", "-d", "--name", "fine", "--restart", "on-failure", "busybox", "true")
     ctl("wait", "fine")
