@@ -209,3 +209,58 @@ def test_start_all_filter_errors(ctl):
     assert result.returncode != 0 and "restart-policy=sometimes" in result.stderr
     result = ctl("start", "--filter", "restart-policy=always", check=False)
     assert result.returncode != 0 and "--all" in result.stderr
+
+
+def test_rootless_restarts_and_boot(busybox_rootfs):  # noqa: F811
+    """As `nobody` (the user unit's case): restarts by policy and the boot command."""
+    import json
+    import pwd
+    import shutil
+    import tempfile
+
+    from test_capsactl_containers import capsactl_command
+
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv is needed to run as another user")
+    user = pwd.getpwnam("nobody")
+    base = tempfile.mkdtemp(prefix="ctr-rootless-restart-")
+    os.chmod(base, 0o755)
+    rootfs = os.path.join(base, "rootfs")
+    subprocess.run(["cp", "-a", busybox_rootfs, rootfs], check=True)
+    boot_file = os.path.join(base, "boot_id")
+    with open(boot_file, "w") as f:
+        f.write("boot-one\n")
+    subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", base], check=True)
+    command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "env",
+               f"HOME={base}", f"XDG_RUNTIME_DIR={base}/run", f"CAPSA_BOOT_ID_FILE={boot_file}", *capsactl_command()]
+
+    def as_user(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, cwd=base)
+        if check and result.returncode != 0:
+            raise AssertionError(f"capsactl {' '.join(args)} as nobody exited {result.returncode}: {result.stderr}")
+        return result
+
+    def inspect(name: str) -> dict:
+        return json.loads(as_user("inspect", name).stdout)[0]
+
+    try:
+        if as_user("ps", check=False).returncode != 0:
+            pytest.skip("nobody cannot run this checkout's capsactl")
+        as_user("import", "-q", rootfs, "busybox")
+        probe = as_user("run", "--rm", "busybox", "true", check=False)
+        if probe.returncode != 0 and "user namespace" in probe.stderr:
+            pytest.skip(f"this host does not let an unprivileged user make user namespaces: {probe.stderr}")
+        as_user("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 3")
+        wait_until(lambda: inspect("flaky")["RestartCount"] == 2 and inspect("flaky")["State"]["Status"] == "exited"
+                   and not inspect("flaky")["State"]["Restarting"], "two restarts as nobody")
+        as_user("run", "-d", "--name", "svc", "--restart", "unless-stopped", "busybox", "sleep", "1000")
+        with open(boot_file, "w") as f:
+            f.write("boot-two\n")
+        assert as_user("ps", "-q").stdout == ""  # the simulated reboot: nothing runs
+        boot = as_user("start", "--all", "--filter", "restart-policy=always", "--filter",
+                       "restart-policy=unless-stopped")
+        assert boot.stdout.split() == ["svc"]
+        assert inspect("svc")["State"]["Status"] == "running"
+    finally:
+        subprocess.run([*command, "rm", "-a", "-f", "-t", "0"], capture_output=True, cwd=base)
+        shutil.rmtree(base, ignore_errors=True)
