@@ -81,6 +81,7 @@ def _add_create_flags(parser: argparse.ArgumentParser) -> None:
     add("-p", "--publish", action="append", default=[], dest="ports",
         help="publish a port: [ip:][hostPort:]containerPort[/tcp|udp|sctp] (bridge networks)")
     add("--rm", action="store_true", help="remove the container when it exits")
+    add("--restart", help="restart policy: no (default), on-failure[:N], always, unless-stopped")
     add("-i", "--interactive", action="store_true", help="keep STDIN open")
     add("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
     add("--log-opt", action="append", default=[], help="logging driver options (max-size=, max-file=)")
@@ -117,8 +118,6 @@ def _health_options(args) -> dict:
 
 
 def _create_options(ctx, args, argv: list[str]) -> dict:
-    if args.restart if hasattr(args, "restart") else False:
-        raise ManagerError("--restart is not supported yet (issue 18)")
     return {
         "name": args.name, "env": args.env, "env_file": args.env_file, "volumes": args.volumes,
         "tmpfs": args.tmpfs, "workdir": args.workdir, "user": args.user, "entrypoint": args.entrypoint,
@@ -127,7 +126,7 @@ def _create_options(ctx, args, argv: list[str]) -> dict:
         "security_opt": args.security_opt, "init": args.init, "labels": args.labels,
         "stop_signal": args.stop_signal, "stop_timeout": args.stop_timeout, "network": args.network,
         "rm": args.rm, "interactive": args.interactive, "tty": args.tty, "command": args.command,
-        "ports": args.ports,
+        "ports": args.ports, "restart": args.restart,
         "hooks_dirs": [ctx.options["--hooks-dir"]] if ctx.options.get("--hooks-dir") else None,
         "runtime": ctx.runtime, "log_opts": args.log_opt, "create_command": ["capsactl", *argv],
         "pod": args.pod,
@@ -272,9 +271,16 @@ def start(ctx, argv: list[str]) -> int:
     parser.add_argument("-a", "--attach", action="store_true", help="attach to the container's output and wait")
     parser.add_argument("-i", "--interactive", action="store_true", help="attach our stdin (with -a)")
     _add_attach_flags(parser)
-    parser.add_argument("containers", nargs="+")
+    parser.add_argument("--all", action="store_true", help="start every created or exited container")
+    parser.add_argument("--filter", action="append", default=[],
+                        help="with --all: KEY=VALUE (restart-policy=, and ps's keys)")
+    parser.add_argument("containers", nargs="*")
     args = _parse(parser, argv)
     manager = _manager(ctx)
+    if args.all or args.filter:
+        return _start_all(manager, args)
+    if not args.containers:
+        raise ManagerError("give at least one container name or ID (or --all)")
     if args.attach:
         if len(args.containers) != 1:
             raise ManagerError("start --attach takes one container")
@@ -283,6 +289,38 @@ def start(ctx, argv: list[str]) -> int:
         interactive = args.interactive and bool(container.config.get("Interactive"))
         return _start_attached(manager, container, args, interactive)
     return _each(args.containers, lambda name: (manager.start(name), print(name)))
+
+
+def _start_all(manager, args) -> int:
+    """start --all [--filter ...]: the boot command (contrib/systemd/capsactl-restart.service) is
+    `start --all --filter restart-policy=always --filter restart-policy=unless-stopped`."""
+    if not args.all:
+        raise ManagerError("--filter needs --all")
+    if args.containers or args.attach:
+        raise ManagerError("--all takes no container names and no --attach")
+    from capsa.manager.policy import POLICIES
+
+    for item in args.filter:
+        key, _, value = item.partition("=")
+        if key == "restart-policy" and value not in POLICIES:
+            raise ManagerError(f"--filter {item!r}: the restart policy is no, on-failure, always or unless-stopped")
+    names = [c.name for c in manager.list() if c.status in ("created", "exited") and _start_matches(c, args.filter)]
+    return _each(names, lambda name: (manager.start(name), print(name)))
+
+
+def _start_matches(container, filters: list[str]) -> bool:
+    """restart-policy=NAME (several: any of them): the container's policy; unless-stopped only
+    where the user did not stop it (docker's rule at boot); the other keys are ps's."""
+    from capsa.manager.restarts import policy_of
+
+    wanted = [item.partition("=")[2] for item in filters if item.partition("=")[0] == "restart-policy"]
+    others = [item for item in filters if item.partition("=")[0] != "restart-policy"]
+    if wanted:
+        rule = policy_of(container)
+        stopped = bool(container.state.get("StoppedByUser"))
+        if rule.name not in wanted or (rule.name == "unless-stopped" and not rule.starts_at_boot(stopped)):
+            return False
+    return _matches(container, others)
 
 
 def stop(ctx, argv: list[str]) -> int:

@@ -342,6 +342,7 @@ class Containers:
         """A new container (status created) from an image and create's flags (see ocispec.build)."""
         from capsa.manager import ocispec
 
+        restart_policy = _restart_policy_option(options)  # a bad --restart fails before anything is made
         image = self.images.resolve(image_text)
         container_id = os.urandom(32).hex()
         name = options.get("name") or random_name()
@@ -381,6 +382,7 @@ class Containers:
             "LogOpts": list(options.get("log_opts") or []),  # --log-opt: the monitor's (max-size=, max-file=)
             "HooksFiles": hooks,
             "Healthcheck": _healthcheck_record(process_defaults, options),
+            "RestartPolicy": restart_policy,
         }
         if pod is not None:
             config.update(Pod=pod.id, IsInfra=bool(options.get("pod_infra")))
@@ -478,9 +480,10 @@ class Containers:
         return mounts
 
     # -- start -------------------------------------------------------------------------------------
-    def start(self, text: str, before_start=None) -> Container:
+    def start(self, text: str, before_start=None, by_policy: bool = False) -> Container:
         """Start a created or exited container; `before_start(container)` runs once it exists
-        in the runtime and before its process runs (to attach). Running already: nothing to do."""
+        in the runtime and before its process runs (to attach). Running already: nothing to do.
+        by_policy: the restarter's start (capsa.manager.restarts), not the user's."""
         container = self.get(text)
         if container.status == RUNNING:
             return container
@@ -488,14 +491,14 @@ class Containers:
             from capsa.manager import pods
 
             pods.Pods(self).ensure_infra_running(container.config["Pod"])  # the sandbox first
-        container = self._claim_start(container)
+        container = self._claim_start(container, by_policy)
         try:
             return self._start_claimed(container, before_start)
         except BaseException:
             self._drop_claim(container)
             raise
 
-    def _claim_start(self, container: Container) -> Container:
+    def _claim_start(self, container: Container, by_policy: bool = False) -> Container:
         with self.store.transaction() as db:
             current = self._read(container.id, db)
             if current is None:
@@ -506,6 +509,7 @@ class Containers:
             if _alive(current.state.get("Starter")):
                 raise InvalidState(f"container {current.name} is being started by process "
                                    f"{current.state['Starter'][0]}")
+            _restart_bookkeeping(current, by_policy)
             current.state["Starter"] = _me()
             current.state.pop("Exited", None)
             self._write(db, current, current.status)
@@ -709,6 +713,47 @@ class Containers:
                 self.remove(recorded.id, force=True)
             except ManagerError:
                 pass
+        elif recorded is not None and recorded.status == EXITED and recorded.config.get("RestartPolicy", "no") != "no":
+            from capsa.manager import restarts
+
+            restarts.decide(self, recorded)
+
+    # -- restart policies (capsa.manager.restarts) --------------------------------------------------
+    def mark_restart_pending(self, container_id: str, streak: int) -> bool:
+        """The exited container is to be restarted by its policy: RestartPending (which stop,
+        kill, start and rm cancel), unless the user stopped it meanwhile."""
+        with self.store.transaction() as db:
+            current = self._read(container_id, db)
+            if current is None or current.status != EXITED or current.state.get("StoppedByUser"):
+                return False
+            current.state.update(RestartPending=True, RestartStreak=streak)
+            self._write(db, current, current.status)
+        return True
+
+    def restart_by_policy(self, container_id: str) -> bool:
+        """The restarter's work: wait the back-off, then start the container again, unless it
+        was stopped, started or removed meanwhile (the claim checks it); True if restarted."""
+        from capsa.manager import policy
+
+        container = self._read(container_id)
+        if container is None or not container.state.get("RestartPending"):
+            return False
+        time.sleep(policy.backoff(container.state.get("RestartStreak", 0)))
+        try:
+            container = self.start(container_id, by_policy=True)
+        except (InvalidState, NoSuchContainer):
+            return False  # the user stopped, started or removed it during the back-off
+        except StartError:  # recorded as the exit (125-127): the policy decides again, the back-off grows
+            current = self._read(container_id)
+            if current is not None and current.status == EXITED:
+                from capsa.manager import restarts
+
+                restarts.decide(self, current, seconds_run=0.0)
+            return False
+        events.emit(self.paths, "restart", id=container.id, name=container.name,
+                    image=container.config["ImageName"],
+                    attributes={"restartCount": str(container.state.get("RestartCount", 0))})
+        return True
 
     def clean_up_after_exit(self, container_id: str, code: int) -> bool:
         """An attached client told the exit code by the monitor: the clean-up here, if the
@@ -774,7 +819,7 @@ class Containers:
         """The stop signal, then SIGKILL after `timeout` seconds (default: the container's)."""
         container = self.get(text)
         if container.status not in ACTIVE:
-            return container
+            return self._cancel_restart(container, timeout)
         timeout = container.stop_timeout if timeout is None else timeout
         runtime = self.runtime(container)
         with self.store.transaction() as db:
@@ -795,6 +840,34 @@ class Containers:
         events.emit(self.paths, "stop", id=container.id, name=container.name, image=container.config["ImageName"])
         return self.get(container.id)
 
+    def _cancel_restart(self, container: Container, timeout: int | None) -> Container:
+        """stop of a container waiting for its restart by policy: it stays exited (StoppedByUser).
+        One the restarter is starting right now is stopped once that start is done."""
+        if container.status == EXITED and _alive(container.state.get("Starter")):
+            current = self._wait_for_starter(container.id)
+            if current is not None and current.status in ACTIVE:
+                return self.stop(current.id, timeout)
+            return current or container
+        if not container.state.get("RestartPending"):
+            return container
+        with self.store.transaction() as db:
+            current = self._read(container.id, db)
+            if current is None or not current.state.get("RestartPending"):
+                return current or container
+            current.state.pop("RestartPending", None)
+            current.state["StoppedByUser"] = True
+            self._write(db, current, current.status)
+        events.emit(self.paths, "stop", id=container.id, name=container.name, image=container.config["ImageName"])
+        return current
+
+    def _mark_stopped_by_user(self, container: Container) -> None:
+        """kill: the exit that follows is the user's doing, so no restart policy restarts it."""
+        with self.store.transaction() as db:
+            current = self._read(container.id, db)
+            if current is not None and current.status in ACTIVE:
+                current.state["StoppedByUser"] = True
+                self._write(db, current, current.status)
+
     def _signal(self, runtime, container: Container, signal: int, all_processes: bool = False) -> None:
         try:
             runtime.kill(container.id, signal, all_processes)
@@ -809,6 +882,7 @@ class Containers:
         container = self.get(text)
         if container.status not in ACTIVE:
             raise InvalidState(f"cannot kill container {container.name}: it is {container.status}, not running")
+        self._mark_stopped_by_user(container)
         try:
             self.runtime(container).kill(container.id, signal)
         except Exception as err:  # noqa: BLE001
@@ -856,7 +930,11 @@ class Containers:
         if container.config.get("IsInfra") and not infra_ok:
             raise InvalidState(f"container {container.name} is the infra container of pod {container.config['Pod'][:12]}: "
                                "remove the pod (pod rm) instead")
-        if container.status in ACTIVE or (container.status == CREATED and _alive(container.state.get("Starter"))):
+        if force and container.status == EXITED and _alive(container.state.get("Starter")):
+            self._wait_for_starter(container.id)  # the restarter's start: done first, then stopped below
+            container = self.get(container.id)
+        if container.status in ACTIVE or (container.status in (CREATED, EXITED)
+                                          and _alive(container.state.get("Starter"))):
             if not force:
                 raise InvalidState(f"cannot remove container {container.name} as it is {container.status}: "
                                    "stop it first, or use rm --force")
@@ -1110,7 +1188,7 @@ class Containers:
             state = container.state
             if container.status in ACTIVE:
                 self._forget_runtime_container(container)
-            for key in ("Starter", "Monitor", "Attached", "UserMounts", "network"):
+            for key in ("Starter", "Monitor", "Attached", "UserMounts", "network", "RestartPending"):
                 state.pop(key, None)
             status = container.status
             if status in ACTIVE:
@@ -1168,6 +1246,43 @@ def health_inspect(container: Container) -> dict:
             "Log": health.get("Log") or []}
 
 
+def _restart_policy_option(options: dict) -> str:
+    """--restart checked (policy.RestartPolicy.parse: a malformed one is an error naming it) and
+    kept in its canonical text; podman's refusal of --rm with a policy that restarts."""
+    from capsa.manager.policy import RestartPolicy
+
+    rule = RestartPolicy.parse(options.get("restart"))
+    if rule.name != "no" and options.get("rm"):
+        raise ManagerError(f"--rm conflicts with --restart {rule}: a container removed at its exit cannot be "
+                           "restarted (use --restart no)")
+    return str(rule)
+
+
+def _restart_bookkeeping(container: Container, by_policy: bool) -> None:
+    """In start's claim: the restarter's start counts one restart, and only happens while the
+    restart is still wanted (RestartPending, not StoppedByUser); the user's start is a new life
+    (podman resets RestartCount) that restart policies watch again."""
+    state = container.state
+    if by_policy:
+        if not state.get("RestartPending") or state.get("StoppedByUser"):
+            raise InvalidState(f"container {container.name}: its restart was cancelled")
+        state["RestartCount"] = state.get("RestartCount", 0) + 1
+        state["RestartStreak"] = state.get("RestartStreak", 0) + 1
+    else:
+        state.update(RestartCount=0, RestartStreak=0)
+        state.pop("StoppedByUser", None)
+    state.pop("RestartPending", None)
+
+
+def _restart_policy_record(text: str | None) -> dict:
+    from capsa.manager.policy import RestartPolicy
+
+    try:
+        return RestartPolicy.parse(text or "no").record()
+    except ManagerError:
+        return {"Name": "", "MaximumRetryCount": 0}
+
+
 def on_exit(paths, container_id: str, status) -> None:
     """The monitor's exit hook (monitor.launch on_exit): runs in the monitor's process, so it
     opens a Store of its own."""
@@ -1208,7 +1323,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
             "Status": status,
             "Running": status in (RUNNING, STOPPING),
             "Paused": status == PAUSED,
-            "Restarting": False,
+            "Restarting": bool(state.get("RestartPending")) and status == EXITED,
             "OOMKilled": bool(state.get("OOMKilled")),
             "Dead": False,
             "Pid": container.pid,
@@ -1240,7 +1355,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
         "OCIRuntime": config.get("OCIRuntime") or "capsa",
         "ConmonPidFile": os.path.join(manager.paths.monitor(container.id), "pid"),
         "Name": container.name,
-        "RestartCount": 0,
+        "RestartCount": state.get("RestartCount", 0),
         "Driver": manager.storage.driver,
         "MountLabel": "",
         "ProcessLabel": process.get("selinuxLabel", ""),
@@ -1303,7 +1418,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
             "CpuQuota": cpu.get("quota", 0),
             "PidsLimit": (resources.get("pids") or {}).get("limit", 0),
             "PortBindings": _port_bindings(state.get("network")),
-            "RestartPolicy": {"Name": "", "MaximumRetryCount": 0},
+            "RestartPolicy": _restart_policy_record(config.get("RestartPolicy")),
         },
     }
 
