@@ -168,6 +168,8 @@ def test_boot_starts_always_and_unless_stopped_not_stopped_ones(monkeypatch, ctl
         ctl("run", "-d", "--name", name, "--restart", rule, "busybox", "sleep", "1000")
     ctl("stop", "-t", "0", "us")  # the user stopped it: it stays down after the reboot
     ctl("create", "--name", "c", "--restart", "always", "busybox", "sleep", "1000")
+    listed = ctl("ps", "-a", "--filter", "restart-policy=unless-stopped", "--format", "{{.Names}}").stdout
+    assert sorted(listed.split()) == ["u", "us"]  # ps's filter: the policy, stopped or not
     # "Reboot": the new boot id makes the next call refresh; it kills what the old boot left.
     boot_file.write_text("boot-two\n")
     assert all(e["State"] in ("exited", "created") for e in ctl.ps())

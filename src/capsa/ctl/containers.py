@@ -570,6 +570,10 @@ def _matches(container, filters: list[str]) -> bool:
             ok = bool(container.config.get("Pod")) and any(container.config["Pod"].startswith(v) for v in values)
         elif key == "health":
             ok = (health_status(container) or "none") in values
+        elif key == "restart-policy":
+            from capsa.manager.restarts import policy_of
+
+            ok = policy_of(container).name in values
         elif key == "ancestor":
             ok = any(v in (container.config.get("ImageName", ""), container.config.get("Image", ""))
                      or container.image_id.startswith(v) for v in values)
