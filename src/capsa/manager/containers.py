@@ -84,6 +84,16 @@ def _merge_hook_dirs(spec: dict, directories: list[str] | None) -> list[str]:
     return hooksdir.merge(spec, hooksdir.load(directories, warn=_warn))
 
 
+def _add_annotations(spec: dict, items: list[str]) -> None:
+    """--annotation KEY=VALUE (podman's) into the spec's annotations, before the hooks
+    directories are matched against them."""
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key or not eq:
+            raise ManagerError(f"--annotation {item!r}: give KEY=VALUE")
+        spec.setdefault("annotations", {})[key] = value
+
+
 def _warn(text: str) -> None:
     """What the runtime printed while creating the container (runc's warnings), as podman shows it."""
     import sys
@@ -357,7 +367,9 @@ class Containers:
         netns_path = self._check_network(container_id, mode, list(options.get("ports") or []))
         spec = ocispec.build(container_id, image.config, options, rootfs=self.storage.merged(container_id),
                              userdata=self.userdata(container_id), mounts=mounts, netns_path=netns_path)
+        _add_annotations(spec, options.get("annotations") or [])
         hooks = _merge_hook_dirs(spec, options.get("hooks_dirs"))
+        dependencies = self._resolve_requires(options.get("requires") or [])
         labels = dict(process_defaults.get("Labels") or {})
         labels.update(ocispec.parse_labels(options.get("labels") or []))
         config = {
@@ -375,6 +387,7 @@ class Containers:
             "Interactive": bool(options.get("interactive")), "CreateCommand": options.get("create_command") or [],
             "LogOpts": list(options.get("log_opts") or []),  # --log-opt: the monitor's (max-size=, max-file=)
             "HooksFiles": hooks,
+            "Dependencies": dependencies,  # --requires: ids, started first (start), block rm
         }
         if options.get("runtime"):
             from capsa.manager import runtime
@@ -388,6 +401,7 @@ class Containers:
                 owner = db.one("SELECT id FROM containers WHERE name = ?", (name,))
                 if owner is not None:
                     raise NameInUse("container", name, owner["id"])
+                self._check_requires_exist(db, dependencies)
                 for mount in mounts:
                     if mount["type"] == "volume":
                         self.volumes.create(mount["source"], anonymous=mount.get("anonymous", False),
@@ -460,11 +474,108 @@ class Containers:
             mounts.append(mount)
         return mounts
 
+    # -- dependencies (--requires) -------------------------------------------------------------------
+    def _resolve_requires(self, names: list[str]) -> list[str]:
+        """--requires names or ids -> container ids (kept by id: a rename does not break them)."""
+        ids = []
+        for name in names:
+            try:
+                container_id = self.resolve_id(name)
+            except NoSuchContainer:
+                raise ManagerError(f"--requires {name}: no such container (a required container must exist "
+                                   "before the one that requires it)") from None
+            if container_id not in ids:
+                ids.append(container_id)
+        return ids
+
+    def _check_requires_exist(self, db, dependencies: list[str]) -> None:
+        """In create's transaction: a required container removed since it was resolved is an error."""
+        for container_id in dependencies:
+            if db.one("SELECT id FROM containers WHERE id = ?", (container_id,)) is None:
+                raise ManagerError(f"--requires {container_id[:12]}: the container was removed meanwhile")
+
+    def requires_graph(self) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Every container's dependencies by name (policy.start_order's and required_by's input,
+        so that their errors name containers), and the names by id. A dependency that no longer
+        exists appears by its short id, which is not a key: a missing dependency."""
+        rows = self.store.query("SELECT id, name, config FROM containers")
+        names = {row["id"]: row["name"] for row in rows}
+        graph = {}
+        for row in rows:
+            try:
+                dependencies = loads(row["config"], f"container {row['name']}").get("Dependencies") or []
+            except (ManagerError, AttributeError):  # an unreadable record requires nothing we know of
+                dependencies = []
+            graph[row["name"]] = [names.get(d, d[:12]) for d in dependencies]
+        return graph, names
+
+    def _start_dependencies(self, container: Container) -> None:
+        """libpod's startDependencies: every container `container` requires, recursively, started
+        before it (depth-first, in --requires order); a cycle or a missing one is an error and
+        nothing is started. A running dependency is left as it is."""
+        from capsa.manager import policy
+
+        graph, _ = self.requires_graph()
+        order = policy.start_order(container.name, graph)
+        for name in order[:-1]:
+            dependency = self.get(name)
+            if dependency.status == RUNNING:
+                continue
+            try:
+                self._start_one(dependency, None)
+            except ManagerError as err:
+                raise ManagerError(f"cannot start {container.name}: its dependency {name} did not start: "
+                                   f"{err}") from None
+
+    def dependents(self, container: Container) -> list[str]:
+        """The names of the containers that require `container`."""
+        from capsa.manager import policy
+
+        graph, _ = self.requires_graph()
+        return policy.required_by(container.name, graph)
+
+    def _refuse_while_required(self, container: Container) -> None:
+        """podman's rule, --force or not: a container others require stays until they are removed
+        (rm --depend removes them first)."""
+        dependents = self.dependents(container)
+        if dependents:
+            raise InvalidState(f"container {container.name} has dependent containers which must be removed "
+                               f"before it: {', '.join(dependents)} (rm --depend removes them too)")
+
+    def removal_order(self, texts: list[str]) -> list[str]:
+        """rm --depend and rm --all: the ids of `texts` and, recursively, of the containers that
+        require them, dependents first."""
+        from capsa.manager import policy
+
+        graph, names = self.requires_graph()
+        ids = {name: container_id for container_id, name in names.items()}
+        order: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:  # post-order along "required by": dependents first
+            if name in order or name in visiting:  # done, or a (corrupt) cycle
+                return
+            visiting.add(name)
+            for dependent in policy.required_by(name, graph):
+                visit(dependent)
+            visiting.discard(name)
+            order.append(name)
+
+        for text in texts:
+            visit(self.get(text, sync=False).name)
+        return [ids[name] for name in order]
+
     # -- start -------------------------------------------------------------------------------------
     def start(self, text: str, before_start=None) -> Container:
         """Start a created or exited container; `before_start(container)` runs once it exists
         in the runtime and before its process runs (to attach). Running already: nothing to do."""
         container = self.get(text)
+        if container.status != RUNNING and container.config.get("Dependencies"):
+            self._start_dependencies(container)
+        return self._start_one(container, before_start)
+
+    def _start_one(self, container: Container, before_start) -> Container:
+        """Start this container alone (its dependencies are the caller's)."""
         if container.status == RUNNING:
             return container
         container = self._claim_start(container)
@@ -830,6 +941,7 @@ class Containers:
             if not force:
                 raise
             return self._remove_unreadable(self.resolve_id(text))
+        self._refuse_while_required(container)
         if container.status in ACTIVE or (container.status == CREATED and _alive(container.state.get("Starter"))):
             if not force:
                 raise InvalidState(f"cannot remove container {container.name} as it is {container.status}: "
@@ -899,7 +1011,9 @@ class Containers:
         from capsa.manager.volumes import du
 
         removed = []
-        for container in self.list():
+        # Newest first: a container is always newer than the ones it requires (they must exist
+        # when it is created), so dependents go before what they depend on.
+        for container in reversed(self.list()):
             if container.status in (EXITED, CREATED) and not _alive(container.state.get("Starter")):
                 size = du(os.path.join(self.paths.container(container.id), "upper"))
                 try:
@@ -1161,7 +1275,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
         "Rootfs": "",
         "Pod": "",
         "PidFile": "",
-        "Dependencies": [],
+        "Dependencies": list(config.get("Dependencies") or []),
         "Namespace": "",
         "IsInfra": False,
         "IsService": False,
