@@ -70,18 +70,24 @@ def start_error_code(message: str) -> int:
     return error_exit_code(message)
 
 
-def _merge_hook_dirs(spec: dict, directories: list[str] | None) -> list[str]:
-    """OCI hooks directories (podman's --hooks-dir; by default /usr/share/containers/oci/hooks.d
-    and /etc/containers/oci/hooks.d): the matching hooks merged into the spec at create
-    (capsa.manager.hooksdir); the names of the files that matched. Not even imported when none of
-    the directories exists (most machines)."""
+def _merge_hook_dirs(spec: dict, directories: list[str] | None, bind_mounts: bool) -> list[str]:
+    """OCI hooks directories (podman's --hooks-dir, repeatable, later ones masking earlier ones'
+    files of the same name; by default /usr/share/containers/oci/hooks.d and
+    /etc/containers/oci/hooks.d): the matching hooks merged into the spec at create
+    (capsa.manager.hooksdir); the names of the files that matched. `bind_mounts`: the container
+    has -v volumes (hasBindMounts, libpod's meaning). Not even imported when none of the
+    directories exists (most machines)."""
     if directories is None:
         directories = ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"]
+    else:
+        for directory in directories:  # asked for by name: a typo is an error, not an empty directory
+            if not os.path.isdir(directory):
+                raise ManagerError(f"--hooks-dir {directory}: no such directory")
     if not any(os.path.isdir(d) for d in directories):
         return []
     from capsa.manager import hooksdir
 
-    return hooksdir.merge(spec, hooksdir.load(directories, warn=_warn))
+    return hooksdir.merge(spec, hooksdir.load(directories, warn=_warn), bind_mounts=bind_mounts)
 
 
 def _add_annotations(spec: dict, items: list[str]) -> None:
@@ -368,7 +374,7 @@ class Containers:
         spec = ocispec.build(container_id, image.config, options, rootfs=self.storage.merged(container_id),
                              userdata=self.userdata(container_id), mounts=mounts, netns_path=netns_path)
         _add_annotations(spec, options.get("annotations") or [])
-        hooks = _merge_hook_dirs(spec, options.get("hooks_dirs"))
+        hooks = _merge_hook_dirs(spec, options.get("hooks_dirs"), bind_mounts=bool(mounts))
         dependencies = self._resolve_requires(options.get("requires") or [])
         labels = dict(process_defaults.get("Labels") or {})
         labels.update(ocispec.parse_labels(options.get("labels") or []))
