@@ -327,6 +327,8 @@ def rm(ctx, argv: list[str]) -> int:
     # --all newest first: a container is newer than those it requires, so dependents go first
     names = manager.all_ids()[::-1] if args.all else _names_or_all(manager, args, lambda c: True)
     if args.depend and not args.all:
+        if args.ignore:
+            names = [name for name in names if manager.exists(name)]
         names = manager.removal_order(names)  # with the containers that require them, dependents first
     # podman prints each container as it was named on the command line
     return _each(names, lambda name: _ignoring(args.ignore, lambda: (

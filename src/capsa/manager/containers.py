@@ -497,14 +497,16 @@ class Containers:
     def _check_requires_exist(self, db, dependencies: list[str]) -> None:
         """In create's transaction: a required container removed since it was resolved is an error."""
         for container_id in dependencies:
-            if db.one("SELECT id FROM containers WHERE id = ?", (container_id,)) is None:
-                raise ManagerError(f"--requires {container_id[:12]}: the container was removed meanwhile")
+            row = db.one("SELECT status FROM containers WHERE id = ?", (container_id,))
+            if row is None or row["status"] == REMOVING:
+                raise ManagerError(f"--requires {container_id[:12]}: the container is being removed")
 
-    def requires_graph(self) -> tuple[dict[str, list[str]], dict[str, str]]:
+    def requires_graph(self, db=None) -> tuple[dict[str, list[str]], dict[str, str]]:
         """Every container's dependencies by name (policy.start_order's and required_by's input,
         so that their errors name containers), and the names by id. A dependency that no longer
         exists appears by its short id, which is not a key: a missing dependency."""
-        rows = self.store.query("SELECT id, name, config FROM containers")
+        sql = "SELECT id, name, config FROM containers"
+        rows = db.all(sql) if db is not None else self.store.query(sql)
         names = {row["id"]: row["name"] for row in rows}
         graph = {}
         for row in rows:
@@ -533,17 +535,19 @@ class Containers:
                 raise ManagerError(f"cannot start {container.name}: its dependency {name} did not start: "
                                    f"{err}") from None
 
-    def dependents(self, container: Container) -> list[str]:
+    def dependents(self, container: Container, db=None) -> list[str]:
         """The names of the containers that require `container`."""
         from capsa.manager import policy
 
-        graph, _ = self.requires_graph()
+        graph, _ = self.requires_graph(db)
         return policy.required_by(container.name, graph)
 
-    def _refuse_while_required(self, container: Container) -> None:
+    def _refuse_while_required(self, container: Container, db=None) -> None:
         """podman's rule, --force or not: a container others require stays until they are removed
-        (rm --depend removes them first)."""
-        dependents = self.dependents(container)
+        (rm --depend removes them first). Checked before anything is stopped, and again in the
+        transaction that marks it removing (a create --requires of it in between loses or wins
+        whole: both are write transactions)."""
+        dependents = self.dependents(container, db)
         if dependents:
             raise InvalidState(f"container {container.name} has dependent containers which must be removed "
                                f"before it: {', '.join(dependents)} (rm --depend removes them too)")
@@ -958,6 +962,7 @@ class Containers:
             current = self._read(container.id, db)
             if current is None:
                 return container.id
+            self._refuse_while_required(current, db)
             self._write(db, current, REMOVING)
         container = current
         runtime = self.runtime(container)
