@@ -87,3 +87,14 @@ def test_merge_appends_after_the_configs_own_hooks(tmp_path):
     assert matched == ["a.json"]
     assert [h["path"] for h in s["hooks"]["prestart"]] == ["/bin/false", "/bin/true"]
     assert s["hooks"]["poststop"] == [{"path": "/bin/true", "args": ["a"]}]
+
+
+def test_the_caller_can_say_whether_there_are_bind_mounts(tmp_path):
+    """capsactl's containers all bind /etc/hosts and co.: hasBindMounts is about the user's -v
+    (libpod's len(UserVolumes) > 0), which the caller passes."""
+    write(tmp_path, "bind.json", definition(when={"hasBindMounts": True}))
+    own_binds = spec(mounts=[{"destination": "/etc/hosts", "type": "bind", "source": "/x", "options": ["rbind"]}])
+    definitions = hooksdir.load([str(tmp_path)])
+    assert hooksdir.merge(dict(own_binds), definitions) == ["bind.json"]  # from the spec's mounts
+    assert hooksdir.merge(dict(own_binds), definitions, bind_mounts=False) == []
+    assert hooksdir.merge(spec(), definitions, bind_mounts=True) == ["bind.json"]

@@ -134,6 +134,8 @@ Options:
   --runtime PATH    drive this runc-compatible runtime (runc, crun, capsa) through its command line
                     instead of capsa's library in process
   --log-level LVL   error (default), warn, info or debug
+  --hooks-dir DIR   OCI hooks directory (repeatable; default /usr/share/containers/oci/hooks.d and
+                    /etc/containers/oci/hooks.d)
   -v, --version     print the version
 
 Commands:
@@ -141,6 +143,7 @@ Commands:
 
 GLOBAL_WITH_VALUE = ("--root", "--runroot", "--runtime", "--log-level", "--hooks-dir", "--events-backend",
                      "--cgroup-manager")
+GLOBAL_REPEATED = ("--hooks-dir",)  # given several times, a list of values in order
 
 
 class Context:
@@ -189,7 +192,10 @@ def split_globals(argv: list[str]) -> tuple[dict[str, str], list[str]]:
                     raise UsageError(f"flag needs an argument: {name}")
                 i += 1
                 value = argv[i]
-            options[name] = value
+            if name in GLOBAL_REPEATED:
+                options.setdefault(name, []).append(value)  # type: ignore[attr-defined]
+            else:
+                options[name] = value
         elif arg in ("-h", "--help", "-v", "--version"):
             options[arg] = ""
         else:

@@ -88,6 +88,10 @@ def _add_create_flags(parser: argparse.ArgumentParser) -> None:
     add("--pull", choices=["always", "missing", "never", "newer"], default="missing", help="pull policy")
     add("--pod", help="run in this pod (name or ID), or new:NAME to create the pod first")
     _add_health_flags(parser)
+    add("--requires", action="append", default=[],
+        help="containers (comma-separated names or ids) started before this one, recursively")
+    add("--annotation", action="append", default=[], dest="annotations",
+        help="add an annotation to the OCI spec: KEY=VALUE (matched by OCI hooks directories)")
     add("image")
     add("command", nargs=argparse.REMAINDER)
 
@@ -127,7 +131,9 @@ def _create_options(ctx, args, argv: list[str]) -> dict:
         "stop_signal": args.stop_signal, "stop_timeout": args.stop_timeout, "network": args.network,
         "rm": args.rm, "interactive": args.interactive, "tty": args.tty, "command": args.command,
         "ports": args.ports, "restart": args.restart,
-        "hooks_dirs": [ctx.options["--hooks-dir"]] if ctx.options.get("--hooks-dir") else None,
+        "hooks_dirs": ctx.options.get("--hooks-dir"),  # a list: the global flag repeats
+        "requires": [name for item in args.requires for name in item.split(",") if name],
+        "annotations": args.annotations,
         "runtime": ctx.runtime, "log_opts": args.log_opt, "create_command": ["capsactl", *argv],
         "pod": args.pod,
     }
@@ -388,12 +394,20 @@ def rm(ctx, argv: list[str]) -> int:
     parser.add_argument("-a", "--all", action="store_true", help="remove all containers")
     parser.add_argument("-i", "--ignore", action="store_true", help="ignore containers that do not exist")
     parser.add_argument("-t", "--time", type=int, help="seconds to wait for stop before killing (with -f)")
+    parser.add_argument("--depend", action="store_true",
+                        help="also remove, first, the containers that require these (recursively)")
     parser.add_argument("containers", nargs="*")
     args = _parse(parser, argv)
     manager = _manager(ctx)
     if args.all and args.containers:
         raise ManagerError("--all and container names cannot be given together")
-    names = _without_infra(manager, manager.all_ids()) if args.all else _names_or_all(manager, args, lambda c: True)
+    # --all newest first: a container is newer than those it requires, so dependents go first
+    names = _without_infra(manager, manager.all_ids()[::-1]) if args.all \
+        else _names_or_all(manager, args, lambda c: True)
+    if args.depend and not args.all:
+        if args.ignore:
+            names = [name for name in names if manager.exists(name)]
+        names = manager.removal_order(names)  # with the containers that require them, dependents first
     # podman prints each container as it was named on the command line
     return _each(names, lambda name: _ignoring(args.ignore, lambda: (
         manager.remove(name, force=args.force, volumes=args.volumes, timeout=args.time), print(name))))
@@ -447,6 +461,7 @@ PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "Cre
               "Ports": "PORTS", "Names": "NAMES", "State": "STATE", "ExitCode": "EXIT CODE", "Pid": "PID",
               "Labels": "LABELS", "Mounts": "MOUNTS", "Size": "SIZE", "Networks": "NETWORKS", "Pod": "POD ID",
               "PodName": "PODNAME", "ImageID": "IMAGE ID"}
+PS_HEADERS["Dependencies"] = "DEPENDENCIES"  # --requires (issue 18, deps)
 
 
 def status_text(container) -> str:
@@ -629,7 +644,9 @@ def ps(ctx, argv: list[str]) -> int:
         out.write(fmt.dump_json([ps_entry(c) for c in containers]))
         return 0
     if args.format:
-        out.write(fmt.render(args.format, [ps_template_entry(c) for c in containers], PS_HEADERS))
+        graph = manager.requires_graph()[0] if "Dependencies" in args.format else {}
+        entries = [dict(ps_template_entry(c), Dependencies=",".join(graph.get(c.name, []))) for c in containers]
+        out.write(fmt.render(args.format, entries, PS_HEADERS))
         return 0
     template = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.CreatedHuman}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
     entries = []

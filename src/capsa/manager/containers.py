@@ -70,18 +70,34 @@ def start_error_code(message: str) -> int:
     return error_exit_code(message)
 
 
-def _merge_hook_dirs(spec: dict, directories: list[str] | None) -> list[str]:
-    """OCI hooks directories (podman's --hooks-dir; by default /usr/share/containers/oci/hooks.d
-    and /etc/containers/oci/hooks.d): the matching hooks merged into the spec at create
-    (capsa.manager.hooksdir); the names of the files that matched. Not even imported when none of
-    the directories exists (most machines)."""
+def _merge_hook_dirs(spec: dict, directories: list[str] | None, bind_mounts: bool) -> list[str]:
+    """OCI hooks directories (podman's --hooks-dir, repeatable, later ones masking earlier ones'
+    files of the same name; by default /usr/share/containers/oci/hooks.d and
+    /etc/containers/oci/hooks.d): the matching hooks merged into the spec at create
+    (capsa.manager.hooksdir); the names of the files that matched. `bind_mounts`: the container
+    has -v volumes (hasBindMounts, libpod's meaning). Not even imported when none of the
+    directories exists (most machines)."""
     if directories is None:
         directories = ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"]
+    else:
+        for directory in directories:  # asked for by name: a typo is an error, not an empty directory
+            if not os.path.isdir(directory):
+                raise ManagerError(f"--hooks-dir {directory}: no such directory")
     if not any(os.path.isdir(d) for d in directories):
         return []
     from capsa.manager import hooksdir
 
-    return hooksdir.merge(spec, hooksdir.load(directories, warn=_warn))
+    return hooksdir.merge(spec, hooksdir.load(directories, warn=_warn), bind_mounts=bind_mounts)
+
+
+def _add_annotations(spec: dict, items: list[str]) -> None:
+    """--annotation KEY=VALUE (podman's) into the spec's annotations, before the hooks
+    directories are matched against them."""
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key or not eq:
+            raise ManagerError(f"--annotation {item!r}: give KEY=VALUE")
+        spec.setdefault("annotations", {})[key] = value
 
 
 def _warn(text: str) -> None:
@@ -363,7 +379,9 @@ class Containers:
             from capsa.manager import pods
 
             pods.apply_to_spec(spec, pod, container_id, infra=bool(options.get("pod_infra")))
-        hooks = _merge_hook_dirs(spec, options.get("hooks_dirs"))
+        _add_annotations(spec, options.get("annotations") or [])
+        hooks = _merge_hook_dirs(spec, options.get("hooks_dirs"), bind_mounts=bool(mounts))
+        dependencies = self._resolve_requires(options.get("requires") or [])
         labels = dict(process_defaults.get("Labels") or {})
         labels.update(ocispec.parse_labels(options.get("labels") or []))
         config = {
@@ -383,6 +401,7 @@ class Containers:
             "HooksFiles": hooks,
             "Healthcheck": _healthcheck_record(process_defaults, options),
             "RestartPolicy": restart_policy,
+            "Dependencies": dependencies,  # --requires: ids, started first (start), block rm
         }
         if pod is not None:
             config.update(Pod=pod.id, IsInfra=bool(options.get("pod_infra")))
@@ -398,6 +417,7 @@ class Containers:
                 owner = db.one("SELECT id FROM containers WHERE name = ?", (name,))
                 if owner is not None:
                     raise NameInUse("container", name, owner["id"])
+                self._check_requires_exist(db, dependencies)
                 for mount in mounts:
                     if mount["type"] == "volume":
                         self.volumes.create(mount["source"], anonymous=mount.get("anonymous", False),
@@ -479,12 +499,113 @@ class Containers:
             mounts.append(mount)
         return mounts
 
+    # -- dependencies (--requires) -------------------------------------------------------------------
+    def _resolve_requires(self, names: list[str]) -> list[str]:
+        """--requires names or ids -> container ids (kept by id: a rename does not break them)."""
+        ids = []
+        for name in names:
+            try:
+                container_id = self.resolve_id(name)
+            except NoSuchContainer:
+                raise ManagerError(f"--requires {name}: no such container (a required container must exist "
+                                   "before the one that requires it)") from None
+            if container_id not in ids:
+                ids.append(container_id)
+        return ids
+
+    def _check_requires_exist(self, db, dependencies: list[str]) -> None:
+        """In create's transaction: a required container removed since it was resolved is an error."""
+        for container_id in dependencies:
+            row = db.one("SELECT status FROM containers WHERE id = ?", (container_id,))
+            if row is None or row["status"] == REMOVING:
+                raise ManagerError(f"--requires {container_id[:12]}: the container is being removed")
+
+    def requires_graph(self, db=None) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Every container's dependencies by name (policy.start_order's and required_by's input,
+        so that their errors name containers), and the names by id. A dependency that no longer
+        exists appears by its short id, which is not a key: a missing dependency."""
+        sql = "SELECT id, name, config FROM containers"
+        rows = db.all(sql) if db is not None else self.store.query(sql)
+        names = {row["id"]: row["name"] for row in rows}
+        graph = {}
+        for row in rows:
+            try:
+                dependencies = loads(row["config"], f"container {row['name']}").get("Dependencies") or []
+            except (ManagerError, AttributeError):  # an unreadable record requires nothing we know of
+                dependencies = []
+            graph[row["name"]] = [names.get(d, d[:12]) for d in dependencies]
+        return graph, names
+
+    def _start_dependencies(self, container: Container) -> None:
+        """libpod's startDependencies: every container `container` requires, recursively, started
+        before it (depth-first, in --requires order); a cycle or a missing one is an error and
+        nothing is started. A running dependency is left as it is."""
+        from capsa.manager import policy
+
+        graph, _ = self.requires_graph()
+        order = policy.start_order(container.name, graph)
+        for name in order[:-1]:
+            dependency = self.get(name)
+            if dependency.status == RUNNING:
+                continue
+            try:
+                self._start_one(dependency, None)
+            except ManagerError as err:
+                raise ManagerError(f"cannot start {container.name}: its dependency {name} did not start: "
+                                   f"{err}") from None
+
+    def dependents(self, container: Container, db=None) -> list[str]:
+        """The names of the containers that require `container`."""
+        from capsa.manager import policy
+
+        graph, _ = self.requires_graph(db)
+        return policy.required_by(container.name, graph)
+
+    def _refuse_while_required(self, container: Container, db=None) -> None:
+        """podman's rule, --force or not: a container others require stays until they are removed
+        (rm --depend removes them first). Checked before anything is stopped, and again in the
+        transaction that marks it removing (a create --requires of it in between loses or wins
+        whole: both are write transactions)."""
+        dependents = self.dependents(container, db)
+        if dependents:
+            raise InvalidState(f"container {container.name} has dependent containers which must be removed "
+                               f"before it: {', '.join(dependents)} (rm --depend removes them too)")
+
+    def removal_order(self, texts: list[str]) -> list[str]:
+        """rm --depend and rm --all: the ids of `texts` and, recursively, of the containers that
+        require them, dependents first."""
+        from capsa.manager import policy
+
+        graph, names = self.requires_graph()
+        ids = {name: container_id for container_id, name in names.items()}
+        order: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:  # post-order along "required by": dependents first
+            if name in order or name in visiting:  # done, or a (corrupt) cycle
+                return
+            visiting.add(name)
+            for dependent in policy.required_by(name, graph):
+                visit(dependent)
+            visiting.discard(name)
+            order.append(name)
+
+        for text in texts:
+            visit(self.get(text, sync=False).name)
+        return [ids[name] for name in order]
+
     # -- start -------------------------------------------------------------------------------------
     def start(self, text: str, before_start=None, by_policy: bool = False) -> Container:
         """Start a created or exited container; `before_start(container)` runs once it exists
         in the runtime and before its process runs (to attach). Running already: nothing to do.
         by_policy: the restarter's start (capsa.manager.restarts), not the user's."""
         container = self.get(text)
+        if container.status != RUNNING and container.config.get("Dependencies"):
+            self._start_dependencies(container)
+        return self._start_one(container, before_start, by_policy)
+
+    def _start_one(self, container: Container, before_start, by_policy: bool = False) -> Container:
+        """Start this container alone (its dependencies are the caller's)."""
         if container.status == RUNNING:
             return container
         if container.config.get("Pod") and not container.config.get("IsInfra"):
@@ -933,6 +1054,7 @@ class Containers:
         if force and container.status == EXITED and _alive(container.state.get("Starter")):
             self._wait_for_starter(container.id)  # the restarter's start: done first, then stopped below
             container = self.get(container.id)
+        self._refuse_while_required(container)
         if container.status in ACTIVE or (container.status in (CREATED, EXITED)
                                           and _alive(container.state.get("Starter"))):
             if not force:
@@ -944,6 +1066,7 @@ class Containers:
             current = self._read(container.id, db)
             if current is None:
                 return container.id
+            self._refuse_while_required(current, db)
             self._write(db, current, REMOVING)
         container = current
         runtime = self.runtime(container)
@@ -1003,7 +1126,9 @@ class Containers:
         from capsa.manager.volumes import du
 
         removed = []
-        for container in self.list():
+        # Newest first: a container is always newer than the ones it requires (they must exist
+        # when it is created), so dependents go before what they depend on.
+        for container in reversed(self.list()):
             if container.status in (EXITED, CREATED) and not _alive(container.state.get("Starter")):
                 size = du(os.path.join(self.paths.container(container.id), "upper"))
                 try:
@@ -1342,7 +1467,7 @@ def inspect_data(manager: Containers, container: Container) -> dict:
         "Rootfs": "",
         "Pod": config.get("Pod", ""),
         "PidFile": "",
-        "Dependencies": [],
+        "Dependencies": list(config.get("Dependencies") or []),
         "Namespace": "",
         "IsInfra": bool(config.get("IsInfra")),
         "IsService": False,

@@ -15,7 +15,7 @@ Schema 1.0.0:
 `when`: every condition given must hold (1.0.0's rule): always true; for each annotation
 pattern pair, some annotation whose key and value match (regular expressions, searched, as Go's
 MatchString); some pattern of `commands` matches process.args[0]; the container has a bind
-mount. Hooks are added after the config's own, in file-name order. A file that is not valid is
+mount (capsactl passes whether it has -v volumes, as libpod does). Hooks are added after the config's own, in file-name order. A file that is not valid is
 reported (its name and why) and skipped: one bad file does not stop containers from starting.
 """
 
@@ -135,11 +135,13 @@ def has_bind_mounts(spec: dict) -> bool:
                for m in spec.get("mounts") or [])
 
 
-def merge(spec: dict, definitions: list[HookDefinition]) -> list[str]:
+def merge(spec: dict, definitions: list[HookDefinition], bind_mounts: bool | None = None) -> list[str]:
     """Add the matching definitions' hooks to spec["hooks"], after the config's own; return the
-    names of the files that matched (for inspect and debugging)."""
+    names of the files that matched (for inspect and debugging). `bind_mounts`: what
+    hasBindMounts tests, when the caller knows better than the spec's mounts (capsactl: the
+    user's -v volumes, as libpod's len(UserVolumes) > 0; its own /etc/hosts binds do not count)."""
     annotations = spec.get("annotations") or {}
-    bind = has_bind_mounts(spec)
+    bind = has_bind_mounts(spec) if bind_mounts is None else bind_mounts
     matched = []
     for definition in definitions:
         if not definition.matches(spec, annotations, bind):
