@@ -461,15 +461,17 @@ class Containers:
         return mounts
 
     # -- start -------------------------------------------------------------------------------------
-    def start(self, text: str, before_start=None) -> Container:
+    def start(self, text: str, before_start=None, restore: dict | None = None) -> Container:
         """Start a created or exited container; `before_start(container)` runs once it exists
-        in the runtime and before its process runs (to attach). Running already: nothing to do."""
+        in the runtime and before its process runs (to attach). Running already: nothing to do.
+        restore: the runtime's restore keywords (capsa.manager.checkpoint): CRIU restores the
+        container's process instead of running its command."""
         container = self.get(text)
-        if container.status == RUNNING:
+        if container.status == RUNNING and restore is None:
             return container
         container = self._claim_start(container)
         try:
-            return self._start_claimed(container, before_start)
+            return self._start_claimed(container, before_start, restore)
         except BaseException:
             self._drop_claim(container)
             raise
@@ -497,7 +499,7 @@ class Containers:
                 current.state.pop("Starter", None)
                 self._write(db, current, current.status)
 
-    def _start_claimed(self, container: Container, before_start) -> Container:
+    def _start_claimed(self, container: Container, before_start, restore: dict | None = None) -> Container:
         from capsa.manager import monitor, ocispec
 
         self._clear_leftovers(container)
@@ -525,7 +527,7 @@ class Containers:
                                          log_path=self.log_path(container.id), on_exit=ON_EXIT,
                                          stdin=bool(container.config.get("Interactive")),
                                          tty=bool(container.config.get("Tty")), log_max_size=max_size,
-                                         log_max_files=max_files, keep_fds=held, warn=_warn)
+                                         log_max_files=max_files, keep_fds=held, warn=_warn, restore=restore)
             finally:
                 for fd in held:  # the monitor holds its own copies until the container exits
                     os.close(fd)
@@ -546,7 +548,8 @@ class Containers:
         if before_start is not None:
             before_start(current)
         try:
-            self.runtime(container).start(container.id)
+            if restore is None:  # a restored process runs already
+                self.runtime(container).start(container.id)
         except Exception as err:  # noqa: BLE001 - every failure of start is the container's failed start
             self._fail_start(current, str(err))
         with self.store.transaction() as db:
