@@ -16,7 +16,6 @@ import os
 import tarfile
 import time
 
-import pytest
 from test_capsactl_containers import Ctl, busybox_rootfs, ctl, wait_until  # noqa: F401 - fixtures
 from test_checkpoint import CRIU_SAID, needs_broken_criu, needs_criu
 
@@ -32,8 +31,8 @@ def _second_store(tmp_path, rootfs: str) -> Ctl:
     return other
 
 
-def _image_id(ctl: Ctl) -> str:
-    return json.loads(ctl("image", "inspect", "busybox").stdout)[0]["Id"]
+def _image_id(store: Ctl) -> str:
+    return json.loads(store("image", "inspect", "busybox").stdout)[0]["Id"]
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -63,19 +62,19 @@ def _archive(path: str, image_id: str, name: str = "web", architecture: str | No
     return path
 
 
-def _store_snapshot(ctl: Ctl) -> tuple:
+def _store_snapshot(store: Ctl) -> tuple:
     """What a refused import must not change: the containers, their directories, scratch files."""
-    names = sorted(c["Names"][0] if isinstance(c["Names"], list) else c["Names"] for c in ctl.ps())
-    containers = sorted(os.listdir(os.path.join(ctl.root, "containers")))
-    scratch = os.listdir(os.path.join(ctl.root, "tmp")) if os.path.isdir(os.path.join(ctl.root, "tmp")) else []
+    names = sorted(c["Names"][0] if isinstance(c["Names"], list) else c["Names"] for c in store.ps())
+    containers = sorted(os.listdir(os.path.join(store.root, "containers")))
+    scratch = os.listdir(os.path.join(store.root, "tmp")) if os.path.isdir(os.path.join(store.root, "tmp")) else []
     return names, containers, scratch
 
 
-def _refused(ctl: Ctl, *args: str) -> str:
-    before = _store_snapshot(ctl)
-    result = ctl("container", "restore", *args, check=False)
+def _refused(store: Ctl, *args: str) -> str:
+    before = _store_snapshot(store)
+    result = store("container", "restore", *args, check=False)
     assert result.returncode == 125, result
-    assert _store_snapshot(ctl) == before, "a refused restore changed the store"
+    assert _store_snapshot(store) == before, "a refused restore changed the store"
     return result.stderr
 
 
@@ -153,8 +152,8 @@ def _count(path: str) -> int:
         return 0
 
 
-def _upper(ctl: Ctl, container_id: str, name: str) -> str:
-    return os.path.join(ctl.root, "containers", container_id, "upper", name)
+def _upper(store: Ctl, container_id: str, name: str) -> str:
+    return os.path.join(store.root, "containers", container_id, "upper", name)
 
 
 @needs_criu

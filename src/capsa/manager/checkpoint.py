@@ -79,6 +79,13 @@ def _roots(paths, container_id: str) -> dict:
     return {"graph": paths.graph_root, "run": paths.run_root, "state": paths.state_root, "id": container_id}
 
 
+def criu_path() -> str:
+    """criu on PATH, else Debian's /usr/sbin/criu (a root shell's PATH may lack /usr/sbin)."""
+    import shutil
+
+    return shutil.which("criu") or ("/usr/sbin/criu" if os.path.exists("/usr/sbin/criu") else "criu")
+
+
 def check_criu() -> None:
     """capsa's own `criu check` (capsa.checkpoint.check_criu): its error names CRIU's version, the
     kernel and what criu said."""
@@ -86,7 +93,7 @@ def check_criu() -> None:
     from capsa.errors import CapsaError
 
     try:
-        checkpoint.check_criu("criu")
+        checkpoint.check_criu(criu_path())
     except CapsaError as err:
         raise ManagerError(str(err)) from None
 
@@ -126,7 +133,8 @@ def checkpoint(manager, text: str, *, export: str | None = None, leave_running: 
     shutil.rmtree(images, ignore_errors=True)
     os.makedirs(images, 0o700)
     try:
-        runtime.checkpoint(container.id, images, leave_running=leave_running, tcp_established=tcp_established)
+        runtime.checkpoint(container.id, images, leave_running=leave_running, tcp_established=tcp_established,
+                           criu=criu_path())
     except Exception as err:
         shutil.rmtree(images, ignore_errors=True)
         raise ManagerError(f"checkpoint of {container.name}: {err}") from None
@@ -235,7 +243,8 @@ def _run_restore(manager, container, images: str, keep: bool, tcp_established: b
     from capsa.manager import events
 
     try:
-        manager.start(container.id, restore={"image_path": images, "tcp_established": tcp_established})
+        manager.start(container.id, restore={"image_path": images, "tcp_established": tcp_established,
+                                                   "criu": criu_path()})
     except ManagerError as err:
         raise ManagerError(f"restore of {container.name}: {err}") from None
     _mark(manager, container.id, Checkpointed=None, CheckpointPath=None, Restored=True)
