@@ -24,10 +24,14 @@ from capsa.manager.checkpoint import host_architecture
 COUNTING = "echo before > /marker; i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done"
 
 
-def _second_store(tmp_path, rootfs: str) -> Ctl:
-    """Another --root/--runroot with the same busybox image (same id: same content)."""
+def _second_store(tmp_path, first: Ctl) -> Ctl:
+    """Another --root/--runroot with the first's busybox image, the same id (saved and loaded:
+    an `import` of the same files would get another id, its config's creation time)."""
     other = Ctl(str(tmp_path / "second"))
-    other("import", "-q", "-c", 'CMD ["sh"]', rootfs, "busybox")
+    saved = str(tmp_path / "busybox-image.tar")
+    first("save", "-q", "-o", saved, "busybox")
+    other("load", "-q", "-i", saved)
+    assert _image_id(other) == _image_id(first)
     return other
 
 
@@ -157,7 +161,7 @@ def _upper(store: Ctl, container_id: str, name: str) -> str:
 
 
 @needs_criu
-def test_checkpoint_export_restores_on_a_store_that_never_saw_it(ctl, tmp_path, busybox_rootfs):  # noqa: F811
+def test_checkpoint_export_restores_on_a_store_that_never_saw_it(ctl, tmp_path):  # noqa: F811
     container_id = ctl("run", "-d", "--name", "counter", "busybox", "sh", "-c", COUNTING).stdout.strip()
     counter = _upper(ctl, container_id, "count")
     wait_until(lambda: _count(counter) >= 5, "the loop to count")
@@ -173,7 +177,7 @@ def test_checkpoint_export_restores_on_a_store_that_never_saw_it(ctl, tmp_path, 
     assert {"manifest.json", "config.dump", "spec.dump", "rootfs-diff.tar", "checkpoint/descriptors.json"} <= set(names)
     assert manifest["architecture"] == host_architecture()
 
-    second = _second_store(tmp_path, busybox_rootfs)
+    second = _second_store(tmp_path, ctl)
     try:
         new_id = second("container", "restore", "--import", archive, "--name", "moved", timeout=300).stdout.strip()
         assert new_id != container_id
