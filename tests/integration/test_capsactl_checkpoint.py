@@ -181,7 +181,12 @@ def test_checkpoint_export_restores_on_a_store_that_never_saw_it(ctl, tmp_path):
     try:
         new_id = second("container", "restore", "--import", archive, "--name", "moved", timeout=300).stdout.strip()
         assert new_id != container_id
-        assert second.inspect("moved")["State"]["Status"] == "running"
+        state = second.inspect("moved")["State"]
+        assert state["Status"] == "running" and state["Restored"]
+        # The restored process is in the new container's cgroup, not its old one's path.
+        with open(f"/proc/{state['Pid']}/cgroup") as f:
+            cgroups = f.read()
+        assert new_id in cgroups and container_id not in cgroups, cgroups
         with open(_upper(second, new_id, "marker")) as f:
             assert f.read() == "before\n"
         moved = _upper(second, new_id, "count")
@@ -198,8 +203,11 @@ def test_checkpoint_then_restore_in_place(ctl):  # noqa: F811
     wait_until(lambda: _count(counter) >= 3, "the loop to count")
     ctl("container", "checkpoint", "counter", timeout=300)
     stopped_at = _count(counter)
+    state = ctl.inspect("counter")["State"]
+    assert state["Status"] == "exited" and state["Checkpointed"] and state["CheckpointedAt"] != "0001-01-01T00:00:00Z"
     assert ctl("container", "restore", "counter", timeout=300).stdout.strip() == container_id
-    assert ctl.inspect("counter")["State"]["Status"] == "running"
+    state = ctl.inspect("counter")["State"]
+    assert state["Status"] == "running" and state["Restored"] and not state["Checkpointed"]
     wait_until(lambda: _count(counter) > stopped_at + 3, "the restored loop to count on")
     assert not os.path.exists(os.path.join(ctl.root, "containers", container_id, "checkpoint")), \
         "the images stay only with --keep"

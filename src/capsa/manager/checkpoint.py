@@ -140,12 +140,18 @@ def checkpoint(manager, text: str, *, export: str | None = None, leave_running: 
         raise ManagerError(f"checkpoint of {container.name}: {err}") from None
     if not leave_running:
         manager.wait(container.id)  # the monitor records the end CRIU gave the process
-        _mark(manager, container.id, Checkpointed=True, CheckpointPath=images)
+        _mark(manager, container.id, Checkpointed=True, CheckpointPath=images, CheckpointedAt=_now())
     events.emit(manager.paths, "checkpoint", id=container.id, name=container.name,
                 image=container.config["ImageName"])
     if export is not None:
         write_export(manager, manager.get(container.id, sync=False), images, export)
     return manager.get(container.id)
+
+
+def _now() -> str:
+    from capsa.manager.containers import now
+
+    return now()
 
 
 def _check_exportable(container, export: str) -> None:
@@ -247,7 +253,7 @@ def _run_restore(manager, container, images: str, keep: bool, tcp_established: b
                                                    "criu": criu_path()})
     except ManagerError as err:
         raise ManagerError(f"restore of {container.name}: {err}") from None
-    _mark(manager, container.id, Checkpointed=None, CheckpointPath=None, Restored=True)
+    _mark(manager, container.id, Checkpointed=None, CheckpointPath=None, Restored=True, RestoredAt=_now())
     if not keep:
         import shutil
 
