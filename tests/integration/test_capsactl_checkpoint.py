@@ -122,6 +122,16 @@ def test_restore_of_a_container_without_checkpoint_is_refused(ctl):  # noqa: F81
     assert "--name can only be used with --import" in _refused(ctl, "--name", "x", "plain")
 
 
+def test_checkpoint_refuses_what_it_cannot_keep(ctl):  # noqa: F811
+    ctl("run", "-d", "--rm", "--name", "gone", "busybox", "sleep", "1000")
+    result = ctl("container", "checkpoint", "gone", check=False)
+    assert result.returncode == 125 and "--rm" in result.stderr and "--leave-running" in result.stderr
+    ctl("run", "-d", "-t", "--name", "tty", "busybox", "sleep", "1000")
+    result = ctl("container", "checkpoint", "tty", check=False)
+    assert result.returncode == 125 and "has a terminal" in result.stderr
+    assert {c["State"] for c in ctl.ps()} == {"running"}
+
+
 # -- this host: CRIU cannot work -------------------------------------------------------------------
 @needs_broken_criu
 def test_checkpoint_says_criu_cannot_work_here_and_the_container_runs_on(ctl, tmp_path):  # noqa: F811

@@ -123,6 +123,9 @@ def checkpoint(manager, text: str, *, export: str | None = None, leave_running: 
         raise InvalidState(f"container {container.name} is {container.status}: only a running or paused container "
                            "can be checkpointed")
     _refuse_unsupported(container)
+    if container.config.get("AutoRemove") and not leave_running:
+        raise ManagerError(f"container {container.name} was run with --rm: its exit after the checkpoint would remove "
+                           "it and its checkpoint; use --leave-running")
     runtime = _library_runtime(manager, container)
     if export is not None:
         _check_exportable(container, export)
