@@ -487,18 +487,24 @@ def _namespace_flags(spec: dict[str, Any], namespace_fds: list[int]) -> list[str
     return argv
 
 
-def _cgroup_roots(cgroup: Cgroup) -> list[str]:
-    """--cgroup-root CONTROLLER:/path for each v1 hierarchy: the dumped cgroups are restored
-    under the new container's. cgroup2 needs none: criu runs in the container's cgroup (runc)."""
-    from capsa.cgroups import hierarchies
+def _cgroup_roots(cgroup: Cgroup, found: dict[str, str] | None = None) -> list[str]:
+    """--cgroup-root CONTROLLER:/path for each v1 hierarchy, and on a unified (cgroup2-only) host
+    the default root, --cgroup-root /path, as runc gives CRIU a root for every line of criu's own
+    /proc/PID/cgroup ("" for v2): the dumped cgroups are restored under the new container's.
+    Without the v2 root, a container restored under another id went back into its old cgroup's
+    path (CRIU made it again), out of the new container's reach. found: hierarchies() (tests)."""
+    from capsa.cgroups import CGROUP_ROOT, hierarchies
 
-    mounted = {controllers: point for point, controllers in hierarchies().items()}
+    mounted = {controllers: point for point, controllers in (hierarchies() if found is None else found).items()}
     argv = []
     for controllers, directory in cgroup.paths.items():
         point = mounted.get(controllers)
-        if not controllers or point is None or not directory.startswith(point + "/"):
+        if point is None or not directory.startswith(point + "/"):
             continue
-        argv += ["--cgroup-root", f"{controllers}:{directory[len(point):]}"]
+        if controllers:
+            argv += ["--cgroup-root", f"{controllers}:{directory[len(point):]}"]
+        elif point == CGROUP_ROOT:  # unified; a hybrid host's v2 hierarchy is left to criu's cgroup
+            argv += ["--cgroup-root", directory[len(point):]]
     return argv
 
 

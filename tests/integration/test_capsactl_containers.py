@@ -89,7 +89,9 @@ def container_cgroups() -> set[str]:
     """The cgroups of capsactl's containers (linux.cgroupsPath /capsactl/<id>), every hierarchy."""
     import glob
 
-    return set(glob.glob("/sys/fs/cgroup/*/capsactl/*")) | set(glob.glob("/sys/fs/cgroup/capsactl/*"))
+    # directories only: on a cgroup2 host capsactl/ also holds its interface files (cgroup.procs, ...)
+    found = set(glob.glob("/sys/fs/cgroup/*/capsactl/*")) | set(glob.glob("/sys/fs/cgroup/capsactl/*"))
+    return {path for path in found if os.path.isdir(path)}
 
 
 @pytest.fixture

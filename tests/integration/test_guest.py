@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GUEST_TESTS = os.environ.get("CAPSA_GUEST_TESTS", "").split() or [
     "tests/integration/test_cgroups_v2.py", "tests/integration/test_cgroup_tree.py",
     "tests/integration/test_devices_bpf.py", "tests/integration/test_checkpoint.py", "tests/integration/test_lsm.py",
-    "tests/integration/test_sandbox_cgroups.py"]
+    "tests/integration/test_sandbox_cgroups.py", "tests/integration/test_capsactl_checkpoint.py"]
 TIMEOUT = 600.0  # the whole tier must fit in CI's time
 # The guest mounts tmpfs of its own on /tmp and /var/tmp (tests/guest/vm.py, stage 2): a checkout
 # under either is out of its sight, and every test would fail with "can't cd".

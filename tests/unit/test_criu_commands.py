@@ -206,3 +206,19 @@ def test_rpc_varints():
         assert criu_rpc.parse_message(criu_rpc.field_varint(3, value)) == {3: [value]}
     # a negative int32 travels as ten bytes of two's complement
     assert criu_rpc.parse_message(criu_rpc.field_varint(1, -1)) == {1: [2**64 - 1]}
+
+
+def test_cgroup_v2_root_on_a_unified_host():
+    """On a cgroup2-only host the restored tree goes under the new container's cgroup (runc's
+    CgroupRoot with no controller), not back to the path it was dumped from."""
+    from capsa.checkpoint import _cgroup_roots
+
+    class Unified:
+        paths = {"": "/sys/fs/cgroup/capsactl/new"}
+
+    assert _cgroup_roots(Unified(), {"/sys/fs/cgroup": ""}) == ["--cgroup-root", "/capsactl/new"]
+    # hybrid: the v2 hierarchy at /sys/fs/cgroup/unified gets no default root
+    hybrid = Unified()
+    hybrid.paths = {"": "/sys/fs/cgroup/unified/capsactl/new", "pids": "/sys/fs/cgroup/pids/capsactl/new"}
+    assert _cgroup_roots(hybrid, {"/sys/fs/cgroup/unified": "", "/sys/fs/cgroup/pids": "pids"}) == \
+        ["--cgroup-root", "pids:/capsactl/new"]

@@ -595,18 +595,21 @@ class Containers:
         return [ids[name] for name in order]
 
     # -- start -------------------------------------------------------------------------------------
-    def start(self, text: str, before_start=None, by_policy: bool = False) -> Container:
+    def start(self, text: str, before_start=None, by_policy: bool = False, restore: dict | None = None) -> Container:
         """Start a created or exited container; `before_start(container)` runs once it exists
         in the runtime and before its process runs (to attach). Running already: nothing to do.
-        by_policy: the restarter's start (capsa.manager.restarts), not the user's."""
+        by_policy: the restarter's start (capsa.manager.restarts), not the user's. restore: the
+        runtime's restore keywords (capsa.manager.checkpoint): CRIU restores the container's
+        process instead of running its command."""
         container = self.get(text)
-        if container.status != RUNNING and container.config.get("Dependencies"):
+        if container.status != RUNNING and restore is None and container.config.get("Dependencies"):
             self._start_dependencies(container)
-        return self._start_one(container, before_start, by_policy)
+        return self._start_one(container, before_start, by_policy, restore)
 
-    def _start_one(self, container: Container, before_start, by_policy: bool = False) -> Container:
+    def _start_one(self, container: Container, before_start, by_policy: bool = False,
+                   restore: dict | None = None) -> Container:
         """Start this container alone (its dependencies are the caller's)."""
-        if container.status == RUNNING:
+        if container.status == RUNNING and restore is None:
             return container
         if container.config.get("Pod") and not container.config.get("IsInfra"):
             from capsa.manager import pods
@@ -614,7 +617,7 @@ class Containers:
             pods.Pods(self).ensure_infra_running(container.config["Pod"])  # the sandbox first
         container = self._claim_start(container, by_policy)
         try:
-            return self._start_claimed(container, before_start)
+            return self._start_claimed(container, before_start, restore)
         except BaseException:
             self._drop_claim(container)
             raise
@@ -643,7 +646,7 @@ class Containers:
                 current.state.pop("Starter", None)
                 self._write(db, current, current.status)
 
-    def _start_claimed(self, container: Container, before_start) -> Container:
+    def _start_claimed(self, container: Container, before_start, restore: dict | None = None) -> Container:
         from capsa.manager import monitor, ocispec
 
         self._clear_leftovers(container)
@@ -672,7 +675,7 @@ class Containers:
                                          stdin=bool(container.config.get("Interactive")),
                                          tty=bool(container.config.get("Tty")), log_max_size=max_size,
                                          log_max_files=max_files, keep_fds=held, warn=_warn,
-                                         health_interval=_health_interval(container))
+                                         health_interval=_health_interval(container), restore=restore)
             finally:
                 for fd in held:  # the monitor holds its own copies until the container exits
                     os.close(fd)
@@ -694,7 +697,8 @@ class Containers:
         if before_start is not None:
             before_start(current)
         try:
-            self.runtime(container).start(container.id)
+            if restore is None:  # a restored process runs already
+                self.runtime(container).start(container.id)
         except Exception as err:  # noqa: BLE001 - every failure of start is the container's failed start
             self._fail_start(current, str(err))
         with self.store.transaction() as db:
@@ -1458,8 +1462,10 @@ def inspect_data(manager: Containers, container: Container) -> dict:
             "StartedAt": state.get("StartedAt", ZERO_TIME),
             "FinishedAt": state.get("FinishedAt", ZERO_TIME),
             "Health": health_inspect(container),
-            "CheckpointedAt": ZERO_TIME,
-            "RestoredAt": ZERO_TIME,
+            "CheckpointedAt": state.get("CheckpointedAt", ZERO_TIME),
+            "RestoredAt": state.get("RestoredAt", ZERO_TIME),
+            "Checkpointed": bool(state.get("Checkpointed")),
+            "Restored": bool(state.get("Restored")),
         },
         "Image": container.image_id,
         "ImageDigest": "",

@@ -77,7 +77,7 @@ def attach_socket(paths, container_id: str) -> str:
 def launch(paths, container_id: str, bundle: str, *, runtime_path: str | None, log_path: str,
            on_exit: str | None = None, stdin: bool = False, tty: bool = False, log_max_size: int | None = None,
            log_max_files: int = 1, keep_fds: tuple[int, ...] | list[int] = (), warn=None,
-           health_interval: float | None = None) -> int:
+           health_interval: float | None = None, restore: dict | None = None) -> int:
     """Fork the container's monitor and have it create the container; return the init's pid.
 
     stdin: keep the container's stdin open for attached clients (-i); tty: the container's
@@ -86,7 +86,9 @@ def launch(paths, container_id: str, bundle: str, *, runtime_path: str | None, l
     published ports' sockets: capsa.manager.network.reserve_ports); never the container's.
     warn(text) gets what the runtime printed while creating it (runc's warnings); a failed
     create is a CreateError. health_interval: run the container's health check that often
-    (seconds; capsa.manager.healthcheck), None: never."""
+    (seconds; capsa.manager.healthcheck), None: never. restore: the runtime's restore keywords
+    (image_path, ...): the container is restored by CRIU instead of created, and runs at once (no
+    start)."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     first = os.fork()
     if first == 0:
@@ -99,7 +101,7 @@ def launch(paths, container_id: str, bundle: str, *, runtime_path: str | None, l
                 _monitor(paths, container_id, bundle, report,
                          {"runtime_path": runtime_path, "log_path": log_path, "on_exit": on_exit, "stdin": stdin,
                           "tty": tty, "log_max_size": log_max_size, "log_max_files": log_max_files,
-                          "keep_fds": list(keep_fds), "health_interval": health_interval})
+                          "keep_fds": list(keep_fds), "health_interval": health_interval, "restore": restore})
         finally:
             os._exit(0)
     os.close(write_end)
@@ -178,8 +180,14 @@ class _Stdio:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         self.streams = {out_r: "stdout", err_r: "stderr"}
         self.container_fds += [out_w, err_w]
-        stdin_fd = devnull
+        # Without -i, stdin is a pipe whose write end is closed at once (reads see EOF, as of
+        # /dev/null): CRIU can dump a pipe, not the host's /dev/null (docs/checkpoint.md).
+        stdin_fd, closed = os.pipe2(os.O_CLOEXEC)
+        os.close(closed)
+        self.container_fds.append(stdin_fd)
         if stdin:
+            os.close(stdin_fd)
+            self.container_fds.remove(stdin_fd)
             stdin_fd, self.stdin_target = os.pipe2(os.O_CLOEXEC)
             self.container_fds.append(stdin_fd)
         self.stdio = (stdin_fd, out_w, err_w)
@@ -268,7 +276,10 @@ def _run_monitor(paths, container_id, bundle, report_fd, options) -> int:
         # The container's stdio is whatever fds 0-2 are when the runtime creates it.
         for std, fd in enumerate(stdio.stdio):
             os.dup2(fd, std)
-        pid = runtime.create(container_id, bundle, console_socket=stdio.console_socket, console_fd=stdio.console_fd)
+        if options.get("restore"):
+            pid = runtime.restore(container_id, bundle, **options["restore"])
+        else:
+            pid = runtime.create(container_id, bundle, console_socket=stdio.console_socket, console_fd=stdio.console_fd)
     except Exception as err:  # noqa: BLE001 - the caller gets the message, whatever failed
         printed = stdio.runtime_output() if stdio is not None else ""
         message = str(err) or repr(err)

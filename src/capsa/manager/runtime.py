@@ -138,6 +138,25 @@ class LibraryRuntime:
     def resume(self, container_id: str) -> None:
         self._load(container_id).resume()
 
+    def checkpoint(self, container_id: str, image_path: str, *, leave_running: bool = False,
+                   tcp_established: bool = False, criu: str = "criu") -> None:
+        """CRIU dump of the container into image_path (capsa.checkpoint; `criu check` first)."""
+        from capsa.checkpoint import CriuOptions
+
+        options = CriuOptions(image_path=image_path, leave_running=leave_running, tcp_established=tcp_established)
+        self._load(container_id).checkpoint(criu, options)
+
+    def restore(self, container_id: str, bundle: str, *, image_path: str, tcp_established: bool = False,
+                criu: str = "criu") -> int:
+        """A new running container restored by CRIU from image_path, the caller's fds 0-2 in
+        place of the dumped init's stdio pipes; return the restored init's pid (our child)."""
+        from capsa.checkpoint import CriuOptions
+        from capsa.container import Container
+        from capsa.create import CreateConfig
+
+        options = CriuOptions(image_path=image_path, tcp_established=tcp_established)
+        return Container.restore(self.root, CreateConfig(container_id, bundle), criu, options).pid
+
 
 def _in_sandbox(annotations) -> bool:
     from capsa.cli import sandbox_annotated
