@@ -797,28 +797,40 @@ def top(ctx, argv: list[str]) -> int:
     args = _parse(parser, argv)
     manager = _manager(ctx)
     pids = manager.processes(args.container)
+    descriptors = top_descriptors(args.descriptors)
+    container = manager.get(args.container)
+    from capsa.ctl import format as fmt
+
+    rows = ["\t".join(TOP_HEADERS[d] for d in descriptors)]
+    rows += top_rows(manager, container, pids, descriptors)
+    sys.stdout.write(fmt.align("\n".join(rows) + "\n"))
+    return 0
+
+
+def top_descriptors(items: list[str]) -> list[str]:
+    """ps(1) descriptors as `top` takes them (comma-separated or not, podman's aliases)."""
     descriptors = []
-    for item in args.descriptors or TOP_DEFAULT:
+    for item in items or TOP_DEFAULT:
         for word in item.split(","):
             word = TOP_ALIASES.get(word.lower(), word.lower())
             if word not in TOP_HEADERS:
                 raise ManagerError(f"top: unknown descriptor {word!r} ({', '.join(sorted(TOP_HEADERS))})")
             descriptors.append(word)
-    container = manager.get(args.container)
-    from capsa.ctl import format as fmt
+    return descriptors
 
-    rows = ["\t".join(TOP_HEADERS[d] for d in descriptors)]
-    rootfs = manager.storage.merged(container.id)
-    names = _passwd_names(rootfs)
+
+def top_rows(manager, container, pids: list[int], descriptors: list[str]) -> list[str]:
+    """One tab-separated row per process of `container`: pid and ppid as the container sees them
+    (its pid namespace), as podman's top shows them; user names from its own /etc/passwd."""
+    names = _passwd_names(manager.storage.merged(container.id))
     infos = [info for info in (_process_info(pid, names) for pid in pids) if info is not None]
-    # pid and ppid as the container sees them (its pid namespace), as podman's top shows them
     in_namespace = {info["hpid"]: info["nspid"] for info in infos}
+    rows = []
     for info in infos:
         info["pid"] = info["nspid"]
         info["ppid"] = in_namespace.get(info["hppid"], 0)
         rows.append("\t".join(str(info.get(d, "")) for d in descriptors))
-    sys.stdout.write(fmt.align("\n".join(rows) + "\n"))
-    return 0
+    return rows
 
 
 def _passwd_names(rootfs: str) -> dict[int, str]:

@@ -258,25 +258,13 @@ def top(ctx, argv: list[str]) -> int:
     pods = _pods(ctx)
     pod = pods.get(args.pod)
     manager = pods.containers
-    descriptors = []
-    for item in args.descriptors or ctl_containers.TOP_DEFAULT:
-        for word in item.split(","):
-            word = ctl_containers.TOP_ALIASES.get(word.lower(), word.lower())
-            if word not in ctl_containers.TOP_HEADERS:
-                raise ManagerError(f"top: unknown descriptor {word!r}")
-            descriptors.append(word)
+    descriptors = ctl_containers.top_descriptors(args.descriptors)
     running = [c for c in pods.containers_of(pod) if c.status in ("running", "paused", "stopping")]
     if not running:
         raise ManagerError(f"pod {pod.name} has no running container: top needs one")
     rows = ["\t".join(ctl_containers.TOP_HEADERS[d] for d in descriptors)]
     for container in running:
-        names = ctl_containers._passwd_names(manager.storage.merged(container.id))
-        infos = [i for i in (ctl_containers._process_info(p, names) for p in manager.processes(container.id)) if i]
-        in_namespace = {info["hpid"]: info["nspid"] for info in infos}
-        for info in infos:
-            info["pid"] = info["nspid"]
-            info["ppid"] = in_namespace.get(info["hppid"], 0)
-            rows.append("\t".join(str(info.get(d, "")) for d in descriptors))
+        rows += ctl_containers.top_rows(manager, container, manager.processes(container.id), descriptors)
     from capsa.ctl import format as fmt
 
     sys.stdout.write(fmt.align("\n".join(rows) + "\n"))
