@@ -180,16 +180,15 @@ class _Stdio:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         self.streams = {out_r: "stdout", err_r: "stderr"}
         self.container_fds += [out_w, err_w]
-        # Without -i, stdin is a pipe whose write end is closed at once (reads see EOF, as of
-        # /dev/null): CRIU can dump a pipe, not the host's /dev/null (docs/checkpoint.md).
-        stdin_fd, closed = os.pipe2(os.O_CLOEXEC)
-        os.close(closed)
-        self.container_fds.append(stdin_fd)
+        # With -i the monitor keeps the write end for attached clients. Without it, the write end
+        # is closed at once (reads see EOF, as of /dev/null): CRIU can dump a pipe, not the
+        # host's /dev/null (docs/checkpoint.md).
+        stdin_fd, stdin_write = os.pipe2(os.O_CLOEXEC)
         if stdin:
-            os.close(stdin_fd)
-            self.container_fds.remove(stdin_fd)
-            stdin_fd, self.stdin_target = os.pipe2(os.O_CLOEXEC)
-            self.container_fds.append(stdin_fd)
+            self.stdin_target = stdin_write
+        else:
+            os.close(stdin_write)
+        self.container_fds.append(stdin_fd)
         self.stdio = (stdin_fd, out_w, err_w)
 
     def runtime_output(self) -> str:

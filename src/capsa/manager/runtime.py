@@ -159,9 +159,10 @@ class LibraryRuntime:
 
 
 def _in_sandbox(annotations) -> bool:
-    from capsa.cli import sandbox_annotated
+    """CRI container-type annotations (capsa.sandbox's families): the manager is no CLI's client."""
+    from capsa.sandbox import TYPE_KEYS
 
-    return sandbox_annotated(annotations)
+    return bool(annotations) and any(key in annotations for key in TYPE_KEYS)
 
 
 class CliRuntime:
