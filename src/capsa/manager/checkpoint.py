@@ -312,7 +312,7 @@ def read_archive(path: str, directory: str) -> Archive:
 def _restore_import(manager, import_path: str, name: str | None, keep: bool, tcp_established: bool):
     import tempfile
 
-    from capsa.manager.containers import valid_name
+    from capsa.manager.store import valid_name
 
     manager.paths.ensure()
     os.makedirs(manager.paths.tmp, exist_ok=True)

@@ -41,7 +41,7 @@ import time
 
 from capsa.manager import events
 from capsa.manager.errors import AmbiguousId, InvalidState, ManagerError, NameInUse, NoSuchContainer
-from capsa.manager.store import dumps, is_unique_violation, loads
+from capsa.manager.store import dumps, is_unique_violation, loads, valid_name
 
 CREATED, RUNNING, PAUSED, STOPPING, EXITED, REMOVING = "created", "running", "paused", "stopping", "exited", "removing"
 ACTIVE = (RUNNING, PAUSED, STOPPING)  # a monitor and a runtime container exist
@@ -132,10 +132,6 @@ def now() -> str:
     """RFC 3339 with nanoseconds, UTC (podman's StartedAt/FinishedAt)."""
     ns = time.time_ns()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
-
-
-def valid_name(name: str) -> bool:
-    return bool(name) and name[0].isalnum() and all(c.isalnum() or c in "_.-" for c in name) and len(name) <= 253
 
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
@@ -266,15 +262,11 @@ class Containers:
 
     def resolve_id(self, text: str) -> str:
         """A container's id from its name, id or a unique id prefix."""
-        rows = self.store.query("SELECT id FROM containers WHERE id = ? OR name = ?", (text, text))
-        if rows:
-            return rows[0]["id"]
-        if text and all(c in "0123456789abcdef" for c in text):
-            ids = [r["id"] for r in self.store.query("SELECT id FROM containers WHERE id LIKE ? || '%'", (text,))]
-            if len(ids) == 1:
-                return ids[0]
-            if len(ids) > 1:
-                raise AmbiguousId("container", text, ids)
+        ids = self.store.ids_named("containers", text)
+        if len(ids) == 1:
+            return ids[0]
+        if ids:
+            raise AmbiguousId("container", text, ids)
         raise NoSuchContainer(text)
 
     def get(self, text: str, sync: bool = True) -> Container:

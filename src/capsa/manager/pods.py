@@ -29,7 +29,7 @@ import os
 
 from capsa.manager import events
 from capsa.manager.errors import AmbiguousId, InvalidState, ManagerError, NameInUse
-from capsa.manager.store import dumps, is_unique_violation, loads
+from capsa.manager.store import dumps, is_unique_violation, loads, valid_name
 
 # --share: capsa's sandboxes always share network, IPC and UTS (capsa.sandbox.ALWAYS_SHARED);
 # the PID namespace is shared on request. podman's names, and "cgroup" (podman's default has it:
@@ -84,11 +84,6 @@ def pod_status(statuses: list[str]) -> str:
         if all(s in wanted for s in statuses):
             return word
     return "Degraded"
-
-
-def valid_name(name: str) -> bool:
-    """A container's rule (capsa.manager.containers.valid_name, not imported: it imports this)."""
-    return bool(name) and name[0].isalnum() and all(c.isalnum() or c in "_.-" for c in name) and len(name) <= 253
 
 
 def cgroup_parent(pod_id: str) -> str:
@@ -174,15 +169,11 @@ class Pods:
         return None if row is None else Pod(row)
 
     def resolve_id(self, text: str) -> str:
-        rows = self.store.query("SELECT id FROM pods WHERE id = ? OR name = ?", (text, text))
-        if rows:
-            return rows[0]["id"]
-        if text and all(c in "0123456789abcdef" for c in text):
-            ids = [r["id"] for r in self.store.query("SELECT id FROM pods WHERE id LIKE ? || '%'", (text,))]
-            if len(ids) == 1:
-                return ids[0]
-            if len(ids) > 1:
-                raise AmbiguousId("pod", text, ids)
+        ids = self.store.ids_named("pods", text)
+        if len(ids) == 1:
+            return ids[0]
+        if ids:
+            raise AmbiguousId("pod", text, ids)
         raise NoSuchPod(text)
 
     def get(self, text: str) -> Pod:

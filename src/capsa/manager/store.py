@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS volumes (
 """
 
 
+def valid_name(name: str, max_length: int = 253) -> bool:
+    """The rule for the names of containers, pods and volumes (podman's): letters, digits, '_',
+    '.' and '-', starting with a letter or digit."""
+    return bool(name) and name[0].isalnum() and all(c.isalnum() or c in "_.-" for c in name) \
+        and len(name) <= max_length
+
+
 def boot_id() -> str:
     """The kernel's boot id. CAPSA_BOOT_ID_FILE, when set, names a file read instead: the tests'
     way to simulate a reboot (a new id) without one."""
@@ -148,6 +155,17 @@ class Store:
             return self.db.execute(sql, parameters).fetchall()
         except sqlite3.DatabaseError as err:
             raise self._error(err) from None
+
+    def ids_named(self, table: str, text: str) -> list[str]:
+        """The ids `text` names in `table` (containers, pods: tables with id and name): its
+        name or full id (one), else every id it is a hex prefix of (none, one, or several:
+        ambiguous). The caller raises its own not-found and ambiguity errors."""
+        rows = self.query(f"SELECT id FROM {table} WHERE id = ? OR name = ?", (text, text))
+        if rows:
+            return [rows[0]["id"]]
+        if text and all(c in "0123456789abcdef" for c in text):
+            return [r["id"] for r in self.query(f"SELECT id FROM {table} WHERE id LIKE ? || '%'", (text,))]
+        return []
 
     def refresh_after_reboot(self, handlers: list[Callable[[_Cursor], None]]) -> bool:
         """Run `handlers` once per boot, in the transaction that records the new boot id."""

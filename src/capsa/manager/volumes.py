@@ -13,17 +13,13 @@ import os
 import shutil
 
 from capsa.manager.errors import InvalidState, ManagerError, NoSuchVolume
-from capsa.manager.store import dumps, is_unique_violation, loads
+from capsa.manager.store import dumps, is_unique_violation, loads, valid_name
 
 
 def now() -> str:
     import time
 
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def valid_name(name: str) -> bool:
-    return bool(name) and name[0].isalnum() and all(c.isalnum() or c in "_.-" for c in name) and len(name) <= 255
 
 
 class Volume:
@@ -63,7 +59,7 @@ class Volumes:
         returned (-v NAME:/path). `db`: the caller's transaction."""
         if name is None:
             name = os.urandom(32).hex()
-        if not valid_name(name):
+        if not valid_name(name, 255):
             raise ManagerError(f"volume name {name!r} is not valid: letters, digits, '_', '.' and '-', "
                                "starting with a letter or digit")
         if options:
