@@ -334,6 +334,9 @@ class Container:
                 st.check_transition("delete", self.id, status)
             if status != st.STOPPED:
                 self._kill_and_wait()
+            # The init is the caller's child when it was born in its namespaces (launch): a zombie
+            # nobody waited for is reaped with its container.
+            procfs.reap_if_our_zombie(self.pid, self.record.get("pidStartTime"))
             cgroup = self.cgroup()
             if cgroup is not None:
                 cgroup.destroy()

@@ -54,9 +54,8 @@ class Tenant:
         self.labels = labels
 
 
-def prepare_tenant(plan: Any) -> Tenant:
-    return Tenant(seccomp_filter=build_seccomp(plan.seccomp, plan.seccomp_cache), trampoline=trampoline_fd(),
-                  labels=exec_labels(plan.process))
+def prepare_tenant(plan: Any, seccomp_filter: Any) -> Tenant:
+    return Tenant(seccomp_filter=seccomp_filter, trampoline=trampoline_fd(), labels=exec_labels(plan.process))
 
 
 def run_tenant(plan: Any, fds: Any, channel: Channel, tenant: Tenant) -> NoReturn:
@@ -478,9 +477,9 @@ def _wait_for_start(listen_fd: int) -> int:
 def build_seccomp(profile: dict[str, Any] | None, cache_dir: str | None = None) -> Any:
     if not profile:
         return None
-    from capsa.seccomp import Filter
+    from capsa.seccomp import shared_filter
 
-    return Filter(profile, cache_dir)
+    return shared_filter(profile, cache_dir)
 
 
 def _prepare_listener(seccomp_filter: Any, fd: int | None, state: str) -> None:

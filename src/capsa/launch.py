@@ -292,7 +292,7 @@ def cgroup_sources(spec: dict[str, Any], cgroup: Cgroup | None) -> dict[str, str
 class ChildFds:
     """The fds of its own a launch hands the child, all above the inherited range."""
 
-    __slots__ = ("sync", "console", "seccomp_listener", "mount_trees", "cgroup_join")
+    __slots__ = ("sync", "console", "seccomp_listener", "mount_trees", "cgroup_join", "born_in_namespaces")
 
     def __init__(self, sync: int, console: int, seccomp_listener: int, mount_trees: dict[int, int]):
         self.sync = sync
@@ -300,6 +300,7 @@ class ChildFds:
         self.seccomp_listener = seccomp_listener  # -1: no SCMP_ACT_NOTIFY
         self.mount_trees = mount_trees  # index in mounts -> detached idmapped tree (init only)
         self.cgroup_join: list[str] = []  # files the child writes "0" to, to join the rest of its cgroup
+        self.born_in_namespaces = False  # the child was cloned in the plan's namespaces (_born_namespaces)
 
     def all(self) -> set[int]:
         return {self.sync, self.console, self.seccomp_listener, *self.mount_trees.values()} - {-1}
@@ -315,11 +316,16 @@ def start(plan: LaunchPlan) -> int:
     caller checked them (require_inherited_fds) before it opened anything."""
     keep = require_inherited_fds(plan.inherited_fds)
     _check_own_fds(plan, 3 + keep)
+    # Compiled (or read from the cache) here, with the host's files in reach and before anything
+    # is started: a bad profile is an error with nothing to undo, and the child, on the way to
+    # the container, has that much less to do.
+    seccomp_filter = init.build_seccomp(plan.seccomp, plan.seccomp_cache)
     parent_fd, fds = _child_fds(plan, 3 + keep)
     managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
     try:
-        child, fds.cgroup_join = _fork_into(None if managed else plan.cgroup)
+        child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
+                                                                    _born_namespaces(plan))
     except BaseException:
         _close_if_open(parent_fd, *fds.all())
         raise
@@ -327,13 +333,18 @@ def start(plan: LaunchPlan) -> int:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
         _close_fds_except(set(range(3 + keep)) | fds.all() | _own_fds(plan))
-        _child(plan, fds)
+        _child(plan, fds, seccomp_filter)
     _close_if_open(*fds.all())
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
         if managed:
             plan.cgroup.create_with(child, (plan.cgroup_limits or (None, None))[0])
             driver.channel.send("cgroup")
+        else:
+            # While the child sets itself up: the limits hold before "go", and so before any code
+            # of the container's runs (the cgroup is the container's own and new, nothing in it yet
+            # or only the child).
+            driver.apply_limits()
         driver.run()
     except BaseException:
         if driver.pid:
@@ -384,16 +395,23 @@ class _Driver:
         idmap.write_mappings(self.child, self.plan.id_mappings or {})
         self.channel.send("ok")
 
-    def on_pid(self, payload: str) -> None:
+    def apply_limits(self) -> None:
+        """The container's limits (linux.resources, linux.devices) written to its cgroup; an
+        exec's plan has none (it joins a cgroup as it is)."""
         plan = self.plan
-        self.pid = int(payload)
-        if plan.init is not None:
-            plan.state["pid"] = self.pid  # the init is the container's process: the hooks get its pid
         if plan.cgroup is not None and plan.cgroup_limits is not None:
-            # The process is already in its cgroup (the child joined it first thing); the limits
-            # are in place before "go", so no user code ever runs outside them.
             resources, devices = plan.cgroup_limits
             plan.cgroup.apply(resources, devices, rootless=plan.rootless_cgroups, warn=plan.warn)
+
+    def on_pid(self, payload: str) -> None:
+        plan = self.plan
+        self.pid = int(payload) if payload else self.child  # none: the child is the payload
+        if plan.init is not None:
+            plan.state["pid"] = self.pid  # the init is the container's process: the hooks get its pid
+        if plan.cgroup_placement == CGROUP_MANAGER:
+            # The process is in its cgroup (the manager made it so); the limits are in place
+            # before "go", so no user code ever runs outside them.
+            self.apply_limits()
         if plan.oom_score_adj is not None:
             _set_oom_score_adj(self.pid, plan.oom_score_adj)
         self.channel.send("go", _listener_state(plan.seccomp, self.pid, dict(plan.state, status=plan.listener_status)))
@@ -630,11 +648,11 @@ def _connect_console(terminal: bool, console: Console | None) -> int:
 
 
 # -- the child's side ---------------------------------------------------------------------------------
-def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
+def _child(plan: LaunchPlan, fds: ChildFds, seccomp_filter: Any) -> NoReturn:
     """The one child path: into the cgroup, into the namespaces, fork if a pid or time namespace
     needs it, report the payload's pid, then run the payload (capsa.init)."""
     channel = Channel(fds.sync)
-    tenant = seccomp_filter = None
+    tenant = None
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
         if plan.stdio is not None:
@@ -642,23 +660,23 @@ def _child(plan: LaunchPlan, fds: ChildFds) -> NoReturn:
         # The host's files (capsa, Python, libseccomp) are out of reach once in the namespaces.
         init.load_modules(plan.process, plan.init.spec if plan.init is not None else None)
         if plan.init is None:
-            tenant = init.prepare_tenant(plan)  # through the host's procfs too, before setns(mnt)
-        else:
-            # As an exec's: compiled (or read from the cache, which a new user namespace's root
-            # may not read) while the host's files are in reach.
-            seccomp_filter = init.build_seccomp(plan.seccomp, plan.seccomp_cache)
+            tenant = init.prepare_tenant(plan, seccomp_filter)  # through the host's procfs too, before setns(mnt)
         if plan.cgroup_placement == CGROUP_MANAGER and plan.cgroup is not None:
             channel.expect("cgroup")  # the manager has moved this process into the cgroup
-        # Into the cgroup while still in the host's namespaces: the process forked below inherits it.
+        # Into the cgroup while still the host's root (or user): the process forked below inherits it.
         _join_cgroup(fds.cgroup_join)
-        _enter_namespaces(plan.namespaces, channel, plan.time_offsets)
-        if plan.fork:
-            pid = posix.fork()
-            if pid:
-                channel.send("pid", str(pid))
-                posix._exit(0)
+        if fds.born_in_namespaces:
+            _finish_born_namespaces(plan.namespaces, channel)
+            channel.send("pid")  # the parent has it: this process, born in the namespaces, is the payload
         else:
-            channel.send("pid", str(posix.getpid()))
+            _enter_namespaces(plan.namespaces, channel, plan.time_offsets)
+            if plan.fork:
+                pid = posix.fork()
+                if pid:
+                    channel.send("pid", str(pid))
+                    posix._exit(0)
+            else:
+                channel.send("pid", str(posix.getpid()))
     except BaseException as err:  # noqa: BLE001 - every failure must reach the parent, then _exit
         init._report(channel, err)
         posix._exit(1)
@@ -682,33 +700,61 @@ _CHILD_IMPORTS = ("fcntl", "_sha256", "subprocess", "capsa.console", "capsa.lsm"
                   "capsa.trampoline")
 
 
-def _fork_into(cgroup: Cgroup | None) -> tuple[int, list[str]]:
-    """fork(), the child born in the cgroup's cgroup2 directory where there is one; returns the
-    pid (0 in the child) and the files the child still writes "0" to, to join the rest.
+def _fork_into(cgroup: Cgroup | None, namespaces: int = 0) -> tuple[int, list[str], bool]:
+    """fork(), the child born in the cgroup's cgroup2 directory where there is one, and in new
+    `namespaces` (CLONE_NEW* flags; see _born_namespaces) where it can be; returns the pid (0 in
+    the child), the files the child still writes "0" to, to join the rest of its cgroup, and
+    whether the child was born in the namespaces (else it makes them itself).
 
     A caller with other threads (a Python program; the capsa command has one) gets glibc's fork()
-    (linux.fork_into_cgroup says why) and imports the child's modules first."""
+    (linux.clone_child says why) and imports the child's modules first."""
     threaded = linux.thread_count() > 1
     if threaded:
         for name in _CHILD_IMPORTS:
             __import__(name)
-    if cgroup is None:
-        return posix.fork(), []
+    if cgroup is None and not namespaces:
+        return posix.fork(), [], False
     if threaded:
-        # fork_into_cgroup would say no (it re-checks): not even asked, as the interpreter's
+        # clone_child would say no (it re-checks): not even asked, as the interpreter's
         # fork hooks it runs around its check are not for threads racing each other (a second
         # thread's hooks in between release the first's import lock: "release unlocked lock").
-        return posix.fork(), cgroup.self_join_files()
-    directory = cgroup.cgroup2_dir()
-    if directory is not None:
-        fd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
-        try:
-            child = linux.fork_into_cgroup(fd)
-        finally:
+        return posix.fork(), cgroup.self_join_files() if cgroup is not None else [], False
+    directory = cgroup.cgroup2_dir() if cgroup is not None else None
+    if directory is None and not namespaces:
+        return posix.fork(), cgroup.self_join_files(), False
+    fd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC) if directory else None
+    try:
+        for flags in (namespaces, 0) if namespaces else (0,):
+            try:
+                child = linux.clone_child(fd, flags)
+            except OSError:
+                if not flags:
+                    raise
+                continue  # the child makes them itself, and says why if it cannot
+            if child is not None:
+                joins = cgroup.self_join_files(with_cgroup2=fd is None) if cgroup is not None else []
+                return child, joins, bool(flags)
+    finally:
+        if fd is not None:
             posix.close(fd)
-        if child is not None:
-            return child, cgroup.self_join_files(with_cgroup2=False)
-    return posix.fork(), cgroup.self_join_files()
+    return posix.fork(), cgroup.self_join_files() if cgroup is not None else [], False
+
+
+def _born_namespaces(plan: LaunchPlan) -> int:
+    """The namespaces a container's init can be born in (one clone3 instead of a fork, unshare()
+    and a second fork): all of its namespaces, if every one is new, none is a time namespace
+    (its clock offsets must be written before a process is in it) and no manager places the
+    cgroup (the child waits outside it). The cgroup namespace is left out: the init makes it once
+    in its cgroup."""
+    if plan.init is None or (plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER):
+        return 0
+    flags = 0
+    for ns in plan.namespaces:
+        if ns.joined or ns.type == "time":
+            return 0
+        if ns.type != "cgroup":
+            flags |= NAMESPACE_FLAGS[ns.type]
+    return flags
 
 
 def _join_cgroup(task_files: list[str]) -> None:
@@ -760,6 +806,24 @@ def _enter_namespaces(namespaces: list[Namespace], channel: Channel, time_offset
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
 
 
+def _finish_born_namespaces(namespaces: list[Namespace], channel: Channel) -> None:
+    """Born in new namespaces (_born_namespaces): a new user namespace's maps, written by the
+    parent, and root in it; then non-dumpable, as _enter_namespaces leaves it."""
+    if any(ns.type == "user" for ns in namespaces):
+        if posix.geteuid() != 0:
+            linux.prctl(linux.PR_SET_DUMPABLE, 1)  # rootless: for the maps (see _new_user_namespace)
+        _map_user_namespace(channel)
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
+
+
+def _map_user_namespace(channel: Channel) -> None:
+    """Our new user namespace's maps, written by the parent ("userns" ... "ok"); root in it."""
+    channel.send("userns")
+    channel.expect("ok")
+    posix.setresgid(0, 0, 0)
+    posix.setresuid(0, 0, 0)
+
+
 def _new_user_namespace(channel: Channel) -> None:
     """unshare(CLONE_NEWUSER), the maps written by the parent ("userns" ... "ok"), root in it."""
     rootless = posix.geteuid() != 0
@@ -778,10 +842,7 @@ def _new_user_namespace(channel: Channel) -> None:
         # namespaces are set up (end of _enter_namespaces), as runc's nsexec. Nothing of the
         # container runs yet.
         linux.prctl(linux.PR_SET_DUMPABLE, 1)
-    channel.send("userns")
-    channel.expect("ok")
-    posix.setresgid(0, 0, 0)
-    posix.setresuid(0, 0, 0)
+    _map_user_namespace(channel)
 
 
 def _write_time_offsets(offsets: dict[str, Any]) -> None:

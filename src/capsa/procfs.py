@@ -33,6 +33,21 @@ def is_alive(pid: int, expected_start_time: int | None) -> bool:
     return expected_start_time is None or int(fields[19]) == expected_start_time
 
 
+def reap_if_our_zombie(pid: int, expected_start_time: int | None) -> None:
+    """Reap `pid` if it is a zombie child of ours that had `expected_start_time`: a container's
+    init that ended unwaited-for (its pid is held by the zombie, so no other process can have
+    it). Nothing otherwise: a live process, another's child, or one reaped already."""
+    fields = stat_fields(pid) if pid > 0 else None
+    if fields is None or fields[0] != "Z" or int(fields[1]) != posix.getpid():
+        return
+    if expected_start_time is not None and int(fields[19]) != expected_start_time:
+        return
+    try:
+        posix.waitpid(pid, posix.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def in_user_namespace() -> bool:
     """True unless this process is in the initial user namespace (whose map is the identity)."""
     try:

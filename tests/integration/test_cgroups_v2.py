@@ -91,7 +91,7 @@ def test_child_is_born_in_its_cgroup():
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            pid = linux.fork_into_cgroup(fd)
+            pid = linux.clone_child(fd)
         finally:
             os.close(fd)
         if pid == 0:

@@ -123,8 +123,10 @@ print(c.wait(timeout=30).signal)
 
 
 def test_only_the_inits_parent_learns_its_exit_code(bundle):
-    """Not a subreaper: the init (forked by a child that exits) is re-parented away from us, and
-    wait learns that it ended, not how. Without a pid namespace the init is our own child."""
+    """Not a subreaper, a single-threaded caller still learns the exit code: the init is born in
+    its namespaces as our own child (launch._born_namespaces), with a pid namespace or without.
+    (A threaded caller's init is forked by a child that exits, and is re-parented away from it:
+    test_a_threaded_callers_init_is_reparented_away.)"""
     bundle.set_args("sh", "-c", "exit 3")
     bundle.write()
     out = library(bundle, """
@@ -141,10 +143,47 @@ c2 = Container.create(root, "c2", bundle, spec=spec)
 c2.start()
 print(c2.wait(timeout=30).exit_code)
 """)
-    assert out == ["False None", "3"]
+    assert out == ["True 3", "3"]
+    kept = record(bundle)
+    assert kept["status"] == "stopped" and "finishedAt" in kept and kept["exitCode"] == 3
+    assert record(bundle, "c2")["exitCode"] == 3
+
+
+def test_delete_reaps_an_init_nobody_waited_for(bundle):
+    """The init is our child (born in its namespaces): ended and deleted without a wait, it must
+    not stay a zombie of ours."""
+    bundle.set_args("true")
+    out = library(bundle, """
+import os, time
+c = Container.create(root, "c1", bundle)
+pid = c.pid
+c.start()
+while open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+    time.sleep(0.01)
+c.delete()
+print(os.path.exists(f"/proc/{pid}"))
+""")
+    assert out == ["False"]
+
+
+def test_a_threaded_callers_init_is_reparented_away(bundle):
+    """With another thread running, the init is forked by a child that exits (no raw clone3 in
+    a threaded process): not a subreaper, wait learns that it ended, not how."""
+    bundle.set_args("sh", "-c", "exit 3")
+    bundle.write()
+    out = library(bundle, """
+import threading
+stop = threading.Event()
+threading.Thread(target=stop.wait).start()
+c = Container.create(root, "c1", bundle)
+c.start()
+status = c.wait(timeout=30)
+stop.set()
+print(status.known, status.exit_code)
+""")
+    assert out == ["False None"]
     kept = record(bundle)
     assert kept["status"] == "stopped" and "finishedAt" in kept and "exitCode" not in kept
-    assert record(bundle, "c2")["exitCode"] == 3
 
 
 def test_asyncio_waits_on_the_pidfd(bundle):
@@ -206,7 +245,7 @@ for thread in busy:
 
 def test_create_from_a_program_with_busy_threads(bundle):
     """A raw clone3 in a threaded program copied locks other threads held (malloc's arenas) into
-    the child, which then hung in glibc's fork() of the init (linux.fork_into_cgroup). Containers
+    the child, which then hung in glibc's fork() of the init (linux.clone_child). Containers
     are created, started and waited for from the main thread and from two more at once, while
     threads hold malloc's, NSS's and logging's locks; each exits with its own code."""
     bundle.set_args("true")
@@ -244,7 +283,7 @@ print(sorted(results.items()) == sorted({f"{n}{i}": i + 1 for n, k in (("m", 25)
     assert os.listdir(bundle.root) == []
 
 
-def test_fork_into_cgroup_refuses_a_threaded_caller():
+def test_clone_child_refuses_a_threaded_caller():
     """clone3 bypasses glibc's fork(): only a single-threaded process may use it."""
     script = """
 import os, threading, time
@@ -254,7 +293,7 @@ point = next(p for p, controllers in hierarchies().items() if controllers == "")
 fd = os.open(point + own_cgroups()[""], os.O_RDONLY | os.O_DIRECTORY)
 
 def fork():
-    pid = linux.fork_into_cgroup(fd)
+    pid = linux.clone_child(fd)
     if pid == 0:
         os._exit(0)
     if pid is not None:

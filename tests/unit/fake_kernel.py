@@ -28,7 +28,7 @@ RETURNS_FD = {"open_tree", "openat2", "inotify_watch", "open_pty_peer", "load_pr
 DEFAULTS: dict[str, Any] = {
     "capget_permitted": (1 << 41) - 1,  # every capability
     "prctl": 0,
-    "fork_into_cgroup": None,  # not possible here: the caller falls back to fork()
+    "clone_child": None,  # not possible here: the caller falls back to fork()
     "thread_count": 1,  # the capsa command's: single-threaded
     "pty_number": 0,
     "load_filter": 0,

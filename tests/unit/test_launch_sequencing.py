@@ -145,23 +145,73 @@ def fork(kernel, monkeypatch):
 
 
 def test_born_in_the_cgroup2_directory_the_child_joins_only_the_v1_ones(kernel, fork, tmp_path):
-    kernel.answer("fork_into_cgroup", lambda fd: kernel.note("cgroup-fd", fd_target(fd)) or 77)
+    kernel.answer("clone_child", lambda fd, flags: kernel.note("cgroup-fd", fd_target(fd), flags) or 77)
     before = open_fds()
-    assert launch._fork_into(FakeCgroup(str(tmp_path))) == (77, ["v1/tasks"])
-    assert kernel.names() == ["thread_count", "fork_into_cgroup", "cgroup-fd"] and kernel.calls_of("cgroup-fd") == [(str(tmp_path),)]
+    assert launch._fork_into(FakeCgroup(str(tmp_path))) == (77, ["v1/tasks"], False)
+    assert kernel.names() == ["thread_count", "clone_child", "cgroup-fd"]
+    assert kernel.calls_of("cgroup-fd") == [(str(tmp_path), 0)]
     assert open_fds() == before  # the directory's fd is closed
 
 
 def test_without_clone3_into_a_cgroup_the_child_forks_and_joins_cgroup2_itself(kernel, fork, tmp_path):
-    # The fake's default answer for fork_into_cgroup is None: not possible on this kernel or libc.
-    assert launch._fork_into(FakeCgroup(str(tmp_path))) == (4242, ["v1/tasks", "cgroup2/cgroup.procs"])
-    assert kernel.names() == ["thread_count", "fork_into_cgroup", "fork"]
+    # The fake's default answer for clone_child is None: not possible on this kernel or libc.
+    assert launch._fork_into(FakeCgroup(str(tmp_path))) == (4242, ["v1/tasks", "cgroup2/cgroup.procs"], False)
+    assert kernel.names() == ["thread_count", "clone_child", "fork"]
 
 
 def test_without_cgroup2_or_a_cgroup_plain_fork(kernel, fork):
-    assert launch._fork_into(FakeCgroup(None)) == (4242, ["v1/tasks", "cgroup2/cgroup.procs"])
-    assert launch._fork_into(None) == (4242, [])
+    assert launch._fork_into(FakeCgroup(None)) == (4242, ["v1/tasks", "cgroup2/cgroup.procs"], False)
+    assert launch._fork_into(None) == (4242, [], False)
     assert kernel.names() == ["thread_count", "fork", "thread_count", "fork"]
+
+
+NEW_USER_PID_MOUNT = linux.CLONE_NEWUSER | linux.CLONE_NEWPID | linux.CLONE_NEWNS
+
+
+def test_born_in_its_namespaces_and_cgroup_with_one_clone(kernel, fork, tmp_path):
+    kernel.answer("clone_child", lambda fd, flags: kernel.note("clone", fd_target(fd), flags) or 77)
+    assert launch._fork_into(FakeCgroup(str(tmp_path)), NEW_USER_PID_MOUNT) == (77, ["v1/tasks"], True)
+    assert kernel.calls_of("clone") == [(str(tmp_path), NEW_USER_PID_MOUNT)]
+
+
+def test_born_in_its_namespaces_without_a_cgroup(kernel, fork):
+    kernel.answer("clone_child", lambda fd, flags: kernel.note("clone", fd, flags) or 77)
+    assert launch._fork_into(None, NEW_USER_PID_MOUNT) == (77, [], True)
+    assert kernel.calls_of("clone") == [(None, NEW_USER_PID_MOUNT)]
+
+
+def test_namespaces_the_kernel_refuses_at_clone_are_made_by_the_child(kernel, fork, tmp_path):
+    """The child's own unshare() then says why, as it always did (a refused user namespace's hint)."""
+    kernel.answer("clone_child", OSError(EPERM, "clone3: Operation not permitted"),
+                  lambda fd, flags: kernel.note("clone", flags) or 77)
+    assert launch._fork_into(FakeCgroup(str(tmp_path)), NEW_USER_PID_MOUNT) == (77, ["v1/tasks"], False)
+    assert kernel.calls_of("clone") == [(0,)]
+
+
+def test_a_threaded_caller_is_never_born_in_namespaces(kernel, fork):
+    kernel.answer("thread_count", 2)
+    assert launch._fork_into(None, NEW_USER_PID_MOUNT) == (4242, [], False)
+    assert "clone_child" not in kernel.names()
+
+
+def _init_plan(namespaces, cgroup=None):
+    spec = {"process": {"args": ["true"], "cwd": "/"}, "linux": {"namespaces": namespaces}}
+    return launch.plan_for_container(spec=spec, rootfs="/r", container_id="c", state={}, listen_fd=9, cgroup=cgroup)
+
+
+def test_an_init_whose_namespaces_are_all_new_is_born_in_them_but_the_cgroup_namespace():
+    plan = _init_plan([{"type": t} for t in ("user", "pid", "mount", "network", "ipc", "uts", "cgroup")])
+    assert launch._born_namespaces(plan) == (linux.CLONE_NEWUSER | linux.CLONE_NEWPID | linux.CLONE_NEWNS
+                                             | linux.CLONE_NEWNET | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
+
+
+@pytest.mark.parametrize("namespaces", [
+    [{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}],  # one joined
+    [{"type": "pid"}, {"type": "time"}],  # offsets are written before a process is in it
+    [],
+])
+def test_an_init_is_not_born_in_namespaces_it_joins_or_must_prepare(namespaces):
+    assert launch._born_namespaces(_init_plan(namespaces)) == 0
 
 
 @pytest.mark.parametrize("error,falls_back", [(ENOSYS, True), (EINVAL, True), (7, True), (EPERM, False)])
@@ -172,14 +222,22 @@ def test_clone3_falls_back_to_fork_only_where_the_kernel_lacks_it(monkeypatch, e
     monkeypatch.setattr(kernel_process, "_own_tid_address", lambda: 0x7F0000001000)
     monkeypatch.setattr(kernel_process, "_clone3", lambda number, args: made.append((number, args)) or (-1, error))
     if falls_back:
-        assert linux.fork_into_cgroup(9) is None
+        assert linux.clone_child(9) is None
     else:
-        with pytest.raises(OSError, match="clone3 into cgroup"):
-            linux.fork_into_cgroup(9)
+        with pytest.raises(OSError, match="clone3"):
+            linux.clone_child(9)
     ((number, args),) = made
     flags, _, child_tid, _, exit_signal, *_, cgroup = _struct.unpack("11Q", args)
     assert number == 435 and cgroup == 9 and exit_signal == signal.SIGCHLD and child_tid == 0x7F0000001000
     assert flags == kernel_process.CLONE_INTO_CGROUP | kernel_process.CLONE_CHILD_SETTID
+
+
+def test_clone3_with_namespaces_the_kernel_refuses_is_an_error(monkeypatch):
+    """EINVAL with namespaces (and no cgroup) is not an old kernel's: the caller is told."""
+    monkeypatch.setattr(kernel_process, "_own_tid_address", lambda: 0x7F0000001000)
+    monkeypatch.setattr(kernel_process, "_clone3", lambda number, args: (-1, EINVAL))
+    with pytest.raises(OSError, match="clone3: Invalid argument"):
+        linux.clone_child(None, linux.CLONE_NEWUSER)
 
 
 def test_clone3_is_not_made_by_a_process_with_other_threads(monkeypatch):
@@ -194,7 +252,7 @@ def test_clone3_is_not_made_by_a_process_with_other_threads(monkeypatch):
     monkeypatch.setattr(kernel_process, "_own_tid_address", lambda: 0x7F0000001000)
     monkeypatch.setattr(kernel_process, "function", function)
     monkeypatch.setattr(kernel_process, "thread_count", lambda: 2)
-    assert linux.fork_into_cgroup(9) is None
+    assert linux.clone_child(9) is None
 
 
 def test_a_threaded_caller_imports_the_childs_modules_before_it_forks(kernel, monkeypatch, tmp_path):
@@ -205,7 +263,7 @@ def test_a_threaded_caller_imports_the_childs_modules_before_it_forks(kernel, mo
     monkeypatch.setattr(launch, "_CHILD_IMPORTS", ("capsa_child_import_probe",))
     monkeypatch.setattr(posix, "fork", lambda: kernel.note("fork", "capsa_child_import_probe" in sys.modules) or 4242)
     kernel.answer("thread_count", 2)
-    assert launch._fork_into(None) == (4242, [])
+    assert launch._fork_into(None) == (4242, [], False)
     assert kernel.calls_of("fork") == [(True,)]
     sys.modules.pop("capsa_child_import_probe", None)
 
@@ -213,11 +271,11 @@ def test_a_threaded_caller_imports_the_childs_modules_before_it_forks(kernel, mo
 def test_clone3_is_not_tried_where_glibc_keeps_the_tid_elsewhere(monkeypatch):
     monkeypatch.setattr(kernel_process, "_own_tid_address", lambda: None)
     monkeypatch.setattr(kernel_process, "_clone3", lambda number, args: pytest.fail("clone3 without the tid address"))
-    assert linux.fork_into_cgroup(9) is None
+    assert linux.clone_child(9) is None
 
 
 def test_the_tid_address_is_found_on_this_host():
-    """The check fork_into_cgroup relies on holds on the glibc the tests run with (x86-64, 2.34+)."""
+    """The check clone_child relies on holds on the glibc the tests run with (x86-64, 2.34+)."""
     if os.uname().machine != "x86_64":
         pytest.skip("the offset is x86-64 glibc's")
     assert kernel_process._own_tid_address() is not None

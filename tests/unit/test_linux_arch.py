@@ -86,7 +86,7 @@ def test_an_unknown_machine_gets_enosys_naming_the_call_and_the_machine(monkeypa
     with pytest.raises(OSError, match="seccomp: no syscall number known for sparc64"):
         kernel_seccomp.load_filter(0, b"")
     assert not kernel_seccomp.filter_flags_known(1)  # a feature probe says "no", it does not raise
-    assert linux.fork_into_cgroup(3) is None  # no clone3 here: the caller forks
+    assert linux.clone_child(3) is None  # no clone3 here: the caller forks
     assert raw_syscalls == []
 
 

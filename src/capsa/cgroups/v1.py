@@ -108,7 +108,7 @@ class V1Cgroup(Cgroup):
         itself through a v1 `tasks` file skips that lock (kernel >= 5.17,
         cgroup_procs_write_start): 0.5 ms for all v1 hierarchies, and children forked afterwards
         inherit the cgroup. cgroup2 has no such file (cgroup.threads refuses to cross domains):
-        there the child is born in its cgroup (linux.fork_into_cgroup), and only where that is
+        there the child is born in its cgroup (linux.clone_child), and only where that is
         not possible does it join through cgroup.procs, paying the wait.
         """
         files = []

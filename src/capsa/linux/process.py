@@ -106,7 +106,7 @@ def close_range_cloexec(first: int) -> None:
     check(syscall("close_range", first, c_uint(0xFFFFFFFF), CLOSE_RANGE_CLOEXEC), "close_range")
 
 
-# -- fork into a cgroup (clone3 CLONE_INTO_CGROUP) ------------------------------------------------
+# -- fork into a cgroup and namespaces (clone3 CLONE_INTO_CGROUP, CLONE_NEW*) ---------------------
 # Why a raw clone3 is safe here, and only here. glibc's fork() does more than the syscall, and a
 # raw clone3 skips all of it:
 #
@@ -127,7 +127,7 @@ def close_range_cloexec(first: int) -> None:
 #    it: the child hangs in its next malloc, or in the glibc fork() that forks the container's init,
 #    which locks every arena (__malloc_fork_lock_parent: seen with busy threads in the caller,
 #    tests/integration/test_process.py). Nothing done from here could make that safe, so a process
-#    with other threads never clones this way: fork_into_cgroup returns None, launch forks with
+#    with other threads never clones this way: clone_child returns None, launch forks with
 #    glibc's fork() and the child joins its cgroup2 directory through cgroup.procs (paying the RCU
 #    grace period that being born there saves). The capsa command is single-threaded: it always
 #    takes the fast path; a threaded Python program (a manager, the Python API) the safe one.
@@ -151,18 +151,22 @@ def thread_count() -> int:
     return len(posix.listdir("/proc/self/task"))
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int | None:
-    """fork(), with the child born in the cgroup2 directory `cgroup_fd`; None if not possible here:
-    an old kernel, a libc whose layout (or an architecture whose numbers) we do not know, or a
-    process with other threads (see the comment above: only a single-threaded process may bypass
-    glibc's fork()).
+def clone_child(cgroup_fd: int | None = None, namespaces: int = 0) -> int | None:
+    """fork(), with the child born in the cgroup2 directory `cgroup_fd` (None: the caller's
+    cgroup) and in new namespaces (CLONE_NEW* flags); None if not possible here: an old kernel,
+    a libc whose layout (or an architecture whose numbers) we do not know, or a process with
+    other threads (see the comment above: only a single-threaded process may bypass glibc's
+    fork()).
 
-    Why: writing another process's pid to a cgroup.procs file takes the kernel's global
+    Why a cgroup: writing another process's pid to a cgroup.procs file takes the kernel's global
     cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period (5-20 ms here),
-    while a child born in its cgroup costs nothing extra. Done as os.fork() does it (the
+    while a child born in its cgroup costs nothing extra. Why namespaces: a child born in them
+    is already what unshare() and a second fork would make of it (pid 1 of its pid namespace),
+    one copy of the interpreter's address space less. Done as os.fork() does it (the
     interpreter's before/after-fork hooks, the GIL held throughout by PyDLL), and glibc's cached
     tid of the child is set by the kernel (CLONE_CHILD_SETTID) as glibc's own fork() does.
-    Returns the child's pid in the parent and 0 in the child, like os.fork().
+    Returns the child's pid in the parent and 0 in the child, like os.fork(). An error of the
+    kernel's (a namespace it refuses) is an OSError.
     """
     try:
         tid_address = _own_tid_address()
@@ -171,17 +175,18 @@ def fork_into_cgroup(cgroup_fd: int) -> int | None:
         return None
     if tid_address is None:
         return None
+    flags = namespaces | CLONE_CHILD_SETTID | (CLONE_INTO_CGROUP if cgroup_fd is not None else 0)
     # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
     # set_tid, set_tid_size, cgroup (read by the kernel).
-    args = _struct.pack("11Q", CLONE_INTO_CGROUP | CLONE_CHILD_SETTID, 0, tid_address, 0, _SIGCHLD, 0, 0, 0, 0, 0,
-                        cgroup_fd)
+    args = _struct.pack("11Q", flags, 0, tid_address, 0, _SIGCHLD, 0, 0, 0, 0, 0,
+                        0 if cgroup_fd is None else cgroup_fd)
     pid, error = _clone3(clone3, args)
     if pid is None:  # another thread appeared
         return None
     if pid < 0:
-        if error in (ENOSYS, E2BIG, EINVAL):  # older kernel: no clone3 or no cgroup flag
+        if error in (ENOSYS, E2BIG) or (error == EINVAL and cgroup_fd is not None):  # older kernel: no clone3 or no cgroup flag
             return None
-        raise OSError(error, f"clone3 into cgroup: {posix.strerror(error)}")
+        raise OSError(error, f"clone3: {posix.strerror(error)}")
     return pid
 
 
