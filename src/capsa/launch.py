@@ -576,13 +576,7 @@ def _kill_quietly(pid: int) -> None:
 
 
 def _close_fds_except(keep: set[int]) -> None:
-    for name in posix.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            try:
-                posix.close(fd)
-            except OSError:
-                pass
+    linux.close_fds_except({fd for fd in keep if fd >= 0})
 
 
 def _socketpair() -> tuple[int, int]:

@@ -196,7 +196,9 @@ def prepare_root(rootfs: str, propagation: int) -> None:
         # 1.1 fails): private for now; init makes the container's / unbindable after pivot_root.
         propagation = (propagation & ~linux.MS_UNBINDABLE) | linux.MS_PRIVATE
     linux.mount(None, "/", None, propagation)
-    _make_parent_mount_private(rootfs)
+    if not (propagation & linux.MS_REC and propagation & (linux.MS_SLAVE | linux.MS_PRIVATE)):
+        # Recursively slave or private (the default), no mount is shared any more: nothing to look for.
+        _make_parent_mount_private(rootfs)
     linux.mount(rootfs, rootfs, "bind", linux.MS_BIND | linux.MS_REC)
 
 

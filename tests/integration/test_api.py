@@ -10,6 +10,7 @@ import ast
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -191,6 +192,33 @@ show(capsa.run(['sh', '-c', 'echo busybox | tr a-z A-Z'], rootfs=ROOTFS, timeout
         assert r["stdout"].split() == EXPECTED_ERRNOS.split(), r["stderr"]
     assert out[2]["stdout"] == "42\n" and out[2]["exit_code"] == 0
     assert out[3]["stdout"] == "BUSYBOX\n" and out[3]["exit_code"] == 0
+
+
+# Python code that makes one 32-bit system call, getpid through int 0x80 (eax 20), from an
+# executable page, and prints what it returns: a 64-bit process may, where the kernel runs the
+# i386 ABI.
+INT80_GETPID = """
+import ctypes, mmap
+page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(bytes([0xB8, 20, 0, 0, 0, 0xCD, 0x80, 0xC3]))  # mov eax, 20; int 0x80; ret
+call = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+print("returned", call(), flush=True)
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the i386 ABI of an x86_64 kernel")
+def test_a_32_bit_system_call_kills_the_thread_cold_and_pooled(rootfs):
+    """The filter is the machine's own ABI only: int 0x80 is not a way around it."""
+    if subprocess.run(["python3", "-c", INT80_GETPID], capture_output=True).returncode != 0:
+        pytest.skip("this kernel does not run the i386 ABI (ia32_emulation off): nothing to refuse")
+    out = scenario(rootfs, f"""
+code = {INT80_GETPID!r}
+show(capsa.run(['python3', '-c', code], rootfs=capsa.HostTools(), timeout=60))
+with capsa.Pool(1, rootfs=capsa.HostTools()) as pool:
+    show(pool.run(['python3', '-c', code], timeout=60))
+""")
+    for r in out:
+        assert r["stdout"] == "" and r["signal"] == signal.SIGSYS, r
 
 
 def test_writes_to_the_rootfs_are_refused(rootfs):

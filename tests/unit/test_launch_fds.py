@@ -40,3 +40,30 @@ def _is_open(fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_close_fds_except_keeps_exactly_the_kept_ones():
+    """In a forked child (it closes nearly everything): fds kept at the edges of the gaps stay,
+    every other one is closed, the highest included."""
+    import os
+
+    from capsa import linux
+
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(6)]
+    high = os.dup2(fds[0], 900)
+    keep = {0, 1, 2, fds[1], fds[2], fds[4]}
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            linux.close_fds_except(keep | {w})
+            os.write(w, repr([fd for fd in range(1024) if _is_open(fd)]).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    reported = os.read(r, 4096).decode()
+    os.waitpid(pid, 0)
+    os.close(r)
+    for fd in [*fds, high]:
+        os.close(fd)
+    assert set(eval(reported)) == keep | {w}  # noqa: S307 - our own child's repr of a list of ints

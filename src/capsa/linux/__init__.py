@@ -101,6 +101,7 @@ from capsa.linux.process import (  # noqa: F401
     capget_permitted,
     capset,
     clone_child,
+    close_fds_except,
     close_range_cloexec,
     ioprio_set,
     prctl,

@@ -101,6 +101,17 @@ def setrlimit(resource: int, soft: int, hard: int) -> None:
 CLOSE_RANGE_CLOEXEC = 1 << 2
 
 
+def close_fds_except(keep: set[int]) -> None:
+    """Close every fd of this process but those in `keep`: one close_range per gap between them
+    (no listing of /proc/self/fd)."""
+    first = 0
+    for fd in sorted(keep):
+        if fd > first:
+            check(syscall("close_range", first, c_uint(fd - 1), 0), "close_range")
+        first = max(first, fd + 1)
+    check(syscall("close_range", first, c_uint(0xFFFFFFFF), 0), "close_range")
+
+
 def close_range_cloexec(first: int) -> None:
     """Mark every fd >= first close-on-exec (the kernel does it in one call)."""
     check(syscall("close_range", first, c_uint(0xFFFFFFFF), CLOSE_RANGE_CLOEXEC), "close_range")
