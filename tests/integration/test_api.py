@@ -400,6 +400,43 @@ with ThreadPoolExecutor(8) as pool:
     assert out[0] == [[f"{i}\n", f"e{i}\n", 0] for i in range(24)]
 
 
+def test_a_forked_program_gets_a_zygote_of_its_own(rootfs):
+    """The zygote's socket is the program's: a fork of the program (multiprocessing) that runs
+    sandboxes while its parent does must start its own, or their requests and answers mix."""
+    out = scenario(rootfs, """
+import os, threading
+show(capsa.run(['echo', 'before'], rootfs=ROOTFS, timeout=30))
+pid = os.fork()
+name = 'child' if pid == 0 else 'parent'
+results = [capsa.run(['sh', '-c', f'echo {name}-{i}'], rootfs=ROOTFS, timeout=30) for i in range(20)]
+ok = all(r.stdout == f'{name}-{i}\\n'.encode() and r.exit_code == 0 for i, r in enumerate(results))
+if pid == 0:
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"parent": ok, "child": os.waitstatus_to_exitcode(status) == 0}))
+""")
+    assert out[0]["stdout"] == "before\n"
+    assert out[1] == {"parent": True, "child": True}
+
+
+def test_a_run_outlives_its_zygote_as_an_unknown_end_and_the_next_run_works(rootfs):
+    """The zygote, the init's parent, killed mid-run: the run's end is not known (exit_code -1),
+    its container is deleted, and the next run starts a new zygote."""
+    out = scenario(rootfs, """
+import threading, time
+from capsa.api.zygote import zygote
+capsa.run(['true'], rootfs=ROOTFS, timeout=30)
+killer = threading.Timer(0.5, lambda: os.kill(zygote().pid, 9))
+killer.start()
+show(capsa.run(['sleep', '3'], rootfs=ROOTFS, timeout=30))
+show(capsa.run(['echo', 'again'], rootfs=ROOTFS, timeout=30))
+print(json.dumps(sorted(n for n in os.listdir('/run/capsa-api/state') if n.startswith(f'api-{os.getpid()}-'))))
+""")
+    assert out[0]["exit_code"] == -1 and not out[0]["timed_out"]
+    assert out[1]["stdout"] == "again\n" and out[1]["exit_code"] == 0
+    assert out[2] == []
+
+
 def test_stream_gives_output_as_it_comes_then_the_result(rootfs):
     out = scenario(rootfs, """
 with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:

@@ -1,6 +1,6 @@
 """A run of capsa's Python API in a fresh container: capsa.run, capsa.arun, and what Sandbox
-runs each time (run_spec, run_events): create it with the run's stdio (its init execs at once),
-supervise it, delete it."""
+runs each time (run_spec, run_events): have the program's zygote create it with the run's stdio
+(its init execs at once), supervise it, delete it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from capsa.api.rootfs import API_DIR, resolve
 from capsa.api.session import STATE_ROOT, new_id, setup
 from capsa.api.spec import build_spec
 from capsa.api.supervise import adrive, drive, supervise
-from capsa.errors import CapsaError
 
 
 def _stdin_fd(data: bytes | None) -> int:
@@ -35,30 +34,54 @@ def _stdin_fd(data: bytes | None) -> int:
     return fd
 
 
-def create_container(spec: dict, stdin: int, stdout: int, stderr: int, *, exec_at_once: bool = False, serve=None):
-    """Container.create, the init's fds 0-2 being stdin, stdout and stderr: the launch makes them
-    the init's own (launch's stdio option), so this program's stdio is never pointed at a run.
-    exec_at_once: the init execs as soon as it is set up (no start). A failure is a
-    SandboxStartError with the runtime's message; nothing of the container is left."""
+def create_run_once(spec: dict, stdio: tuple[int, int, int], exit_pipe: int):
+    """The run's container, created by the program's zygote (capsa.api.zygote), the init's fds 0-2
+    being `stdio` and exec'ing at once; the zygote, its parent, writes its wait status to
+    `exit_pipe` once it has ended. A failure is a SandboxStartError with the runtime's message;
+    nothing of the container is left. The fds are the caller's to close (the zygote has copies)."""
+    from capsa import state
+    from capsa.api.zygote import zygote
     from capsa.container import Container
 
-    low = [fd for fd in (stdin, stdout, stderr) if fd <= 2]  # only if this program closed its own 0-2
-    moved = {fd: _fcntl_dup_above(fd) for fd in low}
     try:
-        return Container.create(STATE_ROOT, new_id(), API_DIR, spec=spec, rootless_cgroups=os.geteuid() != 0,
-                                stdio=tuple(moved.get(fd, fd) for fd in (stdin, stdout, stderr)),
-                                exec_at_once=exec_at_once, serve=serve)
-    except CapsaError as err:
+        _, record = zygote().run_once(new_id(), spec, STATE_ROOT, API_DIR, stdio, exit_pipe)
+    except RuntimeError as err:
         raise SandboxStartError(str(err)) from None
-    finally:
-        for fd in moved.values():
-            os.close(fd)
+    return Container(state.StateStore(STATE_ROOT), record, spec)
 
 
-def _fcntl_dup_above(fd: int) -> int:
-    import fcntl
+class ReportedExit:
+    """How a run-once container's init ended, as its parent (the zygote) reports it on the exit
+    pipe: readable (fileno) once it has ended; wait() gives its ExitStatus (not `known` if the
+    zygote ended first)."""
 
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.status = None
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def wait(self, timeout: float | None = None):
+        import marshal
+        import select
+
+        from capsa.process import ExitStatus
+
+        if self.status is None:
+            data = b""
+            while self.fd >= 0 and select.select([self.fd], [], [], timeout)[0]:
+                chunk = os.read(self.fd, 64)
+                if not chunk:
+                    break
+                data += chunk
+            self.status = ExitStatus.from_wait_status(marshal.loads(data)) if data else ExitStatus()
+        return self.status
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def run_spec(spec: dict, stdin: bytes | None, timeout: float | None, output_limit: int) -> Result:
@@ -73,24 +96,27 @@ def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_li
     stdin_fd = _stdin_fd(stdin)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    exit_r, exit_w = os.pipe()
+    ended = ReportedExit(exit_r)
     container = None
     supervised = False
     try:
         try:
             # Created running: the init execs once set up, without a start (its state write and
             # socket round trip); the record's "created" is never read before the delete below.
-            container = create_container(spec, stdin_fd, out_w, err_w, exec_at_once=True)
+            container = create_run_once(spec, (stdin_fd, out_w, err_w), exit_w)
         except SandboxStartError as err:
             raise SandboxStartError(f"cannot create the sandbox: {err}") from None
         finally:
-            for fd in (stdin_fd, out_w, err_w):
+            for fd in (stdin_fd, out_w, err_w, exit_w):
                 os.close(fd)
         supervised = True
-        return (yield from supervise(container, out_r, err_r, timeout, output_limit))  # closes out_r, err_r
+        return (yield from supervise(container, out_r, err_r, timeout, output_limit, ended))  # closes out_r, err_r
     finally:
         if not supervised:
             os.close(out_r)
             os.close(err_r)
+        ended.close()
         if container is not None:
             container.delete(force=True)
 

@@ -46,6 +46,9 @@ def setup() -> None:
         process.become_subreaper()
         clean_leftovers()
         _start_guard()
+        from capsa.api.zygote import zygote
+
+        zygote().start()  # it imports while this program goes on: ready by its first sandbox
         _set_up = True
 
 

@@ -121,21 +121,24 @@ class Output:
         return b"".join(self.chunks)
 
 
-def supervise(container, out_r: int, err_r: int, timeout: float | None, output_limit: int) -> Result:
-    """The run of the container's init (started): a generator, see run_events."""
+def supervise(container, out_r: int, err_r: int, timeout: float | None, output_limit: int, init=None) -> Result:
+    """The run of the container's init (started): a generator, see run_events. `init`: what
+    tells the init's end (fileno() readable once it has ended, wait() its ExitStatus):
+    oneshot.ReportedExit, or by default the init's own handle (a child of ours)."""
     started = time.monotonic()
     budget = [output_limit]
     outputs = {out_r: Output("stdout", out_r, budget), err_r: Output("stderr", err_r, budget)}
+    # The init's own handle, not container.wait(): the container is deleted next, so recording
+    # the exit in its state (under its lock) would be wasted.
+    init = init if init is not None else container.init_process()
     try:
-        timed_out, ended = yield from _collect(container, outputs, None if timeout is None else started + timeout)
+        timed_out, ended = yield from _collect(container, init, outputs, None if timeout is None else started + timeout)
     finally:
         for output in outputs.values():
             output.close()
     from capsa.process import oom_kill_count
 
-    # The init's own handle, not container.wait(): the container is deleted next, so recording
-    # the exit in its state (under its lock) would be wasted.
-    status = container.init_process().wait(timeout=30)
+    status = init.wait(timeout=30)
     oom_killed = oom_kill_count(container.cgroup()) > 0
     cpu_time, peak_memory = _usage(container)
     return Result(
@@ -147,12 +150,12 @@ def supervise(container, out_r: int, err_r: int, timeout: float | None, output_l
     )
 
 
-def _collect(container, outputs: dict[int, Output], deadline: float | None) -> tuple[bool, float]:
+def _collect(container, init, outputs: dict[int, Output], deadline: float | None) -> tuple[bool, float]:
     """Read the run's output until its init has exited and the pipes are at EOF; kill the whole
     run at the deadline, or if its pipes stay open DRAIN_GRACE seconds after the init exited
     (a process that left the pid namespace's reach cannot exist, but no wait is unbounded).
     Returns (timed out, when the init exited)."""
-    main = container.init_process().fileno()
+    main = init.fileno()
     timed_out = killed = False
     ended = None
     watched = [*outputs, main]
