@@ -3,7 +3,8 @@
     sudo .venv/bin/python bench/bench_api.py [--runs 100] [--throughput 1000]
 
 Every contender is timed from this one Python program, call to result, in turns (round-robin, so
-that the machine's drift hits them alike): capsa.run in-process; `bwrap --unshare-all --ro-bind /
+that the machine's drift hits them alike), the cold ones first and then the pooled ones (no pool
+alive while the cold ones run: a pool refills in the background): capsa.run; `bwrap --unshare-all --ro-bind /
 / true`, `runc run` and `crun run` (busybox bundle, /bin/true, runc's default config) spawned with
 subprocess; the same in a capsa.Pool of 4 warm sandboxes (pool.run: each sandbox's agent
 prepares the next run's process meanwhile). Also `python3 -c 'print(1)'` in capsa.HostTools() against bwrap over the host's root (with a
@@ -46,19 +47,15 @@ def make_bundle(directory: str, args: list[str]) -> str:
     return bundle
 
 
-def contenders(bundle: str, state: str, pools: list) -> dict:
+def cold_contenders(bundle: str, state: str) -> dict:
+    """A fresh sandbox each: capsa.run, and the tools spawned with subprocess."""
     import capsa
 
     rootfs = os.path.join(bundle, "rootfs")
     counter = iter(range(10**9))
-    pool = capsa.Pool(4, rootfs=rootfs)
-    host_pool = capsa.Pool(4, rootfs=capsa.HostTools())
-    pools += [pool, host_pool]
     found = {
         "capsa.run /bin/true": lambda: capsa.run(["/bin/true"], rootfs=rootfs),
-        "Pool(4).run /bin/true": lambda: pool.run(["/bin/true"]),
         "capsa.run python3 (HostTools)": lambda: capsa.run(["python3", "-c", "print(1)"], rootfs=capsa.HostTools()),
-        "Pool(4).run python3 (HostTools)": lambda: host_pool.run(["python3", "-c", "print(1)"]),
     }
     devnull = subprocess.DEVNULL
     if shutil.which("bwrap"):
@@ -75,6 +72,36 @@ def contenders(bundle: str, state: str, pools: list) -> dict:
                     [runtime, "--root", root, "run", "--bundle", bundle, f"b{next(counter)}"], stdout=devnull,
                     stderr=devnull, check=True))
     return found
+
+
+def pooled_contenders(bundle: str, pools: list) -> dict:
+    """Runs in a capsa.Pool of 4 warm sandboxes: measured after the cold ones, with no pool
+    alive while those run (a pool refills its sandboxes in the background after each run, which
+    would take CPU from whatever is timed next on this 2-core machine)."""
+    import capsa
+
+    rootfs = os.path.join(bundle, "rootfs")
+    pool = capsa.Pool(4, rootfs=rootfs)
+    host_pool = capsa.Pool(4, rootfs=capsa.HostTools())
+    pools += [pool, host_pool]
+    return {
+        "Pool(4).run /bin/true": lambda: pool.run(["/bin/true"]),
+        "Pool(4).run python3 (HostTools)": lambda: host_pool.run(["python3", "-c", "print(1)"]),
+    }
+
+
+def timed(calls: dict, runs: int) -> dict[str, list[float]]:
+    """Each call `runs` times, in turns (round-robin, so that the machine's drift hits them
+    alike), after one warm-up call each (page cache, the HostTools skeleton); milliseconds."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        call()
+    for _ in range(runs):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return times
 
 
 def smaps_rollup(pid: int) -> dict[str, int]:
@@ -194,20 +221,17 @@ def main() -> int:
         while path != "/":  # the sandbox's root (an unprivileged uid) must reach the rootfs
             os.chmod(path, os.stat(path).st_mode | 0o055)
             path = os.path.dirname(path)
+        times = timed(cold_contenders(bundle, state), runs)
         pools: list = []
-        calls = contenders(bundle, state, pools)
-        times: dict[str, list[float]] = {name: [] for name in calls}
-        for call in calls.values():  # warm up: page cache, the HostTools skeleton
-            call()
-        for _ in range(runs):
-            for name, call in calls.items():
-                start = time.perf_counter()
-                call()
-                times[name].append((time.perf_counter() - start) * 1000)
+        times.update(timed(pooled_contenders(bundle, pools), runs))
         print(f"{runs} runs each, milliseconds, call to result")
         print(f"{'contender':32} {'median':>8} {'p99':>8}")
         for name, values in times.items():
             print(f"{name:32} {statistics.median(values):8.1f} {percentile(values, 0.99):8.1f}")
+        cold = statistics.median(times["capsa.run /bin/true"])
+        for other in ("bwrap --unshare-all true", "runc run /bin/true", "crun run /bin/true"):
+            if other in times:
+                print(f"capsa.run /bin/true / {other}: {cold / statistics.median(times[other]):.2f}x (medians)")
         idle_memory(pools[0])
         if "--throughput" in sys.argv:
             throughput(int(sys.argv[sys.argv.index("--throughput") + 1]), bundle, state)

@@ -292,7 +292,8 @@ def cgroup_sources(spec: dict[str, Any], cgroup: Cgroup | None) -> dict[str, str
 class ChildFds:
     """The fds of its own a launch hands the child, all above the inherited range."""
 
-    __slots__ = ("sync", "console", "seccomp_listener", "mount_trees", "cgroup_join", "born_in_namespaces")
+    __slots__ = ("sync", "console", "seccomp_listener", "mount_trees", "cgroup_join", "born_in_namespaces",
+                 "maps_unasked")
 
     def __init__(self, sync: int, console: int, seccomp_listener: int, mount_trees: dict[int, int]):
         self.sync = sync
@@ -301,6 +302,7 @@ class ChildFds:
         self.mount_trees = mount_trees  # index in mounts -> detached idmapped tree (init only)
         self.cgroup_join: list[str] = []  # files the child writes "0" to, to join the rest of its cgroup
         self.born_in_namespaces = False  # the child was cloned in the plan's namespaces (_born_namespaces)
+        self.maps_unasked = False  # ... and the parent writes its user namespace's maps unasked (_maps_unasked)
 
     def all(self) -> set[int]:
         return {self.sync, self.console, self.seccomp_listener, *self.mount_trees.values()} - {-1}
@@ -323,9 +325,11 @@ def start(plan: LaunchPlan) -> int:
     parent_fd, fds = _child_fds(plan, 3 + keep)
     managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
+    maps_unasked = _maps_unasked(plan)
     try:
         child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
                                                                     _born_namespaces(plan))
+        fds.maps_unasked = fds.born_in_namespaces and maps_unasked
     except BaseException:
         _close_if_open(parent_fd, *fds.all())
         raise
@@ -341,6 +345,11 @@ def start(plan: LaunchPlan) -> int:
             plan.cgroup.create_with(child, (plan.cgroup_limits or (None, None))[0])
             driver.channel.send("cgroup")
         else:
+            if fds.maps_unasked:
+                from capsa import idmap
+
+                idmap.write_mappings(child, plan.id_mappings or {})
+                driver.channel.send("ok")
             # While the child sets itself up: the limits hold before "go", and so before any code
             # of the container's runs (the cgroup is the container's own and new, nothing in it yet
             # or only the child).
@@ -660,7 +669,7 @@ def _child(plan: LaunchPlan, fds: ChildFds, seccomp_filter: Any) -> NoReturn:
         # Into the cgroup while still the host's root (or user): the process forked below inherits it.
         _join_cgroup(fds.cgroup_join)
         if fds.born_in_namespaces:
-            _finish_born_namespaces(plan.namespaces, channel)
+            _finish_born_namespaces(plan.namespaces, channel, fds.maps_unasked)
             channel.send("pid")  # the parent has it: this process, born in the namespaces, is the payload
         else:
             _enter_namespaces(plan.namespaces, channel, plan.time_offsets)
@@ -734,6 +743,14 @@ def _fork_into(cgroup: Cgroup | None, namespaces: int = 0) -> tuple[int, list[st
     return posix.fork(), cgroup.self_join_files() if cgroup is not None else [], False
 
 
+def _maps_unasked(plan: LaunchPlan) -> bool:
+    """Whether root writes the maps of a child born in a new user namespace as soon as it is
+    cloned, unasked (one round trip less); rootless, newuidmap needs the child dumpable first,
+    so the child asks ("userns") once it is. Asked before the fork: in the child, unmapped,
+    geteuid() is the overflow id."""
+    return posix.geteuid() == 0 and any(ns.type == "user" and not ns.joined for ns in plan.namespaces)
+
+
 def _born_namespaces(plan: LaunchPlan) -> int:
     """The namespaces a container's init can be born in (one clone3 instead of a fork, unshare()
     and a second fork): all of its namespaces, if every one is new, none is a time namespace
@@ -800,12 +817,15 @@ def _enter_namespaces(namespaces: list[Namespace], channel: Channel, time_offset
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
 
 
-def _finish_born_namespaces(namespaces: list[Namespace], channel: Channel) -> None:
+def _finish_born_namespaces(namespaces: list[Namespace], channel: Channel, maps_unasked: bool) -> None:
     """Born in new namespaces (_born_namespaces): a new user namespace's maps, written by the
-    parent, and root in it; then non-dumpable, as _enter_namespaces leaves it."""
-    if any(ns.type == "user" for ns in namespaces):
-        if posix.geteuid() != 0:
-            linux.prctl(linux.PR_SET_DUMPABLE, 1)  # rootless: for the maps (see _new_user_namespace)
+    parent (unasked: see _maps_unasked), and root in it; then non-dumpable, as _enter_namespaces
+    leaves it."""
+    if maps_unasked:
+        channel.expect("ok")
+        _become_root_in_user_namespace()
+    elif any(ns.type == "user" for ns in namespaces):
+        linux.prctl(linux.PR_SET_DUMPABLE, 1)  # rootless: for the maps (see _new_user_namespace)
         _map_user_namespace(channel)
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
 
@@ -814,6 +834,10 @@ def _map_user_namespace(channel: Channel) -> None:
     """Our new user namespace's maps, written by the parent ("userns" ... "ok"); root in it."""
     channel.send("userns")
     channel.expect("ok")
+    _become_root_in_user_namespace()
+
+
+def _become_root_in_user_namespace() -> None:
     posix.setresgid(0, 0, 0)
     posix.setresuid(0, 0, 0)
 
