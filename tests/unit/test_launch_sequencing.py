@@ -105,6 +105,30 @@ def test_rootless_child_stays_dumpable_only_while_its_maps_are_written(kernel, m
     assert kernel.calls_of("prctl") == [(linux.PR_SET_DUMPABLE, 1), (linux.PR_SET_DUMPABLE, 0)]
 
 
+def test_born_in_its_user_namespace_a_roots_child_waits_for_the_maps_it_did_not_ask_for(kernel, monkeypatch):
+    monkeypatch.setattr(posix, "setresgid", lambda *ids: kernel.note("setresgid", *ids))
+    monkeypatch.setattr(posix, "setresuid", lambda *ids: kernel.note("setresuid", *ids))
+    launch._finish_born_namespaces(_plan([{"type": "user"}, {"type": "pid"}]), FakeChannel(kernel), True)
+    assert kernel.names() == ["expect ok", "setresgid", "setresuid", "prctl"]
+    assert kernel.calls_of("prctl") == [(linux.PR_SET_DUMPABLE, 0)]  # never dumpable
+
+
+def test_born_in_its_user_namespace_a_rootless_child_asks_for_its_maps_dumpable(kernel, monkeypatch):
+    monkeypatch.setattr(posix, "setresgid", lambda *ids: None)
+    monkeypatch.setattr(posix, "setresuid", lambda *ids: None)
+    launch._finish_born_namespaces(_plan([{"type": "user"}, {"type": "pid"}]), FakeChannel(kernel), False)
+    assert kernel.names() == ["prctl", "send userns", "expect ok", "prctl"]
+    assert kernel.calls_of("prctl") == [(linux.PR_SET_DUMPABLE, 1), (linux.PR_SET_DUMPABLE, 0)]
+
+
+def test_only_root_maps_unasked_and_only_a_new_user_namespace(monkeypatch):
+    monkeypatch.setattr(posix, "geteuid", lambda: 0)
+    assert launch._maps_unasked(_init_plan([{"type": "user"}, {"type": "pid"}]))
+    assert not launch._maps_unasked(_init_plan([{"type": "pid"}]))
+    monkeypatch.setattr(posix, "geteuid", lambda: 1000)
+    assert not launch._maps_unasked(_init_plan([{"type": "user"}, {"type": "pid"}]))
+
+
 def test_a_refused_user_namespace_is_a_clear_error(kernel, monkeypatch):
     monkeypatch.setattr(posix, "geteuid", lambda: 0)
     monkeypatch.setattr("capsa.rootless.running_in_userns", lambda: False)
