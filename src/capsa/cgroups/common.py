@@ -311,6 +311,13 @@ def read_keyed(path: str) -> dict[str, int]:
 
 
 def rmdir_tree(directory: str) -> None:
+    try:
+        posix.rmdir(directory)  # the common case: no sub-cgroup, no task left
+        return
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError:
+        pass  # EBUSY: sub-cgroups (or a task the kernel is still tearing down): the whole walk
     if not posixlite.isdir(directory):
         return
     for entry in posix.scandir(directory):

@@ -196,10 +196,20 @@ class V1Cgroup(Cgroup):
 def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> bool:
     """mkdir -p; in the cpuset hierarchy each new level must get cpus and mems before it takes a
     task. True if this call made `directory` itself (False: it was there, or another made it meanwhile)."""
-    missing = []
-    while not posixlite.isdir(directory):
-        missing.append(directory)
-        directory = posixlite.dirname(directory)
+    try:
+        posix.mkdir(directory, 0o755)  # the common case: its parent is there
+        missing = []
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        missing = []
+        while not posixlite.isdir(directory):
+            missing.append(directory)
+            directory = posixlite.dirname(directory)
+    else:
+        if is_cpuset:
+            _inherit_cpuset(directory)
+        return True
     made = False
     for current in reversed(missing):
         try:
@@ -209,10 +219,15 @@ def _mkdir_inheriting_cpuset(directory: str, is_cpuset: bool) -> bool:
             continue
         made = True
         if is_cpuset:
-            for name in ("cpuset.cpus", "cpuset.mems"):
-                with open(posixlite.join(posixlite.dirname(current), name)) as f:
-                    write_file(posixlite.join(current, name), f.read().strip())
+            _inherit_cpuset(current)
     return made
+
+
+def _inherit_cpuset(directory: str) -> None:
+    """A new cpuset cgroup's cpus and mems, its parent's: it takes no task without them."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        with open(posixlite.join(posixlite.dirname(directory), name)) as f:
+            write_file(posixlite.join(directory, name), f.read().strip())
 
 
 class OomEventfd:
