@@ -213,7 +213,8 @@ def launch_init(allocation: Allocation) -> None:
 
     prepared = allocation.prepared
     config = prepared.config
-    listen_fd = _start_listener(allocation.directory)
+    # No start socket for an init that is never started: it execs at once, or serves (-1).
+    listen_fd = -1 if config.exec_at_once or config.serve is not None else _start_listener(allocation.directory)
     try:
         arguments = dict(
             spec=prepared.spec, rootfs=prepared.rootfs, container_id=prepared.id, listen_fd=listen_fd,
@@ -232,7 +233,8 @@ def launch_init(allocation: Allocation) -> None:
         # unit?) commit records and abandon needs.
         allocation.pid = launch.start(plan)
     finally:
-        posix.close(listen_fd)  # ours: the init has its own copy
+        if listen_fd >= 0:
+            posix.close(listen_fd)  # ours: the init has its own copy
 
 
 def commit(allocation: Allocation, status: str) -> None:

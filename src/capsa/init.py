@@ -227,7 +227,6 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel, seccomp_filter: Any) 
     if config.serve is not None:
         channel.send("ready")
         channel.close()
-        posix.close(config.listen_fd)
         config.serve(plan, seccomp_filter, exec_trampoline)
         posix._exit(0)
     executable, env = _prepare_process(process, plan.inherited_fds, plan.listen_fds, plan.memory_policy)
@@ -243,7 +242,6 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel, seccomp_filter: Any) 
     channel.send("ready")
     channel.close()
     if config.exec_at_once:
-        posix.close(config.listen_fd)
         start = -1
     else:
         start = _wait_for_start(config.listen_fd)

@@ -190,7 +190,8 @@ def plan_for_container(
 ) -> LaunchPlan:
     """A new container's init: the namespaces of linux.namespaces (new, or joined by path), the
     container's own cgroup with its limits, the init that sets the rootfs up and waits on
-    `listen_fd` for `start`. `state` is what the create-time hooks get."""
+    `listen_fd` for `start` (-1: an init that execs at once or serves). `state` is what the
+    create-time hooks get."""
     linux_spec = spec.get("linux") or {}
     namespaces = [Namespace(ns["type"], path=ns.get("path")) for ns in linux_spec.get("namespaces") or []]
     process = spec["process"]
@@ -442,7 +443,7 @@ _INIT_ONLY = ("hooks", "mountfd")
 def _own_fds(plan: LaunchPlan) -> set[int]:
     """The caller's fds the plan names, which the child keeps."""
     fds = {ns.fd for ns in plan.namespaces if ns.fd >= 0}
-    if plan.init is not None:
+    if plan.init is not None and plan.init.listen_fd >= 0:
         fds.add(plan.init.listen_fd)
     if plan.stdio is not None:
         fds.update(plan.stdio)
