@@ -222,10 +222,16 @@ with capsa.Pool(1, rootfs=capsa.HostTools()) as pool:
 
 
 def test_writes_to_the_rootfs_are_refused(rootfs):
-    r = one(rootfs, "capsa.run(['sh', '-c', 'for f in /bin/planted /etc/planted /planted; do echo x > $f && echo $f; "
-                    "done; echo done'], rootfs=ROOTFS, timeout=30)")
-    assert r["stdout"] == "done\n"
+    """/dev too: as root, every sandbox binds one /dev made once, read-only (capsa.api.spec.dev_template)."""
+    out = scenario(rootfs, """
+for _ in range(2):  # the first run of a program makes the /dev template: both must refuse
+    show(capsa.run(['sh', '-c', 'for f in /bin/planted /etc/planted /planted /dev/planted /dev/null; do '
+                                'rm -f $f 2>/dev/null; echo x > $f && echo $f; done; echo done'], rootfs=ROOTFS, timeout=30))
+""")
+    for r in out:
+        assert r["stdout"] == "/dev/null\ndone\n", r
     assert not any(os.path.exists(os.path.join(rootfs, p)) for p in ("bin/planted", "etc/planted", "planted"))
+    assert not os.path.exists("/run/capsa-api/dev/planted") and os.path.exists("/run/capsa-api/dev/null")
 
 
 def test_network_is_loopback_only(rootfs):

@@ -134,7 +134,9 @@ def run(argv, *, rootfs, timeout=None, memory=None, cpus=None, pids=None, networ
     limits = Limits.from_arguments(memory, cpus, pids, cpu_time, file_size, scratch, network)
     env_list, cwd = check_env(env), check_cwd(cwd)
     stdin, timeout, output_limit = check_stdin(stdin), check_timeout(timeout), check_output_limit(output_limit)
-    spec = build_spec(argv, resolve(rootfs), limits, env_list, cwd)
+    rootfs = resolve(rootfs)
+    setup()  # before the spec: it makes what the spec names (the /dev template)
+    spec = build_spec(argv, rootfs, limits, env_list, cwd)
     return run_spec(spec, stdin, timeout, output_limit)
 
 
@@ -147,5 +149,7 @@ async def arun(argv, *, rootfs, timeout=None, memory=None, cpus=None, pids=None,
     limits = Limits.from_arguments(memory, cpus, pids, cpu_time, file_size, scratch, network)
     env_list, cwd = check_env(env), check_cwd(cwd)
     stdin, timeout, output_limit = check_stdin(stdin), check_timeout(timeout), check_output_limit(output_limit)
-    spec = build_spec(argv, resolve(rootfs), limits, env_list, cwd)
+    rootfs = resolve(rootfs)
+    setup()  # before the spec: it makes what the spec names (the /dev template)
+    spec = build_spec(argv, rootfs, limits, env_list, cwd)
     return await adrive(run_events(spec, stdin, timeout, output_limit), first_step_in_thread=True)

@@ -11,7 +11,7 @@ import time
 
 from capsa.api.errors import SandboxStartError
 from capsa.api.rootfs import API_DIR
-from capsa.api.spec import host_id_range
+from capsa.api.spec import dev_template, host_id_range
 from capsa.errors import CapsaError
 
 STATE_ROOT = API_DIR + "/state"
@@ -43,6 +43,7 @@ def setup() -> None:
         os.makedirs(API_DIR, mode=0o755 if os.geteuid() == 0 else 0o700, exist_ok=True)
         os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
         os.makedirs(SANDBOX_DIR, mode=0o711, exist_ok=True)
+        dev_template()
         process.become_subreaper()
         clean_leftovers()
         _start_guard()
