@@ -355,6 +355,8 @@ def start(plan: LaunchPlan) -> int:
             # of the container's runs (the cgroup is the container's own and new, nothing in it yet
             # or only the child).
             driver.apply_limits()
+            if fds.born_in_namespaces and (fds.maps_unasked or not _new_user_namespace_in(plan)):
+                driver.go(child)  # the child, born in its namespaces, is the payload: no "pid" to wait for
         driver.run()
     except BaseException:
         if driver.pid:
@@ -404,6 +406,8 @@ class _Driver:
 
         idmap.write_mappings(self.child, self.plan.id_mappings or {})
         self.channel.send("ok")
+        if payload == "born":
+            self.go(self.child)  # a child born in its namespaces asks for its maps, and sends no "pid"
 
     def apply_limits(self) -> None:
         """The container's limits (linux.resources, linux.devices) written to its cgroup; an
@@ -414,14 +418,18 @@ class _Driver:
             plan.cgroup.apply(resources, devices, rootless=plan.rootless_cgroups, warn=plan.warn)
 
     def on_pid(self, payload: str) -> None:
-        plan = self.plan
-        self.pid = int(payload) if payload else self.child  # none: the child is the payload
-        if plan.init is not None:
-            plan.state["pid"] = self.pid  # the init is the container's process: the hooks get its pid
-        if plan.cgroup_placement == CGROUP_MANAGER:
+        if self.plan.cgroup_placement == CGROUP_MANAGER:
             # The process is in its cgroup (the manager made it so); the limits are in place
             # before "go", so no user code ever runs outside them.
             self.apply_limits()
+        self.go(int(payload))
+
+    def go(self, pid: int) -> None:
+        """The payload is `pid`: oomScoreAdj, then "go" with the seccomp listener's state."""
+        plan = self.plan
+        self.pid = pid
+        if plan.init is not None:
+            plan.state["pid"] = self.pid  # the init is the container's process: the hooks get its pid
         if plan.oom_score_adj is not None:
             _set_oom_score_adj(self.pid, plan.oom_score_adj)
         self.channel.send("go", _listener_state(plan.seccomp, self.pid, dict(plan.state, status=plan.listener_status)))
@@ -670,8 +678,9 @@ def _child(plan: LaunchPlan, fds: ChildFds, seccomp_filter: Any) -> NoReturn:
         # Into the cgroup while still the host's root (or user): the process forked below inherits it.
         _join_cgroup(fds.cgroup_join)
         if fds.born_in_namespaces:
+            # No "pid": the parent has it (this process, born in the namespaces, is the payload),
+            # and sends "go" unasked.
             _finish_born_namespaces(plan.namespaces, channel, fds.maps_unasked)
-            channel.send("pid")  # the parent has it: this process, born in the namespaces, is the payload
         else:
             _enter_namespaces(plan.namespaces, channel, plan.time_offsets)
             if plan.fork:
@@ -744,12 +753,16 @@ def _fork_into(cgroup: Cgroup | None, namespaces: int = 0) -> tuple[int, list[st
     return posix.fork(), cgroup.self_join_files() if cgroup is not None else [], False
 
 
+def _new_user_namespace_in(plan: LaunchPlan) -> bool:
+    return any(ns.type == "user" and not ns.joined for ns in plan.namespaces)
+
+
 def _maps_unasked(plan: LaunchPlan) -> bool:
     """Whether root writes the maps of a child born in a new user namespace as soon as it is
     cloned, unasked (one round trip less); rootless, newuidmap needs the child dumpable first,
     so the child asks ("userns") once it is. Asked before the fork: in the child, unmapped,
     geteuid() is the overflow id."""
-    return posix.geteuid() == 0 and any(ns.type == "user" and not ns.joined for ns in plan.namespaces)
+    return posix.geteuid() == 0 and _new_user_namespace_in(plan)
 
 
 def _born_namespaces(plan: LaunchPlan) -> int:
@@ -827,13 +840,14 @@ def _finish_born_namespaces(namespaces: list[Namespace], channel: Channel, maps_
         _become_root_in_user_namespace()
     elif any(ns.type == "user" for ns in namespaces):
         linux.prctl(linux.PR_SET_DUMPABLE, 1)  # rootless: for the maps (see _new_user_namespace)
-        _map_user_namespace(channel)
+        _map_user_namespace(channel, "born")
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
 
 
-def _map_user_namespace(channel: Channel) -> None:
-    """Our new user namespace's maps, written by the parent ("userns" ... "ok"); root in it."""
-    channel.send("userns")
+def _map_user_namespace(channel: Channel, born: str = "") -> None:
+    """Our new user namespace's maps, written by the parent ("userns" ... "ok"); root in it.
+    born: "born" when this process was born in its namespaces (the parent then sends "go" too)."""
+    channel.send("userns", born)
     channel.expect("ok")
     _become_root_in_user_namespace()
 
