@@ -63,11 +63,14 @@ class CreateConfig:
         record then says "created" of a running container: for a caller that deletes it itself).
     serve: instead of exec'ing, the set-up init calls serve(plan, seccomp_filter, trampoline_fd)
         (capsa.api.agent); it never returns. Library use only, as exec_at_once.
+    cgroup_controllers: on cgroup v1 (and hybrid) hosts, the container gets a directory only in
+        the hierarchies that hold one of these controllers (None: in every one, as runc); a
+        library caller that knows what it uses (the Python API) makes and removes fewer.
     """
 
     __slots__ = ("id", "bundle", "spec", "console", "inherited_fds", "listen_fds", "no_pivot", "no_new_keyring",
                  "rootless_cgroups", "systemd_cgroup", "cgroup_parent", "join_namespaces", "warn", "stdio",
-                 "exec_at_once", "serve")
+                 "exec_at_once", "serve", "cgroup_controllers")
 
     def __init__(
         self, id: str, bundle: str, *, spec: dict[str, Any] | None = None, console: Console | None = None,
@@ -75,6 +78,7 @@ class CreateConfig:
         rootless_cgroups: bool | None = None, systemd_cgroup: bool = False, cgroup_parent: Cgroup | None = None,
         join_namespaces: dict[str, str] | None = None, warn: Callable[[str], None] | None = None,
         stdio: tuple[int, int, int] | None = None, exec_at_once: bool = False, serve: Callable[..., Any] | None = None,
+        cgroup_controllers: frozenset[str] | None = None,
     ):
         self.id = id
         self.bundle = bundle
@@ -92,6 +96,7 @@ class CreateConfig:
         self.stdio = stdio
         self.exec_at_once = exec_at_once
         self.serve = serve
+        self.cgroup_controllers = cgroup_controllers
 
 
 class Prepared:
@@ -284,7 +289,7 @@ def _choose_cgroup(config: CreateConfig, spec: dict[str, Any], rootless_cgroups:
     if config.cgroup_parent is not None:
         return config.cgroup_parent.child(config.id)
     try:
-        return cgroups.for_spec(spec, config.id, systemd=config.systemd_cgroup)
+        return cgroups.for_spec(spec, config.id, systemd=config.systemd_cgroup, controllers=config.cgroup_controllers)
     except UnsupportedError:
         # A cgroup v2-only host: rootless, a container that asks for no cgroup and no limits
         # runs without one, as it would on a host where it may not create any.

@@ -221,6 +221,14 @@ with capsa.Pool(1, rootfs=capsa.HostTools()) as pool:
         assert r["stdout"] == "" and r["signal"] == signal.SIGSYS, r
 
 
+@pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/memory"), reason="cgroup v1 hierarchies (a v2 host has one)")
+def test_a_sandbox_is_in_the_v1_hierarchies_it_uses_only(rootfs):
+    """memory, pids, cpu, cpuacct, freezer and devices: not cpuset, blkio, name=systemd, unified."""
+    r = one(rootfs, "capsa.run(['cat', '/proc/self/cgroup'], rootfs=ROOTFS, timeout=30)")
+    own = sorted(line.split(":")[1] for line in r["stdout"].splitlines() if "/api-" in line.split(":", 2)[2])
+    assert own == sorted(["memory", "pids", "cpu", "cpuacct", "freezer", "devices"]), r["stdout"]
+
+
 def test_writes_to_the_rootfs_are_refused(rootfs):
     """/dev too: as root, every sandbox binds one /dev made once, read-only (capsa.api.spec.dev_template)."""
     out = scenario(rootfs, """

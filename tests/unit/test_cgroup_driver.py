@@ -211,3 +211,13 @@ def _imports(path: Path, package: Path) -> set[str]:
             found |= {a.name for a in node.names if a.name.startswith("capsa.cgroups")}
     found.discard(_module(path))
     return found
+
+
+def test_a_container_limited_to_some_controllers_gets_only_their_v1_hierarchies():
+    from capsa.cgroups import holding
+
+    found = {"/sys/fs/cgroup/cpu,cpuacct": "cpu,cpuacct", "/sys/fs/cgroup/memory": "memory",
+             "/sys/fs/cgroup/blkio": "blkio", "/sys/fs/cgroup/systemd": "name=systemd", "/sys/fs/cgroup/unified": ""}
+    assert holding(found, frozenset({"cpuacct", "memory"})) == {"/sys/fs/cgroup/cpu,cpuacct": "cpu,cpuacct",
+                                                               "/sys/fs/cgroup/memory": "memory"}
+    assert holding(found, frozenset()) == {}

@@ -64,13 +64,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def for_spec(spec: dict[str, Any], container_id: str, systemd: bool = False) -> Cgroup:
-    """The container's cgroup as its config names it (linux.cgroupsPath), not made yet."""
+def for_spec(spec: dict[str, Any], container_id: str, systemd: bool = False,
+             controllers: frozenset[str] | None = None) -> Cgroup:
+    """The container's cgroup as its config names it (linux.cgroupsPath), not made yet;
+    `controllers`: on v1, only the hierarchies holding one of them (see CreateConfig)."""
     if systemd:
         from capsa.cgroups import systemd as systemd_driver
 
         return systemd_driver.for_spec(spec, container_id)
-    return _cgroupfs_at(cgroups_path(spec, container_id))
+    return _cgroupfs_at(cgroups_path(spec, container_id), controllers)
 
 
 def parent(path: str, systemd: bool = False) -> Cgroup:
@@ -90,7 +92,7 @@ def parent(path: str, systemd: bool = False) -> Cgroup:
     return _cgroupfs_at(path)
 
 
-def _cgroupfs_at(path: str) -> Cgroup:
+def _cgroupfs_at(path: str, controllers: frozenset[str] | None = None) -> Cgroup:
     found = hierarchies()
     if layout(found) == UNIFIED:
         from capsa.cgroups.v2 import V2Cgroup
@@ -98,7 +100,14 @@ def _cgroupfs_at(path: str) -> Cgroup:
         return V2Cgroup.at(path)
     from capsa.cgroups.v1 import V1Cgroup
 
+    if controllers is not None:
+        found = holding(found, controllers)
     return V1Cgroup.at(path, found)
+
+
+def holding(found: dict[str, str], controllers: frozenset[str]) -> dict[str, str]:
+    """The v1 hierarchies of `found` (mount point -> controllers) that hold one of `controllers`."""
+    return {point: held for point, held in found.items() if controllers.intersection(held.split(","))}
 
 
 def from_record(record: dict[str, Any]) -> Cgroup | None:
