@@ -475,9 +475,17 @@ def _wait_for_start(listen_fd: int) -> int:
     return connection
 
 
+# (profile, filter): a filter built ahead of the fork for this very profile object. capsa.api.zygote
+# builds its pooled sandboxes' one before Container.create forks, so that building it (validating
+# the profile, its cache key, libseccomp) does not copy the zygote's pages into every agent.
+prebuilt_seccomp: tuple[Any, Any] | None = None
+
+
 def build_seccomp(profile: dict[str, Any] | None, cache_dir: str | None = None) -> Any:
     if not profile:
         return None
+    if prebuilt_seccomp is not None and prebuilt_seccomp[0] is profile:
+        return prebuilt_seccomp[1]
     from capsa.seccomp import Filter
 
     return Filter(profile, cache_dir)
