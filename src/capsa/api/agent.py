@@ -44,6 +44,7 @@ Everything here runs in the container, after pivot_root: it uses only modules th
 
 from __future__ import annotations
 
+import _signal
 import _socket
 import fcntl  # noqa: F401 - capsa.api.waiter seals its memfd with it: imported before the agent is in the container
 import gc
@@ -52,8 +53,9 @@ import posix
 import resource  # noqa: F401 - posix.wait4 makes its rusage with it: imported before the agent is in the container
 import select
 
-from capsa import init, linux, rootfs
-from capsa.api import waiter
+from capsa import init, linux, process, rootfs
+from capsa.api import holder, waiter
+from capsa.seccomp import Filter
 
 RUN, PIDFD, DONE = b"R", b"P", b"D"
 TAKEN, FAILED = b"T", b"E"
@@ -98,8 +100,14 @@ def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> N
     linux_spec = plan.init.spec.get("linux") or {}
     setup = _Setup(settings, plan.process, linux_spec.get("maskedPaths") or [], linux_spec.get("readonlyPaths") or [],
                    seccomp_filter, trampoline, waiter.sealed_fd() if settings.waiter else None)
+    _serve_runs(setup, control)
+
+
+def _serve_runs(setup: _Setup, control: int) -> None:
+    """Until the pool closes the socket (fd `control`): prepare a slot, hand the pool its pidfd,
+    wait for its end, report the run it took."""
     # The run's HOME if its env has none, as capsa.init sets it: sent with each slot's pidfd
-    home = init._home_of((plan.process.get("user") or {}).get("uid", 0)).encode()
+    home = init._home_of((setup.process.get("user") or {}).get("uid", 0)).encode()
     sock = _socket.socket(fileno=posix.dup(control))
     # What the zygote had made stays shared with it (copy-on-write): the collector must not walk
     # (and so write to) those objects.
@@ -117,6 +125,101 @@ def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> N
         if report is None:
             return  # the pool is gone: the init's end kills whatever is left
         _send(sock, DONE + marshal.dumps(report))
+
+
+# -- the agent as a process of its own (x86-64: holder.supported()) ----------------------------------
+def hold(plan, seccomp_filter, trampoline) -> None:
+    """The sandbox's init once set up, when its agent is another process (join): exec the holder
+    (capsa.api.holder), which only keeps the sandbox's namespaces alive; its stdio the
+    container's /dev/null, no other fd."""
+    program = holder.sealed_fd()
+    null = posix.open("/dev/null", posix.O_RDWR)
+    for target in (0, 1, 2):
+        posix.dup2(null, target)  # inheritable
+    linux.close_range_cloexec(3)
+    posix.execve(program, ["capsa-hold"], {})
+
+
+def job(pid: int, container_id: str, spec: dict, settings: tuple, seccomp_filter, cgroup_files: list[str],
+        namespace_files: list[str]) -> tuple:
+    """What the zygote tells the agent it forks (join) of the sandbox to serve: the init's pid, the
+    container's id (its session keyring's name), the settings, the spec's process, masked and
+    read-only paths, the seccomp filter as its BPF program and kernel flags (None: no filter),
+    the cgroup files to join, and the namespaces (files of /proc/<pid>/ns) to join, user first
+    and mount last. The filter goes as built: the profile, parsed, checked and hashed again in
+    the agent, cost it 0.3 MB of pages of its own."""
+    linux_spec = spec.get("linux") or {}
+    program = None if seccomp_filter is None else (seccomp_filter.program, seccomp_filter.flags)
+    return (pid, container_id, settings, spec["process"], linux_spec.get("maskedPaths") or [],
+            linux_spec.get("readonlyPaths") or [], program, cgroup_files, namespace_files)
+
+
+def join(jobs: int) -> None:
+    """The agent as a fork of the zygote's template (capsa.api.zygote), not of the sandbox's init:
+    take a job on the socket `jobs` (its pool's socket as SCM_RIGHTS), join the sandbox (its
+    cgroup, its namespaces but the pid one, a session keyring of its own), serve its runs; never
+    returns. Joined, it holds pages of its own only for what it does itself, which is little
+    (see docs/performance.md). Whatever fails ends it: the pool sees its socket close."""
+    try:
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)  # the template's is SIG_IGN: slots are waited for
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        # Outside the sandbox's pid namespace, each slot's intermediate parent would leave it to
+        # the zygote (a subreaper) when it exits: the agent is the slots' subreaper instead.
+        process.become_subreaper()
+        job, control = _take_job(jobs)
+        posix.dup2(control, 0)
+        posix.close(control)
+        posix.closerange(3, 1 << 20)  # the zygote's fds, the jobs socket: none may reach a run
+        pid, container_id, settings, the_process, masked, readonly, program, cgroup_files, namespaces = job
+        init_pidfd = posix.pidfd_open(pid)
+        seccomp_filter = None if program is None else Filter.of_program(*program)
+        # On the host's side: the cgroup's files, /proc/<pid>/ns.
+        for path in cgroup_files:
+            fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
+            try:
+                posix.write(fd, b"0")
+            finally:
+                posix.close(fd)
+        for name in namespaces:
+            fd = posix.open(f"/proc/{pid}/ns/{name}", posix.O_RDONLY | posix.O_CLOEXEC)
+            try:
+                linux.setns(fd)
+            finally:
+                posix.close(fd)
+            if name == "user":  # root in it, as the init is (capsa.launch): what the slots mount is its
+                posix.setresgid(0, 0, 0)
+                posix.setresuid(0, 0, 0)
+        posix.chdir("/")
+        posix.setsid()
+        init._new_session_keyring(container_id)
+        null = posix.open("/dev/null", posix.O_RDWR)  # the container's: the host's leave with the dup2
+        posix.dup2(null, 1)
+        posix.dup2(null, 2)
+        posix.close(null)
+        setup = _Setup(Settings(*settings), the_process, masked, readonly, seccomp_filter, init.trampoline_fd(),
+                       waiter.sealed_fd() if settings[2] else None)
+    except BaseException:  # noqa: BLE001 - the pool sees the socket close: "its agent did not start"
+        posix._exit(1)
+    try:
+        _serve_runs(setup, 0)
+    finally:
+        try:
+            _signal.pidfd_send_signal(init_pidfd, 9)  # the sandbox ends with its agent, as when it was the init
+        finally:
+            posix._exit(0)
+
+
+def _take_job(jobs: int) -> tuple[tuple, int]:
+    sock = _socket.socket(fileno=posix.dup(jobs))
+    try:
+        data, ancillary, _, _ = sock.recvmsg(MESSAGE_MAX, _socket.CMSG_SPACE(4))
+    finally:
+        sock.close()
+    fds = [int.from_bytes(payload[i:i + 4], "little") for level, kind, payload in ancillary
+           if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS for i in range(0, len(payload) - 3, 4)]
+    if len(fds) != 1 or not data:
+        raise OSError("no job")
+    return marshal.loads(data), fds[0]
 
 
 def _spawn_slot_retrying(*arguments) -> int:

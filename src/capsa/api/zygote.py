@@ -44,7 +44,7 @@ def main() -> None:
     import signal
 
     from capsa import linux, process
-    from capsa.api import agent
+    from capsa.api import agent, holder
     from capsa.container import Container
 
     linux.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -54,6 +54,7 @@ def main() -> None:
         __import__(name)
     gc.collect()
     gc.freeze()  # what is here now is shared with every agent: the collector must not write to it
+    template = _Template(agent) if holder.supported() else None
     # Each agent's pidfd, to reap it when it ends. Not SIGCHLD: a handler and wakeup fd of
     # Python's would be the agents' too (they are forks of this process), and write the
     # signal's number on whatever fd an agent has by that number.
@@ -66,7 +67,7 @@ def main() -> None:
                 poller.unregister(fd)
                 _reap(agents.pop(fd), fd)
                 continue
-            pid = _serve_one(sock, Container, agent)
+            pid = _serve_one(sock, Container, agent, template)
             if pid is None:
                 return
             if pid:
@@ -78,9 +79,10 @@ def main() -> None:
                 poller.register(pidfd, select.POLLIN)
 
 
-def _serve_one(sock, container_class, agent) -> int | None:
+def _serve_one(sock, container_class, agent, template: _Template | None = None) -> int | None:
     """Create the sandbox one request asks for and answer: its init's pid (0 if it could not be
-    made); None when the caller is gone."""
+    made); None when the caller is gone. With a template, the init only holds the sandbox (see
+    capsa.api.holder) and the agent is a fork of the template that joins it."""
     from functools import partial
 
     try:
@@ -97,11 +99,16 @@ def _serve_one(sock, container_class, agent) -> int | None:
 
     try:
         init.prebuilt_seccomp = _seccomp_filter(spec, state_root)
+        if template is None:
+            stdio, serve = (theirs.fileno(), null, null), partial(agent.serve, agent.Settings(*settings))
+        else:
+            stdio, serve = (null, null, null), agent.hold
         container = container_class.create(
             state_root, container_id, bundle, spec=spec, rootless_cgroups=posix.geteuid() != 0,
-            stdio=(theirs.fileno(), null, null),
-            serve=partial(agent.serve, agent.Settings(*settings)))
+            stdio=stdio, serve=serve)
         pid = container.pid
+        if template is not None:
+            _fork_agent(template, agent, container, spec, settings, state_root, theirs.fileno())
         answer, fds = OK + marshal.dumps(pid), [ours.fileno()]
     except Exception as err:  # noqa: BLE001 - the caller raises it as a SandboxStartError
         answer, fds = ERROR + str(err).encode(errors="replace"), []
@@ -119,6 +126,68 @@ def _serve_one(sock, container_class, agent) -> int | None:
     return pid
 
 
+class _Template:
+    """A fork of the zygote made once it has imported everything and before it creates anything,
+    that only forks the agents (capsa.api.agent.join) when told to: an agent's pages are then
+    shared with a process that stays idle. Forked from the zygote itself, which runs each create
+    in Python, an agent would lose to the zygote's next create every page it shares with it (the
+    zygote's copy is then its own, the agent's the agent's own: see docs/performance.md)."""
+
+    def __init__(self, agent):
+        import signal
+
+        self.jobs, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        trigger, self.trigger = posix.pipe()
+        if posix.fork() == 0:
+            try:
+                posix.close(self.trigger)
+                from capsa import linux
+
+                linux.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+                signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # agents are reaped by the kernel
+                while posix.read(trigger, 1):
+                    if posix.fork() == 0:
+                        agent.join(theirs.fileno())
+            finally:
+                posix._exit(0)
+        posix.close(trigger)
+        theirs.close()
+
+    def fork_agent(self, job: bytes, control: int) -> None:
+        """A new agent, that takes the job (and the pool's socket, `control`)."""
+        self.jobs.sendmsg([job], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, control.to_bytes(4, "little"))])
+        posix.write(self.trigger, b"a")
+
+
+def _fork_agent(template: _Template, agent, container, spec: dict, settings: tuple, state_root: str,
+                control: int) -> None:
+    """Have the template fork the agent of the sandbox just made; the sandbox is deleted if not."""
+    from capsa import init
+    from capsa.errors import CapsaError
+
+    try:
+        cgroup = container.cgroup()
+        seccomp_filter = init.build_seccomp((spec.get("linux") or {}).get("seccomp"), _seccomp_cache(state_root))
+        if seccomp_filter is not None and seccomp_filter.notifies:
+            raise CapsaError("a pooled sandbox's seccomp profile cannot notify (SCMP_ACT_NOTIFY)")
+        job = agent.job(container.pid, container.id, spec, settings, seccomp_filter,
+                        cgroup.self_join_files() if cgroup is not None else [], _namespaces_to_join(spec))
+        template.fork_agent(marshal.dumps(job), control)
+    except BaseException:
+        container.delete(force=True)
+        raise
+
+
+def _namespaces_to_join(spec: dict) -> list[str]:
+    """The /proc/<pid>/ns files of the namespaces the sandbox has of its own, user first and mount
+    last, but its pid namespace: the runs' pid namespaces are the agent's children (capsa.api.agent)."""
+    from capsa.launch import NAMESPACE_FILES
+
+    own = {ns["type"] for ns in (spec.get("linux") or {}).get("namespaces") or [] if not ns.get("path")}
+    order = ("user", "ipc", "uts", "network", "cgroup", "mount")
+    return [NAMESPACE_FILES[kind] for kind in order if kind in own]
+
+
 # The seccomp filters built here, by their profile (marshal): a pool's sandboxes share one.
 _filters: dict[bytes, object] = {}
 
@@ -129,9 +198,8 @@ def _seccomp_filter(spec: dict, state_root: str) -> tuple[dict, object] | None:
     agent (validating the profile, hashing it for the cache, libseccomp) copied ~100 KB of pages
     shared with the zygote into each one. None when there is no profile or it cannot be built
     here: the init then builds it as for any container, and reports what is wrong."""
-    from capsa import init, posixlite
+    from capsa import init
     from capsa.errors import CapsaError
-    from capsa.state import SECCOMP_CACHE
 
     profile = (spec.get("linux") or {}).get("seccomp")
     if not profile:
@@ -140,13 +208,20 @@ def _seccomp_filter(spec: dict, state_root: str) -> tuple[dict, object] | None:
     built = _filters.get(key)
     if built is None:
         try:
-            built = init.build_seccomp(profile, posixlite.join(state_root, SECCOMP_CACHE))
+            built = init.build_seccomp(profile, _seccomp_cache(state_root))
         except (CapsaError, OSError, ValueError, TypeError):
             return None
         if len(_filters) >= 8:
             _filters.clear()
         _filters[key] = built
     return profile, built
+
+
+def _seccomp_cache(state_root: str) -> str:
+    from capsa import posixlite
+    from capsa.state import SECCOMP_CACHE
+
+    return posixlite.join(state_root, SECCOMP_CACHE)
 
 
 def _reap(pid: int, pidfd: int) -> None:
