@@ -1,11 +1,17 @@
-"""The agent of a pooled sandbox (capsa.Pool): a long-lived container's init that, instead of
-exec'ing a program, runs each run of the pool in namespaces of its own.
+"""The agent of a pooled sandbox (capsa.Pool): a long-lived process of the sandbox that runs each
+run of the pool in namespaces of its own.
 
 A pooled sandbox is a container made once (user namespace, cgroup limits, read-only root with
-its mounts, seccomp filter compiled, masked /proc): the expensive part. Its init, once set up
-(capsa.init calls serve() where it would exec), stays as this agent, pid 1 of the container,
-with the pool's end of a socket as its stdin. For each run it prepares, ahead of the request, a
-slot: a process (fork, unshare, fork) that is pid 1 of a new pid namespace, in new mount, IPC,
+its mounts, seccomp filter compiled, masked /proc): the expensive part. On x86-64 its init,
+once set up (capsa.init calls hold() where it would exec), execs capsa.api.holder, a pause loop
+of a few bytes that keeps the sandbox's namespaces alive, and the agent is another process:
+a fork of the zygote's template (capsa.api.zygote) that joins the sandbox (join(): its cgroup,
+its user namespace as its root, its other namespaces but the pid one, a session keyring of its
+own), with the pool's end of a socket as its stdin. Why: the init is a fork of the zygote that
+ran the whole container set-up in Python, and every page Python touched after that fork was
+copied for it (2.3 MiB of pages of its own as the agent); the joined agent copies only what it
+touches itself (1.5 MiB; docs/performance.md). Elsewhere the init stays as the agent (serve()),
+pid 1 of the container. For each run the agent prepares, ahead of the request, a slot: a process (fork, unshare, fork) that is pid 1 of a new pid namespace, in new mount, IPC,
 UTS and network namespaces, with fresh mounts of its own over the
 container's: tmpfs /tmp, /work and /dev/shm, a new mqueue, a new /proc (masked as the spec
 says), /dev read-only, the process settings applied (rlimits, no capabilities, no_new_privs,
@@ -22,7 +28,9 @@ sockets and keyring go with the namespaces. Nothing repeats either: the agent's 
 (its RNG included) never reaches a run, which execs before running any code of its own.
 
 The run cannot reach the agent: the agent is outside its pid namespace (no pid to signal or
-trace), non-dumpable, and holds the socket only in fds the slot closes before exec. The agent
+trace; the joined agent is in none of the sandbox's pid namespaces: the runs' are its children,
+and it is their subreaper), non-dumpable, and holds the socket only in fds the slot closes
+before exec. The agent
 reports how each run ended (wait4: status, CPU time of the run's processes, the largest one's
 peak RSS) on the socket.
 
@@ -38,8 +46,10 @@ Protocol on the socket (SOCK_SEQPACKET, one message each):
 The request goes to the slot itself, which reads the socket while it waits: the agent does not
 wake up for it.
 
-Everything here runs in the container, after pivot_root: it uses only modules the zygote
-(capsa.api.zygote) imported (this one imports them at load time).
+Everything here runs in the container, after pivot_root (the joined agent: once it has joined
+the mount namespace): it uses only modules the zygote (capsa.api.zygote) imported (this one
+imports them at load time, but capsa.api.holder, capsa.process and capsa.seccomp, which the
+zygote imports).
 """
 
 from __future__ import annotations
@@ -53,9 +63,8 @@ import posix
 import resource  # noqa: F401 - posix.wait4 makes its rusage with it: imported before the agent is in the container
 import select
 
-from capsa import init, linux, process, rootfs
-from capsa.api import holder, waiter
-from capsa.seccomp import Filter
+from capsa import init, linux, rootfs
+from capsa.api import waiter
 
 RUN, PIDFD, DONE = b"R", b"P", b"D"
 TAKEN, FAILED = b"T", b"E"
@@ -132,6 +141,7 @@ def hold(plan, seccomp_filter, trampoline) -> None:
     """The sandbox's init once set up, when its agent is another process (join): exec the holder
     (capsa.api.holder), which only keeps the sandbox's namespaces alive; its stdio the
     container's /dev/null, no other fd."""
+    from capsa.api import holder  # imported by the zygote: no file is read here
     program = holder.sealed_fd()
     null = posix.open("/dev/null", posix.O_RDWR)
     for target in (0, 1, 2):
@@ -160,6 +170,10 @@ def join(jobs: int) -> None:
     cgroup, its namespaces but the pid one, a session keyring of its own), serve its runs; never
     returns. Joined, it holds pages of its own only for what it does itself, which is little
     (see docs/performance.md). Whatever fails ends it: the pool sees its socket close."""
+    # Imported by the zygote (not at this module's load: the calling program imports it too).
+    from capsa import process
+    from capsa.seccomp import Filter
+
     try:
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)  # the template's is SIG_IGN: slots are waited for
         linux.prctl(linux.PR_SET_DUMPABLE, 0)

@@ -5,8 +5,15 @@ Why: a forked agent shares its parent's pages until one side writes to them. For
 calling program, an agent and the slot it prepares held 2.8 MiB of their own (USS), and more as
 the program went on writing to its heap (each page it touches is copied for it, and the agent's
 copy becomes the agent's alone). The zygote is a fresh interpreter that imports only what
-creating a container and serving runs need (no site, no user code) and then only waits: its
-pages stay shared with every agent it made, and the calling program's memory is never theirs.
+creating a container and serving runs need (no site, no user code): the calling program's
+memory is never the agents'. On x86-64 the agents are not even forks of the zygote, which runs
+each create in Python (and so takes, from every agent forked from it before, the pages it
+writes: each side's copy is then its own), but of its template: a fork of the zygote made at
+start-up, before any create, that only forks an agent when told to (a byte on a pipe) and stays
+idle otherwise. The agent takes its job on a socket (capsa.api.agent.job: the sandbox's init
+pid, settings, the spec's process and paths, the seccomp filter as built here) with the pool's
+socket, and joins the sandbox, whose init holds it (capsa.api.holder). Elsewhere the sandbox's
+init is its agent.
 
     python3 -I -S -c '... from capsa.api.zygote import main; main()'   (fd 0: the socket)
 
@@ -14,9 +21,11 @@ Protocol on the socket (SOCK_SEQPACKET, one message each, one request at a time)
     caller -> zygote  marshal((id, spec, state root, bundle dir, (scratch, shm size, waiter, network)))
     zygote -> caller  b"K" + marshal(init pid), the new sandbox's control socket as SCM_RIGHTS;
                       or b"E" + the runtime's message (nothing of the sandbox is left)
-The zygote is a subreaper: each sandbox's init (its agent) is re-parented to it, and reaped by
-it. It ends when the calling program closes the socket (and, by PR_SET_PDEATHSIG, with it);
-the agents see their own sockets close and end too; the guard (capsa.api.guard) deletes what is left.
+The zygote is a subreaper: each sandbox's init is re-parented to it, and reaped by it (the
+template's agents are reaped by the kernel: it ignores SIGCHLD). It ends when the calling
+program closes the socket (and, by PR_SET_PDEATHSIG, with it; the template with the zygote);
+the agents see their own sockets close and end too, killing their inits; the guard
+(capsa.api.guard) deletes what is left.
 """
 
 from __future__ import annotations
