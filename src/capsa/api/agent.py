@@ -186,31 +186,9 @@ def join(jobs: int) -> None:
         posix.closerange(3, 1 << 20)  # the zygote's fds, the jobs socket: none may reach a run
         pid, container_id, settings, the_process, masked, readonly, program, cgroup_files, namespaces = job
         init_pidfd = posix.pidfd_open(pid)
-        seccomp_filter = None if program is None else Filter.of_program(*program)
-        # On the host's side: the cgroup's files, /proc/<pid>/ns.
-        for path in cgroup_files:
-            fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
-            try:
-                posix.write(fd, b"0")
-            finally:
-                posix.close(fd)
-        for name in namespaces:
-            fd = posix.open(f"/proc/{pid}/ns/{name}", posix.O_RDONLY | posix.O_CLOEXEC)
-            try:
-                linux.setns(fd)
-            finally:
-                posix.close(fd)
-            if name == "user":  # root in it, as the init is (capsa.launch): what the slots mount is its
-                posix.setresgid(0, 0, 0)
-                posix.setresuid(0, 0, 0)
-        posix.chdir("/")
-        posix.setsid()
-        init._new_session_keyring(container_id)
-        null = posix.open("/dev/null", posix.O_RDWR)  # the container's: the host's leave with the dup2
-        posix.dup2(null, 1)
-        posix.dup2(null, 2)
-        posix.close(null)
-        setup = _Setup(Settings(*settings), the_process, masked, readonly, seccomp_filter, init.trampoline_fd(),
+        _join_sandbox(pid, init_pidfd, container_id, cgroup_files, namespaces)
+        setup = _Setup(Settings(*settings), the_process, masked, readonly,
+                       None if program is None else Filter.of_program(*program), init.trampoline_fd(),
                        waiter.sealed_fd() if settings[2] else None)
     except BaseException:  # noqa: BLE001 - the pool sees the socket close: "its agent did not start"
         posix._exit(1)
@@ -221,6 +199,39 @@ def join(jobs: int) -> None:
             _signal.pidfd_send_signal(init_pidfd, 9)  # the sandbox ends with its agent, as when it was the init
         finally:
             posix._exit(0)
+
+
+def _join_sandbox(pid: int, init_pidfd: int, container_id: str, cgroup_files: list[str], namespaces: list[str]) -> None:
+    """Into the sandbox of the init `pid`: its cgroup (its files written from the host's side), its
+    namespaces (user first, then root in it as the init is: what the slots mount is its root's;
+    mount last, which makes the sandbox's root ours), a session keyring of our own; stdio 1 and 2
+    the container's /dev/null."""
+    for path in cgroup_files:
+        fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
+        try:
+            posix.write(fd, b"0")
+        finally:
+            posix.close(fd)
+    fds = [posix.open(f"/proc/{pid}/ns/{name}", posix.O_RDONLY | posix.O_CLOEXEC) for name in namespaces]
+    try:
+        # Opened by pid: they are the init's only if it is still alive now (its pidfd not readable).
+        if select.select([init_pidfd], [], [], 0)[0]:
+            raise OSError("the sandbox's init is gone")
+        for name, fd in zip(namespaces, fds, strict=True):
+            linux.setns(fd)
+            if name == "user":
+                posix.setresgid(0, 0, 0)
+                posix.setresuid(0, 0, 0)
+    finally:
+        for fd in fds:
+            posix.close(fd)
+    posix.chdir("/")
+    posix.setsid()
+    init._new_session_keyring(container_id)
+    null = posix.open("/dev/null", posix.O_RDWR)  # the container's: the host's go with the dup2
+    posix.dup2(null, 1)
+    posix.dup2(null, 2)
+    posix.close(null)
 
 
 def _take_job(jobs: int) -> tuple[tuple, int]:

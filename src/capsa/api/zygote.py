@@ -155,8 +155,11 @@ class _Template:
                 linux.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
                 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # agents are reaped by the kernel
                 while posix.read(trigger, 1):
-                    if posix.fork() == 0:
-                        agent.join(theirs.fileno())
+                    try:
+                        if posix.fork() == 0:
+                            agent.join(theirs.fileno())
+                    except OSError:
+                        pass  # one sandbox gets no agent (the pool's wait for it fails); the next ones do
             finally:
                 posix._exit(0)
         posix.close(trigger)
