@@ -2,37 +2,37 @@
 run of the pool in namespaces of its own.
 
 A pooled sandbox is a container made once (user namespace, cgroup limits, read-only root with
-its mounts, seccomp filter compiled, masked /proc): the expensive part. On x86-64 its init,
-once set up (capsa.init calls hold() where it would exec), execs capsa.api.holder, a pause loop
-of a few bytes that keeps the sandbox's namespaces alive, and the agent is another process:
-a fork of the zygote's template (capsa.api.zygote) that joins the sandbox (join(): its cgroup,
-its user namespace as its root, its other namespaces but the pid one, a session keyring of its
-own), with the pool's end of a socket as its stdin. Why: the init is a fork of the zygote that
-ran the whole container set-up in Python, and every page Python touched after that fork was
-copied for it (2.3 MiB of pages of its own as the agent); the joined agent copies only what it
-touches itself (1.5 MiB; docs/performance.md). Elsewhere the init stays as the agent (serve()),
-pid 1 of the container. For each run the agent prepares, ahead of the request, a slot: a process (fork, unshare, fork) that is pid 1 of a new pid namespace, in new mount, IPC,
-UTS and network namespaces, with fresh mounts of its own over the
-container's: tmpfs /tmp, /work and /dev/shm, a new mqueue, a new /proc (masked as the spec
-says), /dev read-only, the process settings applied (rlimits, no capabilities, no_new_privs,
-seccomp, default signals). On x86-64 the slot then execs capsa.api.waiter, a few hundred bytes
-of machine code from a sealed memfd, which waits in a process of a few KB (not a fork of
-Python: an idle sandbox holds its agent's pages and little more) for the run's request (argv,
-env, cwd, the program's candidate paths, and its stdio fds over SCM_RIGHTS), which the pool
-sends on the socket and the slot reads itself; it takes the fds, enters the cwd and execs the
-program (one exec: the waiter is its own trampoline). Elsewhere the slot waits in Python, and
-does the same (the cwd resolved inside the root, the program found on PATH, every other fd
-closed, exec through the trampoline). Nothing of a run outlives it: when the slot (pid 1 of its pid
-namespace) ends, the kernel kills every process of the namespace; its mounts, IPC objects,
-sockets and keyring go with the namespaces. Nothing repeats either: the agent's Python state
-(its RNG included) never reaches a run, which execs before running any code of its own.
+its mounts, seccomp filter compiled, masked /proc): the expensive part. On x86-64 its init, once
+set up (capsa.init calls hold() where it would exec), execs capsa.api.holder, a pause loop of a
+few bytes that keeps the sandbox's namespaces alive, and the agent is another process: a fork of
+the zygote's template (capsa.api.zygote) that joins the sandbox (join(): its cgroup, its user
+namespace as its root, its other namespaces but the pid one, a session keyring of its own), with
+the pool's end of a socket as its stdin. Why: the init is a fork of the zygote that ran the
+whole container set-up in Python, and every page Python touched after that fork was copied for
+it (2.3 MiB of pages of its own as the agent); the joined agent copies only what it touches
+itself (1.5 MiB; docs/performance.md). Elsewhere the init stays as the agent (serve()), pid 1 of
+the container. For each run the agent prepares, ahead of the request, a slot: a process (fork,
+unshare, fork) that is pid 1 of a new pid namespace, in new mount, IPC, UTS and network
+namespaces, with fresh mounts of its own over the container's: tmpfs /tmp, /work and /dev/shm, a
+new mqueue, a new /proc (masked as the spec says), /dev read-only, the process settings applied
+(rlimits, no capabilities, no_new_privs, seccomp, default signals). On x86-64 the slot then
+execs capsa.api.waiter, a few hundred bytes of machine code from a sealed memfd, which waits in
+a process of a few KB (not a fork of Python: an idle sandbox holds its agent's pages and little
+more) for the run's request (argv, env, cwd, the program's candidate paths, and its stdio fds
+over SCM_RIGHTS), which the pool sends on the socket and the slot reads itself; it takes the
+fds, enters the cwd and execs the program (one exec: the waiter is its own trampoline).
+Elsewhere the slot waits in Python, and does the same (the cwd resolved inside the root, the
+program found on PATH, every other fd closed, exec through the trampoline). Nothing of a run
+outlives it: when the slot (pid 1 of its pid namespace) ends, the kernel kills every process of
+the namespace; its mounts, IPC objects, sockets and keyring go with the namespaces. Nothing
+repeats either: the agent's Python state (its RNG included) never reaches a run, which execs
+before running any code of its own.
 
 The run cannot reach the agent: the agent is outside its pid namespace (no pid to signal or
 trace; the joined agent is in none of the sandbox's pid namespaces: the runs' are its children,
 and it is their subreaper), non-dumpable, and holds the socket only in fds the slot closes
-before exec. The agent
-reports how each run ended (wait4: status, CPU time of the run's processes, the largest one's
-peak RSS) on the socket.
+before exec. The agent reports how each run ended (wait4: status, CPU time of the run's
+processes, the largest one's peak RSS) on the socket.
 
 Protocol on the socket (SOCK_SEQPACKET, one message each):
     agent -> pool  b"P" + the run's default HOME, the prepared slot's pidfd as SCM_RIGHTS: the
