@@ -137,13 +137,26 @@ def unique_pages(pids: list[int]) -> int:
     return unique * 4
 
 
+_ROLES = {"memfd:capsa-hol": "init (holder)", "memfd:capsa-slo": "prepared slot (waiter)"}
+
+
+def role_of(pid: int) -> str:
+    """What a process of an idle pooled sandbox is, by its name: the init (capsa.api.holder), the
+    prepared slot (capsa.api.waiter), else the agent (Python)."""
+    with open(f"/proc/{pid}/comm") as f:
+        return _ROLES.get(f.read().strip(), "agent")
+
+
 def idle_memory(pool) -> None:
-    """What an idle pooled sandbox holds outside any run: its agent and its prepared process
-    (USS: pages only they have; PSS: their share of what they share with the zygote they were
-    forked from, and with each other), and its memory cgroup's charge; and the pool's zygote
-    (capsa.api.zygote: one per program, whatever the number of sandboxes)."""
+    """What an idle pooled sandbox holds outside any run: its processes (the agent, its prepared
+    slot and, on x86-64, the init holding the sandbox; USS: pages only they have; PSS: their
+    share of what they share with the zygote they were forked from, and with each other; pages
+    of their own: USS and the pages only they share between them), each process's own pages,
+    and its memory cgroup's charge; and the pool's zygote and its template (capsa.api.zygote:
+    one per program, whatever the number of sandboxes)."""
     time.sleep(1)  # every sandbox idle, its next run's process prepared
     rows = []
+    per_role: dict[str, list[int]] = {}
     for sandbox in list(pool._all):
         cgroup = sandbox.container.cgroup()
         uss = pss = 0
@@ -152,24 +165,42 @@ def idle_memory(pool) -> None:
             fields = smaps_rollup(pid)
             uss += fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
             pss += fields.get("Pss", 0)
+            per_role.setdefault(role_of(pid), []).append(unique_pages([pid]))
         memory = cgroup.path_for("memory")
         usage = "memory.current" if cgroup.cgroup2_dir() == memory else "memory.usage_in_bytes"
         with open(f"{memory}/{usage}") as f:
             charged = int(f.read()) // 1024
         rows.append((uss, pss, unique, charged))
     uss, pss, unique, charged = (statistics.median(column) for column in zip(*rows, strict=True))
-    print(f"\nidle pooled sandbox (agent + prepared process), median of {len(rows)}: USS {uss / 1024:.1f} MiB, "
+    print(f"\nidle pooled sandbox (its agent, prepared process and init), median of {len(rows)}: USS {uss / 1024:.1f} MiB, "
           f"PSS {pss / 1024:.1f} MiB, pages of its own {unique / 1024:.1f} MiB, "
-          f"memory cgroup charge {charged / 1024:.1f} MiB")
+          f"memory cgroup charge {charged / 1024:.1f} MiB ({unique * 1024:,.0f} bytes of its own)")
+    print("  pages of its own per process, median: " + ", ".join(
+        f"{role} {statistics.median(values):.0f} KiB" for role, values in sorted(per_role.items())))
     try:
         from capsa.api.zygote import zygote
 
-        fields = smaps_rollup(zygote().pid)
-        print(f"the program's zygote: RSS {fields['Rss'] / 1024:.1f} MiB, USS "
-              f"{(fields.get('Private_Clean', 0) + fields.get('Private_Dirty', 0)) / 1024:.1f} MiB, "
-              f"PSS {fields['Pss'] / 1024:.1f} MiB")
+        zygote_pid = zygote().pid
+        for name, pid in (("zygote", zygote_pid), *(("zygote's template", child) for child in python_children(zygote_pid))):
+            fields = smaps_rollup(pid)
+            print(f"the program's {name}: RSS {fields['Rss'] / 1024:.1f} MiB, USS "
+                  f"{(fields.get('Private_Clean', 0) + fields.get('Private_Dirty', 0)) / 1024:.1f} MiB, "
+                  f"PSS {fields['Pss'] / 1024:.1f} MiB")
     except (ImportError, TypeError, OSError):
         pass  # a version without a zygote
+
+
+def python_children(pid: int) -> list[int]:
+    """The children of `pid` that run Python (the zygote's template; the sandboxes' inits it
+    reaps are the holder or, elsewhere than x86-64, agents, which are in no cgroup's list here)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(child) for child in f.read().split()]
+    found = []
+    for child in children:
+        with open(f"/proc/{child}/comm") as f:
+            if f.read().startswith("python"):
+                found.append(child)
+    return found
 
 
 def throughput(count: int, bundle: str, state: str) -> None:

@@ -210,9 +210,28 @@ class Filter:
             program = self._compile(seccomp, default_errno)
             if cache:
                 _write_cached(cache, program)
+        self._set_program(program)
+
+    def _set_program(self, program: bytes) -> None:
         self._program = string_buffer(program, len(program))
         # struct sock_fprog (len, filter), read by the kernel.
         self._fprog = _struct.pack("HP", len(program) // 8, addressof(self._program))
+
+    @property
+    def program(self) -> bytes:
+        """The BPF program (struct sock_filter[]) that load() installs."""
+        return self._program.raw
+
+    @classmethod
+    def of_program(cls, program: bytes, flags: int) -> Filter:
+        """A filter of a `program` built before (Filter.program) with its kernel `flags`, made
+        without libseccomp nor the profile: what a pooled sandbox's agent loads, built by the
+        zygote (capsa.api.zygote). Not for a profile with SCMP_ACT_NOTIFY (no listener)."""
+        made = cls.__new__(cls)
+        made.default, made.notifies, made.flags = None, False, flags
+        made._listener, made._message, made._lib = None, b"", None
+        made._set_program(program)
+        return made
 
     def _compile(self, seccomp: dict[str, Any], default_errno: int) -> bytes:
         """The profile as BPF (struct sock_filter[]), built by libseccomp."""

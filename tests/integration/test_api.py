@@ -510,6 +510,14 @@ with capsa.Pool(2, rootfs=ROOTFS, memory='64M', pids=32, timeout=30) as pool:
     assert leftovers(pid) == []
 
 
+def test_a_pooled_runs_scratch_is_its_root_users_own(rootfs):
+    # The slot mounts /tmp, /work and /dev/shm with its agent's credentials: the agent must be
+    # the sandbox's root (the run's uid 0), not a host uid the sandbox does not map ("nobody").
+    r = one(rootfs, "capsa.Pool(1, rootfs=ROOTFS).run(['sh', '-c', "
+                    "'stat -c \"%U %G\" /tmp /work /dev/shm; chmod 700 /work && echo chmod'], timeout=30)")
+    assert r["stdout"].splitlines() == ["root root"] * 3 + ["chmod"], r
+
+
 def test_pool_limits_hold_and_the_pool_survives_runs_that_break_their_sandbox(rootfs):
     marker = str(700000 + os.getpid() % 90000)
     out = scenario(rootfs, f"""

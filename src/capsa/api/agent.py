@@ -1,30 +1,38 @@
-"""The agent of a pooled sandbox (capsa.Pool): a long-lived container's init that, instead of
-exec'ing a program, runs each run of the pool in namespaces of its own.
+"""The agent of a pooled sandbox (capsa.Pool): a long-lived process of the sandbox that runs each
+run of the pool in namespaces of its own.
 
 A pooled sandbox is a container made once (user namespace, cgroup limits, read-only root with
-its mounts, seccomp filter compiled, masked /proc): the expensive part. Its init, once set up
-(capsa.init calls serve() where it would exec), stays as this agent, pid 1 of the container,
-with the pool's end of a socket as its stdin. For each run it prepares, ahead of the request, a
-slot: a process (fork, unshare, fork) that is pid 1 of a new pid namespace, in new mount, IPC,
-UTS and network namespaces, with fresh mounts of its own over the
-container's: tmpfs /tmp, /work and /dev/shm, a new mqueue, a new /proc (masked as the spec
-says), /dev read-only, the process settings applied (rlimits, no capabilities, no_new_privs,
-seccomp, default signals). On x86-64 the slot then execs capsa.api.waiter, a few hundred bytes
-of machine code from a sealed memfd, which waits in a process of a few KB (not a fork of
-Python: an idle sandbox holds its agent's pages and little more) for the run's request (argv,
-env, cwd, the program's candidate paths, and its stdio fds over SCM_RIGHTS), which the pool
-sends on the socket and the slot reads itself; it takes the fds, enters the cwd and execs the
-program (one exec: the waiter is its own trampoline). Elsewhere the slot waits in Python, and
-does the same (the cwd resolved inside the root, the program found on PATH, every other fd
-closed, exec through the trampoline). Nothing of a run outlives it: when the slot (pid 1 of its pid
-namespace) ends, the kernel kills every process of the namespace; its mounts, IPC objects,
-sockets and keyring go with the namespaces. Nothing repeats either: the agent's Python state
-(its RNG included) never reaches a run, which execs before running any code of its own.
+its mounts, seccomp filter compiled, masked /proc): the expensive part. On x86-64 its init, once
+set up (capsa.init calls hold() where it would exec), execs capsa.api.holder, a pause loop of a
+few bytes that keeps the sandbox's namespaces alive, and the agent is another process: a fork of
+the zygote's template (capsa.api.zygote) that joins the sandbox (join(): its cgroup, its user
+namespace as its root, its other namespaces but the pid one, a session keyring of its own), with
+the pool's end of a socket as its stdin. Why: the init is a fork of the zygote that ran the
+whole container set-up in Python, and every page Python touched after that fork was copied for
+it (2.3 MiB of pages of its own as the agent); the joined agent copies only what it touches
+itself (1.5 MiB; docs/performance.md). Elsewhere the init stays as the agent (serve()), pid 1 of
+the container. For each run the agent prepares, ahead of the request, a slot: a process (fork,
+unshare, fork) that is pid 1 of a new pid namespace, in new mount, IPC, UTS and network
+namespaces, with fresh mounts of its own over the container's: tmpfs /tmp, /work and /dev/shm, a
+new mqueue, a new /proc (masked as the spec says), /dev read-only, the process settings applied
+(rlimits, no capabilities, no_new_privs, seccomp, default signals). On x86-64 the slot then
+execs capsa.api.waiter, a few hundred bytes of machine code from a sealed memfd, which waits in
+a process of a few KB (not a fork of Python: an idle sandbox holds its agent's pages and little
+more) for the run's request (argv, env, cwd, the program's candidate paths, and its stdio fds
+over SCM_RIGHTS), which the pool sends on the socket and the slot reads itself; it takes the
+fds, enters the cwd and execs the program (one exec: the waiter is its own trampoline).
+Elsewhere the slot waits in Python, and does the same (the cwd resolved inside the root, the
+program found on PATH, every other fd closed, exec through the trampoline). Nothing of a run
+outlives it: when the slot (pid 1 of its pid namespace) ends, the kernel kills every process of
+the namespace; its mounts, IPC objects, sockets and keyring go with the namespaces. Nothing
+repeats either: the agent's Python state (its RNG included) never reaches a run, which execs
+before running any code of its own.
 
 The run cannot reach the agent: the agent is outside its pid namespace (no pid to signal or
-trace), non-dumpable, and holds the socket only in fds the slot closes before exec. The agent
-reports how each run ended (wait4: status, CPU time of the run's processes, the largest one's
-peak RSS) on the socket.
+trace; the joined agent is in none of the sandbox's pid namespaces: the runs' are its children,
+and it is their subreaper), non-dumpable, and holds the socket only in fds the slot closes
+before exec. The agent reports how each run ended (wait4: status, CPU time of the run's
+processes, the largest one's peak RSS) on the socket.
 
 Protocol on the socket (SOCK_SEQPACKET, one message each):
     agent -> pool  b"P" + the run's default HOME, the prepared slot's pidfd as SCM_RIGHTS: the
@@ -38,12 +46,15 @@ Protocol on the socket (SOCK_SEQPACKET, one message each):
 The request goes to the slot itself, which reads the socket while it waits: the agent does not
 wake up for it.
 
-Everything here runs in the container, after pivot_root: it uses only modules the zygote
-(capsa.api.zygote) imported (this one imports them at load time).
+Everything here runs in the container, after pivot_root (the joined agent: once it has joined
+the mount namespace): it uses only modules the zygote (capsa.api.zygote) imported (this one
+imports them at load time, but capsa.api.holder, capsa.process and capsa.seccomp, which the
+zygote imports).
 """
 
 from __future__ import annotations
 
+import _signal
 import _socket
 import fcntl  # noqa: F401 - capsa.api.waiter seals its memfd with it: imported before the agent is in the container
 import gc
@@ -98,8 +109,14 @@ def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> N
     linux_spec = plan.init.spec.get("linux") or {}
     setup = _Setup(settings, plan.process, linux_spec.get("maskedPaths") or [], linux_spec.get("readonlyPaths") or [],
                    seccomp_filter, trampoline, waiter.sealed_fd() if settings.waiter else None)
+    _serve_runs(setup, control)
+
+
+def _serve_runs(setup: _Setup, control: int) -> None:
+    """Until the pool closes the socket (fd `control`): prepare a slot, hand the pool its pidfd,
+    wait for its end, report the run it took."""
     # The run's HOME if its env has none, as capsa.init sets it: sent with each slot's pidfd
-    home = init._home_of((plan.process.get("user") or {}).get("uid", 0)).encode()
+    home = init._home_of((setup.process.get("user") or {}).get("uid", 0)).encode()
     sock = _socket.socket(fileno=posix.dup(control))
     # What the zygote had made stays shared with it (copy-on-write): the collector must not walk
     # (and so write to) those objects.
@@ -117,6 +134,117 @@ def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> N
         if report is None:
             return  # the pool is gone: the init's end kills whatever is left
         _send(sock, DONE + marshal.dumps(report))
+
+
+# -- the agent as a process of its own (x86-64: holder.supported()) ----------------------------------
+def hold(plan, seccomp_filter, trampoline) -> None:
+    """The sandbox's init once set up, when its agent is another process (join): exec the holder
+    (capsa.api.holder), which only keeps the sandbox's namespaces alive; its stdio the
+    container's /dev/null, no other fd."""
+    from capsa.api import holder  # imported by the zygote: no file is read here
+    program = holder.sealed_fd()
+    null = posix.open("/dev/null", posix.O_RDWR)
+    for target in (0, 1, 2):
+        posix.dup2(null, target)  # inheritable
+    linux.close_range_cloexec(3)
+    posix.execve(program, ["capsa-hold"], {})
+
+
+def job(pid: int, container_id: str, spec: dict, settings: tuple, seccomp_filter, cgroup_files: list[str],
+        namespace_files: list[str]) -> tuple:
+    """What the zygote tells the agent it forks (join) of the sandbox to serve: the init's pid, the
+    container's id (its session keyring's name), the settings, the spec's process, masked and
+    read-only paths, the seccomp filter as its BPF program and kernel flags (None: no filter),
+    the cgroup files to join, and the namespaces (files of /proc/<pid>/ns) to join, user first
+    and mount last. The filter goes as built: the profile, parsed, checked and hashed again in
+    the agent, cost it 0.3 MB of pages of its own."""
+    linux_spec = spec.get("linux") or {}
+    program = None if seccomp_filter is None else (seccomp_filter.program, seccomp_filter.flags)
+    return (pid, container_id, settings, spec["process"], linux_spec.get("maskedPaths") or [],
+            linux_spec.get("readonlyPaths") or [], program, cgroup_files, namespace_files)
+
+
+def join(jobs: int) -> None:
+    """The agent as a fork of the zygote's template (capsa.api.zygote), not of the sandbox's init:
+    take a job on the socket `jobs` (its pool's socket as SCM_RIGHTS), join the sandbox (its
+    cgroup, its namespaces but the pid one, a session keyring of its own), serve its runs; never
+    returns. Joined, it holds pages of its own only for what it does itself, which is little
+    (see docs/performance.md). Whatever fails ends it: the pool sees its socket close."""
+    # Imported by the zygote (not at this module's load: the calling program imports it too).
+    from capsa import process
+    from capsa.seccomp import Filter
+
+    try:
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)  # the template's is SIG_IGN: slots are waited for
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        # Outside the sandbox's pid namespace, each slot's intermediate parent would leave it to
+        # the zygote (a subreaper) when it exits: the agent is the slots' subreaper instead.
+        process.become_subreaper()
+        job, control = _take_job(jobs)
+        posix.dup2(control, 0)
+        posix.close(control)
+        posix.closerange(3, 1 << 20)  # the zygote's fds, the jobs socket: none may reach a run
+        pid, container_id, settings, the_process, masked, readonly, program, cgroup_files, namespaces = job
+        init_pidfd = posix.pidfd_open(pid)
+        _join_sandbox(pid, init_pidfd, container_id, cgroup_files, namespaces)
+        setup = _Setup(Settings(*settings), the_process, masked, readonly,
+                       None if program is None else Filter.of_program(*program), init.trampoline_fd(),
+                       waiter.sealed_fd() if settings[2] else None)
+    except BaseException:  # noqa: BLE001 - the pool sees the socket close: "its agent did not start"
+        posix._exit(1)
+    try:
+        _serve_runs(setup, 0)
+    finally:
+        try:
+            _signal.pidfd_send_signal(init_pidfd, 9)  # the sandbox ends with its agent, as when it was the init
+        finally:
+            posix._exit(0)
+
+
+def _join_sandbox(pid: int, init_pidfd: int, container_id: str, cgroup_files: list[str], namespaces: list[str]) -> None:
+    """Into the sandbox of the init `pid`: its cgroup (its files written from the host's side), its
+    namespaces (user first, then root in it as the init is: what the slots mount is its root's;
+    mount last, which makes the sandbox's root ours), a session keyring of our own; stdio 1 and 2
+    the container's /dev/null."""
+    for path in cgroup_files:
+        fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
+        try:
+            posix.write(fd, b"0")
+        finally:
+            posix.close(fd)
+    fds = [posix.open(f"/proc/{pid}/ns/{name}", posix.O_RDONLY | posix.O_CLOEXEC) for name in namespaces]
+    try:
+        # Opened by pid: they are the init's only if it is still alive now (its pidfd not readable).
+        if select.select([init_pidfd], [], [], 0)[0]:
+            raise OSError("the sandbox's init is gone")
+        for name, fd in zip(namespaces, fds, strict=True):
+            linux.setns(fd)
+            if name == "user":
+                posix.setresgid(0, 0, 0)
+                posix.setresuid(0, 0, 0)
+    finally:
+        for fd in fds:
+            posix.close(fd)
+    posix.chdir("/")
+    posix.setsid()
+    init._new_session_keyring(container_id)
+    null = posix.open("/dev/null", posix.O_RDWR)  # the container's: the host's go with the dup2
+    posix.dup2(null, 1)
+    posix.dup2(null, 2)
+    posix.close(null)
+
+
+def _take_job(jobs: int) -> tuple[tuple, int]:
+    sock = _socket.socket(fileno=posix.dup(jobs))
+    try:
+        data, ancillary, _, _ = sock.recvmsg(MESSAGE_MAX, _socket.CMSG_SPACE(4))
+    finally:
+        sock.close()
+    fds = [int.from_bytes(payload[i:i + 4], "little") for level, kind, payload in ancillary
+           if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS for i in range(0, len(payload) - 3, 4)]
+    if len(fds) != 1 or not data:
+        raise OSError("no job")
+    return marshal.loads(data), fds[0]
 
 
 def _spawn_slot_retrying(*arguments) -> int:

@@ -37,9 +37,10 @@ from capsa.api.supervise import DRAIN_GRACE, Output, Wait, adrive, drive
 from capsa.api.zygote import zygote
 from capsa.errors import CapsaError
 
-# The agent and the slot it prepares for the next run are processes of the sandbox too: a pool's
-# pids limit is the run's, these two added.
-AGENT_PIDS = 2
+# The agent, the slot it prepares for the next run and (where the agent is a process of its own:
+# capsa.api.holder) the init holding the sandbox are processes of the sandbox too: a pool's pids
+# limit is the run's, these three added.
+AGENT_PIDS = 3
 # How long a run killed at its timeout may take to be reported before its Result is returned
 # anyway; the sandbox then goes back to the pool once its agent has reported the run (the kernel
 # may take seconds to end a large process tree: a fork bomb without a pids limit), or is deleted

@@ -1,17 +1,25 @@
 """The zygote of capsa's Python API: a small process, exec'd once per program, that creates the
-sandboxes: the pooled ones (capsa.Pool), whose agents (capsa.api.agent) are forks of it and not
-of the calling program, and the run-once containers of capsa.run and Sandbox.run.
+sandboxes: the pooled ones (capsa.Pool), whose agents (capsa.api.agent) are not forks of the
+calling program, and the run-once containers of capsa.run and Sandbox.run.
 
 Why: a forked agent shares its parent's pages until one side writes to them. Forked from the
 calling program, an agent and the slot it prepares held 2.8 MiB of their own (USS), and more as
 the program went on writing to its heap (each page it touches is copied for it, and the agent's
 copy becomes the agent's alone). The zygote is a fresh interpreter that imports only what
-creating a container and serving runs need (no site, no user code) and then only waits: its
-pages stay shared with every agent it made, and the calling program's memory is never theirs.
+creating a container and serving runs need (no site, no user code): the calling program's
+memory is never the agents'. On x86-64 the agents are not even forks of the zygote, which runs
+each create in Python (and so takes, from every agent forked from it before, the pages it
+writes: each side's copy is then its own), but of its template: a fork of the zygote made at
+start-up, before any create, that only forks an agent when told to (a byte on a pipe) and stays
+idle otherwise. The agent takes its job on a socket (capsa.api.agent.job: the sandbox's init
+pid, settings, the spec's process and paths, the seccomp filter as built here) with the pool's
+socket, and joins the sandbox, whose init holds it (capsa.api.holder). Elsewhere the sandbox's
+init is its agent.
+
 A run-once container made here costs the same whatever the calling program is: the fork copies
-the zygote's few MB, not the program's heap (a 150 MB program forked 5 ms slower), and the
-zygote has no other thread, so its container's init is always born in its namespaces with one
-clone3 (capsa.launch), which a threaded program's never is (it forks twice).
+the zygote's few MB, not the program's heap (a program with 150 MB of heap took 17-18 ms a cold
+run, against 10-11), and the zygote has no other thread, so its container's init is always born
+in its namespaces with one clone3 (capsa.launch), which a threaded program's never is.
 
     python3 -I -S -c '... from capsa.api.zygote import main; main()'   (fd 0: the socket)
 
@@ -25,9 +33,11 @@ A run-once container (its init execs the run's process at once):
     zygote -> caller  b"K" + marshal((init pid, state record)); or b"E" + the runtime's message
     zygote -> exit pipe  marshal(wait status) once the init has ended (the zygote is its parent
                       and reaps it), then EOF; EOF alone if the zygote ends first
-The zygote is a subreaper: each sandbox's init (its agent) is re-parented to it, and reaped by
-it. It ends when the calling program closes the socket (and, by PR_SET_PDEATHSIG, with it);
-the agents see their own sockets close and end too; the guard (capsa.api.guard) deletes what is left.
+The zygote is a subreaper: each sandbox's init is its child or re-parented to it, and reaped by
+it (the template's agents are reaped by the kernel: it ignores SIGCHLD). It ends when the calling
+program closes the socket (and, by PR_SET_PDEATHSIG, with it; the template with the zygote);
+the agents see their own sockets close and end too, killing their inits; the guard
+(capsa.api.guard) deletes what is left.
 """
 
 from __future__ import annotations
@@ -38,6 +48,12 @@ import marshal
 import posix
 
 MESSAGE_MAX = 1 << 22
+# What creating a sandbox imports on first use (either cgroup version's modules): imported before
+# the first fork, not by the first create, whose imports (new objects, in pages the first agent
+# shares with the zygote) would cost that agent ~0.4 MB of pages of its own.
+_CREATE_IMPORTS = ("_sha256", "capsa.create", "capsa.launch", "capsa.idmap", "capsa.rootless", "capsa.seccomp",
+                   "capsa.cgroups", "capsa.cgroups.v1", "capsa.cgroups.v1_resources", "capsa.cgroups.v2",
+                   "capsa.cgroups.v2_resources")
 _PR_SET_PDEATHSIG = 1
 OK, ERROR = b"K", b"E"
 # The v1 hierarchies a sandbox gets a directory in: its limits (memory, pids, cpu), its accounting
@@ -54,14 +70,17 @@ def main() -> None:
     import signal
 
     from capsa import linux, process
-    from capsa.api import agent
+    from capsa.api import agent, holder
     from capsa.container import Container
 
     linux.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     process.become_subreaper()
     sock = _socket.socket(fileno=posix.dup(0))
+    for name in _CREATE_IMPORTS:
+        __import__(name)
     gc.collect()
     gc.freeze()  # what is here now is shared with every agent: the collector must not write to it
+    template = _Template(agent) if holder.supported() else None
     # Each agent's pidfd, to reap it when it ends. Not SIGCHLD: a handler and wakeup fd of
     # Python's would be the agents' too (they are forks of this process), and write the
     # signal's number on whatever fd an agent has by that number.
@@ -74,7 +93,7 @@ def main() -> None:
                 poller.unregister(fd)
                 children.ended(fd)
                 continue
-            made = _serve_one(sock, Container, agent)
+            made = _serve_one(sock, Container, agent, template)
             if made is None:
                 return
             pid, exit_pipe = made
@@ -137,9 +156,9 @@ def _close_quietly(fd: int) -> None:
         posix.close(fd)
 
 
-def _serve_one(sock, container_class, agent) -> tuple[int, int] | None:
+def _serve_one(sock, container_class, agent, template: _Template | None = None) -> tuple[int, int] | None:
     """Create the sandbox one request asks for and answer: (its init's pid, 0 if it could not be
-    made; the exit pipe to report its end on, -1 for an agent); None when the caller is gone."""
+    made; the exit pipe to report its end on, -1 for a pooled one); None when the caller is gone."""
     try:
         data, ancillary, _, _ = sock.recvmsg(MESSAGE_MAX, _socket.CMSG_SPACE(4 * 4))
     except OSError:
@@ -152,7 +171,8 @@ def _serve_one(sock, container_class, agent) -> tuple[int, int] | None:
         return _serve_run_once(sock, container_class, (container_id, spec, state_root, bundle), fds)
     for fd in fds:
         posix.close(fd)
-    return _serve_agent(sock, container_class, agent, (container_id, spec, state_root, bundle), settings), -1
+    made = _serve_agent(sock, container_class, agent, template, (container_id, spec, state_root, bundle), settings)
+    return None if made is None else (made, -1)
 
 
 def _received_fds(ancillary) -> list[int]:
@@ -198,8 +218,11 @@ def _answer(sock, answer: bytes, fds: list[int] | None = None) -> bool:
     return True
 
 
-def _serve_agent(sock, container_class, agent, request: tuple, settings) -> int | None:
-    """A pooled sandbox: its init serves as the agent; answer its pid and the control socket."""
+def _serve_agent(sock, container_class, agent, template: _Template | None, request: tuple, settings) -> int | None:
+    """A pooled sandbox: answer its init's pid (0 if it could not be made) and the pool's socket
+    to its agent; None when the caller is gone. With a template, the init only holds the sandbox
+    (see capsa.api.holder) and the agent is a fork of the template that joins it; without one,
+    the init is the agent."""
     from functools import partial
 
     container_id, spec, state_root, bundle = request
@@ -207,13 +230,19 @@ def _serve_agent(sock, container_class, agent, request: tuple, settings) -> int 
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
     try:
+        if template is None:
+            stdio, serve = (theirs.fileno(), null, null), partial(agent.serve, agent.Settings(*settings))
+        else:
+            stdio, serve = (null, null, null), agent.hold
         container = container_class.create(
             state_root, container_id, bundle, spec=spec, rootless_cgroups=posix.geteuid() != 0,
-            stdio=(theirs.fileno(), null, null), cgroup_controllers=SANDBOX_CGROUP_CONTROLLERS,
-            serve=partial(agent.serve, agent.Settings(*settings)))
+            stdio=stdio, serve=serve, cgroup_controllers=SANDBOX_CGROUP_CONTROLLERS)
         pid = container.pid
+        if template is not None:
+            _fork_agent(template, agent, container, spec, settings, state_root, theirs.fileno())
         answer, fds = OK + marshal.dumps(pid), [ours.fileno()]
     except Exception as err:  # noqa: BLE001 - the caller raises it as a SandboxStartError
+        pid = 0
         answer, fds = ERROR + str(err).encode(errors="replace"), []
     finally:
         theirs.close()
@@ -222,6 +251,78 @@ def _serve_agent(sock, container_class, agent, request: tuple, settings) -> int 
         return pid if _answer(sock, answer, fds) else None
     finally:
         ours.close()
+
+
+class _Template:
+    """A fork of the zygote made once it has imported everything and before it creates anything,
+    that only forks the agents (capsa.api.agent.join) when told to: an agent's pages are then
+    shared with a process that stays idle. Forked from the zygote itself, which runs each create
+    in Python, an agent would lose to the zygote's next create every page it shares with it (the
+    zygote's copy is then its own, the agent's the agent's own: see docs/performance.md)."""
+
+    def __init__(self, agent):
+        import signal
+
+        self.jobs, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        trigger, self.trigger = posix.pipe()
+        if posix.fork() == 0:
+            try:
+                posix.close(self.trigger)
+                from capsa import linux
+
+                linux.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+                signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # agents are reaped by the kernel
+                while posix.read(trigger, 1):
+                    try:
+                        if posix.fork() == 0:
+                            agent.join(theirs.fileno())
+                    except OSError:
+                        pass  # one sandbox gets no agent (the pool's wait for it fails); the next ones do
+            finally:
+                posix._exit(0)
+        posix.close(trigger)
+        theirs.close()
+
+    def fork_agent(self, job: bytes, control: int) -> None:
+        """A new agent, that takes the job (and the pool's socket, `control`)."""
+        self.jobs.sendmsg([job], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, control.to_bytes(4, "little"))])
+        posix.write(self.trigger, b"a")
+
+
+def _fork_agent(template: _Template, agent, container, spec: dict, settings: tuple, state_root: str,
+                control: int) -> None:
+    """Have the template fork the agent of the sandbox just made; the sandbox is deleted if not."""
+    from capsa import init
+    from capsa.errors import CapsaError
+
+    try:
+        cgroup = container.cgroup()
+        seccomp_filter = init.build_seccomp((spec.get("linux") or {}).get("seccomp"), _seccomp_cache(state_root))
+        if seccomp_filter is not None and seccomp_filter.notifies:
+            raise CapsaError("a pooled sandbox's seccomp profile cannot notify (SCMP_ACT_NOTIFY)")
+        job = agent.job(container.pid, container.id, spec, settings, seccomp_filter,
+                        cgroup.self_join_files() if cgroup is not None else [], _namespaces_to_join(spec))
+        template.fork_agent(marshal.dumps(job), control)
+    except BaseException:
+        container.delete(force=True)
+        raise
+
+
+def _namespaces_to_join(spec: dict) -> list[str]:
+    """The /proc/<pid>/ns files of the namespaces the sandbox has of its own, user first and mount
+    last, but its pid namespace: the runs' pid namespaces are the agent's children (capsa.api.agent)."""
+    from capsa.launch import NAMESPACE_FILES
+
+    own = {ns["type"] for ns in (spec.get("linux") or {}).get("namespaces") or [] if not ns.get("path")}
+    order = ("user", "ipc", "uts", "network", "cgroup", "mount")
+    return [NAMESPACE_FILES[kind] for kind in order if kind in own]
+
+
+def _seccomp_cache(state_root: str) -> str:
+    from capsa import posixlite
+    from capsa.state import SECCOMP_CACHE
+
+    return posixlite.join(state_root, SECCOMP_CACHE)
 
 
 # -- in the calling program ------------------------------------------------------------------------
