@@ -451,6 +451,33 @@ print(json.dumps(sorted(n for n in os.listdir('/run/capsa-api/state') if n.start
     assert out[2] == []
 
 
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the zygote's template makes the agents on x86-64 only")
+def test_a_pool_made_after_the_zygotes_template_died_still_gets_its_agents(rootfs):
+    out = scenario(rootfs, """
+import signal, time
+from capsa.api.zygote import zygote
+with capsa.Pool(1, rootfs=ROOTFS, timeout=30) as pool:
+    show(pool.run(['echo', 'one']))
+zygote_pid = zygote().pid
+def parent_of(pid):
+    try:
+        return int(open(f'/proc/{pid}/stat').read().rpartition(')')[2].split()[1])
+    except (OSError, ValueError):
+        return 0
+templates = [int(p) for p in os.listdir('/proc') if p.isdigit() and parent_of(p) == zygote_pid
+             and b'capsa.api.zygote' in open(f'/proc/{p}/cmdline', 'rb').read()]
+for pid in templates:
+    os.kill(pid, signal.SIGKILL)
+time.sleep(0.2)
+with capsa.Pool(2, rootfs=ROOTFS, timeout=30) as pool:
+    show(pool.run(['echo', 'two']))
+    show(pool.run(['echo', 'three']))
+print(json.dumps(len(templates)))
+""")
+    assert [r["stdout"] for r in out[:3]] == ["one\n", "two\n", "three\n"]
+    assert out[3] == 1
+
+
 def test_stream_gives_output_as_it_comes_then_the_result(rootfs):
     out = scenario(rootfs, """
 with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:

@@ -261,6 +261,10 @@ class _Template:
     zygote's copy is then its own, the agent's the agent's own: see docs/performance.md)."""
 
     def __init__(self, agent):
+        self.agent = agent
+        self._spawn()
+
+    def _spawn(self) -> None:
         import signal
 
         self.jobs, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
@@ -275,7 +279,7 @@ class _Template:
                 while posix.read(trigger, 1):
                     try:
                         if posix.fork() == 0:
-                            agent.join(theirs.fileno())
+                            self.agent.join(theirs.fileno())
                     except OSError:
                         pass  # one sandbox gets no agent (the pool's wait for it fails); the next ones do
             finally:
@@ -284,7 +288,18 @@ class _Template:
         theirs.close()
 
     def fork_agent(self, job: bytes, control: int) -> None:
-        """A new agent, that takes the job (and the pool's socket, `control`)."""
+        """A new agent, that takes the job (and the pool's socket, `control`). A template that is
+        gone (killed: its end of the socket and the pipe closed, EPIPE) is made again, once: from
+        the zygote as it is now, so its agents share fewer pages with it, but the pool goes on."""
+        try:
+            self._send(job, control)
+        except OSError:
+            self.jobs.close()
+            posix.close(self.trigger)
+            self._spawn()
+            self._send(job, control)
+
+    def _send(self, job: bytes, control: int) -> None:
         self.jobs.sendmsg([job], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, control.to_bytes(4, "little"))])
         posix.write(self.trigger, b"a")
 
