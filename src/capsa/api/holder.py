@@ -11,11 +11,8 @@ waits until the sandbox is deleted (SIGKILL). Other architectures keep the agent
 
 from __future__ import annotations
 
-import _struct as struct
-import posix
+from capsa import tinyelf
 
-_BASE = 0x400000
-_HEADERS = 64 + 56  # ELF header + one program header
 _CODE = bytes.fromhex(
     "b822000000"  # 0  mov eax,34 (pause)
     "0f05"        # 5  syscall
@@ -24,27 +21,12 @@ _CODE = bytes.fromhex(
 
 
 def elf_image() -> bytes:
-    size = _HEADERS + len(_CODE)
-    header = struct.pack(
-        "<16sHHIQQQIHHHHHH",
-        b"\x7fELF\x02\x01\x01" + b"\0" * 9,  # 64-bit, little endian, SysV
-        2, 0x3E, 1,                           # ET_EXEC, x86-64, version
-        _BASE + _HEADERS, 64, 0,              # entry, program headers at 64, no sections
-        0, 64, 56, 1, 64, 0, 0,
-    )
-    program = struct.pack("<IIQQQQQQ", 1, 5, 0, _BASE, _BASE, size, size, 0x1000)  # PT_LOAD, R+X
-    return header + program + _CODE
+    return tinyelf.image(_CODE)
 
 
 def sealed_fd() -> int:
-    """A close-on-exec memfd holding the program, sealed against any change."""
-    import fcntl
-
-    fd = posix.memfd_create("capsa-hold", posix.MFD_CLOEXEC | posix.MFD_ALLOW_SEALING)
-    posix.write(fd, elf_image())
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-    return fd
+    """A close-on-exec memfd holding the program, sealed against any change (capsa.tinyelf)."""
+    return tinyelf.sealed_memfd("capsa-hold", elf_image())
 
 
-def supported() -> bool:
-    return posix.uname().machine == "x86_64"
+supported = tinyelf.supported

@@ -31,8 +31,8 @@ from __future__ import annotations
 import _struct as struct
 import posix
 
-_BASE = 0x400000
-_HEADERS = 64 + 2 * 56  # ELF header + two program headers
+from capsa import tinyelf
+
 _BSS, _BSS_SIZE = 0x600000, 0x201000  # request, ancillary data, msghdr, argv and envp (see waiter.s)
 MESSAGE_MAX = 0x100000 - 1
 MAX_STRINGS = 0x20000 - 2
@@ -185,31 +185,15 @@ _CODE = bytes.fromhex(
 
 
 def elf_image() -> bytes:
-    size = _HEADERS + len(_CODE)
-    header = struct.pack(
-        "<16sHHIQQQIHHHHHH",
-        b"\x7fELF\x02\x01\x01" + b"\0" * 9,  # 64-bit, little endian, SysV
-        2, 0x3E, 1,                           # ET_EXEC, x86-64, version
-        _BASE + _HEADERS, 64, 0,              # entry, program headers at 64, no sections
-        0, 64, 56, 2, 64, 0, 0,
-    )
-    text = struct.pack("<IIQQQQQQ", 1, 5, 0, _BASE, _BASE, size, size, 0x1000)  # PT_LOAD, R+X
-    bss = struct.pack("<IIQQQQQQ", 1, 6, 0, _BSS, _BSS, 0, _BSS_SIZE, 0x1000)  # PT_LOAD, R+W, zeroed
-    return header + text + bss + _CODE
+    return tinyelf.image(_CODE, bss=(_BSS, _BSS_SIZE))
 
 
 def sealed_fd() -> int:
-    """A close-on-exec memfd holding the waiter, sealed against any change."""
-    import fcntl
-
-    fd = posix.memfd_create("capsa-slot", posix.MFD_CLOEXEC | posix.MFD_ALLOW_SEALING)
-    posix.write(fd, elf_image())
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-    return fd
+    """A close-on-exec memfd holding the program, sealed against any change (capsa.tinyelf)."""
+    return tinyelf.sealed_memfd("capsa-slot", elf_image())
 
 
-def supported() -> bool:
-    return posix.uname().machine == "x86_64"
+supported = tinyelf.supported
 
 
 def candidates(name: str, env: list[str]) -> list[str]:
