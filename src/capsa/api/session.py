@@ -1,6 +1,7 @@
-"""What capsa's Python API sets up once per program (setup): the runtime's modules loaded, the
-program a subreaper, what crashed programs left cleaned, and the guard (capsa.api.guard) that
-cleans after this one; where the API keeps its state, and the names of what it makes."""
+"""What capsa's Python API sets up once per program (setup): its zygote started, the /dev
+template, the program a subreaper, what crashed programs left cleaned, and the guard
+(capsa.api.guard) that cleans after this one; where the API keeps its state, and the names of
+what it makes."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ _set_up = False
 
 
 def setup() -> None:
-    """Once per program: load the runtime's modules, be a subreaper (the container's init is
-    re-parented to us, so its exit status is ours to learn), clean what programs using the API
-    left when they died, and start this program's guard (capsa.api.guard)."""
+    """Once per program: be a subreaper, clean what programs using the API left when they died,
+    make the /dev template, and start this program's guard (capsa.api.guard) and zygote
+    (capsa.api.zygote, which creates every container of the program: nothing of the runtime's
+    create path is loaded here)."""
     global _set_up
     with _setup_lock:
         if _set_up:
@@ -39,17 +41,16 @@ def setup() -> None:
                 raise SandboxStartError("an unprivileged program cannot make sandboxes here: " + "; ".join(missing))
         from capsa import process
 
-        _preload()
         os.makedirs(API_DIR, mode=0o755 if os.geteuid() == 0 else 0o700, exist_ok=True)
         os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
         os.makedirs(SANDBOX_DIR, mode=0o711, exist_ok=True)
+        from capsa.api.zygote import zygote
+
+        zygote().start()  # it imports while this program goes on: ready by its first sandbox
         dev_template()
         process.become_subreaper()
         clean_leftovers()
         _start_guard()
-        from capsa.api.zygote import zygote
-
-        zygote().start()  # it imports while this program goes on: ready by its first sandbox
         _set_up = True
 
 
@@ -75,40 +76,6 @@ def _start_guard() -> None:
     finally:
         os.close(read_end)
     _guard_pipe = write_end
-
-
-# What creating and exec'ing import: loaded here once, not in each forked child (oneshot.with_stdio) anew.
-_RUNTIME_MODULES = (
-    "capsa.container", "capsa.create", "capsa.launch", "capsa.init", "capsa.rootless", "capsa.spec", "capsa.cgroups",
-    "capsa.cgroups.v1", "capsa.cgroups.v1_resources", "capsa.cgroups.v2", "capsa.cgroups.v2_resources",
-    "capsa.rootfs", "capsa.caps", "capsa.seccomp", "capsa.bpf", "capsa.lsm", "capsa.idmap", "capsa.mountopts",
-    "capsa.procfs", "capsa.process", "capsa.syncpipe", "capsa.trampoline", "capsa.hooks",
-)
-
-
-def _preload() -> None:
-    import importlib
-
-    for name in _RUNTIME_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # a module a later version renamed: then the child imports what it needs
-            pass
-    _warm_seccomp()
-
-
-def _warm_seccomp() -> None:
-    """Compile the default profile once (into the runtime's cache) and load libseccomp here: each
-    container's launch then reads the program and finds the library loaded (0.9 ms less each)."""
-    from capsa.api.spec import default_seccomp
-
-    try:
-        from capsa.seccomp import Filter
-
-        os.makedirs(os.path.join(STATE_ROOT, "@seccomp-bpf"), mode=0o700, exist_ok=True)
-        Filter(default_seccomp(), os.path.join(STATE_ROOT, "@seccomp-bpf"))
-    except (CapsaError, OSError):
-        pass  # then each launch compiles it (or says why it cannot)
 
 
 def _owner_alive(name: str) -> bool:
