@@ -719,7 +719,7 @@ def _fork_into(cgroup: Cgroup | None, namespaces: int = 0) -> tuple[int, list[st
     the child), the files the child still writes "0" to, to join the rest of its cgroup, and
     whether the child was born in the namespaces (else it makes them itself).
 
-    A caller with other threads (a Python program; the capsa command has one) gets glibc's fork()
+    A caller with other threads (a Python program may have some; the capsa command has none) gets glibc's fork()
     (linux.clone_child says why) and imports the child's modules first."""
     threaded = linux.thread_count() > 1
     if threaded:
