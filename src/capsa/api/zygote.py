@@ -101,7 +101,8 @@ def main() -> None:
                 try:
                     pidfd = posix.pidfd_open(pid)
                 except OSError:
-                    _close_quietly(exit_pipe)
+                    if exit_pipe >= 0:
+                        posix.close(exit_pipe)
                     continue  # gone already (reaped by the next _reap)
                 children.watch(pidfd, pid, exit_pipe)
                 poller.register(pidfd, select.POLLIN)
@@ -149,11 +150,6 @@ class _Children:
                 return
             if pid in watched:
                 self.statuses[pid] = status
-
-
-def _close_quietly(fd: int) -> None:
-    if fd >= 0:
-        posix.close(fd)
 
 
 def _serve_one(sock, container_class, agent, template: _Template | None = None) -> tuple[int, int] | None:
