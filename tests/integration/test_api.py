@@ -110,6 +110,20 @@ def test_output_exit_code_and_accounting(rootfs):
     assert r["cpu_time"] > 0 and r["peak_memory"] > 0
 
 
+def test_nothing_of_a_run_is_left_when_it_returns(rootfs):
+    # The zygote, the init's parent, reads the run's usage and deletes its container before it
+    # reports the end: when run() returns, the run's state and cgroups are gone already.
+    out = scenario(rootfs, f"""
+import glob
+r = capsa.run(['sh', '-c', 'echo hi'], rootfs=ROOTFS, timeout=30)
+mine = f"api-{{os.getpid()}}-"
+left = [n for n in os.listdir({STATE_ROOT!r}) if n.startswith(mine)]
+left += [p for h in ('memory', 'pids', 'freezer', '') for p in glob.glob(f'/sys/fs/cgroup/{{h}}/**/{{mine}}*', recursive=True)]
+print(json.dumps([r.stdout.decode(), r.cpu_time > 0, r.peak_memory > 0, left]))
+""")
+    assert out == [["hi\n", True, True, []]]
+
+
 def test_stdin_env_and_cwd_are_the_callers_choice_and_nothing_of_the_host_leaks(rootfs):
     r = one(rootfs, "capsa.run(['sh', '-c', 'cat; pwd; env | sort'], rootfs=ROOTFS, timeout=30, stdin=b'in\\n', "
                     "cwd='/tmp', env={'A': 'b'})")
