@@ -12,12 +12,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+_last_cap: int | None = None
+
+
 def last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return max(CAPABILITIES.values())
+    """The kernel's highest capability number: read once per process (a constant of the running
+    kernel), so that the children of a long-lived one (the API's zygote) find it known."""
+    global _last_cap
+    if _last_cap is None:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                _last_cap = int(f.read())
+        except OSError:
+            return max(CAPABILITIES.values())
+    return _last_cap
 
 
 def unavailable(capabilities: dict[str, Any] | None, grantable: int | None = None) -> list[str]:

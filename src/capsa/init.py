@@ -54,8 +54,8 @@ class Tenant:
         self.labels = labels
 
 
-def prepare_tenant(plan: Any, seccomp_filter: Any) -> Tenant:
-    return Tenant(seccomp_filter=seccomp_filter, trampoline=trampoline_fd(), labels=exec_labels(plan.process))
+def prepare_tenant(plan: Any, seccomp_filter: Any, trampoline: int | None) -> Tenant:
+    return Tenant(seccomp_filter=seccomp_filter, trampoline=trampoline, labels=exec_labels(plan.process))
 
 
 def run_tenant(plan: Any, fds: Any, channel: Channel, tenant: Tenant) -> NoReturn:
@@ -119,8 +119,9 @@ def exec_labels(process: dict[str, Any]) -> Any:
 
 
 def trampoline_fd() -> int | None:
-    """The sealed exec trampoline (see capsa.trampoline); None where it does not exist (non x86-64)."""
-    return _trampoline.sealed_fd() if _trampoline.supported() else None
+    """This process's sealed exec trampoline (see capsa.trampoline; made once, launch hands it to
+    its children); None where it does not exist (non x86-64)."""
+    return _trampoline.shared_fd() if _trampoline.supported() else None
 
 
 def exec_program(executable: str, args: list[str], env: dict[str, str], trampoline: int | None) -> NoReturn:
@@ -187,7 +188,7 @@ def _setup_and_exec(plan: Any, fds: Any, channel: Channel, seccomp_filter: Any) 
         channel.expect("ok")
     hooks.run_hooks(spec, "createContainer", plan.state)
     _prepare_listener(seccomp_filter, fds.seccomp_listener, listener_state)
-    exec_trampoline = trampoline_fd()
+    exec_trampoline = fds.trampoline
 
     cwd = process["cwd"]
     try:
@@ -512,12 +513,16 @@ def _become_process_user(process: dict[str, Any], seccomp_filter: Any = None) ->
 
 
 def _reset_signals() -> None:
-    """Python ignores SIGPIPE and SIGXFSZ and handles SIGINT: the user's program must get defaults."""
+    """Python ignores SIGPIPE and SIGXFSZ and handles SIGINT: the user's program must get defaults.
+    Only those not at their default are reset: Python's own record of every disposition (no system
+    call; read from the kernel at its start for those it never set) says which; the ~60 others
+    would each cost an rt_sigaction for nothing."""
     for number in range(1, _signal.NSIG):
         if number in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            _signal.signal(number, _signal.SIG_DFL)
+            if _signal.getsignal(number) is not _signal.SIG_DFL:  # SIG_IGN, a handler, or None (not Python's)
+                _signal.signal(number, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])

@@ -294,7 +294,7 @@ class ChildFds:
     """The fds of its own a launch hands the child, all above the inherited range."""
 
     __slots__ = ("sync", "console", "seccomp_listener", "mount_trees", "cgroup_join", "born_in_namespaces",
-                 "maps_unasked")
+                 "maps_unasked", "trampoline")
 
     def __init__(self, sync: int, console: int, seccomp_listener: int, mount_trees: dict[int, int]):
         self.sync = sync
@@ -304,6 +304,9 @@ class ChildFds:
         self.cgroup_join: list[str] = []  # files the child writes "0" to, to join the rest of its cgroup
         self.born_in_namespaces = False  # the child was cloned in the plan's namespaces (_born_namespaces)
         self.maps_unasked = False  # ... and the parent writes its user namespace's maps unasked (_maps_unasked)
+        # The parent's sealed exec trampoline (capsa.trampoline.shared_fd; None: none here), which
+        # stays open in the parent: not in all().
+        self.trampoline: int | None = None
 
     def all(self) -> set[int]:
         return {self.sync, self.console, self.seccomp_listener, *self.mount_trees.values()} - {-1}
@@ -324,6 +327,7 @@ def start(plan: LaunchPlan) -> int:
     # the container, has that much less to do.
     seccomp_filter = init.build_seccomp(plan.seccomp, plan.seccomp_cache)
     parent_fd, fds = _child_fds(plan, 3 + keep)
+    fds.trampoline = init.trampoline_fd()
     managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
     maps_unasked = _maps_unasked(plan)
@@ -337,7 +341,7 @@ def start(plan: LaunchPlan) -> int:
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
-        _close_fds_except(set(range(3 + keep)) | fds.all() | _own_fds(plan))
+        _close_fds_except(set(range(3 + keep)) | fds.all() | _own_fds(plan) | {fds.trampoline} - {None})
         _child(plan, fds, seccomp_filter)
     _close_if_open(*fds.all())
     driver = _Driver(plan, Channel(parent_fd), child)
@@ -672,7 +676,8 @@ def _child(plan: LaunchPlan, fds: ChildFds, seccomp_filter: Any) -> NoReturn:
         # The host's files (capsa, Python, libseccomp) are out of reach once in the namespaces.
         init.load_modules(plan.process, plan.init.spec if plan.init is not None else None)
         if plan.init is None:
-            tenant = init.prepare_tenant(plan, seccomp_filter)  # through the host's procfs too, before setns(mnt)
+            # Through the host's procfs too, before setns(mnt).
+            tenant = init.prepare_tenant(plan, seccomp_filter, fds.trampoline)
         if plan.cgroup_placement == CGROUP_MANAGER and plan.cgroup is not None:
             channel.expect("cgroup")  # the manager has moved this process into the cgroup
         # Into the cgroup while still the host's root (or user): the process forked below inherits it.

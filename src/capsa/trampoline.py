@@ -14,6 +14,8 @@ trick) it exits with 126 instead.
 
 from __future__ import annotations
 
+import posix
+
 from capsa import tinyelf
 
 _CODE = bytes.fromhex(
@@ -41,6 +43,29 @@ def elf_image() -> bytes:
 def sealed_fd() -> int:
     """A close-on-exec memfd holding the program, sealed against any change (capsa.tinyelf)."""
     return tinyelf.sealed_memfd("capsa-exec", elf_image())
+
+
+_shared: tuple[int, int, int] | None = None  # this process's copy: (fd, st_dev, st_ino)
+
+
+def shared_fd() -> int:
+    """This process's sealed trampoline, made once: a launch hands it to each child it makes
+    (capsa.launch), so that a long-lived process (the API's zygote) does not make one per
+    container. Sealed, it is the same bytes for every container and none can change it. Made
+    again if its fd is no longer it (closed, and its number reused by another file)."""
+    global _shared
+    if _shared is not None:
+        fd, device, inode = _shared
+        try:
+            found = posix.fstat(fd)
+            if (found.st_dev, found.st_ino) == (device, inode):
+                return fd
+        except OSError:
+            pass
+    fd = sealed_fd()
+    found = posix.fstat(fd)
+    _shared = (fd, found.st_dev, found.st_ino)
+    return fd
 
 
 supported = tinyelf.supported

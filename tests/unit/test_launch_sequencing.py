@@ -14,7 +14,7 @@ import sys
 import pytest
 from fake_kernel import fd_target, open_fds
 
-from capsa import launch, linux
+from capsa import init, launch, linux
 from capsa.errors import EINVAL, ENOSYS, EPERM, ContainerStartError
 from capsa.linux import process as kernel_process
 
@@ -366,6 +366,7 @@ def _dead(pid):
 
 def test_an_init_error_kills_the_init_and_leaves_no_fd_of_ours(kernel, fake_init, tmp_path):
     fake_init.script += ["pid {pid}", "error cannot mount proc: Permission denied"]
+    init.trampoline_fd()  # the process's own sealed trampoline, made once and kept (capsa.trampoline)
     before = open_fds()
     with pytest.raises(ContainerStartError, match="^cannot mount proc: Permission denied$"):
         _spawn(tmp_path)
