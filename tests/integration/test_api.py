@@ -237,10 +237,19 @@ with capsa.Pool(1, rootfs=capsa.HostTools()) as pool:
 
 @pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/memory"), reason="cgroup v1 hierarchies (a v2 host has one)")
 def test_a_sandbox_is_in_the_v1_hierarchies_it_uses_only(rootfs):
-    """memory, pids, cpu, cpuacct, freezer and devices: not cpuset, blkio, name=systemd, unified."""
-    r = one(rootfs, "capsa.run(['cat', '/proc/self/cgroup'], rootfs=ROOTFS, timeout=30)")
-    own = sorted(line.split(":")[1] for line in r["stdout"].splitlines() if "/api-" in line.split(":", 2)[2])
-    assert own == sorted(["memory", "pids", "cpu", "cpuacct", "freezer", "devices"]), r["stdout"]
+    """A run: memory, pids, cpuacct and devices, cpu only with a CPU quota (its pid namespace
+    needs no freezer); not cpuset, blkio, name=systemd, unified. A pooled sandbox: those, cpu and
+    the freezer."""
+    out = scenario(rootfs, """
+show(capsa.run(['cat', '/proc/self/cgroup'], rootfs=ROOTFS, timeout=30))
+show(capsa.run(['cat', '/proc/self/cgroup'], rootfs=ROOTFS, timeout=30, cpus=0.5))
+with capsa.Pool(1, rootfs=ROOTFS, timeout=30) as pool:
+    show(pool.run(['cat', '/proc/self/cgroup']))
+""")
+    own = [sorted(line.split(":")[1] for line in r["stdout"].splitlines() if "/api-" in line.split(":", 2)[2]) for r in out]
+    assert own[0] == sorted(["memory", "pids", "cpuacct", "devices"]), out[0]["stdout"]
+    assert own[1] == sorted(["memory", "pids", "cpu", "cpuacct", "devices"]), out[1]["stdout"]
+    assert own[2] == sorted(["memory", "pids", "cpu", "cpuacct", "freezer", "devices"]), out[2]["stdout"]
 
 
 def test_writes_to_the_rootfs_are_refused(rootfs):

@@ -184,7 +184,8 @@ def _collect(container, init, outputs: dict[int, Output], deadline: float | None
 
 
 def _kill_all(container) -> None:
-    """Every process of the run, frozen first so that none forks away (the cgroup's kill)."""
+    """Every process of the run: those of its cgroup (frozen first where it has a freezer, so
+    that none forks away), and its init, whose death ends whatever is left of its pid namespace."""
     cgroup = container.cgroup()
     if cgroup is not None:
         try:

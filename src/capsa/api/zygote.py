@@ -63,6 +63,20 @@ OK, ERROR = b"K", b"E"
 SANDBOX_CGROUP_CONTROLLERS = frozenset({"memory", "pids", "cpu", "cpuacct", "freezer", "devices"})
 
 
+def run_once_controllers(spec: dict) -> frozenset[str]:
+    """A run-once container's v1 hierarchies: a pooled sandbox's but the freezer, and cpu unless
+    it has a CPU quota. Its processes are all in its own pid namespace, whose init's death kills
+    every one of them (no fork escapes it): a timeout kills the init (supervise), nothing needs
+    freezing first. Each hierarchy left out is a mkdir, a join by the child (~0.1 ms: the kernel
+    attaching it) and an rmdir fewer per run."""
+    if ((spec.get("linux") or {}).get("resources") or {}).get("cpu"):
+        return RUN_ONCE_CGROUP_CONTROLLERS | {"cpu"}
+    return RUN_ONCE_CGROUP_CONTROLLERS
+
+
+RUN_ONCE_CGROUP_CONTROLLERS = frozenset({"memory", "pids", "cpuacct", "devices"})
+
+
 # -- in the zygote ---------------------------------------------------------------------------------
 def main() -> None:
     import gc
@@ -210,7 +224,7 @@ def _serve_run_once(sock, container_class, request: tuple, fds: list[int]) -> tu
     try:
         container = container_class.create(state_root, container_id, bundle, spec=spec,
                                            rootless_cgroups=posix.geteuid() != 0, stdio=tuple(stdio),
-                                           exec_at_once=True, cgroup_controllers=SANDBOX_CGROUP_CONTROLLERS)
+                                           exec_at_once=True, cgroup_controllers=run_once_controllers(spec))
         pid = container.pid
         answer = OK + marshal.dumps((pid, container.record))
     except Exception as err:  # noqa: BLE001 - the caller raises it as a SandboxStartError
