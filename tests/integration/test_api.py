@@ -696,7 +696,7 @@ async def main():
         counting.cancel()
         print(json.dumps([before, max(threads)]))
         print(json.dumps([[r.stdout.decode(), r.stderr.decode(), r.exit_code] for r in results]))
-        # A task cancelled while its run goes on: the run is killed, its sandbox serves again
+        # A task cancelled while its run goes on: the run is killed (its sandbox with it), the pool serves on
         try:
             await asyncio.wait_for(pool.arun(['sleep', '{marker}']), 0.5)
         except TimeoutError:
