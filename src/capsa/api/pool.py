@@ -47,6 +47,9 @@ AGENT_PIDS = 3
 # if that takes more than RECLAIM_WAIT.
 KILL_GRACE = 2.0
 RECLAIM_WAIT = 300.0
+# How often a task waiting for a sandbox (Pool.arun) looks whether the pool closed or cannot
+# make sandboxes any more.
+_RECHECK = 0.5
 
 
 class _Broken(Exception):
@@ -432,16 +435,21 @@ class Pool:
         self._put_idle(sandbox)
 
     def _put_idle(self, sandbox: PooledSandbox) -> None:
-        """An idle sandbox: to the first asyncio task waiting for one, else to the queue."""
+        """An idle sandbox: to the first asyncio task waiting for one, else to the queue; deleted
+        if the pool is closed (close() empties the queue once: one put back later, by a task
+        that stopped waiting, say, would stay)."""
         with self._lock:
-            while self._async_waiters:
-                loop, future = self._async_waiters.popleft()
-                try:
-                    loop.call_soon_threadsafe(self._deliver, future, sandbox)
-                    return
-                except RuntimeError:
-                    continue  # its loop is closed
-            self._idle.put(sandbox)
+            if not self._closed:
+                while self._async_waiters:
+                    loop, future = self._async_waiters.popleft()
+                    try:
+                        loop.call_soon_threadsafe(self._deliver, future, sandbox)
+                        return
+                    except RuntimeError:
+                        continue  # its loop is closed
+                self._idle.put(sandbox)
+                return
+        self._drop(sandbox)
 
     def _deliver(self, future, sandbox: PooledSandbox) -> None:
         """In the waiting task's loop: hand it the sandbox, or back if it stopped waiting."""
@@ -487,6 +495,10 @@ class Pool:
             else:
                 self._put_idle(sandbox)
             return
+        self._drop(sandbox)
+
+    def _drop(self, sandbox: PooledSandbox) -> None:
+        """Delete a sandbox of the pool (the keep-warm threads make another unless it is closed)."""
         with self._lock:
             self._all.discard(sandbox)
             self._count -= 1
@@ -512,9 +524,12 @@ class Pool:
                 except queue.Empty:
                     self._async_waiters.append((loop, future))
             try:
-                return await asyncio.wait_for(asyncio.shield(future), 0.5)
-            except TimeoutError:
-                pass
+                # Not wait_for(shield(future)): a sandbox delivered in the turn its timeout
+                # fired was lost (the task saw a timeout, the future held the sandbox). Here the
+                # future itself says whether one came.
+                await asyncio.wait([future], timeout=_RECHECK)
+                if future.done():
+                    return future.result()
             except asyncio.CancelledError:
                 if future.done() and not future.cancelled():
                     self._put_idle(future.result())  # handed to us as we were cancelled
