@@ -114,8 +114,7 @@ def test_output_exit_code_and_accounting(rootfs):
 
 
 def test_nothing_of_a_run_is_left_when_it_returns(rootfs):
-    # The zygote, the init's parent, reads the run's usage and deletes its container before it
-    # reports the end: when run() returns, the run's state and cgroups are gone already.
+    # run() deletes the run's container before it returns: its state and cgroups are gone.
     out = scenario(rootfs, f"""
 import glob
 r = capsa.run(['sh', '-c', 'echo hi'], rootfs=ROOTFS, timeout=30)

@@ -53,14 +53,11 @@ def create_run_once(spec: dict, stdio: tuple[int, int, int], exit_pipe: int):
 class ReportedExit:
     """How a run-once container's init ended, as its parent (the zygote) reports it on the exit
     pipe: readable (fileno) once it has ended; wait() gives its ExitStatus (not `known` if the
-    zygote ended first). With the status come the run's usage (supervise.usage), which the
-    zygote read before it deleted the container, and whether it did (`deleted`)."""
+    zygote ended first)."""
 
     def __init__(self, fd: int):
         self.fd = fd
         self.status = None
-        self.usage = None
-        self.deleted = False
 
     def fileno(self) -> int:
         return self.fd
@@ -78,11 +75,7 @@ class ReportedExit:
                 if not chunk:
                     break
                 data += chunk
-            if data:
-                wait_status, self.usage, self.deleted = marshal.loads(data)
-                self.status = ExitStatus.from_wait_status(wait_status)
-            else:
-                self.status = ExitStatus()
+            self.status = ExitStatus.from_wait_status(marshal.loads(data)) if data else ExitStatus()
         return self.status
 
     def close(self) -> None:
@@ -124,8 +117,8 @@ def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_li
             os.close(out_r)
             os.close(err_r)
         ended.close()
-        if container is not None and not ended.deleted:
-            container.delete(force=True)  # a run cut short, or one the zygote could not delete
+        if container is not None:
+            container.delete(force=True)
 
 
 def run(argv, *, rootfs, timeout=None, memory=None, cpus=None, pids=None, network=False, stdin=None, env=None,

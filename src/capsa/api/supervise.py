@@ -136,9 +136,11 @@ def supervise(container, out_r: int, err_r: int, timeout: float | None, output_l
     finally:
         for output in outputs.values():
             output.close()
+    from capsa.process import oom_kill_count
+
     status = init.wait(timeout=30)
-    # What the init's parent reported, read before it deleted the container (oneshot); else ours to read.
-    oom_killed, cpu_time, peak_memory = getattr(init, "usage", None) or usage(container)
+    oom_killed = oom_kill_count(container.cgroup()) > 0
+    cpu_time, peak_memory = _usage(container)
     return Result(
         stdout=outputs[out_r].value(), stderr=outputs[err_r].value(),
         exit_code=status.exit_code if status.known else -1, signal=status.signal, timed_out=timed_out,
@@ -188,30 +190,20 @@ def _kill_all(container) -> None:
     that none forks away), and its init, whose death ends whatever is left of its pid namespace."""
     cgroup = container.cgroup()
     if cgroup is not None:
-        try:
-            cgroup.kill_all(9)
-        except OSError:
-            pass  # gone: the run ended meanwhile and its container was deleted (oneshot's zygote)
+        cgroup.kill_all(9)
     try:
         os.kill(container.pid, 9)
     except ProcessLookupError:
         pass
 
 
-def usage(container) -> tuple[bool, float, int]:
-    """Whether the OOM killer killed in the run's cgroup, its CPU seconds and its peak memory: the
-    files that say them (v1 memory.oom_control, cpuacct.usage and memory.max_usage_in_bytes; v2
-    memory.events, cpu.stat and memory.peak), not every statistic of the cgroup (half a
-    millisecond). Read once the run has ended, before its container is deleted."""
-    from capsa.process import oom_kill_count
-
+def _usage(container) -> tuple[float, int]:
+    """CPU seconds and peak memory of the run's cgroup: the two files that say them (v1
+    cpuacct.usage and memory.max_usage_in_bytes, v2 cpu.stat and memory.peak), not every
+    statistic of the cgroup (half a millisecond)."""
     cgroup = container.cgroup()
     if cgroup is None:
-        return False, 0.0, 0
-    try:
-        oom_killed = oom_kill_count(cgroup) > 0
-    except (OSError, ValueError):
-        oom_killed = False
+        return 0.0, 0
     cpu_dir, memory_dir, unified = cgroup.path_for("cpuacct") or cgroup.path_for("cpu"), cgroup.path_for("memory"), \
         cgroup.cgroup2_dir()
     cpu = memory = 0
@@ -225,7 +217,7 @@ def usage(container) -> tuple[bool, float, int]:
             memory = int(_read(f"{memory_dir}/{'memory.peak' if memory_dir == unified else 'memory.max_usage_in_bytes'}"))
     except (OSError, ValueError, StopIteration):
         pass  # a controller the host does not have: unknown (0)
-    return oom_killed, cpu, memory
+    return cpu, memory
 
 
 def _read(path: str) -> str:

@@ -53,7 +53,7 @@ MESSAGE_MAX = 1 << 22
 # shares with the zygote) would cost that agent ~0.4 MB of pages of its own.
 _CREATE_IMPORTS = ("_sha256", "capsa.create", "capsa.launch", "capsa.idmap", "capsa.rootless", "capsa.seccomp",
                    "capsa.cgroups", "capsa.cgroups.v1", "capsa.cgroups.v1_resources", "capsa.cgroups.v2",
-                   "capsa.cgroups.v2_resources", "capsa.api.supervise", "capsa.cgroups.common")
+                   "capsa.cgroups.v2_resources")
 _PR_SET_PDEATHSIG = 1
 OK, ERROR = b"K", b"E"
 # The v1 hierarchies a sandbox gets a directory in: its limits (memory, pids, cpu), its accounting
@@ -110,7 +110,7 @@ def main() -> None:
             made = _serve_one(sock, Container, agent, template)
             if made is None:
                 return
-            pid, exit_pipe, container = made
+            pid, exit_pipe = made
             if pid:
                 try:
                     pidfd = posix.pidfd_open(pid)
@@ -118,24 +118,23 @@ def main() -> None:
                     if exit_pipe >= 0:
                         posix.close(exit_pipe)
                     continue  # gone already (reaped by the next _reap)
-                children.watch(pidfd, pid, exit_pipe, container)
+                children.watch(pidfd, pid, exit_pipe)
                 poller.register(pidfd, select.POLLIN)
 
 
 class _Children:
-    """The inits the zygote made (agents and run-once inits), by pidfd: each reaped when it ends;
-    a run-once init's container retired (its usage read, then deleted) and its report written to
-    its exit pipe."""
+    """The inits the zygote made (agents and run-once inits), by pidfd: each reaped when it ends,
+    a run-once init's wait status written to its exit pipe."""
 
     def __init__(self):
-        self.by_pidfd: dict[int, tuple[int, int, object]] = {}  # pidfd -> (pid, exit pipe or -1, run-once container)
+        self.by_pidfd: dict[int, tuple[int, int]] = {}  # pidfd -> (pid, exit pipe or -1)
         self.statuses: dict[int, int] = {}  # pid -> wait status of a watched init reaped early
 
-    def watch(self, pidfd: int, pid: int, exit_pipe: int, container=None) -> None:
-        self.by_pidfd[pidfd] = (pid, exit_pipe, container)
+    def watch(self, pidfd: int, pid: int, exit_pipe: int) -> None:
+        self.by_pidfd[pidfd] = (pid, exit_pipe)
 
     def ended(self, pidfd: int) -> None:
-        pid, exit_pipe, container = self.by_pidfd.pop(pidfd)
+        pid, exit_pipe = self.by_pidfd.pop(pidfd)
         posix.close(pidfd)
         status = self.statuses.pop(pid, None)
         if status is None:
@@ -146,9 +145,8 @@ class _Children:
         self._reap_orphans()
         if exit_pipe >= 0:
             if status is not None:
-                report = (status, *_retire(container)) if container is not None else (status, None, False)
                 try:
-                    posix.write(exit_pipe, marshal.dumps(report))
+                    posix.write(exit_pipe, marshal.dumps(status))
                 except OSError:
                     pass  # the caller is gone
             posix.close(exit_pipe)
@@ -156,7 +154,7 @@ class _Children:
     def _reap_orphans(self) -> None:
         """Reap every other child that ended: processes re-parented to us (a subreaper); the
         status of one we watch is kept for when its pidfd is read."""
-        watched = {pid for pid, _, _ in self.by_pidfd.values()}
+        watched = {pid for pid, _ in self.by_pidfd.values()}
         while True:
             try:
                 pid, status = posix.waitpid(-1, posix.WNOHANG)
@@ -168,27 +166,9 @@ class _Children:
                 self.statuses[pid] = status
 
 
-def _retire(container) -> tuple[tuple | None, bool]:
-    """A run-once container whose init we reaped: its usage (supervise.usage: read before the
-    cgroup goes), and whether it is deleted. Done here, before the report, rather than by the
-    caller once it has it: the run's result then waits for neither the caller's delete (its lock,
-    record and liveness checks) nor a second read of the cgroup, and nothing of the run is left
-    when the caller has its result. Not deleted (an error, or the caller's own delete of a run it
-    cut short got there first): the caller deletes it."""
-    from capsa.api.supervise import usage
-
-    figures = usage(container)
-    try:
-        container.delete(force=True)
-    except Exception:  # noqa: BLE001 - the caller deletes it, and says why if it cannot
-        return figures, False
-    return figures, True
-
-
-def _serve_one(sock, container_class, agent, template: _Template | None = None) -> tuple[int, int, object] | None:
+def _serve_one(sock, container_class, agent, template: _Template | None = None) -> tuple[int, int] | None:
     """Create the sandbox one request asks for and answer: (its init's pid, 0 if it could not be
-    made; the exit pipe to report its end on, -1 for a pooled one; the run-once container, None
-    for a pooled one); None when the caller is gone."""
+    made; the exit pipe to report its end on, -1 for a pooled one); None when the caller is gone."""
     try:
         data, ancillary, _, _ = sock.recvmsg(MESSAGE_MAX, _socket.CMSG_SPACE(4 * 4))
     except OSError:
@@ -202,7 +182,7 @@ def _serve_one(sock, container_class, agent, template: _Template | None = None) 
     for fd in fds:
         posix.close(fd)
     made = _serve_agent(sock, container_class, agent, template, (container_id, spec, state_root, bundle), settings)
-    return None if made is None else (made, -1, None)
+    return None if made is None else (made, -1)
 
 
 def _received_fds(ancillary) -> list[int]:
@@ -210,17 +190,16 @@ def _received_fds(ancillary) -> list[int]:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS for i in range(0, len(payload) - 3, 4)]
 
 
-def _serve_run_once(sock, container_class, request: tuple, fds: list[int]) -> tuple[int, int, object] | None:
+def _serve_run_once(sock, container_class, request: tuple, fds: list[int]) -> tuple[int, int] | None:
     """A run-once container whose init execs at once, with the run's stdio: answer its pid and
-    state record; keep the exit pipe, to report the init's end on it, and the container."""
+    state record; keep the exit pipe, to report the init's end on it."""
     container_id, spec, state_root, bundle = request
     if len(fds) != 4:
         for fd in fds:
             posix.close(fd)
-        return (0, -1, None) if _answer(sock, ERROR + b"internal error: a run needs 4 fds") else None
+        return (0, -1) if _answer(sock, ERROR + b"internal error: a run needs 4 fds") else None
     *stdio, exit_pipe = fds
     pid = 0
-    container = None
     try:
         container = container_class.create(state_root, container_id, bundle, spec=spec,
                                            rootless_cgroups=posix.geteuid() != 0, stdio=tuple(stdio),
@@ -237,7 +216,7 @@ def _serve_run_once(sock, container_class, request: tuple, fds: list[int]) -> tu
         exit_pipe = -1
     if not _answer(sock, answer):
         return None  # the caller is gone: so is the zygote (the guard deletes the container)
-    return pid, exit_pipe, container
+    return pid, exit_pipe
 
 
 def _answer(sock, answer: bytes, fds: list[int] | None = None) -> bool:
