@@ -14,6 +14,7 @@ trick) it exits with 126 instead.
 
 from __future__ import annotations
 
+import _thread
 import posix
 
 from capsa import tinyelf
@@ -46,6 +47,7 @@ def sealed_fd() -> int:
 
 
 _shared: tuple[int, int, int] | None = None  # this process's copy: (fd, st_dev, st_ino)
+_making = _thread.allocate_lock()  # threads launching at once make one copy, not one each (and leak the rest)
 
 
 def shared_fd() -> int:
@@ -54,18 +56,19 @@ def shared_fd() -> int:
     container. Sealed, it is the same bytes for every container and none can change it. Made
     again if its fd is no longer it (closed, and its number reused by another file)."""
     global _shared
-    if _shared is not None:
-        fd, device, inode = _shared
-        try:
-            found = posix.fstat(fd)
-            if (found.st_dev, found.st_ino) == (device, inode):
-                return fd
-        except OSError:
-            pass
-    fd = sealed_fd()
-    found = posix.fstat(fd)
-    _shared = (fd, found.st_dev, found.st_ino)
-    return fd
+    with _making:
+        if _shared is not None:
+            fd, device, inode = _shared
+            try:
+                found = posix.fstat(fd)
+                if (found.st_dev, found.st_ino) == (device, inode):
+                    return fd
+            except OSError:
+                pass
+        fd = sealed_fd()
+        found = posix.fstat(fd)
+        _shared = (fd, found.st_dev, found.st_ino)
+        return fd
 
 
 supported = tinyelf.supported
