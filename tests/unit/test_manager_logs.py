@@ -131,6 +131,7 @@ class _LockStep:
         self.cond = threading.Condition()
         self.permits = 0
         self.writer: threading.Thread | None = None  # not gated until it is set
+        self.done = False  # the writer has made its last syscall
 
     def __getattr__(self, name: str):
         real = getattr(os, name)
@@ -145,14 +146,15 @@ class _LockStep:
                     return real(*args)
                 finally:
                     self.cond.notify_all()
-            if self.writer is not None and self.writer.is_alive():
+            if self.writer is not None and not self.done:
                 self.permits = self.ratio
                 self.cond.notify_all()
-                self.cond.wait_for(lambda: self.permits == 0 or not self.writer.is_alive())
+                self.cond.wait_for(lambda: self.permits == 0 or self.done)
         return real(*args)
 
     def end(self) -> None:
         with self.cond:
+            self.done = True
             self.cond.notify_all()
 
 
@@ -183,7 +185,7 @@ def test_follow_sees_every_line_once_whatever_the_interleaving(tmp_path, monkeyp
 
     lockstep.writer = threading.Thread(target=write_lines)
     lockstep.writer.start()
-    seen = [r.text for r in logs.follow(path, lambda: not lockstep.writer.is_alive(), poll_interval=0)]
+    seen = [r.text for r in logs.follow(path, lambda: lockstep.done, poll_interval=0)]
     lockstep.writer.join()
     assert seen == [b"first"] + [b"%04d" % number for number in range(total)]
 
