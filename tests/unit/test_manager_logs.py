@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -102,6 +103,91 @@ def test_follow_across_rotations_sees_every_line_once(tmp_path):
     numbers = [int(text) for text in seen[1:]]
     assert numbers == list(range(total))
     assert sum(1 for name in os.listdir(tmp_path) if name.startswith("ctr.log")) > 50
+
+
+def test_read_and_follow_see_every_rotated_file(tmp_path):
+    """max-file has no upper bound: the readers find every ctr.log.N (they looked at 64 names,
+    so a follower more than 64 rotations behind lost the oldest lines)."""
+    path = str(tmp_path / "ctr.log")
+    with logs.LogWriter(path, max_size=100, max_files=150) as writer:
+        for number in range(300):
+            writer.write("stdout", b"%03d\n" % number)
+    assert os.path.exists(path + ".140")
+    everything = [b"%03d" % number for number in range(300)]
+    assert [r.text for r in logs.read(path)] == everything
+    assert [r.text for r in logs.follow(path, lambda: True, poll_interval=0)] == everything
+
+
+class _LockStep:
+    """A stand-in for the os module of capsa.manager.logs that runs the writer's thread one
+    syscall at a time: each syscall of the reader lets the writer make `ratio` of its own and
+    waits for them. Every interleaving of a rotation's renames with a reader's opens is then
+    reached by some ratio, on any machine and at any load."""
+
+    GATED = {"open", "fstat", "stat", "read", "write", "close", "lseek", "rename", "link", "unlink", "listdir"}
+
+    def __init__(self, ratio: int):
+        self.ratio = ratio
+        self.cond = threading.Condition()
+        self.permits = 0
+        self.writer: threading.Thread | None = None  # not gated until it is set
+        self.done = False  # the writer has made its last syscall
+
+    def __getattr__(self, name: str):
+        real = getattr(os, name)
+        return (lambda *args: self._call(real, args)) if name in self.GATED else real
+
+    def _call(self, real, args):
+        with self.cond:
+            if threading.current_thread() is self.writer:
+                self.cond.wait_for(lambda: self.permits > 0)
+                self.permits -= 1
+                try:
+                    return real(*args)
+                finally:
+                    self.cond.notify_all()
+            if self.writer is not None and not self.done:
+                self.permits = self.ratio
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: self.permits == 0 or self.done)
+        return real(*args)
+
+    def end(self) -> None:
+        with self.cond:
+            self.done = True
+            self.cond.notify_all()
+
+
+class _NoSleep:
+    def __getattr__(self, name: str):
+        return (lambda seconds: None) if name == "sleep" else getattr(time, name)
+
+
+@pytest.mark.parametrize("ratio", [1, 2, 3, 5, 8, 40])
+def test_follow_sees_every_line_once_whatever_the_interleaving(tmp_path, monkeypatch, ratio):
+    """The writer rotating while the follower looks at the names, at every pace: each line once,
+    in order (a look in the middle of the renames is taken again)."""
+    path = str(tmp_path / "ctr.log")
+    lockstep = _LockStep(ratio)
+    monkeypatch.setattr(logs, "os", lockstep)
+    monkeypatch.setattr(logs, "time", _NoSleep())  # the follower polls: its syscalls are what lets the writer on
+    writer = logs.LogWriter(path, max_size=1024, max_files=200)
+    writer.write("stdout", b"first\n")
+    total = 2000
+
+    def write_lines():
+        try:
+            for number in range(total):
+                writer.write("stdout", b"%04d\n" % number)
+            writer.close()
+        finally:
+            lockstep.end()
+
+    lockstep.writer = threading.Thread(target=write_lines)
+    lockstep.writer.start()
+    seen = [r.text for r in logs.follow(path, lambda: lockstep.done, poll_interval=0)]
+    lockstep.writer.join()
+    assert seen == [b"first"] + [b"%04d" % number for number in range(total)]
 
 
 def test_follow_reads_a_file_it_holds_after_it_is_deleted(tmp_path):

@@ -11,15 +11,23 @@ keeping N files in all, the current one included) and starts a new ctr.log. No n
 missing: the current file is hard-linked to .1 first, then a new file is renamed over ctr.log.
 A record is never split across two files.
 
-Reading (`logs`): the files oldest first. Following (`logs -f`) across rotation without losing
-or repeating a line: the follower identifies files by inode, not by name. It holds the file it
-reads open (a rotated or deleted file stays readable) and, whenever it reaches the end, looks at
-the names again (open + fstat: a snapshot taken twice until it does not change, so that a
-rotation in the middle is not half seen) and holds the files newer than its own. Once a newer
-file exists, every write to the older one has happened (the writer renames only after writing),
-so it reads the older one to its end once more and moves on. A line is lost only if a whole
-file is written and deleted while the follower does not run at all (max-file=1 or a follower
-stopped for longer than N-1 rotations take), as with docker's json-file.
+Reading (`logs`): the files oldest first, every ctr.log.N there is (found by listing the
+directory: max-file has no upper bound). Following (`logs -f`) across rotation without losing or
+repeating a line: the follower identifies files by inode, not by name. It holds the file it reads
+open (a rotated or deleted file stays readable) and, whenever it reaches the end, looks at the
+names again for the files newer than its own, and holds them. Once a newer file exists, every
+write to the older one has happened (the writer renames only after writing), so it reads the
+older one to its end once more and moves on. A line is lost only if a whole file is written and
+deleted while the follower does not run at all (max-file=1 or a follower stopped for longer than
+N-1 rotations take), as with docker's json-file.
+
+A look at the names is taken again until no rotation overlapped it (a look in the middle of the
+renames can miss a file or see one twice, and two looks in a row can agree on the same wrong
+picture when they keep pace with the renames). A rotation is seen without a lock: it begins by
+creating .ctr.log.new and ends by renaming that over ctr.log. A look that opened ctr.log first
+(and holds it, so that its inode is not reused), then finds no .ctr.log.new and ctr.log still
+the file it holds, overlapped no rotation: one still going on when it ended has its .new, and one
+that ended after its start replaced ctr.log.
 """
 
 from __future__ import annotations
@@ -99,6 +107,11 @@ def rotated_name(path: str, number: int) -> str:
     return path if number == 0 else f"{path}.{number}"
 
 
+def fresh_name(path: str) -> str:
+    """Where a rotation makes the next ctr.log: it exists only while a rotation is going on."""
+    return os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.new")
+
+
 class LogWriter:
     """The monitor's writer: records appended with O_APPEND, rotated at max_size."""
 
@@ -110,6 +123,10 @@ class LogWriter:
         self._open()
 
     def _open(self) -> None:
+        try:  # left by a writer that died in a rotation: readers would take it for one going on
+            os.unlink(fresh_name(self.path))
+        except FileNotFoundError:
+            pass
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self.fd).st_size
 
@@ -143,9 +160,10 @@ class LogWriter:
 
     def rotate(self) -> None:
         """ctr.log -> ctr.log.1 -> ... -> ctr.log.<max_files - 1> (the oldest dropped); a new
-        empty ctr.log. ctr.log always names a file: it is linked to .1 before being replaced."""
-        directory = os.path.dirname(self.path) or "."
-        fresh = os.path.join(directory, f".{os.path.basename(self.path)}.new")
+        empty ctr.log. ctr.log always names a file: it is linked to .1 before being replaced.
+        The fresh file is created first and renamed over ctr.log last: readers know a rotation
+        is going on while it exists (see the module's docstring)."""
+        fresh = fresh_name(self.path)
         fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         if self.max_files > 1:
             for number in range(self.max_files - 2, 0, -1):
@@ -232,37 +250,110 @@ def join_partial(records) -> Iterator[Record]:
         yield Record(parts[0].time, parts[0].stream, True, b"".join(p.text for p in parts))
 
 
-def _snapshot_once(path: str, max_names: int) -> list[tuple[int, int]]:
-    """(inode, fd) of the log's files, oldest first, each inode once."""
-    found: list[tuple[int, int]] = []
-    seen: set[int] = set()
-    for number in range(max_names, -1, -1):
-        try:
-            fd = os.open(rotated_name(path, number), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        inode = os.fstat(fd).st_ino
-        if inode in seen:
-            os.close(fd)
-            continue
-        seen.add(inode)
-        found.append((inode, fd))
-    return found
+def _open_inode(name: str) -> tuple[int, int] | None:
+    """(inode, fd) of a name opened for reading; None if it does not exist."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    return os.fstat(fd).st_ino, fd
 
 
-def snapshot(path: str, max_names: int = 64) -> list[tuple[int, int]]:
-    """The log's files, opened, oldest first: taken until two in a row agree (a rotation that
-    happened in the middle of one is then not half seen). The caller closes the fds."""
-    previous = _snapshot_once(path, max_names)
-    for _ in range(100):
-        current = _snapshot_once(path, max_names)
-        same = [i for i, _ in previous] == [i for i, _ in current]
-        for _, fd in previous:
-            os.close(fd)
-        if same:
-            return current
-        previous = current
-    return previous
+def _inode(name: str) -> int | None:
+    try:
+        return os.stat(name).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _rotated_numbers(path: str, max_names: int | None) -> list[int]:
+    """The N of each ctr.log.N in the directory, highest (oldest) first."""
+    directory, base = os.path.split(path)
+    prefix = base + "."
+    try:
+        names = os.listdir(directory or ".")
+    except FileNotFoundError:
+        return []
+    suffixes = (name[len(prefix):] for name in names if name.startswith(prefix))
+    numbers = [int(suffix) for suffix in suffixes if suffix.isascii() and suffix.isdigit() and suffix[0] != "0"]
+    return sorted((n for n in numbers if max_names is None or n <= max_names), reverse=True)
+
+
+def _closed(files: list[tuple[int, int]]) -> None:
+    for _, fd in files:
+        os.close(fd)
+
+
+_LOOK_ATTEMPTS = 200
+
+
+def _steady_look(path: str, look: Callable[[tuple[int, int] | None], list[tuple[int, int]]]) -> list[tuple[int, int]]:
+    """What look(current) finds, current being ctr.log opened before it: taken again until no
+    rotation overlapped it (see the module's docstring; the fds of a look taken again are
+    closed). A writer that died in a rotation leaves its .new behind: after about a second of
+    looks the last one is taken as it is (nothing moves any more)."""
+    fresh = fresh_name(path)
+    attempt = 0
+    while True:
+        current = _open_inode(path)
+        found = look(current)
+        steady = _inode(fresh) is None and _inode(path) == (current[0] if current else None)
+        if current is not None and current not in found:
+            os.close(current[1])
+        attempt += 1
+        if steady or attempt == _LOOK_ATTEMPTS:
+            return found
+        _closed(found)
+        time.sleep(0 if attempt < 10 else 0.005)  # a rotation is a few syscalls: let the writer end it
+
+
+def snapshot(path: str, max_names: int | None = None) -> list[tuple[int, int]]:
+    """The log's files (ctr.log.N up to max_names, all if None, and ctr.log), opened, oldest
+    first, each inode once, as they were at one moment. The caller closes the fds."""
+
+    def look(current: tuple[int, int] | None) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+        seen: set[int] = set()
+        for number in _rotated_numbers(path, max_names):
+            opened = _open_inode(rotated_name(path, number))
+            if opened is None or opened[0] in seen:
+                if opened is not None:
+                    os.close(opened[1])
+                continue
+            seen.add(opened[0])
+            found.append(opened)
+        if current is not None and current[0] not in seen:
+            found.append(current)
+        return found
+
+    return _steady_look(path, look)
+
+
+def newer_files(path: str, inode: int, max_names: int | None = None) -> list[tuple[int, int]]:
+    """The log's files newer than the one with this inode, opened, oldest first: ctr.log,
+    ctr.log.1, ... up to that inode (or to a name missing: that file is gone, all are newer).
+    The follower's look at each poll: when nothing is new, ctr.log alone is opened. The caller
+    closes the fds."""
+
+    def look(current: tuple[int, int] | None) -> list[tuple[int, int]]:
+        if current is not None and current[0] == inode:
+            return []
+        found = [current] if current is not None else []  # none: a rotation by rename (events)
+        number = 1
+        while max_names is None or number <= max_names:
+            opened = _open_inode(rotated_name(path, number))
+            if opened is None or opened[0] == inode:
+                if opened is not None:
+                    os.close(opened[1])
+                break
+            if any(opened[0] == other for other, _ in found):
+                os.close(opened[1])  # only in a look taken as it is: ctr.log linked to .1
+            else:
+                found.append(opened)
+            number += 1
+        return found[::-1]
+
+    return _steady_look(path, look)
 
 
 def _records(chunk: bytes, parse: Callable = parse_line) -> Iterator:
@@ -311,7 +402,8 @@ def _filtered(records, since: int | None, until: int | None, tail: int | None) -
 class Follower:
     """Reads a log and then follows it, across rotations: see the module's docstring."""
 
-    def __init__(self, path: str, poll_interval: float = 0.1, parse: Callable = parse_line, max_names: int = 64):
+    def __init__(self, path: str, poll_interval: float = 0.1, parse: Callable = parse_line,
+                 max_names: int | None = None):
         self.path = path
         self.poll_interval = poll_interval
         self.parse = parse  # a line (without its newline) -> a record, or None to skip it
@@ -321,15 +413,15 @@ class Follower:
 
     def _refresh(self) -> None:
         """Hold the files that are newer than the newest held one."""
+        if not self.held:
+            self.held = snapshot(self.path, self.max_names)
+            return
         held_inodes = {inode for inode, _ in self.held}
-        files = snapshot(self.path, self.max_names)
-        positions = [i for i, (inode, _) in enumerate(files) if inode in held_inodes]
-        start = max(positions) + 1 if positions else 0
-        for i, (inode, fd) in enumerate(files):
-            if i >= start and inode not in held_inodes:
-                self.held.append((inode, fd))
-            else:
+        for inode, fd in newer_files(self.path, self.held[-1][0], self.max_names):
+            if inode in held_inodes:
                 os.close(fd)
+            else:
+                self.held.append((inode, fd))
 
     def _read_current(self) -> Iterator[Record]:
         """What the current file has, up to its last complete line."""
