@@ -250,7 +250,9 @@ def commit(allocation: Allocation, status: str) -> None:
     if allocation.cgroup is not None:
         record.update(allocation.cgroup.record())  # a cgroup systemd made in the launch is now known to be ours
     record.pop("creator", None)
-    allocation.store.write(allocation.id, record)
+    from capsa import linux  # loaded already: every launch goes through it
+
+    allocation.store.write(allocation.id, record, exchange=linux.exchange)
     _unlock(allocation)
 
 

@@ -400,9 +400,32 @@ def uses_notify(seccomp: dict[str, Any]) -> bool:
     return isinstance(rules, list) and any(isinstance(r, dict) and r.get("action") == NOTIFY for r in rules)
 
 
+_last_valid: Any = None  # a copy of the last profile found valid (from the second one on)
+_checked_one = False
+
+
 def validate_profile(seccomp: dict[str, Any]) -> None:
     """Check the whole profile, types included, without building anything: create's early error,
-    and what lets the filter builder in the init trust every field."""
+    and what lets the filter builder in the init trust every field. A profile equal to the last
+    one found valid is not checked again (a long-lived creator, the API's zygote, gets the same
+    profile for every run); what is compared is a copy, so that changing the dict given does not
+    fool it. A process's first check keeps none: the command line checks once and exits."""
+    global _last_valid, _checked_one
+    if seccomp == _last_valid:
+        return
+    _check_profile(seccomp)
+    if not _checked_one:
+        _checked_one = True
+        return
+    import marshal
+
+    try:
+        _last_valid = marshal.loads(marshal.dumps(seccomp))
+    except ValueError:
+        _last_valid = None  # not plain data: checked each time
+
+
+def _check_profile(seccomp: dict[str, Any]) -> None:
     field = "linux.seccomp"
     if not isinstance(seccomp, dict):
         raise ConfigError(field, "must be an object")

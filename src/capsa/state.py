@@ -107,8 +107,14 @@ def hook_state(record: dict[str, Any], status: str) -> dict[str, Any]:
     return result
 
 
-def write_atomic(path: str, data: str | bytes, mode: int = 0o600) -> None:
+def write_atomic(path: str, data: str | bytes, mode: int = 0o600, exchange: Any = None) -> None:
     """Write a file so readers see the old content or the new, never a part: temp file, rename.
+
+    `exchange` (capsa.linux.exchange, from a caller that has the package loaded): the temp file
+    and the old one swap names in one step, and the old one is unlinked, instead of a rename
+    over it. The same for readers; on ext4 (this VM's /run) a file renamed over another is
+    written out at once (auto_da_alloc), and unlinking it later frees and discards its blocks:
+    ~0.1 ms at the container's delete, against ~3 us for a file never renamed over.
 
     No fsync: the state describes processes of this boot only (after a crash there is nothing
     left to describe), the rename alone makes the write atomic for readers, and /run is not
@@ -123,7 +129,10 @@ def write_atomic(path: str, data: str | bytes, mode: int = 0o600) -> None:
     finally:
         posix.close(fd)
     try:
-        posix.rename(tmp, path)
+        if exchange is not None and exchange(tmp, path):
+            unlink_quietly(tmp)  # the old content, under the temporary name now
+        else:
+            posix.rename(tmp, path)
     except BaseException:
         unlink_quietly(tmp)
         raise
@@ -222,8 +231,9 @@ class StateStore:
             raise CorruptStateError(f"state of container {container_id} is corrupt ({path})")
         return record
 
-    def write(self, container_id: str, record: dict[str, Any]) -> None:
-        write_atomic(posixlite.join(self.path(container_id), STATE_FILE), jsonfast.dumps(record))
+    def write(self, container_id: str, record: dict[str, Any], exchange: Any = None) -> None:
+        """The container's record, atomically (see write_atomic for `exchange`)."""
+        write_atomic(posixlite.join(self.path(container_id), STATE_FILE), jsonfast.dumps(record), exchange=exchange)
 
     def write_config(self, container_id: str, spec: dict[str, Any]) -> None:
         write_atomic(posixlite.join(self.path(container_id), CONFIG_FILE), jsonfast.dumps(spec))

@@ -176,10 +176,10 @@ def test_a_failure_after_the_launch_kills_the_init_and_removes_everything(world,
     wait for ever holding the caller's stdio."""
     write = st.StateStore.write
 
-    def write_failing_once_created(self, container_id, record):
+    def write_failing_once_created(self, container_id, record, exchange=None):
         if record.get("status") == st.CREATED:
             raise OSError(28, "No space left on device")
-        write(self, container_id, record)
+        write(self, container_id, record, exchange)
 
     monkeypatch.setattr(st.StateStore, "write", write_failing_once_created)
     with pytest.raises(OSError, match="No space left"):

@@ -172,11 +172,11 @@ def test_a_failure_in_commit_kills_the_init_and_leaves_nothing(bundle, store, pa
     writes = []
     real_write = store.write
 
-    def write(container_id, record):
+    def write(container_id, record, exchange=None):
         writes.append(record["status"])
         if record["status"] == st.CREATED:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(container_id, record)
+        real_write(container_id, record, exchange)
 
     monkeypatch.setattr(store, "write", write)
     init = Init()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from capsa import init, seccomp
+from capsa.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +44,18 @@ def test_a_notifying_filter_is_never_shared(monkeypatch):
 
 def test_no_profile_no_filter():
     assert init.build_seccomp(None) is None and init.build_seccomp({}) is None
+
+
+def test_a_profile_equal_to_the_last_valid_one_is_not_checked_again_and_a_changed_one_is(monkeypatch):
+    monkeypatch.setattr(seccomp, "_last_valid", None)
+    monkeypatch.setattr(seccomp, "_checked_one", False)
+    checked = []
+    real = seccomp._check_profile
+    monkeypatch.setattr(seccomp, "_check_profile", lambda profile: (checked.append(1), real(profile)))
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}
+    for _ in range(4):
+        seccomp.validate_profile(profile)
+    assert len(checked) == 2  # the first (the command line's only one) keeps no copy; the second does
+    profile["syscalls"][0]["action"] = "SCMP_ACT_NO_SUCH_ACTION"  # the same dict, changed in place
+    with pytest.raises(ConfigError, match="syscalls"):
+        seccomp.validate_profile(profile)

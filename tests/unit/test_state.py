@@ -136,3 +136,26 @@ def test_lock_of_removed_container_reports_not_found(tmp_path):
 def test_rfc3339_shape():
     stamp = st.now_rfc3339()
     assert stamp.endswith("Z") and stamp[4] == "-" and stamp[10] == "T"
+
+
+def test_an_atomic_write_by_exchange_leaves_the_new_content_and_nothing_else(tmp_path):
+    from capsa import linux
+
+    path = str(tmp_path / "state.json")
+    st.write_atomic(path, "first", exchange=linux.exchange)  # no old file: a plain rename
+    st.write_atomic(path, "second", exchange=linux.exchange)  # the old and the new swap names
+    with open(path) as f:
+        assert f.read() == "second"
+    assert os.listdir(tmp_path) == ["state.json"]  # the old content, under the temporary name, unlinked
+
+
+def test_exchange_swaps_two_names_and_says_when_it_cannot(tmp_path):
+    from capsa import linux
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("A")
+    b.write_text("B")
+    assert linux.exchange(str(a), str(b))
+    assert (a.read_text(), b.read_text()) == ("B", "A")
+    assert not linux.exchange(str(a), str(tmp_path / "missing"))  # ENOENT: nothing done
+    assert a.read_text() == "B"

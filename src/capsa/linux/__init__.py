@@ -2,7 +2,7 @@
 
     _abi        foreign calls through _ctypes (no ctypes package), errno to OSError, syscall(name)
     arch        the one per-architecture table of syscall numbers (x86-64, aarch64, riscv64)
-    fs          mount, umount2, pivot_root, open_tree, move_mount, mount_setattr, openat2, fstatfs,
+    fs          mount, umount2, exchange, pivot_root, open_tree, move_mount, mount_setattr, openat2, fstatfs,
                 inotify; the file type bits of st_mode
     namespaces  unshare, setns, hostname and domainname, the session keyring, lo up
     process     prctl, capget/capset, sched_setattr, ioprio, set_mempolicy, setrlimit,
@@ -58,6 +58,7 @@ from capsa.linux.fs import (  # noqa: F401
     S_IFDIR,
     S_IFIFO,
     S_IFREG,
+    exchange,
     file_type,
     fstatfs_type,
     inotify_watch,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import _struct
 import posix
 
-from capsa.linux._abi import c_long, c_uint, check, fsencode, libc, syscall
+from capsa.linux._abi import c_long, c_uint, check, fsencode, get_errno, libc, syscall
 
 # Mount flags live with the pure option parser; re-exported here for the callers of mount().
 from capsa.mountopts import (  # noqa: F401
@@ -62,6 +62,21 @@ IN_CLOEXEC = posix.O_CLOEXEC
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     # c_long, not c_ulong: the same 64-bit register, and one C type less to make (see _abi).
     check(libc.mount(fsencode(source), fsencode(target), fsencode(fstype), c_long(flags), fsencode(data)), "mount", target)
+
+
+RENAME_EXCHANGE = 2
+_NOT_EXCHANGED = (2, 22, 38, 95)  # ENOENT, EINVAL, ENOSYS, EOPNOTSUPP
+
+
+def exchange(path: str, other: str) -> bool:
+    """Swap two names in one step (renameat2 RENAME_EXCHANGE): True if done; False, having done
+    nothing, where either is missing or the filesystem or kernel cannot."""
+    if libc.renameat2(AT_FDCWD, fsencode(path), AT_FDCWD, fsencode(other), RENAME_EXCHANGE) == 0:
+        return True
+    error = get_errno()
+    if error in _NOT_EXCHANGED:
+        return False
+    raise OSError(error, f"renameat2: {posix.strerror(error)}", other)
 
 
 def umount2(target: str, flags: int = 0) -> None:
