@@ -201,6 +201,8 @@ def _usage(container) -> tuple[float, int]:
     """CPU seconds and peak memory of the run's cgroup: the two files that say them (v1
     cpuacct.usage and memory.max_usage_in_bytes, v2 cpu.stat and memory.peak), not every
     statistic of the cgroup (half a millisecond)."""
+    from capsa.cgroups.common import read
+
     cgroup = container.cgroup()
     if cgroup is None:
         return 0.0, 0
@@ -209,20 +211,15 @@ def _usage(container) -> tuple[float, int]:
     cpu = memory = 0
     try:
         if cpu_dir and cpu_dir != unified:
-            cpu = int(_read(f"{cpu_dir}/cpuacct.usage")) / 1e9
+            cpu = int(read(f"{cpu_dir}/cpuacct.usage")) / 1e9
         elif cpu_dir:
-            line = next(line for line in _read(f"{cpu_dir}/cpu.stat").splitlines() if line.startswith("usage_usec"))
+            line = next(line for line in read(f"{cpu_dir}/cpu.stat").splitlines() if line.startswith("usage_usec"))
             cpu = int(line.split()[1]) / 1e6
         if memory_dir:
-            memory = int(_read(f"{memory_dir}/{'memory.peak' if memory_dir == unified else 'memory.max_usage_in_bytes'}"))
+            memory = int(read(f"{memory_dir}/{'memory.peak' if memory_dir == unified else 'memory.max_usage_in_bytes'}"))
     except (OSError, ValueError, StopIteration):
         pass  # a controller the host does not have: unknown (0)
     return cpu, memory
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
 
 
 class Stream:
