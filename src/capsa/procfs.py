@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import posix
 
+from capsa import posixlite
+
 
 def stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (field 3 onwards), or None if gone."""
     try:
-        fd = posix.open(f"/proc/{pid}/stat", posix.O_RDONLY | posix.O_CLOEXEC)
-    except (FileNotFoundError, ProcessLookupError):
+        raw = posixlite.read_bytes(f"/proc/{pid}/stat")
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: it ended between the open and the read
         return None
-    try:  # open/read/close alone: Python's open() adds four system calls (fstat, TCGETS, lseek)
-        raw = b""
-        while chunk := posix.read(fd, 4096):
-            raw += chunk
-    except ProcessLookupError:  # ended between the open and the read (ESRCH)
-        return None
-    finally:
-        posix.close(fd)
     if not raw:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.

@@ -219,8 +219,7 @@ class StateStore:
     def read(self, container_id: str) -> dict[str, Any]:
         path = posixlite.join(self.path(container_id), STATE_FILE)
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
+            raw = posixlite.read_bytes(path)
         except FileNotFoundError:
             raise NotFoundError(container_id) from None
         try:
@@ -241,8 +240,7 @@ class StateStore:
     def read_config(self, container_id: str) -> dict[str, Any]:
         path = posixlite.join(self.path(container_id), CONFIG_FILE)
         try:
-            with open(path, "rb") as f:
-                return jsonfast.loads(f.read())
+            return jsonfast.loads(posixlite.read_bytes(path))
         except FileNotFoundError:
             raise NotFoundError(container_id) from None
         except jsonfast.JSONError as err:

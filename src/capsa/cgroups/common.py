@@ -47,16 +47,15 @@ class CgroupError(CapsaError):
 def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
     """Each cgroup hierarchy's mount point -> the controllers on it (v1 super options; "" for v2)."""
     found: dict[str, str] = {}
-    with open(mountinfo) as f:
-        for line in f.read().splitlines():
-            before, _, after = line.partition(" - ")
-            fstype, _, rest = after.partition(" ")
-            point = before.split(" ")[4]
-            if fstype == "cgroup":
-                options = rest.split(" ", 1)[1] if " " in rest else ""
-                found[point] = ",".join(o for o in options.split(",") if o not in ("rw", "ro"))
-            elif fstype == "cgroup2" and point.startswith(CGROUP_ROOT):
-                found[point] = ""
+    for line in posixlite.read_bytes(mountinfo).decode().splitlines():
+        before, _, after = line.partition(" - ")
+        fstype, _, rest = after.partition(" ")
+        point = before.split(" ")[4]
+        if fstype == "cgroup":
+            options = rest.split(" ", 1)[1] if " " in rest else ""
+            found[point] = ",".join(o for o in options.split(",") if o not in ("rw", "ro"))
+        elif fstype == "cgroup2" and point.startswith(CGROUP_ROOT):
+            found[point] = ""
     return found
 
 
@@ -71,11 +70,10 @@ def layout(found: dict[str, str] | None = None) -> str:
 def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
     """Controller (or name=...) -> this process's cgroup path in that hierarchy ("" key for v2)."""
     own: dict[str, str] = {}
-    with open(proc_cgroup) as f:
-        for line in f.read().splitlines():
-            _, controllers, path = line.split(":", 2)
-            for controller in controllers.split(",") if controllers else [""]:
-                own[controller] = path
+    for line in posixlite.read_bytes(proc_cgroup).decode().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            own[controller] = path
     return own
 
 
@@ -288,16 +286,8 @@ def wait_until(check, what: str, timeout: float = FREEZE_TIMEOUT) -> None:
 
 
 def read(path: str) -> str:
-    """A cgroup file's text, stripped. Read with open/read/close alone: Python's open() adds an
-    fstat, a TCGETS ioctl, two lseeks and a second fstat to each (several files per container)."""
-    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := posix.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        posix.close(fd)
-    return b"".join(chunks).decode().strip()
+    """A cgroup file's text, stripped."""
+    return posixlite.read_bytes(path).decode().strip()
 
 
 def read_int(path: str) -> int:
