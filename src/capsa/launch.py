@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import posix
 
-from capsa import hooks, init, linux, posixlite
+from capsa import hooks, init, linux, posixlite, procfs
 from capsa.errors import CapsaError, ContainerStartError
 from capsa.procfs import write_file
 from capsa.syncpipe import Channel
@@ -331,6 +331,7 @@ def start(plan: LaunchPlan) -> int:
     managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
     maps_unasked = _maps_unasked(plan)
+    allowed = posix.sched_getaffinity(0)
     try:
         child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
                                                                     _born_namespaces(plan))
@@ -344,6 +345,7 @@ def start(plan: LaunchPlan) -> int:
         _close_fds_except(set(range(3 + keep)) | fds.all() | _own_fds(plan) | {fds.trampoline} - {None})
         _child(plan, fds, seccomp_filter)
     _close_if_open(*fds.all())
+    moved = _leave_cpu_to(child, allowed)
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
         if managed:
@@ -375,9 +377,31 @@ def start(plan: LaunchPlan) -> int:
         raise
     finally:
         driver.channel.close()
+        if moved:
+            posix.sched_setaffinity(0, allowed)
     if driver.pid != child:
         _reap(child)  # the intermediate child, which exited once it had forked the payload
     return driver.pid
+
+
+def _leave_cpu_to(child: int, allowed: set[int]) -> bool:
+    """If the kernel started the child on this thread's CPU, move this thread to another of the
+    CPUs it may use until the launch is over (True if it did). There, the child waited ~1 ms for
+    the parent (maps, limits, "go") to block before it first ran, another CPU idle (`perf record
+    -e sched:*`); moved, the parent's part and the child's run side by side. The child's own
+    affinity is not touched: the container inherits what the caller has."""
+    if len(allowed) < 2:
+        return False
+    fields = procfs.stat_fields(child)
+    here = linux.current_cpu()
+    if not fields or len(fields) < 37 or fields[36] != str(here):  # field 39: the CPU it is on
+        return False
+    others = sorted(cpu for cpu in allowed if cpu > here) or sorted(cpu for cpu in allowed if cpu != here)
+    try:
+        posix.sched_setaffinity(0, {others[0]})
+    except OSError:
+        return False
+    return True
 
 
 class _Driver:

@@ -126,6 +126,21 @@ print(json.dumps([r.stdout.decode(), r.cpu_time > 0, r.peak_memory > 0, left]))
     assert out == [["hi\n", True, True, []]]
 
 
+def test_a_run_has_the_callers_cpu_affinity_and_the_zygote_keeps_its_own(rootfs):
+    # The launch may move the zygote to another CPU while the init starts (launch._leave_cpu_to);
+    # neither the runs nor the zygote keep anything of it.
+    out = scenario(rootfs, """
+from capsa.api.zygote import zygote
+def allowed(status):
+    return next(line.split()[1] for line in status.splitlines() if line.startswith('Cpus_allowed_list'))
+mine = allowed(open('/proc/self/status').read())
+seen = {allowed(capsa.run(['cat', '/proc/self/status'], rootfs=ROOTFS, timeout=30).stdout.decode()) for _ in range(12)}
+print(json.dumps([mine, sorted(seen), allowed(open(f'/proc/{zygote().pid}/status').read())]))
+""")
+    mine, seen, zygote = out[0]
+    assert seen == [mine] and zygote == mine
+
+
 def test_stdin_env_and_cwd_are_the_callers_choice_and_nothing_of_the_host_leaks(rootfs):
     r = one(rootfs, "capsa.run(['sh', '-c', 'cat; pwd; env | sort'], rootfs=ROOTFS, timeout=30, stdin=b'in\\n', "
                     "cwd='/tmp', env={'A': 'b'})")

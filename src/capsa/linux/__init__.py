@@ -104,6 +104,7 @@ from capsa.linux.process import (  # noqa: F401
     clone_child,
     close_fds_except,
     close_range_cloexec,
+    current_cpu,
     ioprio_set,
     prctl,
     sched_setattr,

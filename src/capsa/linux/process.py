@@ -157,6 +157,11 @@ def _own_tid_address() -> int | None:
     return address if c_uint.from_address(address).value == syscall("gettid") else None
 
 
+def current_cpu() -> int:
+    """The CPU this thread runs on now (glibc's sched_getcpu: the vDSO, no system call); -1 if unknown."""
+    return libc.sched_getcpu()
+
+
 def thread_count() -> int:
     """How many threads this process has (/proc/self/task has one entry per thread)."""
     return len(posix.listdir("/proc/self/task"))
