@@ -117,8 +117,9 @@ def cpu_ms() -> float:
     with subprocess, with every process it waited for in turn: runc's init, bwrap's child) and by
     capsa's zygote with the inits it reaped (a cold run's processes). Kernel and user time; the
     kernel counts in ticks, so only a sum over many runs means something. Orphans re-parented to
-    this program (a subreaper: capsa's API makes it one), bwrap's child for one, are reaped first,
-    so that their time counts too."""
+    this program (a subreaper: capsa's API makes it one), bwrap's pid 1 for one, are reaped here,
+    so the time of one reaped late counts in the call measured then: an approximate figure,
+    best compared between runs of the bench rather than read alone."""
     while True:
         try:
             if os.waitpid(-1, os.WNOHANG)[0] == 0:
