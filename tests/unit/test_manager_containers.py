@@ -225,3 +225,26 @@ def test_template_errors_are_clear():
                               ("{{nosuchfn .ID}}", "nosuchfn"), ("{{end}}", "end"), ("{{}}", "empty")):
         with pytest.raises(ManagerError, match=message):
             fmt.render(template, ITEMS)
+
+
+class _Names:
+    """The store's containers table, for free_name: which names are taken."""
+
+    def __init__(self, taken: set[str]):
+        self.taken = taken
+
+    def one(self, query: str, args: tuple):
+        return {"id": "0123456789abcdef"} if args[0] in self.taken else None
+
+
+def test_a_made_up_name_that_is_taken_is_made_up_again_and_a_given_one_is_an_error(monkeypatch):
+    from capsa.manager import containers
+    from capsa.manager.errors import NameInUse
+
+    names = iter(["fancy_finch249", "calm_wren7"])
+    monkeypatch.setattr(containers, "random_name", lambda: next(names))
+    db = _Names({"fancy_finch249", "keen_moth3"})
+    assert containers.free_name(db, "keen_moth3", generated=True) == "calm_wren7"  # two taken in a row
+    assert containers.free_name(db, "quiet_swan1", generated=True) == "quiet_swan1"
+    with pytest.raises(NameInUse, match="keen_moth3"):
+        containers.free_name(db, "keen_moth3", generated=False)
