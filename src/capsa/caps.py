@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posix
 
-from capsa import linux
+from capsa import linux, posixlite
 from capsa.spec import CAPABILITIES, CAPABILITY_SETS
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -21,8 +21,7 @@ def last_cap() -> int:
     global _last_cap
     if _last_cap is None:
         try:
-            with open("/proc/sys/kernel/cap_last_cap") as f:
-                _last_cap = int(f.read())
+            _last_cap = int(posixlite.read_bytes("/proc/sys/kernel/cap_last_cap"))
         except OSError:
             return max(CAPABILITIES.values())
     return _last_cap

@@ -37,7 +37,6 @@ import posix
 
 from capsa import hooks, init, linux, posixlite, procfs
 from capsa.errors import CapsaError, ContainerStartError
-from capsa.procfs import write_file
 from capsa.syncpipe import Channel
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
@@ -331,7 +330,6 @@ def start(plan: LaunchPlan) -> int:
     managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
     maps_unasked = _maps_unasked(plan)
-    allowed = posix.sched_getaffinity(0)
     try:
         child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
                                                                     _born_namespaces(plan))
@@ -345,7 +343,7 @@ def start(plan: LaunchPlan) -> int:
         _close_fds_except(set(range(3 + keep)) | fds.all() | _own_fds(plan) | {fds.trampoline} - {None})
         _child(plan, fds, seccomp_filter)
     _close_if_open(*fds.all())
-    moved = _leave_cpu_to(child, allowed)
+    restore_cpus = _leave_cpu_to(child)
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
         if managed:
@@ -377,31 +375,33 @@ def start(plan: LaunchPlan) -> int:
         raise
     finally:
         driver.channel.close()
-        if moved:
-            posix.sched_setaffinity(0, allowed)
+        if restore_cpus is not None:
+            posix.sched_setaffinity(0, restore_cpus)
     if driver.pid != child:
         _reap(child)  # the intermediate child, which exited once it had forked the payload
     return driver.pid
 
 
-def _leave_cpu_to(child: int, allowed: set[int]) -> bool:
+def _leave_cpu_to(child: int) -> set[int] | None:
     """If the kernel started the child on this thread's CPU, move this thread to another of the
-    CPUs it may use until the launch is over (True if it did). There, the child waited ~1 ms for
+    CPUs it may use until the launch is over; the affinity to take back then, None if it did not
+    move. There, the child waited ~1 ms for
     the parent (maps, limits, "go") to block before it first ran, another CPU idle (`perf record
     -e sched:*`); moved, the parent's part and the child's run side by side. The child's own
     affinity is not touched: the container inherits what the caller has."""
+    allowed = posix.sched_getaffinity(0)
     if len(allowed) < 2:
-        return False
+        return None
     fields = procfs.stat_fields(child)
     here = linux.current_cpu()
     if not fields or len(fields) < 37 or fields[36] != str(here):  # field 39: the CPU it is on
-        return False
-    others = sorted(cpu for cpu in allowed if cpu > here) or sorted(cpu for cpu in allowed if cpu != here)
+        return None
+    others = sorted(allowed - {here})
     try:
-        posix.sched_setaffinity(0, {others[0]})
+        posix.sched_setaffinity(0, {next((cpu for cpu in others if cpu > here), others[0])})
     except OSError:
-        return False
-    return True
+        return None
+    return allowed
 
 
 class _Driver:
@@ -573,7 +573,7 @@ def _close_if_open(*fds: int) -> None:
 
 def _set_oom_score_adj(pid: int, value: int) -> None:
     try:
-        write_file(f"/proc/{pid}/oom_score_adj", str(value))
+        procfs.write_file(f"/proc/{pid}/oom_score_adj", str(value))
     except PermissionError:
         raise ContainerStartError(
             f"process.oomScoreAdj: cannot set {value}: permission denied (lowering it below the "
@@ -815,7 +815,7 @@ def _join_cgroup(task_files: list[str]) -> None:
     """Move this (single-threaded) process into a cgroup; see Cgroup.self_join_files."""
     for path in task_files:
         try:
-            write_file(path, "0")
+            procfs.write_file(path, "0")
         except OSError as err:
             raise ContainerStartError(f"cannot join cgroup {posixlite.dirname(path)}: {err.strerror}") from None
 
@@ -911,7 +911,7 @@ def _write_time_offsets(offsets: dict[str, Any]) -> None:
     """Clock offsets of a new time namespace: settable only before a process enters it."""
     lines = "".join(f"{clock} {value.get('secs', 0)} {value.get('nanosecs', 0)}\n" for clock, value in offsets.items())
     try:
-        write_file("/proc/self/timens_offsets", lines)
+        procfs.write_file("/proc/self/timens_offsets", lines)
     except OSError as err:
         raise ContainerStartError(f"linux.timeOffsets: cannot set the clock offsets: {err.strerror}") from None
 

@@ -61,6 +61,7 @@ OK, ERROR = b"K", b"E"
 # device rules. Not cpuset, blkio, name=systemd nor the hybrid cgroup2 one, which it does not
 # use: four directories fewer to make, join and remove per sandbox (cgroup v2 hosts: no change).
 SANDBOX_CGROUP_CONTROLLERS = frozenset({"memory", "pids", "cpu", "cpuacct", "freezer", "devices"})
+RUN_ONCE_CGROUP_CONTROLLERS = frozenset({"memory", "pids", "cpuacct", "devices"})  # see run_once_controllers
 
 
 def run_once_controllers(spec: dict) -> frozenset[str]:
@@ -73,8 +74,6 @@ def run_once_controllers(spec: dict) -> frozenset[str]:
         return RUN_ONCE_CGROUP_CONTROLLERS | {"cpu"}
     return RUN_ONCE_CGROUP_CONTROLLERS
 
-
-RUN_ONCE_CGROUP_CONTROLLERS = frozenset({"memory", "pids", "cpuacct", "devices"})
 
 
 # -- in the zygote ---------------------------------------------------------------------------------
