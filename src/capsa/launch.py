@@ -331,12 +331,34 @@ def start(plan: LaunchPlan) -> int:
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
     maps_unasked = _maps_unasked(plan)
     try:
+        planned = _planned_init(plan, seccomp_filter, fds.sync)
+    except BaseException:
+        _close_if_open(parent_fd, *fds.all())
+        raise
+    try:
         child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
                                                                     _born_namespaces(plan))
         fds.maps_unasked = fds.born_in_namespaces and maps_unasked
     except BaseException:
         _close_if_open(parent_fd, *fds.all())
+        if planned is not None:
+            planned.close()
         raise
+    if planned is not None:
+        if child == 0 and fds.born_in_namespaces:
+            planned.exec_in_child()
+        if child:
+            planned.close()
+        if fds.born_in_namespaces:
+            _close_if_open(*fds.all())
+            try:
+                return _drive_planned(plan, child, parent_fd, planned)
+            except _StalePlan:
+                # Made for an earlier container: what it saw of the rootfs may have changed.
+                from capsa import plannedinit
+
+                plannedinit.forget(planned.planned)
+                return start(plan)
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
@@ -402,6 +424,130 @@ def _leave_cpu_to(child: int) -> set[int] | None:
     except OSError:
         return None
     return allowed
+
+
+class _PlannedLaunch:
+    """The parent's side of a planned init (capsa.plannedinit): the plan, as a memfd, and the
+    fds the child takes at the numbers the plan says, each above them (dup2 in any order is then
+    safe); the copies made for that are closed again in the parent."""
+
+    def __init__(self, planned: Any, stdio: list[int], channel: int, joins: list[int]):
+        from capsa import plannedinit
+
+        self.planned = planned
+        self.executable = plannedinit.shared_fd()
+        self.ours: list[int] = list(joins)  # closed by close()
+        memfd = posix.memfd_create("capsa-plan", posix.MFD_CLOEXEC)
+        self.ours.append(memfd)
+        posix.write(memfd, planned.plan)
+        lowest = plannedinit.FIRST_JOIN_FD + len(joins)
+        # Targets: 0-2 stdio, PLAN_FD, CHANNEL_FD, the joins.
+        self.sources = [self._above(fd, lowest) for fd in (*stdio, memfd, channel, *joins)]
+
+    def _above(self, fd: int, lowest: int) -> int:
+        if fd >= lowest:
+            return fd
+        import fcntl
+
+        copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
+        self.ours.append(copy)
+        return copy
+
+    def exec_in_child(self) -> NoReturn:
+        """In the child: take the fds and exec the planned init; never returns."""
+        from capsa.plannedinit import CHANNEL_FD
+
+        try:
+            # Root in the user namespace before the exec, once the parent has written the maps:
+            # an exec by an unmapped uid would lose every capability.
+            if posix.read(self.sources[CHANNEL_FD], 1) != b"m":
+                posix._exit(1)  # the parent is gone
+            posix.setresgid(0, 0, 0)
+            posix.setresuid(0, 0, 0)
+            for target, source in enumerate(self.sources):
+                posix.dup2(source, target)
+            posix.execve(self.executable, ["capsa-init"], {})
+        except OSError as err:
+            try:
+                report = (0xFFFFFFFF).to_bytes(4, "little") + (err.errno or 0).to_bytes(4, "little")
+                posix.write(self.sources[CHANNEL_FD], report)
+            finally:
+                posix._exit(1)
+        posix._exit(1)
+
+    def close(self) -> None:
+        _close_if_open(*self.ours)
+        self.ours = []
+
+
+def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int) -> _PlannedLaunch | None:
+    """The container's init as a plan (capsa.plannedinit) where it can be one: an init that execs
+    at once, born in all its namespaces (root writing its maps), the stdio given; else None."""
+    from capsa import plannedinit
+
+    if plan.stdio is None or not plannedinit.enabled() or not plannedinit.eligible(plan) or not _born_namespaces(plan):
+        return None
+    if plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER:
+        return None
+    joins = plan.cgroup.self_join_files(with_cgroup2=plan.cgroup.cgroup2_dir() is None) if plan.cgroup is not None else []
+    planned = plannedinit.plan_for(plan, seccomp_filter, joins)
+    if planned is None:
+        return None
+    opened: list[int] = []
+    try:
+        for path in joins:
+            opened.append(posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC))
+        return _PlannedLaunch(planned, list(plan.stdio), channel, opened)
+    except OSError as err:
+        _close_if_open(*opened)
+        raise ContainerStartError(f"cannot join cgroup {err.filename}: {err.strerror}") from None
+    except BaseException:
+        _close_if_open(*opened)
+        raise
+
+
+class _StalePlan(ContainerStartError):
+    """A cached plan failed where the rootfs may have changed since it was made."""
+
+
+def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _PlannedLaunch) -> int:
+    """The parent's part of a planned init: the maps, the limits, "go", then the child's report:
+    nothing (it has exec'd the process: EOF) or the step that failed."""
+    restore_cpus = _leave_cpu_to(child)
+    driver = _Driver(plan, Channel(parent_fd), child)
+    try:
+        if _new_user_namespace_in(plan):
+            from capsa import idmap
+
+            idmap.write_mappings(child, plan.id_mappings or {})
+        posix.write(parent_fd, b"m")  # the child becomes root in it and execs the plan
+        driver.apply_limits()
+        driver.pid = child
+        plan.state["pid"] = child
+        if plan.oom_score_adj is not None:
+            _set_oom_score_adj(child, plan.oom_score_adj)
+        posix.write(parent_fd, b"g")
+        report = b""
+        while len(report) < 8:
+            chunk = posix.read(parent_fd, 8 - len(report))
+            if not chunk:
+                break
+            report += chunk
+        if report:
+            step, errno = int.from_bytes(report[:4], "little"), int.from_bytes(report[4:8], "little")
+            if step == 0xFFFFFFFF:
+                raise ContainerStartError(f"cannot run the container's init: {posix.strerror(errno)}")
+            if launch.planned.may_be_stale(step):
+                raise _StalePlan(launch.planned.error(step, errno))
+            raise ContainerStartError(launch.planned.error(step, errno))
+    except BaseException:
+        kill_init(child)
+        raise
+    finally:
+        posix.close(parent_fd)
+        if restore_cpus is not None:
+            posix.sched_setaffinity(0, restore_cpus)
+    return child
 
 
 class _Driver:
