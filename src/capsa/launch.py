@@ -332,33 +332,31 @@ def start(plan: LaunchPlan) -> int:
     maps_unasked = _maps_unasked(plan)
     try:
         planned = _planned_init(plan, seccomp_filter, fds.sync)
-    except BaseException:
-        _close_if_open(parent_fd, *fds.all())
-        raise
-    try:
-        child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
-                                                                    _born_namespaces(plan))
-        fds.maps_unasked = fds.born_in_namespaces and maps_unasked
+        child = planned.spawn(_born_namespaces(plan), plan.cgroup) if planned is not None else None
     except BaseException:
         _close_if_open(parent_fd, *fds.all())
         if planned is not None:
             planned.close()
         raise
     if planned is not None:
-        if child == 0 and fds.born_in_namespaces:
-            planned.exec_in_child()
-        if child:
-            planned.close()
-        if fds.born_in_namespaces:
-            _close_if_open(*fds.all())
-            try:
-                return _drive_planned(plan, child, parent_fd, planned)
-            except _StalePlan:
-                # Made for an earlier container: what it saw of the rootfs may have changed.
-                from capsa import plannedinit
+        planned.close()
+    if child is not None:
+        _close_if_open(*fds.all())
+        try:
+            return _drive_planned(plan, child, parent_fd, planned)
+        except _StalePlan:
+            # Made for an earlier container: what it saw of the rootfs may have changed.
+            from capsa import plannedinit
 
-                plannedinit.forget(planned.planned)
-                return start(plan)
+            plannedinit.forget(planned.planned)
+            return start(plan)
+    try:
+        child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
+                                                                    _born_namespaces(plan))
+        fds.maps_unasked = fds.born_in_namespaces and maps_unasked
+    except BaseException:
+        _close_if_open(parent_fd, *fds.all())
+        raise
     if child == 0:
         # Drop every fd the child does not need, above all the state directory's flock, which
         # would otherwise stay held for the whole life of the container.
@@ -453,27 +451,22 @@ class _PlannedLaunch:
         self.ours.append(copy)
         return copy
 
-    def exec_in_child(self) -> NoReturn:
-        """In the child: take the fds and exec the planned init; never returns."""
+    def spawn(self, namespaces: int, cgroup: Cgroup | None) -> int | None:
+        """The child, sharing our memory until it execs the planned init (capsa.spawn), born in
+        the `namespaces` and the cgroup's cgroup2 directory (if any); None if the kernel refuses
+        that clone (the Python init then makes what it can and says why)."""
+        from capsa import spawn
         from capsa.plannedinit import CHANNEL_FD
 
+        directory = cgroup.cgroup2_dir() if cgroup is not None else None
+        fd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC) if directory else None
         try:
-            # Root in the user namespace before the exec, once the parent has written the maps:
-            # an exec by an unmapped uid would lose every capability.
-            if posix.read(self.sources[CHANNEL_FD], 1) != b"m":
-                posix._exit(1)  # the parent is gone
-            posix.setresgid(0, 0, 0)
-            posix.setresuid(0, 0, 0)
-            for target, source in enumerate(self.sources):
-                posix.dup2(source, target)
-            posix.execve(self.executable, ["capsa-init"], {})
-        except OSError as err:
-            try:
-                report = (0xFFFFFFFF).to_bytes(4, "little") + (err.errno or 0).to_bytes(4, "little")
-                posix.write(self.sources[CHANNEL_FD], report)
-            finally:
-                posix._exit(1)
-        posix._exit(1)
+            return spawn.spawner().spawn(namespaces, fd, self.sources[CHANNEL_FD], self.sources, self.executable)
+        except OSError:
+            return None
+        finally:
+            if fd is not None:
+                posix.close(fd)
 
     def close(self) -> None:
         _close_if_open(*self.ours)

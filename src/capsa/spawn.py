@@ -1,0 +1,148 @@
+"""Spawning a planned init (capsa.plannedinit) the way posix_spawn spawns: the child shares its
+parent's memory (clone3 CLONE_VM) until it execs, running a few instructions of machine code
+(spawn.s) on a stack of its own.
+
+Why: a fork of the API's zygote copies its page tables and write-protects every page of it; the
+zygote then takes a fault for each page it writes afterwards (~500 a run), and the child's exec
+tears its copy down again. A planned init's child runs no Python: it only waits for its maps,
+becomes root of its user namespace, puts its fds in place and execs the planned init, which a
+child sharing the parent's memory can do. The parent blocks every signal around the clone (the
+child starts with them blocked and never runs a handler of the parent's: the planned init
+unblocks them); the job, the argv and the stack stay alive until the child has exec'd (the
+launch waits for the end of the planned init, well after).
+
+    long spawn(struct clone_args *args, size_t size, struct job *job): the child's pid or -errno
+    struct job { u32 channel; u32 count; u64 executable; u64 argv; u64 envp; u32 sources[count]; }
+"""
+
+from __future__ import annotations
+
+import _struct as struct
+import posix
+
+_CODE = bytes.fromhex(
+    "4989d0"                      # 000  mov r8,rdx
+    "b8b3010000"                  # 003  mov eax,0x1b3
+    "0f05"                        # 008  syscall
+    "4885c0"                      # 00a  test rax,rax
+    "7401"                        # 00d  je 10
+    "c3"                          # 00f  ret
+    # child:
+    "4d89c4"                      # 010  mov r12,r8
+    "4883ec10"                    # 013  sub rsp,0x10
+    "418b3c24"                    # 017  mov edi,dword [r12]
+    "4889e6"                      # 01b  mov rsi,rsp
+    "ba01000000"                  # 01e  mov edx,0x1
+    "31c0"                        # 023  xor eax,eax
+    "0f05"                        # 025  syscall
+    "4883f801"                    # 027  cmp rax,0x1
+    "0f8591000000"                # 02b  jne c2
+    "803c246d"                    # 031  cmp byte [rsp],0x6d
+    "0f8587000000"                # 035  jne c2
+    "31ff"                        # 03b  xor edi,edi
+    "31f6"                        # 03d  xor esi,esi
+    "31d2"                        # 03f  xor edx,edx
+    "b877000000"                  # 041  mov eax,0x77
+    "0f05"                        # 046  syscall
+    "4885c0"                      # 048  test rax,rax
+    "7555"                        # 04b  jne a2
+    "31ff"                        # 04d  xor edi,edi
+    "31f6"                        # 04f  xor esi,esi
+    "31d2"                        # 051  xor edx,edx
+    "b875000000"                  # 053  mov eax,0x75
+    "0f05"                        # 058  syscall
+    "4885c0"                      # 05a  test rax,rax
+    "7543"                        # 05d  jne a2
+    "31db"                        # 05f  xor ebx,ebx
+    # dup_next:
+    "413b5c2404"                  # 061  cmp ebx,dword [r12+0x4]
+    "7317"                        # 066  jae 7f
+    "418b7c9c20"                  # 068  mov edi,dword [r12+rbx*4+0x20]
+    "89de"                        # 06d  mov esi,ebx
+    "b821000000"                  # 06f  mov eax,0x21
+    "0f05"                        # 074  syscall
+    "4885c0"                      # 076  test rax,rax
+    "7827"                        # 079  js a2
+    "ffc3"                        # 07b  inc ebx
+    "ebe2"                        # 07d  jmp 61
+    # dup_done:
+    "498b7c2408"                  # 07f  mov rdi,qword [r12+0x8]
+    "488d3543000000"              # 084  lea rsi,[rip+0x43]
+    "498b542410"                  # 08b  mov rdx,qword [r12+0x10]
+    "4d8b542418"                  # 090  mov r10,qword [r12+0x18]
+    "41b800100000"                # 095  mov r8d,0x1000
+    "b842010000"                  # 09b  mov eax,0x142
+    "0f05"                        # 0a0  syscall
+    # fail:
+    "f7d8"                        # 0a2  neg eax
+    "c70424ffffffff"              # 0a4  mov dword [rsp],0xffffffff
+    "89442404"                    # 0ab  mov dword [rsp+0x4],eax
+    "418b3c24"                    # 0af  mov edi,dword [r12]
+    "4889e6"                      # 0b3  mov rsi,rsp
+    "ba08000000"                  # 0b6  mov edx,0x8
+    "b801000000"                  # 0bb  mov eax,0x1
+    "0f05"                        # 0c0  syscall
+    # quit:
+    "bf01000000"                  # 0c2  mov edi,0x1
+    "b8e7000000"                  # 0c7  mov eax,0xe7
+    "0f05"                        # 0cc  syscall
+    # empty:
+    "00"                          # 0ce  ""
+)
+_STACK_SIZE = 1 << 16
+CLONE_VM, CLONE_INTO_CGROUP, _SIGCHLD = 0x100, 1 << 33, 17
+
+
+class Spawner:
+    """The machine code, executable in this process, and the child's stack (one child at a
+    time: a launch returns only once its child has exec'd)."""
+
+    def __init__(self):
+        from capsa.linux import _abi
+
+        libc = _abi.libc
+        libc.mmap.restype = _abi.ctype("c_void_p")
+        size = 4096 + _STACK_SIZE
+        address = libc.mmap(None, _abi.ctype("c_size_t")(size), 3, 0x22, -1, _abi.ctype("c_long")(0))  # RW, PRIVATE|ANONYMOUS
+        if not address or address == 2**64 - 1:
+            raise OSError(_abi.get_errno(), "mmap: cannot map the spawner")
+        (_abi.ctype("c_char") * len(_CODE)).from_address(address)[:] = _CODE
+        if libc.mprotect(_abi.ctype("c_void_p")(address), _abi.ctype("c_size_t")(4096), 5) != 0:  # R+X
+            raise OSError(_abi.get_errno(), "mprotect: cannot make the spawner executable")
+        self.stack = address + 4096  # below it, the code: a stack overflow faults on it, read-only
+        self._spawn = _abi._Function(address)
+        self._spawn.restype = _abi.c_long
+        self._argv = _abi.string_buffer(b"capsa-init")
+        self._pointers = (_abi.ctype("c_void_p") * 3)(_abi.addressof(self._argv), None, None)  # argv, then envp = [NULL]
+
+    def spawn(self, flags: int, cgroup_fd: int | None, channel: int, sources: list[int], executable: int) -> int:
+        """The child's pid; OSError if the kernel refuses the clone."""
+        import _signal
+
+        from capsa.linux import _abi
+
+        args = struct.pack("11Q", flags | CLONE_VM | (CLONE_INTO_CGROUP if cgroup_fd is not None else 0), 0, 0, 0,
+                           _SIGCHLD, self.stack, _STACK_SIZE, 0, 0, 0, 0 if cgroup_fd is None else cgroup_fd)
+        base = _abi.addressof(self._pointers)
+        job = _abi.string_buffer(struct.pack(f"<IIQQQ{len(sources)}I", channel, len(sources), executable, base, base + 16,
+                                             *sources))
+        blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, range(1, _signal.NSIG))
+        try:
+            pid = self._spawn(args, _abi.c_long(len(args)), job)
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
+        if pid < 0:
+            raise OSError(-pid, f"clone3: {posix.strerror(-pid)}")
+        self._job = job  # alive until the next spawn: the child reads it until it execs
+        return pid
+
+
+_spawner: Spawner | None = None
+
+
+def spawner() -> Spawner:
+    """This process's spawner, made on first use."""
+    global _spawner
+    if _spawner is None:
+        _spawner = Spawner()
+    return _spawner
