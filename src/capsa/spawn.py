@@ -100,14 +100,14 @@ class Spawner:
     def __init__(self):
         from capsa.linux import _abi
 
-        libc = _abi.libc
-        libc.mmap.restype = _abi.ctype("c_void_p")
+        pointer, size_t = _abi.ctype("c_void_p"), _abi.ctype("c_size_t")
+        mmap = _abi.function("mmap", pointer)
         size = 4096 + _STACK_SIZE
-        address = libc.mmap(None, _abi.ctype("c_size_t")(size), 3, 0x22, -1, _abi.ctype("c_long")(0))  # RW, PRIVATE|ANONYMOUS
+        address = mmap(None, size_t(size), 3, 0x22, -1, _abi.c_long(0))  # read+write, MAP_PRIVATE|MAP_ANONYMOUS
         if not address or address == 2**64 - 1:
             raise OSError(_abi.get_errno(), "mmap: cannot map the spawner")
         (_abi.ctype("c_char") * len(_CODE)).from_address(address)[:] = _CODE
-        if libc.mprotect(_abi.ctype("c_void_p")(address), _abi.ctype("c_size_t")(4096), 5) != 0:  # R+X
+        if _abi.libc.mprotect(pointer(address), size_t(4096), 5) != 0:  # read+exec: never writable and executable at once
             raise OSError(_abi.get_errno(), "mprotect: cannot make the spawner executable")
         self.stack = address + 4096  # below it, the code: a stack overflow faults on it, read-only
         self._spawn = _abi._Function(address)
@@ -126,7 +126,7 @@ class Spawner:
         base = _abi.addressof(self._pointers)
         job = _abi.string_buffer(struct.pack(f"<IIQQQ{len(sources)}I", channel, len(sources), executable, base, base + 16,
                                              *sources))
-        blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, range(1, _signal.NSIG))
+        blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         try:
             pid = self._spawn(args, _abi.c_long(len(args)), job)
         finally:

@@ -1,0 +1,85 @@
+"""capsa.spawn: the machine code that clones a planned init's child sharing the caller's memory
+(CLONE_VM) and execs it. Run for real (no namespaces: the child execs /bin/sh, which reads a
+script on the stdin it was given); x86-64 only, as the code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from capsa import spawn, tinyelf
+
+pytestmark = [pytest.mark.skipif(not tinyelf.supported(), reason="the spawner is x86-64 machine code"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="the child becomes uid 0 (setresuid) as a planned init's does")]
+
+
+def launch(script: bytes, executable: str = "/bin/sh", go: bytes = b"m"):
+    """Spawn a child whose fds 0-2 are a pipe holding `script` and two pipes, fd 3 our socket's
+    other end; tell it `go`; (its wait status, stdout, stderr, what it wrote on the socket)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stdin_r, stdin_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    program = os.open(executable, os.O_RDONLY | os.O_CLOEXEC)
+    os.write(stdin_w, script)
+    os.close(stdin_w)
+    sources = [stdin_r, out_w, err_w, theirs.fileno()]
+    pid = spawn.spawner().spawn(0, None, theirs.fileno(), sources, program)
+    for fd in (stdin_r, out_w, err_w, program):
+        os.close(fd)
+    theirs.close()
+    if go:
+        ours.sendall(go)
+    ours.shutdown(socket.SHUT_WR)
+    report = b"".join(iter(lambda: ours.recv(64), b""))
+    ours.close()
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(out_r, "rb") as out, os.fdopen(err_r, "rb") as err:
+        return status, out.read(), err.read(), report
+
+
+def test_the_child_gets_its_fds_in_place_and_execs():
+    status, out, err, report = launch(b"echo hello; ls /proc/self/fd >&2; id -u\n")
+    assert os.waitstatus_to_exitcode(status) == 0, err
+    assert out.decode().split() == ["hello", "0"]
+    assert report == b""  # nothing failed: EOF only
+    assert {"0", "1", "2", "3"} <= set(err.decode().split())
+
+
+def test_a_failed_exec_is_reported_on_the_channel(tmp_path):
+    (tmp_path / "data").write_bytes(b"not a program")
+    os.chmod(tmp_path / "data", 0o644)
+    status, _, _, report = launch(b"", executable=str(tmp_path / "data"))
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert report == (0xFFFFFFFF).to_bytes(4, "little") + (13).to_bytes(4, "little")  # EACCES
+
+
+def test_without_go_the_child_exits_without_exec():
+    status, out, _, report = launch(b"echo ran\n", go=b"")
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert out == b"" and report == b""
+
+
+def test_the_caller_s_memory_and_signal_mask_are_untouched():
+    import signal
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    marker = bytearray(b"untouched")
+    status, out, _, _ = launch(b"echo ok\n")
+    assert os.waitstatus_to_exitcode(status) == 0 and out.startswith(b"ok")
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    assert marker == b"untouched"
+
+
+@pytest.mark.skipif(not (shutil.which("as") and shutil.which("objcopy")), reason="GNU as and objcopy not here")
+def test_the_machine_code_is_spawn_s_assembled(tmp_path):
+    source = os.path.join(os.path.dirname(spawn.__file__), "spawn.s")
+    if not os.path.exists(source):  # an installed copy without it: the checkout's
+        source = os.path.join(os.path.dirname(__file__), "..", "..", "src", "capsa", "spawn.s")
+    subprocess.run(["as", "--64", "-o", str(tmp_path / "s.o"), source], check=True)
+    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(tmp_path / "s.o"), str(tmp_path / "s.bin")], check=True)
+    assert (tmp_path / "s.bin").read_bytes() == spawn._CODE
