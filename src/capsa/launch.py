@@ -342,14 +342,7 @@ def start(plan: LaunchPlan) -> int:
         planned.close()
     if child is not None:
         _close_if_open(*fds.all())
-        try:
-            return _drive_planned(plan, child, parent_fd, planned)
-        except _StalePlan:
-            # Made for an earlier container: what it saw of the rootfs may have changed.
-            from capsa import plannedinit
-
-            plannedinit.forget(planned.planned)
-            return start(plan)
+        return _drive_planned(plan, child, parent_fd, planned)
     try:
         child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
                                                                     _born_namespaces(plan))
@@ -499,10 +492,6 @@ def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int) -> _Plann
         raise
 
 
-class _StalePlan(ContainerStartError):
-    """A cached plan failed where the rootfs may have changed since it was made."""
-
-
 def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _PlannedLaunch) -> int:
     """The parent's part of a planned init: the maps, the limits, "go", then the child's report:
     nothing (it has exec'd the process: EOF) or the step that failed."""
@@ -530,8 +519,6 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
             step, errno = int.from_bytes(report[:4], "little"), int.from_bytes(report[4:8], "little")
             if step == 0xFFFFFFFF:
                 raise ContainerStartError(f"cannot run the container's init: {posix.strerror(errno)}")
-            if launch.planned.may_be_stale(step):
-                raise _StalePlan(launch.planned.error(step, errno))
             raise ContainerStartError(launch.planned.error(step, errno))
     except BaseException:
         kill_init(child)

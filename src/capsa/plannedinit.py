@@ -301,16 +301,15 @@ _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP, _IFF_LOOPBACK = 0x8913, 0x8914, 0x1, 0x8
 
 class Planned:
     """A plan made: its bytes, what each step does (for the parent's error message), where the
-    container's id goes in it; `cached`: taken from the cache (plan_for)."""
+    container's id goes in it."""
 
-    __slots__ = ("plan", "why", "executable", "id_offset", "cached")
+    __slots__ = ("plan", "why", "executable", "id_offset")
 
-    def __init__(self, plan: bytes, why: list[str], executable: str, id_offset: int, cached: bool = False):
+    def __init__(self, plan: bytes, why: list[str], executable: str, id_offset: int):
         self.plan = plan
         self.why = why
         self.executable = executable
         self.id_offset = id_offset
-        self.cached = cached
 
     def for_container(self, container_id: str) -> Planned | None:
         """This plan with another container's id (its session keyring's name)."""
@@ -320,11 +319,6 @@ class Planned:
         plan = bytearray(self.plan)
         plan[self.id_offset:self.id_offset + ID_MAX] = name.ljust(ID_MAX, b"\0")
         return Planned(bytes(plan), self.why, self.executable, self.id_offset)
-
-    def may_be_stale(self, step: int) -> bool:
-        """Whether the failure of `step` of a cached plan may come from what was seen of the
-        rootfs when it was made (a mount destination, the cwd, since removed)."""
-        return self.cached and 0 <= step < len(self.why) and self.why[step].startswith(("mounts[", "process.cwd"))
 
     def error(self, step: int, errno: int) -> str:
         """The message of a failure the child reported."""
@@ -371,7 +365,7 @@ def eligible(plan) -> bool:
     return posix.geteuid() == 0  # root writes the maps unasked (rootless: newuidmap, asked for)
 
 
-_cache: dict[bytes, Planned | None] = {}
+_cache: dict[bytes, tuple[Planned | None, list]] = {}  # key -> (the plan or None, the facts it rests on)
 _CACHED_MAX = 16
 ID_MAX = 256
 
@@ -379,34 +373,26 @@ ID_MAX = 256
 def plan_for(plan, seccomp_filter, joins: list[str]) -> Planned | None:
     """build(), remembered by what it depends on: the spec, the rootfs, the number of cgroup
     files to join (a long-lived caller, the API's zygote, runs the same spec over and over;
-    building one costs ~1 ms of Python). What build() saw of the rootfs may have changed since:
-    a cached plan that fails is forgotten, and the launch made again (capsa.launch)."""
+    building one costs ~1 ms of Python), and what it saw of the rootfs, looked at again each
+    time (~10 stats): a mount destination removed since is seen, the plan made again."""
     import marshal
 
     config = plan.init
     key = marshal.dumps((config.spec, config.rootfs, config.no_new_keyring, len(joins)))
-    cached = key in _cache
-    if not cached:
+    cached = _cache.get(key)
+    if cached is None or not _View(config.rootfs, config.spec.get("mounts") or []).still_true(cached[1]):
         if len(_cache) >= _CACHED_MAX:
             _cache.pop(next(iter(_cache)))
-        _cache[key] = build(plan, seccomp_filter, joins)
-    made = _cache[key]
-    planned = None if made is None else made.for_container(config.container_id)
-    if planned is not None:
-        planned.cached = cached
-    return planned
+        view = _View(config.rootfs, config.spec.get("mounts") or [])
+        cached = _cache[key] = (build(plan, seccomp_filter, joins, view), view.facts)
+    made = cached[0]
+    return None if made is None else made.for_container(config.container_id)
 
 
-def forget(planned: Planned) -> None:
-    """Drop the cached plan `planned` was made from."""
-    for key, made in list(_cache.items()):
-        if made is not None and made.why is planned.why:
-            del _cache[key]
-
-
-def build(plan, seccomp_filter, joins: list[str]) -> Planned | None:
+def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> Planned | None:
     """The plan of this container's init (eligible() being true), its cgroup files `joins`
-    opened as fds FIRST_JOIN_FD..; None where the Python init must do it."""
+    opened as fds FIRST_JOIN_FD..; None where the Python init must do it. `view`: where what it
+    sees of the rootfs is noted (a new one by default)."""
     from capsa import linux
     from capsa.mountopts import is_idmapped, parse_mount_options
 
@@ -418,7 +404,7 @@ def build(plan, seccomp_filter, joins: list[str]) -> Planned | None:
         return None
     if any(is_idmapped(m) or m.get("type") in ("cgroup", "cgroup2") for m in mounts):
         return None
-    view = _View(config.rootfs, mounts)
+    view = view or _View(config.rootfs, mounts)
     b = Builder(set(range(FIRST_JOIN_FD + len(joins))) - {PLAN_FD})  # the program closes the plan's fd
     new_namespaces = {ns.type for ns in plan.namespaces}
 
@@ -455,7 +441,7 @@ def build(plan, seccomp_filter, joins: list[str]) -> Planned | None:
     if not dev_is_bind_mounted(mounts):
         return None  # devices: binds of the host's nodes (a user namespace), not planned
     cwd = process["cwd"]
-    if view.kind(cwd, len(mounts)) is None:
+    if view.stat(cwd, len(mounts)) is None:
         return None  # mkdir_all would make it
     proc = None
     if any(m["destination"].rstrip("/") == "/proc" for m in mounts):
@@ -526,11 +512,33 @@ def _pointers(b: Builder, strings: list[str]) -> _Ref:
 
 class _View:
     """Where a path of the container is on the host before the init runs, as the mounts of
-    config.json will lay it out: what decides whether a mount destination exists."""
+    config.json will lay it out: what decides whether a mount destination exists. Every answer
+    it gives is logged (`facts`): a cached plan is used again only while they all still hold."""
 
     def __init__(self, rootfs: str, mounts: list[dict]):
         self.rootfs = rootfs
         self.mounts = mounts
+        self.facts: list[tuple[str, tuple, object]] = []
+
+    def _noted(self, name: str, args: tuple, answer):
+        self.facts.append((name, args, _summary(answer)))
+        return answer
+
+    def still_true(self, facts: list[tuple[str, tuple, object]]) -> bool:
+        """Whether every one of `facts` (another view's, of the same rootfs and mounts) holds now."""
+        return all(_summary(getattr(self, name)(*args)) == summary for name, args, summary in facts)
+
+    def stat(self, path: str, upto: int):
+        return self._noted("stat", (path, upto), self._stat(path, upto))
+
+    def read(self, path: str, upto: int) -> bytes | None:
+        return self._noted("read", (path, upto), self._read(path, upto))
+
+    def reachable_by_anyone(self, path: str) -> bool:
+        return self._noted("reachable_by_anyone", (path,), _reachable_by_anyone(path))
+
+    def link_on_the_way(self, path: str, upto: int) -> bool:
+        return self._noted("link_on_the_way", (path, upto), _is_link_on_the_way(self, path, upto))
 
     def _place(self, path: str, upto: int) -> tuple[str | None, str]:
         """(host directory the path is under, the rest of it) once mounts[:upto] are made; the
@@ -548,7 +556,7 @@ class _View:
             return None, rest
         return self.rootfs, "/".join(parts)
 
-    def stat(self, path: str, upto: int):
+    def _stat(self, path: str, upto: int):
         """The host's stat of `path` once mounts[:upto] are made (no symlink followed on the way
         below the mount's root); None where it is missing, unknown or reached through a symlink."""
 
@@ -584,12 +592,8 @@ class _View:
         finally:
             posix.close(fd)
 
-    def kind(self, path: str, upto: int) -> int | None:
-        found = self.stat(path, upto)
-        return None if found is None else found.st_mode & _S_IFMT
-
-    def read(self, path: str, upto: int) -> bytes | None:
-        found = self.stat(path, upto)
+    def _read(self, path: str, upto: int) -> bytes | None:
+        found = self._stat(path, upto)
         if found is None or found is _NEW_FS_ROOT or found.st_mode & _S_IFMT != 0o100000:
             return None
         fd = self._open(*self._place(path, upto), posix.O_RDONLY | posix.O_NONBLOCK)
@@ -599,6 +603,13 @@ class _View:
             return posix.read(fd, 1 << 20)
         finally:
             posix.close(fd)
+
+
+def _summary(answer) -> object:
+    """What of an answer of the view a plan depends on: a stat's file type and mode."""
+    if answer is None or isinstance(answer, (bool, bytes)):
+        return answer
+    return answer.st_mode
 
 
 class _NewFsRoot:
@@ -643,7 +654,7 @@ def _plan_mount(b: Builder, view: _View, root: int, index: int, entry: dict, opt
         return False  # rootfs.Rootfs.mount_point / mkdir_all would make it
     in_root = b.blob(struct.pack("<QQQ", _O_PATH | _O_CLOEXEC, 0, linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS))
     if options.is_bind or fstype == "bind":
-        if not _reachable_by_anyone(source):
+        if not view.reachable_by_anyone(source):
             return False  # the init, mapped root, could not open it: the runtime opens it (Python init)
         extra = options.flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
         if extra & ~0xF:
@@ -801,7 +812,7 @@ def _environment(process: dict, view: _View, upto: int) -> dict[str, str] | None
         env[key] = value
     if "HOME" not in env:
         uid = str((process.get("user") or {}).get("uid", 0))
-        if view.stat("/etc/passwd", upto) is None and _is_link_on_the_way(view, "/etc/passwd", upto):
+        if view.stat("/etc/passwd", upto) is None and view.link_on_the_way("/etc/passwd", upto):
             return None  # followed inside the root by the Python init
         data = view.read("/etc/passwd", upto)
         home = "/"
