@@ -380,7 +380,7 @@ def plan_for(plan, seccomp_filter, joins: list[str]) -> Planned | None:
     config = plan.init
     key = marshal.dumps((config.spec, config.rootfs, config.no_new_keyring, len(joins)))
     cached = _cache.get(key)
-    if cached is None or not _View(config.rootfs, config.spec.get("mounts") or []).still_true(cached[1]):
+    if cached is None or not still_true(cached[1]):
         if len(_cache) >= _CACHED_MAX:
             _cache.pop(next(iter(_cache)))
         view = _View(config.rootfs, config.spec.get("mounts") or [])
@@ -520,25 +520,26 @@ class _View:
         self.mounts = mounts
         self.facts: list[tuple[str, tuple, object]] = []
 
-    def _noted(self, name: str, args: tuple, answer):
+    def _noted(self, name: str, args: tuple):
+        answer = _QUESTIONS[name](*args)
         self.facts.append((name, args, _summary(answer)))
         return answer
 
-    def still_true(self, facts: list[tuple[str, tuple, object]]) -> bool:
-        """Whether every one of `facts` (another view's, of the same rootfs and mounts) holds now."""
-        return all(_summary(getattr(self, name)(*args)) == summary for name, args, summary in facts)
-
     def stat(self, path: str, upto: int):
-        return self._noted("stat", (path, upto), self._stat(path, upto))
+        """The host's stat of `path` once mounts[:upto] are made (no symlink followed on the way
+        below the mount's root); None where it is missing, unknown or reached through a symlink."""
+        if ".." in path.split("/"):
+            return None
+        return self._noted("stat", self._place(path, upto))
 
     def read(self, path: str, upto: int) -> bytes | None:
-        return self._noted("read", (path, upto), self._read(path, upto))
+        return self._noted("read", self._place(path, upto))
 
     def reachable_by_anyone(self, path: str) -> bool:
-        return self._noted("reachable_by_anyone", (path,), _reachable_by_anyone(path))
+        return self._noted("reachable", (path,))
 
     def link_on_the_way(self, path: str, upto: int) -> bool:
-        return self._noted("link_on_the_way", (path, upto), _is_link_on_the_way(self, path, upto))
+        return self._noted("link", self._place(path, upto))
 
     def _place(self, path: str, upto: int) -> tuple[str | None, str]:
         """(host directory the path is under, the rest of it) once mounts[:upto] are made; the
@@ -556,53 +557,69 @@ class _View:
             return None, rest
         return self.rootfs, "/".join(parts)
 
-    def _stat(self, path: str, upto: int):
-        """The host's stat of `path` once mounts[:upto] are made (no symlink followed on the way
-        below the mount's root); None where it is missing, unknown or reached through a symlink."""
 
-        if ".." in path.split("/"):
-            return None
-        base, rest = self._place(path, upto)
-        if base is None:
-            return _NEW_FS_ROOT if not rest else None
-        fd = self._open(base, rest, _O_PATH)
-        if fd is None:
-            return None
+
+def _stat_at(base: str | None, rest: str):
+    if base is None:
+        return _NEW_FS_ROOT if not rest else None
+    fd = _open_at(base, rest, _O_PATH)
+    if fd is None:
+        return None
+    try:
+        return posix.fstat(fd)
+    finally:
+        posix.close(fd)
+
+
+def _open_at(base: str, rest: str, flags: int) -> int | None:
+    """`rest` under `base` (followed as a bind's source is), no symlink on the way; None if it
+    cannot be opened so."""
+    from capsa import linux
+
+    try:
+        fd = posix.open(base, (flags if not rest else _O_PATH) | _O_CLOEXEC)
+    except OSError:
+        return None
+    if not rest:
+        return fd
+    try:
+        return linux.openat2(fd, rest, flags, linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS)
+    except OSError:
+        return None
+    finally:
+        posix.close(fd)
+
+
+def _read_at(base: str | None, rest: str) -> bytes | None:
+    found = _stat_at(base, rest)
+    if found is None or found is _NEW_FS_ROOT or found.st_mode & _S_IFMT != 0o100000:
+        return None
+    fd = _open_at(base, rest, posix.O_RDONLY | posix.O_NONBLOCK)
+    if fd is None:
+        return None
+    try:
+        return posix.read(fd, 1 << 20)
+    finally:
+        posix.close(fd)
+
+
+def _link_at(base: str | None, rest: str) -> bool:
+    """Whether a path that looks missing is a symlink (followed inside the root by the Python init)."""
+    if base is None:
+        return False
+    parts = rest.split("/") if rest else []
+    for depth in range(1, len(parts) + 1):
         try:
-            return posix.fstat(fd)
-        finally:
-            posix.close(fd)
-
-    @staticmethod
-    def _open(base: str, rest: str, flags: int) -> int | None:
-        """`rest` under `base` (followed as a bind's source is), no symlink on the way; None if
-        it cannot be opened so."""
-        from capsa import linux
-
-        try:
-            fd = posix.open(base, (flags if not rest else _O_PATH) | _O_CLOEXEC)
+            if posix.lstat(base + "/" + "/".join(parts[:depth])).st_mode & _S_IFMT == 0o120000:
+                return True
         except OSError:
-            return None
-        if not rest:
-            return fd
-        try:
-            return linux.openat2(fd, rest, flags, linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS)
-        except OSError:
-            return None
-        finally:
-            posix.close(fd)
+            return False
+    return False
 
-    def _read(self, path: str, upto: int) -> bytes | None:
-        found = self._stat(path, upto)
-        if found is None or found is _NEW_FS_ROOT or found.st_mode & _S_IFMT != 0o100000:
-            return None
-        fd = self._open(*self._place(path, upto), posix.O_RDONLY | posix.O_NONBLOCK)
-        if fd is None:
-            return None
-        try:
-            return posix.read(fd, 1 << 20)
-        finally:
-            posix.close(fd)
+
+def still_true(facts: list[tuple[str, tuple, object]]) -> bool:
+    """Whether every one of the `facts` a view noted holds now."""
+    return all(_summary(_QUESTIONS[name](*args)) == summary for name, args, summary in facts)
 
 
 def _summary(answer) -> object:
@@ -825,21 +842,6 @@ def _environment(process: dict, view: _View, upto: int) -> dict[str, str] | None
     return env
 
 
-def _is_link_on_the_way(view: _View, path: str, upto: int) -> bool:
-    """Whether a missing-looking path is a symlink (followed inside the root by the Python init)."""
-    base, rest = view._place(path, upto)
-    if base is None:
-        return False
-    parts = rest.split("/") if rest else []
-    for depth in range(1, len(parts) + 1):
-        try:
-            if posix.lstat(base + "/" + "/".join(parts[:depth])).st_mode & _S_IFMT == 0o120000:
-                return True
-        except OSError:
-            return False
-    return False
-
-
 def _load_seccomp(b: Builder, seccomp_filter) -> None:
     program = seccomp_filter.program
     instructions = b.blob(program)
@@ -900,3 +902,6 @@ def _reset_signals(b: Builder) -> None:
         except (OSError, ValueError):
             pass
     b.call("rt_sigprocmask", 2, b.blob(bytes(8)), 0, 8, why="rt_sigprocmask")  # SIG_SETMASK, empty
+
+
+_QUESTIONS = {"stat": _stat_at, "read": _read_at, "link": _link_at, "reachable": _reachable_by_anyone}
