@@ -45,12 +45,12 @@ PLAN_ADDRESS, PLAN_MAX = 0x600000, 0x100000
 _BSS = (PLAN_ADDRESS, 0x101000)  # the plan, then the failure report
 STEP = 80
 CALL, TEST, FAIL, SKIP = 0, 1, 2, 3
-EXACT, TRY, SOFT = 1, 2, 4
+EXACT, TRY, SOFT, ANY = 1, 2, 4, 8
 UNEXPECTED = 0x10000
 PLAN_FD, CHANNEL_FD, FIRST_JOIN_FD = 3, 4, 5
 _CODE = bytes.fromhex(
     "48833c2401"                  # 000  cmp qword [rsp],0x1
-    "0f854d010000"                # 005  jne 158
+    "0f8555010000"                # 005  jne 160
     "bf03000000"                  # 00b  mov edi,0x3
     "be00006000"                  # 010  mov esi,0x600000
     "ba00001000"                  # 015  mov edx,0x100000
@@ -58,7 +58,7 @@ _CODE = bytes.fromhex(
     "b811000000"                  # 01d  mov eax,0x11
     "0f05"                        # 022  syscall
     "4883f810"                    # 024  cmp rax,0x10
-    "0f8c23010000"                # 028  jl 151
+    "0f8c2b010000"                # 028  jl 159
     "bf03000000"                  # 02e  mov edi,0x3
     "b803000000"                  # 033  mov eax,0x3
     "0f05"                        # 038  syscall
@@ -68,14 +68,14 @@ _CODE = bytes.fromhex(
     "41bf02000000"                # 04b  mov r15d,0x2
     # next:
     "4539ee"                      # 051  cmp r14d,r13d
-    "0f83cf000000"                # 054  jae 129
+    "0f83d7000000"                # 054  jae 131
     "418b0424"                    # 05a  mov eax,dword [r12]
     "83f801"                      # 05e  cmp eax,0x1
-    "0f8483000000"                # 061  je ea
+    "0f848b000000"                # 061  je f2
     "83f802"                      # 067  cmp eax,0x2
-    "0f84b9000000"                # 06a  je 129
+    "0f84c1000000"                # 06a  je 131
     "83f803"                      # 070  cmp eax,0x3
-    "0f8497000000"                # 073  je 110
+    "0f849f000000"                # 073  je 118
     "498b442408"                  # 079  mov rax,qword [r12+0x8]
     "498b7c2410"                  # 07e  mov rdi,qword [r12+0x10]
     "498b742418"                  # 083  mov rsi,qword [r12+0x18]
@@ -88,65 +88,67 @@ _CODE = bytes.fromhex(
     "483d01f0ffff"                # 0a3  cmp rax,0xfffffffffffff001
     "7316"                        # 0a9  jae c1
     "f7c101000000"                # 0ab  test ecx,0x1
-    "7464"                        # 0b1  je 117
+    "746c"                        # 0b1  je 11f
     "493b442440"                  # 0b3  cmp rax,qword [r12+0x40]
-    "745d"                        # 0b8  je 117
+    "7465"                        # 0b8  je 11f
     "b800000100"                  # 0ba  mov eax,0x10000
-    "eb6b"                        # 0bf  jmp 12c
+    "eb73"                        # 0bf  jmp 134
     # failed:
     "f7d8"                        # 0c1  neg eax
     "f7c104000000"                # 0c3  test ecx,0x4
-    "7407"                        # 0c9  je d2
-    "413b44244c"                  # 0cb  cmp eax,dword [r12+0x4c]
-    "743e"                        # 0d0  je 110
+    "740f"                        # 0c9  je da
+    "f7c108000000"                # 0cb  test ecx,0x8
+    "7545"                        # 0d1  jne 118
+    "413b44244c"                  # 0d3  cmp eax,dword [r12+0x4c]
+    "743e"                        # 0d8  je 118
     # not_soft:
-    "f7c102000000"                # 0d2  test ecx,0x2
-    "7452"                        # 0d8  je 12c
-    "83f802"                      # 0da  cmp eax,0x2
-    "7438"                        # 0dd  je 117
-    "4183ff02"                    # 0df  cmp r15d,0x2
-    "7532"                        # 0e3  jne 117
-    "4189c7"                      # 0e5  mov r15d,eax
-    "eb2d"                        # 0e8  jmp 117
+    "f7c102000000"                # 0da  test ecx,0x2
+    "7452"                        # 0e0  je 134
+    "83f802"                      # 0e2  cmp eax,0x2
+    "7438"                        # 0e5  je 11f
+    "4183ff02"                    # 0e7  cmp r15d,0x2
+    "7532"                        # 0eb  jne 11f
+    "4189c7"                      # 0ed  mov r15d,eax
+    "eb2d"                        # 0f0  jmp 11f
     # test:
-    "498b7c2410"                  # 0ea  mov rdi,qword [r12+0x10]
-    "488b07"                      # 0ef  mov rax,qword [rdi]
-    "4923442418"                  # 0f2  and rax,qword [r12+0x18]
-    "493b442420"                  # 0f7  cmp rax,qword [r12+0x20]
-    "7419"                        # 0fc  je 117
-    "41f744240404000000"          # 0fe  test dword [r12+0x4],0x4
-    "7507"                        # 107  jne 110
-    "b816000000"                  # 109  mov eax,0x16
-    "eb1c"                        # 10e  jmp 12c
+    "498b7c2410"                  # 0f2  mov rdi,qword [r12+0x10]
+    "488b07"                      # 0f7  mov rax,qword [rdi]
+    "4923442418"                  # 0fa  and rax,qword [r12+0x18]
+    "493b442420"                  # 0ff  cmp rax,qword [r12+0x20]
+    "7419"                        # 104  je 11f
+    "41f744240404000000"          # 106  test dword [r12+0x4],0x4
+    "7507"                        # 10f  jne 118
+    "b816000000"                  # 111  mov eax,0x16
+    "eb1c"                        # 116  jmp 134
     # skip:
-    "418b5c2448"                  # 110  mov ebx,dword [r12+0x48]
-    "eb02"                        # 115  jmp 119
+    "418b5c2448"                  # 118  mov ebx,dword [r12+0x48]
+    "eb02"                        # 11d  jmp 121
     # advance:
-    "31db"                        # 117  xor ebx,ebx
+    "31db"                        # 11f  xor ebx,ebx
     # forward:
-    "ffc3"                        # 119  inc ebx
-    "4101de"                      # 11b  add r14d,ebx
-    "6bdb50"                      # 11e  imul ebx,ebx,0x50
-    "4901dc"                      # 121  add r12,rbx
-    "e928ffffff"                  # 124  jmp 51
+    "ffc3"                        # 121  inc ebx
+    "4101de"                      # 123  add r14d,ebx
+    "6bdb50"                      # 126  imul ebx,ebx,0x50
+    "4901dc"                      # 129  add r12,rbx
+    "e920ffffff"                  # 12c  jmp 51
     # fail_saved:
-    "4489f8"                      # 129  mov eax,r15d
+    "4489f8"                      # 131  mov eax,r15d
     # fail:
-    "4489342500007000"            # 12c  mov dword 0x700000,r14d
-    "89042504007000"              # 134  mov dword 0x700004,eax
-    "bf04000000"                  # 13b  mov edi,0x4
-    "be00007000"                  # 140  mov esi,0x700000
-    "ba08000000"                  # 145  mov edx,0x8
-    "b801000000"                  # 14a  mov eax,0x1
-    "0f05"                        # 14f  syscall
+    "4489342500007000"            # 134  mov dword 0x700000,r14d
+    "89042504007000"              # 13c  mov dword 0x700004,eax
+    "bf04000000"                  # 143  mov edi,0x4
+    "be00007000"                  # 148  mov esi,0x700000
+    "ba08000000"                  # 14d  mov edx,0x8
+    "b801000000"                  # 152  mov eax,0x1
+    "0f05"                        # 157  syscall
     # bad:
-    "bf01000000"                  # 151  mov edi,0x1
-    "eb05"                        # 156  jmp 15d
+    "bf01000000"                  # 159  mov edi,0x1
+    "eb05"                        # 15e  jmp 165
     # refuse:
-    "bf7e000000"                  # 158  mov edi,0x7e
+    "bf7e000000"                  # 160  mov edi,0x7e
     # leave:
-    "b8e7000000"                  # 15d  mov eax,0xe7
-    "0f05"                        # 162  syscall
+    "b8e7000000"                  # 165  mov eax,0xe7
+    "0f05"                        # 16a  syscall
 )
 
 
@@ -196,7 +198,7 @@ _NR = {
     "setresuid": 117, "setresgid": 119, "setsid": 112, "capset": 126, "fstatfs": 138, "prctl": 157,
     "pivot_root": 155, "mount": 165, "umount2": 166, "sethostname": 170, "setdomainname": 171, "openat": 257,
     "unshare": 272, "prlimit64": 302, "seccomp": 317, "keyctl": 250, "close_range": 436, "openat2": 437,
-    "mount_setattr": 442,
+    "mount_setattr": 442, "newfstatat": 262, "faccessat": 269, "exit_group": 231,
 }
 
 
@@ -323,6 +325,8 @@ class Planned:
     def error(self, step: int, errno: int) -> str:
         """The message of a failure the child reported."""
         why = self.why[step] if 0 <= step < len(self.why) else f"step {step}"
+        if why == "exec-access:":
+            return f'exec: "{self.executable}": permission denied'
         if why.startswith("exec:"):
             return _exec_error(self.executable, errno)
         if errno == UNEXPECTED:
@@ -476,8 +480,6 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
     env = _environment(process, view, len(mounts))
     if env is None:
         return None
-    from capsa.api.waiter import candidates
-
     name = process["args"][0]
     b.call("close_range", 3, 0xFFFFFFFF, 4, why="cannot close the fds of the runtime")
 
@@ -495,10 +497,32 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
         _load_seccomp(b, seccomp_filter)
     argv = _pointers(b, process["args"])
     envp = _pointers(b, [f"{k}={v}" for k, v in env.items()])
-    for candidate in candidates(name, [f"{k}={v}" for k, v in env.items()]):
-        b.call("execve", b.string(candidate), argv, envp, why="exec:", flags=TRY)
-    b.fail("exec:")
+    _exec_first_found(b, name, env, argv, envp)
     return Planned(b.encode(), b.why, name, 16 + STEP * len(b.steps) + container_id.offset)
+
+
+def _exec_first_found(b: Builder, name: str, env: dict[str, str], argv: _Ref, envp: _Ref) -> None:
+    """capsa.init.find_executable, then the exec: the first candidate of PATH that is a regular
+    file must be executable (else "permission denied") and is exec'd; an exec that fails then
+    ends the init with 127, as the Python init's does once it has said "ready"."""
+    from capsa import posixlite
+    from capsa.init import DEFAULT_PATH
+
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [posixlite.join(d or ".", name) for d in env.get("PATH", DEFAULT_PATH).split(":")]
+    buffer = b.blob(bytes(144))
+    for candidate in candidates:
+        path = b.string(candidate)
+        stat = b.call("newfstatat", _AT_FDCWD, path, buffer, 0, why="exec:", flags=SOFT | ANY)
+        not_a_file = b.test(_Offset(buffer, 24), _S_IFMT, 0o100000, why="exec:", soft=True)
+        b.call("faccessat", _AT_FDCWD, path, 1, why="exec-access:")  # X_OK
+        b.call("execve", path, argv, envp, why="exec:", flags=TRY)
+        b.call("exit_group", 127, why="exec:")
+        b.skip_to_here(stat)
+        b.skip_to_here(not_a_file)
+    b.fail("exec:")  # none found: ENOENT
 
 
 def _pointers(b: Builder, strings: list[str]) -> _Ref:

@@ -17,6 +17,7 @@
 .set EXACT, 1               # the result must be the step's `want`
 .set TRY, 2                 # a failure is remembered (exec candidates), not fatal
 .set SOFT, 4                # failing with the step's errno (a TEST: not matching) skips `skip` steps
+.set ANY, 8                 # with SOFT: failing with any errno skips
 .set UNEXPECTED, 0x10000    # the errno reported for a result that is not the one planned
 .text
 .globl _start
@@ -69,6 +70,8 @@ failed:
     neg eax                         # the errno
     test ecx, SOFT
     jz not_soft
+    test ecx, ANY
+    jnz skip
     cmp eax, dword ptr [r12+76]
     je skip
 not_soft:
