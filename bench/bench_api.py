@@ -55,6 +55,9 @@ def cold_contenders(bundle: str, state: str) -> dict:
     counter = iter(range(10**9))
     found = {
         "capsa.run /bin/true": lambda: capsa.run(["/bin/true"], rootfs=rootfs),
+        # The same with cgroup limits set (memory, pids, CPU quota): what the cold run says.
+        "capsa.run /bin/true, limits": lambda: capsa.run(["/bin/true"], rootfs=rootfs, memory="256M", pids=64,
+                                                          cpus=1.0),
         "capsa.run python3 (HostTools)": lambda: capsa.run(["python3", "-c", "print(1)"], rootfs=capsa.HostTools()),
     }
     devnull = subprocess.DEVNULL
@@ -299,11 +302,12 @@ def main() -> int:
         for name, values in times.items():
             used = f"{cpu[name]:8.1f}" if name in cpu else ""
             print(f"{name:32} {statistics.median(values):8.1f} {percentile(values, 0.99):8.1f} {used}")
-        cold = statistics.median(times["capsa.run /bin/true"])
-        for other in ("bwrap --unshare-all true", "runc run /bin/true", "crun run /bin/true"):
-            if other in times:
-                ratio = f", CPU {cpu['capsa.run /bin/true'] / cpu[other]:.2f}x" if other in cpu else ""
-                print(f"capsa.run /bin/true / {other}: {cold / statistics.median(times[other]):.2f}x (medians){ratio}")
+        for ours in ("capsa.run /bin/true", "capsa.run /bin/true, limits"):
+            cold = statistics.median(times[ours])
+            for other in ("bwrap --unshare-all true", "runc run /bin/true", "crun run /bin/true"):
+                if other in times:
+                    ratio = f", CPU {cpu[ours] / cpu[other]:.2f}x" if other in cpu else ""
+                    print(f"{ours} / {other}: {cold / statistics.median(times[other]):.2f}x (medians){ratio}")
         idle_memory(pools[0])
         if "--throughput" in sys.argv:
             throughput(int(sys.argv[sys.argv.index("--throughput") + 1]), bundle, state)
