@@ -455,8 +455,8 @@ def build(plan, seccomp_filter, joins: list[str]) -> Planned | None:
     if not dev_is_bind_mounted(mounts):
         return None  # devices: binds of the host's nodes (a user namespace), not planned
     cwd = process["cwd"]
-    if view.kind(cwd, len(mounts)) is None:
-        return None  # mkdir_all would make it
+    if view.kind(cwd, len(mounts)) != _S_IFDIR:
+        return None  # mkdir_all would make it, or say it cannot (a file)
     proc = None
     if any(m["destination"].rstrip("/") == "/proc" for m in mounts):
         proc = _open_procfs_root(b, root)
