@@ -437,13 +437,15 @@ def test_plans_are_cached_by_spec_for_each_container_and_forgotten_on_demand(api
 
 
 @needs_root
-def test_a_missing_mount_destination_or_cwd_is_not_planned(api_spec):
+def test_a_missing_mount_destination_or_a_cwd_that_is_not_a_directory_is_not_planned(api_spec):
+    # The Python init makes a missing cwd (mkdir_all), and says "cannot create it" of a file.
     from capsa import init
 
     plan = launch_plan(api_spec)
     seccomp_filter = init.build_seccomp(plan.seccomp)
     assert plannedinit.build(plan, seccomp_filter, []) is not None
     for change in (lambda s: s["process"].update(cwd="/no/such/dir"),
+                   lambda s: s["process"].update(cwd="/etc/passwd"),
                    lambda s: s["mounts"].append({"destination": "/no/such/dir", "type": "tmpfs", "source": "tmpfs"}),
                    lambda s: s["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"})):
         assert plannedinit.build(launch_plan(changed(api_spec, change)), seccomp_filter, []) is None
