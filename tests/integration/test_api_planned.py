@@ -185,6 +185,25 @@ for config in {list(CONFIGS.values())!r}:
     assert "NoNewPrivs:\t1" in busybox and "\nsandbox\n" in busybox and " /work " in busybox  # the probe probes
 
 
+def test_signals_the_caller_ignores_or_blocks_are_reset_in_the_run(rootfs):
+    # Both survive the exec of the zygote: its runs' inits are forked with them.
+    code = """
+import signal
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+from capsa.api.zygote import zygote
+run = attempt(['grep', '^Sig[BI]', '/proc/self/status'], rootfs=ROOTFS)
+mine = [line for line in open(f'/proc/{zygote().pid}/status') if line.startswith(('SigBlk', 'SigIgn'))]
+print(json.dumps([run, mine]))
+"""
+    planned, python = both(code, rootfs)
+    assert planned == python
+    run, zygotes = planned[0]
+    blocked, ignored = (int(line.split()[1], 16) for line in zygotes)
+    assert blocked & (1 << 9) and ignored & 1  # SIGUSR1, SIGHUP: the test tests
+    assert run["stdout"] == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+
+
 def spec_of(argv: list[str], rootfs, **arguments) -> dict:
     """The spec capsa.run makes (capsa.api.oneshot.run)."""
     from capsa.api.arguments import Limits, check_cwd, check_env
@@ -332,6 +351,25 @@ print(json.dumps(attempt(['pwd'], rootfs=ROOTFS, cwd='/etc')))
                                    planned=False))
     assert first["stdout"] == restored["stdout"] == "/etc\n"
     assert changed == python_changed and "error" in changed
+
+
+def test_a_cached_plan_whose_proc_became_a_symlink_stops_at_the_procfs_check(rootfs_copy):
+    # /proc a symlink to /sys once the plan is made: the proc mount goes to the root's /sys, the
+    # sysfs over it, and /proc, followed, is not a procfs: masked paths must not be made there.
+    proc = os.path.join(rootfs_copy, "proc")
+    code = f"""
+print(json.dumps(attempt(['true'], rootfs=ROOTFS)))
+os.rmdir({proc!r})
+os.symlink('sys', {proc!r})
+print(json.dumps(attempt(['true'], rootfs=ROOTFS)))
+print(json.dumps([os.getpid(), mine_left()]))
+"""
+    first, changed, (pid, left) = output(start(code, rootfs_copy, planned=True))
+    python_changed, = output(start("print(json.dumps(attempt(['true'], rootfs=ROOTFS)))", rootfs_copy, planned=False))
+    assert first["exit_code"] == 0
+    assert changed == python_changed == {
+        "error": "SandboxStartError", "message": "cannot create the sandbox: mounts: /proc in the container is not a procfs"}
+    assert left == [] and leftovers(pid) == []
 
 
 # -- escapes ------------------------------------------------------------------------------------------

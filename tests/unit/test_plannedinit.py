@@ -299,6 +299,16 @@ def test_other_errors_name_the_step():
     assert planned.error(7, EINVAL) == "step 7: Invalid argument"
 
 
+def test_a_failed_check_is_its_message_alone_as_the_python_inits():
+    # capsa.rootfs.open_procfs_root: "mounts: /proc in the container is not a procfs", no errno.
+    b = child_builder()
+    b.call("fstatfs", 5, b.blob(bytes(120)), why="mounts: /proc in the container")
+    b.test(b.blob(bytes(8)), 0xFFFFFFFFFFFFFFFF, 0x9FA0, why="mounts: /proc in the container is not a procfs")
+    planned = Planned(b.encode(), b.why, "sh", 0)
+    assert planned.error(1, EINVAL) == "mounts: /proc in the container is not a procfs"
+    assert planned.error(0, EINVAL) == "mounts: /proc in the container: Invalid argument"
+
+
 def test_only_a_cached_plan_failing_at_a_mount_or_the_cwd_may_be_stale():
     why = ["prctl(PR_SET_DUMPABLE)", "mounts[3]: cannot mount tmpfs on /work", "process.cwd '/work'", "exec:"]
     fresh, cached = Planned(b"", why, "sh", 0), Planned(b"", why, "sh", 0, cached=True)
