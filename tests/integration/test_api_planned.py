@@ -353,6 +353,22 @@ print(json.dumps(attempt(['pwd'], rootfs=ROOTFS, cwd='/etc')))
     assert changed == python_changed and "error" in changed
 
 
+def test_a_cached_plan_sees_an_etc_passwd_changed_since(rootfs_copy):
+    # HOME comes from the container's /etc/passwd (as runc sets it), read when the plan is made.
+    passwd = os.path.join(rootfs_copy, "etc", "passwd")
+    code = f"""
+print(json.dumps(attempt(['sh', '-c', 'echo $HOME'], rootfs=ROOTFS)))
+with open({passwd!r}, 'w') as f:
+    f.write('root:x:0:0:root:/home/r:/bin/sh\\n')
+print(json.dumps(attempt(['sh', '-c', 'echo $HOME'], rootfs=ROOTFS)))
+"""
+    first, changed = output(start(code, rootfs_copy, planned=True))
+    python_changed, = output(start("print(json.dumps(attempt(['sh', '-c', 'echo $HOME'], rootfs=ROOTFS)))",
+                                   rootfs_copy, planned=False))
+    assert first["stdout"] == "/root\n"
+    assert changed == python_changed and changed["stdout"] == "/home/r\n"
+
+
 def test_a_cached_plan_whose_proc_became_a_symlink_stops_at_the_procfs_check(rootfs_copy):
     # /proc a symlink to /sys once the plan is made: the proc mount goes to the root's /sys, the
     # sysfs over it, and /proc, followed, is not a procfs: masked paths must not be made there.
