@@ -390,7 +390,7 @@ def plan_for(plan, seccomp_filter, joins: list[str]) -> Planned | None:
     import marshal
 
     config = plan.init
-    key = marshal.dumps((config.spec, config.rootfs, config.no_new_keyring, len(joins)))
+    key = marshal.dumps((config.spec, config.rootfs, config.no_new_keyring, len(joins), _passwd_seen(plan)))
     cached = key in _cache
     if not cached:
         if len(_cache) >= _CACHED_MAX:
@@ -401,6 +401,19 @@ def plan_for(plan, seccomp_filter, joins: list[str]) -> Planned | None:
     if planned is not None:
         planned.cached = cached
     return planned
+
+
+def _passwd_seen(plan) -> tuple | None:
+    """The container's /etc/passwd as build() finds it, where HOME comes from it: a plan holds
+    the HOME it read there, and one changed since (the same spec) must make another plan."""
+    config, process = plan.init, plan.process
+    if any(entry.startswith("HOME=") for entry in process.get("env") or ()):
+        return None
+    mounts = config.spec.get("mounts") or []
+    found = _View(config.rootfs, mounts).stat("/etc/passwd", len(mounts))
+    if found is None or found is _NEW_FS_ROOT:
+        return None
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
 
 
 def forget(planned: Planned) -> None:
