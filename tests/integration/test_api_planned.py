@@ -288,6 +288,15 @@ print(json.dumps([os.getpid(), mine_left(), len(zygotes_children())]))
     assert mounts_under(rootfs_copy) == []
 
 
+def test_a_mount_destination_that_is_a_file_fails_as_with_the_python_init(rootfs_copy):
+    tmp = os.path.join(rootfs_copy, "tmp")
+    os.rmdir(tmp)
+    open(tmp, "w").close()
+    planned, python = both("print(json.dumps(attempt(['true'], rootfs=ROOTFS)))", rootfs_copy)
+    assert planned == python
+    assert planned[0]["message"].endswith("cannot mount tmpfs on /tmp: mount: Not a directory")
+
+
 # Where the plan's exec candidates (execve's errors, as execvp) and capsa.init.find_executable
 # (stat, the first regular file) part ways.
 EXEC_DIVERGENCES = {

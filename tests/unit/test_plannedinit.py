@@ -309,6 +309,21 @@ def test_a_failed_check_is_its_message_alone_as_the_python_inits():
     assert planned.error(0, EINVAL) == "mounts: /proc in the container: Invalid argument"
 
 
+def test_mount_errors_name_the_call_as_capsa_linux_does():
+    # capsa.rootfs: "mounts[6]: cannot mount tmpfs on /tmp: mount: Not a directory" (OSError's
+    # strerror from capsa.linux names the call); posix's own (the bind source's open) do not.
+    b = child_builder()
+    why = "mounts[6]: cannot mount tmpfs on /tmp"
+    b.open("openat", AT_FDCWD, b.string("/src"), 0, why=why)
+    b.open("openat2", 5, b.string("/tmp"), b.blob(bytes(24)), 24, why=why)
+    b.call("mount", b.string("tmpfs"), b.fd_path(6), b.string("tmpfs"), 0, 0, why=why)
+    b.call("mount", 0, b.string("/"), 0, 0, 0, why="cannot make / a slave mount")
+    planned = Planned(b.encode(), b.why, "sh", 0)
+    assert [planned.error(step, ENOTDIR) for step in range(4)] == [
+        f"{why}: Not a directory", f"{why}: openat2: Not a directory", f"{why}: mount: Not a directory",
+        "cannot make / a slave mount: Not a directory"]
+
+
 def test_only_a_cached_plan_failing_at_a_mount_or_the_cwd_may_be_stale():
     why = ["prctl(PR_SET_DUMPABLE)", "mounts[3]: cannot mount tmpfs on /work", "process.cwd '/work'", "exec:"]
     fresh, cached = Planned(b"", why, "sh", 0), Planned(b"", why, "sh", 0, cached=True)
