@@ -378,6 +378,33 @@ print(json.dumps(attempt(['sh', '-c', 'echo $HOME'], rootfs=ROOTFS)))
     assert changed == python_changed and changed["stdout"] == "/home/r\n"
 
 
+def test_a_cached_plan_whose_bind_source_became_unreachable_falls_back(rootfs):
+    # A bind source the sandbox's root cannot reach (a 0700 directory above it) is opened by the
+    # runtime for the Python init: the cached plan, which opens it in the child, fails there and
+    # the launch is made again without a plan. (Under /usr: HostTools binds it, so the extra's
+    # mount point is there, reached through the 0700 directory: the Python init stops at it,
+    # "openat2: Permission denied"; the plan, at its open of the source, would not say "openat2".)
+    top = tempfile.mkdtemp(prefix="capsa-planned-extra-", dir="/usr/local")
+    try:
+        extra = os.path.join(top, "tools")
+        os.makedirs(extra)
+        searchable(extra)
+        call = f"attempt(['ls', '-d', {extra!r}], rootfs=capsa.HostTools(extra=({extra!r},)))"
+        code = f"""
+print(json.dumps({call}))
+os.chmod({top!r}, 0o700)
+print(json.dumps({call}))
+print(json.dumps([os.getpid(), mine_left()]))
+"""
+        first, unreachable, (pid, left) = output(start(code, rootfs, planned=True))
+        python_unreachable, = output(start(f"print(json.dumps({call}))", rootfs, planned=False))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    assert first["stdout"] == extra + "\n"
+    assert unreachable == python_unreachable
+    assert left == [] and leftovers(pid) == []
+
+
 def test_a_cached_plan_whose_proc_became_a_symlink_stops_at_the_procfs_check(rootfs_copy):
     # /proc a symlink to /sys once the plan is made: the proc mount goes to the root's /sys, the
     # sysfs over it, and /proc, followed, is not a procfs: masked paths must not be made there.
