@@ -174,15 +174,20 @@ def test_a_run_sees_the_same_with_the_planned_init_and_the_python_init(rootfs):
 SCRIPT = {probe_script()!r}
 for config in {list(CONFIGS.values())!r}:
     print(json.dumps(eval(f"attempt(['sh', '-c', SCRIPT], {{config}})")))
+with capsa.Sandbox(rootfs=ROOTFS, memory='64M') as sb:  # /work: a bind of the sandbox's scratch
+    sb.write_file('/work/kept', b'x')
+    r = sb.run(['sh', '-c', SCRIPT + 'ls /work'], timeout=30)
+    print(json.dumps({{"stdout": r.stdout.decode(), "stderr": r.stderr.decode(), "exit_code": r.exit_code}}))
 """
     planned, python = both(code, rootfs)
-    for name, seen, expected in zip(CONFIGS, planned, python, strict=True):
+    for name, seen, expected in zip([*CONFIGS, "sandbox"], planned, python, strict=True):
         assert seen.get("exit_code") == 0, (name, seen)
         seen, expected = normalised(seen), normalised(expected)
         assert seen["stdout"].splitlines() == expected["stdout"].splitlines(), name
         assert seen == expected, name
     busybox = planned[0]["stdout"]
     assert "NoNewPrivs:\t1" in busybox and "\nsandbox\n" in busybox and " /work " in busybox  # the probe probes
+    assert planned[-1]["stdout"].endswith("\nkept\n")
 
 
 def test_signals_the_caller_ignores_or_blocks_are_reset_in_the_run(rootfs):
@@ -248,6 +253,17 @@ def test_the_runs_compared_take_the_planned_path(rootfs, dev_template):
         planned = planned_by_the_zygote(spec_of(["sh", "-c", "true"], **arguments))
         assert planned is not None, name
         assert planned.executable == "sh" and planned.why[-1] == "exec:"
+    scratch = tempfile.mkdtemp(prefix="capsa-planned-scratch-")  # a Sandbox's /work (capsa.api.session.make_scratch)
+    try:
+        searchable(scratch)
+        from capsa.api.arguments import Limits
+        from capsa.api.rootfs import resolve
+        from capsa.api.spec import build_spec
+
+        spec = build_spec(["sh"], resolve(rootfs), Limits(), ["PATH=/bin"], "/work", work_source=scratch)
+        assert planned_by_the_zygote(spec) is not None
+    finally:
+        os.rmdir(scratch)
 
 
 def test_a_missing_mount_destination_is_left_to_the_python_init(rootfs_copy, dev_template):
