@@ -388,7 +388,13 @@ def changed(spec: dict, change) -> dict:
 
 @needs_root
 def test_an_api_run_is_eligible(api_spec):
+    from capsa.api import HostTools
+    from capsa.api.arguments import Limits
+    from capsa.api.spec import build_spec
+
     assert plannedinit.eligible(launch_plan(api_spec))
+    host_tools = build_spec(["python3"], HostTools().resolve(), Limits(network=True), ["PATH=/usr/bin"], "/work")
+    assert plannedinit.eligible(launch_plan(host_tools))
 
 
 @needs_root
