@@ -301,6 +301,16 @@ _CAPABILITY_VERSION_3 = 0x20080522
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP, _IFF_LOOPBACK = 0x8913, 0x8914, 0x1, 0x8
 
 
+# The calls capsa.rootfs makes through capsa.linux (whose OSError names the call) where the plan
+# makes these; mount_setattr's flags are a remount (mount) there.
+_LINUX_CALL = {_NR["openat2"]: "openat2", _NR["mount"]: "mount", _NR["mount_setattr"]: "mount"}
+
+
+def _is_rootfs_message(why: str) -> bool:
+    """capsa.rootfs's messages of mounts, masked and read-only paths."""
+    return why.startswith(("mounts[", "cannot mask ")) or (why.startswith("cannot make /") and why.endswith(" read-only"))
+
+
 class Planned:
     """A plan made: its bytes, what each step does (for the parent's error message), where the
     container's id goes in it."""
@@ -331,7 +341,22 @@ class Planned:
             return _exec_error(self.executable, errno)
         if errno == UNEXPECTED:
             return f"{why}: the kernel's answer was not the one planned"
-        return f"{why}: {posix.strerror(errno)}" if errno else why
+        kind, number = self._step(step)
+        if kind == TEST:
+            return why  # a check that failed says it all (capsa.rootfs's messages have no errno)
+        if not errno:
+            return why
+        # capsa.rootfs's mount messages end with the OSError of a capsa.linux call: "mount: ..."
+        call = _LINUX_CALL.get(number) if kind == CALL and _is_rootfs_message(why) else None
+        return f"{why}: {call}: {posix.strerror(errno)}" if call else f"{why}: {posix.strerror(errno)}"
+
+    def _step(self, step: int) -> tuple[int | None, int | None]:
+        """The kind and system call number of `step` (None, None: not in the plan)."""
+        at = 16 + STEP * step
+        if step < 0 or at + STEP > len(self.plan):
+            return None, None
+        kind, _, number = struct.unpack_from("<IIQ", self.plan, at)
+        return kind, number
 
 
 def _exec_error(name: str, errno: int) -> str:
@@ -445,8 +470,9 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
     if not dev_is_bind_mounted(mounts):
         return None  # devices: binds of the host's nodes (a user namespace), not planned
     cwd = process["cwd"]
-    if view.stat(cwd, len(mounts)) is None:
-        return None  # mkdir_all would make it
+    found = view.stat(cwd, len(mounts))
+    if found is None or found.st_mode & _S_IFMT != _S_IFDIR:
+        return None  # mkdir_all would make it, or say it cannot (a file)
     proc = None
     if any(m["destination"].rstrip("/") == "/proc" for m in mounts):
         proc = _open_procfs_root(b, root)

@@ -87,10 +87,22 @@ def pivot_root(new_root: str, put_old: str) -> None:
     check(syscall("pivot_root", fsencode(new_root), fsencode(put_old)), "pivot_root", new_root)
 
 
+_EAGAIN = 11
+_OPENAT2_TRIES = 32
+
+
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2), close-on-exec; `resolve` is RESOLVE_* (RESOLVE_IN_ROOT: inside dirfd as a root)."""
     how = _struct.pack("QQQ", flags | posix.O_CLOEXEC, mode, resolve)  # struct open_how, read by the kernel
-    return check(syscall("openat2", dirfd, fsencode(path), how, len(how)), "openat2", path)
+    encoded = fsencode(path)
+    for _ in range(_OPENAT2_TRIES - 1):
+        result = syscall("openat2", dirfd, encoded, how, len(how))
+        # EAGAIN: a ".." was resolved (RESOLVE_IN_ROOT, RESOLVE_BENEATH) while something was
+        # renamed or mounted anywhere on the host; the kernel asks to try again. Bounded: a
+        # rootfs whose owner renames without end gets the error.
+        if result >= 0 or get_errno() != _EAGAIN:
+            return check(result, "openat2", path)
+    return check(syscall("openat2", dirfd, encoded, how, len(how)), "openat2", path)
 
 
 def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int, propagation: int = 0) -> None:
