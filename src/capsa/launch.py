@@ -330,6 +330,7 @@ def start(plan: LaunchPlan) -> int:
     managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
     maps_unasked = _maps_unasked(plan)
+    planned = None
     try:
         planned = _planned_init(plan, seccomp_filter, fds.sync)
         child = planned.spawn(_born_namespaces(plan), plan.cgroup) if planned is not None else None
@@ -338,11 +339,10 @@ def start(plan: LaunchPlan) -> int:
         if planned is not None:
             planned.close()
         raise
+    if child is not None:
+        return _drive_planned(plan, child, parent_fd, planned, lambda: _close_if_open(*fds.all()))
     if planned is not None:
         planned.close()
-    if child is not None:
-        _close_if_open(*fds.all())
-        return _drive_planned(plan, child, parent_fd, planned)
     try:
         child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
                                                                     _born_namespaces(plan))
@@ -492,17 +492,24 @@ def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int) -> _Plann
         raise
 
 
-def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _PlannedLaunch) -> int:
+def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _PlannedLaunch, close_fds: Any) -> int:
     """The parent's part of a planned init: the maps, the limits, "go", then the child's report:
-    nothing (it has exec'd the process: EOF) or the step that failed."""
-    restore_cpus = _leave_cpu_to(child)
+    nothing (it has exec'd the process: EOF) or the step that failed. The child waits for its
+    maps first: they are written before anything else (the child's and `launch`'s fds closed,
+    `close_fds`, then)."""
+    restore_cpus = None
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
-        if _new_user_namespace_in(plan):
-            from capsa import idmap
+        try:
+            if _new_user_namespace_in(plan):
+                from capsa import idmap
 
-            idmap.write_mappings(child, plan.id_mappings or {})
-        posix.write(parent_fd, b"m")  # the child becomes root in it and execs the plan
+                idmap.write_mappings(child, plan.id_mappings or {})
+            posix.write(parent_fd, b"m")  # the child becomes root in it and execs the plan
+        finally:
+            restore_cpus = _leave_cpu_to(child)
+            launch.close()
+            close_fds()
         driver.apply_limits()
         driver.pid = child
         plan.state["pid"] = child
