@@ -156,24 +156,12 @@ def elf_image() -> bytes:
     return tinyelf.image(_CODE, bss=_BSS)
 
 
-_shared: tuple[int, int, int] | None = None  # this process's copy: (fd, st_dev, st_ino)
+_shared = tinyelf.SharedImage("capsa-init", elf_image)
 
 
 def shared_fd() -> int:
-    """This process's sealed copy of the program, made once (see capsa.trampoline.shared_fd)."""
-    global _shared
-    if _shared is not None:
-        fd, device, inode = _shared
-        try:
-            found = posix.fstat(fd)
-            if (found.st_dev, found.st_ino) == (device, inode):
-                return fd
-        except OSError:
-            pass
-    fd = tinyelf.sealed_memfd("capsa-init", elf_image())
-    found = posix.fstat(fd)
-    _shared = (fd, found.st_dev, found.st_ino)
-    return fd
+    """This process's sealed copy of the program, made once (tinyelf.SharedImage)."""
+    return _shared.fd()
 
 
 supported = tinyelf.supported

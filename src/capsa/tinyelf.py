@@ -11,6 +11,7 @@ change (F_SEAL_SEAL, SHRINK, GROW, WRITE): what is exec'd from it cannot be over
 from __future__ import annotations
 
 import _struct as struct  # struct.py adds nothing used here and costs 0.3M instructions to import
+import _thread
 import posix
 
 BASE = 0x400000  # where the code is loaded
@@ -47,3 +48,31 @@ def sealed_memfd(name: str, elf: bytes) -> int:
 def supported() -> bool:
     """These images are x86-64 machine code."""
     return posix.uname().machine == "x86_64"
+
+
+class SharedImage:
+    """A process's one sealed copy of an image, made on first use: a long-lived process (the
+    API's zygote) hands the same fd to every child it makes rather than make one per container.
+    Sealed, it is the same bytes for every container and none can change it. Made again if its
+    fd is no longer it (closed, and its number reused by another file)."""
+
+    def __init__(self, name: str, make_image):
+        self.name = name
+        self.make_image = make_image
+        self._made: tuple[int, int, int] | None = None  # (fd, st_dev, st_ino)
+        self._lock = _thread.allocate_lock()  # threads launching at once make one copy, not one each
+
+    def fd(self) -> int:
+        with self._lock:
+            if self._made is not None:
+                fd, device, inode = self._made
+                try:
+                    found = posix.fstat(fd)
+                    if (found.st_dev, found.st_ino) == (device, inode):
+                        return fd
+                except OSError:
+                    pass
+            fd = sealed_memfd(self.name, self.make_image())
+            found = posix.fstat(fd)
+            self._made = (fd, found.st_dev, found.st_ino)
+            return fd

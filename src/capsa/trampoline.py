@@ -14,9 +14,6 @@ trick) it exits with 126 instead.
 
 from __future__ import annotations
 
-import _thread
-import posix
-
 from capsa import tinyelf
 
 _CODE = bytes.fromhex(
@@ -46,29 +43,13 @@ def sealed_fd() -> int:
     return tinyelf.sealed_memfd("capsa-exec", elf_image())
 
 
-_shared: tuple[int, int, int] | None = None  # this process's copy: (fd, st_dev, st_ino)
-_making = _thread.allocate_lock()  # threads launching at once make one copy, not one each (and leak the rest)
+_shared = tinyelf.SharedImage("capsa-exec", elf_image)
 
 
 def shared_fd() -> int:
-    """This process's sealed trampoline, made once: a launch hands it to each child it makes
-    (capsa.launch), so that a long-lived process (the API's zygote) does not make one per
-    container. Sealed, it is the same bytes for every container and none can change it. Made
-    again if its fd is no longer it (closed, and its number reused by another file)."""
-    global _shared
-    with _making:
-        if _shared is not None:
-            fd, device, inode = _shared
-            try:
-                found = posix.fstat(fd)
-                if (found.st_dev, found.st_ino) == (device, inode):
-                    return fd
-            except OSError:
-                pass
-        fd = sealed_fd()
-        found = posix.fstat(fd)
-        _shared = (fd, found.st_dev, found.st_ino)
-        return fd
+    """This process's sealed trampoline, made once (tinyelf.SharedImage): a launch hands it to
+    each child it makes (capsa.launch)."""
+    return _shared.fd()
 
 
 supported = tinyelf.supported

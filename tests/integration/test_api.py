@@ -17,12 +17,12 @@ import time
 import uuid
 
 import pytest
+from api_leftovers import STATE_ROOT, leftovers
 
 from capsa.bundle import make_rootfs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the API's sandboxes are made as root")
 
-STATE_ROOT = "/run/capsa-api/state"
 
 PRELUDE = """
 import json, os, sys
@@ -73,18 +73,6 @@ def one(rootfs: str, call: str, timeout: float = 120) -> dict:
     return scenario(rootfs, f"show({call})", timeout)[0]
 
 
-def leftovers(pid: int | None = None) -> list[str]:
-    """Containers the API left in its state root, and cgroups named after them."""
-    names = os.listdir(STATE_ROOT) if os.path.isdir(STATE_ROOT) else []
-    prefix = "api-" if pid is None else f"api-{pid}-"
-    found = [n for n in names if n.startswith(prefix)]
-    for hierarchy in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
-        for directory, subdirs, _ in os.walk(hierarchy):
-            # Named after the program when one is given: another program's runs may be under way.
-            found += [os.path.join(directory, d) for d in subdirs if d.startswith(prefix)]
-            if directory.count("/") > 6:
-                subdirs.clear()
-    return found
 
 
 def api_path() -> str:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 import pytest
+from api_leftovers import leftovers
 
 from capsa import plannedinit
 from capsa.bundle import make_rootfs
@@ -24,7 +25,6 @@ from capsa.bundle import make_rootfs
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the API's sandboxes are made as root"),
               pytest.mark.skipif(not plannedinit.supported(), reason="the planned init is x86-64 machine code")]
 
-STATE_ROOT = "/run/capsa-api/state"
 
 PRELUDE = """
 import json, os, sys
@@ -100,17 +100,6 @@ def both(code: str, *args: str) -> tuple[list, list]:
     return output(planned), output(python)
 
 
-def leftovers(pid: int) -> list[str]:
-    """The program's containers in the API's state root, and cgroups named after them."""
-    names = os.listdir(STATE_ROOT) if os.path.isdir(STATE_ROOT) else []
-    prefix = f"api-{pid}-"
-    found = [n for n in names if n.startswith(prefix)]
-    for hierarchy in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
-        for directory, subdirs, _ in os.walk(hierarchy):
-            found += [os.path.join(directory, d) for d in subdirs if d.startswith(prefix)]
-            if directory.count("/") > 6:
-                subdirs.clear()
-    return found
 
 
 def mounts_under(path: str) -> list[str]:

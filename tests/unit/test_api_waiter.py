@@ -9,6 +9,7 @@ import socket
 import subprocess
 
 import pytest
+from machine_code import assembled, needs_gnu_as
 
 from capsa.api import waiter
 
@@ -107,11 +108,6 @@ def test_requests_it_cannot_hold_are_refused_before_sending():
     assert waiter.candidates("./x", ["PATH=/a"]) == ["./x"]
 
 
-@pytest.mark.skipif(not (shutil.which("as") and shutil.which("objcopy")), reason="GNU as and objcopy not here")
+@needs_gnu_as
 def test_the_machine_code_is_waiter_s_assembled(tmp_path):
-    source = os.path.join(os.path.dirname(waiter.__file__), "waiter.s")
-    if not os.path.exists(source):  # an installed copy without it: the checkout's
-        source = os.path.join(os.path.dirname(__file__), "..", "..", "src", "capsa", "api", "waiter.s")
-    subprocess.run(["as", "--64", "-o", str(tmp_path / "w.o"), source], check=True)
-    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(tmp_path / "w.o"), str(tmp_path / "w.bin")], check=True)
-    assert (tmp_path / "w.bin").read_bytes() == waiter._CODE
+    assert assembled(waiter, "waiter.s", "src/capsa/api", tmp_path) == waiter._CODE

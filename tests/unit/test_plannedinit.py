@@ -7,11 +7,11 @@ from __future__ import annotations
 import _struct
 import fcntl
 import os
-import shutil
 import socket
 import subprocess
 
 import pytest
+from machine_code import assembled, needs_gnu_as
 
 from capsa import plannedinit
 from capsa.plannedinit import (
@@ -29,14 +29,9 @@ ENOENT, EBADF, EACCES, ENOTDIR, EINVAL = 2, 9, 13, 20, 22
 AT_FDCWD = -100
 
 
-@pytest.mark.skipif(not (shutil.which("as") and shutil.which("objcopy")), reason="GNU as and objcopy not here")
+@needs_gnu_as
 def test_the_machine_code_is_plannedinit_s_assembled(tmp_path):
-    source = os.path.join(os.path.dirname(plannedinit.__file__), "plannedinit.s")
-    if not os.path.exists(source):  # an installed copy without it: the checkout's
-        source = os.path.join(os.path.dirname(__file__), "..", "..", "src", "capsa", "plannedinit.s")
-    subprocess.run(["as", "--64", "-o", str(tmp_path / "p.o"), source], check=True)
-    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(tmp_path / "p.o"), str(tmp_path / "p.bin")], check=True)
-    assert (tmp_path / "p.bin").read_bytes() == plannedinit._CODE
+    assert assembled(plannedinit, "plannedinit.s", "src/capsa", tmp_path) == plannedinit._CODE
 
 
 # -- the Builder ---------------------------------------------------------------------------------

@@ -5,11 +5,10 @@ script on the stdin it was given); x86-64 only, as the code."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 
 import pytest
+from machine_code import assembled, needs_gnu_as
 
 from capsa import spawn, tinyelf
 
@@ -75,11 +74,6 @@ def test_the_caller_s_memory_and_signal_mask_are_untouched():
     assert marker == b"untouched"
 
 
-@pytest.mark.skipif(not (shutil.which("as") and shutil.which("objcopy")), reason="GNU as and objcopy not here")
+@needs_gnu_as
 def test_the_machine_code_is_spawn_s_assembled(tmp_path):
-    source = os.path.join(os.path.dirname(spawn.__file__), "spawn.s")
-    if not os.path.exists(source):  # an installed copy without it: the checkout's
-        source = os.path.join(os.path.dirname(__file__), "..", "..", "src", "capsa", "spawn.s")
-    subprocess.run(["as", "--64", "-o", str(tmp_path / "s.o"), source], check=True)
-    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(tmp_path / "s.o"), str(tmp_path / "s.bin")], check=True)
-    assert (tmp_path / "s.bin").read_bytes() == spawn._CODE
+    assert assembled(spawn, "spawn.s", "src/capsa", tmp_path) == spawn._CODE
