@@ -333,7 +333,7 @@ def start(plan: LaunchPlan) -> int:
     planned = None
     try:
         planned = _planned_init(plan, seccomp_filter, fds.sync)
-        child = planned.spawn(_born_namespaces(plan), plan.cgroup) if planned is not None else None
+        child = planned.spawn(_born_namespaces(plan), plan.cgroup, parent_fd) if planned is not None else None
     except BaseException:
         _close_if_open(parent_fd, *fds.all())
         if planned is not None:
@@ -426,7 +426,6 @@ class _PlannedLaunch:
         from capsa import plannedinit
 
         self.planned = planned
-        self.executable = plannedinit.shared_fd()
         self.ours: list[int] = list(joins)  # closed by close()
         memfd = posix.memfd_create("capsa-plan", posix.MFD_CLOEXEC)
         self.ours.append(memfd)
@@ -434,6 +433,7 @@ class _PlannedLaunch:
         lowest = plannedinit.FIRST_JOIN_FD + len(joins)
         # Targets: 0-2 stdio, PLAN_FD, CHANNEL_FD, the joins.
         self.sources = [self._above(fd, lowest) for fd in (*stdio, memfd, channel, *joins)]
+        self.executable = self._above(plannedinit.shared_fd(), lowest)  # no dup2 of the child's may land on it
 
     def _above(self, fd: int, lowest: int) -> int:
         if fd >= lowest:
@@ -444,7 +444,7 @@ class _PlannedLaunch:
         self.ours.append(copy)
         return copy
 
-    def spawn(self, namespaces: int, cgroup: Cgroup | None) -> int | None:
+    def spawn(self, namespaces: int, cgroup: Cgroup | None, parent_end: int) -> int | None:
         """The child, sharing our memory until it execs the planned init (capsa.spawn), born in
         the `namespaces` and the cgroup's cgroup2 directory (if any); None if the kernel refuses
         that clone (the Python init then makes what it can and says why)."""
@@ -454,7 +454,7 @@ class _PlannedLaunch:
         directory = cgroup.cgroup2_dir() if cgroup is not None else None
         fd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC) if directory else None
         try:
-            return spawn.spawner().spawn(namespaces, fd, self.sources[CHANNEL_FD], self.sources, self.executable)
+            return spawn.spawner().spawn(namespaces, fd, self.sources[CHANNEL_FD], self.sources, self.executable, parent_end)
         except OSError:
             return None
         finally:

@@ -186,7 +186,7 @@ _NR = {
     "setresuid": 117, "setresgid": 119, "setsid": 112, "capset": 126, "fstatfs": 138, "prctl": 157,
     "pivot_root": 155, "mount": 165, "umount2": 166, "sethostname": 170, "setdomainname": 171, "openat": 257,
     "unshare": 272, "prlimit64": 302, "seccomp": 317, "keyctl": 250, "close_range": 436, "openat2": 437,
-    "mount_setattr": 442, "newfstatat": 262, "faccessat": 269, "exit_group": 231,
+    "mount_setattr": 442, "newfstatat": 262, "faccessat": 269, "exit_group": 231, "dup3": 292, "execveat": 322,
 }
 
 
@@ -443,8 +443,8 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
     if not config.no_new_keyring:
         b.call("keyctl", 1, container_id, why="cannot create a session keyring", soft=_ENOSYS)
     if "network" in new_namespaces:
-        _loopback_up(b)
-    dev_null = _open_dev_null(b)
+        loopback_up(b)
+    dev_null = open_dev_null(b)
     b.call("mount", 0, b.string("/"), 0, linux.MS_SLAVE | linux.MS_REC, 0, why="cannot make / a slave mount")
     b.call("mount", b.string(config.rootfs), b.string(config.rootfs), b.string("bind"), linux.MS_BIND | linux.MS_REC, 0,
            why=f"cannot bind the rootfs {config.rootfs}")
@@ -463,11 +463,11 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
         return None  # mkdir_all would make it, or say it cannot (a file)
     proc = None
     if any(m["destination"].rstrip("/") == "/proc" for m in mounts):
-        proc = _open_procfs_root(b, root)
+        proc = open_procfs_root(b, root)
     for path in linux_spec.get("maskedPaths") or []:
-        _mask(b, root, proc, path, dev_null)
+        mask(b, root, proc, path, dev_null)
     for path in linux_spec.get("readonlyPaths") or []:
-        _read_only(b, root, proc, path)
+        read_only(b, root, proc, path)
     if proc is not None:
         b.close(proc)
     _pivot(b, config.rootfs)
@@ -484,12 +484,7 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
                why="setdomainname")
 
     # capsa.init._prepare_process
-    from capsa.spec import RLIMITS
-
-    for index, rlimit in enumerate(process.get("rlimits") or []):
-        soft, hard = (min(rlimit[k], 2**64 - 1) for k in ("soft", "hard"))
-        b.call("prlimit64", 0, RLIMITS[rlimit["type"]], b.blob(struct.pack("<QQ", soft, hard)), 0,
-               why=f"process.rlimits[{index}]: cannot set {rlimit['type']} to {rlimit['soft']}:{rlimit['hard']}")
+    set_rlimits(b, process)
     _enter_cwd(b, cwd)
     env = _environment(process, view, len(mounts))
     if env is None:
@@ -500,17 +495,17 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
     # capsa.init._become_process, then the seccomp filter and the exec
     no_new_privs = bool(process.get("noNewPrivileges"))
     if seccomp_filter is not None and not no_new_privs:
-        _load_seccomp(b, seccomp_filter)
-    _become_user(b, process)
+        load_seccomp(b, seccomp_filter)
+    become_user(b, process)
     if no_new_privs:
         b.call("prctl", linux.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, why="prctl(PR_SET_NO_NEW_PRIVS)")
     umask = (process.get("user") or {}).get("umask")
     b.call("umask", 0o022 if umask is None else umask, why="umask")
-    _reset_signals(b)
+    reset_signals(b)
     if seccomp_filter is not None and no_new_privs:
-        _load_seccomp(b, seccomp_filter)
-    argv = _pointers(b, process["args"])
-    envp = _pointers(b, [f"{k}={v}" for k, v in env.items()])
+        load_seccomp(b, seccomp_filter)
+    argv = pointers(b, process["args"])
+    envp = pointers(b, [f"{k}={v}" for k, v in env.items()])
     _exec_first_found(b, name, env, argv, envp)
     return Planned(b.encode(), b.why, name, 16 + STEP * len(b.steps) + container_id.offset)
 
@@ -539,7 +534,16 @@ def _exec_first_found(b: Builder, name: str, env: dict[str, str], argv: _Ref, en
     b.fail("exec:")  # none found: ENOENT
 
 
-def _pointers(b: Builder, strings: list[str]) -> _Ref:
+def set_rlimits(b: Builder, process: dict) -> None:
+    from capsa.spec import RLIMITS
+
+    for index, rlimit in enumerate(process.get("rlimits") or []):
+        soft, hard = (min(rlimit[k], 2**64 - 1) for k in ("soft", "hard"))
+        b.call("prlimit64", 0, RLIMITS[rlimit["type"]], b.blob(struct.pack("<QQ", soft, hard)), 0,
+               why=f"process.rlimits[{index}]: cannot set {rlimit['type']} to {rlimit['soft']}:{rlimit['hard']}")
+
+
+def pointers(b: Builder, strings: list[str]) -> _Ref:
     """A NULL-terminated array of pointers to `strings` (argv, envp)."""
     refs = [b.string(s) for s in strings]
     table = b.blob(bytes(8 * (len(refs) + 1)))
@@ -676,7 +680,7 @@ class _NewFsRoot:
 _NEW_FS_ROOT = _NewFsRoot()
 
 
-def _loopback_up(b: Builder) -> None:
+def loopback_up(b: Builder) -> None:
     """capsa.linux.loopback_up: a new network namespace's lo, whose flags are IFF_LOOPBACK alone."""
     why = "cannot bring the loopback interface up"
     sock = b.open("socket", 2, 2 | _O_CLOEXEC, 0, why=why)  # AF_INET, SOCK_DGRAM
@@ -755,7 +759,7 @@ def _reachable_by_anyone(path: str) -> bool:
     return True
 
 
-def _open_dev_null(b: Builder) -> int:
+def open_dev_null(b: Builder) -> int:
     """capsa.init: the host's /dev/null, opened in the container's mount namespace before any
     mount of its own (the source of the binds over masked files), and checked."""
     why = "/dev/null on the host is not the null device"
@@ -767,7 +771,7 @@ def _open_dev_null(b: Builder) -> int:
     return dev_null
 
 
-def _open_procfs_root(b: Builder, root: int) -> int:
+def open_procfs_root(b: Builder, root: int) -> int:
     """capsa.rootfs.open_procfs_root: the container's /proc must be the root of a procfs."""
     from capsa import linux
 
@@ -797,7 +801,7 @@ def _open_target(b: Builder, root: int, proc: int | None, path: str, why: str) -
     return fd, len(b.steps) - 1
 
 
-def _mask(b: Builder, root: int, proc: int | None, path: str, dev_null: int) -> None:
+def mask(b: Builder, root: int, proc: int | None, path: str, dev_null: int) -> None:
     """capsa.rootfs.mask_paths: an empty read-only tmpfs over a directory, /dev/null over the rest."""
     why = f"cannot mask {path}"
     target, opened = _open_target(b, root, proc, path, why)
@@ -813,7 +817,7 @@ def _mask(b: Builder, root: int, proc: int | None, path: str, dev_null: int) -> 
     b.skip_to_here(opened)
 
 
-def _read_only(b: Builder, root: int, proc: int | None, path: str) -> None:
+def read_only(b: Builder, root: int, proc: int | None, path: str) -> None:
     """capsa.rootfs.readonly_paths: a bind of the path on itself, made read-only."""
     why = f"cannot make {path} read-only"
     target, opened = _open_target(b, root, proc, path, why)
@@ -880,7 +884,7 @@ def _environment(process: dict, view: _View, upto: int) -> dict[str, str] | None
     return env
 
 
-def _load_seccomp(b: Builder, seccomp_filter) -> None:
+def load_seccomp(b: Builder, seccomp_filter) -> None:
     program = seccomp_filter.program
     instructions = b.blob(program)
     fprog = b.blob(bytes(16))  # struct sock_fprog: u16 len, then the pointer at 8
@@ -889,7 +893,7 @@ def _load_seccomp(b: Builder, seccomp_filter) -> None:
     b.call("seccomp", 1, seccomp_filter.flags, fprog, why="seccomp: cannot load the filter")  # SET_MODE_FILTER
 
 
-def _become_user(b: Builder, process: dict) -> None:
+def become_user(b: Builder, process: dict) -> None:
     """capsa.caps: the bounding set, the user (keeping capabilities), the capability sets, the
     ambient ones. The init is root of a new user namespace: it holds every capability."""
     from capsa import caps, linux
@@ -925,9 +929,10 @@ def _become_user(b: Builder, process: dict) -> None:
                    why="prctl(PR_CAP_AMBIENT_RAISE)", soft=_EPERM)
 
 
-def _reset_signals(b: Builder) -> None:
+def reset_signals(b: Builder, every: bool = False) -> None:
     """capsa.init._reset_signals: what the child inherits from this process (the parent) not at
-    its default (an ignored signal stays ignored across exec), and an empty signal mask."""
+    its default (an ignored signal stays ignored across exec), or `every` signal (a plan made in
+    another process than the child's parent), and an empty signal mask."""
     import _signal
 
     default = b.blob(bytes(32))  # struct kernel_sigaction: SIG_DFL, no flags, no restorer, no mask
@@ -935,7 +940,7 @@ def _reset_signals(b: Builder) -> None:
         if number in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            if _signal.getsignal(number) is not _signal.SIG_DFL:
+            if every or _signal.getsignal(number) is not _signal.SIG_DFL:
                 b.call("rt_sigaction", number, default, 0, 8, why="rt_sigaction")
         except (OSError, ValueError):
             pass

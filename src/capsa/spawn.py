@@ -12,7 +12,10 @@ unblocks them); the job, the argv and the stack stay alive until the child has e
 launch waits for the end of the planned init, well after).
 
     long spawn(struct clone_args *args, size_t size, struct job *job): the child's pid or -errno
-    struct job { u32 channel; u32 count; u64 executable; u64 argv; u64 envp; u32 sources[count]; }
+    struct job { u32 channel; u32 count; u64 executable; u64 argv; u64 envp; i32 parent_end; u32 pad;
+                 u32 sources[count]; }
+The child closes first its copy of `parent_end`, the caller's end of the channel: else, holding
+it, it would wait for "m" for ever if the caller died before sending it.
 """
 
 from __future__ import annotations
@@ -29,65 +32,68 @@ _CODE = bytes.fromhex(
     "c3"                          # 00f  ret
     # child:
     "4d89c4"                      # 010  mov r12,r8
-    "4883ec10"                    # 013  sub rsp,0x10
-    "418b3c24"                    # 017  mov edi,dword [r12]
-    "4889e6"                      # 01b  mov rsi,rsp
-    "ba01000000"                  # 01e  mov edx,0x1
-    "31c0"                        # 023  xor eax,eax
-    "0f05"                        # 025  syscall
-    "4883f801"                    # 027  cmp rax,0x1
-    "0f8591000000"                # 02b  jne c2
-    "803c246d"                    # 031  cmp byte [rsp],0x6d
-    "0f8587000000"                # 035  jne c2
-    "31ff"                        # 03b  xor edi,edi
-    "31f6"                        # 03d  xor esi,esi
-    "31d2"                        # 03f  xor edx,edx
-    "b877000000"                  # 041  mov eax,0x77
-    "0f05"                        # 046  syscall
-    "4885c0"                      # 048  test rax,rax
-    "7555"                        # 04b  jne a2
-    "31ff"                        # 04d  xor edi,edi
-    "31f6"                        # 04f  xor esi,esi
-    "31d2"                        # 051  xor edx,edx
-    "b875000000"                  # 053  mov eax,0x75
-    "0f05"                        # 058  syscall
-    "4885c0"                      # 05a  test rax,rax
-    "7543"                        # 05d  jne a2
-    "31db"                        # 05f  xor ebx,ebx
+    "418b7c2420"                  # 013  mov edi,dword [r12+0x20]
+    "b803000000"                  # 018  mov eax,0x3
+    "0f05"                        # 01d  syscall
+    "4883ec10"                    # 01f  sub rsp,0x10
+    "418b3c24"                    # 023  mov edi,dword [r12]
+    "4889e6"                      # 027  mov rsi,rsp
+    "ba01000000"                  # 02a  mov edx,0x1
+    "31c0"                        # 02f  xor eax,eax
+    "0f05"                        # 031  syscall
+    "4883f801"                    # 033  cmp rax,0x1
+    "0f8591000000"                # 037  jne ce
+    "803c246d"                    # 03d  cmp byte [rsp],0x6d
+    "0f8587000000"                # 041  jne ce
+    "31ff"                        # 047  xor edi,edi
+    "31f6"                        # 049  xor esi,esi
+    "31d2"                        # 04b  xor edx,edx
+    "b877000000"                  # 04d  mov eax,0x77
+    "0f05"                        # 052  syscall
+    "4885c0"                      # 054  test rax,rax
+    "7555"                        # 057  jne ae
+    "31ff"                        # 059  xor edi,edi
+    "31f6"                        # 05b  xor esi,esi
+    "31d2"                        # 05d  xor edx,edx
+    "b875000000"                  # 05f  mov eax,0x75
+    "0f05"                        # 064  syscall
+    "4885c0"                      # 066  test rax,rax
+    "7543"                        # 069  jne ae
+    "31db"                        # 06b  xor ebx,ebx
     # dup_next:
-    "413b5c2404"                  # 061  cmp ebx,dword [r12+0x4]
-    "7317"                        # 066  jae 7f
-    "418b7c9c20"                  # 068  mov edi,dword [r12+rbx*4+0x20]
-    "89de"                        # 06d  mov esi,ebx
-    "b821000000"                  # 06f  mov eax,0x21
-    "0f05"                        # 074  syscall
-    "4885c0"                      # 076  test rax,rax
-    "7827"                        # 079  js a2
-    "ffc3"                        # 07b  inc ebx
-    "ebe2"                        # 07d  jmp 61
+    "413b5c2404"                  # 06d  cmp ebx,dword [r12+0x4]
+    "7317"                        # 072  jae 8b
+    "418b7c9c28"                  # 074  mov edi,dword [r12+rbx*4+0x28]
+    "89de"                        # 079  mov esi,ebx
+    "b821000000"                  # 07b  mov eax,0x21
+    "0f05"                        # 080  syscall
+    "4885c0"                      # 082  test rax,rax
+    "7827"                        # 085  js ae
+    "ffc3"                        # 087  inc ebx
+    "ebe2"                        # 089  jmp 6d
     # dup_done:
-    "498b7c2408"                  # 07f  mov rdi,qword [r12+0x8]
-    "488d3543000000"              # 084  lea rsi,[rip+0x43]
-    "498b542410"                  # 08b  mov rdx,qword [r12+0x10]
-    "4d8b542418"                  # 090  mov r10,qword [r12+0x18]
-    "41b800100000"                # 095  mov r8d,0x1000
-    "b842010000"                  # 09b  mov eax,0x142
-    "0f05"                        # 0a0  syscall
+    "498b7c2408"                  # 08b  mov rdi,qword [r12+0x8]
+    "488d3543000000"              # 090  lea rsi,[rip+0x43]
+    "498b542410"                  # 097  mov rdx,qword [r12+0x10]
+    "4d8b542418"                  # 09c  mov r10,qword [r12+0x18]
+    "41b800100000"                # 0a1  mov r8d,0x1000
+    "b842010000"                  # 0a7  mov eax,0x142
+    "0f05"                        # 0ac  syscall
     # fail:
-    "f7d8"                        # 0a2  neg eax
-    "c70424ffffffff"              # 0a4  mov dword [rsp],0xffffffff
-    "89442404"                    # 0ab  mov dword [rsp+0x4],eax
-    "418b3c24"                    # 0af  mov edi,dword [r12]
-    "4889e6"                      # 0b3  mov rsi,rsp
-    "ba08000000"                  # 0b6  mov edx,0x8
-    "b801000000"                  # 0bb  mov eax,0x1
-    "0f05"                        # 0c0  syscall
-    # quit:
-    "bf01000000"                  # 0c2  mov edi,0x1
-    "b8e7000000"                  # 0c7  mov eax,0xe7
+    "f7d8"                        # 0ae  neg eax
+    "c70424ffffffff"              # 0b0  mov dword [rsp],0xffffffff
+    "89442404"                    # 0b7  mov dword [rsp+0x4],eax
+    "418b3c24"                    # 0bb  mov edi,dword [r12]
+    "4889e6"                      # 0bf  mov rsi,rsp
+    "ba08000000"                  # 0c2  mov edx,0x8
+    "b801000000"                  # 0c7  mov eax,0x1
     "0f05"                        # 0cc  syscall
+    # quit:
+    "bf01000000"                  # 0ce  mov edi,0x1
+    "b8e7000000"                  # 0d3  mov eax,0xe7
+    "0f05"                        # 0d8  syscall
     # empty:
-    "00"                          # 0ce  ""
+    "00"                          # 0da  ""
 )
 _STACK_SIZE = 1 << 16
 CLONE_VM, CLONE_INTO_CGROUP, _SIGCHLD = 0x100, 1 << 33, 17
@@ -115,8 +121,10 @@ class Spawner:
         self._argv = _abi.string_buffer(b"capsa-init")
         self._pointers = (_abi.ctype("c_void_p") * 3)(_abi.addressof(self._argv), None, None)  # argv, then envp = [NULL]
 
-    def spawn(self, flags: int, cgroup_fd: int | None, channel: int, sources: list[int], executable: int) -> int:
-        """The child's pid; OSError if the kernel refuses the clone."""
+    def spawn(self, flags: int, cgroup_fd: int | None, channel: int, sources: list[int], executable: int,
+              parent_end: int = -1) -> int:
+        """The child's pid; OSError if the kernel refuses the clone. `parent_end`: our end of
+        the channel, which the child closes (its death or close is then EOF to the child)."""
         import _signal
 
         from capsa.linux import _abi
@@ -124,8 +132,8 @@ class Spawner:
         args = struct.pack("11Q", flags | CLONE_VM | (CLONE_INTO_CGROUP if cgroup_fd is not None else 0), 0, 0, 0,
                            _SIGCHLD, self.stack, _STACK_SIZE, 0, 0, 0, 0 if cgroup_fd is None else cgroup_fd)
         base = _abi.addressof(self._pointers)
-        job = _abi.string_buffer(struct.pack(f"<IIQQQ{len(sources)}I", channel, len(sources), executable, base, base + 16,
-                                             *sources))
+        job = _abi.string_buffer(struct.pack(f"<IIQQQiI{len(sources)}I", channel, len(sources), executable, base, base + 16,
+                                             parent_end, 0, *sources))
         blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
         try:
             pid = self._spawn(args, _abi.c_long(len(args)), job)

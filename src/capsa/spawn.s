@@ -2,10 +2,12 @@
 #   as --64 -o spawn.o spawn.s
 # and its .text embedded in capsa/spawn.py (tests/unit/test_spawn.py compares them).
 # Called from Python (System V ABI): long spawn(struct clone_args *args, size_t size, struct job *job)
-#   struct job { u32 channel; u32 count; u64 executable; u64 argv; u64 envp; u32 sources[count]; }
+#   struct job { u32 channel; u32 count; u64 executable; u64 argv; u64 envp; i32 parent_end; u32 pad;
+#                u32 sources[count]; }
 # clone3 with CLONE_VM: the child shares the caller's memory (no copy of its page tables, none of
 # its pages write-protected) on its own stack (args->stack) until it execs. Returns the child's pid,
-# or -errno. The child waits for "m" on the channel (its maps are written), becomes root of its
+# or -errno. The child closes its copy of the parent's end of the channel (so that the parent's
+# death is EOF to it), waits for "m" on the channel (its maps are written), becomes root of its
 # user namespace, dup2s sources[i] to fd i, and execveat(executable, "", argv, envp,
 # AT_EMPTY_PATH). On failure it writes u32 0xffffffff and u32 errno on the channel and exits 1.
 .intel_syntax noprefix
@@ -20,6 +22,9 @@ spawn:
     ret
 child:
     mov r12, r8
+    mov edi, dword ptr [r12+32]
+    mov eax, 3                      # close(parent_end): -1 is EBADF, harmless
+    syscall
     sub rsp, 16
     mov edi, dword ptr [r12]
     mov rsi, rsp
@@ -48,7 +53,7 @@ child:
 dup_next:
     cmp ebx, dword ptr [r12+4]
     jae dup_done
-    mov edi, dword ptr [r12+rbx*4+32]
+    mov edi, dword ptr [r12+rbx*4+40]
     mov esi, ebx
     mov eax, 33                     # dup2(sources[i], i)
     syscall

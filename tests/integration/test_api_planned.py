@@ -179,6 +179,68 @@ with capsa.Sandbox(rootfs=ROOTFS, memory='64M') as sb:  # /work: a bind of the s
     assert planned[-1]["stdout"].endswith("\nkept\n")
 
 
+POOLS = {
+    "busybox": "rootfs=ROOTFS",
+    "busybox, host network, limits": "rootfs=ROOTFS, network=True, memory='64M', pids=32",
+    "host tools": "rootfs=capsa.HostTools()",
+}
+
+
+def test_a_pooled_run_sees_the_same_from_a_planned_slot_and_a_python_one(rootfs):
+    # A pool's slots (capsa.api.agent) are set up by a plan the zygote made, run by a child of
+    # the agent that shares its memory; CAPSA_PLANNED_INIT=0: in Python, as before.
+    code = f"""
+SCRIPT = {probe_script()!r}
+for config in {list(POOLS.values())!r}:
+    with eval(f"capsa.Pool(1, {{config}})") as pool:
+        for _ in range(2):  # the first slot, and one made after a run
+            r = pool.run(['sh', '-c', SCRIPT + 'touch /tmp/x /work/y /dev/shm/z; ls /tmp /work /dev/shm'], timeout=30)
+            print(json.dumps({{"stdout": r.stdout.decode(), "stderr": r.stderr.decode(), "exit_code": r.exit_code}}))
+"""
+    planned, python = both(code, rootfs)
+    names = [f"{name}, run {run}" for name in POOLS for run in (1, 2)]
+    for name, seen, expected in zip(names, planned, python, strict=True):
+        assert seen.get("exit_code") == 0, (name, seen)
+        seen, expected = normalised(seen), normalised(expected)
+        assert seen["stdout"].splitlines() == expected["stdout"].splitlines(), name
+        assert seen == expected, name
+    assert "NoNewPrivs:\t1" in planned[1]["stdout"] and "Seccomp:\t2" in planned[1]["stdout"]
+    assert planned[1]["stdout"].endswith("/dev/shm:\nz\n\n/tmp:\nx\n\n/work:\ny\n")  # each run's own scratch
+
+
+def test_a_pools_slots_are_planned(rootfs):
+    # The agent holds the slots' plan (from the zygote) at fixed fds, and a slot is a child of the
+    # agent born in its namespaces, not a fork of it: it shares no page of the agent's (its
+    # /proc/<pid>/maps is the waiter's few mappings).
+    code = """
+pool = capsa.Pool(1, rootfs=ROOTFS)
+pool.run(['true'])
+import time
+from capsa.api.zygote import zygote
+agents = []
+for task in os.listdir(f"/proc/{zygote().pid}/task"):
+    for child in open(f"/proc/{zygote().pid}/task/{task}/children").read().split():  # the template
+        for agent in open(f"/proc/{child}/task/{child}/children").read().split():
+            agents.append(agent)
+found = []
+for agent in agents:
+    fds = {fd: os.readlink(f"/proc/{agent}/fd/{fd}") for fd in os.listdir(f"/proc/{agent}/fd")}
+    for _ in range(200):  # the next slot is made once the run is reported
+        slots = [c for t in os.listdir(f"/proc/{agent}/task") for c in open(f"/proc/{agent}/task/{t}/children").read().split()]
+        if slots and open(f"/proc/{slots[0]}/comm").read().strip() == "memfd:capsa-slo":  # comm: 15 characters
+            break
+        time.sleep(0.01)
+    found.append({"plan": fds.get("7", ""), "program": fds.get("8", ""),
+                  "slot": [open(f"/proc/{s}/comm").read().strip() for s in slots]})
+print(json.dumps(found))
+pool.close()
+"""
+    planned, python = both(code, rootfs)
+    assert planned[0] and all("capsa-slot-plan" in a["plan"] and "capsa-init" in a["program"] for a in planned[0])
+    assert all(a["slot"] == ["memfd:capsa-slo"] for a in planned[0]), planned  # its waiter, exec'd by the planned init
+    assert python[0] and all("capsa-slot-plan" not in a["plan"] and a["slot"] == ["memfd:capsa-slo"] for a in python[0])
+
+
 def test_signals_the_caller_ignores_or_blocks_are_reset_in_the_run(rootfs):
     # Both survive the exec of the zygote: its runs' inits are forked with them.
     code = """

@@ -147,8 +147,8 @@ def report(step: int, errno: int) -> bytes:
 
 
 def execve_true(b: Builder) -> None:
-    argv = plannedinit._pointers(b, ["true"])
-    envp = plannedinit._pointers(b, [])
+    argv = plannedinit.pointers(b, ["true"])
+    envp = plannedinit.pointers(b, [])
     b.call("execve", b.string("/bin/true"), argv, envp, why="exec:", flags=plannedinit.TRY)
     b.fail("exec:")
 
@@ -229,8 +229,8 @@ def test_skip_steps_jump_over_their_count(image):
 
 
 def exec_candidates(b: Builder, paths: list[str]) -> None:
-    argv = plannedinit._pointers(b, ["x"])
-    envp = plannedinit._pointers(b, [])
+    argv = plannedinit.pointers(b, ["x"])
+    envp = plannedinit.pointers(b, [])
     for path in paths:
         b.call("execve", b.string(path), argv, envp, why="exec:", flags=plannedinit.TRY)
     b.fail("exec:")
@@ -250,9 +250,9 @@ def test_exec_candidates_report_the_first_error_that_is_not_enoent(image):
 
 def test_a_later_candidate_that_exists_is_exec_d(image):
     b = child_builder()
-    argv = plannedinit._pointers(b, ["true"])
+    argv = plannedinit.pointers(b, ["true"])
     for path in ("/no/such", "/", "/bin/true"):
-        b.call("execve", b.string(path), argv, plannedinit._pointers(b, []), why="exec:", flags=plannedinit.TRY)
+        b.call("execve", b.string(path), argv, plannedinit.pointers(b, []), why="exec:", flags=plannedinit.TRY)
     b.fail("exec:")
     assert execute(image, b.encode()) == (0, b"", b"")
 

@@ -27,7 +27,7 @@ def launch(script: bytes, executable: str = "/bin/sh", go: bytes = b"m"):
     os.write(stdin_w, script)
     os.close(stdin_w)
     sources = [stdin_r, out_w, err_w, theirs.fileno()]
-    pid = spawn.spawner().spawn(0, None, theirs.fileno(), sources, program)
+    pid = spawn.spawner().spawn(0, None, theirs.fileno(), sources, program, ours.fileno())
     for fd in (stdin_r, out_w, err_w, program):
         os.close(fd)
     theirs.close()
@@ -61,6 +61,30 @@ def test_without_go_the_child_exits_without_exec():
     status, out, _, report = launch(b"echo ran\n", go=b"")
     assert os.waitstatus_to_exitcode(status) == 1
     assert out == b"" and report == b""
+
+
+def test_a_caller_that_dies_before_go_does_not_leave_the_child_waiting(tmp_path):
+    # Our end closed (not shut down: as a caller killed before "m" would leave it): the child
+    # closed its own copy of it first, so it sees EOF and exits; holding it, it would wait for ever.
+    import time
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    program = os.open("/bin/true", os.O_RDONLY | os.O_CLOEXEC)
+    pid = spawn.spawner().spawn(0, None, theirs.fileno(), [0, 1, 2, theirs.fileno()], program, ours.fileno())
+    os.close(program)
+    theirs.close()
+    ours.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("the child still waits for its go, its caller gone")
+    assert os.waitstatus_to_exitcode(status) == 1
 
 
 def test_the_caller_s_memory_and_signal_mask_are_untouched():

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import _signal
 import _socket
-import fcntl  # noqa: F401 - capsa.api.waiter seals its memfd with it: imported before the agent is in the container
+import fcntl  # capsa.api.waiter seals its memfd with it: imported before the agent is in the container
 import gc
 import marshal
 import posix
@@ -89,13 +89,18 @@ class Settings:
 
 class _Setup:
     """What every slot is made with: the settings, the spec's process and masked paths, the
-    seccomp filter, the trampoline's and the waiter's sealed fds (None where there are none)."""
+    seccomp filter, the trampoline's and the waiter's sealed fds (None where there are none);
+    `plan`: the slot's set-up as a plan (a memfd made by the zygote: slot_plan), None where slots
+    are set up in Python."""
 
-    __slots__ = ("settings", "process", "masked", "readonly", "seccomp_filter", "trampoline", "waiter")
+    __slots__ = ("settings", "process", "masked", "readonly", "seccomp_filter", "trampoline", "waiter", "plan",
+                 "executable")
 
     def __init__(self, settings, process, masked, readonly, seccomp_filter, trampoline, waiter_fd):
         self.settings, self.process, self.masked, self.readonly = settings, process, masked, readonly
         self.seccomp_filter, self.trampoline, self.waiter = seccomp_filter, trampoline, waiter_fd
+        self.plan: int | None = None
+        self.executable: int | None = None  # the planned init's sealed memfd (capsa.plannedinit)
 
 
 def serve(settings: Settings, plan, seccomp_filter, trampoline: int | None) -> None:
@@ -180,16 +185,24 @@ def join(jobs: int) -> None:
         # Outside the sandbox's pid namespace, each slot's intermediate parent would leave it to
         # the zygote (a subreaper) when it exits: the agent is the slots' subreaper instead.
         process.become_subreaper()
-        job, control = _take_job(jobs)
+        job, control, planned = _take_job(jobs)
         posix.dup2(control, 0)
         posix.close(control)
-        posix.closerange(3, 1 << 20)  # the zygote's fds, the jobs socket: none may reach a run
+        # The slots' plan and the planned init at fixed numbers above the fds a slot is given
+        # (0 .. SLOT_WAITER_FD), so that the slot's dup2s never land on them.
+        planned = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _PLANNED_FDS + 2) for fd in planned]
+        for target, fd in enumerate(planned, start=_PLANNED_FDS):
+            posix.dup2(fd, target, inheritable=False)
+        posix.closerange(3, _PLANNED_FDS)  # the zygote's fds, the jobs socket: none may reach a run
+        posix.closerange(_PLANNED_FDS + len(planned), 1 << 20)
         pid, container_id, settings, the_process, masked, readonly, program, cgroup_files, namespaces = job
         init_pidfd = posix.pidfd_open(pid)
         _join_sandbox(pid, init_pidfd, container_id, cgroup_files, namespaces)
         setup = _Setup(Settings(*settings), the_process, masked, readonly,
                        None if program is None else Filter.of_program(*program), init.trampoline_fd(),
                        waiter.sealed_fd() if settings[2] else None)
+        if planned:
+            setup.plan, setup.executable = _PLANNED_FDS, _PLANNED_FDS + 1
     except BaseException:  # noqa: BLE001 - the pool sees the socket close: "its agent did not start"
         posix._exit(1)
     try:
@@ -234,17 +247,19 @@ def _join_sandbox(pid: int, init_pidfd: int, container_id: str, cgroup_files: li
     posix.close(null)
 
 
-def _take_job(jobs: int) -> tuple[tuple, int]:
+def _take_job(jobs: int) -> tuple[tuple, int, list[int]]:
+    """The job, the pool's socket, and the slots' plan with the planned init's program where the
+    zygote made them (else no fd)."""
     sock = _socket.socket(fileno=posix.dup(jobs))
     try:
-        data, ancillary, _, _ = sock.recvmsg(MESSAGE_MAX, _socket.CMSG_SPACE(4))
+        data, ancillary, _, _ = sock.recvmsg(MESSAGE_MAX, _socket.CMSG_SPACE(3 * 4))
     finally:
         sock.close()
     fds = [int.from_bytes(payload[i:i + 4], "little") for level, kind, payload in ancillary
            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS for i in range(0, len(payload) - 3, 4)]
-    if len(fds) != 1 or not data:
+    if len(fds) not in (1, 3) or not data:
         raise OSError("no job")
-    return marshal.loads(data), fds[0]
+    return marshal.loads(data), fds[0], fds[1:]
 
 
 def _spawn_slot_retrying(*arguments) -> int:
@@ -260,8 +275,45 @@ def _spawn_slot_retrying(*arguments) -> int:
 
 def _spawn_slot(setup: _Setup, status_w: int) -> int:
     """The next run's process: pid 1 of new namespaces, set up, waiting for its request; a
-    child of ours (its intermediate parent exits at once, so the agent, the container's pid 1,
-    inherits it). Raises if it cannot be made (the agent then ends: the pool replaces it)."""
+    child of ours. Planned (see slot_plan) where it can be, else in Python."""
+    if setup.plan is not None:
+        pid = _spawn_planned_slot(setup, status_w)
+        if pid is not None:
+            return pid
+    return _spawn_python_slot(setup, status_w)
+
+
+def _spawn_planned_slot(setup: _Setup, status_w: int) -> int | None:
+    """The slot as a child sharing our memory until it execs the planned init (capsa.spawn),
+    born in the run's namespaces, which carries out the slot's plan and execs the waiter; None
+    if the kernel refuses the clone."""
+
+    from capsa import plannedinit, spawn
+
+    go_r, go_w = posix.pipe()
+    copies = []
+    try:
+        sources = [0, 1, 2, setup.plan, go_r, status_w, setup.waiter]
+        for target, fd in enumerate(sources):
+            if fd != target and fd < len(sources):  # a dup2 before its own could land on it
+                sources[target] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, len(sources))
+                copies.append(sources[target])
+        flags = _RUN_NAMESPACES & ~linux.CLONE_NEWNET if setup.settings.network else _RUN_NAMESPACES
+        try:
+            pid = spawn.spawner().spawn(flags, None, sources[plannedinit.CHANNEL_FD], sources, setup.executable, go_w)
+        except OSError:
+            return None
+        posix.write(go_w, b"m")  # root already (the agent's user namespace): nothing to wait for
+        return pid
+    finally:
+        for fd in (go_r, go_w, *copies):
+            posix.close(fd)
+
+
+def _spawn_python_slot(setup: _Setup, status_w: int) -> int:
+    """The slot made in Python (fork, unshare, fork: its intermediate parent exits at once, so the
+    agent, the container's pid 1, inherits it). Raises if it cannot be made (the agent then ends:
+    the pool replaces it)."""
     pid_r, pid_w = posix.pipe()
     middle = posix.fork()
     if middle == 0:
@@ -365,6 +417,96 @@ def _slot(setup: _Setup, status_w: int) -> None:
             posix.write(status_w, FAILED + init_message(err).encode())
         finally:
             posix._exit(127)
+
+
+# The slot's fds: 0 the pool's socket, 1-2 the agent's (/dev/null), 3 the plan, 4 the channel (the
+# spawner's "m"), then the status pipe and the waiter's sealed memfd.
+SLOT_STATUS_FD, SLOT_WAITER_FD = 5, 6
+_PLANNED_FDS = 7  # the agent's: the slots' plan, then the planned init's program
+_ENOENT = 2
+
+
+def slot_plan_fd(init_pid: int, spec: dict, settings: tuple, seccomp_filter) -> int | None:
+    """The slots' plan of the sandbox whose init is `init_pid` (its /dev looked at through
+    /proc/<pid>/root), in a memfd, made by the zygote: what the agent would spend ~0.5 MB of
+    pages of its own building. None where slots are set up in Python."""
+    from capsa import plannedinit
+
+    settings = Settings(*settings)
+    if not settings.waiter or not plannedinit.enabled():
+        return None
+    linux_spec = spec.get("linux") or {}
+    plan = slot_plan(spec["process"], linux_spec.get("maskedPaths") or [], linux_spec.get("readonlyPaths") or [],
+                     seccomp_filter, settings.scratch, settings.shm_size, settings.network,
+                     rootfs._mount_flags_of(f"/proc/{init_pid}/root/dev"))
+    if plan is None:
+        return None
+    fd = posix.memfd_create("capsa-slot-plan", posix.MFD_CLOEXEC)
+    posix.write(fd, plan)
+    return fd
+
+
+def slot_plan(process: dict, masked: list[str], readonly: list[str], seccomp_filter, scratch: int, shm_size: int,
+               network: bool, dev_flags: int) -> bytes | None:
+    """_slot with its _fresh_mounts, for a slot that execs the waiter, as a plan (capsa.plannedinit):
+    run by a child of the agent born in the run's namespaces (capsa.spawn), in the sandbox's
+    root. `dev_flags`: the MS_* flags /dev has (its read-only remount keeps them). None where the
+    Python slot must do it (a notifying filter)."""
+    from capsa import plannedinit as p
+
+    if seccomp_filter is not None and seccomp_filter.notifies:
+        return None
+    b = p.Builder({0, 1, 2, p.CHANNEL_FD, SLOT_STATUS_FD, SLOT_WAITER_FD})
+    b.call("prctl", linux.PR_SET_DUMPABLE, 0, why="prctl(PR_SET_DUMPABLE)")
+    b.call("close_range", SLOT_WAITER_FD + 1, 0xFFFFFFFF, 0, why="close_range")
+    # agent._fresh_mounts
+    flags = _SCRATCH_FLAGS
+    b.call("mount", 0, b.string("/"), 0, linux.MS_REC | linux.MS_PRIVATE, 0, why="mount /")
+    for target in ("/tmp", "/work"):
+        b.call("mount", b.string("tmpfs"), b.string(target), b.string("tmpfs"), flags,
+               b.string(f"mode=1777,size={scratch}"), why=f"mount {target}")
+    b.call("mount", 0, b.string("/dev"), 0, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | dev_flags, 0,
+           why="mount /dev read-only")
+    b.call("mount", b.string("shm"), b.string("/dev/shm"), b.string("tmpfs"), flags | linux.MS_NOEXEC,
+           b.string(f"mode=1777,size={shm_size}"), why="mount /dev/shm", soft=_ENOENT)
+    b.call("mount", b.string("mqueue"), b.string("/dev/mqueue"), b.string("mqueue"), flags | linux.MS_NOEXEC, 0,
+           why="mount /dev/mqueue", soft=_ENOENT)
+    b.call("mount", b.string("proc"), b.string("/proc"), b.string("proc"), flags | linux.MS_NOEXEC, 0, why="mount /proc")
+    root = b.open("openat", linux.AT_FDCWD, b.string("/"), posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC, why="open /")
+    dev_null = p.open_dev_null(b)
+    proc = p.open_procfs_root(b, root)
+    for path in masked:
+        p.mask(b, root, proc, path, dev_null)
+    for path in readonly:
+        p.read_only(b, root, proc, path)
+    for fd in (proc, dev_null, root):
+        b.close(fd)
+    # agent._slot
+    if not network:
+        p.loopback_up(b)
+    p.set_rlimits(b, process)
+    # init._become_process with the filter: loaded before the drop without no_new_privs, else
+    # right after it; then the umask and the signals.
+    no_new_privs = bool(process.get("noNewPrivileges"))
+    if seccomp_filter is not None and not no_new_privs:
+        p.load_seccomp(b, seccomp_filter)
+    p.become_user(b, process)
+    if no_new_privs:
+        b.call("prctl", linux.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, why="prctl(PR_SET_NO_NEW_PRIVS)")
+        if seccomp_filter is not None:
+            p.load_seccomp(b, seccomp_filter)
+    umask = (process.get("user") or {}).get("umask")
+    b.call("umask", 0o022 if umask is None else umask, why="umask")
+    p.reset_signals(b, every=True)  # planned in the zygote, run by a child of the agent: whatever each has
+    # agent._exec_waiter: the socket at 0, the status pipe at 3, nothing else
+    b.call("dup3", SLOT_STATUS_FD, 3, 0, why="dup3")
+    b.close(SLOT_STATUS_FD)
+    b.call("close_range", 4, 0xFFFFFFFF, 4, why="close_range")  # CLOSE_RANGE_CLOEXEC: the waiter's memfd too
+    argv = p.pointers(b, ["capsa-slot"])
+    b.call("execveat", SLOT_WAITER_FD, b.string(""), argv, p.pointers(b, []), linux.AT_EMPTY_PATH, why="exec:")
+    b.fail("exec:")
+    return b.encode()
+
 
 
 def _exec_waiter(waiter_fd: int, status_w: int) -> None:

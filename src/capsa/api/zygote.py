@@ -53,7 +53,7 @@ MESSAGE_MAX = 1 << 22
 # shares with the zygote) would cost that agent ~0.4 MB of pages of its own.
 _CREATE_IMPORTS = ("_sha256", "capsa.create", "capsa.launch", "capsa.idmap", "capsa.rootless", "capsa.seccomp",
                    "capsa.cgroups", "capsa.cgroups.v1", "capsa.cgroups.v1_resources", "capsa.cgroups.v2",
-                   "capsa.cgroups.v2_resources")
+                   "capsa.cgroups.v2_resources", "capsa.plannedinit", "capsa.spawn", "capsa.mountopts")
 _PR_SET_PDEATHSIG = 1
 OK, ERROR = b"K", b"E"
 # The v1 hierarchies a sandbox gets a directory in: its limits (memory, pids, cpu), its accounting
@@ -91,6 +91,9 @@ def main() -> None:
     sock = _socket.socket(fileno=posix.dup(0))
     for name in _CREATE_IMPORTS:
         __import__(name)
+    from capsa import spawn
+
+    spawn.spawner()  # made before the template: its code page is every agent's too, shared
     gc.collect()
     gc.freeze()  # what is here now is shared with every agent: the collector must not write to it
     template = _Template(agent) if holder.supported() else None
@@ -296,27 +299,27 @@ class _Template:
         posix.close(trigger)
         theirs.close()
 
-    def fork_agent(self, job: bytes, control: int) -> None:
+    def fork_agent(self, job: bytes, control: int, planned: list[int]) -> None:
         """A new agent, that takes the job (and the pool's socket, `control`). A template that is
         gone (killed: its end of the socket and the pipe closed, EPIPE) is made again, once: from
         the zygote as it is now, so its agents share fewer pages with it, but the pool goes on."""
         try:
-            self._send(job, control)
+            self._send(job, [control, *planned])
         except OSError:
             self.jobs.close()
             posix.close(self.trigger)
             self._spawn()
-            self._send(job, control)
+            self._send(job, [control, *planned])
 
-    def _send(self, job: bytes, control: int) -> None:
-        self.jobs.sendmsg([job], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, control.to_bytes(4, "little"))])
+    def _send(self, job: bytes, fds: list[int]) -> None:
+        self.jobs.sendmsg([job], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(fd.to_bytes(4, "little") for fd in fds))])
         posix.write(self.trigger, b"a")
 
 
 def _fork_agent(template: _Template, agent, container, spec: dict, settings: tuple, state_root: str,
                 control: int) -> None:
     """Have the template fork the agent of the sandbox just made; the sandbox is deleted if not."""
-    from capsa import init
+    from capsa import init, plannedinit
     from capsa.errors import CapsaError
 
     try:
@@ -326,7 +329,12 @@ def _fork_agent(template: _Template, agent, container, spec: dict, settings: tup
             raise CapsaError("a pooled sandbox's seccomp profile cannot notify (SCMP_ACT_NOTIFY)")
         job = agent.job(container.pid, container.id, spec, settings, seccomp_filter,
                         cgroup.self_join_files() if cgroup is not None else [], _namespaces_to_join(spec))
-        template.fork_agent(marshal.dumps(job), control)
+        plan = agent.slot_plan_fd(container.pid, spec, settings, seccomp_filter)
+        try:
+            template.fork_agent(marshal.dumps(job), control, [] if plan is None else [plan, plannedinit.shared_fd()])
+        finally:
+            if plan is not None:
+                posix.close(plan)
     except BaseException:
         container.delete(force=True)
         raise
