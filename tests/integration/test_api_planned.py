@@ -222,16 +222,31 @@ for task in os.listdir(f"/proc/{zygote().pid}/task"):
     for child in open(f"/proc/{zygote().pid}/task/{task}/children").read().split():  # the template
         for agent in open(f"/proc/{child}/task/{child}/children").read().split():
             agents.append(agent)
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:  # a process that ended meanwhile
+        return ""
+
+def slots_of(agent):
+    return [read(f"/proc/{c}/comm").strip() for t in os.listdir(f"/proc/{agent}/task")
+            for c in read(f"/proc/{agent}/task/{t}/children").split()]
+
 found = []
 for agent in agents:
-    fds = {fd: os.readlink(f"/proc/{agent}/fd/{fd}") for fd in os.listdir(f"/proc/{agent}/fd")}
-    for _ in range(200):  # the next slot is made once the run is reported
-        slots = [c for t in os.listdir(f"/proc/{agent}/task") for c in open(f"/proc/{agent}/task/{t}/children").read().split()]
-        if slots and open(f"/proc/{slots[0]}/comm").read().strip() == "memfd:capsa-slo":  # comm: 15 characters
+    fds = {}
+    for fd in ("7", "8"):
+        try:
+            fds[fd] = os.readlink(f"/proc/{agent}/fd/{fd}")
+        except OSError:
+            pass
+    for _ in range(1000):  # the next slot is made once the run is reported (slowly in an emulated guest)
+        slots = slots_of(agent)
+        if slots == ["memfd:capsa-slo"]:  # comm: 15 characters
             break
         time.sleep(0.01)
-    found.append({"plan": fds.get("7", ""), "program": fds.get("8", ""),
-                  "slot": [open(f"/proc/{s}/comm").read().strip() for s in slots]})
+    found.append({"plan": fds.get("7", ""), "program": fds.get("8", ""), "slot": slots})
 print(json.dumps(found))
 pool.close()
 """
