@@ -423,26 +423,19 @@ class _PlannedLaunch:
     safe); the copies made for that are closed again in the parent."""
 
     def __init__(self, planned: Any, stdio: list[int], channel: int, joins: list[int]):
-        from capsa import plannedinit
+        from capsa import plannedinit, spawn
 
         self.planned = planned
         self.ours: list[int] = list(joins)  # closed by close()
         memfd = posix.memfd_create("capsa-plan", posix.MFD_CLOEXEC)
         self.ours.append(memfd)
         posix.write(memfd, planned.plan)
-        lowest = plannedinit.FIRST_JOIN_FD + len(joins)
-        # Targets: 0-2 stdio, PLAN_FD, CHANNEL_FD, the joins.
-        self.sources = [self._above(fd, lowest) for fd in (*stdio, memfd, channel, *joins)]
-        self.executable = self._above(plannedinit.shared_fd(), lowest)  # no dup2 of the child's may land on it
-
-    def _above(self, fd: int, lowest: int) -> int:
-        if fd >= lowest:
-            return fd
-        import fcntl
-
-        copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
-        self.ours.append(copy)
-        return copy
+        # Targets: 0-2 stdio, PLAN_FD, CHANNEL_FD, the joins; then the program, which no dup2 of
+        # the child's may land on either.
+        fds = [*stdio, memfd, channel, *joins]
+        sources, copies = spawn.sources_above([*fds, plannedinit.shared_fd()], len(fds) + 1)
+        self.ours += copies
+        self.sources, self.executable = sources[:-1], sources[-1]
 
     def spawn(self, namespaces: int, cgroup: Cgroup | None, parent_end: int) -> int | None:
         """The child, sharing our memory until it execs the planned init (capsa.spawn), born in

@@ -145,6 +145,21 @@ class Spawner:
         return pid
 
 
+def sources_above(fds: list[int], lowest: int) -> tuple[list[int], list[int]]:
+    """The fds to give the child as its 0, 1, ... (`fds`), each that one of the child's dup2s
+    before its own could overwrite (below `lowest`, which is at least their number) replaced by
+    a close-on-exec copy at or above `lowest`: (the sources, the copies, ours to close)."""
+    import fcntl
+
+    sources, copies = [], []
+    for target, fd in enumerate(fds):
+        if fd != target and fd < lowest:
+            fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
+            copies.append(fd)
+        sources.append(fd)
+    return sources, copies
+
+
 _spawner: Spawner | None = None
 
 

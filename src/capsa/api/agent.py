@@ -287,17 +287,13 @@ def _spawn_planned_slot(setup: _Setup, status_w: int) -> int | None:
     """The slot as a child sharing our memory until it execs the planned init (capsa.spawn),
     born in the run's namespaces, which carries out the slot's plan and execs the waiter; None
     if the kernel refuses the clone."""
-
     from capsa import plannedinit, spawn
 
     go_r, go_w = posix.pipe()
-    copies = []
+    copies: list[int] = []
     try:
-        sources = [0, 1, 2, setup.plan, go_r, status_w, setup.waiter]
-        for target, fd in enumerate(sources):
-            if fd != target and fd < len(sources):  # a dup2 before its own could land on it
-                sources[target] = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, len(sources))
-                copies.append(sources[target])
+        fds = [0, 1, 2, setup.plan, go_r, status_w, setup.waiter]
+        sources, copies = spawn.sources_above(fds, len(fds))
         flags = _RUN_NAMESPACES & ~linux.CLONE_NEWNET if setup.settings.network else _RUN_NAMESPACES
         try:
             pid = spawn.spawner().spawn(flags, None, sources[plannedinit.CHANNEL_FD], sources, setup.executable, go_w)
