@@ -393,11 +393,17 @@ def _rlim(value: int, infinity: int) -> int:
     return infinity if value >= 2**63 - 1 else value
 
 
-def _environment(process: dict[str, Any], listen_fds: int | None) -> dict[str, str]:
+def env_of(process: dict[str, Any]) -> dict[str, str]:
+    """process.env as a dict (a later NAME wins)."""
     env: dict[str, str] = {}
     for entry in process.get("env") or ():
         key, _, value = entry.partition("=")
         env[key] = value
+    return env
+
+
+def _environment(process: dict[str, Any], listen_fds: int | None) -> dict[str, str]:
+    env = env_of(process)
     if listen_fds is not None:
         # Socket activation passes through: the fds are 3.. and the process is the listener.
         env["LISTEN_FDS"] = str(listen_fds)
@@ -421,10 +427,15 @@ def _home_of(uid: int) -> str:
     try:
         if linux.file_type(posix.fstat(fd).st_mode) != linux.S_IFREG:
             return "/"
-        data = posix.read(fd, 1 << 20).decode(errors="replace")
+        data = posix.read(fd, 1 << 20)
     finally:
         posix.close(fd)
-    for line in data.splitlines():
+    return home_in_passwd(data, uid)
+
+
+def home_in_passwd(data: bytes, uid: int) -> str:
+    """The home directory of `uid` in an /etc/passwd's `data`; "/" if it has none."""
+    for line in data.decode(errors="replace").splitlines():
         fields = line.split(":")
         if len(fields) >= 6 and fields[2] == str(uid):
             return fields[5] or "/"

@@ -865,22 +865,13 @@ def _enter_cwd(b: Builder, cwd: str) -> None:
 
 def _environment(process: dict, view: _View, upto: int) -> dict[str, str] | None:
     """capsa.init._environment, HOME from the container's /etc/passwd as _home_of reads it."""
-    env: dict[str, str] = {}
-    for entry in process.get("env") or ():
-        key, _, value = entry.partition("=")
-        env[key] = value
+    from capsa.init import env_of, home_in_passwd
+
+    env = env_of(process)
     if "HOME" not in env:
-        uid = str((process.get("user") or {}).get("uid", 0))
         if view.stat("/etc/passwd", upto) is None and view.link_on_the_way("/etc/passwd", upto):
             return None  # followed inside the root by the Python init
-        data = view.read("/etc/passwd", upto)
-        home = "/"
-        for line in (data or b"").decode(errors="replace").splitlines():
-            fields = line.split(":")
-            if len(fields) >= 6 and fields[2] == uid:
-                home = fields[5] or "/"
-                break
-        env["HOME"] = home
+        env["HOME"] = home_in_passwd(view.read("/etc/passwd", upto) or b"", (process.get("user") or {}).get("uid", 0))
     return env
 
 
