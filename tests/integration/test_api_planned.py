@@ -40,6 +40,8 @@ def attempt(argv, **kw):
         return {"error": type(err).__name__, "message": str(err)}
 
 def mine_left():
+    from capsa.api.zygote import zygote
+    zygote().settle()  # the zygote deletes an ended run's container after reporting its end
     return sorted(n for n in os.listdir("/run/capsa-api/state") if n.startswith(f"api-{os.getpid()}-"))
 
 def zygotes_children():  # its template (a fork kept idle), and the inits of runs under way

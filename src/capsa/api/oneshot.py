@@ -53,11 +53,17 @@ def create_run_once(spec: dict, stdio: tuple[int, int, int], exit_pipe: int):
 class ReportedExit:
     """How a run-once container's init ended, as its parent (the zygote) reports it on the exit
     pipe: readable (fileno) once it has ended; wait() gives its ExitStatus (not `known` if the
-    zygote ended first)."""
+    zygote ended first). With the status come the cgroup's `usage` (OOM kills, CPU seconds, peak
+    memory), read by the zygote, which then deletes the container: `reported` says it did."""
 
     def __init__(self, fd: int):
         self.fd = fd
         self.status = None
+        self.usage: tuple[int, float, int] | None = None
+
+    @property
+    def reported(self) -> bool:
+        return self.usage is not None
 
     def fileno(self) -> int:
         return self.fd
@@ -75,7 +81,12 @@ class ReportedExit:
                 if not chunk:
                     break
                 data += chunk
-            self.status = ExitStatus.from_wait_status(marshal.loads(data)) if data else ExitStatus()
+            if data:
+                wait_status, *usage = marshal.loads(data)
+                self.usage = tuple(usage)
+                self.status = ExitStatus.from_wait_status(wait_status)
+            else:
+                self.status = ExitStatus()
         return self.status
 
     def close(self) -> None:
@@ -117,8 +128,15 @@ def run_events(spec: dict, stdin: bytes | None, timeout: float | None, output_li
             os.close(out_r)
             os.close(err_r)
         ended.close()
-        if container is not None:
-            container.delete(force=True)
+        if container is not None and not ended.reported:
+            # Ended early (closed, failed): kill and delete it here. The zygote, seeing its init
+            # end, finds it gone (or waits for our lock, then finds it gone).
+            from capsa.errors import NotFoundError
+
+            try:
+                container.delete(force=True)
+            except NotFoundError:
+                pass  # its init ended meanwhile and the zygote deleted it
 
 
 def run(argv, *, rootfs, timeout=None, memory=None, cpus=None, pids=None, network=False, stdin=None, env=None,

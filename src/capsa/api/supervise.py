@@ -139,8 +139,13 @@ def supervise(container, out_r: int, err_r: int, timeout: float | None, output_l
     from capsa.process import oom_kill_count
 
     status = init.wait(timeout=30)
-    oom_killed = oom_kill_count(container.cgroup()) > 0
-    cpu_time, peak_memory = _usage(container)
+    reported = getattr(init, "usage", None)  # oneshot.ReportedExit: read by the zygote before the delete
+    if reported is not None:
+        oom_kills, cpu_time, peak_memory = reported
+    else:
+        oom_kills = oom_kill_count(container.cgroup())
+        cpu_time, peak_memory = usage(container)
+    oom_killed = oom_kills > 0
     return Result(
         stdout=outputs[out_r].value(), stderr=outputs[err_r].value(),
         exit_code=status.exit_code if status.known else -1, signal=status.signal, timed_out=timed_out,
@@ -197,7 +202,7 @@ def _kill_all(container) -> None:
         pass
 
 
-def _usage(container) -> tuple[float, int]:
+def usage(container) -> tuple[float, int]:
     """CPU seconds and peak memory of the run's cgroup: the two files that say them (v1
     cpuacct.usage and memory.max_usage_in_bytes, v2 cpu.stat and memory.peak), not every
     statistic of the cgroup (half a millisecond)."""

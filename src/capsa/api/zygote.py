@@ -112,7 +112,7 @@ def main() -> None:
             made = _serve_one(sock, Container, agent, template)
             if made is None:
                 return
-            pid, exit_pipe = made
+            pid, exit_pipe, container = made
             if pid:
                 try:
                     pidfd = posix.pidfd_open(pid)
@@ -120,23 +120,25 @@ def main() -> None:
                     if exit_pipe >= 0:
                         posix.close(exit_pipe)
                     continue  # gone already (reaped by the next _reap)
-                children.watch(pidfd, pid, exit_pipe)
+                children.watch(pidfd, pid, exit_pipe, container)
                 poller.register(pidfd, select.POLLIN)
 
 
 class _Children:
-    """The inits the zygote made (agents and run-once inits), by pidfd: each reaped when it ends,
-    a run-once init's wait status written to its exit pipe."""
+    """The inits the zygote made (agents and run-once inits), by pidfd: each reaped when it ends.
+    A run-once container is finished here: its init's wait status and its cgroup's usage written
+    to its exit pipe, then the container deleted, while the caller puts its Result together (the
+    next request waits for the delete; a caller that ends first leaves it to its guard)."""
 
     def __init__(self):
-        self.by_pidfd: dict[int, tuple[int, int]] = {}  # pidfd -> (pid, exit pipe or -1)
+        self.by_pidfd: dict[int, tuple[int, int, object]] = {}  # pidfd -> (pid, exit pipe or -1, run-once container)
         self.statuses: dict[int, int] = {}  # pid -> wait status of a watched init reaped early
 
-    def watch(self, pidfd: int, pid: int, exit_pipe: int) -> None:
-        self.by_pidfd[pidfd] = (pid, exit_pipe)
+    def watch(self, pidfd: int, pid: int, exit_pipe: int, container=None) -> None:
+        self.by_pidfd[pidfd] = (pid, exit_pipe, container)
 
     def ended(self, pidfd: int) -> None:
-        pid, exit_pipe = self.by_pidfd.pop(pidfd)
+        pid, exit_pipe, container = self.by_pidfd.pop(pidfd)
         posix.close(pidfd)
         status = self.statuses.pop(pid, None)
         if status is None:
@@ -148,15 +150,17 @@ class _Children:
         if exit_pipe >= 0:
             if status is not None:
                 try:
-                    posix.write(exit_pipe, marshal.dumps(status))
+                    posix.write(exit_pipe, marshal.dumps(_exit_report(status, container)))
                 except OSError:
                     pass  # the caller is gone
             posix.close(exit_pipe)
+        if container is not None:
+            _delete_quietly(container)
 
     def _reap_orphans(self) -> None:
         """Reap every other child that ended: processes re-parented to us (a subreaper); the
         status of one we watch is kept for when its pidfd is read."""
-        watched = {pid for pid, _ in self.by_pidfd.values()}
+        watched = {pid for pid, _, _ in self.by_pidfd.values()}
         while True:
             try:
                 pid, status = posix.waitpid(-1, posix.WNOHANG)
@@ -168,9 +172,34 @@ class _Children:
                 self.statuses[pid] = status
 
 
-def _serve_one(sock, container_class, agent, template: _Template | None = None) -> tuple[int, int] | None:
+def _exit_report(status: int, container) -> tuple:
+    """What the exit pipe says of a run-once container's end (oneshot.ReportedExit): the init's
+    wait status, the OOM kills, CPU seconds and peak memory of its cgroup (read before it goes)."""
+    from capsa.api.supervise import usage
+    from capsa.process import oom_kill_count
+
+    if container is None:
+        return (status, 0, 0.0, 0)
+    try:
+        oom_kills = oom_kill_count(container.cgroup())
+    except (OSError, ValueError):
+        oom_kills = 0
+    return (status, oom_kills, *usage(container))
+
+
+def _delete_quietly(container) -> None:
+    """Delete an ended run-once container; one already deleted (its caller killed and deleted it
+    after closing a run early) or that cannot be is left to the caller's guard."""
+    try:
+        container.delete(force=True)
+    except Exception:  # noqa: BLE001 - nobody to tell: the guard removes what is left when the program ends
+        pass
+
+
+def _serve_one(sock, container_class, agent, template: _Template | None = None) -> tuple[int, int, object] | None:
     """Create the sandbox one request asks for and answer: (its init's pid, 0 if it could not be
-    made; the exit pipe to report its end on, -1 for a pooled one); None when the caller is gone."""
+    made; the exit pipe to report its end on, -1 for a pooled one; the run-once container, to
+    finish when its init ends); None when the caller is gone."""
     try:
         data, ancillary, _, _ = sock.recvmsg(MESSAGE_MAX, _socket.CMSG_SPACE(4 * 4))
     except OSError:
@@ -178,13 +207,18 @@ def _serve_one(sock, container_class, agent, template: _Template | None = None) 
     if not data:
         return None
     fds = _received_fds(ancillary)
-    container_id, spec, state_root, bundle, settings = marshal.loads(data)
+    request = marshal.loads(data)
+    if request is None:  # Zygote.settle: answered once every ended run before it is finished
+        for fd in fds:
+            posix.close(fd)
+        return (0, -1, None) if _answer(sock, OK) else None
+    container_id, spec, state_root, bundle, settings = request
     if settings is None:
         return _serve_run_once(sock, container_class, (container_id, spec, state_root, bundle), fds)
     for fd in fds:
         posix.close(fd)
     made = _serve_agent(sock, container_class, agent, template, (container_id, spec, state_root, bundle), settings)
-    return None if made is None else (made, -1)
+    return None if made is None else (made, -1, None)
 
 
 def _received_fds(ancillary) -> list[int]:
@@ -192,16 +226,18 @@ def _received_fds(ancillary) -> list[int]:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS for i in range(0, len(payload) - 3, 4)]
 
 
-def _serve_run_once(sock, container_class, request: tuple, fds: list[int]) -> tuple[int, int] | None:
+def _serve_run_once(sock, container_class, request: tuple, fds: list[int]) -> tuple[int, int, object] | None:
     """A run-once container whose init execs at once, with the run's stdio: answer its pid and
-    state record; keep the exit pipe, to report the init's end on it."""
+    state record; keep the exit pipe and the container, to report the init's end on it and
+    delete the container then (_Children.ended)."""
     container_id, spec, state_root, bundle = request
     if len(fds) != 4:
         for fd in fds:
             posix.close(fd)
-        return (0, -1) if _answer(sock, ERROR + b"internal error: a run needs 4 fds") else None
+        return (0, -1, None) if _answer(sock, ERROR + b"internal error: a run needs 4 fds") else None
     *stdio, exit_pipe = fds
     pid = 0
+    container = None
     try:
         container = container_class.create(state_root, container_id, bundle, spec=spec,
                                            rootless_cgroups=posix.geteuid() != 0, stdio=tuple(stdio),
@@ -218,7 +254,7 @@ def _serve_run_once(sock, container_class, request: tuple, fds: list[int]) -> tu
         exit_pipe = -1
     if not _answer(sock, answer):
         return None  # the caller is gone: so is the zygote (the guard deletes the container)
-    return pid, exit_pipe
+    return pid, exit_pipe, container
 
 
 def _answer(sock, answer: bytes, fds: list[int] | None = None) -> bool:
@@ -415,6 +451,15 @@ class Zygote:
             if not data:
                 data = ERROR + b"capsa's zygote is gone"
         return data, _received_fds(ancillary)
+
+    def settle(self) -> None:
+        """Return once the zygote has finished every run-once container whose end it has reported
+        (deleted it: it does so after the report, while the caller reads it); at once if it is
+        not running."""
+        with self._lock:
+            if self._process is None or self._owner != posix.getpid() or self._process.poll() is not None:
+                return
+        self._exchange(marshal.dumps(None), [])
 
     def create(self, container_id: str, spec: dict, state_root: str, bundle: str, settings) -> tuple[int, object]:
         """Have the zygote create a pooled sandbox: (its init's pid, our end of its control
