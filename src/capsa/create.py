@@ -120,7 +120,7 @@ class Allocation:
     """What allocate made for a container, and what abandon undoes: its state directory (locked
     until commit), its record, its cgroup, and, once launched, its init's pid."""
 
-    __slots__ = ("store", "prepared", "directory", "record", "cgroup", "lock", "pid")
+    __slots__ = ("store", "prepared", "directory", "record", "cgroup", "lock", "pid", "status", "recorded")
 
     def __init__(self, store: st.StateStore, prepared: Prepared):
         self.store = store
@@ -130,6 +130,8 @@ class Allocation:
         self.cgroup: Cgroup | None = None
         self.lock: st.ContainerLock | None = None
         self.pid = 0
+        self.status = st.CREATED  # what commit records
+        self.recorded = False  # the committed record and the config are written (_record_launch)
 
     @property
     def id(self) -> str:
@@ -142,6 +144,7 @@ def create(store: st.StateStore, prepared: Prepared, launch: Callable[[Allocatio
     """allocate, launch (launch_init unless given), commit with `status`; abandon on any failure,
     so that nothing of a failed create remains."""
     allocation = allocate(store, prepared)
+    allocation.status = status
     try:
         (launch or launch_init)(allocation)
         commit(allocation, status)
@@ -203,8 +206,7 @@ def allocate(store: st.StateStore, prepared: Prepared) -> Allocation:
         allocation.lock.__enter__()
         allocation.record = _new_record(prepared)
         allocation.record.update(allocation.cgroup.record() if allocation.cgroup is not None else {"cgroupPaths": {}})
-        store.write_config(prepared.id, prepared.spec)
-        store.write(prepared.id, allocation.record)
+        store.write(prepared.id, allocation.record)  # the config is written with the committed record
     except BaseException:
         abandon(allocation)
         raise
@@ -234,6 +236,7 @@ def launch_init(allocation: Allocation) -> None:
             plan = launch.plan_for_member(config.join_namespaces, **arguments)
         else:
             plan = launch.plan_for_container(**arguments)
+        plan.meanwhile = lambda pid: _record_launch(allocation, pid)
         # The allocation's own cgroup object: what the launch learns (did systemd start the
         # unit?) commit records and abandon needs.
         allocation.pid = launch.start(plan)
@@ -243,17 +246,29 @@ def launch_init(allocation: Allocation) -> None:
 
 
 def commit(allocation: Allocation, status: str) -> None:
-    """The record says `status` and names the init (pid and start time); the lock is released."""
-    pid = allocation.pid
+    """The record says `status` and names the init (pid and start time), the config is kept beside
+    it (unless the launch had them written already); the lock is released."""
+    allocation.status = status
+    if not allocation.recorded:
+        _record_launch(allocation, allocation.pid)
+    _unlock(allocation)
+
+
+def _record_launch(allocation: Allocation, pid: int) -> None:
+    """Write the container's config and its committed record (allocation.status, the init's pid):
+    at commit, or earlier, while a planned init sets itself up (launch calls plan.meanwhile, the
+    parent having nothing else to do then). A launch that fails after it is abandoned all the
+    same: the directory goes, record and config with it."""
     record = allocation.record
-    record.update(status=status, pid=pid, pidStartTime=procfs.start_time(pid))
+    record.update(status=allocation.status, pid=pid, pidStartTime=procfs.start_time(pid))
     if allocation.cgroup is not None:
         record.update(allocation.cgroup.record())  # a cgroup systemd made in the launch is now known to be ours
     record.pop("creator", None)
     from capsa import linux  # loaded already: every launch goes through it
 
+    allocation.store.write_config(allocation.id, allocation.prepared.spec)
     allocation.store.write(allocation.id, record, exchange=linux.exchange)
-    _unlock(allocation)
+    allocation.recorded = True
 
 
 def abandon(allocation: Allocation) -> None:

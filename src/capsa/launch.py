@@ -136,7 +136,7 @@ class LaunchPlan:
     __slots__ = (
         "process", "namespaces", "fork", "cgroup", "cgroup_placement", "cgroup_limits", "rootless_cgroups", "warn",
         "console", "inherited_fds", "listen_fds", "state", "listener_status", "seccomp", "seccomp_cache",
-        "memory_policy", "id_mappings", "time_offsets", "oom_score_adj", "init", "stdio",
+        "memory_policy", "id_mappings", "time_offsets", "oom_score_adj", "init", "stdio", "meanwhile",
     )
 
     def __init__(
@@ -177,6 +177,9 @@ class LaunchPlan:
         # None: the caller's own 0-2, as runc's. A library caller gives the run's pipes this way
         # without ever pointing its own stdio at them.
         self.stdio = stdio
+        # Called with the payload's pid while a planned init sets itself up, the parent having
+        # nothing else to do then (capsa.create writes the container's record); None: nothing.
+        self.meanwhile: Callable[[int], None] | None = None
 
 
 # -- the builders -----------------------------------------------------------------------------------
@@ -509,6 +512,8 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
         if plan.oom_score_adj is not None:
             _set_oom_score_adj(child, plan.oom_score_adj)
         posix.write(parent_fd, b"g")
+        if plan.meanwhile is not None:
+            plan.meanwhile(child)
         report = b""
         while len(report) < 8:
             chunk = posix.read(parent_fd, 8 - len(report))
