@@ -41,6 +41,7 @@ from capsa.syncpipe import Channel
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; annotations are never evaluated
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
     from capsa.cgroups import Cgroup
