@@ -467,6 +467,30 @@ print(json.dumps({"parent": ok, "child": os.waitstatus_to_exitcode(status) == 0}
     assert out[1] == {"parent": True, "child": True}
 
 
+def test_the_zygote_outlives_the_thread_that_started_it(rootfs):
+    """PR_SET_PDEATHSIG follows the thread that forked the zygote: started by a worker thread that
+    then ends, it lives on, and so do the pooled sandboxes made through it."""
+    out = scenario(rootfs, """
+import threading, time
+from capsa.api.zygote import zygote
+pools = []
+def first():
+    pools.append(capsa.Pool(1, rootfs=ROOTFS))
+    capsa.run(['true'], rootfs=ROOTFS, timeout=30)
+worker = threading.Thread(target=first)
+worker.start()
+worker.join()
+pid = zygote().pid
+time.sleep(0.3)
+alive = zygote()._process.poll() is None
+pooled = pools[0].run(['echo', 'pooled'], timeout=30)
+cold = capsa.run(['echo', 'cold'], rootfs=ROOTFS, timeout=30)
+print(json.dumps([alive, zygote().pid == pid, pooled.stdout.decode(), cold.stdout.decode()]))
+pools[0].close()
+""")
+    assert out == [[True, True, "pooled\n", "cold\n"]]
+
+
 def test_a_run_outlives_its_zygote_as_an_unknown_end_and_the_next_run_works(rootfs):
     """The zygote, the init's parent, killed mid-run: the run's end is not known (exit_code -1),
     its container is deleted, and the next run starts a new zygote."""

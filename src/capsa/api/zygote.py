@@ -429,9 +429,9 @@ class Zygote:
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(capsa.__file__)))
         code = f"import sys; sys.path.insert(0, {package_parent!r}); from capsa.api.zygote import main; main()"
         try:
-            self._process = subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=theirs,
-                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
-                                             cwd="/")
+            self._process = _started_by_a_thread_of_its_own(
+                lambda: subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=theirs,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, cwd="/"))
         finally:
             theirs.close()
         self._sock, self._owner = ours, posix.getpid()
@@ -488,6 +488,34 @@ class Zygote:
             raise RuntimeError(data[1:].decode(errors="replace"))
         pid, record = marshal.loads(data[1:])
         return pid, record
+
+
+def _started_by_a_thread_of_its_own(start):
+    """start() (a Popen) in a thread that then waits for the process to end. The zygote dies with
+    its parent by PR_SET_PDEATHSIG, whose "parent" is the thread that forked it: started by a
+    thread of the program's that then ends (a worker, a request's handler), it would be killed
+    with it, and every run and pooled sandbox under way with it. This thread lives as long as the
+    zygote (and reaps it); a daemon, it ends with the program."""
+    import threading
+
+    started: list = []
+    ready = threading.Event()
+
+    def keeper() -> None:
+        try:
+            started.append(start())
+        except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+            started.append(err)
+            return
+        finally:
+            ready.set()
+        started[0].wait()
+
+    threading.Thread(target=keeper, name="capsa-zygote", daemon=True).start()
+    ready.wait()
+    if isinstance(started[0], BaseException):
+        raise started[0]
+    return started[0]
 
 
 _zygote: Zygote | None = None
