@@ -94,6 +94,9 @@ def main() -> None:
     from capsa import spawn
 
     spawn.spawner()  # made before the template: its code page is every agent's too, shared
+    from capsa.cgroups.common import remember_hierarchies
+
+    remember_hierarchies()  # every run asks which cgroup hierarchies there are
     gc.collect()
     gc.freeze()  # what is here now is shared with every agent: the collector must not write to it
     template = _Template(agent) if holder.supported() else None
