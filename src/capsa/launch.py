@@ -329,24 +329,14 @@ def start(plan: LaunchPlan) -> int:
     # is started: a bad profile is an error with nothing to undo, and the child, on the way to
     # the container, has that much less to do.
     seccomp_filter = init.build_seccomp(plan.seccomp, plan.seccomp_cache)
+    pid = _start_planned(plan, seccomp_filter, 3 + keep)
+    if pid is not None:
+        return pid
     parent_fd, fds = _child_fds(plan, 3 + keep)
     fds.trampoline = init.trampoline_fd()
     managed = plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
     maps_unasked = _maps_unasked(plan)
-    planned = None
-    try:
-        planned = _planned_init(plan, seccomp_filter, fds.sync)
-        child = planned.spawn(_born_namespaces(plan), plan.cgroup, parent_fd) if planned is not None else None
-    except BaseException:
-        _close_if_open(parent_fd, *fds.all())
-        if planned is not None:
-            planned.close()
-        raise
-    if child is not None:
-        return _drive_planned(plan, child, parent_fd, planned, lambda: _close_if_open(*fds.all()))
-    if planned is not None:
-        planned.close()
     try:
         child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
                                                                     _born_namespaces(plan))
@@ -421,6 +411,41 @@ def _leave_cpu_to(child: int) -> set[int] | None:
     return allowed
 
 
+class _StalePlan(Exception):
+    """What a remembered plan was made from no longer holds (plannedinit.still_true): its child
+    was killed before "go"; the plan is made again."""
+
+
+def _start_planned(plan: LaunchPlan, seccomp_filter: Any, lowest: int) -> int | None:
+    """The container's init as a planned init (capsa.plannedinit): its pid once it has exec'd;
+    None where the Python init must do it (the plan cannot be one, the kernel refused the clone).
+    A remembered plan is checked while its child sets itself up, and made again if it no longer
+    holds (the child killed before "go": nothing of the container's ran)."""
+    fresh = False
+    while True:
+        parent_fd, fds = _child_fds(plan, lowest)
+        planned = None
+        try:
+            planned = _planned_init(plan, seccomp_filter, fds.sync, fresh)
+            child = planned.spawn(_born_namespaces(plan), plan.cgroup, parent_fd) if planned is not None else None
+        except BaseException:
+            _close_if_open(parent_fd, *fds.all())
+            if planned is not None:
+                planned.close()
+            raise
+        if child is None:
+            _close_if_open(parent_fd, *fds.all())
+            if planned is not None:
+                planned.close()
+            return None
+        try:
+            return _drive_planned(plan, child, parent_fd, planned, lambda fds=fds: _close_if_open(*fds.all()))
+        except _StalePlan:
+            if fresh:
+                raise ContainerStartError("internal error: a plan made just now does not hold") from None
+            fresh = True
+
+
 class _PlannedLaunch:
     """The parent's side of a planned init (capsa.plannedinit): the plan, as a memfd, and the
     fds the child takes at the numbers the plan says, each above them (dup2 in any order is then
@@ -463,9 +488,10 @@ class _PlannedLaunch:
         self.ours = []
 
 
-def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int) -> _PlannedLaunch | None:
+def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int, fresh: bool = False) -> _PlannedLaunch | None:
     """The container's init as a plan (capsa.plannedinit) where it can be one: an init that execs
-    at once, born in all its namespaces (root writing its maps), the stdio given; else None."""
+    at once, born in all its namespaces (root writing its maps), the stdio given; else None.
+    fresh: made again, not remembered."""
     from capsa import plannedinit
 
     if plan.stdio is None or not plannedinit.enabled() or not plannedinit.eligible(plan) or not _born_namespaces(plan):
@@ -473,7 +499,7 @@ def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int) -> _Plann
     if plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER:
         return None
     joins = plan.cgroup.self_join_files(with_cgroup2=plan.cgroup.cgroup2_dir() is None) if plan.cgroup is not None else []
-    planned = plannedinit.plan_for(plan, seccomp_filter, joins)
+    planned = plannedinit.plan_for(plan, seccomp_filter, joins, fresh)
     if planned is None:
         return None
     opened: list[int] = []
@@ -493,7 +519,8 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
     """The parent's part of a planned init: the maps, the limits, "go", then the child's report:
     nothing (it has exec'd the process: EOF) or the step that failed. The child waits for its
     maps first: they are written before anything else (the child's and `launch`'s fds closed,
-    `close_fds`, then)."""
+    `close_fds`, then). It then sets itself up while the limits are written and a remembered
+    plan is checked again, and waits for "go" only before it execs the process."""
     restore_cpus = None
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
@@ -512,12 +539,23 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
         plan.state["pid"] = child
         if plan.oom_score_adj is not None:
             _set_oom_score_adj(child, plan.oom_score_adj)
-        posix.write(parent_fd, b"g")
+        if launch.planned.recheck is not None:
+            from capsa import plannedinit
+
+            if not plannedinit.still_true(launch.planned.recheck):
+                raise _StalePlan
+        try:
+            posix.write(parent_fd, b"g")
+        except BrokenPipeError:
+            pass  # a set-up step failed before it: its report is queued for us
         if plan.meanwhile is not None:
             plan.meanwhile(child)
         report = b""
         while len(report) < 8:
-            chunk = posix.read(parent_fd, 8 - len(report))
+            try:
+                chunk = posix.read(parent_fd, 8 - len(report))
+            except ConnectionResetError:  # it ended with our "g" unread: as EOF
+                chunk = b""
             if not chunk:
                 break
             report += chunk

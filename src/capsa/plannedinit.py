@@ -303,22 +303,23 @@ class Planned:
     """A plan made: its bytes, what each step does (for the parent's error message), where the
     container's id goes in it."""
 
-    __slots__ = ("plan", "why", "executable", "id_offset")
+    __slots__ = ("plan", "why", "executable", "id_offset", "recheck")
 
-    def __init__(self, plan: bytes, why: list[str], executable: str, id_offset: int):
+    def __init__(self, plan: bytes, why: list[str], executable: str, id_offset: int, recheck: list | None = None):
         self.plan = plan
         self.why = why
         self.executable = executable
         self.id_offset = id_offset
+        self.recheck = recheck  # a remembered plan's facts, to check again before "go" (plan_for)
 
-    def for_container(self, container_id: str) -> Planned | None:
+    def for_container(self, container_id: str, recheck: list | None = None) -> Planned | None:
         """This plan with another container's id (its session keyring's name)."""
         name = _fsencode(container_id)
         if len(name) >= ID_MAX:
             return None
         plan = bytearray(self.plan)
         plan[self.id_offset:self.id_offset + ID_MAX] = name.ljust(ID_MAX, b"\0")
-        return Planned(bytes(plan), self.why, self.executable, self.id_offset)
+        return Planned(bytes(plan), self.why, self.executable, self.id_offset, recheck)
 
     def error(self, step: int, errno: int) -> str:
         """The message of a failure the child reported."""
@@ -387,23 +388,32 @@ _CACHED_MAX = 16
 ID_MAX = 256
 
 
-def plan_for(plan, seccomp_filter, joins: list[str]) -> Planned | None:
+def plan_for(plan, seccomp_filter, joins: list[str], fresh: bool = False) -> Planned | None:
     """build(), remembered by what it depends on: the spec, the rootfs, the number of cgroup
     files to join (a long-lived caller, the API's zygote, runs the same spec over and over;
-    building one costs ~1 ms of Python), and what it saw of the rootfs, looked at again each
-    time (~10 stats): a mount destination removed since is seen, the plan made again."""
+    building one costs ~1 ms of Python), and what it saw of the rootfs (`facts`, ~10 stats).
+
+    A remembered plan comes with those facts as its `recheck`: its caller checks them again
+    (still_true) before the plan's child may go on, and asks again with `fresh` if they no longer
+    hold (a mount destination removed since: the plan is made again). capsa.launch checks them
+    while the child sets itself up, out of the way. A spec found not plannable is looked at
+    again here, each time (a missing mount destination the Python init then made)."""
     import marshal
 
     config = plan.init
     key = marshal.dumps((config.spec, config.rootfs, config.no_new_keyring, len(joins)))
-    cached = _cache.get(key)
-    if cached is None or not still_true(cached[1]):
+    cached = None if fresh else _cache.get(key)
+    if cached is not None and cached[0] is None and not still_true(cached[1]):
+        cached = None
+    recheck = None if cached is None else cached[1]
+    if cached is None:
+        _cache.pop(key, None)
         if len(_cache) >= _CACHED_MAX:
             _cache.pop(next(iter(_cache)))
         view = _View(config.rootfs, config.spec.get("mounts") or [])
         cached = _cache[key] = (build(plan, seccomp_filter, joins, view), view.facts)
     made = cached[0]
-    return None if made is None else made.for_container(config.container_id)
+    return None if made is None else made.for_container(config.container_id, recheck)
 
 
 def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> Planned | None:
@@ -425,15 +435,13 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
     b = Builder(set(range(FIRST_JOIN_FD + len(joins))) - {PLAN_FD})  # the program closes the plan's fd
     new_namespaces = {ns.type for ns in plan.namespaces}
 
-    # capsa.launch._child: the fds, the cgroup, "go" (root in the user namespace: before the exec).
+    # capsa.launch._child: the fds, the cgroup ("go" is read at the end of the set-up, below).
     # Not dumpable (its exec made it so again) before anything else: nothing may open it through /proc.
     b.call("prctl", linux.PR_SET_DUMPABLE, 0, why="prctl(PR_SET_DUMPABLE)")
     b.call("close_range", FIRST_JOIN_FD + len(joins), 0xFFFFFFFF, 0, why="cannot close the fds of the runtime")
     for index, path in enumerate(joins):
         b.call("write", FIRST_JOIN_FD + index, b.string("0"), 1, why=f"cannot join cgroup {path.rsplit('/', 1)[0]}", want=1)
         b.close(FIRST_JOIN_FD + index)
-    go = b.blob(bytes(8))
-    b.call("read", CHANNEL_FD, go, 1, want=1, why="container init exited before it was ready")
 
     # capsa.init._setup_and_exec
     if "cgroup" in new_namespaces:
@@ -490,6 +498,11 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
     if env is None:
         return None
     name = process["args"][0]
+    # "go" (capsa.launch._drive_planned): the limits are in place, which must hold before any code
+    # of the container's runs, not before its set-up (the set-up above makes no device node and
+    # opens none but O_PATH, and forks nothing), and a remembered plan was found to hold still.
+    go = b.blob(bytes(8))
+    b.call("read", CHANNEL_FD, go, 1, want=1, why="container init exited before it was ready")
     b.call("close_range", 3, 0xFFFFFFFF, 4, why="cannot close the fds of the runtime")
 
     # capsa.init._become_process, then the seccomp filter and the exec

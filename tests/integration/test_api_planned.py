@@ -446,14 +446,18 @@ print(json.dumps(attempt(['pwd'], rootfs=ROOTFS, cwd='/etc')))
 
 def test_a_cached_plan_sees_an_etc_passwd_changed_since(rootfs_copy):
     # HOME comes from the container's /etc/passwd (as runc sets it), read when the plan is made.
+    # The remembered plan is checked while its child sets itself up: that child is killed before
+    # "go" and the run made with a new plan, leaving no process and no container behind.
     passwd = os.path.join(rootfs_copy, "etc", "passwd")
     code = f"""
 print(json.dumps(attempt(['sh', '-c', 'echo $HOME'], rootfs=ROOTFS)))
 with open({passwd!r}, 'w') as f:
     f.write('root:x:0:0:root:/home/r:/bin/sh\\n')
 print(json.dumps(attempt(['sh', '-c', 'echo $HOME'], rootfs=ROOTFS)))
+print(json.dumps([os.getpid(), mine_left(), len(zygotes_children())]))
 """
-    first, changed = output(start(code, rootfs_copy, planned=True))
+    first, changed, (pid, left, children) = output(start(code, rootfs_copy, planned=True))
+    assert left == [] and leftovers(pid) == [] and children <= 1
     python_changed, = output(start("print(json.dumps(attempt(['sh', '-c', 'echo $HOME'], rootfs=ROOTFS)))",
                                    rootfs_copy, planned=False))
     assert first["stdout"] == "/root\n"
