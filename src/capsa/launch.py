@@ -421,6 +421,8 @@ def _start_planned(plan: LaunchPlan, seccomp_filter: Any, lowest: int) -> int | 
     None where the Python init must do it (the plan cannot be one, the kernel refused the clone).
     A remembered plan is checked while its child sets itself up, and made again if it no longer
     holds (the child killed before "go": nothing of the container's ran)."""
+    if not _plannable(plan):
+        return None  # before _child_fds: it connects to a console socket, which the Python path does
     fresh = False
     while True:
         parent_fd, fds = _child_fds(plan, lowest)
@@ -488,16 +490,21 @@ class _PlannedLaunch:
         self.ours = []
 
 
-def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int, fresh: bool = False) -> _PlannedLaunch | None:
-    """The container's init as a plan (capsa.plannedinit) where it can be one: an init that execs
-    at once, born in all its namespaces (root writing its maps), the stdio given; else None.
-    fresh: made again, not remembered."""
+def _plannable(plan: LaunchPlan) -> bool:
+    """Whether the init can be a planned one: it execs at once, is born in all its namespaces
+    (root writing its maps), its stdio given, its cgroup made by capsa (plannedinit.eligible)."""
     from capsa import plannedinit
 
     if plan.stdio is None or not plannedinit.enabled() or not plannedinit.eligible(plan) or not _born_namespaces(plan):
-        return None
-    if plan.cgroup is not None and plan.cgroup_placement == CGROUP_MANAGER:
-        return None
+        return False
+    return plan.cgroup is None or plan.cgroup_placement != CGROUP_MANAGER
+
+
+def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int, fresh: bool = False) -> _PlannedLaunch | None:
+    """The container's init as a plan (capsa.plannedinit), _plannable(plan) being true; None if
+    its spec cannot be one (plannedinit.build). fresh: made again, not remembered."""
+    from capsa import plannedinit
+
     joins = plan.cgroup.self_join_files(with_cgroup2=plan.cgroup.cgroup2_dir() is None) if plan.cgroup is not None else []
     planned = plannedinit.plan_for(plan, seccomp_filter, joins, fresh)
     if planned is None:
