@@ -528,8 +528,8 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
     maps first: they are written before anything else (the child's and `launch`'s fds closed,
     `close_fds`, then). It then sets itself up while the limits are written and a remembered
     plan is checked again, and waits for "go" only before it execs the process."""
-    restore_cpus = None
     driver = _Driver(plan, Channel(parent_fd), child)
+    child_cpus = _send_child_elsewhere(child)
     try:
         try:
             if _new_user_namespace_in(plan):
@@ -538,7 +538,6 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
                 idmap.write_mappings(child, plan.id_mappings or {})
             posix.write(parent_fd, b"m")  # the child becomes root in it and execs the plan
         finally:
-            restore_cpus = _leave_cpu_to(child)
             launch.close()
             close_fds()
         driver.apply_limits()
@@ -551,6 +550,8 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
 
             if not plannedinit.still_true(launch.planned.recheck):
                 raise _StalePlan
+        if child_cpus is not None:
+            _set_affinity_quietly(child, child_cpus)  # before "go": the container's code has the caller's
         try:
             posix.write(parent_fd, b"g")
         except BrokenPipeError:
@@ -576,9 +577,33 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
         raise
     finally:
         posix.close(parent_fd)
-        if restore_cpus is not None:
-            posix.sched_setaffinity(0, restore_cpus)
     return child
+
+
+def _send_child_elsewhere(child: int) -> set[int] | None:
+    """If the kernel put the new child on this thread's CPU, allow it only the others until "go"
+    (it is asleep, waiting for "m", or queued here: moving it is a mask and a queue, not a
+    migration the caller waits for); the affinity to give it back then, None if untouched. Left
+    there, it first ran when the parent blocked, the parent's part (maps, limits, the record)
+    and the child's set-up one after the other while another CPU idled (_leave_cpu_to, which the
+    planned init used before: moving the parent itself instead waits for the other CPU, up to a
+    time slice when that one is busy)."""
+    allowed = posix.sched_getaffinity(0)
+    if len(allowed) < 2:
+        return None
+    fields = procfs.stat_fields(child)
+    here = linux.current_cpu()
+    if not fields or len(fields) < 37 or fields[36] != str(here):  # field 39: the CPU it is on
+        return None
+    return allowed if _set_affinity_quietly(child, allowed - {here}) else None
+
+
+def _set_affinity_quietly(pid: int, cpus: set[int]) -> bool:
+    try:
+        posix.sched_setaffinity(pid, cpus)
+    except OSError:
+        return False  # gone (its end is reported), or refused: it runs where the kernel puts it
+    return True
 
 
 class _Driver:
