@@ -550,6 +550,28 @@ with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
     assert result["stdout"] == "one\ngot three\n" and result["exit_code"] == 0
 
 
+def test_a_running_runs_record_and_config_are_written_while_it_runs_and_gone_once_settled(rootfs):
+    # The zygote writes a run-once container's config and committed record while its planned
+    # init sets itself up (create._record_launch), and deletes both after the run's end.
+    out = scenario(rootfs, """
+from capsa.api.zygote import zygote
+with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
+    with sb.stream(['sh', '-c', 'echo started; read line']) as stream:
+        next(iter(stream))
+        mine = [n for n in os.listdir('/run/capsa-api/state') if n.startswith(f'api-{os.getpid()}-')]
+        seen = []
+        for name in mine:
+            record = json.load(open(f'/run/capsa-api/state/{name}/state.json'))
+            config = json.load(open(f'/run/capsa-api/state/{name}/config.json'))
+            alive = os.path.exists(f"/proc/{record['pid']}")
+            seen.append([record['status'], alive, config['process']['args']])
+        print(json.dumps(seen))
+    print(json.dumps(mine_left()))
+""")
+    assert out[0] == [["created", True, ["sh", "-c", "echo started; read line"]]]
+    assert out[1] == []
+
+
 def test_leaving_a_stream_early_kills_the_run(rootfs):
     marker = str(800000 + os.getpid() % 90000)
     out = scenario(rootfs, f"""
