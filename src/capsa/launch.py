@@ -396,13 +396,10 @@ def _leave_cpu_to(child: int) -> set[int] | None:
     the parent (maps, limits, "go") to block before it first ran, another CPU idle (`perf record
     -e sched:*`); moved, the parent's part and the child's run side by side. The child's own
     affinity is not touched: the container inherits what the caller has."""
-    allowed = posix.sched_getaffinity(0)
-    if len(allowed) < 2:
+    shared = _sharing_this_cpu(child)
+    if shared is None:
         return None
-    fields = procfs.stat_fields(child)
-    here = linux.current_cpu()
-    if not fields or len(fields) < 37 or fields[36] != str(here):  # field 39: the CPU it is on
-        return None
+    allowed, here = shared
     others = sorted(allowed - {here})
     try:
         posix.sched_setaffinity(0, {next((cpu for cpu in others if cpu > here), others[0])})
@@ -588,6 +585,15 @@ def _send_child_elsewhere(child: int) -> set[int] | None:
     and the child's set-up one after the other while another CPU idled (_leave_cpu_to, which the
     planned init used before: moving the parent itself instead waits for the other CPU, up to a
     time slice when that one is busy)."""
+    shared = _sharing_this_cpu(child)
+    if shared is None:
+        return None
+    allowed, here = shared
+    return allowed if _set_affinity_quietly(child, allowed - {here}) else None
+
+
+def _sharing_this_cpu(child: int) -> tuple[set[int], int] | None:
+    """(this thread's affinity, its CPU) if the child is on that CPU and another is allowed."""
     allowed = posix.sched_getaffinity(0)
     if len(allowed) < 2:
         return None
@@ -595,7 +601,7 @@ def _send_child_elsewhere(child: int) -> set[int] | None:
     here = linux.current_cpu()
     if not fields or len(fields) < 37 or fields[36] != str(here):  # field 39: the CPU it is on
         return None
-    return allowed if _set_affinity_quietly(child, allowed - {here}) else None
+    return allowed, here
 
 
 def _set_affinity_quietly(pid: int, cpus: set[int]) -> bool:
