@@ -8,8 +8,10 @@
     launch(allocation)                    the process started, its pid in allocation.pid: the
                                           init (launch_init: capsa.launch's plan for a container
                                           or a sandbox member), or CRIU's restored tree (restore)
-    commit(allocation, status)            the record says "created" (restore: "running") and
-                                          names the init; the lock is released
+    commit(allocation)                    the record says allocation.status ("created"; restore:
+                                          "running") and names the init, the config is kept
+                                          beside it (both written while a planned init sets
+                                          itself up, if it is one); the lock is released
     abandon(allocation)                   the one clean-up, for a failure anywhere after
                                           allocate: the init killed, the cgroup capsa made
                                           removed, the record removed
@@ -130,7 +132,7 @@ class Allocation:
         self.cgroup: Cgroup | None = None
         self.lock: st.ContainerLock | None = None
         self.pid = 0
-        self.status = st.CREATED  # what commit records
+        self.status = st.CREATED  # what commit records (create sets it)
         self.recorded = False  # the committed record and the config are written (_record_launch)
 
     @property
@@ -147,7 +149,7 @@ def create(store: st.StateStore, prepared: Prepared, launch: Callable[[Allocatio
     allocation.status = status
     try:
         (launch or launch_init)(allocation)
-        commit(allocation, status)
+        commit(allocation)
     except BaseException:
         abandon(allocation)
         raise
@@ -245,10 +247,9 @@ def launch_init(allocation: Allocation) -> None:
             posix.close(listen_fd)  # ours: the init has its own copy
 
 
-def commit(allocation: Allocation, status: str) -> None:
-    """The record says `status` and names the init (pid and start time), the config is kept beside
-    it (unless the launch had them written already); the lock is released."""
-    allocation.status = status
+def commit(allocation: Allocation) -> None:
+    """The record says allocation.status and names the init (pid and start time), the config is
+    kept beside it (unless the launch had them written already); the lock is released."""
     if not allocation.recorded:
         _record_launch(allocation, allocation.pid)
     _unlock(allocation)
