@@ -556,7 +556,7 @@ def test_a_running_runs_record_and_config_are_written_while_it_runs_and_gone_onc
     out = scenario(rootfs, """
 from capsa.api.zygote import zygote
 with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
-    with sb.stream(['sh', '-c', 'echo started; read line']) as stream:
+    with sb.stream(['sh', '-c', 'echo started; exec sleep 30']) as stream:  # closed early: killed
         next(iter(stream))
         mine = [n for n in os.listdir('/run/capsa-api/state') if n.startswith(f'api-{os.getpid()}-')]
         seen = []
@@ -568,7 +568,7 @@ with capsa.Sandbox(rootfs=ROOTFS, timeout=30) as sb:
         print(json.dumps(seen))
     print(json.dumps(mine_left()))
 """)
-    assert out[0] == [["created", True, ["sh", "-c", "echo started; read line"]]]
+    assert out[0] == [["created", True, ["sh", "-c", "echo started; exec sleep 30"]]]
     assert out[1] == []
 
 
