@@ -329,6 +329,11 @@ def main() -> int:
         cpu: dict[str, float] = {}
         cold_calls = cold_contenders(bundle, state)
         times = timed(cold_calls, runs, cpu)
+        # Back to back before any pool exists (a pool's sandboxes would share the machine).
+        pairs = {name: cold_calls[name] for name in ("capsa.run /bin/true", "bwrap --unshare-all true",
+                                                     "bwrap --unshare-all busybox true") if name in cold_calls}
+        loop = {name: statistics.median(values) for name, values in back_to_back(pairs, runs).items()} \
+            if len(pairs) == 3 else {}
         pools: list = []
         times.update(timed(pooled_contenders(bundle, pools), runs))
         print(f"{runs} runs each, milliseconds, call to result; CPU: per run, all its processes (cold runs only:")
@@ -344,10 +349,7 @@ def main() -> int:
                 if other in times:
                     ratio = f", CPU {cpu[ours] / cpu[other]:.2f}x" if other in cpu else ""
                     print(f"{ours} / {other}: {cold / statistics.median(times[other]):.2f}x (medians){ratio}")
-        pairs = {name: cold_calls[name] for name in ("capsa.run /bin/true", "bwrap --unshare-all true",
-                                                     "bwrap --unshare-all busybox true") if name in cold_calls}
-        if len(pairs) == 3:
-            loop = {name: statistics.median(values) for name, values in back_to_back(pairs, runs).items()}
+        if loop:
             print(f"back to back, {runs} runs each in blocks of 20, medians: " + ", ".join(
                 f"{name} {value:.2f} ms" for name, value in loop.items()))
             ours = loop["capsa.run /bin/true"]
