@@ -526,8 +526,8 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
     `close_fds`, then). It then sets itself up while the limits are written and a remembered
     plan is checked again, and waits for "go" only before it execs the process."""
     driver = _Driver(plan, Channel(parent_fd), child)
-    child_cpus = _send_child_elsewhere(child)
     try:
+        child_cpus = _send_child_elsewhere(child)
         try:
             if _new_user_namespace_in(plan):
                 from capsa import idmap

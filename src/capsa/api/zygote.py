@@ -458,11 +458,15 @@ class Zygote:
     def settle(self) -> None:
         """Return once the zygote has finished every run-once container whose end it has reported
         (deleted it: it does so after the report, while the caller reads it); at once if it is
-        not running."""
+        not running (none is started for it)."""
         with self._lock:
             if self._process is None or self._owner != posix.getpid() or self._process.poll() is not None:
                 return
-        self._exchange(marshal.dumps(None), [])
+            try:
+                self._sock.sendmsg([marshal.dumps(None)])
+                self._sock.recvmsg(1 << 16)
+            except OSError:
+                pass  # it ended meanwhile: nothing of it is left to wait for
 
     def create(self, container_id: str, spec: dict, state_root: str, bundle: str, settings) -> tuple[int, object]:
         """Have the zygote create a pooled sandbox: (its init's pid, our end of its control
