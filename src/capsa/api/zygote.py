@@ -177,12 +177,11 @@ class _Children:
 
 def _exit_report(status: int, container) -> tuple:
     """What the exit pipe says of a run-once container's end (oneshot.ReportedExit): the init's
-    wait status, the OOM kills, CPU seconds and peak memory of its cgroup (read before it goes)."""
+    wait status, the OOM kills, CPU seconds and peak memory of its cgroup (read before it goes).
+    Only a run-once init has an exit pipe, and only a created one is watched: `container` is it."""
     from capsa.api.supervise import usage
     from capsa.process import oom_kill_count
 
-    if container is None:
-        return (status, 0, 0.0, 0)
     try:
         oom_kills = oom_kill_count(container.cgroup())
     except (OSError, ValueError):
