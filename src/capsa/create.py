@@ -3,8 +3,10 @@
     validate(config) -> Prepared          config.json read and checked, the rootfs found, the
                                           cgroup chosen; nothing is touched yet
     allocate(store, prepared) -> Allocation
-                                          the state directory (locked), the record "creating",
-                                          the cgroup made, with what capsa made of it recorded
+                                          the state directory (locked), the cgroup made
+    record_creating(allocation)           the record "creating", with what capsa made of the
+                                          cgroup: written by the launch once it has cloned the
+                                          init's child (the child makes its namespaces meanwhile)
     launch(allocation)                    the process started, its pid in allocation.pid: the
                                           init (launch_init: capsa.launch's plan for a container
                                           or a sandbox member), or CRIU's restored tree (restore)
@@ -148,7 +150,11 @@ def create(store: st.StateStore, prepared: Prepared, launch: Callable[[Allocatio
     allocation = allocate(store, prepared)
     allocation.status = status
     try:
-        (launch or launch_init)(allocation)
+        if launch is None:
+            launch_init(allocation)  # writes the record "creating" once the init's child is cloned
+        else:
+            record_creating(allocation)
+            launch(allocation)
         commit(allocation)
     except BaseException:
         abandon(allocation)
@@ -184,7 +190,7 @@ def validate(config: CreateConfig) -> Prepared:
 
 def allocate(store: st.StateStore, prepared: Prepared) -> Allocation:
     """The container's state directory, locked; its cgroup made (unless a manager makes it with
-    the init in it: systemd); its record, "creating", written with the validated config."""
+    the init in it: systemd); its record, "creating", made (record_creating writes it)."""
     try:
         store.create(prepared.id)
     except PermissionError as err:
@@ -208,11 +214,17 @@ def allocate(store: st.StateStore, prepared: Prepared) -> Allocation:
         allocation.lock.__enter__()
         allocation.record = _new_record(prepared)
         allocation.record.update(allocation.cgroup.record() if allocation.cgroup is not None else {"cgroupPaths": {}})
-        store.write(prepared.id, allocation.record)  # the config is written with the committed record
     except BaseException:
         abandon(allocation)
         raise
     return allocation
+
+
+def record_creating(allocation: Allocation) -> None:
+    """Write the record "creating" (the config is written with the committed record). Until
+    then the directory has no record: a creator that dies before it is cleaned up as one that
+    died before its record (capsa.api.session), or by delete."""
+    allocation.store.write(allocation.id, allocation.record)
 
 
 def launch_init(allocation: Allocation) -> None:
@@ -238,6 +250,7 @@ def launch_init(allocation: Allocation) -> None:
             plan = launch.plan_for_member(config.join_namespaces, **arguments)
         else:
             plan = launch.plan_for_container(**arguments)
+        plan.cloned = lambda: record_creating(allocation)
         plan.meanwhile = lambda pid: _record_launch(allocation, pid)
         # The allocation's own cgroup object: what the launch learns (did systemd start the
         # unit?) commit records and abandon needs.
@@ -360,9 +373,14 @@ def _new_record(prepared: Prepared) -> dict[str, Any]:
         "rootfs": prepared.rootfs,
         "created": st.now_rfc3339(),
         "annotations": spec.get("annotations") or {},
-        "creator": {"pid": posix.getpid(), "startTime": procfs.start_time(posix.getpid())},
+        "creator": _creator(),
         "hooks": {k: v for k, v in (spec.get("hooks") or {}).items() if k in ("poststart", "poststop") and v},
     }
+
+
+def _creator() -> dict[str, Any]:
+    pid, started = procfs.own_identity()
+    return {"pid": pid, "startTime": started}
 
 
 def _unlock(allocation: Allocation) -> None:

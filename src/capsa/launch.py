@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 
     from capsa.cgroups import Cgroup
 
+# The namespaces a planned init's child is cloned in: a new PID namespace holds only the children
+# of the process that unshares it, and the parent writes the user namespace's maps unasked, as
+# soon as it can (~10 us each). The child makes the others itself while the parent goes on
+# (capsa.spawn): a network namespace alone is ~0.4 ms of the kernel's.
+_CLONED_NAMESPACES = linux.CLONE_NEWUSER | linux.CLONE_NEWPID
 NAMESPACE_FLAGS = {
     "pid": linux.CLONE_NEWPID,
     "network": linux.CLONE_NEWNET,
@@ -137,7 +142,7 @@ class LaunchPlan:
     __slots__ = (
         "process", "namespaces", "fork", "cgroup", "cgroup_placement", "cgroup_limits", "rootless_cgroups", "warn",
         "console", "inherited_fds", "listen_fds", "state", "listener_status", "seccomp", "seccomp_cache",
-        "memory_policy", "id_mappings", "time_offsets", "oom_score_adj", "init", "stdio", "meanwhile",
+        "memory_policy", "id_mappings", "time_offsets", "oom_score_adj", "init", "stdio", "cloned", "meanwhile",
     )
 
     def __init__(
@@ -178,6 +183,10 @@ class LaunchPlan:
         # None: the caller's own 0-2, as runc's. A library caller gives the run's pipes this way
         # without ever pointing its own stdio at them.
         self.stdio = stdio
+        # Called once the child is cloned, before anything else the launch does for it: work of
+        # the caller's that needs no child, done while the child makes its namespaces
+        # (capsa.create writes the record "creating"); None: nothing.
+        self.cloned: Callable[[], None] | None = None
         # Called with the payload's pid while a planned init sets itself up, the parent having
         # nothing else to do then (capsa.create writes the container's record); None: nothing.
         self.meanwhile: Callable[[int], None] | None = None
@@ -353,6 +362,7 @@ def start(plan: LaunchPlan) -> int:
     restore_cpus = _leave_cpu_to(child)
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
+        _call_cloned(plan)
         if managed:
             plan.cgroup.create_with(child, (plan.cgroup_limits or (None, None))[0])
             driver.channel.send("cgroup")
@@ -455,9 +465,8 @@ class _PlannedLaunch:
 
         self.planned = planned
         self.ours: list[int] = list(joins)  # closed by close()
-        memfd = posix.memfd_create("capsa-plan", posix.MFD_CLOEXEC)
+        self.memfd = memfd = posix.memfd_create("capsa-plan", posix.MFD_CLOEXEC)
         self.ours.append(memfd)
-        posix.write(memfd, planned.plan)
         # Targets: 0-2 stdio, PLAN_FD, CHANNEL_FD, the joins; then the program, which no dup2 of
         # the child's may land on either.
         fds = [*stdio, memfd, channel, *joins]
@@ -466,21 +475,31 @@ class _PlannedLaunch:
         self.sources, self.executable = sources[:-1], sources[-1]
 
     def spawn(self, namespaces: int, cgroup: Cgroup | None, parent_end: int) -> int | None:
-        """The child, sharing our memory until it execs the planned init (capsa.spawn), born in
-        the `namespaces` and the cgroup's cgroup2 directory (if any); None if the kernel refuses
-        that clone (the Python init then makes what it can and says why)."""
+        """The child, sharing our memory until it execs the planned init (capsa.spawn), in the
+        `namespaces` and born in the cgroup's cgroup2 directory (if any); None if the kernel
+        refuses that clone (the Python init then makes what it can and says why). It is cloned
+        in its user and PID namespaces and makes the others itself, while we go on (the plan is
+        written to its memfd then, before "m")."""
         from capsa import spawn
         from capsa.plannedinit import CHANNEL_FD
 
         directory = cgroup.cgroup2_dir() if cgroup is not None else None
         fd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC) if directory else None
         try:
-            return spawn.spawner().spawn(namespaces, fd, self.sources[CHANNEL_FD], self.sources, self.executable, parent_end)
+            cloned = namespaces & _CLONED_NAMESPACES
+            return spawn.spawner().spawn(cloned, fd, self.sources[CHANNEL_FD], self.sources, self.executable, parent_end,
+                                         unshare=namespaces & ~cloned)
         except OSError:
             return None
         finally:
             if fd is not None:
                 posix.close(fd)
+
+    def write_plan(self) -> None:
+        """The plan into the memfd the child reads it from once it has exec'd (after "m")."""
+        view = memoryview(self.planned.plan)
+        while view:
+            view = view[posix.write(self.memfd, view):]
 
     def close(self) -> None:
         _close_if_open(*self.ours)
@@ -527,13 +546,19 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
     plan is checked again, and waits for "go" only before it execs the process."""
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
+        # First: the child makes its namespaces (~0.5 ms) on another CPU while we go on.
         child_cpus = _send_child_elsewhere(child)
         try:
+            _call_cloned(plan)
+            launch.write_plan()
             if _new_user_namespace_in(plan):
                 from capsa import idmap
 
                 idmap.write_mappings(child, plan.id_mappings or {})
-            posix.write(parent_fd, b"m")  # the child becomes root in it and execs the plan
+            try:
+                posix.write(parent_fd, b"m")  # the child becomes root in it and execs the plan
+            except BrokenPipeError:
+                pass  # its unshare failed: its report is queued for us
         finally:
             launch.close()
             close_fds()
@@ -568,6 +593,8 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
             step, errno = int.from_bytes(report[:4], "little"), int.from_bytes(report[4:8], "little")
             if step == 0xFFFFFFFF:
                 raise ContainerStartError(f"cannot run the container's init: {posix.strerror(errno)}")
+            if step == 0xFFFFFFFE:
+                raise ContainerStartError(f"cannot create the container's namespaces: {posix.strerror(errno)}")
             raise ContainerStartError(launch.planned.error(step, errno))
     except BaseException:
         kill_init(child)
@@ -575,6 +602,13 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
     finally:
         posix.close(parent_fd)
     return child
+
+
+def _call_cloned(plan: LaunchPlan) -> None:
+    """The caller's work for the time the child is being made (plan.cloned), once."""
+    cloned, plan.cloned = plan.cloned, None
+    if cloned is not None:
+        cloned()
 
 
 def _send_child_elsewhere(child: int) -> set[int] | None:

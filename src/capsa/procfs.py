@@ -26,6 +26,19 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+_own: tuple[int, int | None] = (0, None)  # (pid, its start time): a fork has another pid
+
+
+def own_identity() -> tuple[int, int | None]:
+    """(this process's pid, its start time), read once per process: a long-lived creator (the
+    API's zygote) names itself in every record it writes."""
+    global _own
+    pid = posix.getpid()
+    if _own[0] != pid:
+        _own = (pid, start_time(pid))
+    return _own
+
+
 def is_alive(pid: int, expected_start_time: int | None) -> bool:
     """True if `pid` still names the process that had `expected_start_time` and it is not a zombie."""
     if pid <= 0:

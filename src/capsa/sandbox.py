@@ -388,12 +388,13 @@ class Sandbox:
         if parent_path is None and not linux.get("cgroupsPath") and not systemd_cgroup:
             parent_path = f"sandbox@{sandbox_id}"  # relative: under the caller's cgroup, as a container's default
         linux["cgroupsPath"] = member_cgroups_path(linux.get("cgroupsPath"), parent_path, sandbox_id)
+        creator_pid, creator_started = procfs.own_identity()
         record = {"id": sandbox_id, "state": "creating", "created": st.now_rfc3339(), "cgroupParent": parent_path,
                   "sharedNamespaces": [k for k in ALWAYS_SHARED + ("pid",) if k in _own_kinds(spec)
                                        and (k != "pid" or shares_pid(spec))],
                   "sharePid": shares_pid(spec), "namespaces": linux.get("namespaces") or [],
                   "holderOomScoreAdj": (spec.get("process") or {}).get("oomScoreAdj"),
-                  "creator": {"pid": posix.getpid(), "startTime": procfs.start_time(posix.getpid())}}
+                  "creator": {"pid": creator_pid, "startTime": creator_started}}
         sandbox = cls(root, record)
         lock = _make_directory(root, sandbox_id, record)
         parent = None

@@ -2,14 +2,15 @@
 #   as --64 -o spawn.o spawn.s
 # and its .text embedded in capsa/spawn.py (tests/unit/test_spawn.py compares them).
 # Called from Python (System V ABI): long spawn(struct clone_args *args, size_t size, struct job *job)
-#   struct job { u32 channel; u32 count; u64 executable; u64 argv; u64 envp; i32 parent_end; u32 pad;
-#                u32 sources[count]; }
+#   struct job { u32 channel; u32 count; u64 executable; u64 argv; u64 envp; i32 parent_end;
+#                u32 unshare; u32 sources[count]; }
 # clone3 with CLONE_VM: the child shares the caller's memory (no copy of its page tables, none of
 # its pages write-protected) on its own stack (args->stack) until it execs. Returns the child's pid,
 # or -errno. The child closes its copy of the parent's end of the channel (so that the parent's
-# death is EOF to it), waits for "m" on the channel (its maps are written), becomes root of its
-# user namespace, dup2s sources[i] to fd i, and execveat(executable, "", argv, envp,
-# AT_EMPTY_PATH). On failure it writes u32 0xffffffff and u32 errno on the channel and exits 1.
+# death is EOF to it), makes the namespaces job->unshare names (if any: unshare), waits for "m"
+# on the channel (its maps are written), becomes root of its user namespace, dup2s sources[i] to
+# fd i, and execveat(executable, "", argv, envp, AT_EMPTY_PATH). On failure it writes u32
+# 0xfffffffe (the unshare) or 0xffffffff (the rest) and u32 errno on the channel and exits 1.
 .intel_syntax noprefix
 .text
 .globl spawn
@@ -26,6 +27,16 @@ child:
     mov eax, 3                      # close(parent_end): -1 is EBADF, harmless
     syscall
     sub rsp, 16
+    mov edi, dword ptr [r12+36]
+    test edi, edi
+    jz await_maps
+    mov eax, 272                    # unshare(job->unshare)
+    syscall
+    test rax, rax
+    jz await_maps
+    mov dword ptr [rsp], -2
+    jmp report
+await_maps:
     mov edi, dword ptr [r12]
     mov rsi, rsp
     mov edx, 1
@@ -70,8 +81,9 @@ dup_done:
     mov eax, 322                    # execveat(executable, "", argv, envp, AT_EMPTY_PATH)
     syscall
 fail:                               # rax: -errno
-    neg eax
     mov dword ptr [rsp], -1
+report:
+    neg eax
     mov dword ptr [rsp+4], eax
     mov edi, dword ptr [r12]
     mov rsi, rsp

@@ -16,9 +16,10 @@ pytestmark = [pytest.mark.skipif(not tinyelf.supported(), reason="the spawner is
               pytest.mark.skipif(os.geteuid() != 0, reason="the child becomes uid 0 (setresuid) as a planned init's does")]
 
 
-def launch(script: bytes, executable: str = "/bin/sh", go: bytes = b"m"):
+def launch(script: bytes, executable: str = "/bin/sh", go: bytes = b"m", unshare: int = 0):
     """Spawn a child whose fds 0-2 are a pipe holding `script` and two pipes, fd 3 our socket's
-    other end; tell it `go`; (its wait status, stdout, stderr, what it wrote on the socket)."""
+    other end, that makes the namespaces `unshare` names; tell it `go`; (its wait status,
+    stdout, stderr, what it wrote on the socket)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stdin_r, stdin_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -27,14 +28,26 @@ def launch(script: bytes, executable: str = "/bin/sh", go: bytes = b"m"):
     os.write(stdin_w, script)
     os.close(stdin_w)
     sources = [stdin_r, out_w, err_w, theirs.fileno()]
-    pid = spawn.spawner().spawn(0, None, theirs.fileno(), sources, program, ours.fileno())
+    pid = spawn.spawner().spawn(0, None, theirs.fileno(), sources, program, ours.fileno(), unshare=unshare)
     for fd in (stdin_r, out_w, err_w, program):
         os.close(fd)
     theirs.close()
     if go:
-        ours.sendall(go)
+        try:
+            ours.sendall(go)
+        except BrokenPipeError:
+            pass  # it failed before it read it: its report is queued
+
     ours.shutdown(socket.SHUT_WR)
-    report = b"".join(iter(lambda: ours.recv(64), b""))
+    report = b""
+    while True:
+        try:
+            chunk = ours.recv(64)
+        except ConnectionResetError:  # it exited with our "m" unread: what it wrote came first
+            break
+        if not chunk:
+            break
+        report += chunk
     ours.close()
     _, status = os.waitpid(pid, 0)
     with os.fdopen(out_r, "rb") as out, os.fdopen(err_r, "rb") as err:
@@ -55,6 +68,29 @@ def test_a_failed_exec_is_reported_on_the_channel(tmp_path):
     status, _, _, report = launch(b"", executable=str(tmp_path / "data"))
     assert os.waitstatus_to_exitcode(status) == 1
     assert report == (0xFFFFFFFF).to_bytes(4, "little") + (13).to_bytes(4, "little")  # EACCES
+
+
+def test_the_child_makes_the_namespaces_it_is_asked_to_unshare():
+    from capsa import linux
+
+    script = b"readlink /proc/self/ns/net /proc/self/ns/uts /proc/self/ns/ipc /proc/self/ns/mnt\n"
+    status, out, err, report = launch(script, unshare=linux.CLONE_NEWNET | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+                                      | linux.CLONE_NEWNS)
+    assert os.waitstatus_to_exitcode(status) == 0 and report == b"", err
+    theirs = out.decode().split()
+    ours = [os.readlink(f"/proc/self/ns/{kind}") for kind in ("net", "uts", "ipc", "mnt")]
+    assert len(theirs) == 4 and all(t != o for t, o in zip(theirs, ours, strict=True)), (theirs, ours)
+    status, out, _, _ = launch(script)
+    assert out.decode().split() == ours  # without: ours
+
+
+def test_a_failed_unshare_is_reported_as_such_before_go():
+    # CLONE_PTRACE is no flag of unshare's (the kernel says EINVAL): the failure is reported
+    # with its own marker, and the child never reads "m" nor execs.
+    status, out, _, report = launch(b"echo ran\n", unshare=0x2000)
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert out == b""
+    assert report == (0xFFFFFFFE).to_bytes(4, "little") + (22).to_bytes(4, "little")  # EINVAL
 
 
 def test_without_go_the_child_exits_without_exec():

@@ -171,7 +171,7 @@ def _alive(entry) -> bool:
 def _me() -> list:
     from capsa import procfs
 
-    return [os.getpid(), procfs.start_time(os.getpid())]
+    return list(procfs.own_identity())
 
 
 class Container:
