@@ -3,10 +3,15 @@
     validate(config) -> Prepared          config.json read and checked, the rootfs found, the
                                           cgroup chosen; nothing is touched yet
     allocate(store, prepared) -> Allocation
-                                          the state directory (locked), the cgroup made
+                                          the state directory (locked); a cgroup that a manager
+                                          or a rootless caller makes, made
+    make_cgroup(allocation)               capsa's own cgroup made: by the launch, before the
+                                          init's child is born in it or joins it (a planned
+                                          init's child that joins it is cloned first, and makes
+                                          its namespaces meanwhile)
     record_creating(allocation)           the record "creating", with what capsa made of the
                                           cgroup: written by the launch once it has cloned the
-                                          init's child (the child makes its namespaces meanwhile)
+                                          init's child
     launch(allocation)                    the process started, its pid in allocation.pid: the
                                           init (launch_init: capsa.launch's plan for a container
                                           or a sandbox member), or CRIU's restored tree (restore)
@@ -151,8 +156,9 @@ def create(store: st.StateStore, prepared: Prepared, launch: Callable[[Allocatio
     allocation.status = status
     try:
         if launch is None:
-            launch_init(allocation)  # writes the record "creating" once the init's child is cloned
+            launch_init(allocation)  # makes the cgroup and writes the record "creating" on the way
         else:
+            make_cgroup(allocation)
             record_creating(allocation)
             launch(allocation)
         commit(allocation)
@@ -189,8 +195,10 @@ def validate(config: CreateConfig) -> Prepared:
 
 
 def allocate(store: st.StateStore, prepared: Prepared) -> Allocation:
-    """The container's state directory, locked; its cgroup made (unless a manager makes it with
-    the init in it: systemd); its record, "creating", made (record_creating writes it)."""
+    """The container's state directory, locked; its record, "creating", made (record_creating
+    writes it). A rootless caller's cgroup is made here (what it may not make is dropped, or an
+    error); capsa's own is left to make_cgroup, and a manager's (systemd) to the launch, which
+    makes it with the init in it."""
     try:
         store.create(prepared.id)
     except PermissionError as err:
@@ -203,13 +211,8 @@ def allocate(store: st.StateStore, prepared: Prepared) -> Allocation:
     allocation = Allocation(store, prepared)
     try:
         allocation.cgroup = cgroup = prepared.cgroup
-        if cgroup is not None and not cgroup.placed_by_manager:
-            # Made before the record names it, so that the record says which directories capsa
-            # made: delete removes those, and leaves one that was there before (joined).
-            if prepared.rootless_cgroups:
-                allocation.cgroup = _rootless_cgroup(cgroup, prepared.spec)
-            else:
-                cgroup.create()
+        if cgroup is not None and not cgroup.placed_by_manager and prepared.rootless_cgroups:
+            allocation.cgroup = _rootless_cgroup(cgroup, prepared.spec)
         allocation.lock = store.lock(prepared.id)
         allocation.lock.__enter__()
         allocation.record = _new_record(prepared)
@@ -218,6 +221,17 @@ def allocate(store: st.StateStore, prepared: Prepared) -> Allocation:
         abandon(allocation)
         raise
     return allocation
+
+
+def make_cgroup(allocation: Allocation) -> None:
+    """capsa's own cgroup for the container (not a manager's, not a rootless caller's: allocate
+    made those), made before the record names it, so that the record says which directories
+    capsa made: delete removes those, and leaves one that was there before (joined)."""
+    cgroup = allocation.cgroup
+    if cgroup is None or cgroup.placed_by_manager or allocation.prepared.rootless_cgroups:
+        return
+    cgroup.create()
+    allocation.record.update(cgroup.record())
 
 
 def record_creating(allocation: Allocation) -> None:
@@ -250,6 +264,7 @@ def launch_init(allocation: Allocation) -> None:
             plan = launch.plan_for_member(config.join_namespaces, **arguments)
         else:
             plan = launch.plan_for_container(**arguments)
+        plan.make_cgroup = lambda: make_cgroup(allocation)
         plan.cloned = lambda: record_creating(allocation)
         plan.meanwhile = lambda pid: _record_launch(allocation, pid)
         # The allocation's own cgroup object: what the launch learns (did systemd start the

@@ -142,7 +142,8 @@ class LaunchPlan:
     __slots__ = (
         "process", "namespaces", "fork", "cgroup", "cgroup_placement", "cgroup_limits", "rootless_cgroups", "warn",
         "console", "inherited_fds", "listen_fds", "state", "listener_status", "seccomp", "seccomp_cache",
-        "memory_policy", "id_mappings", "time_offsets", "oom_score_adj", "init", "stdio", "cloned", "meanwhile",
+        "memory_policy", "id_mappings", "time_offsets", "oom_score_adj", "init", "stdio", "make_cgroup", "cloned",
+        "meanwhile",
     )
 
     def __init__(
@@ -183,9 +184,13 @@ class LaunchPlan:
         # None: the caller's own 0-2, as runc's. A library caller gives the run's pipes this way
         # without ever pointing its own stdio at them.
         self.stdio = stdio
-        # Called once the child is cloned, before anything else the launch does for it: work of
-        # the caller's that needs no child, done while the child makes its namespaces
-        # (capsa.create writes the record "creating"); None: nothing.
+        # Makes the cgroup, which the caller left to the launch (capsa.create); called before the
+        # child is born in it or joins it: a planned init's child that joins it (cgroup v1) is
+        # cloned first and makes its namespaces meanwhile. None: made already, or none.
+        self.make_cgroup: Callable[[], None] | None = None
+        # Called once the child is cloned (and the cgroup made), before anything else the launch
+        # does for it: work of the caller's that needs no child, done while the child makes its
+        # namespaces (capsa.create writes the record "creating"); None: nothing.
         self.cloned: Callable[[], None] | None = None
         # Called with the payload's pid while a planned init sets itself up, the parent having
         # nothing else to do then (capsa.create writes the container's record); None: nothing.
@@ -347,6 +352,7 @@ def start(plan: LaunchPlan) -> int:
     # Under a manager the cgroup is made with the child in it: the child is forked outside and waits.
     maps_unasked = _maps_unasked(plan)
     try:
+        _call_once(plan, "make_cgroup")
         child, fds.cgroup_join, fds.born_in_namespaces = _fork_into(None if managed else plan.cgroup,
                                                                     _born_namespaces(plan))
         fds.maps_unasked = fds.born_in_namespaces and maps_unasked
@@ -362,7 +368,7 @@ def start(plan: LaunchPlan) -> int:
     restore_cpus = _leave_cpu_to(child)
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
-        _call_cloned(plan)
+        _call_once(plan, "cloned")
         if managed:
             plan.cgroup.create_with(child, (plan.cgroup_limits or (None, None))[0])
             driver.channel.send("cgroup")
@@ -436,6 +442,8 @@ def _start_planned(plan: LaunchPlan, seccomp_filter: Any, lowest: int) -> int | 
         planned = None
         try:
             planned = _planned_init(plan, seccomp_filter, fds.sync, fresh)
+            if planned is not None and planned.joins is None:
+                _call_once(plan, "make_cgroup")  # the child is born in it
             child = planned.spawn(_born_namespaces(plan), plan.cgroup, parent_fd) if planned is not None else None
         except BaseException:
             _close_if_open(parent_fd, *fds.all())
@@ -458,18 +466,19 @@ def _start_planned(plan: LaunchPlan, seccomp_filter: Any, lowest: int) -> int | 
 class _PlannedLaunch:
     """The parent's side of a planned init (capsa.plannedinit): the plan, as a memfd, and the
     fds the child takes at the numbers the plan says, each above them (dup2 in any order is then
-    safe); the copies made for that are closed again in the parent."""
+    safe); the copies made for that are closed again in the parent. `joins`: the cgroup files
+    the child joins, sent after "m" (send_joins); None if it is born in its cgroup instead."""
 
-    def __init__(self, planned: Any, stdio: list[int], channel: int, joins: list[int]):
+    def __init__(self, planned: Any, stdio: list[int], channel: int, joins: list[str] | None):
         from capsa import plannedinit, spawn
 
         self.planned = planned
-        self.ours: list[int] = list(joins)  # closed by close()
+        self.joins = joins
         self.memfd = memfd = posix.memfd_create("capsa-plan", posix.MFD_CLOEXEC)
-        self.ours.append(memfd)
-        # Targets: 0-2 stdio, PLAN_FD, CHANNEL_FD, the joins; then the program, which no dup2 of
-        # the child's may land on either.
-        fds = [*stdio, memfd, channel, *joins]
+        self.ours: list[int] = [memfd]  # closed by close()
+        # Targets: 0-2 stdio, PLAN_FD, CHANNEL_FD; then the program, which no dup2 of the child's
+        # may land on either.
+        fds = [*stdio, memfd, channel]
         sources, copies = spawn.sources_above([*fds, plannedinit.shared_fd()], len(fds) + 1)
         self.ours += copies
         self.sources, self.executable = sources[:-1], sources[-1]
@@ -501,6 +510,30 @@ class _PlannedLaunch:
         while view:
             view = view[posix.write(self.memfd, view):]
 
+    def send_joins(self, parent_fd: int) -> None:
+        """The cgroup files the child joins, opened (the cgroup is made by now) and sent after
+        "m": the child receives them first thing (plannedinit.build)."""
+        import _socket
+        import _struct
+
+        if not self.joins:
+            return
+        opened: list[int] = []
+        try:
+            for path in self.joins:
+                opened.append(posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC))
+            sock = _socket.socket(fileno=parent_fd)
+            try:
+                sock.sendmsg([b"j"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _struct.pack(f"{len(opened)}i", *opened))])
+            except BrokenPipeError:
+                pass  # it failed before it read "m": its report is queued for us
+            finally:
+                sock.detach()
+        except OSError as err:
+            raise ContainerStartError(f"cannot join cgroup {err.filename}: {err.strerror}") from None
+        finally:
+            _close_if_open(*opened)
+
     def close(self) -> None:
         _close_if_open(*self.ours)
         self.ours = []
@@ -521,21 +554,12 @@ def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int, fresh: bo
     its spec cannot be one (plannedinit.build). fresh: made again, not remembered."""
     from capsa import plannedinit
 
-    joins = plan.cgroup.self_join_files(with_cgroup2=plan.cgroup.cgroup2_dir() is None) if plan.cgroup is not None else []
+    born_in_cgroup = plan.cgroup is not None and plan.cgroup.cgroup2_dir() is not None
+    joins = plan.cgroup.self_join_files(with_cgroup2=not born_in_cgroup) if plan.cgroup is not None else []
     planned = plannedinit.plan_for(plan, seccomp_filter, joins, fresh)
     if planned is None:
         return None
-    opened: list[int] = []
-    try:
-        for path in joins:
-            opened.append(posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC))
-        return _PlannedLaunch(planned, list(plan.stdio), channel, opened)
-    except OSError as err:
-        _close_if_open(*opened)
-        raise ContainerStartError(f"cannot join cgroup {err.filename}: {err.strerror}") from None
-    except BaseException:
-        _close_if_open(*opened)
-        raise
+    return _PlannedLaunch(planned, list(plan.stdio), channel, None if born_in_cgroup else joins)
 
 
 def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _PlannedLaunch, close_fds: Any) -> int:
@@ -549,7 +573,8 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
         # First: the child makes its namespaces (~0.5 ms) on another CPU while we go on.
         child_cpus = _send_child_elsewhere(child)
         try:
-            _call_cloned(plan)
+            _call_once(plan, "make_cgroup")
+            _call_once(plan, "cloned")
             launch.write_plan()
             if _new_user_namespace_in(plan):
                 from capsa import idmap
@@ -559,6 +584,7 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
                 posix.write(parent_fd, b"m")  # the child becomes root in it and execs the plan
             except BrokenPipeError:
                 pass  # its unshare failed: its report is queued for us
+            launch.send_joins(parent_fd)
         finally:
             launch.close()
             close_fds()
@@ -604,11 +630,12 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
     return child
 
 
-def _call_cloned(plan: LaunchPlan) -> None:
-    """The caller's work for the time the child is being made (plan.cloned), once."""
-    cloned, plan.cloned = plan.cloned, None
-    if cloned is not None:
-        cloned()
+def _call_once(plan: LaunchPlan, hook: str) -> None:
+    """The caller's work the plan's `hook` names (make_cgroup, cloned), once."""
+    work = getattr(plan, hook)
+    if work is not None:
+        setattr(plan, hook, None)
+        work()
 
 
 def _send_child_elsewhere(child: int) -> set[int] | None:

@@ -19,8 +19,11 @@ at the time of the mount, and used through /proc/self/fd/N, as capsa.rootfs does
 own look at the rootfs only decides whether the plan can be made.
 
     the child's fds: 0-2 the process's stdio, 3 the plan (a memfd), 4 the channel to the parent
-    (a stream socket), 5.. the cgroup files the child joins by writing "0" (v1 `tasks`: see
-    Cgroup.self_join_files).
+    (a stream socket). The cgroup files the child joins by writing "0" (v1 `tasks`: see
+    Cgroup.self_join_files) come on the channel after "m": one byte with the fds (SCM_RIGHTS),
+    which the kernel puts at the lowest free numbers, 3 (the plan's, closed) and 5 on. The
+    parent makes the cgroup while the child makes its namespaces (capsa.launch), after the
+    clone: the files cannot be among the fds the child is cloned with.
     the plan: u32 the number of steps, 12 bytes of padding, the steps (STEP bytes each: u32 kind,
     u32 flags, u64 system call number, six u64 arguments, i64 want, u32 skip, u32 errno), then
     their data (strings, structures, buffers) at the addresses the steps name (PLAN_ADDRESS on).
@@ -47,7 +50,7 @@ STEP = 80
 CALL, TEST, FAIL, SKIP = 0, 1, 2, 3
 EXACT, TRY, SOFT, ANY = 1, 2, 4, 8
 UNEXPECTED = 0x10000
-PLAN_FD, CHANNEL_FD, FIRST_JOIN_FD = 3, 4, 5
+PLAN_FD, CHANNEL_FD = 3, 4
 _CODE = bytes.fromhex(
     "48833c2401"                  # 000  cmp qword [rsp],0x1
     "0f8555010000"                # 005  jne 160
@@ -185,7 +188,7 @@ _NR = {
     "socket": 41, "execve": 59, "chdir": 80, "fchdir": 81, "umask": 95, "getcwd": 79, "setgroups": 116,
     "setresuid": 117, "setresgid": 119, "setsid": 112, "capset": 126, "fstatfs": 138, "prctl": 157,
     "pivot_root": 155, "mount": 165, "umount2": 166, "sethostname": 170, "setdomainname": 171, "openat": 257,
-    "unshare": 272, "prlimit64": 302, "seccomp": 317, "keyctl": 250, "close_range": 436, "openat2": 437,
+    "unshare": 272, "prlimit64": 302, "recvmsg": 47, "seccomp": 317, "keyctl": 250, "close_range": 436, "openat2": 437,
     "mount_setattr": 442, "newfstatat": 262, "faccessat": 269, "exit_group": 231, "dup3": 292, "execveat": 322,
 }
 
@@ -243,6 +246,26 @@ class Builder:
         self.call("close", fd, why="close")
         self.open_fds.discard(fd)
 
+    def receive_fds(self, channel: int, count: int, why: str) -> list[int]:
+        """One byte on the stream socket `channel` with `count` fds (SCM_RIGHTS): the numbers
+        the kernel gives them, the lowest free ones in the order they were sent."""
+        space = 16 + (4 * count + 7) // 8 * 8  # CMSG_SPACE
+        byte, control = self.blob(bytes(8)), self.blob(bytes(space))
+        iov = self.blob(struct.pack("<QQ", 0, 1))
+        self.point(iov, 0, byte)
+        header = self.blob(struct.pack("<QI4xQQQQi4x", 0, 0, 0, 1, 0, space, 0))  # struct msghdr
+        self.point(header, 16, iov)
+        self.point(header, 32, control)
+        self.call("recvmsg", channel, header, _MSG_CMSG_CLOEXEC, why=why, want=1)
+        self.test(control, 0xFFFFFFFFFFFFFFFF, 16 + 4 * count, why=f"{why}: not the {count} planned")  # cmsg_len
+        self.test(_Ref(control.offset + 8), 0xFFFFFFFFFFFFFFFF, _SOL_SOCKET | _SCM_RIGHTS << 32, why=why)
+        fds = []
+        for _ in range(count):
+            fd = min(set(range(len(self.open_fds) + 1)) - self.open_fds)
+            self.open_fds.add(fd)
+            fds.append(fd)
+        return fds
+
     def test(self, address: _Ref, mask: int, value: int, why: str, soft: bool = False) -> int:
         self.steps.append((TEST, SOFT if soft else 0, 0, (address, mask, value), 0, 0, 0))
         self.why.append(why)
@@ -287,6 +310,7 @@ _MOUNT_ATTR = {1: 0x1, 2: 0x2, 4: 0x4, 8: 0x8}  # MS_RDONLY, NOSUID, NODEV, NOEX
 _NEW_FILESYSTEMS = ("proc", "tmpfs", "sysfs", "devpts", "mqueue")
 _CAPABILITY_VERSION_3 = 0x20080522
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP, _IFF_LOOPBACK = 0x8913, 0x8914, 0x1, 0x8
+_SOL_SOCKET, _SCM_RIGHTS, _MSG_CMSG_CLOEXEC = 1, 1, 0x40000000
 
 
 # The calls capsa.rootfs makes through capsa.linux (whose OSError names the call) where the plan
@@ -418,8 +442,8 @@ def plan_for(plan, seccomp_filter, joins: list[str], fresh: bool = False) -> Pla
 
 def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> Planned | None:
     """The plan of this container's init (eligible() being true), its cgroup files `joins`
-    opened as fds FIRST_JOIN_FD..; None where the Python init must do it. `view`: where what it
-    sees of the rootfs is noted (a new one by default)."""
+    received on the channel, in that order, after "m"; None where the Python init must do it.
+    `view`: where what it sees of the rootfs is noted (a new one by default)."""
     from capsa import linux
     from capsa.mountopts import is_idmapped, parse_mount_options
 
@@ -432,16 +456,18 @@ def build(plan, seccomp_filter, joins: list[str], view: _View | None = None) -> 
     if any(is_idmapped(m) or m.get("type") in ("cgroup", "cgroup2") for m in mounts):
         return None
     view = view or _View(config.rootfs, mounts)
-    b = Builder(set(range(FIRST_JOIN_FD + len(joins))) - {PLAN_FD})  # the program closes the plan's fd
+    b = Builder({0, 1, 2, CHANNEL_FD})  # the program closes the plan's fd
     new_namespaces = {ns.type for ns in plan.namespaces}
 
     # capsa.launch._child: the fds, the cgroup ("go" is read at the end of the set-up, below).
     # Not dumpable (its exec made it so again) before anything else: nothing may open it through /proc.
     b.call("prctl", linux.PR_SET_DUMPABLE, 0, why="prctl(PR_SET_DUMPABLE)")
-    b.call("close_range", FIRST_JOIN_FD + len(joins), 0xFFFFFFFF, 0, why="cannot close the fds of the runtime")
-    for index, path in enumerate(joins):
-        b.call("write", FIRST_JOIN_FD + index, b.string("0"), 1, why=f"cannot join cgroup {path.rsplit('/', 1)[0]}", want=1)
-        b.close(FIRST_JOIN_FD + index)
+    b.call("close_range", CHANNEL_FD + 1, 0xFFFFFFFF, 0, why="cannot close the fds of the runtime")
+    if joins:
+        fds = b.receive_fds(CHANNEL_FD, len(joins), why="cannot receive the cgroup files to join")
+        for fd, path in zip(fds, joins, strict=True):
+            b.call("write", fd, b.string("0"), 1, why=f"cannot join cgroup {path.rsplit('/', 1)[0]}", want=1)
+            b.close(fd)
 
     # capsa.init._setup_and_exec
     if "cgroup" in new_namespaces:

@@ -258,7 +258,8 @@ def test_pod_containers_share_the_sandbox(cri):
         sandbox = json.loads(subprocess.run(capsa_command() + ["--root", cri.state_root, "sandbox", "state", pod],
                                             capture_output=True, text=True, check=True).stdout)
         assert sandbox["state"] == "running" and sandbox["cgroupParent"] == cri.cgroup_parent
-        for name, command in (("server", "nc -l -p 8080 < /dev/null > /got; exec sleep 1000"),
+        # The server's stdin never at EOF: busybox nc ends on it, at times before the client's line came.
+        for name, command in (("server", "sleep 1000 | nc -l -p 8080 > /got; exec sleep 1000"),
                               ("client", "exec sleep 1000")):
             members.append(cri("CreateContainer", {
                 "pod_sandbox_id": pod, "sandbox_config": sandbox_config,

@@ -82,7 +82,8 @@ def cgroup_dirs(path: str) -> list[str]:
 
 def test_members_share_network_ipc_uts_and_keep_their_own_mounts(pod):
     holder = start_pod(pod)
-    server, client = pod.member("sh", "-c", "nc -l -p 8080 < /dev/null > /dev/shm/got; exec sleep 1000"), pod.member()
+    # The server's stdin never at EOF: busybox nc ends on it, at times before the client's line came.
+    server, client = pod.member("sh", "-c", "sleep 1000 | nc -l -p 8080 > /dev/shm/got; exec sleep 1000"), pod.member()
     server_pid = add(pod, server, "m1")
     client_pid = add(pod, client, "m2")
     # From the host: one network, IPC and UTS namespace for all three; a mount namespace and root each.

@@ -74,6 +74,9 @@ class FakeLaunch:
         self.calls.append((plan.process["args"], plan.init.rootfs, plan.init.container_id, plan.cgroup))
         process = subprocess.Popen(["sleep", "60"])
         self.processes.append(process)
+        for hook in (plan.make_cgroup, plan.cloned):  # the caller's work, as the real launch calls it
+            if hook is not None:
+                hook()
         if self.fail is not None:
             launch.kill_init(process.pid)  # as the real launch does before it raises
             raise self.fail
