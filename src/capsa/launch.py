@@ -442,8 +442,8 @@ def _start_planned(plan: LaunchPlan, seccomp_filter: Any, lowest: int) -> int | 
         planned = None
         try:
             planned = _planned_init(plan, seccomp_filter, fds.sync, fresh)
-            if planned is not None and planned.joins is None:
-                _call_once(plan, "make_cgroup")  # the child is born in it
+            if planned is not None and planned.born_in_cgroup:
+                _call_once(plan, "make_cgroup")  # its cgroup2 directory must be there for the clone
             child = planned.spawn(_born_namespaces(plan), plan.cgroup, parent_fd) if planned is not None else None
         except BaseException:
             _close_if_open(parent_fd, *fds.all())
@@ -467,13 +467,15 @@ class _PlannedLaunch:
     """The parent's side of a planned init (capsa.plannedinit): the plan, as a memfd, and the
     fds the child takes at the numbers the plan says, each above them (dup2 in any order is then
     safe); the copies made for that are closed again in the parent. `joins`: the cgroup files
-    the child joins, sent after "m" (send_joins); None if it is born in its cgroup instead."""
+    the child joins (v1), sent after "m" (send_joins); `born_in_cgroup`: the child is cloned in
+    the cgroup's cgroup2 directory (v2, or a hybrid host's unified hierarchy)."""
 
-    def __init__(self, planned: Any, stdio: list[int], channel: int, joins: list[str] | None):
+    def __init__(self, planned: Any, stdio: list[int], channel: int, joins: list[str], born_in_cgroup: bool):
         from capsa import plannedinit, spawn
 
         self.planned = planned
         self.joins = joins
+        self.born_in_cgroup = born_in_cgroup
         self.memfd = memfd = posix.memfd_create("capsa-plan", posix.MFD_CLOEXEC)
         self.ours: list[int] = [memfd]  # closed by close()
         # Targets: 0-2 stdio, PLAN_FD, CHANNEL_FD; then the program, which no dup2 of the child's
@@ -559,7 +561,7 @@ def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int, fresh: bo
     planned = plannedinit.plan_for(plan, seccomp_filter, joins, fresh)
     if planned is None:
         return None
-    return _PlannedLaunch(planned, list(plan.stdio), channel, None if born_in_cgroup else joins)
+    return _PlannedLaunch(planned, list(plan.stdio), channel, joins, born_in_cgroup)
 
 
 def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _PlannedLaunch, close_fds: Any) -> int:

@@ -572,3 +572,34 @@ print(json.dumps([out.decode(), os.waitpid(pid, 0)[1], [p is not None for p in p
     planned, python = (output(start(code, rootfs, json.dumps(spec), planned=variant)) for variant in (True, False))
     assert planned == [["0\n1\n2\n3\n", 0, [True]]]  # 3: ls's own directory; planned
     assert python == [["0\n1\n2\n3\n", 0, []]]
+
+
+def test_the_init_is_in_its_cgroup_in_every_hierarchy_it_has(rootfs):
+    # All of the host's hierarchies (not the API's few): on a hybrid host the child is born in
+    # the cgroup's directory of the unified one and joins the v1 ones with the files its parent
+    # opens once it has made them (after the clone) and sends after "m"; on v1 only the latter,
+    # on v2 only the former. Run as the zygote runs it: Container.create, stdio given.
+    code = """
+from capsa import plannedinit
+from capsa.api.rootfs import API_DIR
+from capsa.api.session import STATE_ROOT, new_id, setup
+from capsa.container import Container
+setup()
+spec = json.loads(sys.argv[2])
+null = os.open('/dev/null', os.O_RDONLY | os.O_CLOEXEC)
+r, w = os.pipe()
+c = Container.create(STATE_ROOT, new_id(), API_DIR, spec=spec, rootless_cgroups=False, stdio=(null, w, w),
+                     exec_at_once=True)
+os.close(w)
+out = b''.join(iter(lambda: os.read(r, 4096), b'')).decode()
+status = os.waitpid(c.pid, 0)[1]
+hierarchies = sorted(c.cgroup().paths)
+c.delete(force=True)
+print(json.dumps([c.id, out, status, hierarchies, [p is not None for p in plannedinit._cache.values()]]))
+"""
+    spec = spec_of(["cat", "/proc/self/cgroup"], rootfs)
+    for variant, cached in ((True, [True]), (False, [])):
+        [[container_id, out, status, hierarchies, plans]] = output(start(code, rootfs, json.dumps(spec), planned=variant))
+        assert status == 0 and plans == cached, (variant, out)
+        joined = {line.split(":")[1] for line in out.split() if line.endswith("/" + container_id)}
+        assert joined == set(hierarchies) and len(hierarchies) >= 1, (variant, out, hierarchies)
