@@ -565,11 +565,12 @@ def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int, fresh: bo
 
 
 def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _PlannedLaunch, close_fds: Any) -> int:
-    """The parent's part of a planned init: the maps, the limits, "go", then the child's report:
-    nothing (it has exec'd the process: EOF) or the step that failed. The child waits for its
-    maps first: they are written before anything else (the child's and `launch`'s fds closed,
-    `close_fds`, then). It then sets itself up while the limits are written and a remembered
-    plan is checked again, and waits for "go" only before it execs the process."""
+    """The parent's part of a planned init, its child cloned: while the child makes its
+    namespaces, the caller's work that needs no child (plan.make_cgroup, plan.cloned), the plan
+    into its memfd and the maps; then "m" and the cgroup files it joins (the child's and
+    `launch`'s fds closed, `close_fds`, then); the limits and a remembered plan checked again
+    while it sets itself up; "go", which it waits for only before it execs the process; then its
+    report: nothing (it has exec'd the process: EOF) or the step that failed."""
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
         # First: the child makes its namespaces (~0.5 ms) on another CPU while we go on.
