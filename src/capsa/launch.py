@@ -566,18 +566,17 @@ def _planned_init(plan: LaunchPlan, seccomp_filter: Any, channel: int, fresh: bo
 
 def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _PlannedLaunch, close_fds: Any) -> int:
     """The parent's part of a planned init, its child cloned: while the child makes its
-    namespaces, the caller's work that needs no child (plan.make_cgroup, plan.cloned), the plan
-    into its memfd and the maps; then "m" and the cgroup files it joins (the child's and
-    `launch`'s fds closed, `close_fds`, then); the limits and a remembered plan checked again
-    while it sets itself up; "go", which it waits for only before it execs the process; then its
-    report: nothing (it has exec'd the process: EOF) or the step that failed."""
+    namespaces, the plan into its memfd and the maps, then "m"; while it execs the planned init,
+    the caller's work that needs no child (plan.make_cgroup, plan.cloned), then the cgroup files
+    it joins (the child's and `launch`'s fds closed, `close_fds`, then); the limits and a
+    remembered plan checked again while it sets itself up; "go", which it waits for only before
+    it execs the process; then its report: nothing (it has exec'd the process: EOF) or the step
+    that failed."""
     driver = _Driver(plan, Channel(parent_fd), child)
     try:
         # First: the child makes its namespaces (~0.5 ms) on another CPU while we go on.
         child_cpus = _send_child_elsewhere(child)
         try:
-            _call_once(plan, "make_cgroup")
-            _call_once(plan, "cloned")
             launch.write_plan()
             if _new_user_namespace_in(plan):
                 from capsa import idmap
@@ -587,6 +586,9 @@ def _drive_planned(plan: LaunchPlan, child: int, parent_fd: int, launch: _Planne
                 posix.write(parent_fd, b"m")  # the child becomes root in it and execs the plan
             except BrokenPipeError:
                 pass  # its unshare failed: its report is queued for us
+            # While it execs the planned init, which then waits for the cgroup files first thing:
+            _call_once(plan, "make_cgroup")
+            _call_once(plan, "cloned")
             launch.send_joins(parent_fd)
         finally:
             launch.close()
