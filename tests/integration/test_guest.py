@@ -66,10 +66,11 @@ def _test_names(relative: str) -> list[str]:
 
 
 # CRIU itself, without capsa (capsa checkpoint is tested by test_checkpoint.py): dump a counting shell loop,
-# see it stop, restore it, see it count again.
+# see it stop, restore it, see it count again. The counter is replaced by a rename, never seen empty (an
+# `echo > counter` truncates it first: a read at that moment got "", once, in CI).
 CRIU_ROUND_TRIP = """
   cd /tmp && mkdir criu-images
-  setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 &
+  setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 &
   pid=$!
   sleep 1
   criu dump -t $pid -D criu-images -o dump.log && dumped=yes || dumped=no
