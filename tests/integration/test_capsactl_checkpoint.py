@@ -21,7 +21,7 @@ from test_checkpoint import CRIU_SAID, needs_broken_criu, needs_criu
 
 from capsa.manager.checkpoint import host_architecture
 
-COUNTING = "echo before > /marker; i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done"
+COUNTING = "echo before > /marker; i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; sleep 0.1; done"
 
 
 def _second_store(tmp_path, first: Ctl) -> Ctl:
