@@ -186,11 +186,11 @@ class LaunchPlan:
         self.stdio = stdio
         # Makes the cgroup, which the caller left to the launch (capsa.create); called before the
         # child is born in it or joins it: a planned init's child that joins it (cgroup v1) is
-        # cloned first and makes its namespaces meanwhile. None: made already, or none.
+        # cloned first, and makes its namespaces and execs meanwhile. None: made already, or none.
         self.make_cgroup: Callable[[], None] | None = None
-        # Called once the child is cloned (and the cgroup made), before anything else the launch
-        # does for it: work of the caller's that needs no child, done while the child makes its
-        # namespaces (capsa.create writes the record "creating"); None: nothing.
+        # Called once the child is cloned (and the cgroup made): work of the caller's that needs
+        # no child, done while the child makes its namespaces or execs a planned init
+        # (capsa.create writes the record "creating"); None: nothing.
         self.cloned: Callable[[], None] | None = None
         # Called with the payload's pid while a planned init sets itself up, the parent having
         # nothing else to do then (capsa.create writes the container's record); None: nothing.

@@ -22,8 +22,8 @@ own look at the rootfs only decides whether the plan can be made.
     (a stream socket). The cgroup files the child joins by writing "0" (v1 `tasks`: see
     Cgroup.self_join_files) come on the channel after "m": one byte with the fds (SCM_RIGHTS),
     which the kernel puts at the lowest free numbers, 3 (the plan's, closed) and 5 on. The
-    parent makes the cgroup while the child makes its namespaces (capsa.launch), after the
-    clone: the files cannot be among the fds the child is cloned with.
+    parent makes the cgroup after the clone (capsa.launch), while the child makes its
+    namespaces and execs this program: the files cannot be among the fds it is cloned with.
     the plan: u32 the number of steps, 12 bytes of padding, the steps (STEP bytes each: u32 kind,
     u32 flags, u64 system call number, six u64 arguments, i64 want, u32 skip, u32 errno), then
     their data (strings, structures, buffers) at the addresses the steps name (PLAN_ADDRESS on).
@@ -237,10 +237,13 @@ class Builder:
 
     def open(self, name: str, *args, why: str, soft: int = 0) -> int:
         """An open-like call (openat, openat2, socket): the fd it must return."""
-        fd = min(set(range(len(self.open_fds) + 1)) - self.open_fds)
+        fd = self._lowest_free_fd()
         self.call(name, *args, why=why, want=fd, soft=soft)
         self.open_fds.add(fd)
         return fd
+
+    def _lowest_free_fd(self) -> int:
+        return min(set(range(len(self.open_fds) + 1)) - self.open_fds)
 
     def close(self, fd: int) -> None:
         self.call("close", fd, why="close")
@@ -261,9 +264,8 @@ class Builder:
         self.test(_Ref(control.offset + 8), 0xFFFFFFFFFFFFFFFF, _SOL_SOCKET | _SCM_RIGHTS << 32, why=why)
         fds = []
         for _ in range(count):
-            fd = min(set(range(len(self.open_fds) + 1)) - self.open_fds)
-            self.open_fds.add(fd)
-            fds.append(fd)
+            fds.append(self._lowest_free_fd())
+            self.open_fds.add(fds[-1])
         return fds
 
     def test(self, address: _Ref, mask: int, value: int, why: str, soft: bool = False) -> int:
