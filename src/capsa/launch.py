@@ -515,8 +515,7 @@ class _PlannedLaunch:
     def send_joins(self, parent_fd: int) -> None:
         """The cgroup files the child joins, opened (the cgroup is made by now) and sent after
         "m": the child receives them first thing (plannedinit.build)."""
-        import _socket
-        import _struct
+        from capsa.syncpipe import send_fds
 
         if not self.joins:
             return
@@ -524,13 +523,10 @@ class _PlannedLaunch:
         try:
             for path in self.joins:
                 opened.append(posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC))
-            sock = _socket.socket(fileno=parent_fd)
             try:
-                sock.sendmsg([b"j"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _struct.pack(f"{len(opened)}i", *opened))])
+                send_fds(parent_fd, b"j", opened)
             except BrokenPipeError:
                 pass  # it failed before it read "m": its report is queued for us
-            finally:
-                sock.detach()
         except OSError as err:
             raise ContainerStartError(f"cannot join cgroup {err.filename}: {err.strerror}") from None
         finally:

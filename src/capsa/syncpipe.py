@@ -12,6 +12,18 @@ import posix
 from capsa.errors import ContainerStartError
 
 
+def send_fds(sock_fd: int, data: bytes, fds: list[int]) -> None:
+    """Send `data` with copies of `fds` (SCM_RIGHTS) on the unix socket `sock_fd`."""
+    import _socket
+    import _struct
+
+    sock = _socket.socket(fileno=sock_fd)
+    try:
+        sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _struct.pack(f"{len(fds)}i", *fds))])
+    finally:
+        sock.detach()
+
+
 class Channel:
     def __init__(self, fd: int):
         self.fd = fd
@@ -42,14 +54,7 @@ class Channel:
 
     def send_fd(self, kind: str, fd: int) -> None:
         """Send the message `kind` with a copy of `fd` (SCM_RIGHTS)."""
-        import _socket
-        import _struct
-
-        sock = _socket.socket(fileno=self.fd)
-        try:
-            sock.sendmsg([f"{kind} \n".encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _struct.pack("i", fd))])
-        finally:
-            sock.detach()
+        send_fds(self.fd, f"{kind} \n".encode(), [fd])
 
     def receive_fd(self, kind: str) -> tuple[int, str]:
         """The reply to a request: (fd, "") for a message `kind` that carries one, (-1, reason)
